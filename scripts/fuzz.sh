@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build the libFuzzer targets (clang, ASan + UBSan) in build-fuzz and run each for FUZZ_SECONDS
+# (default 60). Exits non-zero when a fuzzer finds a crash, a sanitizer report, an uncaught
+# exception, a timeout or a memory blow-up; the reproducer is left in build-fuzz/fuzz-artifacts/.
+#
+#   FUZZ_SECONDS=30 scripts/fuzz.sh
+#   build-fuzz/tests/fuzz/fuzz_safetensors build-fuzz/fuzz-artifacts/safetensors/crash-...  # replay
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build="$root/build-fuzz"
+seconds=${FUZZ_SECONDS:-60}
+jobs=${JOBS:-2}
+
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DTTT_BUILD_FUZZERS=ON -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=OFF -DTTT_BUILD_BENCHMARKS=OFF
+cmake --build "$build" --target fuzz_safetensors fuzz_config -j"$jobs"
+
+status=0
+for name in safetensors config; do
+  corpus="$build/fuzz-corpus/$name"      # grows across runs; the committed seeds stay read-only
+  artifacts="$build/fuzz-artifacts/$name/"
+  mkdir -p "$corpus" "$artifacts"
+  max_len=16384
+  [ "$name" = config ] && max_len=4096
+  echo "== fuzz_$name for ${seconds}s"
+  if ! "$build/tests/fuzz/fuzz_$name" \
+      -max_total_time="$seconds" -max_len="$max_len" -timeout=20 -rss_limit_mb=2048 \
+      -print_final_stats=1 -dict="$root/tests/fuzz/$name.dict" -artifact_prefix="$artifacts" \
+      "$corpus" "$root/tests/fuzz/corpus/$name"; then
+    echo "!! fuzz_$name found a problem; reproducer in $artifacts" >&2
+    status=1
+  fi
+done
+exit "$status"
