@@ -1,0 +1,39 @@
+// Decode allocates nothing per token once the state's buffers are warm: every operator new in
+// the process is counted while single tokens are fed.
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "test_helpers.hpp"
+
+static std::atomic<long> g_allocs{0};
+void* operator new(std::size_t n) {
+  ++g_allocs;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace ttt;
+
+TEST_CASE_TEMPLATE("no allocation per token in decode", Lrn, inner::Linear, inner::MLP) {
+  ModelConfig c = th::small_config(std::string(Lrn::name));
+  c.pre_conv = c.share_qk = c.use_gate = true;
+  TTTModel<Lrn> m(c);
+  th::randomize(m, 1);
+  auto st = m.new_state();
+  Mat logits;
+  const auto ids = th::random_ids(40, c.vocab_size, 2);
+  m.forward(st, std::span<const int64_t>(ids.data(), 5), &logits, Logits::last);
+  for (int t = 5; t < 8; ++t) m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &logits, Logits::last);
+  const long before = g_allocs.load();
+  for (int t = 8; t < 40; ++t) m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &logits, Logits::last);
+  CHECK(g_allocs.load() - before == 0);
+}

@@ -1,0 +1,71 @@
+#pragma once
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ttt/ttt.hpp>
+
+namespace th {
+
+#ifndef TTT_REFERENCE_DIR
+#define TTT_REFERENCE_DIR "../shared/reference"
+#endif
+inline std::filesystem::path reference_dir() { return TTT_REFERENCE_DIR; }
+
+/// ||a - e|| / ||e|| in double
+template <class A, class E>
+double rel_err(const A* a, const E* e, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(e[i]);
+    num += d * d;
+    den += double(e[i]) * double(e[i]);
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+inline double rel_err(const ttt::Mat& a, const ttt::Mat& e) {
+  REQUIRE(a.rows() == e.rows());
+  REQUIRE(a.cols() == e.cols());
+  return rel_err(a.data(), e.data(), size_t(a.size()));
+}
+
+/// Every parameter random and non-trivial: weights N(0, scale), norm weights 1 + N(0, 0.2),
+/// biases and the token index N(0, 0.3) (so that the clamp of the token index bites).
+template <class Model>
+void randomize(Model& m, uint64_t seed, double scale = 0.1) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  m.visit_params([&](const ttt::ParamRef& p) {
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      float v;
+      if (p.init == ttt::ParamRef::Init::ones) v = 1.0f + 0.2f * n01(rng);
+      else if (p.no_decay) v = 0.3f * n01(rng);
+      else v = float(scale) * n01(rng);
+      p.at(i) = v;
+    }
+  });
+}
+
+inline std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> d(0, vocab - 1);
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+inline ttt::ModelConfig small_config(const std::string& type = "linear") {
+  ttt::ModelConfig c;
+  c.vocab_size = 53;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.mini_batch_size = 8;
+  c.ttt_layer_type = type;
+  return c;
+}
+
+}  // namespace th
