@@ -62,8 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& [k, v] : st.metadata()) w.set_metadata(k, v);
 
   // The data buffer is exactly the tensors: header + tensors == file.
-  uint64_t header_len = 0;
-  for (int i = 0; i < 8; ++i) header_len |= uint64_t(data[i]) << (8 * i);
+  const uint64_t header_len = ttt::io::detail::load_le<uint64_t>(reinterpret_cast<const char*>(data));
   if (8 + header_len + covered != size) finding("tensors do not cover the data buffer exactly");
 
   const SafeTensors again = SafeTensors::parse(w.serialize(), "rewritten.safetensors");

@@ -15,22 +15,24 @@
 
 namespace ttt_test {
 
-/// 8-byte little-endian length + header + data, with the length taken from `header`.
-inline std::string st_file(std::string_view header, std::string_view data = {}) {
-  std::string out;
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xFF));
-  out.append(header);
-  out.append(data);
-  return out;
-}
-
 /// A length field claiming `n` bytes, followed by `rest`.
 inline std::string with_length(uint64_t n, std::string_view rest) {
   std::string out;
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xFF));
   out.append(rest);
   return out;
+}
+
+/// 8-byte little-endian length + header + data, with the length taken from `header`.
+inline std::string st_file(std::string_view header, std::string_view data = {}) {
+  return with_length(header.size(), header).append(data);
+}
+
+/// The header length stored in the first 8 bytes of a safetensors file.
+inline uint64_t header_length(std::string_view file) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(file[i])) << (8 * i);
+  return n;
 }
 
 /// The message of the `E` that `f` throws; fails the test when it throws nothing or something else.

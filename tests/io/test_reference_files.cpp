@@ -93,8 +93,7 @@ TEST_CASE("reference: every truncation of a real file is rejected") {
   }
   const std::string full = ttt::io::read_file(dir / "model.safetensors");
   REQUIRE_NOTHROW(SafeTensors::parse(full, "full"));
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(full[i])) << (8 * i);
+  const uint64_t n = ttt_test::header_length(full);
   std::vector<size_t> lengths;
   for (size_t len = 0; len < 8 + n + 64; ++len) lengths.push_back(len);  // every cut through the header
   for (size_t len = 8 + n + 64; len < full.size(); len += 997) lengths.push_back(len);

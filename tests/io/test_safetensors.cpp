@@ -31,9 +31,7 @@ std::string le_bytes(const std::vector<T>& v) {
 }
 
 nlohmann::json header_of(const std::string& file) {
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(file[i])) << (8 * i);
-  return nlohmann::json::parse(file.substr(8, n));
+  return nlohmann::json::parse(file.substr(8, ttt_test::header_length(file)));
 }
 
 }  // namespace
@@ -136,8 +134,7 @@ TEST_CASE("writer layout: padded header, sorted contiguous offsets") {
   w.add("a", {1}, std::vector<float>{4});
   w.add_int64("c", {2}, std::vector<int64_t>{5, 6});
   const std::string bytes = w.serialize();
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  const uint64_t n = ttt_test::header_length(bytes);
   CHECK(n % 8 == 0);
   CHECK(bytes.size() == 8 + n + 4 + 12 + 16);
   CHECK(bytes[8] == '{');

@@ -33,6 +33,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -90,20 +91,17 @@ inline std::optional<DType> find_dtype(std::string_view s) {
     if (dtype_name(d) == s) return d;
   return std::nullopt;
 }
-inline std::string valid_dtype_list() {
-  std::string out;
-  for (DType d : all_dtypes) {
-    if (!out.empty()) out += ", ";
-    out += dtype_name(d);
-  }
-  return out;
+inline std::string unknown_dtype_message(std::string_view s) {
+  std::string out = "unknown dtype '" + std::string(s) + "' (valid: ";
+  for (size_t i = 0; i < all_dtypes.size(); ++i) (out += i ? ", " : "") += dtype_name(all_dtypes[i]);
+  return out + ")";
 }
 }  // namespace detail
 
 /// "F32" -> DType::F32; anything else throws FormatError listing the valid names.
 inline DType parse_dtype(std::string_view s) {
   if (auto d = detail::find_dtype(s)) return *d;
-  throw FormatError("unknown dtype '" + std::string(s) + "' (valid: " + detail::valid_dtype_list() + ")");
+  throw FormatError(detail::unknown_dtype_message(s));
 }
 
 // ---- 16-bit floats --------------------------------------------------------------------------
@@ -451,8 +449,7 @@ inline TensorInfo SafeTensors::parse_entry(const std::string& name, const nlohma
   const nlohmann::json& dt = field("dtype");
   if (!dt.is_string()) fail(what + "field 'dtype' must be a string, got " + dt.type_name());
   const auto dtype = detail::find_dtype(dt.get_ref<const std::string&>());
-  if (!dtype)
-    fail(what + "unknown dtype '" + dt.get<std::string>() + "' (valid: " + detail::valid_dtype_list() + ")");
+  if (!dtype) fail(what + detail::unknown_dtype_message(dt.get_ref<const std::string&>()));
   t.dtype = *dtype;
 
   const nlohmann::json& sh = field("shape");
