@@ -1,0 +1,512 @@
+// ttt: the command-line tool of the ttt library.
+//
+//   ttt info     --model DIR                                   what a checkpoint holds
+//   ttt eval     --model DIR --input IN.safetensors --out OUT.safetensors [--threads N]
+//   ttt generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-new-tokens N] [sampling]
+//   ttt init     --out DIR [--layer linear|mlp] [--hidden ...]  a random checkpoint
+//
+// Exit status: 0 on success (and for --help), 2 for a wrong flag or a bad value, 1 for any other
+// error (unreadable or malformed file, ids outside the vocabulary, ...). Errors are one line on
+// stderr: "ttt SUBCOMMAND: what went wrong".
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <new>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include <ttt/any_model.hpp>
+#include <ttt/generate.hpp>
+#include <ttt/tokenizer.hpp>
+#include <ttt/ttt.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A bad value given on the command line: exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Messages are printed on one line.
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+/// Threads of the OpenMP (head) loops of the calling thread; no-op without OpenMP.
+void set_inner_threads(int n) {
+#if defined(_OPENMP)
+  if (n > 0) omp_set_num_threads(n);
+#else
+  (void)n;
+#endif
+}
+
+int hardware_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : int(n);
+}
+
+// ---- info -----------------------------------------------------------------------------------
+
+struct InfoArgs {
+  std::string model;
+};
+
+int run_info(const InfoArgs& a) {
+  ttt::AnyModel m = ttt::AnyModel::load(a.model);
+  const ttt::ModelConfig& c = m.cfg();
+  std::cout << "model = " << a.model << "\n";
+  const nlohmann::json j = c.to_json();
+  for (auto it = j.begin(); it != j.end(); ++it)
+    std::cout << it.key() << " = " << (it.value().is_string() ? it.value().get<std::string>() : it.value().dump())
+              << "\n";
+  const int64_t n = m.num_params();
+  std::cout << "learner = " << m.learner() << "\n";
+  std::cout << "head_dim = " << c.head_dim() << "\n";
+  std::cout << "parameters = " << n << "\n";
+  std::cout << "state_bytes_per_sequence = " << m.state_bytes() << "\n";
+  return 0;
+}
+
+// ---- eval -----------------------------------------------------------------------------------
+
+struct EvalArgs {
+  std::string model, input, out;
+  int threads = 0;
+};
+
+int run_eval(const EvalArgs& a) {
+  ttt::AnyModel m = ttt::AnyModel::load(a.model);
+  const ttt::ModelConfig& cfg = m.cfg();
+  const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
+
+  const auto in = ttt::io::SafeTensors::load(a.input);
+  const std::string src = in.source();
+  const ttt::io::TensorInfo& ti = in.info("input_ids");
+  if (ti.shape.size() != 2)
+    throw ttt::ShapeError(src + ": tensor 'input_ids' has shape " + ttt::shape_str(ti.shape) +
+                          ", expected [B, L] (batch, length)");
+  const int64_t B = ti.shape[0], L = ti.shape[1];
+  if (B == 0 || L == 0)
+    throw ttt::ShapeError(src + ": tensor 'input_ids' is empty (shape " + ttt::shape_str(ti.shape) +
+                          "): need at least one sequence of at least one token");
+  const std::vector<int64_t> ids = in.read_int("input_ids");
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t) {
+      const int64_t id = ids[size_t(b * L + t)];
+      if (id < 0 || id >= V)
+        throw ttt::ShapeError(src + ": tensor 'input_ids': token id " + std::to_string(id) + " at [" +
+                              std::to_string(b) + ", " + std::to_string(t) + "] is outside the vocabulary [0, " +
+                              std::to_string(V) + ")");
+    }
+
+  std::optional<int64_t> P;
+  if (in.contains("prompt_len")) {
+    const ttt::io::TensorInfo& pi = in.info("prompt_len");
+    if (pi.numel() != 1)
+      throw ttt::ShapeError(src + ": tensor 'prompt_len' has shape " + ttt::shape_str(pi.shape) +
+                            ", expected [1] (one prompt length for the whole batch)");
+    P = in.read_int("prompt_len")[0];
+    if (*P < 1 || *P >= L)
+      throw ttt::ShapeError(src + ": tensor 'prompt_len' is " + std::to_string(*P) + ", expected 1 <= P < L = " +
+                            std::to_string(L));
+  }
+  const int64_t D = P ? L - *P : 0;  // decode_logits rows per sequence
+
+  // Output buffers; each sequence writes its own slices.
+  std::vector<float> logits(size_t(B * L * V));
+  std::vector<std::vector<float>> hidden(size_t(NL), std::vector<float>(size_t(B * L * C)));
+  std::vector<float> dec(size_t(B * D * V));
+  std::vector<double> seq_loss(size_t(B), 0.0);
+
+  auto run_sequence = [&](int64_t b) {
+    const std::span<const int64_t> seq(ids.data() + b * L, size_t(L));
+    ttt::AnyModel::Session s = m.session();
+    ttt::Mat lg;
+    std::vector<ttt::Mat> hs;
+    s.feed(seq, ttt::Logits::all, &lg, &hs);
+    std::copy(lg.data(), lg.data() + L * V, logits.begin() + b * L * V);
+    for (int64_t i = 0; i < NL; ++i)
+      std::copy(hs[size_t(i)].data(), hs[size_t(i)].data() + L * C, hidden[size_t(i)].begin() + b * L * C);
+    // Next-token cross entropy, in double: position t predicts token t + 1.
+    double sum = 0.0;
+    for (int64_t t = 0; t + 1 < L; ++t) {
+      const float* row = lg.data() + t * V;
+      double mx = -INFINITY;
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+      double se = 0.0;
+      for (int64_t v = 0; v < V; ++v) se += std::exp(double(row[v]) - mx);
+      sum += mx + std::log(se) - double(row[seq[size_t(t + 1)]]);
+    }
+    seq_loss[size_t(b)] = sum;
+    if (P) {
+      // decode_logits: prefill P tokens (entry 0), then feed tokens P .. L-2 one at a time.
+      ttt::AnyModel::Session d = m.session();
+      d.feed(seq.first(size_t(*P)), ttt::Logits::last, &lg);
+      std::copy(lg.data(), lg.data() + V, dec.begin() + (b * D) * V);
+      for (int64_t t = *P; t + 1 < L; ++t) {
+        d.feed(seq.subspan(size_t(t), 1), ttt::Logits::last, &lg);
+        std::copy(lg.data(), lg.data() + V, dec.begin() + (b * D + t - *P + 1) * V);
+      }
+    }
+  };
+
+  const int total_threads = a.threads > 0 ? a.threads : hardware_threads();
+  const int workers = int(std::min<int64_t>(B, total_threads));
+  if (workers <= 1) {
+    set_inner_threads(a.threads > 0 ? a.threads : 0);
+    for (int64_t b = 0; b < B; ++b) run_sequence(b);
+  } else {
+    // Sequences are independent: one session each, spread over the workers; the remaining
+    // threads go to each worker's (head) loops.
+    std::atomic<int64_t> next{0};
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+    std::vector<std::thread> pool;
+    for (int w = 0; w < workers; ++w)
+      pool.emplace_back([&, w] {
+        try {
+          set_inner_threads(std::max(1, total_threads / workers));
+          for (int64_t b; (b = next.fetch_add(1)) < B;) run_sequence(b);
+        } catch (...) {
+          errors[size_t(w)] = std::current_exception();
+        }
+      });
+    for (auto& t : pool) t.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+
+  ttt::io::SafeTensorsWriter w;
+  w.set_metadata("producer", "ttt eval");
+  w.add_int64("input_ids", {B, L}, ids);
+  w.add("logits", {B, L, V}, logits);
+  for (int64_t i = 0; i < NL; ++i) w.add("hidden." + std::to_string(i), {B, L, C}, hidden[size_t(i)]);
+  if (P) {
+    const int64_t p = *P;
+    w.add_int64("prompt_len", {1}, std::span<const int64_t>(&p, 1));
+    w.add("decode_logits", {B, D, V}, dec);
+  }
+  if (L >= 2) {
+    double sum = 0.0;
+    for (double v : seq_loss) sum += v;
+    const float loss = float(sum / double(B * (L - 1)));
+    w.add("loss", {}, std::span<const float>(&loss, 1));
+  } else {
+    std::cerr << "ttt eval: note: sequences of length 1 have no next-token loss; 'loss' not written\n";
+  }
+  w.save(a.out);
+  return 0;
+}
+
+// ---- generate -------------------------------------------------------------------------------
+
+struct GenerateArgs {
+  std::string model;
+  std::string prompt_ids;
+  std::optional<std::string> prompt;
+  int64_t max_new_tokens = 32;
+  float temperature = 1.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  bool greedy = false;
+  std::optional<int64_t> eos;
+  bool ignore_eos = false;
+  int threads = 0;
+};
+
+/// "1,2, 3" -> {1, 2, 3}; UsageError for anything else.
+std::vector<int64_t> parse_id_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::string item;
+  std::istringstream in(s);
+  while (std::getline(in, item, ',')) {
+    const auto b = item.find_first_not_of(" \t");
+    const auto e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) throw UsageError("--prompt-ids: empty item in '" + s + "' (expected e.g. 1,2,3)");
+    const std::string tok = item.substr(b, e - b + 1);
+    int64_t v = 0;
+    const auto r = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+    if (r.ec != std::errc() || r.ptr != tok.data() + tok.size())
+      throw UsageError("--prompt-ids: '" + tok + "' is not an integer token id (expected e.g. 1,2,3)");
+    out.push_back(v);
+  }
+  if (out.empty()) throw UsageError("--prompt-ids: no token ids given (expected e.g. 1,2,3)");
+  if (s.find_last_not_of(" \t") != std::string::npos && s[s.find_last_not_of(" \t")] == ',')
+    throw UsageError("--prompt-ids: empty item after the last comma in '" + s + "'");
+  return out;
+}
+
+int run_generate(const GenerateArgs& a) {
+  // Everything about the flags is checked before the model is read.
+  ttt::SamplingOptions opt;
+  opt.temperature = a.temperature;
+  opt.top_k = a.top_k;
+  opt.top_p = a.top_p;
+  opt.seed = a.seed;
+  opt.greedy = a.greedy;
+  opt.max_new_tokens = a.max_new_tokens;
+  try {
+    ttt::validate(opt);
+  } catch (const ttt::Error& e) {
+    std::string msg = e.what();
+    static const std::pair<std::string, std::string> flags[] = {
+        {"temperature", "--temperature"}, {"top_k", "--top-k"}, {"top_p", "--top-p"},
+        {"max_new_tokens", "--max-new-tokens"}};
+    for (const auto& [field, flag] : flags)
+      if (msg.rfind(field, 0) == 0) msg = flag + msg.substr(field.size());
+    throw UsageError(msg);
+  }
+  const bool text = a.prompt.has_value();
+  std::vector<int64_t> prompt;
+  if (text) {
+    if (a.prompt->empty()) throw UsageError("--prompt: the prompt is empty");
+  } else {
+    prompt = parse_id_list(a.prompt_ids);
+  }
+  set_inner_threads(a.threads);
+
+  ttt::AnyModel m = ttt::AnyModel::load(a.model);
+  const int64_t V = m.cfg().vocab_size;
+  ttt::ByteTokenizer tok;
+  if (text) {
+    try {
+      ttt::ByteTokenizer::check_vocab(V);
+    } catch (const ttt::Error& e) {
+      throw ttt::Error(std::string(e.what()) + "; use --prompt-ids");
+    }
+    prompt = tok.encode(*a.prompt);
+  }
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= V)
+      throw ttt::ShapeError("--prompt-ids: token id " + std::to_string(prompt[i]) + " at position " +
+                            std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ") of " +
+                            a.model);
+  if (!a.ignore_eos) {
+    if (a.eos) opt.eos_token_id = *a.eos;
+    else if (m.cfg().eos_token_id >= 0) opt.eos_token_id = m.cfg().eos_token_id;
+  }
+
+  bool first = true;
+  const ttt::GenerateResult r = ttt::generate(m, prompt, opt, [&](int64_t id) {
+    if (text) {
+      std::cout << tok.token_text(id, /*show_specials=*/true);
+    } else {
+      std::cout << (first ? "" : " ") << id;
+    }
+    first = false;
+    std::cout.flush();
+  });
+  std::cout << "\n";
+  std::cout.flush();
+
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "prefill: %lld tokens, %.2f ms | decode: %lld tokens, %.3f ms/token, %.1f tokens/s%s\n",
+                static_cast<long long>(r.prompt_tokens), r.prefill_ms, static_cast<long long>(r.decode_tokens()),
+                r.decode_ms_per_token(), r.tokens_per_second(), r.stopped_at_eos ? " | stopped at EOS" : "");
+  std::cerr << line;
+  return 0;
+}
+
+// ---- init -----------------------------------------------------------------------------------
+
+struct InitArgs {
+  std::string out;
+  std::string layer = "linear";
+  int64_t hidden = 64, layers = 2, heads = 4, vocab = ttt::ByteTokenizer::vocab_size, intermediate = 0;
+  int64_t mini_batch = 16, max_position = 2048, conv_kernel = 4;
+  uint64_t seed = 0;
+  double base_lr = 1.0, rope_theta = 10000.0;
+  bool pre_conv = false, share_qk = false, use_gate = false, untie = false, force = false;
+};
+
+int run_init(const InitArgs& a) {
+  ttt::ModelConfig c;
+  c.ttt_layer_type = a.layer;
+  c.hidden_size = a.hidden;
+  c.num_hidden_layers = a.layers;
+  c.num_attention_heads = a.heads;
+  c.vocab_size = a.vocab;
+  // Default intermediate size: about 8/3 of the hidden size (SwiGLU), a multiple of 16.
+  c.intermediate_size = a.intermediate > 0 ? a.intermediate : std::max<int64_t>(16, (a.hidden * 8 / 3 + 15) / 16 * 16);
+  c.mini_batch_size = a.mini_batch;
+  c.max_position_embeddings = a.max_position;
+  c.conv_kernel = a.conv_kernel;
+  c.ttt_base_lr = a.base_lr;
+  c.rope_theta = a.rope_theta;
+  c.pre_conv = a.pre_conv;
+  c.share_qk = a.share_qk;
+  c.use_gate = a.use_gate;
+  c.tie_word_embeddings = !a.untie;
+  if (c.vocab_size >= ttt::ByteTokenizer::vocab_size) {  // room for the byte tokenizer's specials
+    c.bos_token_id = ttt::ByteTokenizer::bos;
+    c.eos_token_id = ttt::ByteTokenizer::eos;
+    c.pad_token_id = ttt::ByteTokenizer::pad;
+  }
+  try {
+    c.validate("model config");
+  } catch (const ttt::ConfigError& e) {
+    throw UsageError(e.what());
+  }
+  const fs::path out(a.out);
+  if (!a.force && fs::exists(out / "config.json"))
+    throw UsageError("--out: " + (out / "config.json").string() + " exists; pass --force to overwrite");
+  ttt::AnyModel m = ttt::AnyModel::create(c, a.seed);
+  m.save(out);
+  std::cout << "wrote " << out.string() << " (" << m.learner() << ", " << m.num_params() << " parameters)\n";
+  return 0;
+}
+
+/// CLI11 validator: a finite number.
+const CLI::Validator finite_number = CLI::Validator(
+    [](std::string& s) -> std::string {
+      double d = 0;
+      try {
+        size_t used = 0;
+        d = std::stod(s, &used);
+        if (used != s.size()) return "'" + s + "' is not a number";
+      } catch (const std::exception&) {
+        return "'" + s + "' is not a number";
+      }
+      return std::isfinite(d) ? std::string() : "'" + s + "' is not a finite number";
+    },
+    "NUMBER");
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ttt: Test-Time Training (TTT) language models: inspect, evaluate, generate, initialise.", "ttt"};
+  app.require_subcommand(1, 1);
+  app.set_version_flag("--version", "ttt " + std::to_string(TTT_VERSION_MAJOR) + "." +
+                                        std::to_string(TTT_VERSION_MINOR) + "." + std::to_string(TTT_VERSION_PATCH));
+  app.footer("Exit status: 0 ok, 1 error (bad file, bad tensor, ...), 2 bad command line.");
+
+  InfoArgs info_a;
+  CLI::App* info = app.add_subcommand("info", "Print a checkpoint's config, parameter count and state size.");
+  info->add_option("--model", info_a.model, "Checkpoint folder (config.json + model.safetensors)")->required();
+
+  EvalArgs eval_a;
+  CLI::App* eval = app.add_subcommand(
+      "eval", "Run a model on input_ids [B, L] of a safetensors file; write logits, hidden states, loss "
+              "(and decode_logits when the input has prompt_len).");
+  eval->add_option("--model", eval_a.model, "Checkpoint folder")->required();
+  eval->add_option("--input", eval_a.input, "Input .safetensors with input_ids [B, L] (I64/I32), optional prompt_len [1]")
+      ->required();
+  eval->add_option("--out", eval_a.out, "Output .safetensors (written atomically)")->required();
+  eval->add_option("--threads", eval_a.threads, "Threads (0 = all cores)")->check(CLI::Range(0, 4096));
+
+  GenerateArgs gen_a;
+  CLI::App* gen = app.add_subcommand("generate", "Generate tokens after a prompt (ids, or text with the byte tokenizer).");
+  gen->add_option("--model", gen_a.model, "Checkpoint folder")->required();
+  CLI::Option* o_ids = gen->add_option("--prompt-ids", gen_a.prompt_ids, "Prompt token ids, e.g. 1,2,3");
+  CLI::Option* o_text = gen->add_option("--prompt", gen_a.prompt, "Prompt text (byte-level tokenizer; needs vocab_size >= 256)");
+  o_ids->excludes(o_text);
+  gen->add_option("--max-new-tokens", gen_a.max_new_tokens, "Number of tokens to generate (at most)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->capture_default_str();
+  gen->add_option("--temperature", gen_a.temperature, "Softmax temperature (0 = greedy)")->check(finite_number)->capture_default_str();
+  gen->add_option("--top-k", gen_a.top_k, "Sample among the k most likely tokens (0 = all)")->capture_default_str();
+  gen->add_option("--top-p", gen_a.top_p, "Nucleus sampling: smallest set with probability >= p, p in (0, 1]")
+      ->check(finite_number)
+      ->capture_default_str();
+  gen->add_option("--seed", gen_a.seed, "Random seed")->capture_default_str();
+  gen->add_flag("--greedy", gen_a.greedy, "Always take the most likely token");
+  CLI::Option* o_eos = gen->add_option("--eos", gen_a.eos, "Stop after this token (default: eos_token_id of the config)");
+  gen->add_flag("--ignore-eos", gen_a.ignore_eos, "Do not stop at an end-of-sequence token")->excludes(o_eos);
+  gen->add_option("--threads", gen_a.threads, "Threads of the per-head loops (0 = default)")
+      ->check(CLI::Range(0, 4096));
+
+  InitArgs init_a;
+  CLI::App* init = app.add_subcommand("init", "Write a randomly initialised checkpoint (config.json + model.safetensors).");
+  init->add_option("--out", init_a.out, "Checkpoint folder to write (created)")->required();
+  init->add_option("--layer", init_a.layer, "Inner learner")->check(CLI::IsMember({"linear", "mlp"}))->capture_default_str();
+  init->add_option("--hidden", init_a.hidden, "hidden_size")->capture_default_str();
+  init->add_option("--layers", init_a.layers, "num_hidden_layers")->capture_default_str();
+  init->add_option("--heads", init_a.heads, "num_attention_heads")->capture_default_str();
+  init->add_option("--vocab", init_a.vocab, "vocab_size (>= 259 fits the byte tokenizer)")->capture_default_str();
+  init->add_option("--intermediate", init_a.intermediate, "intermediate_size (0 = about 8/3 of hidden)")
+      ->capture_default_str();
+  init->add_option("--mini-batch", init_a.mini_batch, "mini_batch_size")->capture_default_str();
+  init->add_option("--max-position", init_a.max_position, "max_position_embeddings")->capture_default_str();
+  init->add_option("--conv-kernel", init_a.conv_kernel, "conv_kernel")->capture_default_str();
+  init->add_option("--base-lr", init_a.base_lr, "ttt_base_lr")->check(finite_number)->capture_default_str();
+  init->add_option("--rope-theta", init_a.rope_theta, "rope_theta")->check(finite_number)->capture_default_str();
+  init->add_option("--seed", init_a.seed, "Seed of the random initialisation")->capture_default_str();
+  init->add_flag("--pre-conv", init_a.pre_conv, "pre_conv = true (Mamba backbone)");
+  init->add_flag("--share-qk", init_a.share_qk, "share_qk = true");
+  init->add_flag("--use-gate", init_a.use_gate, "use_gate = true");
+  init->add_flag("--untie", init_a.untie, "tie_word_embeddings = false (separate lm_head)");
+  init->add_flag("--force", init_a.force, "Overwrite an existing checkpoint");
+
+  auto prefix = [&]() -> std::string {
+    for (CLI::App* s : {info, eval, gen, init})
+      if (s->parsed()) return "ttt " + s->get_name() + ": ";
+    return "ttt: ";
+  };
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string msg = one_line(e.what());
+    // CLI11 checks required options before unknown ones; an unknown flag is the better reason.
+    std::vector<std::string> extra = app.remaining();
+    for (CLI::App* s : {info, eval, gen, init})
+      if (s->parsed())
+        for (const std::string& r : s->remaining()) extra.push_back(r);
+    if (!extra.empty() && !dynamic_cast<const CLI::ExtrasError*>(&e)) {
+      msg = "unknown argument";
+      msg += extra.size() > 1 ? "s:" : ":";
+      for (const std::string& r : extra) msg += " " + r;
+    }
+    if (msg.empty()) msg = e.get_name();
+    std::cerr << prefix() << msg << " (see --help)\n";
+    return 2;
+  }
+
+  try {
+    if (info->parsed()) return run_info(info_a);
+    if (eval->parsed()) return run_eval(eval_a);
+    if (gen->parsed()) {
+      if (o_ids->count() == 0 && o_text->count() == 0) throw UsageError("give the prompt with --prompt-ids or --prompt");
+      return run_generate(gen_a);
+    }
+    if (init->parsed()) return run_init(init_a);
+    throw UsageError("no subcommand (info, eval, generate, init)");
+  } catch (const UsageError& e) {
+    std::cerr << prefix() << one_line(e.what()) << " (see --help)\n";
+    return 2;
+  } catch (const ttt::Error& e) {
+    std::cerr << prefix() << one_line(e.what()) << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << prefix() << "out of memory\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << prefix() << one_line(e.what()) << "\n";
+    return 1;
+  }
+}

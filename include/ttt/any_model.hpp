@@ -1,0 +1,167 @@
+#pragma once
+/// \file any_model.hpp
+/// `AnyModel`: a TTT model whose inner learner is chosen at run time from `ttt_layer_type`, for
+/// programs (the `ttt` command-line tool) that load whatever checkpoint they are given. It is a
+/// thin `std::variant` over the built-in learners; code that knows its learner at compile time
+/// uses `TTTModel<L>` directly.
+///
+/// \code
+///   ttt::AnyModel m = ttt::AnyModel::load("checkpoints/125m");
+///   ttt::AnyModel::Session s = m.session();
+///   ttt::Mat logits;
+///   s.feed(prompt, ttt::Logits::last, &logits);   // prefill
+///   s.feed(next_token, ttt::Logits::last, &logits);  // one decode step
+/// \endcode
+///
+/// AnyModel also has the `new_state()` / `forward(State&, ...)` pair of TTTModel, so the generic
+/// functions (`ttt::generate`) take it as they take a TTTModel<L>.
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "error.hpp"
+#include "inner/linear.hpp"
+#include "inner/mlp.hpp"
+#include "model.hpp"
+#include "model_config.hpp"
+#include "params.hpp"
+#include "tensor.hpp"
+// After params.hpp: checkpoint.hpp uses ParamRef without including it.
+#include "checkpoint.hpp"
+
+namespace ttt {
+
+class AnyModel {
+ public:
+  using Variant = std::variant<TTTModel<inner::Linear>, TTTModel<inner::MLP>>;
+  /// Per-sequence state; holds the state type of the model's learner.
+  using State = std::variant<TTTModel<inner::Linear>::State, TTTModel<inner::MLP>::State>;
+
+  /// The `ttt_layer_type` values AnyModel understands, as error messages list them.
+  static constexpr std::string_view learner_names = "linear, mlp";
+
+  explicit AnyModel(Variant m) : m_(std::move(m)) {}
+  template <class L>
+  explicit AnyModel(TTTModel<L> m) : m_(std::move(m)) {}
+
+  /// Read `dir/config.json`, pick the learner from its `ttt_layer_type`, load `dir/model.safetensors`.
+  static AnyModel load(const std::filesystem::path& dir) {
+    const ModelConfig cfg = load_checkpoint_config(dir);
+    const std::filesystem::path src = std::filesystem::is_directory(dir) ? dir : dir.parent_path();
+    return dispatch(cfg, (src / "config.json").string(), [&]<class L>() {
+      TTTModel<L> m(cfg);
+      load_weights(m, io::SafeTensors::load(src / "model.safetensors"));
+      return AnyModel(std::move(m));
+    });
+  }
+
+  /// A randomly initialised model (the reference's initialisation, seeded).
+  static AnyModel create(const ModelConfig& cfg, uint64_t seed = 0) {
+    return dispatch(cfg, "config", [&]<class L>() {
+      TTTModel<L> m(cfg);
+      m.init_weights(seed);
+      return AnyModel(std::move(m));
+    });
+  }
+
+  const ModelConfig& cfg() const {
+    return std::visit([](const auto& m) -> const ModelConfig& { return m.cfg; }, m_);
+  }
+  /// "linear" or "mlp".
+  std::string_view learner() const {
+    return std::visit([](const auto& m) -> std::string_view { return std::decay_t<decltype(m)>::Learner::name; }, m_);
+  }
+  int64_t num_params() const {
+    // visit_params hands out writable references, so it is not const; counting writes nothing.
+    return std::visit([](auto& m) { return m.num_params(); }, const_cast<Variant&>(m_));
+  }
+  int64_t state_bytes() const {
+    return std::visit([](const auto& m) { return m.state_bytes(); }, m_);
+  }
+  /// Write `dir/config.json` and `dir/model.safetensors` (atomically, creating dir).
+  void save(const std::filesystem::path& dir) {
+    std::visit([&](auto& m) { save_checkpoint(m, dir); }, m_);
+  }
+
+  Variant& variant() { return m_; }
+  const Variant& variant() const { return m_; }
+
+  // ---- the TTTModel interface, for generic code --------------------------------------------
+
+  State new_state() const {
+    return std::visit([](const auto& m) -> State { return m.new_state(); }, m_);
+  }
+
+  /// TTTModel<L>::forward of the held model. Error when `st` was made by a model of another learner.
+  void forward(State& st, std::span<const int64_t> ids, Mat* logits, Logits which = Logits::all,
+               std::vector<Mat>* hidden = nullptr) const {
+    std::visit(
+        [&](const auto& m, auto& s) {
+          using M = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<typename M::State, std::decay_t<decltype(s)>>)
+            m.forward(s, ids, logits, which, hidden);
+          else
+            throw Error("AnyModel::forward: the state belongs to a model of another learner type");
+        },
+        m_, st);
+  }
+
+  /// Full-sequence forward from a fresh state: (n, V) logits.
+  Mat forward(std::span<const int64_t> ids, std::vector<Mat>* hidden = nullptr) const {
+    State st = new_state();
+    Mat logits;
+    forward(st, ids, &logits, Logits::all, hidden);
+    return logits;
+  }
+
+  // ---- a sequence being processed ----------------------------------------------------------
+
+  /// One sequence's state together with the model it runs on. The model must outlive the session
+  /// and stay where it is (a session keeps its address). Sessions of one model are independent:
+  /// several can run on different threads at once.
+  class Session {
+   public:
+    /// Run `ids` from the current position; see TTTModel::forward for `which`, `logits`, `hidden`.
+    void feed(std::span<const int64_t> ids, Logits which = Logits::last, Mat* logits = nullptr,
+              std::vector<Mat>* hidden = nullptr) {
+      model_->forward(state_, ids, logits, which, hidden);
+    }
+    /// Tokens seen so far.
+    int64_t position() const {
+      return std::visit([](const auto& s) { return s.pos; }, state_);
+    }
+    /// Back to an empty sequence.
+    void reset() { state_ = model_->new_state(); }
+    const AnyModel& model() const { return *model_; }
+    State& state() { return state_; }
+
+   private:
+    friend class AnyModel;
+    explicit Session(const AnyModel& m) : model_(&m), state_(m.new_state()) {}
+    const AnyModel* model_;
+    State state_;
+  };
+
+  Session session() const { return Session(*this); }
+
+ private:
+  Variant m_;
+
+  /// Call `make.template operator()<L>()` with the learner named by cfg.ttt_layer_type.
+  template <class F>
+  static AnyModel dispatch(const ModelConfig& cfg, const std::string& source, F&& make) {
+    const std::string_view t = cfg.ttt_layer_type;
+    if (t == inner::Linear::name) return make.template operator()<inner::Linear>();
+    if (t == inner::MLP::name) return make.template operator()<inner::MLP>();
+    throw ConfigError(source + ": ttt_layer_type '" + cfg.ttt_layer_type + "' is not a built-in learner (" +
+                      std::string(learner_names) + "); a custom learner needs TTTModel<YourLearner> directly");
+  }
+};
+
+}  // namespace ttt

@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# Tests of the `ttt` command-line tool, run by ctest (see CMakeLists.txt here).
+#
+#   cli_test.sh TTT_BINARY REFERENCE_DIR WORK_DIR CASE [ARG]
+#
+# CASE: eval_ref NAME   ttt eval on a reference case, checked by compare.py (needs python3 + numpy)
+#       eval_threads    --threads 1 and --threads 2 write the same bytes
+#       usage_errors    wrong flags / bad values exit 2 with one line on stderr; --help exits 0
+#       data_errors     bad files and tensors exit 1 with "ttt eval: ..." naming the file / tensor
+#       info            ttt info prints the parameter count (counted independently from the file)
+#       init_generate   ttt init + ttt generate: reproducible, right length, text prompts
+# Exit status: 0 pass, 1 fail, 77 skipped (ctest SKIP_RETURN_CODE).
+set -u
+
+TTT=$1
+REF=$2
+WORK=$3
+CASE=$4
+ARG=${5:-}
+CASES="$REF/ttt-lm-pytorch"
+
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+skip() {
+  echo "SKIP: $*"
+  exit 77
+}
+
+if [ ! -x "$TTT" ]; then
+  echo "FAIL: $TTT is not built (build the ttt-cli target first)"
+  exit 1
+fi
+rm -rf "$WORK"
+mkdir -p "$WORK" || exit 1
+cd "$WORK" || exit 1
+
+# A python3 that has numpy: $TTT_PYTHON, python3 on PATH, or the system one.
+find_python_numpy() {
+  local p
+  for p in "${TTT_PYTHON:-}" python3 /usr/bin/python3 /usr/local/bin/python3; do
+    [ -n "$p" ] || continue
+    command -v "$p" >/dev/null 2>&1 || continue
+    if "$p" -c 'import numpy' >/dev/null 2>&1; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+find_python() {
+  local p
+  for p in "${TTT_PYTHON:-}" python3 /usr/bin/python3; do
+    [ -n "$p" ] || continue
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import json' >/dev/null 2>&1; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# run EXPECTED_RC ARGS...: runs ttt, stdout in out.txt, stderr in err.txt, checks the exit status.
+run() {
+  local want=$1
+  shift
+  "$TTT" "$@" >out.txt 2>err.txt
+  local rc=$?
+  if [ "$rc" != "$want" ]; then
+    fail "ttt $* exited $rc, expected $want; stderr: $(head -c 400 err.txt)"
+    return 1
+  fi
+  return 0
+}
+
+# The error of the last run is exactly one line starting with PREFIX and containing each WORD.
+check_err() {
+  local prefix=$1
+  shift
+  local lines
+  lines=$(wc -l <err.txt)
+  if [ "$lines" != 1 ]; then
+    fail "expected one line on stderr, got $lines: $(cat err.txt)"
+    return
+  fi
+  case "$(cat err.txt)" in
+    "$prefix"*) ;;
+    *) fail "stderr does not start with '$prefix': $(cat err.txt)" ;;
+  esac
+  local w
+  for w in "$@"; do
+    grep -qF -- "$w" err.txt || fail "stderr does not mention '$w': $(cat err.txt)"
+  done
+}
+
+# le VALUE NBYTES: little-endian bytes of a (possibly negative) integer.
+le() {
+  local v=$1 n=$2 i hex
+  for ((i = 0; i < n; i++)); do
+    printf -v hex '%02x' $(((v >> (8 * i)) & 255))
+    printf "\\x$hex"
+  done
+}
+
+# st_write FILE "name|DTYPE|[shape]|v1 v2 ..." ...: a safetensors file of integer tensors.
+st_write() {
+  local file=$1
+  shift
+  local header="{" off=0 spec name dtype shape vals size n first=1
+  for spec in "$@"; do
+    IFS='|' read -r name dtype shape vals <<<"$spec"
+    case $dtype in I64 | F64) size=8 ;; I32 | F32) size=4 ;; I16) size=2 ;; *) size=1 ;; esac
+    n=$(echo $vals | wc -w)
+    [ $first = 1 ] || header+=","
+    first=0
+    header+="\"$name\":{\"dtype\":\"$dtype\",\"shape\":$shape,\"data_offsets\":[$off,$((off + n * size))]}"
+    off=$((off + n * size))
+  done
+  header+="}"
+  while ((${#header} % 8)); do header+=" "; done
+  {
+    le ${#header} 8
+    printf '%s' "$header"
+    for spec in "$@"; do
+      IFS='|' read -r name dtype shape vals <<<"$spec"
+      case $dtype in I64 | F64) size=8 ;; I32 | F32) size=4 ;; I16) size=2 ;; *) size=1 ;; esac
+      for v in $vals; do le "$v" $size; done
+    done
+  } >"$file"
+}
+
+need_reference() {
+  [ -f "$CASES/$1/expected.safetensors" ] || skip "reference case $CASES/$1 is not there"
+}
+
+case_eval_ref() {
+  local name=$ARG
+  need_reference "$name"
+  local py
+  py=$(find_python_numpy) || skip "no python3 with numpy (Debian: python3-numpy) to run compare.py"
+  run 0 eval --model "$CASES/$name" --input "$CASES/$name/expected.safetensors" --out out.safetensors --threads 2 ||
+    return
+  "$py" "$REF/compare.py" "$CASES/$name/expected.safetensors" out.safetensors || fail "compare.py: $name differs"
+  # the output also carries the inputs
+  "$py" - out.safetensors "$CASES/$name/expected.safetensors" <<'EOF' || fail "input_ids not copied"
+import json, struct, sys
+def header(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; return json.loads(b[8:8 + n]), b, n
+h, b, n = header(sys.argv[1])
+e, eb, en = header(sys.argv[2])
+def raw(h, b, n, k):
+    s, t = h[k]["data_offsets"]; return b[8 + n + s:8 + n + t]
+assert h["input_ids"]["dtype"] == "I64" and h["input_ids"]["shape"] == e["input_ids"]["shape"]
+assert raw(h, b, n, "input_ids") == raw(e, eb, en, "input_ids")
+assert h["loss"]["shape"] == [] and h["loss"]["dtype"] == "F32"
+EOF
+}
+
+case_eval_threads() {
+  need_reference linear_decode
+  local m="$CASES/linear_decode"
+  run 0 eval --model "$m" --input "$m/expected.safetensors" --out t1.safetensors --threads 1 || return
+  run 0 eval --model "$m" --input "$m/expected.safetensors" --out t2.safetensors --threads 2 || return
+  run 0 eval --model "$m" --input "$m/expected.safetensors" --out t0.safetensors || return
+  cmp -s t1.safetensors t2.safetensors || fail "--threads 1 and --threads 2 give different outputs"
+  cmp -s t1.safetensors t0.safetensors || fail "--threads 1 and the default give different outputs"
+}
+
+case_usage_errors() {
+  run 0 init --out model --vocab 97 || return
+  local g=(generate --model model --prompt-ids 1,2,3)
+  run 2 eval --bogus && check_err "ttt eval: " "--bogus"
+  run 2 eval --model model --input in.st --out out.st --bogus && check_err "ttt eval: " "--bogus"
+  run 2 && check_err "ttt: " "subcommand"
+  run 2 frobnicate && check_err "ttt: " "frobnicate"
+  run 2 eval --model model --input x && check_err "ttt eval: " "--out"
+  run 2 eval --model model --input x --out y --threads -1 && check_err "ttt eval: " "--threads"
+  run 2 eval --model model --input x --out y --threads two && check_err "ttt eval: " "--threads"
+  run 2 "${g[@]}" --top-p 2 && check_err "ttt generate: " "--top-p" "(0, 1]"
+  run 2 "${g[@]}" --top-p 0 && check_err "ttt generate: " "--top-p"
+  run 2 "${g[@]}" --top-p nan && check_err "ttt generate: " "--top-p"
+  run 2 "${g[@]}" --temperature -1 && check_err "ttt generate: " "--temperature"
+  run 2 "${g[@]}" --temperature inf && check_err "ttt generate: " "--temperature"
+  run 2 "${g[@]}" --top-k -5 && check_err "ttt generate: " "--top-k"
+  run 2 "${g[@]}" --max-new-tokens -1 && check_err "ttt generate: " "--max-new-tokens"
+  run 2 "${g[@]}" --max-new-tokens lots && check_err "ttt generate: " "--max-new-tokens"
+  run 2 "${g[@]}" --prompt hi && check_err "ttt generate: " "--prompt"
+  run 2 generate --model model --prompt-ids 1,x && check_err "ttt generate: " "'x'"
+  run 2 generate --model model --prompt-ids "" && check_err "ttt generate: " "--prompt-ids"
+  run 2 generate --model model --prompt-ids 1,2, && check_err "ttt generate: " "--prompt-ids"
+  run 2 generate --model model --prompt-ids 1,,2 && check_err "ttt generate: " "--prompt-ids"
+  run 2 generate --model model && check_err "ttt generate: " "--prompt-ids"
+  run 2 init --out m2 --layer transformer && check_err "ttt init: " "--layer"
+  run 2 init --out m2 --hidden 64 --heads 3 && check_err "ttt init: " "num_attention_heads"
+  run 2 init --out m2 --hidden abc && check_err "ttt init: " "--hidden"
+  run 2 init --out model && check_err "ttt init: " "--force"
+  # bad flags are reported before the model is read
+  run 2 generate --model /nonexistent --prompt-ids 1 --top-p 2 && check_err "ttt generate: " "--top-p"
+
+  local h
+  for h in "--help" "eval --help" "info --help" "generate --help" "init --help" "eval --bogus --help"; do
+    # shellcheck disable=SC2086
+    run 0 $h && { grep -q "Usage" out.txt || fail "ttt $h: no usage text"; }
+  done
+  run 0 --version && { grep -q "^ttt " out.txt || fail "ttt --version: $(cat out.txt)"; }
+}
+
+case_data_errors() {
+  run 0 init --out model --vocab 97 --layers 1 || return
+  local e=(eval --model model --out out.st)
+  st_write ok.st "input_ids|I64|[2,3]|1 2 3 4 5 6"
+  run 0 "${e[@]}" --input ok.st || return
+  [ -s out.st ] || fail "eval wrote no output"
+  rm -f out.st
+
+  st_write oov.st "input_ids|I64|[2,3]|1 2 3 4 97 6"
+  run 1 "${e[@]}" --input oov.st && check_err "ttt eval: " "oov.st" "'input_ids'" "97" "[1, 1]" "[0, 97)"
+  st_write neg.st "input_ids|I32|[1,3]|1 -2 3"
+  run 1 "${e[@]}" --input neg.st && check_err "ttt eval: " "'input_ids'" "-2"
+  run 1 "${e[@]}" --input missing.st && check_err "ttt eval: " "missing.st"
+  head -c 100 ok.st >trunc_header.st
+  run 1 "${e[@]}" --input trunc_header.st && check_err "ttt eval: " "trunc_header.st" "truncated"
+  head -c $(($(wc -c <ok.st) - 8)) ok.st >trunc_data.st
+  run 1 "${e[@]}" --input trunc_data.st && check_err "ttt eval: " "trunc_data.st" "'input_ids'"
+  printf 'abc' >tiny.st
+  run 1 "${e[@]}" --input tiny.st && check_err "ttt eval: " "tiny.st"
+  st_write noids.st "tokens|I64|[1,2]|1 2"
+  run 1 "${e[@]}" --input noids.st && check_err "ttt eval: " "'input_ids'"
+  st_write float.st "input_ids|F32|[1,2]|0 0"
+  run 1 "${e[@]}" --input float.st && check_err "ttt eval: " "'input_ids'" "F32"
+  st_write flat.st "input_ids|I64|[3]|1 2 3"
+  run 1 "${e[@]}" --input flat.st && check_err "ttt eval: " "'input_ids'" "[B, L]"
+  st_write empty.st "input_ids|I64|[1,0]|"
+  run 1 "${e[@]}" --input empty.st && check_err "ttt eval: " "'input_ids'" "empty"
+  st_write plen.st "input_ids|I64|[1,3]|1 2 3" "prompt_len|I64|[1]|3"
+  run 1 "${e[@]}" --input plen.st && check_err "ttt eval: " "'prompt_len'"
+  run 1 eval --model nomodel --input ok.st --out out.st && check_err "ttt eval: " "nomodel"
+  [ ! -e out.st ] || fail "a failed eval left an output file"
+
+  # a decode request on the init'd model works, and I32 ids are accepted
+  st_write dec.st "input_ids|I32|[1,5]|1 2 3 4 5" "prompt_len|I64|[1]|2"
+  run 0 "${e[@]}" --input dec.st
+
+  # unknown learner in config.json
+  mkdir -p badlayer && cp model/model.safetensors badlayer/ &&
+    sed 's/"ttt_layer_type": "linear"/"ttt_layer_type": "rnn"/' model/config.json >badlayer/config.json
+  run 1 info --model badlayer && check_err "ttt info: " "rnn" "linear, mlp"
+  # weights that do not fit the config
+  mkdir -p badweights && cp model/config.json badweights/ && cp ok.st badweights/model.safetensors
+  run 1 info --model badweights && check_err "ttt info: " "model.safetensors"
+}
+
+case_info() {
+  need_reference linear_tiny
+  local py expected
+  py=$(find_python) || skip "no python3 to count the parameters of model.safetensors"
+  for name in linear_tiny mlp_tiny; do
+    expected=$("$py" - "$CASES/$name/model.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+n = 0
+for k, v in h.items():
+    if k != "__metadata__":
+        c = 1
+        for d in v["shape"]:
+            c *= d
+        n += c
+print(n)
+EOF
+    )
+    run 0 info --model "$CASES/$name" || continue
+    grep -qx "parameters = $expected" out.txt || fail "ttt info $name: no 'parameters = $expected' in: $(cat out.txt)"
+    grep -qx "learner = ${name%_tiny}" out.txt || fail "ttt info $name: learner line missing"
+    grep -qx "vocab_size = 97" out.txt || fail "ttt info $name: config line missing"
+    grep -q "^state_bytes_per_sequence = [1-9][0-9]*$" out.txt || fail "ttt info $name: state bytes missing"
+  done
+}
+
+case_init_generate() {
+  local layer
+  for layer in linear mlp; do
+    run 0 init --out "m_$layer" --layer "$layer" --seed 3 --mini-batch 4 || return
+    [ -f "m_$layer/config.json" ] && [ -f "m_$layer/model.safetensors" ] || fail "init wrote no checkpoint"
+    local g=(generate --model "m_$layer" --prompt-ids 5,6,7,8,9 --max-new-tokens 12 --ignore-eos)
+    run 0 "${g[@]}" --greedy && cp out.txt greedy1.txt
+    run 0 "${g[@]}" --greedy && cp out.txt greedy2.txt
+    cmp -s greedy1.txt greedy2.txt || fail "$layer: two greedy runs differ"
+    [ "$(wc -w <greedy1.txt)" = 12 ] || fail "$layer: expected 12 ids, got: $(cat greedy1.txt)"
+    grep -qE '^[0-9]+( [0-9]+)*$' greedy1.txt || fail "$layer: output is not a list of ids: $(cat greedy1.txt)"
+    grep -q "prefill" err.txt && grep -q "tokens/s" err.txt || fail "$layer: no timing line: $(cat err.txt)"
+    run 0 "${g[@]}" --temperature 0 && { cmp -s out.txt greedy1.txt || fail "$layer: temperature 0 is not greedy"; }
+    run 0 "${g[@]}" --top-k 1 && { cmp -s out.txt greedy1.txt || fail "$layer: top-k 1 is not greedy"; }
+    run 0 "${g[@]}" --seed 17 --temperature 1.3 --top-k 50 --top-p 0.95 && cp out.txt s1.txt
+    run 0 "${g[@]}" --seed 17 --temperature 1.3 --top-k 50 --top-p 0.95 && cp out.txt s2.txt
+    cmp -s s1.txt s2.txt || fail "$layer: two sampling runs with the same seed differ"
+    # text prompt through the byte tokenizer (the default vocab of init is 259)
+    run 0 generate --model "m_$layer" --prompt "Hello, TTT" --max-new-tokens 5 --greedy
+    # stop at an EOS token: the first greedy token
+    local first
+    first=$(cut -d' ' -f1 greedy1.txt)
+    run 0 generate --model "m_$layer" --prompt-ids 5,6,7,8,9 --max-new-tokens 12 --greedy --eos "$first" &&
+      { [ "$(cat out.txt)" = "$first" ] || fail "$layer: did not stop at --eos $first: $(cat out.txt)"; }
+    run 1 generate --model "m_$layer" --prompt-ids 5,259 && check_err "ttt generate: " "259" "vocabulary"
+  done
+  run 0 init --out small --vocab 97 || return
+  run 1 generate --model small --prompt "hello" &&
+    check_err "ttt generate: " "vocab_size 97 is too small for the byte-level tokenizer (needs >= 256); use --prompt-ids"
+  run 0 init --out small --vocab 97 --force --layer mlp --seed 1
+  run 0 info --model small && { grep -qx "learner = mlp" out.txt || fail "init --force did not overwrite"; }
+}
+
+case "$CASE" in
+  eval_ref) case_eval_ref ;;
+  eval_threads) case_eval_threads ;;
+  usage_errors) case_usage_errors ;;
+  data_errors) case_data_errors ;;
+  info) case_info ;;
+  init_generate) case_init_generate ;;
+  *)
+    echo "unknown case '$CASE'"
+    exit 1
+    ;;
+esac
+
+if [ "$failures" != 0 ]; then
+  echo "$CASE: $failures failure(s)"
+  exit 1
+fi
+echo "$CASE: ok"
+exit 0
