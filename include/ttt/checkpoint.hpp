@@ -13,6 +13,7 @@
 #include "io/file.hpp"
 #include "io/safetensors.hpp"
 #include "model_config.hpp"
+#include "params.hpp"
 
 namespace ttt {
 

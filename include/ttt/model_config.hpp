@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error.hpp"
+#include "io/file.hpp"
 
 namespace ttt {
 
@@ -95,6 +96,20 @@ struct ModelConfig {
 
   /// Parse the text of a `config.json`. `source` names the file in error messages.
   static ModelConfig from_json_text(const std::string& text, const std::string& source = "config.json") {
+    // nlohmann stops at a NUL byte and recurses on nesting: refuse both before parsing.
+    if (text.find('\0') != std::string::npos) throw FormatError(source + ": NUL byte in JSON text");
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (char ch : text) {
+      if (in_str) {
+        if (esc) esc = false;
+        else if (ch == '\\') esc = true;
+        else if (ch == '"') in_str = false;
+      } else if (ch == '"') in_str = true;
+      else if (ch == '{' || ch == '[') {
+        if (++depth > 32) throw FormatError(source + ": JSON nested deeper than 32 levels");
+      } else if (ch == '}' || ch == ']') --depth;
+    }
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(text);
@@ -200,18 +215,8 @@ struct ModelConfig {
   }
 };
 
-/// Read whole file into a string; FormatError naming the file when it cannot be read.
-inline std::string read_text_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw FormatError(p.string() + ": cannot open file for reading");
-  std::ostringstream s;
-  s << f.rdbuf();
-  if (f.bad()) throw FormatError(p.string() + ": read error");
-  return s.str();
-}
-
 inline ModelConfig load_config(const std::filesystem::path& p) {
-  return ModelConfig::from_json_text(read_text_file(p), p.string());
+  return ModelConfig::from_json_text(io::read_file(p), p.string());
 }
 
 }  // namespace ttt

@@ -1,0 +1,25 @@
+// Must NOT compile: the learner lacks accumulate_grad. The test passes when the compiler's error
+// names the missing requirement in a sentence (see CMakeLists.txt).
+#include <ttt/ttt.hpp>
+
+struct NoGradLearner {
+  static constexpr std::string_view name = "no_grad";
+  static std::vector<ttt::inner::ParamSpec> param_specs(int64_t f) { return {{"W1", {f, f}}}; }
+  static void apply(const float* theta, int64_t f, ttt::CMatRef X, ttt::MatRef Z) {
+    Z.noalias() = X * ttt::CMapMat(theta, f, f);
+  }
+#ifdef TTT_COMPILE_FAIL_CONTROL
+  static void accumulate_grad(const float*, int64_t, ttt::CMatRef, ttt::CMatRef, const float*, float*) {}
+#endif
+};
+
+int main() {
+  ttt::ModelConfig cfg;
+  cfg.hidden_size = 16;
+  cfg.num_attention_heads = 2;
+  cfg.vocab_size = 10;
+  cfg.intermediate_size = 8;
+  cfg.num_hidden_layers = 1;
+  ttt::TTTModel<NoGradLearner> model(cfg);
+  return int(model.num_params() == 0);
+}
