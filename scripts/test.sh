@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds everything in Release and runs the test
+# suite (ctest), then the parser tests under ASan/UBSan, then the libFuzzer targets for a bounded
+# time, then a smoke run of the benchmarks (they must build and run; no timing is checked).
+#   scripts/test.sh                 everything
+#   FUZZ_SECONDS=0 scripts/test.sh  skip fuzzing
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+jobs=${JOBS:-2}
+fuzz_seconds=${FUZZ_SECONDS:-30}
+
+if [ "$fuzz_seconds" -gt 0 ]; then scripts/setup.sh --fuzz; else scripts/setup.sh; fi
+
+echo "== Release build and test suite"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
+  -DTTT_BUILD_BENCHMARKS=ON >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1200
+core_summary=$(ctest --test-dir build -N | tail -1)
+
+echo "== parser tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+scripts/sanitize.sh
+
+if [ "$fuzz_seconds" -gt 0 ]; then
+  echo "== fuzzing safetensors and config.json parsers, ${fuzz_seconds}s each"
+  FUZZ_SECONDS=$fuzz_seconds scripts/fuzz.sh
+fi
+
+echo "== benchmark smoke run (builds and runs; not a timed test)"
+OMP_NUM_THREADS=2 build/benchmarks/bench_layer --benchmark_filter='decode' --benchmark_min_time=0.01 >/dev/null
+
+echo "== all test stages passed ($core_summary)"
