@@ -4,6 +4,7 @@
 /// and `model.safetensors` (parameter names of `TTTForCausalLM.state_dict()`; `lm_head.weight` left
 /// out when the embeddings are tied). F32, F16 and BF16 tensors load as float; saves are F32 and
 /// atomic (temporary name, then rename).
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <string>
