@@ -180,8 +180,7 @@ class TTTModel {
     if (which == Logits::none || !logits) return;
     if (which == Logits::last) {
       ensure_size(w.hn, 1, C);
-      const Mat last = w.h.bottomRows(1);
-      nn::rms_norm(last, norm, cfg.rms_norm_eps, w.hn);
+      nn::rms_norm(w.h.bottomRows(1), norm, cfg.rms_norm_eps, w.hn);
     } else {
       nn::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
     }

@@ -11,7 +11,8 @@
 namespace ttt::nn {
 
 /// out = w * x / sqrt(mean(x^2) + eps), row by row.       X, out: (n, C); w: (C)
-inline void rms_norm(const Mat& X, const RowVec& w, double eps, Mat& out) {
+template <class In>
+inline void rms_norm(const In& X, const RowVec& w, double eps, Mat& out) {
   ensure_size(out, X.rows(), X.cols());
   for (Eigen::Index r = 0; r < X.rows(); ++r) {
     const float ms = X.row(r).squaredNorm() / float(X.cols());
@@ -21,34 +22,51 @@ inline void rms_norm(const Mat& X, const RowVec& w, double eps, Mat& out) {
 }
 
 /// out = gamma * (x - mean) / sqrt(var + eps) + beta over each row (biased variance, as torch).
+/// Plain loops: no temporaries, so no allocation.
 template <class In, class Out>
 inline void layer_norm_rows(const In& X, const float* gamma, const float* beta, float eps, Out&& out) {
   const Eigen::Index d = X.cols();
-  CMapRow g(gamma, d), b(beta, d);
   for (Eigen::Index r = 0; r < X.rows(); ++r) {
-    const float mu = X.row(r).mean();
-    const float var = (X.row(r).array() - mu).square().mean();
+    float mu = 0.0f;
+    for (Eigen::Index c = 0; c < d; ++c) mu += X(r, c);
+    mu /= float(d);
+    float var = 0.0f;
+    for (Eigen::Index c = 0; c < d; ++c) var += (X(r, c) - mu) * (X(r, c) - mu);
+    var /= float(d);
     const float inv = 1.0f / std::sqrt(var + eps);
-    out.row(r) = ((X.row(r).array() - mu) * inv * g.array() + b.array()).matrix();
+    for (Eigen::Index c = 0; c < d; ++c) out(r, c) = gamma[c] * ((X(r, c) - mu) * inv) + beta[c];
   }
 }
 
 /// The reference's `ln_fused_l2_bwd`: G = d/dZ of 0.5 * ||gamma * LN(Z) + beta - target||^2, in
-/// closed form, row by row (eps 1e-6).                      Z, target, G: (n, f); gamma, beta: (f)
+/// closed form, row by row (eps 1e-6):
+///   G = (D * gx - sum(gx) - xhat * sum(gx * xhat)) / (D * std),  gx = (gamma xhat + beta - target) gamma
+///                                                           Z, target, G: (n, f); gamma, beta: (f)
 template <class ZT, class TT, class GT>
 inline void ln_l2_grad(const ZT& Z, const TT& target, const float* gamma, const float* beta, GT&& G,
                        float eps = 1e-6f) {
   const Eigen::Index d = Z.cols();
-  CMapRow g(gamma, d), b(beta, d);
   for (Eigen::Index r = 0; r < Z.rows(); ++r) {
-    const float mu = Z.row(r).mean();
-    const float var = (Z.row(r).array() - mu).square().mean();
+    float mu = 0.0f;
+    for (Eigen::Index c = 0; c < d; ++c) mu += Z(r, c);
+    mu /= float(d);
+    float var = 0.0f;
+    for (Eigen::Index c = 0; c < d; ++c) var += (Z(r, c) - mu) * (Z(r, c) - mu);
+    var /= float(d);
     const float stdv = std::sqrt(var + eps);
-    const RowVec xhat = ((Z.row(r).array() - mu) / stdv).matrix();
-    const RowVec gxhat = ((g.array() * xhat.array() + b.array() - target.row(r).array()) * g.array()).matrix();
-    const float s1 = gxhat.sum();
-    const float s2 = gxhat.dot(xhat);
-    G.row(r) = ((float(d) * gxhat.array() - s1 - xhat.array() * s2) / (float(d) * stdv)).matrix();
+    float s1 = 0.0f, s2 = 0.0f;
+    for (Eigen::Index c = 0; c < d; ++c) {  // G temporarily holds gx
+      const float xhat = (Z(r, c) - mu) / stdv;
+      const float gx = (gamma[c] * xhat + beta[c] - target(r, c)) * gamma[c];
+      G(r, c) = gx;
+      s1 += gx;
+      s2 += gx * xhat;
+    }
+    const float scale = 1.0f / (float(d) * stdv);
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const float xhat = (Z(r, c) - mu) / stdv;
+      G(r, c) = (float(d) * G(r, c) - s1 - xhat * s2) * scale;
+    }
   }
 }
 
