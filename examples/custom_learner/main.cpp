@@ -12,14 +12,8 @@
 
 template <class Learner>
 int run() {
-  ttt::ModelConfig cfg;
-  cfg.vocab_size = 256;
-  cfg.hidden_size = 64;
-  cfg.intermediate_size = 128;
-  cfg.num_hidden_layers = 2;
-  cfg.num_attention_heads = 4;
-  cfg.mini_batch_size = 8;
-  cfg.ttt_layer_type = std::string(Learner::name);
+  const auto cfg = ttt::ModelConfig::sized(std::string(Learner::name), /*vocab=*/256, /*hidden=*/64, /*layers=*/2,
+                                           /*heads=*/4, /*intermediate=*/128, /*mini_batch=*/8);
   ttt::TTTModel<Learner> model(cfg);
   model.init_weights(/*seed=*/42);
 

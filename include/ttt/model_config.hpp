@@ -48,6 +48,20 @@ struct ModelConfig {
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
 
+  /// A configuration of the given sizes, every other option at its default.
+  static ModelConfig sized(const std::string& layer_type, int64_t vocab, int64_t hidden, int64_t layers, int64_t heads,
+                           int64_t intermediate, int64_t mini_batch = 16) {
+    ModelConfig c;
+    c.ttt_layer_type = layer_type;
+    c.vocab_size = vocab;
+    c.hidden_size = hidden;
+    c.num_hidden_layers = layers;
+    c.num_attention_heads = heads;
+    c.intermediate_size = intermediate;
+    c.mini_batch_size = mini_batch;
+    return c;
+  }
+
   /// The 125m-shaped configuration of the paper (hidden 768, 12 heads, 12 layers).
   static ModelConfig preset_125m(const std::string& layer_type = "linear") {
     ModelConfig c;

@@ -14,17 +14,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-ttt::ModelConfig small(const std::string& layer) {
-  ttt::ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.mini_batch_size = 4;
-  c.ttt_layer_type = layer;
-  return c;
-}
+ttt::ModelConfig small(const std::string& layer) { return ttt::ModelConfig::sized(layer, 40, 32, 2, 4, 48, 4); }
 
 struct TempDir {
   fs::path path;

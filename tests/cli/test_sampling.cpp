@@ -191,14 +191,8 @@ TEST_CASE("invalid options and logits are errors that name the problem") {
 namespace {
 
 ttt::ModelConfig tiny_config(const std::string& layer) {
-  ttt::ModelConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.mini_batch_size = 4;  // decode crosses several mini-batch boundaries
-  c.ttt_layer_type = layer;
+  // mini-batch 4: decode crosses several mini-batch boundaries
+  ttt::ModelConfig c = ttt::ModelConfig::sized(layer, 50, 32, 2, 2, 64, 4);
   c.initializer_range = 0.2;  // larger weights: well separated logits
   return c;
 }

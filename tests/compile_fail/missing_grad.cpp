@@ -14,12 +14,7 @@ struct NoGradLearner {
 };
 
 int main() {
-  ttt::ModelConfig cfg;
-  cfg.hidden_size = 16;
-  cfg.num_attention_heads = 2;
-  cfg.vocab_size = 10;
-  cfg.intermediate_size = 8;
-  cfg.num_hidden_layers = 1;
+  const auto cfg = ttt::ModelConfig::sized("no_grad", 10, 16, 1, 2, 8);
   ttt::TTTModel<NoGradLearner> model(cfg);
   return int(model.num_params() == 0);
 }

@@ -51,17 +51,8 @@ TEST_CASE_TEMPLATE("user learners: prefill + decode == full forward, save + load
   const int64_t L = 2 * c.mini_batch_size + 5;
   const auto ids = th::random_ids(L, c.vocab_size, 4);
   const Mat full = m.forward(ids);
-  for (int64_t P : {int64_t(1), int64_t(5), c.mini_batch_size, L - 1}) {
-    auto st = m.new_state();
-    Mat got(L, c.vocab_size), lg;
-    m.forward(st, std::span<const int64_t>(ids.data(), size_t(P)), &lg, Logits::all);
-    got.topRows(P) = lg;
-    for (int64_t t = P; t < L; ++t) {
-      m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &lg, Logits::last);
-      got.row(t) = lg.row(0);
-    }
-    CHECK(th::rel_err(got, full) < 1e-5);
-  }
+  for (int64_t P : {int64_t(1), int64_t(5), c.mini_batch_size, L - 1})
+    CHECK(th::rel_err(th::prefill_then_decode(m, ids, P), full) < 1e-5);
   const auto dir = std::filesystem::temp_directory_path() / ("ttt_custom_" + std::to_string(::getpid()));
   save_checkpoint(m, dir);
   auto m2 = load_checkpoint<TTTModel<Lrn>>(dir);

@@ -57,15 +57,24 @@ inline std::vector<int64_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) 
 }
 
 inline ttt::ModelConfig small_config(const std::string& type = "linear") {
-  ttt::ModelConfig c;
-  c.vocab_size = 53;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.mini_batch_size = 8;
-  c.ttt_layer_type = type;
-  return c;
+  return ttt::ModelConfig::sized(type, /*vocab=*/53, /*hidden=*/32, /*layers=*/2, /*heads=*/4, /*intermediate=*/48,
+                                 /*mini_batch=*/8);
+}
+
+/// Logits of `ids` computed as: prefill the first P tokens (all their logits), then feed the rest
+/// one token at a time.                                                          (L, V)
+template <class Model>
+ttt::Mat prefill_then_decode(const Model& m, const std::vector<int64_t>& ids, int64_t P) {
+  const int64_t L = int64_t(ids.size());
+  auto st = m.new_state();
+  ttt::Mat got(L, m.cfg.vocab_size), lg;
+  m.forward(st, std::span<const int64_t>(ids.data(), size_t(P)), &lg, ttt::Logits::all);
+  got.topRows(P) = lg;
+  for (int64_t t = P; t < L; ++t) {
+    m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &lg, ttt::Logits::last);
+    got.row(t) = lg.row(0);
+  }
+  return got;
 }
 
 }  // namespace th

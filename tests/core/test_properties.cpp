@@ -122,16 +122,7 @@ TEST_CASE_TEMPLATE("prefill P tokens then decode one at a time == full forward, 
     const Mat full = m.forward(ids);
     for (int64_t P = 1; P < L; ++P) {
       INFO("P = " << P);
-      auto st = m.new_state();
-      Mat got(L, c.vocab_size), lg;
-      m.forward(st, std::span<const int64_t>(ids.data(), size_t(P)), &lg, Logits::all);
-      got.topRows(P) = lg;
-      for (int64_t t = P; t < L; ++t) {
-        m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &lg, Logits::last);
-        got.row(t) = lg.row(0);
-      }
-      CHECK(th::rel_err(got, full) < 1e-5);
-      CHECK(st.pos == L);
+      CHECK(th::rel_err(th::prefill_then_decode(m, ids, P), full) < 1e-5);
     }
   }
 }

@@ -1,11 +1,6 @@
 #include <ttt/ttt.hpp>
 int tu_b_params() {
-  ttt::ModelConfig cfg;
-  cfg.vocab_size = 16;
-  cfg.hidden_size = 8;
-  cfg.intermediate_size = 8;
-  cfg.num_hidden_layers = 1;
-  cfg.num_attention_heads = 2;
+  const auto cfg = ttt::ModelConfig::sized("linear", 16, 8, 1, 2, 8);
   ttt::TTTModel<ttt::inner::Linear> m(cfg);
   return int(m.num_params());
 }
