@@ -237,6 +237,22 @@ struct Ref {
     M head = cfg.tie_word_embeddings ? E : mat(at("lm_head.weight"), V, C);
     return hn * head.transpose();
   }
+
+  // Mean next-token cross entropy over a batch of sequences (position t predicts t+1; the mean is
+  // over every position of every sequence, as torch's CrossEntropyLoss on shifted logits).
+  double loss(const std::vector<std::vector<int64_t>>& batch) const {
+    double sum = 0;
+    int64_t cnt = 0;
+    for (const auto& ids : batch) {
+      const M lg = forward(ids);
+      for (int64_t t = 0; t + 1 < int64_t(ids.size()); ++t) {
+        const double mx = lg.row(t).maxCoeff();
+        sum += mx + std::log((lg.row(t).array() - mx).exp().sum()) - lg(t, ids[size_t(t + 1)]);
+        ++cnt;
+      }
+    }
+    return sum / double(cnt);
+  }
 };
 
 }  // namespace ref

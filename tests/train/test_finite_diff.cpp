@@ -1,0 +1,145 @@
+// loss_and_grad against central finite differences (in double) of the literal reference port
+// tests/core/reference_impl.hpp, on small models covering every option combination: pre_conv x
+// share_qk x use_gate x tied embeddings, TTT-Linear and TTT-MLP, mini-batch 4 with remainders,
+// a clamped learnable_token_idx entry, other ttt_base_lr / rope_theta / rms_norm_eps /
+// conv_kernel. And: the comparison fails on deliberately broken backwards.
+#include <doctest/doctest.h>
+
+#include <random>
+#include <ttt/train/backward.hpp>
+
+#include "reference_impl.hpp"
+#include "test_helpers.hpp"
+
+using namespace ttt;
+
+namespace {
+
+struct FdResult {
+  int checked = 0, failed = 0;
+  double worst_abs = 0, worst_rel = 0;  // max |a - fd|, max |a - fd| / |fd| (|fd| > 1e-3)
+  std::string first_failure;
+};
+
+// Analytic (float) against central differences: |a - fd| <= kRel * |fd| + kAbs.
+constexpr double kRel = 1e-4, kAbs = 2e-7, kStep = 1e-4;
+
+ModelConfig fd_config(const std::string& type, int mask) {
+  ModelConfig c = ModelConfig::sized(type, /*vocab=*/23, /*hidden=*/16, /*layers=*/2, /*heads=*/2,
+                                     /*intermediate=*/24, /*mini_batch=*/4);
+  c.pre_conv = mask & 1;
+  c.share_qk = mask & 2;
+  c.use_gate = mask & 4;
+  c.tie_word_embeddings = mask & 8;
+  c.ttt_base_lr = (mask % 3 == 0) ? 1.0 : 3.0;
+  c.rope_theta = (mask % 2 == 0) ? 10000.0 : 50.0;
+  c.rms_norm_eps = (mask % 4 < 2) ? 1e-6 : 1e-3;
+  c.conv_kernel = (mask % 5 == 0) ? 3 : 4;
+  return c;
+}
+
+template <class L>
+FdResult fd_compare(const ModelConfig& cfg, uint64_t seed, int coords_per_tensor = 12) {
+  TTTModel<L> model(cfg);
+  th::randomize(model, seed, 0.3);
+  // clamped token-index entries: 1/(t+1) + idx < 0
+  model.blocks[0].ttt.token_idx[2] = -0.6f;
+  model.blocks.back().ttt.token_idx[1] = -0.7f;
+  const std::vector<std::vector<int64_t>> batch = {th::random_ids(11, cfg.vocab_size, seed + 1),
+                                                   th::random_ids(7, cfg.vocab_size, seed + 2)};
+  TTTModel<L> grad(cfg);
+  const double loss = train::loss_and_grad(model, batch, grad);
+  ref::Ref r{cfg, ref::params_of(model)};
+  const double loss_ref = r.loss(batch);
+  CHECK(std::abs(loss - loss_ref) <= 1e-6 * std::abs(loss_ref));
+  const ref::Params an = ref::params_of(grad);
+  // the clamped entries get no gradient
+  CHECK(an.at("model.layers.0.seq_modeling_block.learnable_token_idx")[2] == 0.0);
+  FdResult res;
+  std::mt19937_64 rng(seed + 3);
+  for (auto& [name, vals] : r.P) {
+    const auto& a = an.at(name);
+    REQUIRE(a.size() == vals.size());
+    std::vector<size_t> idx;
+    if (vals.size() <= size_t(coords_per_tensor)) {
+      for (size_t i = 0; i < vals.size(); ++i) idx.push_back(i);
+    } else {
+      std::uniform_int_distribution<size_t> d(0, vals.size() - 1);
+      for (int i = 0; i < coords_per_tensor; ++i) idx.push_back(d(rng));
+    }
+    for (size_t i : idx) {
+      const double x0 = vals[i];
+      vals[i] = x0 + kStep;
+      const double lp = r.loss(batch);
+      vals[i] = x0 - kStep;
+      const double lm = r.loss(batch);
+      vals[i] = x0;
+      const double fd = (lp - lm) / (2 * kStep);
+      const double err = std::abs(a[i] - fd);
+      res.worst_abs = std::max(res.worst_abs, err);
+      if (std::abs(fd) > 1e-3) res.worst_rel = std::max(res.worst_rel, err / std::abs(fd));
+      ++res.checked;
+      if (err > kRel * std::abs(fd) + kAbs) {
+        if (res.failed++ == 0)
+          res.first_failure = name + "[" + std::to_string(i) + "]: analytic " + std::to_string(a[i]) + ", fd " +
+                              std::to_string(fd);
+      }
+    }
+  }
+  return res;
+}
+
+template <class L>
+void run_all(const std::string& type) {
+  double worst_abs = 0, worst_rel = 0;
+  int checked = 0;
+  for (int mask = 0; mask < 16; ++mask) {
+    const ModelConfig cfg = fd_config(type, mask);
+    INFO(type << " pre_conv=" << cfg.pre_conv << " share_qk=" << cfg.share_qk << " use_gate=" << cfg.use_gate
+              << " tied=" << cfg.tie_word_embeddings);
+    const FdResult r = fd_compare<L>(cfg, 100 + uint64_t(mask));
+    CHECK_MESSAGE(r.failed == 0, r.first_failure);
+    worst_abs = std::max(worst_abs, r.worst_abs);
+    worst_rel = std::max(worst_rel, r.worst_rel);
+    checked += r.checked;
+  }
+  MESSAGE(type << ": " << checked << " coordinates over 16 configurations, max |a - fd| " << worst_abs
+               << ", max relative (|fd| > 1e-3) " << worst_rel);
+}
+
+}  // namespace
+
+TEST_CASE("finite differences: TTT-Linear, every option combination") { run_all<inner::Linear>("linear"); }
+TEST_CASE("finite differences: TTT-MLP, every option combination") { run_all<inner::MLP>("mlp"); }
+
+// ---- the comparison can fail: deliberately broken backwards ----------------------------------
+
+namespace {
+template <int Kind>
+struct Broken : inner::PrimalOnly<inner::Linear> {};
+}  // namespace
+
+template <int Kind>
+struct ttt::train::LearnerGrad<Broken<Kind>> : LearnerGrad<inner::Linear> {
+  static void backward(const double* th, int64_t f, const SegmentD& s, const MatD& dZq, const double* dth_end,
+                       double* dth0, SegmentGradD& o) {
+    std::vector<double> zero(size_t(f * f + f), 0.0);
+    LearnerGrad<inner::Linear>::backward(th, f, s, dZq, Kind == 0 ? zero.data() : dth_end, dth0, o);
+    if constexpr (Kind == 1)
+      for (auto& x : o.d_lr) x *= 1.01;  // 1% off on the learning-rate path
+    if constexpr (Kind == 2) o.dXK *= 1.001;  // 0.1% off on the keys
+  }
+};
+
+TEST_CASE("finite differences catch broken backwards") {
+  const ModelConfig cfg = fd_config("linear", 0);
+  CHECK(fd_compare<inner::Linear>(cfg, 7).failed == 0);
+  const FdResult r0 = fd_compare<Broken<0>>(cfg, 7);  // inner-state cotangent not carried back
+  const FdResult r1 = fd_compare<Broken<1>>(cfg, 7);
+  const FdResult r2 = fd_compare<Broken<2>>(cfg, 7);
+  CHECK(r0.failed > 0);
+  CHECK(r1.failed > 0);
+  CHECK(r2.failed > 0);
+  MESSAGE("broken backwards: " << r0.failed << ", " << r1.failed << ", " << r2.failed << " of " << r0.checked
+                               << " coordinates flagged");
+}
