@@ -1,7 +1,7 @@
 // ttt: the command-line tool of the ttt library.
 //
 //   ttt info     --model DIR                                   what a checkpoint holds
-//   ttt eval     --model DIR --input IN.safetensors --out OUT.safetensors [--threads N]
+//   ttt eval     --model DIR --input IN.safetensors --out OUT.safetensors [--threads N] [--grads]
 //   ttt generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-new-tokens N] [sampling]
 //   ttt init     --out DIR [--layer linear|mlp] [--hidden ...]  a random checkpoint
 //
@@ -24,6 +24,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +33,7 @@
 #include <ttt/any_model.hpp>
 #include <ttt/generate.hpp>
 #include <ttt/tokenizer.hpp>
+#include <ttt/train/backward.hpp>
 #include <ttt/ttt.hpp>
 
 #if defined(_OPENMP)
@@ -95,6 +98,7 @@ int run_info(const InfoArgs& a) {
 struct EvalArgs {
   std::string model, input, out;
   int threads = 0;
+  bool grads = false;
 };
 
 int run_eval(const EvalArgs& a) {
@@ -134,6 +138,9 @@ int run_eval(const EvalArgs& a) {
                             std::to_string(L));
   }
   const int64_t D = P ? L - *P : 0;  // decode_logits rows per sequence
+  if (a.grads && L < 2)
+    throw ttt::ShapeError(src + ": tensor 'input_ids' has sequences of length 1: --grads needs at least 2 tokens "
+                          "(a next-token loss)");
 
   // Output buffers; each sequence writes its own slices.
   std::vector<float> logits(size_t(B * L * V));
@@ -215,6 +222,24 @@ int run_eval(const EvalArgs& a) {
     w.add("loss", {}, std::span<const float>(&loss, 1));
   } else {
     std::cerr << "ttt eval: note: sequences of length 1 have no next-token loss; 'loss' not written\n";
+  }
+  if (a.grads) {
+    // grad.{name}: d loss / d parameter over the whole batch (the mean over all B * (L - 1)
+    // next-token positions; tied embeddings: the embedding's gradient includes the head's).
+    std::vector<std::vector<int64_t>> batch;
+    for (int64_t b = 0; b < B; ++b) batch.emplace_back(ids.begin() + b * L, ids.begin() + (b + 1) * L);
+    std::visit(
+        [&](const auto& model) {
+          std::decay_t<decltype(model)> g(model.cfg);
+          ttt::train::loss_and_grad(model, batch, g);
+          std::vector<float> buf;
+          g.visit_params([&](const ttt::ParamRef& p) {
+            buf.resize(size_t(p.numel()));
+            p.copy_out(buf.data());
+            w.add("grad." + p.name, p.shape, buf);
+          });
+        },
+        m.variant());
   }
   w.save(a.out);
   return 0;
@@ -417,6 +442,8 @@ int main(int argc, char** argv) {
       ->required();
   eval->add_option("--out", eval_a.out, "Output .safetensors (written atomically)")->required();
   eval->add_option("--threads", eval_a.threads, "Threads (0 = all cores)")->check(CLI::Range(0, 4096));
+  eval->add_flag("--grads", eval_a.grads,
+                 "Also write grad.{name}: the gradient of the loss (mean over the batch) for every parameter");
 
   GenerateArgs gen_a;
   CLI::App* gen = app.add_subcommand("generate", "Generate tokens after a prompt (ids, or text with the byte tokenizer).");

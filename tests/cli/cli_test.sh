@@ -4,6 +4,7 @@
 #   cli_test.sh TTT_BINARY REFERENCE_DIR WORK_DIR CASE [ARG]
 #
 # CASE: eval_ref NAME   ttt eval on a reference case, checked by compare.py (needs python3 + numpy)
+#       eval_grads NAME ttt eval --grads on a reference case, checked by compare.py --grads
 #       eval_threads    --threads 1 and --threads 2 write the same bytes
 #       usage_errors    wrong flags / bad values exit 2 with one line on stderr; --help exits 0
 #       data_errors     bad files and tensors exit 1 with "ttt eval: ..." naming the file / tensor
@@ -156,6 +157,33 @@ assert h["input_ids"]["dtype"] == "I64" and h["input_ids"]["shape"] == e["input_
 assert raw(h, b, n, "input_ids") == raw(e, eb, en, "input_ids")
 assert h["loss"]["shape"] == [] and h["loss"]["dtype"] == "F32"
 EOF
+}
+
+case_eval_grads() {
+  local name=$ARG
+  need_reference "$name"
+  local py
+  py=$(find_python_numpy) || skip "no python3 with numpy (Debian: python3-numpy) to run compare.py"
+  run 0 eval --model "$CASES/$name" --input "$CASES/$name/expected.safetensors" --out out.safetensors --grads ||
+    return
+  "$py" "$REF/compare.py" "$CASES/$name/expected.safetensors" out.safetensors --grads ||
+    fail "compare.py --grads: $name differs"
+  # every parameter of model.safetensors has its grad.{name}, with the parameter's shape
+  "$py" - out.safetensors "$CASES/$name/model.safetensors" <<'EOF' || fail "grad.* tensors do not match the parameters"
+import json, struct, sys
+def header(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; return json.loads(b[8:8 + n])
+h, m = header(sys.argv[1]), header(sys.argv[2])
+params = [k for k in m if k != "__metadata__"]
+assert params, "no parameters"
+for k in params:
+    assert h["grad." + k]["shape"] == m[k]["shape"], k
+    assert h["grad." + k]["dtype"] == "F32", k
+EOF
+  # without --grads no gradient is written
+  run 0 eval --model "$CASES/$name" --input "$CASES/$name/expected.safetensors" --out plain.safetensors || return
+  if grep -q "grad\\." plain.safetensors; then fail "grad.* written without --grads"; fi
+  return 0
 }
 
 case_eval_threads() {
@@ -314,6 +342,7 @@ case_init_generate() {
 
 case "$CASE" in
   eval_ref) case_eval_ref ;;
+  eval_grads) case_eval_grads ;;
   eval_threads) case_eval_threads ;;
   usage_errors) case_usage_errors ;;
   data_errors) case_data_errors ;;
