@@ -29,6 +29,7 @@
 /// The layer-level code (projections, RoPE, the learning-rate gate, the token index clamp, the
 /// output LayerNorm, chaining mini-batches in reverse with the state's cotangent) is generic.
 /// `ops::ln_l2_grad` / `ops::ln_l2_grad_bwd` give the inner loss gradient and its VJP.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
