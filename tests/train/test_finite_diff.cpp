@@ -49,8 +49,10 @@ FdResult fd_compare(const ModelConfig& cfg, uint64_t seed, int coords_per_tensor
   // clamped token-index entries: 1/(t+1) + idx < 0
   model.blocks[0].ttt.token_idx[2] = -0.6f;
   model.blocks.back().ttt.token_idx[1] = -0.7f;
+  // two full mini-batches + 3, one + 3, and a sequence shorter than a mini-batch
   const std::vector<std::vector<int64_t>> batch = {th::random_ids(11, cfg.vocab_size, seed + 1),
-                                                   th::random_ids(7, cfg.vocab_size, seed + 2)};
+                                                   th::random_ids(7, cfg.vocab_size, seed + 2),
+                                                   th::random_ids(3, cfg.vocab_size, seed + 4)};
   TTTModel<L> grad(cfg);
   const double loss = train::loss_and_grad(model, batch, grad);
   ref::Ref r{cfg, ref::params_of(model)};

@@ -175,6 +175,10 @@ struct Runner {
     tp.O.resize(n, C);
     tp.theta.assign(size_t(H), {});
     const auto segs = segments(n, mb);
+    // heads are independent: each writes its own columns of Zq and O and its own theta list
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (H > 1)
+#endif
     for (int64_t h = 0; h < H; ++h) {
       std::vector<double> theta(w.theta0.begin() + h * P, w.theta0.begin() + (h + 1) * P), next(static_cast<size_t>(P));
       for (const auto& [r0, len] : segs) {
@@ -223,9 +227,15 @@ struct Runner {
     ops::ln_bwd(tp.O, w.post_w.data(), 1e-6, dYn, dO, g.post_w.data(), g.post_b.data());
     MatD dXQ = dO, dXK = MatD::Zero(n, C), dXV = MatD::Zero(n, C);  // dXQ: through O = XQ + LN(Zq)
     MatD dsig = MatD::Zero(n, H);
-    std::vector<double> deta(size_t(mb), 0.0);
+    std::vector<std::vector<double>> deta_h(size_t(H), std::vector<double>(size_t(mb), 0.0));
     const auto segs = segments(n, mb);
+    // heads are independent: each writes its own columns of dXQ, dXK, dXV, dsig, its own rows of
+    // the ln_w / ln_b gradients, its own slice of theta0's gradient and its own deta_h
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (H > 1)
+#endif
     for (int64_t h = 0; h < H; ++h) {
+      std::vector<double>& deta = deta_h[size_t(h)];
       const MatD Zh = tp.Zq.middleCols(h * f, f);
       MatD dZq = MatD::Zero(n, f);
       ops::ln_bwd(Zh, w.ln_w.row(h).data(), 1e-6, MatD(dO.middleCols(h * f, f)), dZq, g.ln_w.row(h).data(),
@@ -262,7 +272,8 @@ struct Runner {
     }
     // token_eta = clamp_min(1/(t+1) + token_idx, 0): torch passes the gradient where input >= 0
     for (int64_t t = 0; t < mb; ++t)
-      if (1.0 / double(t + 1) + w.token_idx[t] >= 0.0) g.token_idx[t] += deta[size_t(t)];
+      if (1.0 / double(t + 1) + w.token_idx[t] >= 0.0)
+        for (int64_t h = 0; h < H; ++h) g.token_idx[t] += deta_h[size_t(h)][size_t(t)];
     // sig = sigmoid(X lr_w^T + lr_b)
     MatD da = dsig.cwiseProduct(tp.sig.cwiseProduct((1.0 - tp.sig.array()).matrix()));
     g.lr_w += da.transpose() * X;
