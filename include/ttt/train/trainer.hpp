@@ -1,0 +1,398 @@
+#pragma once
+/// \file train/trainer.hpp
+/// The training loop: draw a batch, exact loss and gradient (train/backward.hpp), accumulate over
+/// micro-batches, clip, AdamW step on a warm-up + cosine schedule; validation now and then; a
+/// progress line on stderr; a CSV log; checkpoints that `--resume` continues bit for bit.
+///
+/// An output folder holds
+///   config.json, model.safetensors   the model, loadable by ttt generate / eval / AnyModel::load
+///   optimizer.safetensors            AdamW moments (exp_avg.NAME, exp_avg_sq.NAME, F32), step (I64);
+///                                    metadata: the data RNG state and a hash of model.safetensors
+///   trainer.json                     step, seed, elapsed seconds, data fingerprint, the options
+///   log.csv                          step,lr,train_loss,val_loss,tokens_per_s,elapsed_s
+/// A checkpoint is written all or nothing: every file goes first to NAME.pending (atomically), and
+/// only when all are on disk are they renamed over the previous ones, trainer.json last. A failed
+/// write leaves the previous checkpoint as it was.
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <span>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+#include <nlohmann/json.hpp>
+
+#include "../checkpoint.hpp"
+#include "../error.hpp"
+#include "../io/file.hpp"
+#include "../io/safetensors.hpp"
+#include "../model.hpp"
+#include "../params.hpp"
+#include "backward.hpp"
+#include "data.hpp"
+#include "optim.hpp"
+
+namespace ttt::train {
+
+/// The loss became NaN or Inf; training stopped, the last checkpoint was kept.
+struct DivergedError : Error {
+  using Error::Error;
+};
+
+struct TrainOptions {
+  int64_t steps = 100;        ///< total optimiser steps of the run (the schedule's length)
+  int64_t batch = 8;          ///< sequences per micro-batch
+  int64_t accum = 1;          ///< micro-batches per step (gradients summed, then divided)
+  double lr = 3e-3;           ///< peak learning rate
+  double min_lr = 1e-5;       ///< floor of the cosine
+  int64_t warmup = -1;        ///< warm-up steps; -1: 10% of steps
+  int64_t ttt_warmup = -1;    ///< warm-up of ttt_base_lr from 0; -1: same as warmup; 0: none
+  AdamWOptions adamw;
+  double clip = 1.0;          ///< global gradient-norm clip (<= 0: none)
+  int64_t val_every = 0;      ///< validation every N steps (and at the end); 0: only at the end
+  int64_t val_windows = 16;   ///< validation windows (fixed, from the start of the held-out split)
+  int64_t save_every = 0;     ///< checkpoint every N steps (and at the end); needs `out`
+  uint64_t seed = 0;
+  std::filesystem::path out;  ///< output folder; empty: no checkpoints and no log
+  bool resume = false;        ///< continue from the checkpoint in `out`
+  int64_t stop_after = 0;     ///< stop after this step as if interrupted (0: run all steps)
+  bool progress = true;       ///< progress line on stderr
+  nlohmann::json args = nlohmann::json::object();  ///< recorded in trainer.json
+  /// Called after every step with (step, model); tests use it to inject faults.
+  std::function<void(int64_t)> after_step;
+
+  int64_t warmup_steps() const { return warmup >= 0 ? warmup : steps / 10; }
+  int64_t ttt_warmup_steps() const { return ttt_warmup >= 0 ? ttt_warmup : warmup_steps(); }
+};
+
+struct TrainResult {
+  int64_t start_step = 0, end_step = 0;
+  std::vector<double> losses;                     ///< train loss of each step of this run
+  std::vector<std::pair<int64_t, double>> val;    ///< (step, validation loss)
+  double tokens_per_s = 0, train_seconds = 0;
+};
+
+/// Mean next-token cross entropy (double) of `model` over `windows`, and, when `per_position`,
+/// the mean at each position t (t predicts token t + 1) over the windows long enough.
+template <class Model>
+double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>& windows,
+                    std::vector<double>* per_position = nullptr) {
+  double sum = 0;
+  int64_t count = 0;
+  std::vector<double> ps;
+  std::vector<int64_t> pc;
+  for (const auto& w : windows) {
+    if (w.size() < 2) continue;
+    const Mat lg = model.forward(std::span<const int64_t>(w.data(), w.size()));
+    const int64_t n = int64_t(w.size()) - 1, V = lg.cols();
+    if (int64_t(ps.size()) < n) ps.resize(size_t(n), 0.0), pc.resize(size_t(n), 0);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* row = lg.data() + t * V;  // row-major
+      double mx = -INFINITY;
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+      double se = 0;
+      for (int64_t v = 0; v < V; ++v) se += std::exp(double(row[v]) - mx);
+      const double l = mx + std::log(se) - double(row[w[size_t(t + 1)]]);
+      sum += l, ps[size_t(t)] += l, pc[size_t(t)] += 1;
+    }
+    count += n;
+  }
+  if (per_position) {
+    per_position->assign(ps.size(), 0.0);
+    for (size_t t = 0; t < ps.size(); ++t) (*per_position)[t] = ps[t] / double(pc[t]);
+  }
+  return count ? sum / double(count) : NAN;
+}
+
+namespace detail {
+
+inline uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : s) h = (h ^ uint64_t(static_cast<unsigned char>(c))) * 1099511628211ull;
+  return h;
+}
+
+inline bool stderr_is_tty() {
+#if defined(__unix__) || defined(__APPLE__)
+  return ::isatty(2) == 1;
+#else
+  return false;
+#endif
+}
+
+inline std::string hms(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const long t = long(s + 0.5);
+  char b[32];
+  if (t >= 3600) std::snprintf(b, sizeof b, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else std::snprintf(b, sizeof b, "%ld:%02ld", t / 60, t % 60);
+  return b;
+}
+
+/// Write `files` (name -> bytes) into `dir` all or nothing (see the file comment).
+inline void write_checkpoint_files(const std::filesystem::path& dir,
+                                   const std::vector<std::pair<std::string, std::string>>& files) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> pending;
+  auto cleanup = [&] {
+    std::error_code ec;
+    for (const auto& p : pending) fs::remove(p, ec);
+  };
+  try {
+    for (const auto& [name, bytes] : files) {
+      const fs::path p = dir / (name + ".pending");
+      io::write_file_atomic(p, bytes);
+      pending.push_back(p);
+    }
+    for (const auto& [name, bytes] : files) {
+      std::error_code ec;
+      if (fs::is_directory(dir / name, ec)) throw Error((dir / name).string() + ": is a directory");
+    }
+  } catch (const Error&) {
+    cleanup();
+    throw;
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::error_code ec;
+    fs::rename(pending[i], dir / files[i].first, ec);
+    if (ec) {
+      cleanup();
+      throw Error((dir / files[i].first).string() + ": cannot rename the new file into place: " + ec.message());
+    }
+  }
+}
+
+/// Keep the rows of log.csv up to `step` (a resumed run rewrites the steps after its checkpoint).
+inline void truncate_log(const std::filesystem::path& log, int64_t step) {
+  std::error_code ec;
+  if (!std::filesystem::exists(log, ec)) return;
+  std::istringstream in(io::read_file(log));
+  std::string line, out;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header) {
+      out += line + "\n", header = false;
+      continue;
+    }
+    int64_t s = 0;
+    try {
+      s = std::stoll(line);
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (s <= step) out += line + "\n";
+  }
+  io::write_file_atomic(log, out);
+}
+
+}  // namespace detail
+
+/// Train `model` on `data` (anything with sample(n), val_windows(max), rng_state(),
+/// set_rng_state(s), fingerprint()). Without resume the model is trained from its current
+/// weights; with resume the weights, optimiser and data order come from `opt.out`, whose
+/// config.json must equal model.cfg. Throws DivergedError on a NaN/Inf loss or gradient (the
+/// last checkpoint stays), ttt::Error on I/O problems.
+template <class L, class Data>
+TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
+  namespace fs = std::filesystem;
+  using Clock = std::chrono::steady_clock;
+  if (opt.steps < 1) throw Error("steps must be >= 1");
+  if (opt.batch < 1) throw Error("batch must be >= 1");
+  if (opt.accum < 1) throw Error("accum must be >= 1");
+  if (opt.resume && opt.out.empty()) throw Error("resume needs an output folder");
+  const bool saving = !opt.out.empty();
+  const fs::path out = opt.out;
+  const double base_lr = model.cfg.ttt_base_lr;
+  const CosineSchedule sched{opt.lr, opt.min_lr, opt.warmup_steps(), opt.steps};
+  AdamW adam(opt.adamw);
+  adam.init(model);
+  int64_t start = 0;
+  double elapsed0 = 0;
+
+  if (opt.resume) {
+    const fs::path tj = out / "trainer.json";
+    std::error_code ec;
+    if (!fs::is_directory(out, ec)) throw Error(out.string() + ": no such folder to resume from");
+    if (!fs::exists(tj, ec)) throw Error(tj.string() + ": no such file (not a training output folder; nothing to resume)");
+    const ModelConfig saved = load_checkpoint_config(out);
+    if (saved.to_json() != model.cfg.to_json())
+      throw Error((out / "config.json").string() +
+                  ": the checkpoint's model config differs from the requested one (layer, sizes, ...); resume with "
+                  "the same model flags or choose another output folder");
+    nlohmann::json t;
+    try {
+      t = nlohmann::json::parse(io::read_file(tj));
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(tj.string() + ": not valid JSON: " + e.what());
+    }
+    const std::string model_bytes = io::read_file(out / "model.safetensors");
+    load_weights(model, io::SafeTensors::parse(model_bytes, (out / "model.safetensors").string()));
+    const io::SafeTensors ost = io::SafeTensors::load(out / "optimizer.safetensors");
+    adam.load(model, ost);
+    const auto& md = ost.metadata();
+    auto meta = [&](const char* k) {
+      auto it = md.find(k);
+      if (it == md.end()) throw FormatError(ost.source() + ": metadata '" + k + "' missing");
+      return it->second;
+    };
+    if (meta("model_fnv1a") != std::to_string(detail::fnv1a(model_bytes)) || !t.contains("step") ||
+        t["step"].get<int64_t>() != adam.steps())
+      throw FormatError(out.string() + ": model.safetensors, optimizer.safetensors and trainer.json are not from the "
+                        "same checkpoint");
+    if (meta("data_fingerprint") != std::to_string(data.fingerprint()))
+      throw Error(out.string() + ": the training data differs from the data of the run being resumed");
+    data.set_rng_state(meta("rng_state"));
+    start = adam.steps();
+    elapsed0 = t.value("elapsed_s", 0.0);
+  } else if (saving) {
+    std::error_code ec;
+    if (fs::exists(out / "trainer.json", ec))
+      throw Error(out.string() + ": holds a training run already; resume it or choose another output folder");
+  }
+  if (saving) {
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    if (ec || !fs::is_directory(out)) throw Error(out.string() + ": cannot create output folder" + (ec ? ": " + ec.message() : ""));
+  }
+
+  const fs::path log = out / "log.csv";
+  if (saving) {
+    if (opt.resume) detail::truncate_log(log, start);
+    std::error_code ec;
+    if (!fs::exists(log, ec)) io::write_file_atomic(log, "step,lr,train_loss,val_loss,tokens_per_s,elapsed_s\n");
+  }
+  std::ofstream logf;
+  if (saving) {
+    logf.open(log, std::ios::app);
+    if (!logf) throw Error(log.string() + ": cannot open for appending");
+  }
+
+  int64_t last_saved = start;
+  auto checkpoint = [&](int64_t step, double elapsed) {
+    std::vector<std::pair<std::string, std::string>> files;
+    files.emplace_back("model.safetensors", serialize_weights(model));
+    io::SafeTensorsWriter ow;
+    adam.save(model, ow);
+    ow.set_metadata("rng_state", data.rng_state());
+    ow.set_metadata("model_fnv1a", std::to_string(detail::fnv1a(files[0].second)));
+    ow.set_metadata("data_fingerprint", std::to_string(data.fingerprint()));
+    files.emplace_back("optimizer.safetensors", ow.serialize());
+    files.emplace_back("config.json", model.cfg.to_json().dump(2) + "\n");
+    nlohmann::json t;
+    t["step"] = step;
+    t["steps"] = opt.steps;
+    t["seed"] = opt.seed;
+    t["elapsed_s"] = elapsed;
+    t["data_fingerprint"] = std::to_string(data.fingerprint());
+    t["args"] = opt.args;
+    files.emplace_back("trainer.json", t.dump(2) + "\n");
+    try {
+      detail::write_checkpoint_files(out, files);
+    } catch (const Error& e) {
+      throw Error("checkpoint at step " + std::to_string(step) + " not written (the previous one, step " +
+                  std::to_string(last_saved) + ", is intact): " + e.what());
+    }
+    last_saved = step;
+  };
+
+  TrainResult res;
+  res.start_step = start;
+  const int64_t end = opt.stop_after > 0 ? std::min(opt.steps, opt.stop_after) : opt.steps;
+  res.end_step = std::max(start, end);
+  TTTModel<L> grad(model.cfg), acc(model.cfg);
+  const bool tty = detail::stderr_is_tty();
+  const int64_t print_every = std::max<int64_t>(1, (end - start) / 20);
+  const auto t0 = Clock::now();
+  double train_s = 0;
+  int64_t tokens = 0;
+  auto elapsed = [&] { return elapsed0 + std::chrono::duration<double>(Clock::now() - t0).count(); };
+  auto diverged = [&](int64_t step, const char* what, double v) {
+    set_ttt_base_lr(model, base_lr);
+    if (opt.progress && tty) std::cerr << "\n";
+    std::ostringstream m;
+    m << "step " << step << ": " << what << " is " << v << "; training stopped. ";
+    if (saving && last_saved > 0) m << "The last good checkpoint (step " << last_saved << ") in " << out.string() << " is intact";
+    else if (saving) m << "No checkpoint was written";
+    else m << "Nothing was saved";
+    m << " (lower --lr or raise --warmup?)";
+    throw DivergedError(m.str());
+  };
+
+  for (int64_t s = start; s < end; ++s) {
+    const auto ts = Clock::now();
+    const double lr = sched(s);
+    const double blr = ttt_base_lr_at(base_lr, s, opt.ttt_warmup_steps());
+    set_ttt_base_lr(model, blr), set_ttt_base_lr(grad, blr), set_ttt_base_lr(acc, blr);
+    double loss = 0;
+    for (int64_t a = 0; a < opt.accum; ++a) {
+      const auto batch = data.sample(opt.batch);
+      for (const auto& w : batch) tokens += int64_t(w.size()) - 1;
+      loss += loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad);
+      if (opt.accum > 1 && a > 0) add_grad(acc, grad);
+    }
+    TTTModel<L>& g = opt.accum == 1 ? grad : acc;
+    if (opt.accum > 1) {
+      loss /= double(opt.accum);
+      scale_grad(g, 1.0 / double(opt.accum));
+    }
+    set_ttt_base_lr(model, base_lr);
+    if (!std::isfinite(loss)) diverged(s + 1, "the training loss", loss);
+    const double gn = clip_grad_norm(g, opt.clip);
+    if (!std::isfinite(gn)) diverged(s + 1, "the gradient norm", gn);
+    adam.step(model, g, lr);
+    train_s += std::chrono::duration<double>(Clock::now() - ts).count();
+    const int64_t step = s + 1;
+    res.losses.push_back(loss);
+    if (opt.after_step) opt.after_step(step);
+
+    double val = NAN;
+    if ((opt.val_every > 0 && step % opt.val_every == 0) || step == end) {
+      const auto vw = data.val_windows(opt.val_windows);
+      if (!vw.empty()) {
+        val = windows_loss(model, vw);
+        res.val.emplace_back(step, val);
+      }
+    }
+    const double tps = train_s > 0 ? double(tokens) / train_s : 0.0;
+    if (saving) {
+      char row[256];
+      std::snprintf(row, sizeof row, "%lld,%.9g,%.17g,", static_cast<long long>(step), lr, loss);
+      logf << row;
+      if (std::isfinite(val)) {
+        std::snprintf(row, sizeof row, "%.17g", val);
+        logf << row;
+      }
+      std::snprintf(row, sizeof row, ",%.1f,%.3f\n", tps, elapsed());
+      logf << row;
+      logf.flush();
+    }
+    if (saving && ((opt.save_every > 0 && step % opt.save_every == 0) || step == end)) checkpoint(step, elapsed());
+    if (opt.progress && (tty || step % print_every == 0 || step == end || std::isfinite(val))) {
+      const double eta = (step > start) ? train_s / double(step - start) * double(end - step) : NAN;
+      char line[256];
+      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f%s  lr %.3g  %.0f tok/s  ETA %s",
+                    static_cast<long long>(step), static_cast<long long>(opt.steps), loss,
+                    std::isfinite(val) ? ("  val " + std::to_string(val).substr(0, 6)).c_str() : "", lr, tps,
+                    detail::hms(eta).c_str());
+      if (tty) std::cerr << "\r" << line << "\x1b[K" << (step == end ? "\n" : "") << std::flush;
+      else std::cerr << line << "\n";
+    }
+  }
+  res.train_seconds = train_s;
+  res.tokens_per_s = train_s > 0 ? double(tokens) / train_s : 0.0;
+  return res;
+}
+
+}  // namespace ttt::train

@@ -1,0 +1,240 @@
+// The training loop: resume continues bit for bit, a NaN stops with the last checkpoint kept, a
+// failed checkpoint write keeps the previous one, the output folder is what ttt generate loads.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <ttt/any_model.hpp>
+#include <ttt/train/trainer.hpp>
+
+using namespace ttt;
+using namespace ttt::train;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Model = TTTModel<inner::Linear>;
+
+fs::path scratch(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("ttt_test_trainer_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(p);
+  return p;
+}
+
+std::vector<int64_t> text_tokens() {
+  std::string s;
+  for (int i = 0; i < 60; ++i) s += "the cat sat on the mat " + std::to_string(i * 7 % 13) + ". ";
+  return ByteTokenizer().encode(s);
+}
+
+ModelConfig small_cfg(const std::string& layer = "linear") {
+  ModelConfig c = ModelConfig::sized(layer, ByteTokenizer::vocab_size, 16, 2, 2, 32, 4);
+  c.ttt_base_lr = 0.5;
+  return c;
+}
+
+TrainOptions small_opts(const fs::path& out) {
+  TrainOptions o;
+  o.steps = 6;
+  o.batch = 2;
+  o.lr = 3e-3;
+  o.warmup = 2;
+  o.save_every = 2;
+  o.val_every = 3;
+  o.val_windows = 2;
+  o.out = out;
+  o.progress = false;
+  return o;
+}
+
+std::vector<float> weights(Model& m) {
+  std::vector<float> out;
+  m.visit_params([&](const ParamRef& p) {
+    for (int64_t i = 0; i < p.numel(); ++i) out.push_back(p.at(i));
+  });
+  return out;
+}
+
+std::string slurp(const fs::path& p) { return io::read_file(p); }
+
+}  // namespace
+
+TEST_CASE("train: N steps + resume for N more == 2N steps, bit for bit (losses, weights, log)") {
+  const auto tokens = text_tokens();
+  const fs::path a = scratch("full"), b = scratch("resumed");
+  Model ma(small_cfg());
+  ma.init_weights(1);
+  TextData da(tokens, 16, 0.1, 5);
+  TrainOptions oa = small_opts(a);
+  oa.accum = 2;
+  const TrainResult ra = train::train(ma, da, oa);
+  REQUIRE(ra.losses.size() == 6);
+  CHECK(ra.val.size() == 2);
+  for (double l : ra.losses) CHECK(std::isfinite(l));
+
+  Model mb(small_cfg());
+  mb.init_weights(1);
+  TextData db(tokens, 16, 0.1, 5);
+  TrainOptions ob = small_opts(b);
+  ob.accum = 2;
+  ob.stop_after = 3;  // interrupted after step 3: the checkpoint of step 3 is the last one
+  ob.save_every = 3;
+  const TrainResult r1 = train::train(mb, db, ob);
+  CHECK(r1.losses.size() == 3);
+  CHECK(nlohmann::json::parse(slurp(b / "trainer.json"))["step"] == 3);
+  // a fresh process: new model object (weights come from the checkpoint), new data object
+  Model mc(small_cfg());
+  TextData dc(tokens, 16, 0.1, 999);  // the seed is overridden by the saved generator state
+  ob.stop_after = 0;
+  ob.save_every = 2;
+  ob.resume = true;
+  const TrainResult r2 = train::train(mc, dc, ob);
+  CHECK(r2.start_step == 3);
+  std::vector<double> joined = r1.losses;
+  joined.insert(joined.end(), r2.losses.begin(), r2.losses.end());
+  CHECK(joined == ra.losses);
+  CHECK(weights(mc) == weights(ma));
+  CHECK(slurp(a / "model.safetensors") == slurp(b / "model.safetensors"));
+  // the log has each step once, with the same losses
+  auto losses_of = [](const fs::path& log) {
+    std::ifstream f(log);
+    std::string line;
+    std::vector<std::string> out;
+    std::getline(f, line);
+    CHECK(line == "step,lr,train_loss,val_loss,tokens_per_s,elapsed_s");
+    while (std::getline(f, line)) out.push_back(line.substr(0, line.find(',', line.find(',', line.find(',') + 1) + 1)));
+    return out;
+  };
+  const auto la = losses_of(a / "log.csv"), lb = losses_of(b / "log.csv");
+  CHECK(la.size() == 6);
+  CHECK(la == lb);
+  // the output folder is a checkpoint the CLI loads
+  const AnyModel any = AnyModel::load(b);
+  CHECK(any.learner() == "linear");
+  fs::remove_all(a), fs::remove_all(b);
+}
+
+TEST_CASE("train: resume refuses another config, a missing folder, a non-training folder, a fresh run over an old one") {
+  const auto tokens = text_tokens();
+  const fs::path a = scratch("refuse");
+  Model m(small_cfg());
+  m.init_weights(1);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = small_opts(a);
+  o.steps = 2;
+  train::train(m, d, o);
+  ModelConfig other = small_cfg();
+  other.num_hidden_layers = 3;
+  Model m3(other);
+  o.resume = true;
+  CHECK_THROWS_WITH_AS(train::train(m3, d, o), doctest::Contains("config differs"), Error);
+  TrainOptions missing = o;
+  missing.out = a / "nope";
+  CHECK_THROWS_WITH_AS(train::train(m, d, missing), doctest::Contains("no such folder"), Error);
+  fs::create_directories(a / "plain");
+  missing.out = a / "plain";
+  CHECK_THROWS_WITH_AS(train::train(m, d, missing), doctest::Contains("trainer.json"), Error);
+  o.resume = false;
+  CHECK_THROWS_WITH_AS(train::train(m, d, o), doctest::Contains("holds a training run already"), Error);
+  // other data
+  std::vector<int64_t> t2 = tokens;
+  t2[3] = 'Q';
+  TextData d2(t2, 16, 0.1, 5);
+  o.resume = true;
+  CHECK_THROWS_WITH_AS(train::train(m, d2, o), doctest::Contains("data differs"), Error);
+  fs::remove_all(a);
+}
+
+TEST_CASE("train: a NaN loss stops with a clear message and the previous checkpoint stays loadable") {
+  const auto tokens = text_tokens();
+  const fs::path a = scratch("nan");
+  Model m(small_cfg());
+  m.init_weights(1);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = small_opts(a);
+  o.after_step = [&](int64_t step) {
+    if (step == 3) m.blocks[0].up(0, 0) = NAN;  // poisons the loss of step 4
+  };
+  std::string msg;
+  try {
+    train::train(m, d, o);
+  } catch (const DivergedError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("step 4") != std::string::npos);
+  CHECK(msg.find("nan") != std::string::npos);
+  CHECK(msg.find("step 2") != std::string::npos);  // the last good checkpoint
+  CHECK(nlohmann::json::parse(slurp(a / "trainer.json"))["step"] == 2);
+  Model back = load_checkpoint<Model>(a);
+  for (float v : weights(back)) REQUIRE(std::isfinite(v));
+  // and it resumes
+  Model r(small_cfg());
+  TextData d2(tokens, 16, 0.1, 5);
+  o.after_step = nullptr;
+  o.resume = true;
+  CHECK(train::train(r, d2, o).losses.size() == 4);
+  fs::remove_all(a);
+}
+
+TEST_CASE("train: a checkpoint that cannot be written leaves the previous one intact") {
+  const auto tokens = text_tokens();
+  const fs::path a = scratch("failwrite");
+  Model m(small_cfg());
+  m.init_weights(1);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = small_opts(a);
+  o.after_step = [&](int64_t step) {
+    if (step == 3) {  // the pending optimizer file of step 4 cannot be put in place
+      fs::create_directories(a / "optimizer.safetensors.pending" / "x");
+    }
+  };
+  const fs::path files[] = {"config.json", "model.safetensors", "optimizer.safetensors", "trainer.json"};
+  std::string msg;
+  try {
+    train::train(m, d, o);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("checkpoint at step 4 not written") != std::string::npos);
+  CHECK(msg.find("step 2, is intact") != std::string::npos);
+  CHECK(nlohmann::json::parse(slurp(a / "trainer.json"))["step"] == 2);
+  CHECK(!fs::exists(a / "model.safetensors.pending"));  // no leftovers
+  // step 2's files: resume from them gives the uninterrupted run's weights
+  fs::remove_all(a / "optimizer.safetensors.pending");
+  Model r(small_cfg());
+  TextData d2(tokens, 16, 0.1, 5);
+  TrainOptions ro = small_opts(a);
+  ro.resume = true;
+  train::train(r, d2, ro);
+  const fs::path ref = scratch("failwrite_ref");
+  Model f(small_cfg());
+  f.init_weights(1);
+  TextData d3(tokens, 16, 0.1, 5);
+  train::train(f, d3, small_opts(ref));
+  CHECK(weights(r) == weights(f));
+  (void)files;
+  fs::remove_all(a), fs::remove_all(ref);
+}
+
+TEST_CASE("train: MLP learner, warm-up of ttt_base_lr leaves the configured value in the checkpoint") {
+  const auto tokens = text_tokens();
+  const fs::path a = scratch("mlp");
+  TTTModel<inner::MLP> m(small_cfg("mlp"));
+  m.init_weights(2);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = small_opts(a);
+  o.steps = 3;
+  o.ttt_warmup = 10;
+  const TrainResult r = train::train(m, d, o);
+  CHECK(r.losses.size() == 3);
+  CHECK(m.cfg.ttt_base_lr == 0.5);
+  CHECK(m.blocks[1].ttt.base_lr == 0.5);
+  CHECK(load_checkpoint_config(a).ttt_base_lr == 0.5);
+  fs::remove_all(a);
+}
