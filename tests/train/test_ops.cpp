@@ -1,13 +1,14 @@
 // The pieces of the backward pass, each against central finite differences in double: the VJP of
 // the LayerNorm-L2 inner gradient (the second derivative of the inner loss), gelu and the
 // reference's gelu_bwd derivatives, LayerNorm, RMSNorm, conv, RoPE, and each learner's mini-batch
-// backward (LearnerGrad<L>::backward against LearnerGrad<L>::forward); and the learners' double
-// forward against the library's float dual form.
+// backward (LearnerGrad<L>::backward against LearnerGrad<L>::forward, train/gradcheck.hpp); and
+// the learners' double forward against the library's float dual / primal form.
 #include <doctest/doctest.h>
 
 #include <functional>
 #include <random>
 #include <ttt/train/backward.hpp>
+#include <ttt/train/gradcheck.hpp>
 
 using namespace ttt;
 using train::MatD;
@@ -139,82 +140,22 @@ TEST_CASE("activation derivatives, LayerNorm, RMSNorm, conv and RoPE VJPs") {
   }
 }
 
-namespace {
-
-/// LearnerGrad<L>::backward against finite differences of LearnerGrad<L>::forward, on a random
-/// mini-batch with random cotangents of Zq and of the end state.
-template <class L>
-void check_segment(int64_t f, int64_t n) {
-  const int64_t P = inner::param_count(L::param_specs(f));
-  MatD XQ = rnd(n, f, 0.7), XK = rnd(n, f, 0.7), XV = rnd(n, f, 0.7);
-  MatD th = rnd(1, P, 0.3), te = rnd(1, n, 0.1), lr = rnd(1, n, 0.05), lw = rnd(1, f, 0.2), lb = rnd(1, f, 0.3);
-  te.array() += 0.5;
-  lr.array() += 0.3;
-  lw.array() += 1.0;
-  const MatD dZq = rnd(n, f), dthe = rnd(1, P);
-  auto f_all = [&] {
-    const train::SegmentD s{XQ, XK, XV, te.data(), lr.data(), lw.data(), lb.data()};
-    MatD Zq;
-    std::vector<double> the(static_cast<size_t>(P));
-    train::LearnerGrad<L>::forward(th.data(), f, s, Zq, the.data());
-    return dot(Zq, dZq) + dot(Eigen::Map<MatD>(the.data(), 1, P), dthe);
-  };
-  const train::SegmentD s{XQ, XK, XV, te.data(), lr.data(), lw.data(), lb.data()};
-  train::SegmentGradD o;
-  o.dXQ = MatD::Zero(n, f), o.dXK = MatD::Zero(n, f), o.dXV = MatD::Zero(n, f);
-  o.d_token_eta.assign(size_t(n), 0.0), o.d_lr.assign(size_t(n), 0.0);
-  MatD dlw = MatD::Zero(1, f), dlb = MatD::Zero(1, f), dth = MatD::Zero(1, P);
-  o.d_ln_w = dlw.data(), o.d_ln_b = dlb.data();
-  train::LearnerGrad<L>::backward(th.data(), f, s, dZq, dthe.data(), dth.data(), o);
-  auto v = [](const auto& m) { return std::vector<double>(m.data(), m.data() + m.size()); };
-  CHECK(fd_check(th.data(), size_t(P), f_all, v(dth), 1e-2) < 1e-6);
-  CHECK(fd_check(XQ.data(), size_t(XQ.size()), f_all, v(o.dXQ), 1e-2) < 1e-6);
-  CHECK(fd_check(XK.data(), size_t(XK.size()), f_all, v(o.dXK), 1e-2) < 1e-6);
-  CHECK(fd_check(XV.data(), size_t(XV.size()), f_all, v(o.dXV), 1e-2) < 1e-6);
-  CHECK(fd_check(te.data(), size_t(n), f_all, o.d_token_eta, 1e-2) < 1e-6);
-  CHECK(fd_check(lr.data(), size_t(n), f_all, o.d_lr, 1e-2) < 1e-6);
-  CHECK(fd_check(lw.data(), size_t(f), f_all, v(dlw), 1e-2) < 1e-6);
-  CHECK(fd_check(lb.data(), size_t(f), f_all, v(dlb), 1e-2) < 1e-6);
-}
-
-/// The double forward of a learner's mini-batch equals the library's float dual form.
-template <class L>
-void check_forward(int64_t f, int64_t n) {
-  const int64_t P = inner::param_count(L::param_specs(f));
-  MatD XQ = rnd(n, f, 0.7), XK = rnd(n, f, 0.7), XV = rnd(n, f, 0.7);
-  MatD th = rnd(1, P, 0.3), te = rnd(1, n, 0.1), lr = rnd(1, n, 0.05), lw = rnd(1, f, 0.2), lb = rnd(1, f, 0.3);
-  te.array() += 0.5, lr.array() += 0.3, lw.array() += 1.0;
-  const train::SegmentD s{XQ, XK, XV, te.data(), lr.data(), lw.data(), lb.data()};
-  MatD Zq;
-  std::vector<double> the(static_cast<size_t>(P));
-  train::LearnerGrad<L>::forward(th.data(), f, s, Zq, the.data());
-  // float library
-  const Mat fq = XQ.cast<float>(), fk = XK.cast<float>(), fv = XV.cast<float>();
-  const Eigen::RowVectorXf fte = te.row(0).cast<float>(), flr = lr.row(0).cast<float>(),
-                           flw = lw.row(0).cast<float>(), flb = lb.row(0).cast<float>();
-  std::vector<float> theta(static_cast<size_t>(P)), gacc(size_t(P), 0.0f);
-  for (int64_t i = 0; i < P; ++i) theta[size_t(i)] = float(th(0, i));
-  const inner::Segment seg{CMatRef(fq), CMatRef(fk), CMatRef(fv), fte.data(), flr.data(), flw.data(), flb.data(), true};
-  Mat Zf(n, f);
-  typename L::Workspace ws;
-  L::dual_form(theta.data(), gacc.data(), seg, MatRef(Zf), ws);
-  CHECK((Zf.cast<double>() - Zq).norm() / Zq.norm() < 1e-5);
-  for (int64_t i = 0; i < P; ++i) {  // end state = theta0 - token_eta[n-1] * gacc
-    const double want = double(theta[size_t(i)]) - double(fte[n - 1]) * double(gacc[size_t(i)]);
-    CHECK(std::abs(the[size_t(i)] - want) < 1e-5);
+TEST_CASE("learner mini-batch backward matches finite differences (Linear, MLP)") {
+  for (auto [f, n] : {std::pair<int64_t, int64_t>{4, 5}, {6, 1}, {3, 2}, {8, 8}}) {
+    const auto rl = train::check_learner_backward<inner::Linear>(f, n, uint64_t(f * 10 + n));
+    const auto rm = train::check_learner_backward<inner::MLP>(f, n, uint64_t(f * 10 + n));
+    INFO("f=" << f << " n=" << n << ": linear " << rl.max_err << " at " << rl.worst << ", mlp " << rm.max_err
+              << " at " << rm.worst);
+    CHECK(rl.max_err < 1e-6);
+    CHECK(rm.max_err < 1e-6);
   }
 }
 
-}  // namespace
-
-TEST_CASE("learner mini-batch backward matches finite differences (Linear, MLP)") {
-  check_segment<inner::Linear>(4, 5);
-  check_segment<inner::MLP>(4, 5);
-  check_segment<inner::Linear>(6, 1);
-  check_segment<inner::MLP>(3, 2);
-}
-
 TEST_CASE("learner mini-batch forward in double equals the library's dual form") {
-  check_forward<inner::Linear>(8, 6);
-  check_forward<inner::MLP>(8, 6);
+  for (auto [f, n] : {std::pair<int64_t, int64_t>{8, 6}, {4, 1}, {16, 16}}) {
+    INFO("f=" << f << " n=" << n);
+    CHECK(train::check_learner_forward<inner::Linear>(f, n, 3).max_err < 1e-5);
+    CHECK(train::check_learner_forward<inner::MLP>(f, n, 3).max_err < 1e-5);
+    CHECK(train::check_learner_forward<inner::PrimalOnly<inner::MLP>>(f, n, 3).max_err < 1e-5);
+  }
 }

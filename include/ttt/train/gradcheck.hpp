@@ -1,0 +1,138 @@
+#pragma once
+/// \file train/gradcheck.hpp
+/// Checks for a learner's `LearnerGrad<L>` (train/learner_grad.hpp), for whoever writes one:
+///   - `check_learner_forward<L>`: its double forward of a mini-batch computes what the layer's
+///     float path computes (the learner's dual form if it has one, else the generic primal form);
+///   - `check_learner_backward<L>`: its backward is the exact VJP of its forward, against central
+///     finite differences in double, for every input (theta0, XQ, XK, XV, token_eta, lr, ln_w,
+///     ln_b) with random cotangents of Zq and of the end state.
+/// Both return the worst error found and where (the caller picks the tolerance: ~1e-5 for the
+/// forward, float against double; ~1e-6 for the backward).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../inner/learner.hpp"
+#include "learner_grad.hpp"
+
+namespace ttt::train {
+
+struct GradCheckResult {
+  double max_err = 0;  ///< forward: ||float - double|| / ||double||; backward: max |a - fd| / max(|fd|, 1e-2)
+  std::string worst;   ///< which input (backward) or "Zq" / "theta_end" (forward)
+};
+
+namespace detail {
+
+/// A random mini-batch of n rows, head dim f, for learner checks.
+struct RandomSegment {
+  MatD XQ, XK, XV, te, lr, lw, lb;
+  RandomSegment(int64_t f, int64_t n, std::mt19937_64& rng) {
+    std::normal_distribution<double> nd(0.0, 1.0);
+    auto rnd = [&](int64_t r, int64_t c, double s, double shift) {
+      MatD m(r, c);
+      for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = shift + s * nd(rng);
+      return m;
+    };
+    XQ = rnd(n, f, 0.7, 0), XK = rnd(n, f, 0.7, 0), XV = rnd(n, f, 0.7, 0);
+    te = rnd(1, n, 0.1, 0.5), lr = rnd(1, n, 0.05, 0.3), lw = rnd(1, f, 0.2, 1.0), lb = rnd(1, f, 0.3, 0.0);
+  }
+  SegmentD view() const { return SegmentD{XQ, XK, XV, te.data(), lr.data(), lw.data(), lb.data()}; }
+};
+
+inline std::vector<double> random_theta(int64_t P, std::mt19937_64& rng, double scale = 0.3) {
+  std::normal_distribution<double> nd(0.0, scale);
+  std::vector<double> th(static_cast<size_t>(P));
+  for (auto& x : th) x = nd(rng);
+  return th;
+}
+
+}  // namespace detail
+
+/// LearnerGrad<L>::forward against the float layer path on a random mini-batch (n rows, head dim f).
+template <class L>
+GradCheckResult check_learner_forward(int64_t f, int64_t n, uint64_t seed = 0) {
+  std::mt19937_64 rng(seed);
+  const int64_t P = inner::param_count(L::param_specs(f));
+  const detail::RandomSegment rs(f, n, rng);
+  const std::vector<double> th = detail::random_theta(P, rng);
+  MatD Zq;
+  std::vector<double> the(static_cast<size_t>(P));
+  LearnerGrad<L>::forward(th.data(), f, rs.view(), Zq, the.data());
+  const Mat fq = rs.XQ.cast<float>(), fk = rs.XK.cast<float>(), fv = rs.XV.cast<float>();
+  const RowVec fte = rs.te.row(0).cast<float>(), flr = rs.lr.row(0).cast<float>(), flw = rs.lw.row(0).cast<float>(),
+               flb = rs.lb.row(0).cast<float>();
+  std::vector<float> theta(th.begin(), th.end()), gacc(static_cast<size_t>(P), 0.0f);
+  const inner::Segment seg{CMatRef(fq), CMatRef(fk), CMatRef(fv), fte.data(), flr.data(), flw.data(), flb.data(), true};
+  Mat Zf(n, f);
+  typename inner::head_workspace<L>::type ws;
+  if constexpr (inner::HasDualForm<L>) L::dual_form(theta.data(), gacc.data(), seg, MatRef(Zf), ws);
+  else inner::primal_segment<L>(theta.data(), gacc.data(), f, seg, MatRef(Zf), ws);
+  GradCheckResult r;
+  r.max_err = (Zf.cast<double>() - Zq).norm() / std::max(Zq.norm(), 1e-30);
+  r.worst = "Zq";
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < P; ++i) {  // end state = theta0 - token_eta[n-1] * gacc
+    const double want = double(theta[size_t(i)]) - double(fte[n - 1]) * double(gacc[size_t(i)]);
+    num += (the[size_t(i)] - want) * (the[size_t(i)] - want);
+    den += want * want;
+  }
+  const double e_end = std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+  if (e_end > r.max_err) r.max_err = e_end, r.worst = "theta_end";
+  return r;
+}
+
+/// LearnerGrad<L>::backward against central differences (step h) of LearnerGrad<L>::forward.
+template <class L>
+GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, double h = 1e-5) {
+  std::mt19937_64 rng(seed);
+  const int64_t P = inner::param_count(L::param_specs(f));
+  detail::RandomSegment rs(f, n, rng);
+  std::vector<double> th = detail::random_theta(P, rng);
+  const MatD dZq = detail::RandomSegment(f, n, rng).XV;
+  const std::vector<double> dthe = detail::random_theta(P, rng, 1.0);
+  auto objective = [&] {
+    MatD Zq;
+    std::vector<double> the(static_cast<size_t>(P));
+    LearnerGrad<L>::forward(th.data(), f, rs.view(), Zq, the.data());
+    double s = (Zq.array() * dZq.array()).sum();
+    for (int64_t i = 0; i < P; ++i) s += the[size_t(i)] * dthe[size_t(i)];
+    return s;
+  };
+  SegmentGradD o;
+  o.dXQ = MatD::Zero(n, f), o.dXK = MatD::Zero(n, f), o.dXV = MatD::Zero(n, f);
+  o.d_token_eta.assign(size_t(n), 0.0), o.d_lr.assign(size_t(n), 0.0);
+  std::vector<double> dlw(static_cast<size_t>(f), 0.0), dlb(static_cast<size_t>(f), 0.0),
+      dth(static_cast<size_t>(P), 0.0);
+  o.d_ln_w = dlw.data(), o.d_ln_b = dlb.data();
+  LearnerGrad<L>::backward(th.data(), f, rs.view(), dZq, dthe.data(), dth.data(), o);
+  GradCheckResult r;
+  auto check = [&](const std::string& name, double* x, size_t cnt, const double* analytic) {
+    for (size_t i = 0; i < cnt; ++i) {
+      const double x0 = x[i];
+      x[i] = x0 + h;
+      const double fp = objective();
+      x[i] = x0 - h;
+      const double fm = objective();
+      x[i] = x0;
+      const double fd = (fp - fm) / (2 * h);
+      const double e = std::abs(analytic[i] - fd) / std::max(std::abs(fd), 1e-2);
+      if (e > r.max_err) r.max_err = e, r.worst = name + "[" + std::to_string(i) + "]";
+    }
+  };
+  check("theta0", th.data(), th.size(), dth.data());
+  check("XQ", rs.XQ.data(), size_t(rs.XQ.size()), o.dXQ.data());
+  check("XK", rs.XK.data(), size_t(rs.XK.size()), o.dXK.data());
+  check("XV", rs.XV.data(), size_t(rs.XV.size()), o.dXV.data());
+  check("token_eta", rs.te.data(), size_t(n), o.d_token_eta.data());
+  check("lr", rs.lr.data(), size_t(n), o.d_lr.data());
+  check("ln_w", rs.lw.data(), size_t(f), dlw.data());
+  check("ln_b", rs.lb.data(), size_t(f), dlb.data());
+  return r;
+}
+
+}  // namespace ttt::train
