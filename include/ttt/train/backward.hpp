@@ -296,35 +296,46 @@ struct Runner {
     dX += dXV * w.v;
   }
 
+  /// Block i on h (its input, replaced by its output), keeping what its reverse pass needs.
+  void block_forward(size_t i, MatD& h, BlockTape& tp) const {
+    const BlockD& b = W.blocks[i];
+    const double eps = cfg.rms_norm_eps;
+    tp.h0 = h;
+    if (cfg.pre_conv) {
+      ops::rms(h, b.conv_norm, eps, tp.xc);
+      MatD c;
+      ops::conv(tp.xc, b.conv_w, b.conv_b, c);
+      h += c;
+    }
+    tp.h1 = h;
+    MatD X, out;
+    ops::rms(h, b.seq_norm, eps, X);
+    layer_forward(i, X, tp.layer, out);
+    h += out;
+    tp.h2 = h;
+    ops::rms(h, b.ffn_norm, eps, tp.xn);
+    tp.gt = tp.xn * b.gate.transpose();
+    tp.up = tp.xn * b.up.transpose();
+    tp.a = tp.gt.unaryExpr([this](double v) { return ops::act(act, v); }).cwiseProduct(tp.up);
+    h += tp.a * b.down.transpose();
+  }
+
   /// Sum over positions t < n-1 of the cross entropy of predicting ids[t+1]; gradients scaled by
-  /// `scale` (1 / number of positions of the batch) are added to dW.
+  /// `scale` (1 / number of positions of the batch) are added to dW. Memory: the forward keeps
+  /// only each block's input; the reverse pass recomputes one block's forward at a time (one more
+  /// forward in all), so at most one block's activations and inner states are held.
   double sequence(std::span<const int64_t> ids, double scale) const {
     const int64_t n = int64_t(ids.size()), V = cfg.vocab_size;
     const double eps = cfg.rms_norm_eps;
-    std::vector<BlockTape> tape(W.blocks.size());
+    std::vector<MatD> block_in(W.blocks.size());
     MatD h(n, C);
     for (int64_t t = 0; t < n; ++t) h.row(t) = W.embed.row(ids[size_t(t)]);
-    for (size_t i = 0; i < W.blocks.size(); ++i) {
-      const BlockD& b = W.blocks[i];
-      BlockTape& tp = tape[i];
-      tp.h0 = h;
-      if (cfg.pre_conv) {
-        ops::rms(h, b.conv_norm, eps, tp.xc);
-        MatD c;
-        ops::conv(tp.xc, b.conv_w, b.conv_b, c);
-        h += c;
+    {
+      BlockTape scratch;
+      for (size_t i = 0; i < W.blocks.size(); ++i) {
+        block_in[i] = h;
+        block_forward(i, h, scratch);
       }
-      tp.h1 = h;
-      MatD X, out;
-      ops::rms(h, b.seq_norm, eps, X);
-      layer_forward(i, X, tp.layer, out);
-      h += out;
-      tp.h2 = h;
-      ops::rms(h, b.ffn_norm, eps, tp.xn);
-      tp.gt = tp.xn * b.gate.transpose();
-      tp.up = tp.xn * b.up.transpose();
-      tp.a = tp.gt.unaryExpr([this](double v) { return ops::act(act, v); }).cwiseProduct(tp.up);
-      h += tp.a * b.down.transpose();
     }
     MatD hn;
     ops::rms(h, W.norm, eps, hn);
@@ -351,7 +362,9 @@ struct Runner {
     for (size_t i = W.blocks.size(); i-- > 0;) {
       const BlockD& b = W.blocks[i];
       BlockD& gb = dW.blocks[i];
-      const BlockTape& tp = tape[i];
+      BlockTape tp;
+      MatD hi = std::move(block_in[i]);
+      block_forward(i, hi, tp);
       // SwiGLU
       gb.down += dh.transpose() * tp.a;
       const MatD da = dh * b.down;
