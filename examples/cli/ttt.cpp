@@ -4,6 +4,8 @@
 //   ttt eval     --model DIR --input IN.safetensors --out OUT.safetensors [--threads N] [--grads]
 //   ttt generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-new-tokens N] [sampling]
 //   ttt init     --out DIR [--layer linear|mlp] [--hidden ...]  a random checkpoint
+//   ttt train    --data PATH --out DIR [--layer ...] [--steps N] [--resume] ...  train on bytes
+//   ttt eval-loss --model DIR --data PATH --seq-len N [--out FILE.csv]  loss per token position
 //
 // Exit status: 0 on success (and for --help), 2 for a wrong flag or a bad value, 1 for any other
 // error (unreadable or malformed file, ids outside the vocabulary, ...). Errors are one line on
@@ -34,6 +36,8 @@
 #include <ttt/generate.hpp>
 #include <ttt/tokenizer.hpp>
 #include <ttt/train/backward.hpp>
+#include <ttt/train/data.hpp>
+#include <ttt/train/trainer.hpp>
 #include <ttt/ttt.hpp>
 
 #if defined(_OPENMP)
@@ -405,6 +409,120 @@ int run_init(const InitArgs& a) {
   return 0;
 }
 
+// ---- train ----------------------------------------------------------------------------------
+
+struct TrainArgs {
+  std::string data, out;
+  std::string layer = "linear";
+  int64_t hidden = 64, layers = 2, heads = 4, intermediate = 0, mini_batch = 16, conv_kernel = 4;
+  int64_t seq_len = 128, batch = 8, steps = 1000, accum = 1, warmup = -1, ttt_warmup = -1;
+  int64_t val_every = 0, val_windows = 16, save_every = 0, stop_after = 0;
+  double lr = 3e-3, min_lr = 1e-5, weight_decay = 0.1, clip = 1.0, val_fraction = 0.05, base_lr = 1.0;
+  double beta1 = 0.9, beta2 = 0.95;
+  uint64_t seed = 0;
+  bool resume = false, pre_conv = false, share_qk = false, use_gate = false, quiet = false;
+  int threads = 0;
+};
+
+/// The model the train flags describe (byte-level vocabulary).
+ttt::ModelConfig train_config(const TrainArgs& a) {
+  ttt::ModelConfig c;
+  c.ttt_layer_type = a.layer;
+  c.hidden_size = a.hidden;
+  c.num_hidden_layers = a.layers;
+  c.num_attention_heads = a.heads;
+  c.vocab_size = ttt::ByteTokenizer::vocab_size;
+  c.intermediate_size = a.intermediate > 0 ? a.intermediate : std::max<int64_t>(16, (a.hidden * 8 / 3 + 15) / 16 * 16);
+  c.mini_batch_size = a.mini_batch;
+  c.max_position_embeddings = std::max<int64_t>(2048, a.seq_len);
+  c.conv_kernel = a.conv_kernel;
+  c.ttt_base_lr = a.base_lr;
+  c.pre_conv = a.pre_conv;
+  c.share_qk = a.share_qk;
+  c.use_gate = a.use_gate;
+  c.bos_token_id = ttt::ByteTokenizer::bos;
+  c.eos_token_id = ttt::ByteTokenizer::eos;
+  c.pad_token_id = ttt::ByteTokenizer::pad;
+  try {
+    c.validate("model config");
+  } catch (const ttt::ConfigError& e) {
+    throw UsageError(e.what());
+  }
+  return c;
+}
+
+int run_train(const TrainArgs& a) {
+  const ttt::ModelConfig cfg = train_config(a);
+  if (a.warmup > a.steps) throw UsageError("--warmup " + std::to_string(a.warmup) + " is longer than --steps " + std::to_string(a.steps));
+  if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
+  // Default 1: the per-head loops of small models cost more to share than to run, and one thread
+  // keeps runs reproducible bit for bit.
+  set_inner_threads(a.threads > 0 ? a.threads : 1);
+  ttt::train::TextData data(ttt::train::load_byte_corpus(a.data), a.seq_len, a.val_fraction, a.seed, a.data);
+  ttt::train::TrainOptions o;
+  o.steps = a.steps, o.batch = a.batch, o.accum = a.accum;
+  o.lr = a.lr, o.min_lr = a.min_lr, o.warmup = a.warmup, o.ttt_warmup = a.ttt_warmup;
+  o.adamw.weight_decay = a.weight_decay, o.adamw.beta1 = a.beta1, o.adamw.beta2 = a.beta2;
+  o.clip = a.clip;
+  o.val_every = a.val_every, o.val_windows = a.val_windows, o.save_every = a.save_every;
+  o.seed = a.seed, o.out = a.out, o.resume = a.resume, o.stop_after = a.stop_after;
+  o.progress = !a.quiet;
+  o.args = {{"data", a.data},         {"layer", a.layer},         {"seq_len", a.seq_len},   {"batch", a.batch},
+            {"steps", a.steps},       {"accum", a.accum},         {"lr", a.lr},             {"min_lr", a.min_lr},
+            {"warmup", o.warmup_steps()}, {"ttt_warmup", o.ttt_warmup_steps()}, {"weight_decay", a.weight_decay},
+            {"clip", a.clip},         {"val_fraction", a.val_fraction}, {"seed", a.seed}};
+  ttt::train::TrainResult r;
+  auto run = [&]<class L>() {
+    ttt::TTTModel<L> m(cfg);
+    if (!a.resume) m.init_weights(a.seed);
+    r = ttt::train::train(m, data, o);
+  };
+  if (a.layer == "mlp") run.template operator()<ttt::inner::MLP>();
+  else run.template operator()<ttt::inner::Linear>();
+  std::cout << "trained steps " << r.start_step << ".." << r.end_step << " of " << a.steps;
+  if (!r.losses.empty()) std::cout << ", last train loss " << r.losses.back();
+  if (!r.val.empty()) std::cout << ", val loss " << r.val.back().second;
+  char tps[64];
+  std::snprintf(tps, sizeof tps, "%.0f", r.tokens_per_s);
+  std::cout << ", " << tps << " tokens/s; wrote " << a.out << "\n";
+  return 0;
+}
+
+// ---- eval-loss ------------------------------------------------------------------------------
+
+struct EvalLossArgs {
+  std::string model, data, out;
+  int64_t seq_len = 128, max_windows = 0;
+  int threads = 0;
+};
+
+int run_eval_loss(const EvalLossArgs& a) {
+  set_inner_threads(a.threads);
+  ttt::AnyModel m = ttt::AnyModel::load(a.model);
+  if (m.cfg().vocab_size < ttt::ByteTokenizer::vocab_size)
+    throw ttt::Error(a.model + ": vocab_size " + std::to_string(m.cfg().vocab_size) +
+                     " is too small for byte-level data (needs >= " + std::to_string(ttt::ByteTokenizer::vocab_size) + ")");
+  const std::vector<int64_t> tokens = ttt::train::load_byte_corpus(a.data);
+  const auto windows = ttt::train::fixed_windows(tokens, a.seq_len + 1, a.max_windows);
+  if (windows.empty())
+    throw ttt::Error(a.data + ": " + std::to_string(tokens.size()) + " tokens is too short for --seq-len " +
+                     std::to_string(a.seq_len) + " (need " + std::to_string(a.seq_len + 1) + ")");
+  std::vector<double> per_pos;
+  const double loss = ttt::train::windows_loss(m, windows, &per_pos);
+  std::printf("loss = %.6f\nwindows = %zu\npredicted_tokens = %lld\n", loss, windows.size(),
+              static_cast<long long>(windows.size()) * static_cast<long long>(a.seq_len));
+  if (!a.out.empty()) {
+    std::string csv = "position,loss\n";
+    char row[64];
+    for (size_t t = 0; t < per_pos.size(); ++t) {
+      std::snprintf(row, sizeof row, "%zu,%.6f\n", t, per_pos[t]);
+      csv += row;
+    }
+    ttt::io::write_file_atomic(a.out, csv);
+  }
+  return 0;
+}
+
 /// CLI11 validator: a finite number.
 const CLI::Validator finite_number = CLI::Validator(
     [](std::string& s) -> std::string {
@@ -423,7 +541,7 @@ const CLI::Validator finite_number = CLI::Validator(
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"ttt: Test-Time Training (TTT) language models: inspect, evaluate, generate, initialise.", "ttt"};
+  CLI::App app{"ttt: Test-Time Training (TTT) language models: inspect, evaluate, generate, initialise, train.", "ttt"};
   app.require_subcommand(1, 1);
   app.set_version_flag("--version", "ttt " + std::to_string(TTT_VERSION_MAJOR) + "." +
                                         std::to_string(TTT_VERSION_MINOR) + "." + std::to_string(TTT_VERSION_PATCH));
@@ -488,8 +606,62 @@ int main(int argc, char** argv) {
   init->add_flag("--untie", init_a.untie, "tie_word_embeddings = false (separate lm_head)");
   init->add_flag("--force", init_a.force, "Overwrite an existing checkpoint");
 
+  TrainArgs train_a;
+  CLI::App* trn = app.add_subcommand(
+      "train", "Train a model on byte-level text (a file or a folder of files); checkpoints into --out.");
+  trn->add_option("--data", train_a.data, "Training text: a file, or a folder (all files, recursive, sorted)")->required();
+  trn->add_option("--out", train_a.out, "Output folder: config.json, model.safetensors, optimizer.safetensors, "
+                                        "trainer.json, log.csv")->required();
+  trn->add_flag("--resume", train_a.resume, "Continue the run in --out (same model flags and data)");
+  trn->add_option("--layer", train_a.layer, "Inner learner")->check(CLI::IsMember({"linear", "mlp"}))->capture_default_str();
+  trn->add_option("--hidden", train_a.hidden, "hidden_size")->check(CLI::PositiveNumber)->capture_default_str();
+  trn->add_option("--layers", train_a.layers, "num_hidden_layers")->check(CLI::PositiveNumber)->capture_default_str();
+  trn->add_option("--heads", train_a.heads, "num_attention_heads")->check(CLI::PositiveNumber)->capture_default_str();
+  trn->add_option("--intermediate", train_a.intermediate, "intermediate_size (0 = about 8/3 of hidden)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--mini-batch", train_a.mini_batch, "mini_batch_size of the TTT layers")->check(CLI::PositiveNumber)->capture_default_str();
+  trn->add_option("--base-lr", train_a.base_lr, "ttt_base_lr (warmed up from 0 over --ttt-warmup steps)")
+      ->check(finite_number)->capture_default_str();
+  trn->add_flag("--pre-conv", train_a.pre_conv, "pre_conv = true (Mamba backbone)");
+  trn->add_option("--conv-kernel", train_a.conv_kernel, "conv_kernel")->check(CLI::PositiveNumber)->capture_default_str();
+  trn->add_flag("--share-qk", train_a.share_qk, "share_qk = true");
+  trn->add_flag("--use-gate", train_a.use_gate, "use_gate = true");
+  trn->add_option("--seq-len", train_a.seq_len, "Tokens per training sequence")->check(CLI::Range(int64_t(1), int64_t(1) << 30))->capture_default_str();
+  trn->add_option("--batch", train_a.batch, "Sequences per micro-batch")->check(CLI::Range(int64_t(1), int64_t(1) << 30))->capture_default_str();
+  trn->add_option("--accum", train_a.accum, "Micro-batches per step (gradient accumulation)")->check(CLI::Range(int64_t(1), int64_t(1) << 20))->capture_default_str();
+  trn->add_option("--steps", train_a.steps, "Optimiser steps (length of the schedule)")->check(CLI::Range(int64_t(1), int64_t(1) << 40))->capture_default_str();
+  trn->add_option("--lr", train_a.lr, "Peak learning rate")->check(finite_number & CLI::PositiveNumber)->capture_default_str();
+  trn->add_option("--min-lr", train_a.min_lr, "Floor of the cosine schedule")->check(finite_number & CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--warmup", train_a.warmup, "Linear warm-up steps (-1 = 10% of --steps)")->check(CLI::Range(int64_t(-1), int64_t(1) << 40))->capture_default_str();
+  trn->add_option("--ttt-warmup", train_a.ttt_warmup, "Warm-up steps of ttt_base_lr from 0 (-1 = --warmup)")->check(CLI::Range(int64_t(-1), int64_t(1) << 40))->capture_default_str();
+  trn->add_option("--weight-decay", train_a.weight_decay, "AdamW decoupled weight decay (not on norms, biases, token index)")
+      ->check(finite_number & CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--beta1", train_a.beta1, "AdamW beta1")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+  trn->add_option("--beta2", train_a.beta2, "AdamW beta2")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+  trn->add_option("--clip", train_a.clip, "Global gradient-norm clip (0 = off)")->check(finite_number & CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--val-fraction", train_a.val_fraction, "Fraction of the tokens (the last ones) held out for validation")
+      ->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  trn->add_option("--val-every", train_a.val_every, "Validation loss every N steps (0 = only at the end)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--val-windows", train_a.val_windows, "Validation windows")->check(CLI::PositiveNumber)->capture_default_str();
+  trn->add_option("--save-every", train_a.save_every, "Checkpoint every N steps (0 = only at the end)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--stop-after", train_a.stop_after, "Stop after step N as if interrupted (--resume continues)")->check(CLI::NonNegativeNumber);
+  trn->add_option("--seed", train_a.seed, "Seed of the initialisation and of the data order")->capture_default_str();
+  trn->add_option("--threads", train_a.threads, "Threads of the per-head loops (0 = 1)")->check(CLI::Range(0, 4096));
+  trn->add_flag("--quiet", train_a.quiet, "No progress line on stderr");
+
+  EvalLossArgs el_a;
+  CLI::App* el = app.add_subcommand(
+      "eval-loss", "Mean next-token loss of a model over byte-level text, and the mean at each token position.");
+  el->add_option("--model", el_a.model, "Checkpoint folder")->required();
+  el->add_option("--data", el_a.data, "Text: a file, or a folder (all files, recursive, sorted)")->required();
+  el->add_option("--seq-len", el_a.seq_len, "Tokens per window (consecutive windows of seq-len + 1 tokens share one)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 30))->required();
+  el->add_option("--out", el_a.out, "CSV of position,loss (written atomically)");
+  el->add_option("--max-windows", el_a.max_windows, "Use at most N windows (0 = all)")->check(CLI::NonNegativeNumber);
+  el->add_option("--threads", el_a.threads, "Threads of the per-head loops (0 = default)")->check(CLI::Range(0, 4096));
+
   auto prefix = [&]() -> std::string {
-    for (CLI::App* s : {info, eval, gen, init})
+    for (CLI::App* s : {info, eval, gen, init, trn, el})
       if (s->parsed()) return "ttt " + s->get_name() + ": ";
     return "ttt: ";
   };
@@ -501,7 +673,7 @@ int main(int argc, char** argv) {
     std::string msg = one_line(e.what());
     // CLI11 checks required options before unknown ones; an unknown flag is the better reason.
     std::vector<std::string> extra = app.remaining();
-    for (CLI::App* s : {info, eval, gen, init})
+    for (CLI::App* s : {info, eval, gen, init, trn, el})
       if (s->parsed())
         for (const std::string& r : s->remaining()) extra.push_back(r);
     if (!extra.empty() && !dynamic_cast<const CLI::ExtrasError*>(&e)) {
@@ -522,7 +694,9 @@ int main(int argc, char** argv) {
       return run_generate(gen_a);
     }
     if (init->parsed()) return run_init(init_a);
-    throw UsageError("no subcommand (info, eval, generate, init)");
+    if (trn->parsed()) return run_train(train_a);
+    if (el->parsed()) return run_eval_loss(el_a);
+    throw UsageError("no subcommand (info, eval, generate, init, train, eval-loss)");
   } catch (const UsageError& e) {
     std::cerr << prefix() << one_line(e.what()) << " (see --help)\n";
     return 2;
