@@ -10,6 +10,9 @@
 #       data_errors     bad files and tensors exit 1 with "ttt eval: ..." naming the file / tensor
 #       info            ttt info prints the parameter count (counted independently from the file)
 #       init_generate   ttt init + ttt generate: reproducible, right length, text prompts
+#       train_resume    ttt train: N steps + --resume N more == 2N steps (log and weights, bit for bit);
+#                       the output loads in generate / eval / eval-loss
+#       train_errors    ttt train / eval-loss: bad data, short data, bad --resume, bad flags
 # Exit status: 0 pass, 1 fail, 77 skipped (ctest SKIP_RETURN_CODE).
 set -u
 
@@ -340,6 +343,84 @@ case_init_generate() {
   run 0 info --model small && { grep -qx "learner = mlp" out.txt || fail "init --force did not overwrite"; }
 }
 
+# A small text corpus: two documents in a folder (one nested).
+make_corpus() {
+  mkdir -p corpus/sub
+  local i
+  for i in $(seq 1 40); do echo "line $i: the quick brown fox jumps over the lazy dog $((i * 7 % 11))"; done >corpus/a.txt
+  for i in $(seq 1 30); do echo "second document, row $i"; done >corpus/sub/b.txt
+}
+
+case_train_resume() {
+  make_corpus
+  local t=(train --data corpus --hidden 16 --layers 2 --heads 2 --mini-batch 8 --seq-len 32 --batch 2 --steps 8
+    --lr 3e-3 --warmup 2 --accum 2 --val-every 4 --seed 5)
+  run 0 "${t[@]}" --out full || return
+  grep -q "^step 8/8 " err.txt || fail "no progress line for step 8 on stderr: $(cat err.txt)"
+  grep -q "tok/s" err.txt || fail "no tokens/s on stderr"
+  local f
+  for f in config.json model.safetensors optimizer.safetensors trainer.json log.csv; do
+    [ -f "full/$f" ] || fail "train did not write $f"
+  done
+  [ "$(head -1 full/log.csv)" = "step,lr,train_loss,val_loss,tokens_per_s,elapsed_s" ] || fail "log.csv header: $(head -1 full/log.csv)"
+  [ "$(wc -l <full/log.csv)" = 9 ] || fail "log.csv: expected 8 rows: $(cat full/log.csv)"
+  run 0 "${t[@]}" --out part --stop-after 4 --quiet || return
+  [ -s err.txt ] && fail "--quiet still wrote to stderr: $(cat err.txt)"
+  grep -q '"step": 4' part/trainer.json || fail "interrupted run: trainer.json is not at step 4: $(cat part/trainer.json)"
+  run 0 "${t[@]}" --out part --resume --quiet || return
+  cmp -s full/model.safetensors part/model.safetensors || fail "resumed run's weights differ from the uninterrupted run's"
+  cmp -s full/optimizer.safetensors part/optimizer.safetensors || fail "resumed run's optimizer state differs"
+  diff <(cut -d, -f1-4 full/log.csv) <(cut -d, -f1-4 part/log.csv) >/dev/null ||
+    fail "resumed run's losses differ: $(diff <(cut -d, -f1-4 full/log.csv) <(cut -d, -f1-4 part/log.csv))"
+  # the trained model is a checkpoint like any other
+  run 0 generate --model part --prompt "the quick" --max-new-tokens 8 --greedy
+  run 0 info --model part && { grep -qx "vocab_size = 259" out.txt || fail "info: vocab_size"; }
+  st_write in.st "input_ids|I64|[1,4]|116 104 101 32"
+  run 0 eval --model part --input in.st --out evalout.st
+  run 0 eval-loss --model part --data corpus --seq-len 16 --out pos.csv || return
+  grep -qE '^loss = [0-9.]+$' out.txt || fail "eval-loss: no 'loss = X' line: $(cat out.txt)"
+  [ "$(head -1 pos.csv)" = "position,loss" ] || fail "eval-loss CSV header: $(head -1 pos.csv)"
+  [ "$(wc -l <pos.csv)" = 17 ] || fail "eval-loss CSV: expected 16 positions, got $(($(wc -l <pos.csv) - 1))"
+  # the MLP learner trains and loads too
+  run 0 train --data corpus/a.txt --layer mlp --hidden 16 --heads 2 --layers 1 --seq-len 16 --batch 2 --steps 3 --out mlp --quiet &&
+    run 0 generate --model mlp --prompt-ids 1,2,3 --max-new-tokens 3 --greedy
+}
+
+case_train_errors() {
+  make_corpus
+  local m=(--hidden 16 --layers 1 --heads 2 --seq-len 16 --batch 2 --steps 2 --quiet)
+  : >empty.txt
+  run 1 train --data empty.txt --out o1 "${m[@]}" && check_err "ttt train: " "empty.txt" "no data"
+  mkdir -p emptydir
+  run 1 train --data emptydir --out o1 "${m[@]}" && check_err "ttt train: " "emptydir" "no data"
+  run 1 train --data nope.txt --out o1 "${m[@]}" && check_err "ttt train: " "nope.txt" "no such file"
+  printf 'short text' >short.txt
+  run 1 train --data short.txt --out o1 "${m[@]}" && check_err "ttt train: " "short.txt" "too short for seq_len 16"
+  run 1 train --data corpus --out o1 "${m[@]}" --resume && check_err "ttt train: " "o1" "no such folder"
+  run 0 train --data corpus --out o2 "${m[@]}" || return
+  run 1 train --data corpus --out o2 "${m[@]}" && check_err "ttt train: " "o2" "holds a training run already"
+  run 1 train --data corpus --out o2 --hidden 32 --layers 1 --heads 2 --seq-len 16 --batch 2 --steps 2 --resume &&
+    check_err "ttt train: " "config.json" "differs"
+  run 1 train --data corpus/a.txt --out o2 "${m[@]}" --resume && check_err "ttt train: " "data differs"
+  mkdir -p plain
+  run 1 train --data corpus --out plain "${m[@]}" --resume && check_err "ttt train: " "trainer.json"
+  : >afile
+  run 1 train --data corpus --out afile "${m[@]}" && check_err "ttt train: " "afile"
+  run 2 train --data corpus --out o3 "${m[@]}" --layer foo && check_err "ttt train: " "--layer"
+  run 2 train --data corpus --out o3 "${m[@]}" --steps 0 && check_err "ttt train: " "--steps"
+  run 2 train --data corpus --out o3 "${m[@]}" --lr nan && check_err "ttt train: " "--lr"
+  run 2 train --out o3 "${m[@]}" && check_err "ttt train: " "--data"
+  run 2 train --data corpus --out o3 --hidden 15 --heads 2 --steps 2 && check_err "ttt train: " "hidden_size"
+  run 2 train --data corpus --out o3 "${m[@]}" --bogus && check_err "ttt train: " "--bogus"
+  [ -e o3 ] && fail "a refused command created its output folder"
+  run 1 eval-loss --model o2 --data short.txt --seq-len 16 && check_err "ttt eval-loss: " "short.txt" "too short"
+  run 1 eval-loss --model nothere --data corpus --seq-len 8 && check_err "ttt eval-loss: " "nothere"
+  run 1 eval-loss --model o2 --data empty.txt --seq-len 8 && check_err "ttt eval-loss: " "empty.txt" "no data"
+  run 2 eval-loss --model o2 --data corpus && check_err "ttt eval-loss: " "--seq-len"
+  run 0 init --out small --vocab 97 || return
+  run 1 eval-loss --model small --data corpus --seq-len 8 && check_err "ttt eval-loss: " "vocab_size 97"
+}
+
 case "$CASE" in
   eval_ref) case_eval_ref ;;
   eval_grads) case_eval_grads ;;
@@ -348,6 +429,8 @@ case "$CASE" in
   data_errors) case_data_errors ;;
   info) case_info ;;
   init_generate) case_init_generate ;;
+  train_resume) case_train_resume ;;
+  train_errors) case_train_errors ;;
   *)
     echo "unknown case '$CASE'"
     exit 1
