@@ -133,12 +133,13 @@ struct MLP {
     g.b2 += ws.G2.colwise().sum();
   }
 
-  /// Per token and head: each of the two layers costs what TTT-Linear's one does with f^2 -> 4f^2
-  /// (forward on keys, forward on queries, gradient accumulation, backprop through W2), plus the
-  /// two b x f / b x 4f attention-like products.
+  /// Per token and head, seven f x 4f products of the dual form at 8f^2 FLOPs each: Z1 and Z2 on the
+  /// keys, G1 = G2 W2^T, Z1q and Zq on the queries, the gradient accumulations gW1 and gW2; plus the
+  /// attention-like products (XQ XK^T and its use with G1: 2bf + 8bf on average over a full
+  /// mini-batch, the second layer's the same), GELUs and LayerNorms (~60f).
   static double flops_per_token(int64_t f, int64_t b) {
     const double F = double(f), B = double(b);
-    return 8.0 * 4.0 * F * F + 2.0 * B * F + 2.0 * B * 4.0 * F + 60.0 * F;
+    return 56.0 * F * F + 2.0 * (2.0 * B * F + 8.0 * B * F) + 60.0 * F;
   }
 };
 
