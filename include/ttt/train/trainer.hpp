@@ -13,6 +13,7 @@
 /// A checkpoint is written all or nothing: every file goes first to NAME.pending (atomically), and
 /// only when all are on disk are they renamed over the previous ones, trainer.json last. A failed
 /// write leaves the previous checkpoint as it was.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <sstream>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -226,11 +228,16 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
     std::error_code ec;
     if (!fs::is_directory(out, ec)) throw Error(out.string() + ": no such folder to resume from");
     if (!fs::exists(tj, ec)) throw Error(tj.string() + ": no such file (not a training output folder; nothing to resume)");
-    const ModelConfig saved = load_checkpoint_config(out);
-    if (saved.to_json() != model.cfg.to_json())
-      throw Error((out / "config.json").string() +
-                  ": the checkpoint's model config differs from the requested one (layer, sizes, ...); resume with "
-                  "the same model flags or choose another output folder");
+    const nlohmann::json saved = load_checkpoint_config(out).to_json(), want = model.cfg.to_json();
+    if (saved != want) {
+      std::string diff;
+      for (auto it = want.begin(); it != want.end(); ++it)
+        if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+          diff += (diff.empty() ? "" : ", ") + it.key() + " " + (saved.contains(it.key()) ? saved[it.key()].dump() : "?") +
+                  " vs " + it.value().dump();
+      throw Error((out / "config.json").string() + ": the checkpoint's model config differs from the requested one (" +
+                  diff + "); resume with the same model flags or choose another output folder");
+    }
     nlohmann::json t;
     try {
       t = nlohmann::json::parse(io::read_file(tj));
