@@ -58,6 +58,19 @@ FdResult fd_compare(const ModelConfig& cfg, uint64_t seed, int coords_per_tensor
   ref::Ref r{cfg, ref::params_of(model)};
   const double loss_ref = r.loss(batch);
   CHECK(std::abs(loss - loss_ref) <= 1e-6 * std::abs(loss_ref));
+  {  // and the library's float forward computes the same loss (the backward's forward follows it)
+    double sum = 0;
+    int64_t cnt = 0;
+    for (const auto& ids : batch) {
+      const Mat lg = model.forward(std::span<const int64_t>(ids));
+      for (int64_t t = 0; t + 1 < int64_t(ids.size()); ++t, ++cnt) {
+        const auto row = lg.row(t).cast<double>();
+        const double mx = row.maxCoeff();
+        sum += mx + std::log((row.array() - mx).exp().sum()) - row(ids[size_t(t + 1)]);
+      }
+    }
+    CHECK(std::abs(loss - sum / double(cnt)) <= 1e-5 * std::abs(loss));
+  }
   const ref::Params an = ref::params_of(grad);
   // the clamped entries get no gradient
   CHECK(an.at("model.layers.0.seq_modeling_block.learnable_token_idx")[2] == 0.0);
