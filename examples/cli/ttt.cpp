@@ -455,9 +455,9 @@ int run_train(const TrainArgs& a) {
   const ttt::ModelConfig cfg = train_config(a);
   if (a.warmup > a.steps) throw UsageError("--warmup " + std::to_string(a.warmup) + " is longer than --steps " + std::to_string(a.steps));
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
-  // Default 1: the per-head loops of small models cost more to share than to run, and one thread
-  // keeps runs reproducible bit for bit.
-  set_inner_threads(a.threads > 0 ? a.threads : 1);
+  // --threads spreads the sequences of a batch; the per-head loops of small models cost more to
+  // share than to run, so they get one thread.
+  set_inner_threads(1);
   ttt::train::TextData data(ttt::train::load_byte_corpus(a.data), a.seq_len, a.val_fraction, a.seed, a.data);
   ttt::train::TrainOptions o;
   o.steps = a.steps, o.batch = a.batch, o.accum = a.accum;
@@ -467,10 +467,12 @@ int run_train(const TrainArgs& a) {
   o.val_every = a.val_every, o.val_windows = a.val_windows, o.save_every = a.save_every;
   o.seed = a.seed, o.out = a.out, o.resume = a.resume, o.stop_after = a.stop_after;
   o.progress = !a.quiet;
+  o.threads = a.threads > 0 ? a.threads : 1;
   o.args = {{"data", a.data},         {"layer", a.layer},         {"seq_len", a.seq_len},   {"batch", a.batch},
             {"steps", a.steps},       {"accum", a.accum},         {"lr", a.lr},             {"min_lr", a.min_lr},
             {"warmup", o.warmup_steps()}, {"ttt_warmup", o.ttt_warmup_steps()}, {"weight_decay", a.weight_decay},
-            {"clip", a.clip},         {"val_fraction", a.val_fraction}, {"seed", a.seed}};
+            {"clip", a.clip},         {"val_fraction", a.val_fraction}, {"seed", a.seed},
+            {"threads", o.threads}};
   ttt::train::TrainResult r;
   auto run = [&]<class L>() {
     ttt::TTTModel<L> m(cfg);
@@ -646,7 +648,8 @@ int main(int argc, char** argv) {
   trn->add_option("--save-every", train_a.save_every, "Checkpoint every N steps (0 = only at the end)")->check(CLI::NonNegativeNumber)->capture_default_str();
   trn->add_option("--stop-after", train_a.stop_after, "Stop after step N as if interrupted (--resume continues)")->check(CLI::NonNegativeNumber);
   trn->add_option("--seed", train_a.seed, "Seed of the initialisation and of the data order")->capture_default_str();
-  trn->add_option("--threads", train_a.threads, "Threads of the per-head loops (0 = 1)")->check(CLI::Range(0, 4096));
+  trn->add_option("--threads", train_a.threads,
+                  "Threads over the sequences of a batch (0 = 1; a resumed run continues bit for bit with the same count)")->check(CLI::Range(0, 4096));
   trn->add_flag("--quiet", train_a.quiet, "No progress line on stderr");
 
   EvalLossArgs el_a;

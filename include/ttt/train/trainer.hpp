@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -27,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -35,6 +37,10 @@
 #endif
 
 #include <nlohmann/json.hpp>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "../checkpoint.hpp"
 #include "../error.hpp"
@@ -71,6 +77,10 @@ struct TrainOptions {
   bool resume = false;        ///< continue from the checkpoint in `out`
   int64_t stop_after = 0;     ///< stop after this step as if interrupted (0: run all steps)
   bool progress = true;       ///< progress line on stderr
+  /// Threads over the sequences of a micro-batch (each computes the gradient of its share; the
+  /// shares are combined in a fixed order, so a run is reproducible for a given thread count, and
+  /// a resumed run must use the same count to continue bit for bit).
+  int threads = 1;
   nlohmann::json args = nlohmann::json::object();  ///< recorded in trainer.json
   /// Called after every step with (step, model); tests use it to inject faults.
   std::function<void(int64_t)> after_step;
@@ -116,6 +126,58 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
     for (size_t t = 0; t < ps.size(); ++t) (*per_position)[t] = ps[t] / double(pc[t]);
   }
   return count ? sum / double(count) : NAN;
+}
+
+/// loss_and_grad of `batch`, its sequences split into `threads` contiguous shares computed at
+/// once; the shares' losses and gradients are combined weighted by their next-token positions.
+/// `scratch` holds the extra gradient models (resized as needed).
+template <class L>
+double parallel_loss_and_grad(const TTTModel<L>& model, const std::vector<std::vector<int64_t>>& batch,
+                              TTTModel<L>& grad, std::vector<TTTModel<L>>& scratch, int threads) {
+  const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
+  if (T <= 1) return loss_and_grad(model, batch, grad);
+  std::vector<std::vector<std::vector<int64_t>>> parts(T);
+  std::vector<double> pos(T, 0.0), loss(T, 0.0);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const size_t k = i * T / batch.size();
+    parts[k].push_back(batch[i]);
+    pos[k] += double(std::max<size_t>(batch[i].size(), 1) - 1);
+  }
+  while (scratch.size() + 1 < T) scratch.emplace_back(model.cfg);
+  for (auto& g : scratch) set_ttt_base_lr(g, model.cfg.ttt_base_lr);
+  auto target = [&](size_t k) -> TTTModel<L>& { return k == 0 ? grad : scratch[k - 1]; };
+  std::vector<std::exception_ptr> err(T);
+  std::vector<std::thread> pool;
+#if defined(_OPENMP)
+  const int inner = omp_get_max_threads();  // a new thread starts from the default, not the caller's
+#endif
+  for (size_t k = 1; k < T; ++k)
+    pool.emplace_back([&, k] {
+      try {
+#if defined(_OPENMP)
+        omp_set_num_threads(inner);
+#endif
+        loss[k] = loss_and_grad(model, parts[k], target(k));
+      } catch (...) {
+        err[k] = std::current_exception();
+      }
+    });
+  try {
+    loss[0] = loss_and_grad(model, parts[0], grad);
+  } catch (...) {
+    err[0] = std::current_exception();
+  }
+  for (auto& t : pool) t.join();
+  for (auto& e : err)
+    if (e) std::rethrow_exception(e);
+  double total = 0, out = 0;
+  for (double p : pos) total += p;
+  for (size_t k = 0; k < T; ++k) {
+    out += loss[k] * pos[k] / total;
+    scale_grad(target(k), pos[k] / total);
+    if (k > 0) add_grad(grad, target(k));
+  }
+  return out;
 }
 
 namespace detail {
@@ -319,6 +381,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
   const int64_t end = opt.stop_after > 0 ? std::min(opt.steps, opt.stop_after) : opt.steps;
   res.end_step = std::max(start, end);
   TTTModel<L> grad(model.cfg), acc(model.cfg);
+  std::vector<TTTModel<L>> scratch;
   const bool tty = detail::stderr_is_tty();
   const int64_t print_every = std::max<int64_t>(1, (end - start) / 20);
   const auto t0 = Clock::now();
@@ -346,7 +409,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
     for (int64_t a = 0; a < opt.accum; ++a) {
       const auto batch = data.sample(opt.batch);
       for (const auto& w : batch) tokens += int64_t(w.size()) - 1;
-      loss += loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad);
+      loss += parallel_loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad, scratch, opt.threads);
       if (opt.accum > 1 && a > 0) add_grad(acc, grad);
     }
     TTTModel<L>& g = opt.accum == 1 ? grad : acc;

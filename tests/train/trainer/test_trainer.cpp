@@ -238,3 +238,26 @@ TEST_CASE("train: MLP learner, warm-up of ttt_base_lr leaves the configured valu
   CHECK(load_checkpoint_config(a).ttt_base_lr == 0.5);
   fs::remove_all(a);
 }
+
+TEST_CASE("train: two threads over the batch give the one-thread losses (to rounding), reproducibly") {
+  const auto tokens = text_tokens();
+  auto run = [&](int threads) {
+    Model m(small_cfg());
+    m.init_weights(1);
+    TextData d(tokens, 16, 0.1, 5);
+    TrainOptions o = small_opts("");
+    o.batch = 3;  // shares of 2 and 1 sequences: weighted by positions
+    o.threads = threads;
+    return std::pair{train::train(m, d, o).losses, weights(m)};
+  };
+  const auto [l1, w1] = run(1);
+  const auto [l2, w2] = run(2);
+  const auto [l2b, w2b] = run(2);
+  CHECK(l2 == l2b);
+  CHECK(w2 == w2b);
+  REQUIRE(l1.size() == l2.size());
+  for (size_t i = 0; i < l1.size(); ++i) CHECK(l2[i] == doctest::Approx(l1[i]).epsilon(1e-5));  // float gradients, summed in another order
+  double num = 0, den = 0;
+  for (size_t i = 0; i < w1.size(); ++i) num += (w1[i] - w2[i]) * double(w1[i] - w2[i]), den += double(w1[i]) * w1[i];
+  CHECK(std::sqrt(num / den) < 1e-4);
+}
