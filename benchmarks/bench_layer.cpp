@@ -1,0 +1,177 @@
+// One TTT layer of the 125m shape (C = 768, H = 12, f = 64, mini-batch b = 16), Linear and MLP:
+//   BM_LayerPrefill<L>/n   n tokens from a fresh state per iteration (tokens/s, GFLOP/s)
+//   BM_LayerDecode<L>      one token per iteration with a warm state (time per token)
+//   BM_Learner*            one head, one mini-batch of 16 tokens: dual form vs primal form
+// GFLOP/s use TTTLayer::flops_per_token() (layer.hpp) and the learners' flops_per_token
+// (inner/linear.hpp, inner/mlp.hpp). Quick smoke run (seconds):
+//   bench_layer --benchmark_filter='/512$|Decode|Learner' --benchmark_min_time=0.01
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ttt/inner/learner.hpp"
+#include "ttt/inner/linear.hpp"
+#include "ttt/inner/mlp.hpp"
+#include "ttt/layer.hpp"
+#include "ttt/model_config.hpp"
+#include "ttt/params.hpp"
+
+namespace {
+
+using ttt::Mat;
+
+template <class L>
+const char* layer_type() {
+  return std::string_view(L::name) == "mlp" ? "mlp" : "linear";
+}
+
+/// A layer of the 125m shape with the reference's random initialisation (std 0.02).
+template <class L>
+const ttt::TTTLayer<L>& bench_layer() {
+  static const ttt::TTTLayer<L> layer = [] {
+    ttt::TTTLayer<L> l(ttt::ModelConfig::preset_125m(layer_type<L>()));
+    std::mt19937_64 rng(1234);
+    l.visit_params("", [&](const ttt::ParamRef& p) { ttt::init_param(p, rng); });
+    return l;
+  }();
+  return layer;
+}
+
+/// (n, C) standard-normal rows: what the RMSNorm in front of the layer produces, roughly.
+Mat random_rows(int64_t n, int64_t C, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  Mat X(n, C);
+  for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = d(rng);
+  return X;
+}
+
+void set_counters(benchmark::State& state, int64_t tokens, double flops_per_token) {
+  state.SetItemsProcessed(tokens);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(double(tokens) * flops_per_token * 1e-9, benchmark::Counter::kIsRate);
+}
+
+// ---- layer: prefill ------------------------------------------------------------------------------
+template <class L>
+void BM_LayerPrefill(benchmark::State& state) {
+  const auto& layer = bench_layer<L>();
+  const int64_t n = state.range(0);
+  const Mat X = random_rows(n, layer.C, 42);
+  typename ttt::TTTLayer<L>::Workspace ws;  // reused: steady-state buffers, as in a server
+  Mat out;
+  {  // untimed warm-up: size the buffers (a first touch costs page faults, ~10 us per 4 KiB page in a VM)
+    auto st = layer.new_state();
+    layer.forward(X, st, 0, ws, out);
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto st = layer.new_state();  // fresh sequence each iteration
+    state.ResumeTiming();
+    layer.forward(X, st, 0, ws, out);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, int64_t(state.iterations()) * n, layer.flops_per_token());
+}
+
+// ---- layer: decode -------------------------------------------------------------------------------
+template <class L>
+void BM_LayerDecode(benchmark::State& state) {
+  const auto& layer = bench_layer<L>();
+  constexpr int64_t kPool = 64, kWarm = 512;
+  const Mat pool = random_rows(kPool, layer.C, 7);
+  std::vector<Mat> tok(kPool);
+  for (int64_t i = 0; i < kPool; ++i) tok[size_t(i)] = pool.row(i);
+  typename ttt::TTTLayer<L>::Workspace ws;
+  Mat out;
+  auto st = layer.new_state();
+  layer.forward(random_rows(kWarm, layer.C, 9), st, 0, ws, out);  // warm state: 512 tokens seen
+  int64_t pos = kWarm;
+  for (auto _ : state) {
+    layer.forward(tok[size_t(pos % kPool)], st, pos, ws, out);
+    ++pos;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, int64_t(state.iterations()), layer.flops_per_token());
+}
+
+// ---- learner micro-benchmark: dual vs primal form on one head, one full mini-batch -------------
+struct HeadBatch {
+  int64_t f, b;
+  Mat XQ, XK, XV;
+  std::vector<float> eta, lr, ln_w, ln_b;
+  HeadBatch(int64_t f_, int64_t b_) : f(f_), b(b_) {
+    XQ = random_rows(b, f, 1) * 0.125f;  // RoPE'd projections of the 125m layer are ~N(0, 0.02^2 C)
+    XK = random_rows(b, f, 2) * 0.125f;
+    XV = random_rows(b, f, 3) * 0.125f;
+    for (int64_t t = 0; t < b; ++t) eta.push_back(1.0f / float(t + 1));
+    lr.assign(size_t(b), 0.5f / float(f));
+    ln_w.assign(size_t(f), 1.0f);
+    ln_b.assign(size_t(f), 0.0f);
+  }
+  ttt::inner::Segment segment() const {
+    return {ttt::CMatRef(XQ), ttt::CMatRef(XK), ttt::CMatRef(XV), eta.data(), lr.data(), ln_w.data(), ln_b.data(),
+            true};
+  }
+};
+
+template <class L>
+std::vector<float> random_theta(int64_t f) {
+  const int64_t P = ttt::inner::param_count(L::param_specs(f));
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  std::vector<float> th(static_cast<size_t>(P));
+  for (auto& x : th) x = d(rng);
+  return th;
+}
+
+template <class L, bool Dual>
+void BM_Learner(benchmark::State& state) {
+  // In the layer a learner runs inside the OpenMP loop over heads, where Eigen stays single-threaded;
+  // called from outside a parallel region Eigen would spread these tiny products over threads.
+  struct EigenSerial {
+    EigenSerial() { Eigen::setNbThreads(1); }
+    ~EigenSerial() { Eigen::setNbThreads(-1); }
+  } serial;
+  constexpr int64_t f = 64, b = 16;
+  const HeadBatch hb(f, b);
+  const auto seg = hb.segment();
+  const std::vector<float> theta = random_theta<L>(f);
+  std::vector<float> gacc(theta.size(), 0.0f);
+  Mat Zq(b, f);
+  typename L::Workspace dws;
+  ttt::inner::PrimalWorkspace pws;
+  for (auto _ : state) {
+    std::fill(gacc.begin(), gacc.end(), 0.0f);  // a fresh mini-batch, as the layer does
+    if constexpr (Dual) L::dual_form(theta.data(), gacc.data(), seg, ttt::MatRef(Zq), dws);
+    else ttt::inner::primal_segment<L>(theta.data(), gacc.data(), f, seg, ttt::MatRef(Zq), pws);
+    benchmark::DoNotOptimize(Zq.data());
+    benchmark::DoNotOptimize(gacc.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, int64_t(state.iterations()) * b, ttt::inner::flops_per_token<L>(f, b));
+}
+
+using ttt::inner::Linear;
+using ttt::inner::MLP;
+
+BENCHMARK(BM_LayerPrefill<Linear>)->Name("Layer/Linear/prefill")->Arg(512)->Arg(2048)->Arg(8192)
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<MLP>)->Name("Layer/MLP/prefill")->Arg(512)->Arg(2048)->Arg(8192)
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_LayerDecode<MLP>)->Name("Layer/MLP/decode")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Learner<Linear, true>)->Name("Learner/Linear/dual_form")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Learner<Linear, false>)->Name("Learner/Linear/primal")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Learner<MLP, true>)->Name("Learner/MLP/dual_form")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Learner<MLP, false>)->Name("Learner/MLP/primal")->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

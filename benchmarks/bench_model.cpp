@@ -1,0 +1,118 @@
+// The whole 125m-shaped TTT model (12 layers, C = 768, 12 heads, intermediate 2048, vocab 32000),
+// TTT-Linear and TTT-MLP, random weights (init_weights) and random tokens:
+//   Model/<L>/prefill/n   n tokens from a fresh state, logits of the last position only (as
+//                         generation does); tokens/s and GFLOP/s
+//   Model/<L>/decode      after a 512-token prefill, one token per iteration; ms/token
+// GFLOP/s come from TTTModel::flops_per_token() (model.hpp). That count includes the LM head
+// (2 C V) for every token; prefill with Logits::last runs the head once, so prefill counts
+// n * (flops_per_token - 2 C V) + 2 C V.
+// Run with OMP_NUM_THREADS set to the cores to use; the full run takes a few minutes on 2 cores.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "ttt/inner/linear.hpp"
+#include "ttt/inner/mlp.hpp"
+#include "ttt/model.hpp"
+#include "ttt/model_config.hpp"
+
+namespace {
+
+using ttt::Mat;
+
+template <class L>
+const ttt::TTTModel<L>& bench_model() {
+  static const ttt::TTTModel<L> model = [] {
+    ttt::TTTModel<L> m(ttt::ModelConfig::preset_125m(std::string(L::name)));
+    m.init_weights(2024);
+    return m;
+  }();
+  return model;
+}
+
+std::vector<int64_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> d(0, vocab - 1);
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  for (auto& t : ids) t = d(rng);
+  return ids;
+}
+
+template <class L>
+double head_flops(const ttt::TTTModel<L>& m) {
+  return 2.0 * double(m.cfg.hidden_size) * double(m.cfg.vocab_size);
+}
+
+template <class L>
+void BM_ModelPrefill(benchmark::State& state) {
+  const auto& model = bench_model<L>();
+  const int64_t n = state.range(0);
+  const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
+  auto st = model.new_state();
+  Mat logits;
+  // Untimed warm-up of the same length: sizes st's buffers, so the timed run measures steady state
+  // (a first touch of ~50 KB of buffers per token costs page faults: see README).
+  model.forward(st, std::span<const int64_t>(ids), &logits, ttt::Logits::last, nullptr);
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto fresh = model.new_state();  // fresh sequence; keep st's buffers
+    st.layers = std::move(fresh.layers);
+    st.conv_hist = std::move(fresh.conv_hist);
+    st.pos = 0;
+    state.ResumeTiming();
+    model.forward(st, std::span<const int64_t>(ids), &logits, ttt::Logits::last, nullptr);
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  const double it = double(state.iterations());
+  state.SetItemsProcessed(int64_t(it) * n);
+  const double flops = double(n) * (model.flops_per_token() - head_flops(model)) + head_flops(model);
+  state.counters["GFLOP/s"] = benchmark::Counter(it * flops * 1e-9, benchmark::Counter::kIsRate);
+}
+
+template <class L>
+void BM_ModelDecode(benchmark::State& state) {
+  const auto& model = bench_model<L>();
+  constexpr int64_t kPrefill = 512;
+  const auto prompt = random_tokens(kPrefill, model.cfg.vocab_size, 12);
+  const auto next = random_tokens(1024, model.cfg.vocab_size, 13);
+  auto st = model.new_state();
+  Mat logits;
+  model.forward(st, std::span<const int64_t>(prompt), &logits, ttt::Logits::last, nullptr);
+  size_t i = 0;
+  for (; i < 4; ++i)  // untimed: resize the buffers from 512 rows to 1
+    model.forward(st, std::span<const int64_t>(&next[i], 1), &logits, ttt::Logits::last, nullptr);
+  for (auto _ : state) {
+    model.forward(st, std::span<const int64_t>(&next[i++ % next.size()], 1), &logits, ttt::Logits::last, nullptr);
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(double(state.iterations()) * model.flops_per_token() * 1e-9, benchmark::Counter::kIsRate);
+}
+
+using ttt::inner::Linear;
+using ttt::inner::MLP;
+
+// Fixed iteration counts keep the whole run to a few minutes on a 2-core machine.
+void prefill_args(benchmark::internal::Benchmark* b) {
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(BM_ModelPrefill<Linear>)->Name("Model/Linear/prefill")->Apply(prefill_args)
+    ->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Arg(8192)->Iterations(1);
+BENCHMARK(BM_ModelPrefill<MLP>)->Name("Model/MLP/prefill")->Apply(prefill_args)
+    ->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Arg(8192)->Iterations(1);
+// 48 timed tokens = three full mini-batches (after the 512-token prompt and 4 warm-up tokens).
+BENCHMARK(BM_ModelDecode<Linear>)->Name("Model/Linear/decode")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Iterations(48);
+BENCHMARK(BM_ModelDecode<MLP>)->Name("Model/MLP/decode")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Iterations(48);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Markdown tables from Google Benchmark JSON files (--benchmark_out=FILE --benchmark_out_format=json).
+
+For each benchmark it keeps the fastest repetition over all the files given (on a shared machine
+the minimum is the estimate least disturbed by other processes) and prints its wall time,
+tokens/s, ms or us per token, GFLOP/s, and wall/CPU (main thread): a ratio well above 1 means the
+main thread was preempted during that repetition.
+
+    python3 benchmarks/summarize.py run1/bench_layer.json run2/bench_layer.json
+"""
+import json
+import sys
+
+
+def main(paths):
+    best = {}
+    order = []
+    for p in paths:
+        with open(p) as f:
+            data = json.load(f)
+        for b in data["benchmarks"]:
+            if b.get("run_type", "iteration") != "iteration" or "error_occurred" in b:
+                continue
+            name = b.get("run_name", b["name"])
+            if name not in best:
+                order.append(name)
+            if name not in best or b["real_time"] < best[name]["real_time"]:
+                best[name] = b
+    print("| benchmark | time | tokens/s | per token | GFLOP/s | wall/CPU |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in order:
+        b = best[name]
+        unit = b["time_unit"]
+        tps = b.get("items_per_second", 0.0)
+        per_tok = 1e3 / tps if tps else float("nan")
+        per = f"{per_tok:.3f} ms" if per_tok >= 0.1 else f"{per_tok * 1e3:.1f} us"
+        shown = name.replace("/real_time", "").replace("/iterations:1", "").replace("/iterations:48", "")
+        t = b["real_time"]
+        tstr = f"{t:,.0f}" if t >= 100 else f"{t:.3g}"
+        print(f"| {shown} | {tstr} {unit} | {tps:,.0f} | {per} | {b.get('GFLOP/s', 0.0):.1f} | "
+              f"{b['real_time'] / b['cpu_time']:.2f} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
