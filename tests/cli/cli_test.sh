@@ -413,6 +413,13 @@ case_train_errors() {
   run 2 train --data corpus --out o3 --hidden 15 --heads 2 --steps 2 && check_err "ttt train: " "hidden_size"
   run 2 train --data corpus --out o3 "${m[@]}" --bogus && check_err "ttt train: " "--bogus"
   [ -e o3 ] && fail "a refused command created its output folder"
+  # divergence: resumed with an absurd learning rate, it stops and keeps the checkpoint of step 2
+  local d=(--hidden 16 --layers 1 --heads 2 --seq-len 16 --batch 2 --steps 5 --quiet)
+  run 0 train --data corpus --out div "${d[@]}" --stop-after 2 || return
+  run 1 train --data corpus --out div "${d[@]}" --resume --lr 1e30 &&
+    check_err "ttt train: " "training stopped" "last good checkpoint (step 2)"
+  grep -q '"step": 2' div/trainer.json || fail "divergence changed the checkpoint: $(cat div/trainer.json)"
+  run 0 generate --model div --prompt-ids 1,2 --max-new-tokens 2 --greedy
   run 1 eval-loss --model o2 --data short.txt --seq-len 16 && check_err "ttt eval-loss: " "short.txt" "too short"
   run 1 eval-loss --model nothere --data corpus --seq-len 8 && check_err "ttt eval-loss: " "nothere"
   run 1 eval-loss --model o2 --data empty.txt --seq-len 8 && check_err "ttt eval-loss: " "empty.txt" "no data"

@@ -382,6 +382,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
   res.end_step = std::max(start, end);
   TTTModel<L> grad(model.cfg), acc(model.cfg);
   std::vector<TTTModel<L>> scratch;
+  std::vector<int64_t> last_window;  // a window of the last batch: the health check of a checkpoint
   const bool tty = detail::stderr_is_tty();
   const int64_t print_every = std::max<int64_t>(1, (end - start) / 20);
   const auto t0 = Clock::now();
@@ -408,6 +409,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
     double loss = 0;
     for (int64_t a = 0; a < opt.accum; ++a) {
       const auto batch = data.sample(opt.batch);
+      last_window = batch.front();
       for (const auto& w : batch) tokens += int64_t(w.size()) - 1;
       loss += parallel_loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad, scratch, opt.threads);
       if (opt.accum > 1 && a > 0) add_grad(acc, grad);
@@ -448,7 +450,18 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
       logf << row;
       logf.flush();
     }
-    if (saving && ((opt.save_every > 0 && step % opt.save_every == 0) || step == end)) checkpoint(step, elapsed());
+    if (saving && ((opt.save_every > 0 && step % opt.save_every == 0) || step == end)) {
+      // Only weights that still compute: finite, and a finite loss on one window with the float
+      // forward that ttt generate / eval use (huge but finite weights can overflow there).
+      bool finite = true;
+      model.visit_params([&](const ParamRef& p) {
+        for (int64_t i = 0; i < p.numel() && finite; ++i) finite = std::isfinite(p.at(i));
+      });
+      if (!finite) diverged(step, "a weight after the update", NAN);
+      const double probe = windows_loss(model, {last_window});
+      if (!std::isfinite(probe)) diverged(step, "the loss after the update", probe);
+      checkpoint(step, elapsed());
+    }
     if (opt.progress && (tty || step % print_every == 0 || step == end || std::isfinite(val))) {
       const double eta = (step > start) ? train_s / double(step - start) * double(end - step) : NAN;
       char line[256];
