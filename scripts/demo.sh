@@ -2,7 +2,8 @@
 # The main job (until the long-context study lands): on a fresh machine, install what is missing,
 # build the `ttt` tool in Release, then for TTT-Linear and TTT-MLP (Transformer and Mamba
 # backbones) build a small byte-level model, prefill a long prompt, generate, and print the speed;
-# finally check the library against the official PyTorch reference vectors.
+# finally check the library against the official PyTorch reference vectors. The tool is built
+# with -march=native (TTT_NATIVE=OFF scripts/demo.sh for a portable build).
 #   scripts/demo.sh              (PROMPT_TOKENS=2048 NEW_TOKENS=64 by default)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,8 +16,11 @@ out=${OUT:-results/demo}
 scripts/setup.sh
 echo "== building ttt (Release)"
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=OFF -DTTT_BUILD_EXAMPLES=ON \
-  -DTTT_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build-demo -j"$jobs" --target ttt-cli >/dev/null
+  -DTTT_BUILD_BENCHMARKS=OFF -DTTT_NATIVE=${TTT_NATIVE:-ON} >/dev/null
+mkdir -p "$out"
+if ! cmake --build build-demo -j"$jobs" --target ttt-cli >"$out/build.log" 2>&1; then
+  tail -30 "$out/build.log"; echo "build failed; full log in $out/build.log" >&2; exit 1
+fi
 ttt=build-demo/examples/ttt
 mkdir -p "$out"
 
