@@ -4,6 +4,7 @@
 /// the LayerNorm-fused L2 gradient of the inner loss, interleaved RoPE, depthwise causal conv.
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "kernels/simd.hpp"
 #include "tensor.hpp"
@@ -21,18 +22,25 @@ inline void rms_norm(const In& X, const RowVec& w, double eps, Mat& out) {
   }
 }
 
+/// Mean and biased variance of row r (two passes, as torch).
+template <class In>
+inline std::pair<float, float> row_moments(const In& X, Eigen::Index r) {
+  const Eigen::Index d = X.cols();
+  float mu = 0.0f;
+  for (Eigen::Index c = 0; c < d; ++c) mu += X(r, c);
+  mu /= float(d);
+  float var = 0.0f;
+  for (Eigen::Index c = 0; c < d; ++c) var += (X(r, c) - mu) * (X(r, c) - mu);
+  return {mu, var / float(d)};
+}
+
 /// out = gamma * (x - mean) / sqrt(var + eps) + beta over each row (biased variance, as torch).
 /// Plain loops: no temporaries, so no allocation.
 template <class In, class Out>
 inline void layer_norm_rows(const In& X, const float* gamma, const float* beta, float eps, Out&& out) {
   const Eigen::Index d = X.cols();
   for (Eigen::Index r = 0; r < X.rows(); ++r) {
-    float mu = 0.0f;
-    for (Eigen::Index c = 0; c < d; ++c) mu += X(r, c);
-    mu /= float(d);
-    float var = 0.0f;
-    for (Eigen::Index c = 0; c < d; ++c) var += (X(r, c) - mu) * (X(r, c) - mu);
-    var /= float(d);
+    const auto [mu, var] = row_moments(X, r);
     const float inv = 1.0f / std::sqrt(var + eps);
     for (Eigen::Index c = 0; c < d; ++c) out(r, c) = gamma[c] * ((X(r, c) - mu) * inv) + beta[c];
   }
@@ -47,12 +55,7 @@ inline void ln_l2_grad(const ZT& Z, const TT& target, const float* gamma, const 
                        float eps = 1e-6f) {
   const Eigen::Index d = Z.cols();
   for (Eigen::Index r = 0; r < Z.rows(); ++r) {
-    float mu = 0.0f;
-    for (Eigen::Index c = 0; c < d; ++c) mu += Z(r, c);
-    mu /= float(d);
-    float var = 0.0f;
-    for (Eigen::Index c = 0; c < d; ++c) var += (Z(r, c) - mu) * (Z(r, c) - mu);
-    var /= float(d);
+    const auto [mu, var] = row_moments(Z, r);
     const float stdv = std::sqrt(var + eps);
     float s1 = 0.0f, s2 = 0.0f;
     for (Eigen::Index c = 0; c < d; ++c) {  // G temporarily holds gx
