@@ -165,12 +165,12 @@ BENCHMARK(BM_LayerPrefill<Linear>)->Name("Layer/Linear/prefill")->Arg(512)->Arg(
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<MLP>)->Name("Layer/MLP/prefill")->Arg(512)->Arg(2048)->Arg(8192)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_LayerDecode<MLP>)->Name("Layer/MLP/decode")->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Learner<Linear, true>)->Name("Learner/Linear/dual_form")->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Learner<Linear, false>)->Name("Learner/Linear/primal")->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Learner<MLP, true>)->Name("Learner/MLP/dual_form")->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Learner<MLP, false>)->Name("Learner/MLP/primal")->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LayerDecode<MLP>)->Name("Layer/MLP/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<Linear, true>)->Name("Learner/Linear/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<Linear, false>)->Name("Learner/Linear/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<MLP, true>)->Name("Learner/MLP/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<MLP, false>)->Name("Learner/MLP/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 
