@@ -12,6 +12,7 @@
 #include "inner/mlp.hpp"
 #include "layer.hpp"
 #include "model.hpp"
+#include "attention.hpp"
 #include "io/file.hpp"
 #include "io/safetensors.hpp"
 #include "checkpoint.hpp"

@@ -1,0 +1,327 @@
+#pragma once
+/// \file attention.hpp
+/// Causal softmax attention of one head, tiled the flash-attention way: the keys are visited in
+/// blocks with an online softmax (running max and sum per query row), so no n x m score matrix is
+/// ever formed and a sliding window of w keys costs O(n * w). The forward stores each row's
+/// log-sum-exp; the backward recomputes the probabilities from it (FlashAttention-2, Dao 2023).
+///
+/// Positions: query row i is at absolute position q0 + i, key row j at k0 + j. A query at position
+/// p sees the keys at positions [p - window, p] (window + 1 keys) when window >= 0, and every key at
+/// a position <= p when window < 0. A query that sees no key at all (possible only when the keys
+/// start after it) gets a zero output and lse = -inf.
+///
+/// \code
+///   ttt::Mat O(n, d);
+///   std::vector<float> lse(n);
+///   ttt::attn::forward(Q, K, V, 1.0f / std::sqrt(float(d)), -1, 0, 0, O, lse.data());
+///   ttt::attn::backward(Q, K, V, O, dO, lse.data(), scale, -1, 0, 0, dQ, dK, dV);  // adds
+/// \endcode
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "error.hpp"
+#include "tensor.hpp"
+
+namespace ttt::attn {
+
+/// Rows of queries and keys per tile. The score tile lives on the stack: no heap allocation.
+inline constexpr int64_t kBlockQ = 64;
+inline constexpr int64_t kBlockK = 64;
+
+namespace detail {
+
+using Tile = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor, kBlockQ, kBlockK>;
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+/// Visible key rows of query row i: [lo, hi] (empty when lo > hi), clipped to [0, m).
+struct Range {
+  int64_t lo, hi;
+};
+inline Range visible(int64_t i, int64_t m, int64_t window, int64_t q0, int64_t k0) {
+  const int64_t p = q0 + i;
+  const int64_t hi = std::min(m - 1, p - k0);
+  const int64_t lo = window < 0 ? 0 : std::max<int64_t>(0, p - window - k0);
+  return {lo, hi};
+}
+
+/// The online-softmax pass over keys [0, m) for query rows [i0, i1): O rows hold the unnormalised
+/// accumulator, mx / sm the running max and sum (continued from their values on entry).
+inline void accumulate_rows(const CMatRef& Q, const CMatRef& K, const CMatRef& V, float scale, int64_t window,
+                            int64_t q0, int64_t k0, int64_t i0, int64_t i1, MatRef& O, float* mx, float* sm) {
+  const int64_t m = K.rows();
+  const Range first = visible(i0, m, window, q0, k0), last = visible(i1 - 1, m, window, q0, k0);
+  const int64_t jlo = first.lo, jhi = last.hi;  // both bounds grow with i
+  if (jlo > jhi) return;
+  const int64_t bq = i1 - i0;
+  Tile S;
+  for (int64_t j0 = jlo; j0 <= jhi; j0 += kBlockK) {
+    const int64_t j1 = std::min(jhi + 1, j0 + kBlockK), bk = j1 - j0;
+    S.resize(bq, bk);
+    S.noalias() = Q.middleRows(i0, bq) * K.middleRows(j0, bk).transpose();  // (bq, bk)
+    S *= scale;
+    // mask only the tiles that cross a row's range
+    const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
+    for (int64_t r = 0; r < bq; ++r) {
+      if (!full) {
+        const Range rg = visible(i0 + r, m, window, q0, k0);
+        for (int64_t c = 0; c < bk; ++c)
+          if (j0 + c < rg.lo || j0 + c > rg.hi) S(r, c) = kNegInf;
+      }
+      const float bmax = S.row(r).maxCoeff();
+      const float mnew = std::max(mx[i0 + r], bmax);
+      if (mnew == kNegInf) {  // nothing visible yet in this row
+        S.row(r).setZero();
+        continue;
+      }
+      const float corr = std::exp(mx[i0 + r] - mnew);  // exp(-inf) = 0 on the first visible tile
+      float s = 0.0f;
+      for (int64_t c = 0; c < bk; ++c) {
+        const float e = std::exp(S(r, c) - mnew);
+        S(r, c) = e;
+        s += e;
+      }
+      sm[i0 + r] = sm[i0 + r] * corr + s;
+      mx[i0 + r] = mnew;
+      if (corr != 1.0f) O.row(i0 + r) *= corr;
+    }
+    O.middleRows(i0, bq).noalias() += S * V.middleRows(j0, bk);  // (bq, d)
+  }
+}
+
+inline void check(bool ok, const std::string& what) {
+  if (!ok) throw ShapeError("attn: " + what);
+}
+inline std::string shp(const CMatRef& A) {
+  std::string s(1, '(');  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on "(" + std::string
+  s += std::to_string(A.rows());
+  s += ", ";
+  s += std::to_string(A.cols());
+  s += ')';
+  return s;
+}
+
+inline void check_qkv(const CMatRef& Q, const CMatRef& K, const CMatRef& V) {
+  check(K.cols() == Q.cols(), "K is " + shp(K) + " but Q is " + shp(Q) + ": head dims differ");
+  check(V.rows() == K.rows(), "V is " + shp(V) + " but K is " + shp(K) + ": key counts differ");
+}
+
+}  // namespace detail
+
+/// Partial forward, for attending to keys held in several pieces (a ring-buffer KV cache): starts
+/// from (O, mx, sm) as left by `begin` or an earlier `accumulate`, adds the keys K, V at k0.
+/// O is unnormalised until `finish`. Unchecked: the caller sizes everything.
+inline void begin(MatRef O, float* mx, float* sm) {
+  O.setZero();
+  for (int64_t i = 0; i < O.rows(); ++i) {
+    mx[i] = detail::kNegInf;
+    sm[i] = 0.0f;
+  }
+}
+inline void accumulate(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window, int64_t q0, int64_t k0,
+                       MatRef O, float* mx, float* sm) {
+  const int64_t n = Q.rows();
+  if (K.rows() == 0) return;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ)
+    detail::accumulate_rows(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
+}
+/// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
+inline void finish(MatRef O, const float* mx, const float* sm, float* lse) {
+  for (int64_t i = 0; i < O.rows(); ++i) {
+    if (sm[i] > 0.0f) O.row(i) /= sm[i];
+    if (lse) lse[i] = sm[i] > 0.0f ? mx[i] + std::log(sm[i]) : detail::kNegInf;
+  }
+}
+
+/// O = softmax(scale Q K^T + causal/window mask) V, and lse[i] = log sum_j exp(scale q_i . k_j)
+/// over the visible keys (lse may be null).      Q: (n, d); K, V: (m, d); O: (n, d); lse: [n]
+inline void forward(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window, int64_t q0, int64_t k0, MatRef O,
+                    float* lse) {
+  detail::check_qkv(Q, K, V);
+  detail::check(O.rows() == Q.rows() && O.cols() == V.cols(),
+                "O is " + detail::shp(O) + ", expected (" + std::to_string(Q.rows()) + ", " + std::to_string(V.cols()) + ")");
+  const int64_t n = Q.rows();
+  float mx_s[kBlockQ], sm_s[kBlockQ];
+  O.setZero();
+  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {  // one query tile at a time: running stats on the stack
+    const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
+    for (int64_t r = 0; r < bq; ++r) {
+      mx_s[r] = detail::kNegInf;
+      sm_s[r] = 0.0f;
+    }
+    if (K.rows() > 0)
+      detail::accumulate_rows(Q, K, V, scale, window, q0, k0, i0, i1, O, mx_s - i0, sm_s - i0);
+    finish(O.middleRows(i0, bq), mx_s, sm_s, lse ? lse + i0 : nullptr);
+  }
+}
+
+/// Gradients of forward's O given dO, ADDED into dQ, dK, dV. Probabilities are recomputed per tile
+/// from lse: P = exp(scale q.k - lse); D_i = dO_i . O_i; dS = P (dO V^T - D); dQ += scale dS K;
+/// dK += scale dS^T Q; dV += P^T dO.
+inline void backward(CMatRef Q, CMatRef K, CMatRef V, CMatRef O, CMatRef dO, const float* lse, float scale,
+                     int64_t window, int64_t q0, int64_t k0, MatRef dQ, MatRef dK, MatRef dV) {
+  using detail::Tile;
+  detail::check_qkv(Q, K, V);
+  detail::check(O.rows() == Q.rows() && O.cols() == V.cols(), "O is " + detail::shp(O) + " (expected n x d of V)");
+  detail::check(dO.rows() == O.rows() && dO.cols() == O.cols(), "dO is " + detail::shp(dO) + ", O is " + detail::shp(O));
+  detail::check(dQ.rows() == Q.rows() && dQ.cols() == Q.cols(), "dQ is " + detail::shp(dQ) + ", Q is " + detail::shp(Q));
+  detail::check(dK.rows() == K.rows() && dK.cols() == K.cols(), "dK is " + detail::shp(dK) + ", K is " + detail::shp(K));
+  detail::check(dV.rows() == V.rows() && dV.cols() == V.cols(), "dV is " + detail::shp(dV) + ", V is " + detail::shp(V));
+  const int64_t n = Q.rows(), m = K.rows();
+  if (m == 0) return;
+  float D[kBlockQ];
+  Tile P, dP;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {
+    const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
+    const detail::Range first = detail::visible(i0, m, window, q0, k0), last = detail::visible(i1 - 1, m, window, q0, k0);
+    if (first.lo > last.hi) continue;
+    for (int64_t r = 0; r < bq; ++r) D[r] = dO.row(i0 + r).dot(O.row(i0 + r));
+    for (int64_t j0 = first.lo; j0 <= last.hi; j0 += kBlockK) {
+      const int64_t j1 = std::min(last.hi + 1, j0 + kBlockK), bk = j1 - j0;
+      P.resize(bq, bk);
+      dP.resize(bq, bk);
+      P.noalias() = Q.middleRows(i0, bq) * K.middleRows(j0, bk).transpose();
+      dP.noalias() = dO.middleRows(i0, bq) * V.middleRows(j0, bk).transpose();  // (bq, bk)
+      const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
+      for (int64_t r = 0; r < bq; ++r) {
+        const float l = lse[i0 + r];
+        const detail::Range rg = detail::visible(i0 + r, m, window, q0, k0);
+        for (int64_t c = 0; c < bk; ++c) {
+          const bool vis = full || (j0 + c >= rg.lo && j0 + c <= rg.hi);
+          const float p = (vis && l != detail::kNegInf) ? std::exp(scale * P(r, c) - l) : 0.0f;
+          P(r, c) = p;
+          dP(r, c) = p * (dP(r, c) - D[r]) * scale;  // scale folded into dS
+        }
+      }
+      dV.middleRows(j0, bk).noalias() += P.transpose() * dO.middleRows(i0, bq);
+      dQ.middleRows(i0, bq).noalias() += dP * K.middleRows(j0, bk);
+      dK.middleRows(j0, bk).noalias() += dP.transpose() * Q.middleRows(i0, bq);
+    }
+  }
+}
+
+/// Number of (query, key) pairs that forward scores: sum over rows of the visible keys.
+inline double visible_pairs(int64_t n, int64_t m, int64_t window, int64_t q0, int64_t k0) {
+  double pairs = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const detail::Range r = detail::visible(i, m, window, q0, k0);
+    if (r.hi >= r.lo) pairs += double(r.hi - r.lo + 1);
+  }
+  return pairs;
+}
+/// FLOPs of forward: 2d for q.k and 2d for p v per visible pair (the exp and the mask not counted).
+inline double forward_flops(int64_t n, int64_t m, int64_t d, int64_t window, int64_t q0 = 0, int64_t k0 = 0) {
+  return 4.0 * double(d) * visible_pairs(n, m, window, q0, k0);
+}
+/// FLOPs of backward: q.k recomputed, dO.v, dV, dQ and dK: 10d per visible pair.
+inline double backward_flops(int64_t n, int64_t m, int64_t d, int64_t window, int64_t q0 = 0, int64_t k0 = 0) {
+  return 10.0 * double(d) * visible_pairs(n, m, window, q0, k0);
+}
+
+/// Keys and values of all heads of one attention layer for one sequence, for decode.
+/// window < 0: every past row is kept (the cache grows; capacity doubles, so appends are
+/// amortised). window >= 0: a ring buffer of the last `window` rows: with the current chunk's own
+/// keys that is everything a later query can see (positions [p - window, p]).
+struct KVCache {
+  int64_t window = -1;
+  int64_t width = 0;  ///< H * d
+  int64_t len = 0;    ///< tokens appended so far = absolute position of the next token
+  Mat K, V;           ///< (capacity, width); rows [0, rows()) valid, ring order when window >= 0
+  // reusable buffers of attend()
+  Mat acc;
+  std::vector<float> mx, sm;
+
+  KVCache() = default;
+  KVCache(int64_t width_, int64_t window_) : window(window_), width(width_) {
+    if (window >= 0) {
+      K = Mat::Zero(window, width);
+      V = Mat::Zero(window, width);
+    }
+  }
+
+  /// Rows currently held.
+  int64_t rows() const { return window < 0 ? len : std::min(len, window); }
+  /// Bytes the cache holds for this sequence (valid rows of K and V).
+  int64_t bytes() const { return 2 * rows() * width * int64_t(sizeof(float)); }
+  /// Bytes a cache holds after `context` tokens: 2 (K, V) x min(context, window) x width floats.
+  static int64_t bytes_at(int64_t context, int64_t width, int64_t window) {
+    const int64_t r = window < 0 ? context : std::min(context, window);
+    return 2 * r * width * int64_t(sizeof(float));
+  }
+
+  /// Append n rows (positions len .. len+n-1).
+  void append(CMatRef Kn, CMatRef Vn) {
+    const int64_t n = Kn.rows();
+    if (window < 0) {
+      if (len + n > K.rows()) {
+        const int64_t cap = std::max<int64_t>(len + n, 2 * K.rows());
+        K.conservativeResize(cap, width);
+        V.conservativeResize(cap, width);
+      }
+      K.middleRows(len, n) = Kn;
+      V.middleRows(len, n) = Vn;
+    } else if (window > 0) {
+      const int64_t skip = std::max<int64_t>(0, n - window);  // rows that would be overwritten anyway
+      for (int64_t r = skip; r < n; ++r) {
+        const int64_t slot = (len + r) % window;
+        K.row(slot) = Kn.row(r);
+        V.row(slot) = Vn.row(r);
+      }
+    }
+    len += n;
+  }
+};
+
+/// Attention of the n new tokens of one sequence over the cache and themselves, then append them.
+/// Q, Kn, Vn: (n, H*d) at positions cache.len ...; O: (n, H*d). RoPE etc. are the caller's.
+inline void attend(KVCache& c, CMatRef Q, CMatRef Kn, CMatRef Vn, int64_t heads, float scale, MatRef O) {
+  const int64_t n = Q.rows(), W = c.width;
+  detail::check(heads > 0 && W % heads == 0, "KVCache width " + std::to_string(W) + " not divisible by heads " + std::to_string(heads));
+  detail::check(Q.cols() == W && Kn.cols() == W && Vn.cols() == W && Kn.rows() == n && Vn.rows() == n && O.rows() == n &&
+                    O.cols() == W,
+                "attend: Q " + detail::shp(Q) + ", K " + detail::shp(Kn) + ", V " + detail::shp(Vn) + ", O " +
+                    detail::shp(O) + " must all be (n, " + std::to_string(W) + ")");
+  const int64_t d = W / heads, q0 = c.len;
+  if (c.window < 0) {
+    c.append(Kn, Vn);  // keys [0, len + n) are contiguous: one call per head
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (heads > 1 && double(n) * double(c.len) * double(d) >= 1e6)
+#endif
+    for (int64_t h = 0; h < heads; ++h)
+      forward(Q.middleCols(h * d, d), c.K.topRows(c.len).middleCols(h * d, d), c.V.topRows(c.len).middleCols(h * d, d),
+              scale, -1, q0, 0, O.middleCols(h * d, d), nullptr);
+    return;
+  }
+  // ring: the held rows are two position-ordered runs: [head, rows) then [0, head)
+  const int64_t held = c.rows(), k_first = c.len - held;
+  const int64_t head = c.window > 0 ? c.len % c.window : 0;
+  const int64_t runA = c.len >= c.window ? c.window - head : 0;  // oldest run (positions k_first ...)
+  ensure_size(c.acc, n, W);
+  c.mx.resize(size_t(n * heads));
+  c.sm.resize(size_t(n * heads));
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (heads > 1 && double(n) * double(held + n) * double(d) >= 1e6)
+#endif
+  for (int64_t h = 0; h < heads; ++h) {
+    MatRef A(c.acc.middleCols(h * d, d));
+    float* mx = c.mx.data() + h * n;
+    float* sm = c.sm.data() + h * n;
+    const CMatRef Qh(Q.middleCols(h * d, d));
+    begin(A, mx, sm);
+    if (runA > 0)
+      accumulate(Qh, c.K.block(head, h * d, runA, d), c.V.block(head, h * d, runA, d), scale, c.window, q0, k_first, A,
+                 mx, sm);
+    if (held - runA > 0)
+      accumulate(Qh, c.K.block(0, h * d, held - runA, d), c.V.block(0, h * d, held - runA, d), scale, c.window, q0,
+                 k_first + runA, A, mx, sm);
+    accumulate(Qh, Kn.middleCols(h * d, d), Vn.middleCols(h * d, d), scale, c.window, q0, q0, A, mx, sm);
+    finish(A, mx, sm, nullptr);
+  }
+  O = c.acc;
+  c.append(Kn, Vn);
+}
+
+}  // namespace ttt::attn
