@@ -32,10 +32,23 @@ namespace ttt::attn {
 inline constexpr int64_t kBlockQ = 64;
 inline constexpr int64_t kBlockK = 64;
 
+/// Views of double matrices: forward and backward also exist in double (gradient checks).
+using MatRefD = Eigen::Ref<MatD, 0, Eigen::OuterStride<>>;
+using CMatRefD = Eigen::Ref<const MatD, 0, Eigen::OuterStride<>>;
+
 namespace detail {
 
-using Tile = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor, kBlockQ, kBlockK>;
-inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+template <class T>
+using MatT = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using RefT = Eigen::Ref<MatT<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using CRefT = Eigen::Ref<const MatT<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using Tile = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor, kBlockQ, kBlockK>;
+template <class T>
+inline constexpr T kNegInfT = -std::numeric_limits<T>::infinity();
+inline constexpr float kNegInf = kNegInfT<float>;
 
 /// Visible key rows of query row i: [lo, hi] (empty when lo > hi), clipped to [0, m).
 struct Range {
@@ -50,14 +63,16 @@ inline Range visible(int64_t i, int64_t m, int64_t window, int64_t q0, int64_t k
 
 /// The online-softmax pass over keys [0, m) for query rows [i0, i1): O rows hold the unnormalised
 /// accumulator, mx / sm the running max and sum (continued from their values on entry).
-inline void accumulate_rows(const CMatRef& Q, const CMatRef& K, const CMatRef& V, float scale, int64_t window,
-                            int64_t q0, int64_t k0, int64_t i0, int64_t i1, MatRef& O, float* mx, float* sm) {
+template <class T>
+void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, int64_t window, int64_t q0,
+                     int64_t k0, int64_t i0, int64_t i1, RefT<T>& O, T* mx, T* sm) {
+  constexpr T kNegInf = kNegInfT<T>;
   const int64_t m = K.rows();
   const Range first = visible(i0, m, window, q0, k0), last = visible(i1 - 1, m, window, q0, k0);
   const int64_t jlo = first.lo, jhi = last.hi;  // both bounds grow with i
   if (jlo > jhi) return;
   const int64_t bq = i1 - i0;
-  Tile S;
+  Tile<T> S;
   for (int64_t j0 = jlo; j0 <= jhi; j0 += kBlockK) {
     const int64_t j1 = std::min(jhi + 1, j0 + kBlockK), bk = j1 - j0;
     S.resize(bq, bk);
@@ -71,22 +86,22 @@ inline void accumulate_rows(const CMatRef& Q, const CMatRef& K, const CMatRef& V
         for (int64_t c = 0; c < bk; ++c)
           if (j0 + c < rg.lo || j0 + c > rg.hi) S(r, c) = kNegInf;
       }
-      const float bmax = S.row(r).maxCoeff();
-      const float mnew = std::max(mx[i0 + r], bmax);
+      const T bmax = S.row(r).maxCoeff();
+      const T mnew = std::max(mx[i0 + r], bmax);
       if (mnew == kNegInf) {  // nothing visible yet in this row
         S.row(r).setZero();
         continue;
       }
-      const float corr = std::exp(mx[i0 + r] - mnew);  // exp(-inf) = 0 on the first visible tile
-      float s = 0.0f;
+      const T corr = std::exp(mx[i0 + r] - mnew);  // exp(-inf) = 0 on the first visible tile
+      T s = 0;
       for (int64_t c = 0; c < bk; ++c) {
-        const float e = std::exp(S(r, c) - mnew);
+        const T e = std::exp(S(r, c) - mnew);
         S(r, c) = e;
         s += e;
       }
       sm[i0 + r] = sm[i0 + r] * corr + s;
       mx[i0 + r] = mnew;
-      if (corr != 1.0f) O.row(i0 + r) *= corr;
+      if (corr != T(1)) O.row(i0 + r) *= corr;
     }
     O.middleRows(i0, bq).noalias() += S * V.middleRows(j0, bk);  // (bq, d)
   }
@@ -95,18 +110,91 @@ inline void accumulate_rows(const CMatRef& Q, const CMatRef& K, const CMatRef& V
 inline void check(bool ok, const std::string& what) {
   if (!ok) throw ShapeError("attn: " + what);
 }
-inline std::string shp(const CMatRef& A) {
+template <class A>
+std::string shp(const A& m) {
   std::string s(1, '(');  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on "(" + std::string
-  s += std::to_string(A.rows());
+  s += std::to_string(m.rows());
   s += ", ";
-  s += std::to_string(A.cols());
+  s += std::to_string(m.cols());
   s += ')';
   return s;
 }
 
-inline void check_qkv(const CMatRef& Q, const CMatRef& K, const CMatRef& V) {
+template <class T>
+void check_qkv(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V) {
   check(K.cols() == Q.cols(), "K is " + shp(K) + " but Q is " + shp(Q) + ": head dims differ");
   check(V.rows() == K.rows(), "V is " + shp(V) + " but K is " + shp(K) + ": key counts differ");
+}
+
+/// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
+template <class T>
+void finish(RefT<T> O, const T* mx, const T* sm, T* lse) {
+  for (int64_t i = 0; i < O.rows(); ++i) {
+    if (sm[i] > T(0)) O.row(i) /= sm[i];
+    if (lse) lse[i] = sm[i] > T(0) ? mx[i] + std::log(sm[i]) : kNegInfT<T>;
+  }
+}
+
+template <class T>
+void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, int64_t window, int64_t q0, int64_t k0,
+             RefT<T> O, T* lse) {
+  check_qkv<T>(Q, K, V);
+  check(O.rows() == Q.rows() && O.cols() == V.cols(),
+        "O is " + shp(O) + ", expected (" + std::to_string(Q.rows()) + ", " + std::to_string(V.cols()) + ")");
+  const int64_t n = Q.rows();
+  T mx_s[kBlockQ], sm_s[kBlockQ];
+  O.setZero();
+  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {  // one query tile at a time: running stats on the stack
+    const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
+    for (int64_t r = 0; r < bq; ++r) {
+      mx_s[r] = kNegInfT<T>;
+      sm_s[r] = T(0);
+    }
+    if (K.rows() > 0) accumulate_rows<T>(Q, K, V, scale, window, q0, k0, i0, i1, O, mx_s - i0, sm_s - i0);
+    finish<T>(O.middleRows(i0, bq), mx_s, sm_s, lse ? lse + i0 : nullptr);
+  }
+}
+
+template <class T>
+void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRefT<T>& O, const CRefT<T>& dO,
+              const T* lse, T scale, int64_t window, int64_t q0, int64_t k0, RefT<T> dQ, RefT<T> dK, RefT<T> dV) {
+  check_qkv<T>(Q, K, V);
+  check(O.rows() == Q.rows() && O.cols() == V.cols(), "O is " + shp(O) + " (expected n x d of V)");
+  check(dO.rows() == O.rows() && dO.cols() == O.cols(), "dO is " + shp(dO) + ", O is " + shp(O));
+  check(dQ.rows() == Q.rows() && dQ.cols() == Q.cols(), "dQ is " + shp(dQ) + ", Q is " + shp(Q));
+  check(dK.rows() == K.rows() && dK.cols() == K.cols(), "dK is " + shp(dK) + ", K is " + shp(K));
+  check(dV.rows() == V.rows() && dV.cols() == V.cols(), "dV is " + shp(dV) + ", V is " + shp(V));
+  const int64_t n = Q.rows(), m = K.rows();
+  if (m == 0) return;
+  T D[kBlockQ];
+  Tile<T> P, dP;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {
+    const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
+    const Range first = visible(i0, m, window, q0, k0), last = visible(i1 - 1, m, window, q0, k0);
+    if (first.lo > last.hi) continue;
+    for (int64_t r = 0; r < bq; ++r) D[r] = dO.row(i0 + r).dot(O.row(i0 + r));
+    for (int64_t j0 = first.lo; j0 <= last.hi; j0 += kBlockK) {
+      const int64_t j1 = std::min(last.hi + 1, j0 + kBlockK), bk = j1 - j0;
+      P.resize(bq, bk);
+      dP.resize(bq, bk);
+      P.noalias() = Q.middleRows(i0, bq) * K.middleRows(j0, bk).transpose();
+      dP.noalias() = dO.middleRows(i0, bq) * V.middleRows(j0, bk).transpose();  // (bq, bk)
+      const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
+      for (int64_t r = 0; r < bq; ++r) {
+        const T l = lse[i0 + r];
+        const Range rg = visible(i0 + r, m, window, q0, k0);
+        for (int64_t c = 0; c < bk; ++c) {
+          const bool vis = full || (j0 + c >= rg.lo && j0 + c <= rg.hi);
+          const T p = (vis && l != kNegInfT<T>) ? std::exp(scale * P(r, c) - l) : T(0);
+          P(r, c) = p;
+          dP(r, c) = p * (dP(r, c) - D[r]) * scale;  // dS, with the scale folded in
+        }
+      }
+      dV.middleRows(j0, bk).noalias() += P.transpose() * dO.middleRows(i0, bq);
+      dQ.middleRows(i0, bq).noalias() += dP * K.middleRows(j0, bk);
+      dK.middleRows(j0, bk).noalias() += dP.transpose() * Q.middleRows(i0, bq);
+    }
+  }
 }
 
 }  // namespace detail
@@ -126,36 +214,21 @@ inline void accumulate(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t win
   const int64_t n = Q.rows();
   if (K.rows() == 0) return;
   for (int64_t i0 = 0; i0 < n; i0 += kBlockQ)
-    detail::accumulate_rows(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
+    detail::accumulate_rows<float>(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
 }
 /// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
-inline void finish(MatRef O, const float* mx, const float* sm, float* lse) {
-  for (int64_t i = 0; i < O.rows(); ++i) {
-    if (sm[i] > 0.0f) O.row(i) /= sm[i];
-    if (lse) lse[i] = sm[i] > 0.0f ? mx[i] + std::log(sm[i]) : detail::kNegInf;
-  }
-}
+inline void finish(MatRef O, const float* mx, const float* sm, float* lse) { detail::finish<float>(O, mx, sm, lse); }
 
 /// O = softmax(scale Q K^T + causal/window mask) V, and lse[i] = log sum_j exp(scale q_i . k_j)
 /// over the visible keys (lse may be null).      Q: (n, d); K, V: (m, d); O: (n, d); lse: [n]
 inline void forward(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window, int64_t q0, int64_t k0, MatRef O,
                     float* lse) {
-  detail::check_qkv(Q, K, V);
-  detail::check(O.rows() == Q.rows() && O.cols() == V.cols(),
-                "O is " + detail::shp(O) + ", expected (" + std::to_string(Q.rows()) + ", " + std::to_string(V.cols()) + ")");
-  const int64_t n = Q.rows();
-  float mx_s[kBlockQ], sm_s[kBlockQ];
-  O.setZero();
-  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {  // one query tile at a time: running stats on the stack
-    const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
-    for (int64_t r = 0; r < bq; ++r) {
-      mx_s[r] = detail::kNegInf;
-      sm_s[r] = 0.0f;
-    }
-    if (K.rows() > 0)
-      detail::accumulate_rows(Q, K, V, scale, window, q0, k0, i0, i1, O, mx_s - i0, sm_s - i0);
-    finish(O.middleRows(i0, bq), mx_s, sm_s, lse ? lse + i0 : nullptr);
-  }
+  detail::forward<float>(Q, K, V, scale, window, q0, k0, O, lse);
+}
+/// The same in double (gradient checks, double training paths).
+inline void forward(CMatRefD Q, CMatRefD K, CMatRefD V, double scale, int64_t window, int64_t q0, int64_t k0,
+                    MatRefD O, double* lse) {
+  detail::forward<double>(Q, K, V, scale, window, q0, k0, O, lse);
 }
 
 /// Gradients of forward's O given dO, ADDED into dQ, dK, dV. Probabilities are recomputed per tile
@@ -163,44 +236,12 @@ inline void forward(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window
 /// dK += scale dS^T Q; dV += P^T dO.
 inline void backward(CMatRef Q, CMatRef K, CMatRef V, CMatRef O, CMatRef dO, const float* lse, float scale,
                      int64_t window, int64_t q0, int64_t k0, MatRef dQ, MatRef dK, MatRef dV) {
-  using detail::Tile;
-  detail::check_qkv(Q, K, V);
-  detail::check(O.rows() == Q.rows() && O.cols() == V.cols(), "O is " + detail::shp(O) + " (expected n x d of V)");
-  detail::check(dO.rows() == O.rows() && dO.cols() == O.cols(), "dO is " + detail::shp(dO) + ", O is " + detail::shp(O));
-  detail::check(dQ.rows() == Q.rows() && dQ.cols() == Q.cols(), "dQ is " + detail::shp(dQ) + ", Q is " + detail::shp(Q));
-  detail::check(dK.rows() == K.rows() && dK.cols() == K.cols(), "dK is " + detail::shp(dK) + ", K is " + detail::shp(K));
-  detail::check(dV.rows() == V.rows() && dV.cols() == V.cols(), "dV is " + detail::shp(dV) + ", V is " + detail::shp(V));
-  const int64_t n = Q.rows(), m = K.rows();
-  if (m == 0) return;
-  float D[kBlockQ];
-  Tile P, dP;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {
-    const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
-    const detail::Range first = detail::visible(i0, m, window, q0, k0), last = detail::visible(i1 - 1, m, window, q0, k0);
-    if (first.lo > last.hi) continue;
-    for (int64_t r = 0; r < bq; ++r) D[r] = dO.row(i0 + r).dot(O.row(i0 + r));
-    for (int64_t j0 = first.lo; j0 <= last.hi; j0 += kBlockK) {
-      const int64_t j1 = std::min(last.hi + 1, j0 + kBlockK), bk = j1 - j0;
-      P.resize(bq, bk);
-      dP.resize(bq, bk);
-      P.noalias() = Q.middleRows(i0, bq) * K.middleRows(j0, bk).transpose();
-      dP.noalias() = dO.middleRows(i0, bq) * V.middleRows(j0, bk).transpose();  // (bq, bk)
-      const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
-      for (int64_t r = 0; r < bq; ++r) {
-        const float l = lse[i0 + r];
-        const detail::Range rg = detail::visible(i0 + r, m, window, q0, k0);
-        for (int64_t c = 0; c < bk; ++c) {
-          const bool vis = full || (j0 + c >= rg.lo && j0 + c <= rg.hi);
-          const float p = (vis && l != detail::kNegInf) ? std::exp(scale * P(r, c) - l) : 0.0f;
-          P(r, c) = p;
-          dP(r, c) = p * (dP(r, c) - D[r]) * scale;  // scale folded into dS
-        }
-      }
-      dV.middleRows(j0, bk).noalias() += P.transpose() * dO.middleRows(i0, bq);
-      dQ.middleRows(i0, bq).noalias() += dP * K.middleRows(j0, bk);
-      dK.middleRows(j0, bk).noalias() += dP.transpose() * Q.middleRows(i0, bq);
-    }
-  }
+  detail::backward<float>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV);
+}
+/// The same in double.
+inline void backward(CMatRefD Q, CMatRefD K, CMatRefD V, CMatRefD O, CMatRefD dO, const double* lse, double scale,
+                     int64_t window, int64_t q0, int64_t k0, MatRefD dQ, MatRefD dK, MatRefD dV) {
+  detail::backward<double>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV);
 }
 
 /// Number of (query, key) pairs that forward scores: sum over rows of the visible keys.

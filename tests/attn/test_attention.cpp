@@ -205,3 +205,43 @@ TEST_CASE("KVCache: chunked attend == one forward, for growing and ring caches")
     }
   }
 }
+
+TEST_CASE("attention in double: forward == naive to 1e-12, backward == finite differences to 1e-7") {
+  std::mt19937_64 rng(5);
+  for (const Case& c : std::vector<Case>{{70, 70, 5, -1, 0, 0}, {70, 70, 5, 3, 0, 0}, {20, 90, 4, 30, 70, 0}}) {
+    CAPTURE(c.window);
+    const MatD Q = randn(c.n, c.d, rng).cast<double>(), K = randn(c.m, c.d, rng).cast<double>(),
+               V = randn(c.m, c.d, rng).cast<double>(), G = randn(c.n, c.d, rng).cast<double>();
+    MatD O(c.n, c.d), Or;
+    std::vector<double> lse(size_t(c.n)), lr;
+    ttt::attn::forward(Q, K, V, 0.6, c.window, c.q0, c.k0, O, lse.data());
+    naive(Q, K, V, 0.6, c.window, c.q0, c.k0, Or, lr);
+    CHECK(max_abs(O - Or) < 1e-12);
+    MatD dQ = MatD::Zero(c.n, c.d), dK = MatD::Zero(c.m, c.d), dV = MatD::Zero(c.m, c.d);
+    ttt::attn::backward(Q, K, V, O, G, lse.data(), 0.6, c.window, c.q0, c.k0, dQ, dK, dV);
+    auto loss = [&](const MatD& q, const MatD& k) {
+      MatD o;
+      std::vector<double> l;
+      naive(q, k, V, 0.6, c.window, c.q0, c.k0, o, l);
+      return (o.array() * G.array()).sum();
+    };
+    double err = 0, big = 0;
+    for (int which = 0; which < 2; ++which) {
+      MatD q = Q, k = K;
+      MatD& x = which == 0 ? q : k;
+      const MatD& g = which == 0 ? dQ : dK;
+      for (int64_t i = 0; i < x.size(); ++i) {
+        const double x0 = x.data()[i], h = 1e-5;
+        x.data()[i] = x0 + h;
+        const double lp = loss(q, k);
+        x.data()[i] = x0 - h;
+        const double lm = loss(q, k);
+        x.data()[i] = x0;
+        err = std::max(err, std::abs((lp - lm) / (2 * h) - g.data()[i]));
+        big = std::max(big, std::abs(g.data()[i]));
+      }
+    }
+    CHECK(big > 0.1);
+    CHECK(err / big < 1e-7);
+  }
+}
