@@ -13,6 +13,7 @@
 #include "layer.hpp"
 #include "model.hpp"
 #include "attention.hpp"
+#include "transformer.hpp"
 #include "io/file.hpp"
 #include "io/safetensors.hpp"
 #include "checkpoint.hpp"
