@@ -34,6 +34,7 @@
 
 #include <ttt/any_model.hpp>
 #include <ttt/generate.hpp>
+#include <ttt/hier/model.hpp>
 #include <ttt/tokenizer.hpp>
 #include <ttt/train/backward.hpp>
 #include <ttt/train/data.hpp>
@@ -105,7 +106,76 @@ struct EvalArgs {
   bool grads = false;
 };
 
+/// `ttt eval` on a simple-hierarchical-transformer checkpoint (config.json "model_type"):
+/// logits, the per-hierarchy token_embeds.{h} / hidden_embeds.{h}, loss and its three parts
+/// (the original's model(ids, return_loss=True) over the batch), and with --grads every grad.{name}.
+bool is_hier_checkpoint(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "config.json";
+  if (!fs::exists(p)) return false;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(ttt::io::read_file(p));
+    return j.is_object() && j.value("model_type", std::string()) == ttt::hier::kModelType;
+  } catch (const nlohmann::json::exception&) {
+    return false;  // the regular loader reports the malformed file
+  }
+}
+
+int run_eval_hier(const EvalArgs& a) {
+  set_inner_threads(a.threads > 0 ? a.threads : 0);
+  auto m = ttt::hier::HierarchicalTransformer::load(a.model);
+  const int64_t V = m.cfg.num_tokens, H = m.cfg.num_hierarchies();
+  const auto in = ttt::io::SafeTensors::load(a.input);
+  const ttt::io::TensorInfo& ti = in.info("input_ids");
+  if (ti.shape.size() != 2 || ti.shape[0] == 0 || ti.shape[1] == 0)
+    throw ttt::ShapeError(in.source() + ": tensor 'input_ids' has shape " + ttt::shape_str(ti.shape) +
+                          ", expected [B, L] with B, L >= 1");
+  const int64_t B = ti.shape[0], L = ti.shape[1];
+  const std::vector<int64_t> ids = in.read_int("input_ids");
+  if (a.grads && L < 2)
+    throw ttt::ShapeError(in.source() + ": tensor 'input_ids' has sequences of length 1: --grads needs at least 2 tokens");
+  std::vector<std::vector<int64_t>> batch;
+  for (int64_t b = 0; b < B; ++b) batch.emplace_back(ids.begin() + b * L, ids.begin() + (b + 1) * L);
+  std::vector<float> logits;
+  std::vector<std::vector<float>> tok(static_cast<size_t>(H)), hid(static_cast<size_t>(H));
+  std::vector<int64_t> rows(static_cast<size_t>(H));
+  for (const auto& seq : batch) {
+    ttt::hier::HierarchicalTransformer::Extras x;
+    const ttt::Mat lg = m.forward(seq, &x);
+    logits.insert(logits.end(), lg.data(), lg.data() + lg.size());
+    for (size_t h = 0; h < size_t(H); ++h) {
+      rows[h] = x.token_embeds[h].rows();
+      tok[h].insert(tok[h].end(), x.token_embeds[h].data(), x.token_embeds[h].data() + x.token_embeds[h].size());
+      hid[h].insert(hid[h].end(), x.hidden_embeds[h].data(), x.hidden_embeds[h].data() + x.hidden_embeds[h].size());
+    }
+  }
+  ttt::io::SafeTensorsWriter w;
+  w.set_metadata("producer", "ttt eval");
+  w.add_int64("input_ids", {B, L}, ids);
+  w.add("logits", {B, L, V}, logits);
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t d = m.cfg.dim_of(h), r = rows[size_t(h)];
+    w.add("token_embeds." + std::to_string(h), {B, r, d}, tok[size_t(h)]);
+    w.add("hidden_embeds." + std::to_string(h), {B, r, d}, hid[size_t(h)]);
+  }
+  if (L >= 2) {
+    std::optional<ttt::hier::HierarchicalTransformer> g;
+    if (a.grads) g.emplace(m.cfg);
+    const ttt::hier::Losses l = m.loss(batch, g ? &*g : nullptr);
+    for (auto [k, v] : {std::pair{"loss", l.total}, {"loss_ce", l.ce}, {"loss_recon", l.recon}, {"loss_ar", l.ar}}) {
+      const float f = float(v);
+      w.add(k, {}, std::span<const float>(&f, 1));
+    }
+    if (g)
+      g->visit_params([&](const ttt::ParamRef& p) {
+        w.add("grad." + p.name, p.shape, std::span<const float>(p.data, size_t(p.numel())));
+      });
+  }
+  w.save(a.out);
+  return 0;
+}
+
 int run_eval(const EvalArgs& a) {
+  if (is_hier_checkpoint(a.model)) return run_eval_hier(a);
   ttt::AnyModel m = ttt::AnyModel::load(a.model);
   const ttt::ModelConfig& cfg = m.cfg();
   const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
