@@ -26,57 +26,74 @@ struct BiasFreeLinear {
 }  // namespace
 
 // Zq = XQ W - (E o XQ XK^T) G, G = ln_l2_grad(XK W, XV - XK), W_end = W - e XK^T diag(lr) G.
+// Written as a user would: plain Eigen on the scalar S, scratch slots for the temporaries.
 template <int Broken>
 struct ttt::train::LearnerGrad<BiasFreeLinear<Broken>> {
-  static void forward(const double* th, int64_t f, const SegmentD& s, MatD& Zq, double* th_end) {
+  enum : size_t { kZ, kT, kG, kE, kS, kA, kdA, kdG, kdS, kKd, kdZ, kdT };
+  template <class S>
+  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatD> W(th, f, f);
-    MatD G;
-    ops::ln_l2_grad(MatD(s.XK * W), s.XV - s.XK, s.ln_w, s.ln_b, G);
-    const MatD E = detail::eta_matrix(s, n);
-    Zq = s.XQ * W - E.cwiseProduct(s.XQ * s.XK.transpose()) * G;
-    Eigen::Map<MatD> We(th_end, f, f);
-    We = W;
-    const double e = s.token_eta[n - 1];
-    for (Eigen::Index j = 0; j < n; ++j) We -= (e * s.lr[j]) * s.XK.row(j).transpose() * G.row(j);
-  }
-  static void backward(const double* th, int64_t f, const SegmentD& s, const MatD& dZq, const double* dth_end,
-                       double* dth0, SegmentGradD& o) {
-    const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatD> W(th, f, f), dWe(dth_end, f, f);
-    Eigen::Map<MatD> dW(dth0, f, f);
-    const MatD Z = s.XK * W, T = s.XV - s.XK;
-    MatD G;
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f), E = ws(kE, n, n), A = ws(kA, n, n);
+    Z.noalias() = s.XK * W;
+    T = s.XV - s.XK;
     ops::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
-    const MatD E = detail::eta_matrix(s, n), S = s.XQ * s.XK.transpose();
+    detail::eta_matrix(s, E);
+    A.noalias() = s.XQ * s.XK.transpose();
+    A = A.cwiseProduct(E);
+    Zq.noalias() = s.XQ * W;
+    Zq.noalias() -= A * G;
+    Eigen::Map<MatT<S>> We(th_end, f, f);
+    We = W;
+    const S e = s.token_eta[n - 1];
+    for (Eigen::Index j = 0; j < n; ++j) We.noalias() -= (e * s.lr[j]) * s.XK.row(j).transpose() * G.row(j);
+  }
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W(th, f, f), dWe(dth_end, f, f);
+    Eigen::Map<MatT<S>> dW(dth0, f, f);
+    auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f), E = ws(kE, n, n), Sm = ws(kS, n, n);
+    Z.noalias() = s.XK * W;
+    T = s.XV - s.XK;
+    ops::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
+    detail::eta_matrix(s, E);
+    Sm.noalias() = s.XQ * s.XK.transpose();
     // Zq = XQ W - (E o S) G
-    dW += s.XQ.transpose() * dZq + dWe;
-    o.dXQ += dZq * W.transpose();
-    MatD dA = -(dZq * G.transpose());
+    dW.noalias() += s.XQ.transpose() * dZq;
+    dW += dWe;
+    o.dXQ.noalias() += dZq * W.transpose();
+    auto dA = ws(kdA, n, n);
+    dA.noalias() = -(dZq * G.transpose());
     for (Eigen::Index t = 0; t < n; ++t)
       for (Eigen::Index j = t + 1; j < n; ++j) dA(t, j) = 0;
-    MatD dG = -(E.cwiseProduct(S)).transpose() * dZq;
-    const MatD dS = dA.cwiseProduct(E);
-    o.dXQ += dS * s.XK;
-    o.dXK += dS.transpose() * s.XQ;
-    detail::eta_matrix_bwd(s, MatD(dA.cwiseProduct(S)), o);
+    auto A = ws(kA, n, n), dG = ws(kdG, n, f), dS = ws(kdS, n, n);
+    A = E.cwiseProduct(Sm);
+    dG.noalias() = -(A.transpose() * dZq);
+    dS = dA.cwiseProduct(E);
+    o.dXQ.noalias() += dS * s.XK;
+    o.dXK.noalias() += dS.transpose() * s.XQ;
+    A = dA.cwiseProduct(Sm);  // dE
+    detail::eta_matrix_bwd<S>(s, A, o);
     // W_end = W - e sum_j lr_j XK_j^T G_j
-    const double e = s.token_eta[n - 1];
+    const S e = s.token_eta[n - 1];
+    auto Kd = ws(kKd, n, f);
+    Kd.noalias() = s.XK * dWe;
     for (Eigen::Index j = 0; j < n; ++j) {
-      const RowD kd = s.XK.row(j) * dWe;
-      dG.row(j) -= e * s.lr[j] * kd;
+      dG.row(j) -= e * s.lr[j] * Kd.row(j);
       o.dXK.row(j) -= e * s.lr[j] * (G.row(j) * dWe.transpose());
-      o.d_lr[size_t(j)] -= e * kd.dot(G.row(j));
-      o.d_token_eta[size_t(n - 1)] -= s.lr[j] * kd.dot(G.row(j));
+      o.d_lr[j] -= e * Kd.row(j).dot(G.row(j));
+      o.d_token_eta[n - 1] -= s.lr[j] * Kd.row(j).dot(G.row(j));
     }
-    if constexpr (Broken) dG *= 0.999;  // a 0.1% error on the inner gradient's cotangent
+    if constexpr (Broken) dG *= S(0.999);  // a 0.1% error on the inner gradient's cotangent
     // G = ln_l2_grad(XK W, XV - XK)
-    MatD dZ = MatD::Zero(n, f), dT = MatD::Zero(n, f);
+    auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
     ops::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
     o.dXV += dT;
     o.dXK -= dT;
-    dW += s.XK.transpose() * dZ;
-    o.dXK += dZ * W.transpose();
+    dW.noalias() += s.XK.transpose() * dZ;
+    o.dXK.noalias() += dZ * W.transpose();
   }
 };
 

@@ -54,7 +54,7 @@ FdResult fd_compare(const ModelConfig& cfg, uint64_t seed, int coords_per_tensor
                                                    th::random_ids(7, cfg.vocab_size, seed + 2),
                                                    th::random_ids(3, cfg.vocab_size, seed + 4)};
   TTTModel<L> grad(cfg);
-  const double loss = train::loss_and_grad(model, batch, grad);
+  const double loss = train::loss_and_grad<double>(model, batch, grad);
   ref::Ref r{cfg, ref::params_of(model)};
   const double loss_ref = r.loss(batch);
   CHECK(std::abs(loss - loss_ref) <= 1e-6 * std::abs(loss_ref));
@@ -144,13 +144,14 @@ struct Broken : inner::PrimalOnly<inner::Linear> {};
 
 template <int Kind>
 struct ttt::train::LearnerGrad<Broken<Kind>> : LearnerGrad<inner::Linear> {
-  static void backward(const double* th, int64_t f, const SegmentD& s, const MatD& dZq, const double* dth_end,
-                       double* dth0, SegmentGradD& o) {
-    std::vector<double> zero(size_t(f * f + f), 0.0);
-    LearnerGrad<inner::Linear>::backward(th, f, s, dZq, Kind == 0 ? zero.data() : dth_end, dth0, o);
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    std::vector<S> zero(size_t(f * f + f), S(0));
+    LearnerGrad<inner::Linear>::backward(th, f, s, dZq, Kind == 0 ? zero.data() : dth_end, dth0, o, ws);
     if constexpr (Kind == 1)
-      for (auto& x : o.d_lr) x *= 1.01;  // 1% off on the learning-rate path
-    if constexpr (Kind == 2) o.dXK *= 1.001;  // 0.1% off on the keys
+      for (Eigen::Index t = 0; t < s.XQ.rows(); ++t) o.d_lr[t] *= S(1.01);  // 1% off on the learning-rate path
+    if constexpr (Kind == 2) o.dXK *= S(1.001);  // 0.1% off on the keys
   }
 };
 
@@ -158,21 +159,19 @@ struct ttt::train::LearnerGrad<Broken<Kind>> : LearnerGrad<inner::Linear> {
 // inner loss, as a stop-gradient on the inner step would give).
 template <>
 struct ttt::train::LearnerGrad<Broken<3>> : LearnerGrad<inner::Linear> {
-  static void backward(const double* th, int64_t f, const SegmentD& s, const MatD& dZq, const double* dth_end,
-                       double* dth0, SegmentGradD& o) {
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatD> W(th, f, f);
-    Eigen::Map<const RowD> b(th + f * f, f);
-    MatD Z = s.XK * W;
-    Z.rowwise() += b;
-    MatD G;
-    ops::ln_l2_grad(Z, s.XV - s.XK, s.ln_w, s.ln_b, G);
-    const MatD E = detail::eta_matrix(s, n);
-    MatD dG = MatD::Zero(n, f), dE = MatD::Zero(n, n);
-    detail::DualLinearBwd::run(s, s.XQ, s.XK, G, E, W, Eigen::Map<const MatD>(dth_end, f, f),
-                               Eigen::Map<const RowD>(dth_end + f * f, f), dZq, Eigen::Map<MatD>(dth0, f, f),
-                               Eigen::Map<RowD>(dth0 + f * f, f), o.dXQ, o.dXK, dG, dE, o);
-    detail::eta_matrix_bwd(s, dE, o);
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    inner_grad(th, f, s, ws);
+    auto G = ws(kG, n, f), E = ws(kE, n, n), K = ws(kK, n, n);
+    detail::eta_matrix(s, E);
+    detail::kernel<S>(s.XQ, s.XK, K);
+    auto dG = ws.zero(kdG, n, f), dE = ws.zero(kdE, n, n);
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G, E, K, W, dth_end, dth_end + f * f, dZq, dth0, dth0 + f * f, o.dXQ,
+                               o.dXK, dG, dE, o, ws, kBwd);
+    detail::eta_matrix_bwd<S>(s, dE, o);
   }
 };
 

@@ -60,9 +60,10 @@ GradCheckResult check_learner_forward(int64_t f, int64_t n, uint64_t seed = 0) {
   const int64_t P = inner::param_count(L::param_specs(f));
   const detail::RandomSegment rs(f, n, rng);
   const std::vector<double> th = detail::random_theta(P, rng);
-  MatD Zq;
+  MatD Zq(n, f);
   std::vector<double> the(static_cast<size_t>(P));
-  LearnerGrad<L>::forward(th.data(), f, rs.view(), Zq, the.data());
+  Scratch<double> scratch;
+  LearnerGrad<L>::template forward<double>(th.data(), f, rs.view(), Zq, the.data(), scratch);
   const Mat fq = rs.XQ.cast<float>(), fk = rs.XK.cast<float>(), fv = rs.XV.cast<float>();
   const RowVec fte = rs.te.row(0).cast<float>(), flr = rs.lr.row(0).cast<float>(), flw = rs.lw.row(0).cast<float>(),
                flb = rs.lb.row(0).cast<float>();
@@ -95,21 +96,20 @@ GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, 
   std::vector<double> th = detail::random_theta(P, rng);
   const MatD dZq = detail::RandomSegment(f, n, rng).XV;
   const std::vector<double> dthe = detail::random_theta(P, rng, 1.0);
+  Scratch<double> scratch;
   auto objective = [&] {
-    MatD Zq;
+    MatD Zq(n, f);
     std::vector<double> the(static_cast<size_t>(P));
-    LearnerGrad<L>::forward(th.data(), f, rs.view(), Zq, the.data());
+    LearnerGrad<L>::template forward<double>(th.data(), f, rs.view(), Zq, the.data(), scratch);
     double s = (Zq.array() * dZq.array()).sum();
     for (int64_t i = 0; i < P; ++i) s += the[size_t(i)] * dthe[size_t(i)];
     return s;
   };
-  SegmentGradD o;
-  o.dXQ = MatD::Zero(n, f), o.dXK = MatD::Zero(n, f), o.dXV = MatD::Zero(n, f);
-  o.d_token_eta.assign(size_t(n), 0.0), o.d_lr.assign(size_t(n), 0.0);
-  std::vector<double> dlw(static_cast<size_t>(f), 0.0), dlb(static_cast<size_t>(f), 0.0),
-      dth(static_cast<size_t>(P), 0.0);
-  o.d_ln_w = dlw.data(), o.d_ln_b = dlb.data();
-  LearnerGrad<L>::backward(th.data(), f, rs.view(), dZq, dthe.data(), dth.data(), o);
+  MatD dXQ = MatD::Zero(n, f), dXK = MatD::Zero(n, f), dXV = MatD::Zero(n, f);
+  std::vector<double> dte(static_cast<size_t>(n), 0.0), dlr(static_cast<size_t>(n), 0.0),
+      dlw(static_cast<size_t>(f), 0.0), dlb(static_cast<size_t>(f), 0.0), dth(static_cast<size_t>(P), 0.0);
+  SegmentGradD o{dXQ, dXK, dXV, dte.data(), dlr.data(), dlw.data(), dlb.data()};
+  LearnerGrad<L>::template backward<double>(th.data(), f, rs.view(), dZq, dthe.data(), dth.data(), o, scratch);
   GradCheckResult r;
   auto check = [&](const std::string& name, double* x, size_t cnt, const double* analytic) {
     for (size_t i = 0; i < cnt; ++i) {
@@ -125,11 +125,11 @@ GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, 
     }
   };
   check("theta0", th.data(), th.size(), dth.data());
-  check("XQ", rs.XQ.data(), size_t(rs.XQ.size()), o.dXQ.data());
-  check("XK", rs.XK.data(), size_t(rs.XK.size()), o.dXK.data());
-  check("XV", rs.XV.data(), size_t(rs.XV.size()), o.dXV.data());
-  check("token_eta", rs.te.data(), size_t(n), o.d_token_eta.data());
-  check("lr", rs.lr.data(), size_t(n), o.d_lr.data());
+  check("XQ", rs.XQ.data(), size_t(rs.XQ.size()), dXQ.data());
+  check("XK", rs.XK.data(), size_t(rs.XK.size()), dXK.data());
+  check("XV", rs.XV.data(), size_t(rs.XV.size()), dXV.data());
+  check("token_eta", rs.te.data(), size_t(n), dte.data());
+  check("lr", rs.lr.data(), size_t(n), dlr.data());
   check("ln_w", rs.lw.data(), size_t(f), dlw.data());
   check("ln_b", rs.lb.data(), size_t(f), dlb.data());
   return r;

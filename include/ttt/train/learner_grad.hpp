@@ -1,14 +1,14 @@
 #pragma once
 /// \file train/learner_grad.hpp
 /// The per-learner part of the training backward pass: one head's mini-batch, forward and reverse,
-/// in double precision.
+/// generic over the scalar (float for training, double for the finite-difference checks).
 ///
 /// ## The interface a learner's backward provides
 ///
 /// Training needs, for each inner learner `L`, a specialisation of `ttt::train::LearnerGrad<L>`
-/// with two static functions (the built-in ones for inner::Linear and inner::MLP are below; a user
-/// learner specialises the template for its own type, and `loss_and_grad` refuses to compile for a
-/// learner without one):
+/// with two static function templates (the built-in ones for inner::Linear and inner::MLP are
+/// below; a user learner specialises the template for its own type, and `loss_and_grad` refuses to
+/// compile for a learner without one):
 ///
 /// \code
 /// template <> struct ttt::train::LearnerGrad<MyLearner> {
@@ -16,19 +16,25 @@
 ///   //   Zq[t]     = f_{theta_t}(XQ[t]),  theta_t = theta0 - token_eta[t] * sum_{s<=t} lr[s] grad_s
 ///   //   grad_s    = d/dtheta 0.5 ||ln_w * LN(f_theta0(XK[s])) + ln_b - (XV[s] - XK[s])||^2
 ///   //   theta_end = theta0 - token_eta[n-1] * sum_s lr[s] grad_s  (the next mini-batch's start)
-///   static void forward(const double* theta0, int64_t f, const SegmentD& s, MatD& Zq, double* theta_end);
+///   template <class S>
+///   static void forward(const S* theta0, int64_t f, const Segment<S>& s, RefT<S> Zq, S* theta_end,
+///                       Scratch<S>& ws);
 ///   // Reverse of forward: given dZq (n, f) and dtheta_end (P; zeros after the last mini-batch),
 ///   // ADD the cotangents of theta0 into dtheta0 (P) and those of XQ, XK, XV, token_eta, lr,
 ///   // ln_w, ln_b into `out` (second-order terms included: grad_s depends on everything).
-///   static void backward(const double* theta0, int64_t f, const SegmentD& s, const MatD& dZq,
-///                        const double* dtheta_end, double* dtheta0, SegmentGradD& out);
+///   template <class S>
+///   static void backward(const S* theta0, int64_t f, const Segment<S>& s, CRefT<S> dZq,
+///                        const S* dtheta_end, S* dtheta0, SegmentGrad<S>& out, Scratch<S>& ws);
 /// };
 /// \endcode
 ///
 /// theta0 is laid out as the learner's `param_specs` (row-major, spec after spec), as in the layer.
-/// The layer-level code (projections, RoPE, the learning-rate gate, the token index clamp, the
-/// output LayerNorm, chaining mini-batches in reverse with the state's cotangent) is generic.
-/// `ops::ln_l2_grad` / `ops::ln_l2_grad_bwd` give the inner loss gradient and its VJP.
+/// `ws(i, rows, cols)` hands out reusable matrices (slot i), so that a learner allocates nothing
+/// once the first mini-batch has sized them. The layer-level code (projections, RoPE, the
+/// learning-rate gate, the token index clamp, the output LayerNorm, chaining mini-batches in
+/// reverse with the state's cotangent, checkpointing) is generic. `ops::ln_l2_grad` /
+/// `ops::ln_l2_grad_bwd` give the inner loss gradient and its VJP; `detail::dual_linear_bwd` the
+/// reverse of one dual-form linear map.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -40,109 +46,154 @@
 
 namespace ttt::train {
 
-/// One head's mini-batch in double. Rows are positions 0..n-1 of the mini-batch.
-struct SegmentD {
-  const MatD& XQ;          ///< (n, f) queries after RoPE
-  const MatD& XK;          ///< (n, f) keys after RoPE
-  const MatD& XV;          ///< (n, f) values
-  const double* token_eta; ///< (n) clamp(1/(t+1) + learnable_token_idx[t], 0)
-  const double* lr;        ///< (n) ttt_base_lr * sigmoid(x . w + b) / f
-  const double* ln_w;      ///< (f) inner LayerNorm weight of this head
-  const double* ln_b;      ///< (f) ... and bias
+/// One head's mini-batch. Rows are positions 0..n-1 of the mini-batch; XQ/XK/XV may be blocks of
+/// larger matrices (one head's columns).
+template <class S>
+struct Segment {
+  CRefT<S> XQ;         ///< (n, f) queries after RoPE
+  CRefT<S> XK;         ///< (n, f) keys after RoPE
+  CRefT<S> XV;         ///< (n, f) values
+  const S* token_eta;  ///< (n) clamp(1/(t+1) + learnable_token_idx[t], 0)
+  const S* lr;         ///< (n) ttt_base_lr * sigmoid(x . w + b) / f
+  const S* ln_w;       ///< (f) inner LayerNorm weight of this head
+  const S* ln_b;       ///< (f) ... and bias
 };
 
-/// Cotangents of a segment's inputs; backward ADDS into them (sized by the caller, zeroed).
-struct SegmentGradD {
-  MatD dXQ, dXK, dXV;              ///< (n, f)
-  std::vector<double> d_token_eta; ///< (n)
-  std::vector<double> d_lr;        ///< (n)
-  double* d_ln_w = nullptr;        ///< (f)
-  double* d_ln_b = nullptr;        ///< (f)
+/// Cotangents of a segment's inputs; backward ADDS into them (the caller zeroes them).
+template <class S>
+struct SegmentGrad {
+  RefT<S> dXQ, dXK, dXV;  ///< (n, f)
+  S* d_token_eta;         ///< (n)
+  S* d_lr;                ///< (n)
+  S* d_ln_w;              ///< (f)
+  S* d_ln_b;              ///< (f)
+};
+
+using SegmentD = Segment<double>;
+using SegmentGradD = SegmentGrad<double>;
+
+/// Reusable matrices for a learner's forward/backward: slot i as an (r, c) row-major matrix. A
+/// slot's buffer grows when a larger shape is asked for (the first mini-batch) and is reused
+/// afterwards; a view stays valid until its slot is asked for with a larger shape.
+template <class S>
+class Scratch {
+ public:
+  Eigen::Map<MatT<S>> operator()(size_t i, Eigen::Index r, Eigen::Index c) {
+    if (bufs_.size() <= i) bufs_.resize(i + 1);
+    auto& b = bufs_[i];
+    if (b.size() < size_t(r * c)) b.resize(size_t(r * c));
+    return Eigen::Map<MatT<S>>(b.data(), r, c);
+  }
+  /// As operator(), zero-filled.
+  Eigen::Map<MatT<S>> zero(size_t i, Eigen::Index r, Eigen::Index c) {
+    auto m = (*this)(i, r, c);
+    m.setZero();
+    return m;
+  }
+
+ private:
+  std::vector<std::vector<S>> bufs_;
 };
 
 /// Specialise for each learner (see the file comment). The primary template is left undefined.
 template <class L>
 struct LearnerGrad;
 
-/// A learner whose backward is known to training.
-template <class L>
-concept HasLearnerGrad = requires(const double* th, double* dth, int64_t f, const SegmentD& s, MatD& Z,
-                                  SegmentGradD& out) {
-  LearnerGrad<L>::forward(th, f, s, Z, dth);
-  LearnerGrad<L>::backward(th, f, s, Z, th, dth, out);
+/// A learner whose backward is known to training, in scalar S.
+template <class L, class S>
+concept HasLearnerGradFor = requires(const S* th, S* dth, int64_t f, const Segment<S>& s, RefT<S> Z, CRefT<S> dZ,
+                                     SegmentGrad<S>& out, Scratch<S>& ws) {
+  LearnerGrad<L>::forward(th, f, s, Z, dth, ws);
+  LearnerGrad<L>::backward(th, f, s, dZ, th, dth, out, ws);
 };
+/// ... in float (training) and double (finite-difference checks).
+template <class L>
+concept HasLearnerGrad = HasLearnerGradFor<L, float> && HasLearnerGradFor<L, double>;
 
 namespace detail {
 
-/// E(t, s) = token_eta[t] * lr[s] for s <= t, 0 above the diagonal.
-inline MatD eta_matrix(const SegmentD& s, Eigen::Index n) {
-  MatD E = MatD::Zero(n, n);
+/// E(t, j) = token_eta[t] * lr[j] for j <= t, 0 above the diagonal.
+template <class S, class M>
+void eta_matrix(const Segment<S>& s, M&& E) {
+  const Eigen::Index n = E.rows();
   for (Eigen::Index t = 0; t < n; ++t)
-    for (Eigen::Index j = 0; j <= t; ++j) E(t, j) = s.token_eta[t] * s.lr[j];
-  return E;
+    for (Eigen::Index j = 0; j < n; ++j) E(t, j) = j <= t ? s.token_eta[t] * s.lr[j] : S(0);
 }
-/// S = Xq Xk^T + 1 (the dual form's kernel, bias included).
-inline MatD kernel(const MatD& Xq, const MatD& Xk) {
-  MatD S = Xq * Xk.transpose();
-  S.array() += 1.0;
-  return S;
+/// K = Xq Xk^T + 1 (the dual form's kernel, bias included).
+template <class S, class M>
+void kernel(CRefT<S> Xq, CRefT<S> Xk, M&& K) {
+  K.noalias() = Xq * Xk.transpose();
+  K.array() += S(1);
 }
 /// Cotangents of E (n, n) to token_eta and lr.
-inline void eta_matrix_bwd(const SegmentD& s, const MatD& dE, SegmentGradD& o) {
+template <class S>
+void eta_matrix_bwd(const Segment<S>& s, CRefT<S> dE, SegmentGrad<S>& o) {
   const Eigen::Index n = dE.rows();
   for (Eigen::Index t = 0; t < n; ++t)
     for (Eigen::Index j = 0; j <= t; ++j) {
-      o.d_token_eta[size_t(t)] += dE(t, j) * s.lr[j];
-      o.d_lr[size_t(j)] += dE(t, j) * s.token_eta[t];
+      o.d_token_eta[t] += dE(t, j) * s.lr[j];
+      o.d_lr[j] += dE(t, j) * s.token_eta[t];
     }
 }
 
-/// One "linear layer" of the dual form: Zq = Xq W + b - (E o (Xq Xk^T + 1)) G, and its end state
-/// W_end = W - e Xk^T diag(lr) G, b_end = b - e lr^T G, e = token_eta[n-1]. The reverse pass
-/// below takes dZq, dW_end, db_end and adds to dW, db, dXq, dXk, dG, dE, d_lr, d_token_eta[n-1].
-struct DualLinearBwd {
-  static void run(const SegmentD& s, const MatD& Xq, const MatD& Xk, const MatD& G, const MatD& E,
-                  Eigen::Map<const MatD> W, Eigen::Map<const MatD> dWe, Eigen::Map<const RowD> dbe, const MatD& dZq,
-                  Eigen::Map<MatD> dW, Eigen::Map<RowD> db, MatD& dXq, MatD& dXk, MatD& dG, MatD& dE,
-                  SegmentGradD& o) {
-    const Eigen::Index n = Xq.rows();
-    const MatD S = kernel(Xq, Xk);
-    dW += Xq.transpose() * dZq + dWe;
-    db += dZq.colwise().sum() + dbe;
-    dXq += dZq * W.transpose();
-    MatD dA = -(dZq * G.transpose());
-    for (Eigen::Index t = 0; t < n; ++t)
-      for (Eigen::Index j = t + 1; j < n; ++j) dA(t, j) = 0.0;
-    const MatD A = E.cwiseProduct(S);
-    dG -= A.transpose() * dZq;
-    dE += dA.cwiseProduct(S);
-    const MatD dS = dA.cwiseProduct(E);
-    dXq += dS * Xk;
-    dXk += dS.transpose() * Xq;
-    // end state
-    const double e = s.token_eta[n - 1];
-    MatD Kd = Xk * dWe;  // (n, out)
-    Kd.rowwise() += dbe;
-    MatD GdWt = G * dWe.transpose();  // (n, in)
-    for (Eigen::Index j = 0; j < n; ++j) {
-      const double lj = s.lr[j];
-      dG.row(j) -= e * lj * Kd.row(j);
-      dXk.row(j) -= e * lj * GdWt.row(j);
-      const double kg = Kd.row(j).dot(G.row(j));
-      o.d_lr[size_t(j)] -= e * kg;
-      o.d_token_eta[size_t(n - 1)] -= lj * kg;
-    }
-  }
-};
+/// W_end = W - e Xk^T diag(lr) G, b_end = b - e lr^T G, e = token_eta[n-1]; We/be hold W/b on
+/// entry. Gl: an (n, out) scratch.
+template <class S, class M>
+void end_state(const Segment<S>& s, CRefT<S> Xk, CRefT<S> G, S* We, S* be, M&& Gl) {
+  const Eigen::Index n = Xk.rows(), in = Xk.cols(), out = G.cols();
+  const S e = s.token_eta[n - 1];
+  for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (e * s.lr[j]);
+  Eigen::Map<MatT<S>>(We, in, out).noalias() -= Xk.transpose() * Gl;
+  Eigen::Map<RowT<S>>(be, out) -= Gl.colwise().sum();
+}
 
-/// W_end = W - e Xk^T diag(lr) G, b_end = b - e lr^T G.
-inline void end_state(const SegmentD& s, const MatD& Xk, const MatD& G, Eigen::Map<MatD> We, Eigen::Map<RowD> be) {
-  const Eigen::Index n = Xk.rows();
-  const double e = s.token_eta[n - 1];
-  MatD Gl = G;
-  for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) *= s.lr[j];
-  We -= e * (Xk.transpose() * Gl);
-  be -= e * Gl.colwise().sum();
+/// Reverse of one "linear layer" of the dual form,
+///   Zq = Xq W + b - (E o K) G,  K = Xq Xk^T + 1,
+///   W_end = W - e Xk^T diag(lr) G,  b_end = b - e lr^T G,  e = token_eta[n-1]:
+/// given dZq, dW_end, db_end, ADD to dW, db, dXq, dXk, dG, dE, d_lr, d_token_eta[n-1].
+/// Uses scratch slots slot .. slot+3.
+template <class S>
+void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, CRefT<S> E, CRefT<S> K, CRefT<S> W,
+                     const S* dWe_, const S* dbe_, CRefT<S> dZq, S* dW_, S* db_, RefT<S> dXq, RefT<S> dXk, RefT<S> dG,
+                     RefT<S> dE, SegmentGrad<S>& o, Scratch<S>& ws, size_t slot) {
+  const Eigen::Index n = Xq.rows(), in = W.rows(), out = W.cols();
+  Eigen::Map<const MatT<S>> dWe(dWe_, in, out);
+  Eigen::Map<const RowT<S>> dbe(dbe_, out);
+  Eigen::Map<MatT<S>> dW(dW_, in, out);
+  Eigen::Map<RowT<S>> db(db_, out);
+  dW.noalias() += Xq.transpose() * dZq;
+  dW += dWe;
+  db += dZq.colwise().sum() + dbe;
+  dXq.noalias() += dZq * W.transpose();
+  auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T)
+  dA.noalias() = -(dZq * G.transpose());
+  auto A = ws(slot + 1, n, n);
+  for (Eigen::Index t = 0; t < n; ++t)
+    for (Eigen::Index j = 0; j < n; ++j) {
+      if (j > t) dA(t, j) = S(0);
+      A(t, j) = E(t, j) * K(t, j);
+    }
+  dG.noalias() -= A.transpose() * dZq;
+  dE += dA.cwiseProduct(K);
+  auto dS = ws(slot + 1, n, n);  // reuses A's buffer: A is no longer needed
+  dS = dA.cwiseProduct(E);
+  dXq.noalias() += dS * Xk;
+  dXk.noalias() += dS.transpose() * Xq;
+  // end state
+  const S e = s.token_eta[n - 1];
+  auto Kd = ws(slot + 2, n, out);  // Xk dW_end + db_end
+  Kd.noalias() = Xk * dWe;
+  Kd.rowwise() += dbe;
+  auto GdWt = ws(slot + 3, n, in);  // G dW_end^T
+  GdWt.noalias() = G * dWe.transpose();
+  for (Eigen::Index j = 0; j < n; ++j) {
+    const S lj = s.lr[j];
+    dG.row(j) -= (e * lj) * Kd.row(j);
+    dXk.row(j) -= (e * lj) * GdWt.row(j);
+    const S kg = Kd.row(j).dot(G.row(j));
+    o.d_lr[j] -= e * kg;
+    o.d_token_eta[n - 1] -= lj * kg;
+  }
 }
 
 }  // namespace detail
@@ -150,134 +201,162 @@ inline void end_state(const SegmentD& s, const MatD& Xk, const MatD& G, Eigen::M
 // ---- TTT-Linear: f(x) = x W + b --------------------------------------------------------------
 template <>
 struct LearnerGrad<inner::Linear> {
-  static void forward(const double* th, int64_t f, const SegmentD& s, MatD& Zq, double* th_end) {
+  enum Slot : size_t { kZ, kT, kG, kE, kK, kdG, kdE, kdZ, kdT, kBwd };
+
+  /// Z = XK W + b, T = XV - XK, G = ln_l2_grad(Z, T) into their slots.
+  template <class S>
+  static void inner_grad(const S* th, int64_t f, const Segment<S>& s, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatD> W(th, f, f);
-    Eigen::Map<const RowD> b(th + f * f, f);
-    MatD Z = s.XK * W;
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    Eigen::Map<const RowT<S>> b(th + f * f, f);
+    auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f);
+    Z.noalias() = s.XK * W;
     Z.rowwise() += b;
-    MatD G;
-    ops::ln_l2_grad(Z, s.XV - s.XK, s.ln_w, s.ln_b, G);
-    const MatD E = detail::eta_matrix(s, n);
-    Zq = s.XQ * W;
-    Zq.rowwise() += b;
-    Zq -= E.cwiseProduct(detail::kernel(s.XQ, s.XK)) * G;
-    std::copy(th, th + f * f + f, th_end);
-    detail::end_state(s, s.XK, G, Eigen::Map<MatD>(th_end, f, f), Eigen::Map<RowD>(th_end + f * f, f));
+    T = s.XV - s.XK;
+    ops::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
   }
 
-  static void backward(const double* th, int64_t f, const SegmentD& s, const MatD& dZq, const double* dth_end,
-                       double* dth0, SegmentGradD& o) {
+  template <class S>
+  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatD> W(th, f, f);
-    Eigen::Map<const RowD> b(th + f * f, f);
-    MatD Z = s.XK * W;
-    Z.rowwise() += b;
-    const MatD T = s.XV - s.XK;
-    MatD G;
-    ops::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
-    const MatD E = detail::eta_matrix(s, n);
-    MatD dG = MatD::Zero(n, f), dE = MatD::Zero(n, n);
-    Eigen::Map<MatD> dW(dth0, f, f);
-    Eigen::Map<RowD> db(dth0 + f * f, f);
-    detail::DualLinearBwd::run(s, s.XQ, s.XK, G, E, W, Eigen::Map<const MatD>(dth_end, f, f),
-                               Eigen::Map<const RowD>(dth_end + f * f, f), dZq, dW, db, o.dXQ, o.dXK, dG, dE, o);
-    detail::eta_matrix_bwd(s, dE, o);
-    MatD dZ = MatD::Zero(n, f), dT = MatD::Zero(n, f);
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    Eigen::Map<const RowT<S>> b(th + f * f, f);
+    inner_grad(th, f, s, ws);
+    auto G = ws(kG, n, f);
+    auto A = ws(kK, n, n);  // (E o K)
+    A.noalias() = s.XQ * s.XK.transpose();
+    for (Eigen::Index t = 0; t < n; ++t)
+      for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
+    Zq.noalias() = s.XQ * W;
+    Zq.rowwise() += b;
+    Zq.noalias() -= A * G;
+    std::copy(th, th + f * f + f, th_end);
+    detail::end_state<S>(s, s.XK, G, th_end, th_end + f * f, ws(kT, n, f));
+  }
+
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    inner_grad(th, f, s, ws);
+    auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f);
+    auto E = ws(kE, n, n), K = ws(kK, n, n);
+    detail::eta_matrix(s, E);
+    detail::kernel<S>(s.XQ, s.XK, K);
+    auto dG = ws.zero(kdG, n, f), dE = ws.zero(kdE, n, n);
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G, E, K, W, dth_end, dth_end + f * f, dZq, dth0, dth0 + f * f, o.dXQ,
+                               o.dXK, dG, dE, o, ws, kBwd);
+    detail::eta_matrix_bwd<S>(s, dE, o);
+    auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
     ops::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
     o.dXV += dT;
     o.dXK -= dT;
-    dW += s.XK.transpose() * dZ;
-    db += dZ.colwise().sum();
-    o.dXK += dZ * W.transpose();
+    Eigen::Map<MatT<S>>(dth0, f, f).noalias() += s.XK.transpose() * dZ;
+    Eigen::Map<RowT<S>>(dth0 + f * f, f) += dZ.colwise().sum();
+    o.dXK.noalias() += dZ * W.transpose();
   }
 };
 
 // ---- TTT-MLP: f(x) = gelu(x W1 + b1) W2 + b2 ---------------------------------------------------
 template <>
 struct LearnerGrad<inner::MLP> {
-  struct Fwd {
-    MatD Z1, X2, Z2, T, G2, gp, M, G1, E, Z1q, X2q;
-  };
-  static void run_forward(const double* th, int64_t f, const SegmentD& s, Fwd& F, MatD& Zq) {
+  enum Slot : size_t { kZ1, kX2, kZ2, kT, kG2, kGp, kM, kG1, kE, kK1, kK2, kA, kZ1q, kX2q, kZq,
+                       kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
+
+  /// The forward of one mini-batch, every intermediate kept in its slot; Zq written.
+  template <class S, class Z>
+  static void run_forward(const S* th, int64_t f, const Segment<S>& s, Scratch<S>& ws, Z&& Zq) {
     const int64_t h = inner::MLP::expansion * f;
     const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatD> W1(th, f, h);
-    Eigen::Map<const RowD> b1(th + f * h, h);
-    Eigen::Map<const MatD> W2(th + f * h + h, h, f);
-    Eigen::Map<const RowD> b2(th + 2 * f * h + h, f);
-    F.Z1 = s.XK * W1;
-    F.Z1.rowwise() += b1;
-    F.X2 = ops::gelu(F.Z1);
-    F.Z2 = F.X2 * W2;
-    F.Z2.rowwise() += b2;
-    F.T = s.XV - s.XK;
-    ops::ln_l2_grad(F.Z2, F.T, s.ln_w, s.ln_b, F.G2);
-    F.gp = F.Z1.unaryExpr([](double v) { return ops::gelu_bwd_ref(v); });
-    F.M = F.G2 * W2.transpose();
-    F.G1 = F.M.cwiseProduct(F.gp);
-    F.E = detail::eta_matrix(s, n);
-    F.Z1q = s.XQ * W1;
-    F.Z1q.rowwise() += b1;
-    F.Z1q -= F.E.cwiseProduct(detail::kernel(s.XQ, s.XK)) * F.G1;
-    F.X2q = ops::gelu(F.Z1q);
-    Zq = F.X2q * W2;
+    Eigen::Map<const MatT<S>> W1(th, f, h);
+    Eigen::Map<const RowT<S>> b1(th + f * h, h);
+    Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
+    Eigen::Map<const RowT<S>> b2(th + 2 * f * h + h, f);
+    auto Z1 = ws(kZ1, n, h), X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
+    auto gp = ws(kGp, n, h), M = ws(kM, n, h), G1 = ws(kG1, n, h), E = ws(kE, n, n), K1 = ws(kK1, n, n);
+    auto K2 = ws(kK2, n, n), A = ws(kA, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
+    Z1.noalias() = s.XK * W1;  // (n, 4f)
+    Z1.rowwise() += b1;
+    X2 = ops::gelu(Z1);
+    Z2.noalias() = X2 * W2;  // (n, f)
+    Z2.rowwise() += b2;
+    T = s.XV - s.XK;
+    ops::ln_l2_grad(Z2, T, s.ln_w, s.ln_b, G2);
+    gp = Z1.unaryExpr([](S v) { return ops::gelu_bwd_ref(v); });
+    M.noalias() = G2 * W2.transpose();
+    G1 = M.cwiseProduct(gp);
+    detail::eta_matrix(s, E);
+    detail::kernel<S>(s.XQ, s.XK, K1);
+    A = E.cwiseProduct(K1);
+    Z1q.noalias() = s.XQ * W1;
+    Z1q.rowwise() += b1;
+    Z1q.noalias() -= A * G1;
+    X2q = ops::gelu(Z1q);
+    detail::kernel<S>(X2q, X2, K2);
+    A = E.cwiseProduct(K2);
+    Zq.noalias() = X2q * W2;
     Zq.rowwise() += b2;
-    Zq -= F.E.cwiseProduct(detail::kernel(F.X2q, F.X2)) * F.G2;
+    Zq.noalias() -= A * G2;
   }
 
-  static void forward(const double* th, int64_t f, const SegmentD& s, MatD& Zq, double* th_end) {
-    const int64_t h = inner::MLP::expansion * f;
-    Fwd F;
-    run_forward(th, f, s, F, Zq);
-    std::copy(th, th + 2 * f * h + h + f, th_end);
-    detail::end_state(s, s.XK, F.G1, Eigen::Map<MatD>(th_end, f, h), Eigen::Map<RowD>(th_end + f * h, h));
-    detail::end_state(s, F.X2, F.G2, Eigen::Map<MatD>(th_end + f * h + h, h, f),
-                      Eigen::Map<RowD>(th_end + 2 * f * h + h, f));
-  }
-
-  static void backward(const double* th, int64_t f, const SegmentD& s, const MatD& dZq, const double* dth_end,
-                       double* dth0, SegmentGradD& o) {
+  template <class S>
+  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const int64_t h = inner::MLP::expansion * f;
     const Eigen::Index n = s.XQ.rows();
-    Fwd F;
-    MatD Zq;
-    run_forward(th, f, s, F, Zq);
-    Eigen::Map<const MatD> W1(th, f, h);
-    Eigen::Map<const MatD> W2(th + f * h + h, h, f);
-    Eigen::Map<MatD> dW1(dth0, f, h);
-    Eigen::Map<RowD> db1(dth0 + f * h, h);
-    Eigen::Map<MatD> dW2(dth0 + f * h + h, h, f);
-    Eigen::Map<RowD> db2(dth0 + 2 * f * h + h, f);
-    MatD dE = MatD::Zero(n, n), dG2 = MatD::Zero(n, f), dG1 = MatD::Zero(n, h);
-    MatD dX2q = MatD::Zero(n, h), dX2 = MatD::Zero(n, h);
+    run_forward(th, f, s, ws, Zq);
+    std::copy(th, th + 2 * f * h + h + f, th_end);
+    detail::end_state<S>(s, s.XK, ws(kG1, n, h), th_end, th_end + f * h, ws(kM, n, h));  // M is free now
+    detail::end_state<S>(s, ws(kX2, n, h), ws(kG2, n, f), th_end + f * h + h, th_end + 2 * f * h + h,
+                         ws(kT, n, f));
+  }
+
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    const int64_t h = inner::MLP::expansion * f;
+    const Eigen::Index n = s.XQ.rows();
+    run_forward(th, f, s, ws, ws(kZq, n, f));
+    Eigen::Map<const MatT<S>> W1(th, f, h);
+    Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
+    S* dW1 = dth0;
+    S* db1 = dth0 + f * h;
+    S* dW2 = dth0 + f * h + h;
+    S* db2 = dth0 + 2 * f * h + h;
+    auto Z1 = ws(kZ1, n, h), X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
+    auto gp = ws(kGp, n, h), M = ws(kM, n, h), G1 = ws(kG1, n, h), E = ws(kE, n, n), K1 = ws(kK1, n, n);
+    auto K2 = ws(kK2, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
+    auto dE = ws.zero(kdE, n, n), dG2 = ws.zero(kdG2, n, f), dG1 = ws.zero(kdG1, n, h);
+    auto dX2q = ws.zero(kdX2q, n, h), dX2 = ws.zero(kdX2, n, h);
     // layer 2 on the queries (and W2_end, b2_end)
-    detail::DualLinearBwd::run(s, F.X2q, F.X2, F.G2, F.E, W2, Eigen::Map<const MatD>(dth_end + f * h + h, h, f),
-                               Eigen::Map<const RowD>(dth_end + 2 * f * h + h, f), dZq, dW2, db2, dX2q, dX2, dG2, dE,
-                               o);
-    const MatD dZ1q = dX2q.cwiseProduct(ops::gelu_grad(F.Z1q));
+    detail::dual_linear_bwd<S>(s, X2q, X2, G2, E, K2, W2, dth_end + f * h + h, dth_end + 2 * f * h + h, dZq, dW2, db2,
+                               dX2q, dX2, dG2, dE, o, ws, kBwd);
+    auto dZ1q = ws(kdZ1q, n, h);
+    dZ1q = dX2q.cwiseProduct(ops::gelu_grad(Z1q));
     // layer 1 on the queries (and W1_end, b1_end)
-    detail::DualLinearBwd::run(s, s.XQ, s.XK, F.G1, F.E, W1, Eigen::Map<const MatD>(dth_end, f, h),
-                               Eigen::Map<const RowD>(dth_end + f * h, h), dZ1q, dW1, db1, o.dXQ, o.dXK, dG1, dE, o);
-    detail::eta_matrix_bwd(s, dE, o);
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G1, E, K1, W1, dth_end, dth_end + f * h, dZ1q, dW1, db1, o.dXQ, o.dXK,
+                               dG1, dE, o, ws, kBwd);
+    detail::eta_matrix_bwd<S>(s, dE, o);
     // G1 = (G2 W2^T) o gelu_bwd(Z1)
-    const MatD dM = dG1.cwiseProduct(F.gp);
-    dG2 += dM * W2;
-    dW2 += dM.transpose() * F.G2;
-    MatD dZ1 = dG1.cwiseProduct(F.M).cwiseProduct(F.Z1.unaryExpr([](double v) { return ops::gelu_bwd_ref_grad(v); }));
+    auto dM = ws(kdM, n, h);
+    dM = dG1.cwiseProduct(gp);
+    dG2.noalias() += dM * W2;
+    Eigen::Map<MatT<S>>(dW2, h, f).noalias() += dM.transpose() * G2;
+    auto dZ1 = ws(kdZ1, n, h);
+    dZ1 = dG1.cwiseProduct(M).cwiseProduct(Z1.unaryExpr([](S v) { return ops::gelu_bwd_ref_grad(v); }));
     // G2 = ln_l2_grad(Z2, XV - XK)
-    MatD dZ2 = MatD::Zero(n, f), dT = MatD::Zero(n, f);
-    ops::ln_l2_grad_bwd(F.Z2, F.T, s.ln_w, s.ln_b, dG2, dZ2, dT, o.d_ln_w, o.d_ln_b);
+    auto dZ2 = ws.zero(kdZ2, n, f), dT = ws.zero(kdT, n, f);
+    ops::ln_l2_grad_bwd(Z2, T, s.ln_w, s.ln_b, dG2, dZ2, dT, o.d_ln_w, o.d_ln_b);
     o.dXV += dT;
     o.dXK -= dT;
     // Z2 = X2 W2 + b2, X2 = gelu(Z1), Z1 = XK W1 + b1
-    dW2 += F.X2.transpose() * dZ2;
-    db2 += dZ2.colwise().sum();
-    dX2 += dZ2 * W2.transpose();
-    dZ1 += dX2.cwiseProduct(ops::gelu_grad(F.Z1));
-    dW1 += s.XK.transpose() * dZ1;
-    db1 += dZ1.colwise().sum();
-    o.dXK += dZ1 * W1.transpose();
+    Eigen::Map<MatT<S>>(dW2, h, f).noalias() += X2.transpose() * dZ2;
+    Eigen::Map<RowT<S>>(db2, f) += dZ2.colwise().sum();
+    dX2.noalias() += dZ2 * W2.transpose();
+    dZ1 += dX2.cwiseProduct(ops::gelu_grad(Z1));
+    Eigen::Map<MatT<S>>(dW1, f, h).noalias() += s.XK.transpose() * dZ1;
+    Eigen::Map<RowT<S>>(db1, h) += dZ1.colwise().sum();
+    o.dXK.noalias() += dZ1 * W1.transpose();
   }
 };
 
