@@ -524,11 +524,13 @@ class HierarchicalTransformerT {
     const V xn = a.local ? ad::layer_norm(z, P(a.norm_w), P(a.norm_b)) : ad::l2_rms_norm(z, P(a.norm_w));
     const V qkv = ad::linear(xn, P(a.qkv));
     V q = ad::cols(qkv, 0, inner), k = ad::cols(qkv, inner, inner), v = ad::cols(qkv, 2 * inner, inner);
-    // angles t * inv_freq in float32 as torch forms them; cos / sin of that float
+    // angles t * inv_freq and the xPos factors: in float32 as torch forms them for T = float, in
+    // double for T = double (so that the double model is exact: xPos cancels in q.k)
+    using R = std::conditional_t<std::is_same_v<T, float>, float, double>;
     M cs(m, half), sn(m, half), fq, fk;
     for (int64_t t = 0; t < m; ++t)
       for (int64_t i = 0; i < half; ++i) {
-        const float ang = float(t) * float(a.inv_freq(0, i));
+        const R ang = R(t) * R(a.inv_freq(0, i));
         cs(t, i) = T(std::cos(double(ang)));
         sn(t, i) = T(std::sin(double(ang)));
       }
@@ -537,11 +539,11 @@ class HierarchicalTransformerT {
       fq.resize(m, half);
       fk.resize(m, half);
       for (int64_t t = 0; t < m; ++t) {
-        const float power = (float(t) - float(m / 2)) / 512.0f;
+        const R power = (R(t) - R(m / 2)) / R(512);
         for (int64_t i = 0; i < half; ++i) {
-          const float f = float(std::pow(double(float(a.xpos_scale(0, i))), double(power)));
+          const R f = R(std::pow(double(a.xpos_scale(0, i)), double(power)));
           fq(t, i) = T(f);
-          fk(t, i) = T(1.0f / f);
+          fk(t, i) = T(R(1) / f);
         }
       }
     }
