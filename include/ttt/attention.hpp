@@ -30,7 +30,7 @@ namespace ttt::attn {
 
 /// Rows of queries and keys per tile. The score tile lives on the stack: no heap allocation.
 inline constexpr int64_t kBlockQ = 64;
-inline constexpr int64_t kBlockK = 64;
+inline constexpr int64_t kBlockK = 128;
 
 /// Views of double matrices: forward and backward also exist in double (gradient checks).
 using MatRefD = Eigen::Ref<MatD, 0, Eigen::OuterStride<>>;
@@ -86,20 +86,14 @@ void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T 
         for (int64_t c = 0; c < bk; ++c)
           if (j0 + c < rg.lo || j0 + c > rg.hi) S(r, c) = kNegInf;
       }
-      const T bmax = S.row(r).maxCoeff();
-      const T mnew = std::max(mx[i0 + r], bmax);
+      const T mnew = std::max(mx[i0 + r], T(S.row(r).maxCoeff()));
       if (mnew == kNegInf) {  // nothing visible yet in this row
         S.row(r).setZero();
         continue;
       }
       const T corr = std::exp(mx[i0 + r] - mnew);  // exp(-inf) = 0 on the first visible tile
-      T s = 0;
-      for (int64_t c = 0; c < bk; ++c) {
-        const T e = std::exp(S(r, c) - mnew);
-        S(r, c) = e;
-        s += e;
-      }
-      sm[i0 + r] = sm[i0 + r] * corr + s;
+      S.row(r) = (S.row(r).array() - mnew).exp().matrix();  // vectorised exp (Eigen's pexp)
+      sm[i0 + r] = sm[i0 + r] * corr + S.row(r).sum();
       mx[i0 + r] = mnew;
       if (corr != T(1)) O.row(i0 + r) *= corr;
     }

@@ -10,6 +10,7 @@
 #include "inner/learner.hpp"
 #include "inner/linear.hpp"
 #include "inner/mlp.hpp"
+#include "inner/linear_attention.hpp"
 #include "layer.hpp"
 #include "model.hpp"
 #include "attention.hpp"

@@ -90,6 +90,15 @@ struct head_workspace {
   using type = typename L::Workspace;
 };
 
+/// The inner loss of a learner: 0.5 ||ln_w * LN(f(k)) + ln_b - (v - k)||^2 (TTT's default: LayerNorm
+/// and residual in the inner model), or, for a learner declaring `static constexpr bool
+/// ln_residual_loss = false`, the plain 0.5 ||f(k) - v||^2 (linear attention, inner/linear_attention.hpp).
+template <class L>
+constexpr bool ln_residual_loss() {
+  if constexpr (requires { L::ln_residual_loss; }) return bool(L::ln_residual_loss);
+  else return true;
+}
+
 /// Compile-time check with one sentence per missing requirement (instead of a wall of template
 /// errors). Called by every class that takes a learner.
 template <class L>
@@ -129,8 +138,12 @@ void primal_segment(const float* theta0, float* gacc, int64_t f, const Segment& 
   ensure_size(ws.target, n, f);
   ws.theta_t.resize(size_t(P));
   L::apply(theta0, f, s.XK, ws.Z);
-  ws.target = s.XV - s.XK;
-  nn::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
+  if constexpr (ln_residual_loss<L>()) {
+    ws.target = s.XV - s.XK;
+    nn::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
+  } else {
+    ws.G = ws.Z - s.XV;  // d/dz 0.5 ||z - v||^2
+  }
   for (int64_t t = 0; t < n; ++t) {
     L::accumulate_grad(theta0, f, s.XK.middleRows(t, 1), CMatRef(ws.G.middleRows(t, 1)), s.lr + t, gacc);
     const float eta = s.token_eta[t];
@@ -143,6 +156,7 @@ void primal_segment(const float* theta0, float* gacc, int64_t f, const Segment& 
 template <class L>
 struct PrimalOnly {
   static constexpr std::string_view name = L::name;
+  static constexpr bool ln_residual_loss = inner::ln_residual_loss<L>();
   static std::vector<ParamSpec> param_specs(int64_t f) { return L::param_specs(f); }
   static void apply(const float* th, int64_t f, CMatRef X, MatRef Z) { L::apply(th, f, X, Z); }
   static void accumulate_grad(const float* th, int64_t f, CMatRef X, CMatRef dZ, const float* w, float* g) {
