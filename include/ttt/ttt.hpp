@@ -28,3 +28,7 @@
 #include "train/optim.hpp"
 #include "train/data.hpp"
 #include "train/trainer.hpp"
+#include "ad/tape.hpp"
+#include "ad/ops.hpp"
+#include "hier/config.hpp"
+#include "hier/model.hpp"

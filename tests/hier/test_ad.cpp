@@ -103,6 +103,34 @@ TEST_CASE("ad: norms, convolution, rotary, attention and losses match finite dif
   CHECK(fd_check({randn(5, 7, rng), randn(5, 7, rng)}, [](const std::vector<VD>& x) { return ad::cosine_sum(x[0], x[1]); }) < 1e-7);
 }
 
+TEST_CASE("ad: attention (ttt::attn kernels) equals the naive path, values and gradients, float and double") {
+  std::mt19937_64 rng(13);
+  for (int64_t n : {1, 7, 70, 150})
+    for (int64_t w : {-1, 0, 3, 64, 200}) {
+      INFO("n " << n << " window " << w);
+      const MD Q = randn(n, 12, rng), K = randn(n, 12, rng), Vv = randn(n, 12, rng), R = randn(n, 12, rng);
+      MD g[2][3];
+      MD out[2];
+      for (int path = 0; path < 2; ++path) {
+        ad::Tape<double> t;
+        const VD q = t.leaf(Q), k = t.leaf(K), v = t.leaf(Vv);
+        const VD o = path ? ad::attention_naive(q, k, v, 3, w, 0.4) : ad::attention(q, k, v, 3, w, 0.4);
+        out[path] = o.value();
+        t.backward(ad::sum(ad::mul(o, t.constant(R))));
+        g[path][0] = t.grad(q);
+        g[path][1] = t.grad(k);
+        g[path][2] = t.grad(v);
+      }
+      CHECK((out[0] - out[1]).norm() <= 1e-12 * (1 + out[1].norm()));
+      for (int i = 0; i < 3; ++i) CHECK((g[0][i] - g[1][i]).norm() <= 1e-11 * (1 + g[1][i].norm()));
+      ad::Tape<float> tf;
+      using MF = ad::Matrix<float>;
+      const MF of = ad::attention(tf.constant(MF(Q.cast<float>())), tf.constant(MF(K.cast<float>())),
+                                  tf.constant(MF(Vv.cast<float>())), 3, w, 0.4f).value();
+      CHECK((of.cast<double>() - out[1]).norm() <= 1e-5 * (1 + out[1].norm()));
+    }
+}
+
 TEST_CASE("ad: attention sees exactly its window") {
   std::mt19937_64 rng(3);
   const MD q = randn(9, 4, rng), k = randn(9, 4, rng), v = randn(9, 4, rng);

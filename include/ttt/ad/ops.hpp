@@ -18,8 +18,10 @@
 #include <memory>
 #include <numbers>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "../attention.hpp"
 #include "../error.hpp"
 #include "tape.hpp"
 
@@ -388,10 +390,11 @@ Var<T> rotary(Var<T> x, int64_t heads, const Matrix<T>& cos, const Matrix<T>& si
   });
 }
 
-/// Causal softmax attention per head (a plain reference path: (n, n) scores per head). Query i
-/// sees keys [i - window, i] (window >= 0) or [0, i] (window < 0).     q, k, v: (n, heads * dh)
+/// Causal softmax attention per head, the plain reference path ((n, n) scores per head; the
+/// tests compare `attention` with it). Query i sees keys [i - window, i] (window >= 0) or [0, i]
+/// (window < 0).                                                   q, k, v: (n, heads * dh)
 template <class T>
-Var<T> attention(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t window, T scale) {
+Var<T> attention_naive(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t window, T scale) {
   const Eigen::Index n = q.rows(), D = q.cols();
   detail::check<T>(heads > 0 && D % heads == 0 && k.rows() == n && v.rows() == n && k.cols() == D && v.cols() == D,
                    "attention", "q " + detail::shp(q) + ", k " + detail::shp(k) + ", v " + detail::shp(v) + ", heads " + std::to_string(heads));
@@ -436,6 +439,36 @@ Var<T> attention(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t window, T 
       dq.middleCols(h * dh, dh).noalias() = dp * k.value().middleCols(h * dh, dh);
       dk.middleCols(h * dh, dh).noalias() = dp.transpose() * q.value().middleCols(h * dh, dh);
     }
+    t.accumulate(q, dq);
+    t.accumulate(k, dk);
+    t.accumulate(v, dv);
+  });
+}
+
+/// Causal softmax attention per head with ttt::attn's tiled kernels (O(n * window) for a window;
+/// the backward recomputes probabilities from the row log-sum-exp). Query i sees keys
+/// [i - window, i] (window >= 0) or [0, i] (window < 0).           q, k, v: (n, heads * dh)
+template <class T>
+  requires(std::is_same_v<T, float> || std::is_same_v<T, double>)
+Var<T> attention(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t window, T scale) {
+  const Eigen::Index n = q.rows(), D = q.cols();
+  detail::check<T>(heads > 0 && D % heads == 0 && k.rows() == n && v.rows() == n && k.cols() == D && v.cols() == D,
+                   "attention", "q " + detail::shp(q) + ", k " + detail::shp(k) + ", v " + detail::shp(v) + ", heads " + std::to_string(heads));
+  const int64_t dh = D / heads;
+  auto lse = std::make_shared<std::vector<T>>(static_cast<size_t>(n * heads));
+  auto O = std::make_shared<Matrix<T>>(n, D);
+  for (int64_t h = 0; h < heads; ++h)
+    attn::forward(q.value().middleCols(h * dh, dh), k.value().middleCols(h * dh, dh), v.value().middleCols(h * dh, dh), scale,
+                  window, 0, 0, O->middleCols(h * dh, dh), lse->data() + h * n);
+  Matrix<T> y = *O;
+  const bool rg = q.requires_grad() || k.requires_grad() || v.requires_grad();
+  return q.tape->record(std::move(y), rg, [q, k, v, heads, dh, window, scale, lse, O](const Matrix<T>& dy, Tape<T>& t) {
+    const Eigen::Index n = dy.rows(), D = dy.cols();
+    Matrix<T> dq = Matrix<T>::Zero(n, D), dk = Matrix<T>::Zero(n, D), dv = Matrix<T>::Zero(n, D);
+    for (int64_t h = 0; h < heads; ++h)
+      attn::backward(q.value().middleCols(h * dh, dh), k.value().middleCols(h * dh, dh), v.value().middleCols(h * dh, dh),
+                     O->middleCols(h * dh, dh), dy.middleCols(h * dh, dh), lse->data() + h * n, scale, window, 0, 0,
+                     dq.middleCols(h * dh, dh), dk.middleCols(h * dh, dh), dv.middleCols(h * dh, dh));
     t.accumulate(q, dq);
     t.accumulate(k, dk);
     t.accumulate(v, dv);
