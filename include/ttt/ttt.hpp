@@ -32,3 +32,4 @@
 #include "ad/ops.hpp"
 #include "hier/config.hpp"
 #include "hier/model.hpp"
+#include "hier/receptive_field.hpp"
