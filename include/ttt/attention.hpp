@@ -81,10 +81,11 @@ void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T 
     // mask only the tiles that cross a row's range
     const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
     for (int64_t r = 0; r < bq; ++r) {
-      if (!full) {
+      if (!full) {  // columns outside [lo, hi] of this row: -inf
         const Range rg = visible(i0 + r, m, window, q0, k0);
-        for (int64_t c = 0; c < bk; ++c)
-          if (j0 + c < rg.lo || j0 + c > rg.hi) S(r, c) = kNegInf;
+        const int64_t c0 = std::clamp<int64_t>(rg.lo - j0, 0, bk), c1 = std::clamp<int64_t>(rg.hi - j0 + 1, c0, bk);
+        S.row(r).head(c0).setConstant(kNegInf);
+        S.row(r).tail(bk - c1).setConstant(kNegInf);
       }
       const T mnew = std::max(mx[i0 + r], T(S.row(r).maxCoeff()));
       if (mnew == kNegInf) {  // nothing visible yet in this row
@@ -176,13 +177,17 @@ void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRe
       const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
       for (int64_t r = 0; r < bq; ++r) {
         const T l = lse[i0 + r];
-        const Range rg = visible(i0 + r, m, window, q0, k0);
-        for (int64_t c = 0; c < bk; ++c) {
-          const bool vis = full || (j0 + c >= rg.lo && j0 + c <= rg.hi);
-          const T p = (vis && l != kNegInfT<T>) ? std::exp(scale * P(r, c) - l) : T(0);
-          P(r, c) = p;
-          dP(r, c) = p * (dP(r, c) - D[r]) * scale;  // dS, with the scale folded in
+        int64_t c0 = 0, c1 = bk;  // visible columns [c0, c1) of this row
+        if (!full) {
+          const Range rg = visible(i0 + r, m, window, q0, k0);
+          c0 = std::clamp<int64_t>(rg.lo - j0, 0, bk), c1 = std::clamp<int64_t>(rg.hi - j0 + 1, c0, bk);
         }
+        if (l == kNegInfT<T>) c1 = c0;  // the row saw no key
+        P.row(r).head(c0).setZero();
+        P.row(r).tail(bk - c1).setZero();
+        auto p = P.row(r).segment(c0, c1 - c0);
+        p = (p.array() * scale - l).exp().matrix();  // vectorised exp
+        dP.row(r) = (P.row(r).array() * (dP.row(r).array() - D[r]) * scale).matrix();  // dS, scale folded in
       }
       dV.middleRows(j0, bk).noalias() += P.transpose() * dO.middleRows(i0, bq);
       dQ.middleRows(i0, bq).noalias() += dP * K.middleRows(j0, bk);

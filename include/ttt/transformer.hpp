@@ -314,10 +314,18 @@ struct AttnRunner {
     M X, XQ, XK, XV, A, h_mid, xn, gt, up, a;
     std::vector<T> lse;  // [H, n]
   };
+  /// Everything sized by the sequence length, kept from call to call (one set per thread), so that
+  /// steady-state training reallocates nothing.
+  struct Buffers {
+    std::vector<M> block_in;
+    M h, hn, dlogits, dhn, dh, hi, ag, da, dgt, dup, dxn, dA, dXQ, dXK, dXV, dX;
+    BlockTape tape;
+  };
+  Buffers& buf;
 
-  AttnRunner(const TransformerModel& m, const AttnWeights<T>& w, AttnWeights<T>& dw, int64_t max_len)
+  AttnRunner(const TransformerModel& m, const AttnWeights<T>& w, AttnWeights<T>& dw, int64_t max_len, Buffers& b)
       : model(m), W(w), dW(dw), cfg(m.cfg), C(m.cfg.hidden_size), H(m.cfg.num_attention_heads), f(m.cfg.head_dim()),
-        window(m.cfg.window), act(nn::act_from_name(m.cfg.hidden_act)), scale(T(1) / std::sqrt(T(m.cfg.head_dim()))) {
+        window(m.cfg.window), act(nn::act_from_name(m.cfg.hidden_act)), scale(T(1) / std::sqrt(T(m.cfg.head_dim()))), buf(b) {
     // the same float angles as the inference path (TransformerModel::forward)
     const nn::RopeTable t(std::max<int64_t>(max_len, 1), f, cfg.rope_theta);
     cos_t = t.cos.cast<T>();
@@ -358,6 +366,21 @@ struct AttnRunner {
       }
   }
 
+  /// out = act(x); SiLU vectorised (Eigen's exp), other activations by train/ops.hpp's scalar form.
+  void act_fwd(const M& x, M& out) const {
+    if (act == nn::Act::silu) out = x.array() / (T(1) + (-x.array()).exp());
+    else out = x.unaryExpr([this](T v) { return T(ops::act(act, double(v))); });
+  }
+  /// out = act'(x).
+  void act_grad(const M& x, M& out) const {
+    if (act == nn::Act::silu) {  // s (1 + x (1 - s)), s = sigmoid(x)
+      out = (T(1) / (T(1) + (-x.array()).exp())).matrix();
+      out.array() *= T(1) + x.array() * (T(1) - out.array());
+    } else {
+      out = x.unaryExpr([this](T v) { return T(ops::act_grad(act, double(v))); });
+    }
+  }
+
   /// Block i on h (its input, replaced by its output), keeping what its reverse pass needs.
   void block_forward(size_t i, M& h, BlockTape& tp) const {
     const auto& b = W.blocks[i];
@@ -381,7 +404,8 @@ struct AttnRunner {
     rms(h, b.ffn_norm, tp.xn);
     tp.gt.noalias() = tp.xn * b.gate.transpose();
     tp.up.noalias() = tp.xn * b.up.transpose();
-    tp.a = tp.gt.unaryExpr([this](T v) { return T(ops::act(act, double(v))); }).cwiseProduct(tp.up);
+    act_fwd(tp.gt, buf.ag);
+    tp.a = buf.ag.cwiseProduct(tp.up);
     h.noalias() += tp.a * b.down.transpose();
   }
 
@@ -392,18 +416,24 @@ struct AttnRunner {
     const int64_t n = h_in.rows();
     // SwiGLU: h_out = h_mid + (act(gt) * up) down^T
     g.down.noalias() += dh.transpose() * tp.a;
-    const M da = dh * b.down;
-    const M dgt = da.cwiseProduct(tp.up).cwiseProduct(
-        tp.gt.unaryExpr([this](T v) { return T(ops::act_grad(act, double(v))); }));
-    const M dup = da.cwiseProduct(tp.gt.unaryExpr([this](T v) { return T(ops::act(act, double(v))); }));
+    auto &da = buf.da, &dgt = buf.dgt, &dup = buf.dup, &dxn = buf.dxn;
+    da.noalias() = dh * b.down;
+    act_grad(tp.gt, dgt);
+    dgt.array() *= da.array() * tp.up.array();
+    act_fwd(tp.gt, dup);
+    dup.array() *= da.array();
     g.gate.noalias() += dgt.transpose() * tp.xn;
     g.up.noalias() += dup.transpose() * tp.xn;
-    const M dxn = dgt * b.gate + dup * b.up;
+    dxn.noalias() = dgt * b.gate;
+    dxn.noalias() += dup * b.up;
     rms_bwd(tp.h_mid, b.ffn_norm, dxn, dh, g.ffn_norm);  // dh: now at h_mid
     // attention: h_mid = h_in + A o^T
     g.o.noalias() += dh.transpose() * tp.A;
-    const M dA = dh * b.o;
-    M dXQ = M::Zero(n, C), dXK = M::Zero(n, C), dXV = M::Zero(n, C);
+    auto &dA = buf.dA, &dXQ = buf.dXQ, &dXK = buf.dXK, &dXV = buf.dXV, &dX = buf.dX;
+    dA.noalias() = dh * b.o;
+    dXQ.setZero(n, C);
+    dXK.setZero(n, C);
+    dXV.setZero(n, C);
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (H > 1 && n >= 64)
 #endif
@@ -416,7 +446,9 @@ struct AttnRunner {
     g.q.noalias() += dXQ.transpose() * tp.X;
     g.k.noalias() += dXK.transpose() * tp.X;
     g.v.noalias() += dXV.transpose() * tp.X;
-    const M dX = dXQ * b.q + dXK * b.k + dXV * b.v;
+    dX.noalias() = dXQ * b.q;
+    dX.noalias() += dXK * b.k;
+    dX.noalias() += dXV * b.v;
     rms_bwd(h_in, b.seq_norm, dX, dh, g.seq_norm);
   }
 
@@ -425,20 +457,20 @@ struct AttnRunner {
   /// recomputes one block's forward at a time (memory: one block's activations).
   double sequence(std::span<const int64_t> ids, double loss_scale) const {
     const int64_t n = int64_t(ids.size());
-    std::vector<M> block_in(W.blocks.size());
-    M h(n, C);
+    auto& block_in = buf.block_in;
+    block_in.resize(W.blocks.size());
+    M& h = buf.h;
+    h.resize(n, C);
     for (int64_t t = 0; t < n; ++t) h.row(t) = W.embed.row(ids[size_t(t)]);
-    {
-      BlockTape scratch;
-      for (size_t i = 0; i < W.blocks.size(); ++i) {
-        block_in[i] = h;
-        block_forward(i, h, scratch);
-      }
+    for (size_t i = 0; i < W.blocks.size(); ++i) {
+      block_in[i] = h;
+      block_forward(i, h, buf.tape);
     }
-    M hn;
+    M& hn = buf.hn;
     rms(h, W.norm, hn);
     const M& head = cfg.tie_word_embeddings ? W.embed : W.lm_head;
-    M dlogits = hn * head.transpose();  // logits, then their gradient in place      (n, V)
+    M& dlogits = buf.dlogits;  // logits, then their gradient in place      (n, V)
+    dlogits.noalias() = hn * head.transpose();
     double loss = 0;
     for (int64_t t = 0; t < n; ++t) {
       if (t + 1 == n) {
@@ -456,14 +488,14 @@ struct AttnRunner {
     }
     auto& dhead = cfg.tie_word_embeddings ? dW.embed : dW.lm_head;
     dhead.noalias() += dlogits.transpose() * hn;
-    const M dhn = dlogits * head;
-    M dh = M::Zero(n, C);
-    rms_bwd(h, W.norm, dhn, dh, dW.norm);
-    BlockTape tp;
+    buf.dhn.noalias() = dlogits * head;
+    M& dh = buf.dh;
+    dh.setZero(n, C);
+    rms_bwd(h, W.norm, buf.dhn, dh, dW.norm);
     for (size_t i = W.blocks.size(); i-- > 0;) {
-      M hi = block_in[i];
-      block_forward(i, hi, tp);
-      block_backward(i, block_in[i], tp, dh);
+      buf.hi = block_in[i];
+      block_forward(i, buf.hi, buf.tape);
+      block_backward(i, block_in[i], buf.tape, dh);
     }
     for (int64_t t = 0; t < n; ++t) dW.embed.row(ids[size_t(t)]) += dh.row(t);
     return loss;
@@ -487,7 +519,8 @@ double transformer_loss_and_grad(const TransformerModel& model, const std::vecto
   AttnWeights<T> W, dW;
   zip_attn(model, W, [](const auto& a, auto& b) { b = a.template cast<T>(); });
   zip_attn(model, dW, [](const auto& a, auto& b) { b.setZero(a.rows(), a.cols()); });
-  const AttnRunner<T> run(model, W, dW, longest);
+  static thread_local typename AttnRunner<T>::Buffers buffers;  // reused by the next call on this thread
+  const AttnRunner<T> run(model, W, dW, longest, buffers);
   const double scale = 1.0 / double(positions);
   double sum = 0;
   for (const auto& seq : batch) sum += run.sequence(std::span<const int64_t>(seq.data(), seq.size()), scale);
