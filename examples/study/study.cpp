@@ -1,0 +1,625 @@
+// study: the long-context scaling study of TTT layers against attention (the project's main job).
+//
+//   study [--task recall|copy|text:PATH] [--models a,b,...] [--full] [--resume] [--out DIR] ...
+//
+// For every model of the zoo, at matched parameter count and matched training tokens:
+//   a) train at context L (byte vocabulary, AdamW, cosine schedule), with a progress bar;
+//   b) loss by token position on held-out sequences, in log-spaced buckets;
+//   c) prefill and decode time per token at contexts 512 ... 32k (one child process per
+//      measurement, so that its peak RSS belongs to that model and context alone);
+//   d) state bytes (TTT) vs KV-cache bytes (attention) and the measured peak RSS;
+//   e) CSVs, gnuplot scripts, PNGs and summary.md in one results folder.
+// Every part writes its files atomically when it finishes; after Ctrl-C, `--resume` (same
+// options) skips the finished parts. See README.md, "Long-context study".
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <malloc.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "study.hpp"
+#include "zoo.hpp"
+
+namespace {
+
+using namespace study;
+using clk = std::chrono::steady_clock;
+
+std::atomic<bool> g_stop{false};
+struct Interrupted {};
+void on_sigint(int) { g_stop = true; }
+void check_stop() {
+  if (g_stop) throw Interrupted{};
+}
+
+double since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
+
+std::string hms(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = int64_t(s + 0.5);
+  char b[32];
+  std::snprintf(b, sizeof b, "%d:%02d", int(t / 60), int(t % 60));
+  return b;
+}
+
+std::string fmt(double v, int prec = 4) {
+  std::ostringstream o;
+  o << std::setprecision(prec) << v;
+  return o.str();
+}
+
+std::string bytes_str(double b) {
+  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (b >= 1024 && i < 4) b /= 1024, ++i;
+  return fmt(b, 3) + " " + u[i];
+}
+
+/// One status line on stderr, redrawn in place on a terminal, else printed every few seconds.
+class Bar {
+ public:
+  void show(const std::string& s, bool force = false) {
+    if (tty_) {
+      std::fprintf(stderr, "\r%-110.110s", s.c_str());
+      std::fflush(stderr);
+    } else if (force || since(last_) > 5) {
+      std::fprintf(stderr, "%s\n", s.c_str());
+      last_ = clk::now();
+    }
+  }
+  void done() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool tty_ = ::isatty(2) == 1;
+  clk::time_point last_ = clk::now();
+};
+
+struct Options {
+  std::string task = "recall";
+  std::vector<std::string> models = model_names();
+  std::vector<int64_t> contexts = {256};                                         // training contexts
+  std::vector<int64_t> time_contexts = {512, 1024, 2048, 4096, 8192, 16384, 32768};
+  std::vector<uint64_t> seeds = {0};
+  int64_t tokens = 0;       // training tokens per model and context (0: the setting's default)
+  int64_t batch = 8, eval_seqs = 32, decode = 32;
+  double lr = 1e-2;
+  int threads = 2;
+  Spec spec;
+  std::string out = "results/study/default";
+  bool full = false, resume = false, plots = true;
+  // child mode: time one model at one context
+  std::string measure;
+  int64_t measure_context = 0, measure_width = 0;
+  int64_t time_max_len = 0;  // Spec::max_len of the timing runs
+};
+
+// ---- c/d: one timing in a child process -------------------------------------------------------------
+
+int64_t rss_bytes() {
+  const std::string v = first_line_with("/proc/self/status", "VmRSS");
+  return v.empty() ? 0 : std::stoll(v) * 1024;
+}
+
+/// Child mode: build the model (random weights), prefill `context` tokens, decode; print
+/// "prefill_s decode_s rss_before_prefill".
+int child_measure(const Options& o) {
+  auto m = make_model(o.measure, o.spec, o.measure_width);
+  m->init(o.seeds[0]);
+  std::mt19937_64 rng(o.seeds[0]);
+  Seq prompt(size_t(o.measure_context));
+  for (auto& t : prompt) t = int64_t(rng() % 256);
+  const int64_t base = rss_bytes();
+  const Timing t = m->time(prompt, o.decode);
+  std::printf("%.9g %.9g %lld\n", t.prefill_s, t.decode_s, (long long)base);
+  return 0;
+}
+
+struct Measured {
+  Timing t;
+  int64_t base_rss = 0, peak_rss = 0;
+};
+
+/// Runs this program again in child mode; its peak RSS comes from wait4's rusage.
+Measured spawn_measure(const std::string& exe, const Options& o, const std::string& model, int64_t width, int64_t context) {
+  std::vector<std::string> args = {exe, "--measure", model, "--max-len", std::to_string(o.time_max_len), "--measure-context", std::to_string(context),
+                                   "--measure-width", std::to_string(width), "--hidden", std::to_string(o.spec.hidden),
+                                   "--layers", std::to_string(o.spec.layers), "--heads", std::to_string(o.spec.heads),
+                                   "--window", std::to_string(o.spec.window), "--mini-batch",
+                                   std::to_string(o.spec.mini_batch), "--decode", std::to_string(o.decode),
+                                   "--seeds", std::to_string(o.seeds[0])};
+  int fd[2];
+  if (::pipe(fd) != 0) throw ttt::Error("pipe failed");
+  const pid_t pid = ::fork();
+  if (pid < 0) throw ttt::Error("fork failed");
+  if (pid == 0) {
+    ::dup2(fd[1], 1);
+    ::close(fd[0]), ::close(fd[1]);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), argv.data());
+    std::_Exit(127);
+  }
+  ::close(fd[1]);
+  std::string text;
+  char buf[256];
+  for (ssize_t n; (n = ::read(fd[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    text.append(buf, size_t(n));
+  }
+  ::close(fd[0]);
+  int status = 0;
+  rusage ru{};
+  while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
+  }
+  check_stop();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw ttt::Error("timing " + model + " at context " + std::to_string(context) + " failed (child status " +
+                     std::to_string(status) + ")");
+  Measured m;
+  long long base = 0;
+  if (std::sscanf(text.c_str(), "%lf %lf %lld", &m.t.prefill_s, &m.t.decode_s, &base) != 3)
+    throw ttt::Error("timing " + model + ": unexpected child output '" + text + "'");
+  m.base_rss = base;
+  m.peak_rss = int64_t(ru.ru_maxrss) * 1024;
+  return m;
+}
+
+// ---- the study ------------------------------------------------------------------------------------------
+
+struct Entry {
+  std::string name;
+  int64_t width = 0, params = 0;
+};
+
+std::string run_id(const std::string& model, int64_t L, uint64_t seed) {
+  return model + "-L" + std::to_string(L) + "-s" + std::to_string(seed);
+}
+
+int64_t steps_for(const Options& o, int64_t L) { return std::max<int64_t>(1, o.tokens / (o.batch * L)); }
+
+/// a) + b) for one model, context and seed.
+void train_and_eval(const Options& o, const Results& R, const Task& task, const Entry& e, int64_t L, uint64_t seed,
+                    const std::string& label, Bar& bar) {
+  const std::string id = run_id(e.name, L, seed);
+  auto m = make_model(e.name, o.spec, e.width);
+  m->init(seed * 1000 + 17);
+  if (!R.done("train-" + id)) {
+    const int64_t steps = steps_for(o, L), warm = std::max<int64_t>(1, steps / 10);
+    ttt::train::CosineSchedule sched{.peak = o.lr, .floor = o.lr * 0.01, .warmup = warm, .total = steps};
+    std::string log = "step,loss,lr,tokens,seconds\n";
+    const auto t0 = clk::now();
+    double ema = NAN;
+    for (int64_t s = 0; s < steps; ++s) {
+      check_stop();
+      const auto b = batch(task, o.batch, L + 1, Split::train, seed, s * o.batch);
+      const double loss = m->train_step(b, sched(s), std::min(1.0, double(s + 1) / double(warm)), o.threads);
+      if (!std::isfinite(loss)) throw ttt::Error(e.name + ": training diverged at step " + std::to_string(s) + " (loss " + fmt(loss) + ")");
+      ema = std::isnan(ema) ? loss : 0.9 * ema + 0.1 * loss;
+      const double sec = since(t0), tok = double((s + 1) * o.batch * L);
+      log += std::to_string(s + 1) + "," + fmt(loss, 6) + "," + fmt(sched(s), 4) + "," + fmt(tok, 10) + "," + fmt(sec, 6) + "\n";
+      bar.show(label + " step " + std::to_string(s + 1) + "/" + std::to_string(steps) + "  loss " + fmt(ema, 4) + "  " +
+                   fmt(tok / sec, 3) + " tok/s  ETA " + hms(sec / double(s + 1) * double(steps - s - 1)),
+               s + 1 == steps);
+    }
+    R.write("train/" + id + ".csv", log);
+    R.write("weights/" + id + ".bin", m->weights());
+    R.finish("train-" + id);
+  } else {
+    bar.show(label + " trained earlier (--resume): weights from " + R.path("weights/" + id + ".bin").string(), true);
+    m->set_weights(ttt::io::read_file(R.path("weights/" + id + ".bin")), R.path("weights/" + id + ".bin").string());
+  }
+  if (!R.done("eval-" + id)) {
+    bar.show(label + " loss by position on " + std::to_string(o.eval_seqs) + " held-out sequences", true);
+    std::vector<double> sum;
+    std::vector<int64_t> count;
+    const auto seqs = batch(task, o.eval_seqs, L + 1, Split::held_out, seed + 1000003);
+    for (size_t i = 0; i < seqs.size(); i += 4) {
+      check_stop();
+      m->eval_positions({seqs.begin() + int64_t(i), seqs.begin() + int64_t(std::min(seqs.size(), i + 4))}, sum, count);
+    }
+    std::string csv = "bucket_lo,bucket_hi,loss,tokens\n";
+    for (const auto& k : buckets(sum, count))
+      csv += std::to_string(k.lo) + "," + std::to_string(k.hi) + "," + fmt(k.mean, 6) + "," + std::to_string(k.count) + "\n";
+    R.write("eval/" + id + ".csv", csv);
+    R.finish("eval-" + id);
+  }
+}
+
+/// c) + d) for one model: every context in its own child process.
+void time_model(const Options& o, const Results& R, const std::string& exe, const Entry& e, const std::string& label,
+                Bar& bar) {
+  if (R.done("time-" + e.name)) {
+    bar.show(label + " measured earlier (--resume)", true);
+    return;
+  }
+  auto m = make_model(e.name, o.spec, e.width);
+  std::string csv = "context,prefill_s,prefill_us_per_token,prefill_tok_s,decode_us_per_token,decode_tok_s,state_bytes,base_rss_bytes,peak_rss_bytes\n";
+  const auto t0 = clk::now();
+  double last = 0, prev = 0;
+  for (size_t i = 0; i < o.time_contexts.size(); ++i) {
+    const int64_t L = o.time_contexts[i];
+    // ETA: the next measurement costs the last one times the growth seen so far (2x to 4x per doubling)
+    double eta = 0, t = last, g = prev > 0 ? std::clamp(last / prev, 2.0, 4.0) : 3.0;
+    for (size_t j = i; j < o.time_contexts.size() && last > 0; ++j) eta += (t *= g);
+    bar.show(label + " context " + std::to_string(L) + " (" + std::to_string(i + 1) + "/" +
+                 std::to_string(o.time_contexts.size()) + ")  elapsed " + hms(since(t0)) + "  ETA " + (last > 0 ? hms(eta) : "?"),
+             true);
+    const auto t1 = clk::now();
+    const Measured r = spawn_measure(exe, o, e.name, e.width, L);
+    prev = last, last = since(t1);
+    csv += std::to_string(L) + "," + fmt(r.t.prefill_s, 6) + "," + fmt(1e6 * r.t.prefill_s / double(L), 6) + "," +
+           fmt(double(L) / r.t.prefill_s, 6) + "," + fmt(1e6 * r.t.decode_s, 6) + "," + fmt(1.0 / r.t.decode_s, 6) + "," +
+           std::to_string(m->state_bytes(L)) + "," + std::to_string(r.base_rss) + "," + std::to_string(r.peak_rss) + "\n";
+  }
+  R.write("time/" + e.name + ".csv", csv);
+  R.finish("time-" + e.name);
+}
+
+// ---- e) summary, plots ------------------------------------------------------------------------------------
+
+/// Rows of a CSV written above (header skipped), as numbers.
+std::vector<std::vector<double>> read_csv(const fs::path& p) {
+  std::istringstream in(ttt::io::read_file(p));
+  std::vector<std::vector<double>> rows;
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    std::vector<double> r;
+    std::istringstream ls(line);
+    for (std::string cell; std::getline(ls, cell, ',');) r.push_back(std::stod(cell));
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::string gp_header(const std::string& png, const std::string& title, const std::string& xl, const std::string& yl) {
+  return "# re-plot: gnuplot " + png.substr(0, png.size() - 4) + ".gp (from this folder)\n"
+         "set terminal pngcairo size 900,560 font ',11'\nset output '" + png + "'\nset datafile separator ','\n"
+         "set key autotitle columnhead outside right\nset grid\nset title \"" + title + "\"\nset xlabel \"" + xl +
+         "\"\nset ylabel \"" + yl + "\"\n";
+}
+
+/// A wide CSV (x, then one column per model) and a gnuplot script drawing every column.
+void wide_plot(const Results& R, const std::string& name, const std::string& xname, const std::vector<std::string>& cols,
+               const std::map<int64_t, std::vector<std::string>>& rows, const std::string& gp_settings,
+               const std::string& title, const std::string& xl, const std::string& yl) {
+  std::string csv = xname;
+  for (const auto& c : cols) csv += "," + c;
+  csv += "\n";
+  for (const auto& [x, v] : rows) csv += std::to_string(x) + "," + join(v, ",") + "\n";
+  R.write(name + ".csv", csv);
+  R.write(name + ".gp", gp_header(name + ".png", title, xl, yl) + gp_settings + "plot for [i=2:" +
+                            std::to_string(cols.size() + 1) + "] '" + name + ".csv' using 1:i with linespoints lw 2\n");
+}
+
+void summarize(const Options& o, const Results& R, const std::vector<Entry>& zoo, const std::string& command,
+               double wall_s) {
+  std::vector<std::string> names;
+  for (const auto& e : zoo) names.push_back(e.name);
+  std::ostringstream md;
+  const auto mach = machine();
+  md << "# Long-context study: " << o.task << "\n\n"
+     << "Command: `" << command << "`  \nSeeds: " << o.seeds[0] << (o.seeds.size() > 1 ? " ..." : "")
+     << " | machine: " << mach["cpu"].get<std::string>() << ", " << mach["cores"].get<unsigned>() << " cores, "
+     << mach["memory"].get<std::string>() << " | build: " << mach["compiler"].get<std::string>()
+     << (mach.contains("build") ? ", " + mach["build"].get<std::string>() : "") << "  \n"
+     << "Models: hidden " << o.spec.hidden << ", " << o.spec.layers << " layers, " << o.spec.heads
+     << " heads, byte vocabulary; TTT mini-batch " << o.spec.mini_batch << "; SWA window " << o.spec.window
+     << ". Study wall time (this invocation): " << hms(wall_s) << ".\n\n";
+
+  // a/b: training and loss by position
+  md << "## Training and held-out loss (matched parameters and tokens)\n\n"
+     << "| model | what | params | SwiGLU width | context | train tokens | train tok/s | final train loss | "
+        "held-out loss | loss first bucket -> last bucket |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  for (int64_t L : o.contexts) {
+    std::map<int64_t, std::vector<std::string>> rows;  // bucket_hi -> loss per model (seed mean)
+    for (size_t mi = 0; mi < zoo.size(); ++mi) {
+      const Entry& e = zoo[mi];
+      double tok_s = 0, final_loss = 0, held = 0, first = 0, lastb = 0, tokens = 0;
+      std::map<int64_t, double> by_bucket;
+      for (uint64_t seed : o.seeds) {
+        const auto tr = read_csv(R.path("train/" + run_id(e.name, L, seed) + ".csv"));
+        const auto ev = read_csv(R.path("eval/" + run_id(e.name, L, seed) + ".csv"));
+        tokens = tr.back()[3];
+        tok_s += tr.back()[3] / tr.back()[4];
+        double f = 0;
+        const size_t k = std::min<size_t>(10, tr.size());
+        for (size_t i = tr.size() - k; i < tr.size(); ++i) f += tr[i][1] / double(k);
+        final_loss += f;
+        double s = 0, c = 0;
+        for (const auto& r : ev) s += r[2] * r[3], c += r[3], by_bucket[int64_t(r[1])] += r[2];
+        held += s / c, first += ev.front()[2], lastb += ev.back()[2];
+      }
+      const double n = double(o.seeds.size());
+      for (auto& [b, v] : by_bucket) {
+        auto& row = rows[b];
+        row.resize(zoo.size(), "NaN");
+        row[mi] = fmt(v / n, 6);
+      }
+      md << "| " << e.name << " | " << describe(e.name, o.spec) << " | " << e.params << " | " << e.width << " | " << L
+         << " | " << int64_t(tokens) << " | " << fmt(tok_s / n, 3) << " | " << fmt(final_loss / n, 4) << " | "
+         << fmt(held / n, 4) << " | " << fmt(first / n, 3) << " -> " << fmt(lastb / n, 3) << " |\n";
+    }
+    const std::string nm = "loss_by_position_L" + std::to_string(L);
+    wide_plot(R, nm, "position", names, rows, "set logscale x 2\n",
+              "held-out loss by token position (" + o.task + ", trained at context " + std::to_string(L) + ")",
+              "token position (end of log2 bucket)", "mean next-token loss (nats)");
+  }
+
+  // c/d: time and memory
+  std::map<int64_t, std::vector<std::string>> pre, dec, st, rss;
+  std::map<std::string, std::vector<std::vector<double>>> tm;
+  for (size_t mi = 0; mi < zoo.size(); ++mi) {
+    tm[zoo[mi].name] = read_csv(R.path("time/" + zoo[mi].name + ".csv"));
+    for (const auto& r : tm[zoo[mi].name]) {
+      for (auto* mp : {&pre, &dec, &st, &rss}) (*mp)[int64_t(r[0])].resize(zoo.size(), "NaN");
+      pre[int64_t(r[0])][mi] = fmt(r[2], 6), dec[int64_t(r[0])][mi] = fmt(r[4], 6);
+      st[int64_t(r[0])][mi] = fmt(r[6], 10), rss[int64_t(r[0])][mi] = fmt(r[8] / 1048576.0, 6);
+    }
+  }
+  // crossover: the smallest measured context from which on a TTT model is faster than full attention
+  std::string cross_gp;
+  md << "\n## Time per token vs context (prefill from an empty state; decode after the prefill)\n\n";
+  for (const char* what : {"prefill", "decode"}) {
+    const int col = std::string(what) == "prefill" ? 3 : 5;  // tokens/s
+    md << "**" << what << " tokens/s**\n\n| model |";
+    for (int64_t L : o.time_contexts) md << " " << L << " |";
+    md << "\n|---|";
+    for (size_t i = 0; i < o.time_contexts.size(); ++i) md << "---|";
+    md << "\n";
+    for (const auto& e : zoo) {
+      md << "| " << e.name << " |";
+      for (const auto& r : tm[e.name]) md << " " << fmt(r[size_t(col)], 3) << " |";
+      md << "\n";
+    }
+    md << "\n";
+    if (!tm.count("transformer")) continue;
+    const auto& att = tm["transformer"];
+    for (const auto& e : zoo) {
+      if (e.name.rfind("ttt-", 0) != 0) continue;
+      const auto& tt = tm[e.name];
+      int64_t from = -1;
+      for (size_t i = tt.size(); i-- > 0;) {
+        if (tt[i][size_t(col)] > att[i][size_t(col)]) from = int64_t(tt[i][0]);
+        else break;
+      }
+      md << "- " << what << ": " << e.name << " vs transformer: "
+         << (from < 0 ? "attention is faster at every measured context (up to " + std::to_string(o.time_contexts.back()) + ")"
+             : from == o.time_contexts.front() ? "TTT is faster at every measured context (from " + std::to_string(from) + ")"
+                                               : "TTT is faster from context " + std::to_string(from) + " on")
+         << "\n";
+      if (e.name == "ttt-linear" && from > o.time_contexts.front())
+        cross_gp += std::string(what) + ":" + std::to_string(from) + ";";
+    }
+    md << "\n";
+  }
+  auto marker = [&](const std::string& what) {
+    const auto p = cross_gp.find(what + ":");
+    if (p == std::string::npos) return std::string();
+    const std::string x = cross_gp.substr(p + what.size() + 1, cross_gp.find(';', p) - p - what.size() - 1);
+    return "set arrow from " + x + ", graph 0 to " + x + ", graph 1 nohead dt 2 lw 2 lc rgb 'gray40'\n"
+           "set label 'ttt-linear faster from " + x + "' at " + x + ", graph 0.95 offset 1,0\n";
+  };
+  const std::string logxy = "set logscale x 2\nset logscale y 10\n";
+  wide_plot(R, "prefill", "context", names, pre, logxy + marker("prefill"), "prefill time per token", "context (tokens)",
+            "microseconds per token");
+  wide_plot(R, "decode", "context", names, dec, logxy + marker("decode"), "decode time per token after a prefill of the context",
+            "context (tokens)", "microseconds per token");
+  wide_plot(R, "state_bytes", "context", names, st, logxy, "per-sequence state: TTT state vs KV cache", "context (tokens)",
+            "bytes");
+  wide_plot(R, "peak_rss", "context", names, rss, "set logscale x 2\n",
+            "measured peak RSS of one process: prefill + decode at the context", "context (tokens)", "MiB");
+  md << "## Memory vs context\n\n| model | state bytes at " << o.time_contexts.front() << " | state bytes at "
+     << o.time_contexts.back() << " | peak RSS at " << o.time_contexts.front() << " | peak RSS at "
+     << o.time_contexts.back() << " |\n|---|---|---|---|---|\n";
+  for (const auto& e : zoo) {
+    const auto& t = tm[e.name];
+    md << "| " << e.name << " | " << bytes_str(t.front()[6]) << " | " << bytes_str(t.back()[6]) << " | "
+       << bytes_str(t.front()[8]) << " | " << bytes_str(t.back()[8]) << " |\n";
+  }
+  md << "\nPeak RSS: each (model, context) is measured in its own child process (this program re-run in "
+        "`--measure` mode: random weights, prefill, decode " << o.decode << " tokens), read from wait4's "
+        "ru_maxrss, so it includes the program, the weights and the prefill's work buffers.\n\n"
+     << "## Files\n\nCSVs, gnuplot scripts (`gnuplot NAME.gp` in this folder re-plots) and PNGs: "
+     << "loss_by_position_L*.{csv,gp,png}, prefill.*, decode.*, state_bytes.*, peak_rss.*; per-run logs in "
+        "train/, eval/, time/.\n";
+  R.write("summary.md", md.str());
+}
+
+int run_plots(const Results& R) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    std::fprintf(stderr, "gnuplot not found: CSVs and .gp scripts written, no PNGs (apt-get install gnuplot-nox)\n");
+    return 0;
+  }
+  int bad = 0;
+  for (const auto& f : fs::directory_iterator(R.dir()))
+    if (f.path().extension() == ".gp") {
+      const std::string cmd = "cd '" + R.dir().string() + "' && gnuplot '" + f.path().filename().string() + "' 2>/dev/null";
+      if (std::system(cmd.c_str()) != 0) ++bad, std::fprintf(stderr, "gnuplot failed on %s\n", f.path().c_str());
+    }
+  return bad;
+}
+
+/// Everything that can be wrong with the options, found before any work starts.
+void check_before_work(const Options& o, const Task& task, const std::vector<Entry>& zoo) {
+  for (int64_t L : o.contexts) {
+    if (L < 2 || L > (int64_t(1) << 24)) throw ttt::Error("--contexts: " + std::to_string(L) + " is outside [2, 16M]");
+    task.check_length(L + 1);
+  }
+  for (int64_t L : o.time_contexts)
+    if (L < 1 || L > (int64_t(1) << 30)) throw ttt::Error("--time-contexts: " + std::to_string(L) + " is outside [1, 1G]");
+  const double avail = double(available_bytes());
+  if (avail <= 0) return;
+  Spec ts = o.spec;
+  ts.max_len = o.time_max_len;
+  for (const auto& e : zoo) {
+    auto m = make_model(e.name, ts, e.width);  // throws here when a context is beyond what the model takes
+    const int64_t Lt = *std::max_element(o.time_contexts.begin(), o.time_contexts.end());
+    // prefill holds the KV cache (attention) and work buffers of about 12 + 4 * width/hidden rows of C floats per token
+    const double need_time = double(m->state_bytes(Lt)) + double(Lt) * double(o.spec.hidden) * 4.0 * 24.0;
+    if (need_time > 0.8 * avail)
+      throw ttt::Error(e.name + " at context " + std::to_string(Lt) + " needs about " + bytes_str(need_time) +
+                       " (KV cache / state + prefill buffers), but only " + bytes_str(avail) +
+                       " is available; lower --time-contexts");
+    const int64_t Ltr = *std::max_element(o.contexts.begin(), o.contexts.end());
+    // training keeps about 40 doubles per token and hidden unit of one sequence per thread (a rough bound)
+    const double need_train = double(o.batch) * double(Ltr) * double(o.spec.hidden) * 8.0 * 40.0;
+    if (need_train > 0.8 * avail)
+      throw ttt::Error(e.name + ": training at context " + std::to_string(Ltr) + " with batch " + std::to_string(o.batch) +
+                       " needs about " + bytes_str(need_train) + ", only " + bytes_str(avail) +
+                       " is available; lower --contexts or --batch");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Allocations of the training pass (a few hundred KiB each, every step) stay on the heap instead
+  // of a fresh mmap each (page faults cost 5-8x the training time in a VM); denormals flush to zero
+  // (underflowing softmax terms otherwise slow the double backward down). Also in child mode.
+  ::mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+  Options o;
+  std::string models_arg;
+  CLI::App app{"study: the long-context scaling study of TTT layers against attention (see README.md)", "study"};
+  app.add_option("--task", o.task, "recall | copy | text:PATH (a text file or folder, byte-level)")->capture_default_str();
+  app.add_option("--models", models_arg, "comma-separated subset of: " + join(model_names()));
+  auto* o_ctx = app.add_option("--contexts", o.contexts, "training contexts L")->delimiter(',')->capture_default_str();
+  auto* o_tctx = app.add_option("--time-contexts", o.time_contexts, "contexts of the time/memory measurements")->delimiter(',');
+  auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation); several: mean over seeds")->delimiter(',');
+  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per model and context (default 262144; --full 4194304)");
+  app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate (AdamW, cosine, 10% warm-up)")->capture_default_str();
+  app.add_option("--eval-seqs", o.eval_seqs, "held-out sequences for the loss by position")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--decode", o.decode, "tokens decoded per timing")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--threads", o.threads, "training threads (sequences of a batch split over them)")->check(CLI::Range(1, 256))->capture_default_str();
+  auto* o_hid = app.add_option("--hidden", o.spec.hidden, "hidden size")->check(CLI::Range(8, 1 << 14))->capture_default_str();
+  auto* o_lay = app.add_option("--layers", o.spec.layers, "layers")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--heads", o.spec.heads, "heads")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--window", o.spec.window, "sliding window of the swa model")->check(CLI::Range(1, 1 << 30))->capture_default_str();
+  app.add_option("--mini-batch", o.spec.mini_batch, "TTT mini-batch size")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  app.add_option("--out", o.out, "results folder")->capture_default_str();
+  app.add_flag("--full", o.full, "the long version: hidden 128, 4 layers, contexts 512,2048,8192, 4M tokens, seeds 0,1,2");
+  app.add_flag("--resume", o.resume, "skip the parts an interrupted run with the same options finished");
+  app.add_flag("!--no-plots", o.plots, "write CSVs and .gp scripts but do not run gnuplot");
+  app.add_option("--measure", o.measure)->group("");  // child mode (internal)
+  app.add_option("--measure-context", o.measure_context)->group("");
+  app.add_option("--measure-width", o.measure_width)->group("");
+  app.add_option("--max-len", o.spec.max_len)->group("");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!o.measure.empty()) return child_measure(o);
+    if (!models_arg.empty()) {
+      o.models.clear();
+      std::istringstream s(models_arg);
+      for (std::string m; std::getline(s, m, ',');) check_model_name(m), o.models.push_back(m);
+    }
+    if (o.full) {
+      if (!o_hid->count()) o.spec.hidden = 128;
+      if (!o_lay->count()) o.spec.layers = 4;
+      if (!o_ctx->count()) o.contexts = {512, 2048, 8192};
+      if (!o_seeds->count()) o.seeds = {0, 1, 2};
+      if (!o_tok->count()) o.tokens = 4194304;
+      if (o.out == "results/study/default") o.out = "results/study/full";
+    }
+    (void)o_tctx;
+    if (o.tokens <= 0) o.tokens = 262144;
+    o.spec.max_len = 2;  // linear-attn's mini-batch: the longest training sequence, or timing prompt + decode
+    for (int64_t L : o.contexts) o.spec.max_len = std::max(o.spec.max_len, L + 1);
+    for (int64_t L : o.time_contexts) o.time_max_len = std::max(o.time_max_len, L + o.decode + 8);
+    if (o.seeds.empty() || o.contexts.empty() || o.time_contexts.empty())
+      throw ttt::Error("--seeds, --contexts and --time-contexts need at least one value");
+    auto task = make_task(o.task);
+
+    std::string command;
+    for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+    std::vector<Entry> zoo;
+    const auto widths = matched_widths(o.models, o.spec);
+    for (size_t i = 0; i < o.models.size(); ++i) zoo.push_back({o.models[i], widths[i], make_model(o.models[i], o.spec, widths[i])->num_params()});
+    check_before_work(o, *task, zoo);
+
+    nlohmann::json settings = {{"task", o.task}, {"models", o.models}, {"contexts", o.contexts},
+                               {"time_contexts", o.time_contexts}, {"seeds", o.seeds}, {"tokens", o.tokens},
+                               {"batch", o.batch}, {"lr", o.lr}, {"eval_seqs", o.eval_seqs}, {"decode", o.decode},
+                               {"hidden", o.spec.hidden}, {"layers", o.spec.layers}, {"heads", o.spec.heads},
+                               {"window", o.spec.window}, {"mini_batch", o.spec.mini_batch}};
+    Results R(o.out, settings, o.resume);
+    nlohmann::json run = {{"command", command}, {"machine", machine()}, {"threads", o.threads}};
+    R.write("run.json", run.dump(2) + "\n");
+
+    std::printf("study: task %s, %zu models, training contexts %s, %lld tokens each, seeds %s -> %s\n", o.task.c_str(),
+                zoo.size(), join([&] { std::vector<std::string> v; for (auto L : o.contexts) v.push_back(std::to_string(L)); return v; }()).c_str(),
+                (long long)o.tokens, join([&] { std::vector<std::string> v; for (auto s : o.seeds) v.push_back(std::to_string(s)); return v; }()).c_str(),
+                o.out.c_str());
+    const std::string state_col = "state@" + std::to_string(o.time_contexts.back());
+    std::printf("%-18s %-56s %10s %8s %14s\n", "model", "what", "params", "width", state_col.c_str());
+    for (const auto& e : zoo)
+      std::printf("%-18s %-56s %10lld %8lld %14s\n", e.name.c_str(), describe(e.name, o.spec).c_str(), (long long)e.params,
+                  (long long)e.width, bytes_str(double(make_model(e.name, o.spec, e.width)->state_bytes(o.time_contexts.back()))).c_str());
+    std::fflush(stdout);
+
+    std::signal(SIGINT, on_sigint);
+#if defined(_OPENMP)
+    if (o.threads > 1) omp_set_num_threads(1);  // threads split the batch; no nested head loops
+#endif
+    const auto t0 = clk::now();
+    Bar bar;
+    try {
+      const size_t runs = o.contexts.size() * o.seeds.size() * zoo.size();
+      size_t k = 0;
+      for (uint64_t seed : o.seeds)
+        for (int64_t L : o.contexts)
+          for (const auto& e : zoo) {
+            const std::string label = "[train " + std::to_string(++k) + "/" + std::to_string(runs) + " " + e.name +
+                                      " L=" + std::to_string(L) + (o.seeds.size() > 1 ? " seed " + std::to_string(seed) : "") + "]";
+            train_and_eval(o, R, *task, e, L, seed, label, bar);
+          }
+      bar.done();
+      const std::string exe = fs::read_symlink("/proc/self/exe").string();
+      for (size_t i = 0; i < zoo.size(); ++i)
+        time_model(o, R, exe, zoo[i], "[time " + std::to_string(i + 1) + "/" + std::to_string(zoo.size()) + " " + zoo[i].name + "]", bar);
+      bar.done();
+    } catch (const Interrupted&) {
+      bar.done();
+      std::fprintf(stderr, "\ninterrupted: the finished parts are in %s/parts; continue with:\n  %s --resume\n", o.out.c_str(),
+                   command.c_str());
+      return 130;
+    }
+    summarize(o, R, zoo, command, since(t0));
+    const int bad = o.plots ? run_plots(R) : 0;
+    R.finish("summary");
+    std::printf("\nresults in %s/:\n", o.out.c_str());
+    for (const std::string& f : {std::string("summary.md"), "loss_by_position_L" + std::to_string(o.contexts.front()) + ".png",
+                                std::string("prefill.png"), std::string("decode.png"), std::string("state_bytes.png"),
+                                std::string("peak_rss.png")})
+      std::printf("  %s\n", (fs::path(o.out) / f).c_str());
+    std::printf("  (CSVs and gnuplot scripts beside them; %s took %s)\n", "the study", hms(since(t0)).c_str());
+    return bad ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "study: %s\n", e.what());
+    return 1;
+  }
+}

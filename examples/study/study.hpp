@@ -1,0 +1,330 @@
+#pragma once
+/// \file study.hpp
+/// The pieces of the long-context study that do not depend on a model: the tasks (generated
+/// in-process from a seed, or byte-level text), the log-spaced position buckets of the
+/// loss-by-position figure, the results folder whose parts are written atomically and skipped on
+/// `--resume`, and the machine description recorded with the results. tests/study tests them.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ttt/io/file.hpp>
+#include <ttt/tensor.hpp>
+#include <ttt/train/data.hpp>
+#include <nlohmann/json.hpp>
+
+namespace study {
+
+namespace fs = std::filesystem;
+using Seq = std::vector<int64_t>;
+
+/// "a, b, c": the valid names in an error message.
+inline std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
+  return s;
+}
+
+// ---- the model zoo's names (zoo.hpp builds the models) ------------------------------------
+
+/// Sizes shared by every model of a study; each model gets its own SwiGLU width
+/// (`intermediate`) so that parameter counts match.
+struct Spec {
+  int64_t hidden = 64, layers = 2, heads = 4, mini_batch = 16, window = 64, vocab = 256;
+  /// linear-attn's mini-batch is the whole sequence: the longest one it will read (training or timing).
+  int64_t max_len = 1024;
+};
+
+/// The zoo's names, in the order the study runs and plots them.
+inline const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> v = {"ttt-linear", "ttt-mlp", "ttt-linear-mamba", "ttt-mlp-mamba",
+                                             "transformer", "swa", "linear-attn"};
+  return v;
+}
+
+/// One line per model: what it is.
+inline std::string describe(const std::string& name, const Spec& s) {
+  if (name == "ttt-linear") return "TTT-Linear, Transformer backbone";
+  if (name == "ttt-mlp") return "TTT-MLP, Transformer backbone";
+  if (name == "ttt-linear-mamba") return "TTT-Linear, Mamba backbone (pre-conv, shared QK, gate)";
+  if (name == "ttt-mlp-mamba") return "TTT-MLP, Mamba backbone (pre-conv, shared QK, gate)";
+  if (name == "transformer") return "causal softmax attention + RoPE, KV cache";
+  if (name == "swa") return "sliding-window attention, window " + std::to_string(s.window);
+  if (name == "linear-attn") return "linear attention = TTT-Linear with plain L2 inner loss, W0 = 0, one mini-batch";
+  return name;
+}
+
+/// Throws ttt::Error listing the valid names when `name` is not one.
+inline void check_model_name(const std::string& name) {
+  for (const auto& n : model_names())
+    if (n == name) return;
+  throw ttt::Error("unknown model '" + name + "'; valid models: " + join(model_names()));
+}
+
+// ---- tasks -------------------------------------------------------------------------------------
+
+/// Which split a sequence comes from: training windows, or held-out ones for evaluation.
+enum class Split { train, held_out };
+
+/// A source of sequences of byte ids (vocabulary 256). `sample(n, rng)` returns n tokens: a model
+/// reads the first n - 1 and each predicts the next.
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual std::string name() const = 0;
+  /// Throws ttt::Error before any work starts when sequences of n tokens cannot be made.
+  virtual void check_length(int64_t n) const = 0;
+  virtual Seq sample(int64_t n, Split split, std::mt19937_64& rng) const = 0;
+};
+
+/// Reserved ids of the synthetic tasks: 1 separates the copy task's halves; keys and values of
+/// the recall task come from disjoint ranges so that a key can never be mistaken for a value.
+inline constexpr int64_t kSep = 1;
+inline constexpr int64_t kKeyLo = 16, kKeyHi = 136, kValHi = 256;  // keys [16, 136), values [136, 256)
+
+/// Multi-query associative recall (Zoology's MQAR, arXiv 2312.04927), keys written early and
+/// queried late: the first half of the sequence writes P key-value pairs (distinct keys, P = n/4
+/// at most 120), the second half asks P' random keys of those pairs, each followed by its value.
+/// A value in the query half is predictable only by recalling a pair written up to n tokens back;
+/// the held-out split uses the same rule (the generator's seed decides what is held out).
+class Recall final : public Task {
+ public:
+  std::string name() const override { return "recall"; }
+  void check_length(int64_t n) const override {
+    if (n < 9) throw ttt::Error("task recall: sequences of " + std::to_string(n) + " tokens are too short (need >= 9)");
+  }
+  static int64_t pairs(int64_t n) { return std::clamp<int64_t>(n / 4, 1, kKeyHi - kKeyLo); }
+  Seq sample(int64_t n, Split, std::mt19937_64& rng) const override {
+    check_length(n);
+    const int64_t P = pairs(n);
+    std::vector<int64_t> keys(size_t(kKeyHi - kKeyLo));
+    for (size_t i = 0; i < keys.size(); ++i) keys[i] = kKeyLo + int64_t(i);
+    std::shuffle(keys.begin(), keys.end(), rng);
+    std::uniform_int_distribution<int64_t> val(kKeyHi, kValHi - 1), pick(0, P - 1);
+    std::vector<int64_t> vals(static_cast<size_t>(P));
+    Seq s;
+    s.reserve(size_t(n));
+    for (int64_t i = 0; i < P; ++i) {
+      vals[size_t(i)] = val(rng);
+      s.push_back(keys[size_t(i)]), s.push_back(vals[size_t(i)]);
+    }
+    while (int64_t(s.size()) < n / 2) s.push_back(kSep);  // pad the write half to n / 2 tokens
+    while (int64_t(s.size()) + 2 <= n) {
+      const int64_t j = pick(rng);
+      s.push_back(keys[size_t(j)]), s.push_back(vals[size_t(j)]);
+    }
+    if (int64_t(s.size()) < n) s.push_back(keys[size_t(pick(rng))]);  // a last query, answered after the end
+    return s;
+  }
+};
+
+/// Copying: m random tokens, a separator, then the same m tokens again (repeated until the
+/// sequence has n tokens). Everything after the separator is predictable from m + 1 tokens back.
+class Copy final : public Task {
+ public:
+  std::string name() const override { return "copy"; }
+  void check_length(int64_t n) const override {
+    if (n < 3) throw ttt::Error("task copy: sequences of " + std::to_string(n) + " tokens are too short (need >= 3)");
+  }
+  static int64_t payload(int64_t n) { return std::max<int64_t>(1, (n - 1) / 2); }
+  Seq sample(int64_t n, Split, std::mt19937_64& rng) const override {
+    check_length(n);
+    const int64_t m = payload(n);
+    std::uniform_int_distribution<int64_t> tok(kKeyLo, kValHi - 1);
+    Seq s;
+    s.reserve(size_t(n));
+    for (int64_t i = 0; i < m; ++i) s.push_back(tok(rng));
+    s.push_back(kSep);
+    while (int64_t(s.size()) < n) s.push_back(s[s.size() - size_t(m + 1)]);
+    return s;
+  }
+};
+
+/// Byte-level text: a file, or every file under a folder (ttt::train::load_byte_corpus); the last
+/// 5% of the bytes are held out; windows start at random offsets of their split.
+class Text final : public Task {
+ public:
+  explicit Text(const fs::path& path) : path_(path) {
+    auto tokens = ttt::train::load_byte_corpus(path);
+    const size_t n_val = tokens.size() / 20;
+    held_.assign(tokens.end() - int64_t(n_val), tokens.end());
+    tokens.resize(tokens.size() - n_val);
+    train_ = std::move(tokens);
+  }
+  std::string name() const override { return "text:" + path_.string(); }
+  void check_length(int64_t n) const override {
+    if (n < 2) throw ttt::Error("task text: sequences need at least 2 tokens");
+    if (int64_t(held_.size()) < n)
+      throw ttt::Error(name() + ": the held-out 5% (" + std::to_string(held_.size()) + " bytes) is shorter than one window of " +
+                       std::to_string(n) + " tokens; use more text or a shorter --context");
+  }
+  Seq sample(int64_t n, Split split, std::mt19937_64& rng) const override {
+    check_length(n);
+    const Seq& t = split == Split::train ? train_ : held_;
+    const int64_t start = std::uniform_int_distribution<int64_t>(0, int64_t(t.size()) - n)(rng);
+    return Seq(t.begin() + start, t.begin() + start + n);
+  }
+  int64_t train_bytes() const { return int64_t(train_.size()); }
+
+ private:
+  fs::path path_;
+  Seq train_, held_;
+};
+
+inline const std::vector<std::string>& task_names() {
+  static const std::vector<std::string> v = {"recall", "copy", "text:PATH"};
+  return v;
+}
+
+/// The task of a name: "recall", "copy" or "text:PATH". ttt::Error listing the valid names else.
+inline std::unique_ptr<Task> make_task(const std::string& name) {
+  if (name == "recall") return std::make_unique<Recall>();
+  if (name == "copy") return std::make_unique<Copy>();
+  if (name.rfind("text:", 0) == 0 && name.size() > 5) return std::make_unique<Text>(name.substr(5));
+  throw ttt::Error("unknown task '" + name + "'; valid tasks: " + join(task_names()));
+}
+
+/// `count` sequences of n tokens; sequence i is drawn from a generator seeded by (seed, i), so a
+/// batch does not depend on how many were drawn before it (resume draws the same data).
+inline std::vector<Seq> batch(const Task& task, int64_t count, int64_t n, Split split, uint64_t seed, int64_t first = 0) {
+  std::vector<Seq> out;
+  for (int64_t i = 0; i < count; ++i) {
+    std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(first + i), uint32_t((first + i) >> 32),
+                     uint32_t(split == Split::train ? 0x7a11 : 0x4e1d)};
+    std::mt19937_64 rng(ss);
+    out.push_back(task.sample(n, split, rng));
+  }
+  return out;
+}
+
+// ---- loss by position ----------------------------------------------------------------------------
+
+/// Log-spaced buckets of positions: position t (0-based; it predicts token t + 1) falls in bucket
+/// 0 when t = 0, else in bucket 1 + floor(log2 t), which holds positions [2^(b-1), 2^b - 1]; so a
+/// context of 2^k tokens ends exactly at the end of bucket k.
+inline int bucket_of(int64_t t) {
+  int b = 0;
+  while ((int64_t(1) << b) <= t) ++b;
+  return b;
+}
+inline int64_t bucket_lo(int b) { return b == 0 ? 0 : int64_t(1) << (b - 1); }
+inline int64_t bucket_hi(int b) { return (int64_t(1) << b) - 1; }
+
+struct Bucket {
+  int64_t lo = 0, hi = 0;  ///< positions [lo, hi] (hi clipped to the last position seen)
+  double mean = 0;         ///< mean loss of the tokens in the bucket
+  int64_t count = 0;       ///< tokens in the bucket (over all sequences)
+};
+
+/// Mean loss per bucket from per-position sums and counts (sum[t], count[t] over sequences).
+inline std::vector<Bucket> buckets(const std::vector<double>& sum, const std::vector<int64_t>& count) {
+  std::vector<Bucket> out;
+  for (size_t t = 0; t < sum.size(); ++t) {
+    const int b = bucket_of(int64_t(t));
+    if (int(out.size()) <= b) out.resize(size_t(b) + 1);
+    Bucket& k = out[size_t(b)];
+    k.lo = bucket_lo(b), k.hi = int64_t(t);
+    k.mean += sum[t], k.count += count[t];
+  }
+  for (auto& k : out) k.mean = k.count ? k.mean / double(k.count) : NAN;
+  return out;
+}
+
+/// Next-token cross entropy of every position of `logits` (n, V) against ids[t + 1], added to
+/// sum[t] and counted in count[t] (t < n - 1 where n = ids.size()).
+inline void add_position_losses(const ttt::Mat& logits, const Seq& ids, std::vector<double>& sum,
+                                std::vector<int64_t>& count) {
+  const int64_t n = int64_t(ids.size()) - 1, V = logits.cols();
+  if (int64_t(sum.size()) < n) sum.resize(size_t(n), 0.0), count.resize(size_t(n), 0);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* row = logits.data() + t * V;  // row-major
+    double mx = -INFINITY, se = 0;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+    for (int64_t v = 0; v < V; ++v) se += std::exp(double(row[v]) - mx);
+    sum[size_t(t)] += mx + std::log(se) - double(row[ids[size_t(t + 1)]]);
+    count[size_t(t)] += 1;
+  }
+}
+
+// ---- results folder --------------------------------------------------------------------------------
+
+/// The results folder. A part (one model's training, its evaluation, its timing, the summary)
+/// writes its files atomically and then a marker `parts/<part>.done`; with `resume` a part whose
+/// marker exists is skipped. `settings` (the study's options) is stored in study.json; resuming
+/// with other settings is refused, naming the keys that differ.
+class Results {
+ public:
+  Results(fs::path dir, const nlohmann::json& settings, bool resume) : dir_(std::move(dir)), resume_(resume) {
+    const fs::path sj = dir_ / "study.json";
+    if (resume_ && fs::exists(sj)) {
+      const auto old = nlohmann::json::parse(ttt::io::read_file(sj));
+      std::vector<std::string> diff;
+      for (auto it = settings.begin(); it != settings.end(); ++it)
+        if (!old.contains(it.key()) || old[it.key()] != it.value()) diff.push_back(it.key());
+      for (auto it = old.begin(); it != old.end(); ++it)
+        if (!settings.contains(it.key())) diff.push_back(it.key());
+      if (!diff.empty())
+        throw ttt::Error(sj.string() + ": --resume with other settings than the interrupted run (" + join(diff) +
+                         "); rerun with the same options, or without --resume to start over");
+    }
+    fs::create_directories(dir_ / "parts");
+    if (!resume_)
+      for (const auto& e : fs::directory_iterator(dir_ / "parts")) fs::remove(e.path());
+    write("study.json", settings.dump(2) + "\n");
+  }
+  const fs::path& dir() const { return dir_; }
+  fs::path path(const std::string& file) const { return dir_ / file; }
+  bool done(const std::string& part) const { return resume_ && fs::exists(dir_ / "parts" / (part + ".done")); }
+  void finish(const std::string& part) const { write("parts/" + part + ".done", part + "\n"); }
+  /// Atomic: the file is either its old content or `text`, never half written.
+  void write(const std::string& file, const std::string& text) const {
+    fs::create_directories((dir_ / file).parent_path());
+    ttt::io::write_file_atomic(dir_ / file, text);
+  }
+
+ private:
+  fs::path dir_;
+  bool resume_;
+};
+
+// ---- machine -------------------------------------------------------------------------------------------
+
+inline std::string first_line_with(const fs::path& file, const std::string& key) {
+  std::ifstream f(file);
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(key, 0) == 0) {
+      auto c = line.find(':');
+      std::string v = c == std::string::npos ? line : line.substr(c + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      return v;
+    }
+  return "";
+}
+
+/// Bytes of memory available to new allocations (MemAvailable), 0 when unknown.
+inline int64_t available_bytes() {
+  const std::string v = first_line_with("/proc/meminfo", "MemAvailable");
+  return v.empty() ? 0 : std::stoll(v) * 1024;
+}
+
+inline nlohmann::json machine() {
+  nlohmann::json m;
+  m["cpu"] = first_line_with("/proc/cpuinfo", "model name");
+  m["cores"] = std::thread::hardware_concurrency();
+  m["memory"] = first_line_with("/proc/meminfo", "MemTotal");
+  m["compiler"] = std::string("gcc ") + __VERSION__;
+#ifdef STUDY_BUILD
+  m["build"] = STUDY_BUILD;
+#endif
+  return m;
+}
+
+}  // namespace study

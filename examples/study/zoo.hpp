@@ -1,0 +1,234 @@
+#pragma once
+/// \file zoo.hpp
+/// The study's model zoo: a name picks the sequence mixer and, for TTT, the inner learner and
+/// the backbone. Everything past the name goes through one small interface (`Model`) that wraps
+/// the library's models: training steps (loss_and_grad + clipping + AdamW), per-position
+/// evaluation, prefill/decode timing and state bytes.
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <ttt/inner/linear_attention.hpp>
+#include <ttt/model.hpp>
+#include <ttt/train/backward.hpp>
+#include <ttt/train/optim.hpp>
+#include <ttt/transformer.hpp>
+
+#include "study.hpp"
+
+namespace study {
+
+struct Timing {
+  double prefill_s = 0;      ///< prefill of `context` tokens from an empty state
+  double decode_s = 0;       ///< mean time of one decoded token after the prefill
+};
+
+/// One model of the zoo, type-erased.
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual int64_t num_params() = 0;
+  virtual void init(uint64_t seed) = 0;
+  /// Bytes a sequence's state holds after `context` tokens (TTT: fixed; attention: KV cache).
+  virtual int64_t state_bytes(int64_t context) const = 0;
+  /// One optimiser step on `batch` (split over `threads` threads); returns the mean loss.
+  virtual double train_step(const std::vector<Seq>& batch, double lr, double ttt_lr_scale, int threads) = 0;
+  /// Adds each sequence's next-token losses to sum[t], count[t].
+  virtual void eval_positions(const std::vector<Seq>& seqs, std::vector<double>& sum, std::vector<int64_t>& count) = 0;
+  /// Prefill `prompt`, then decode 4 untimed and `decode` timed tokens one at a time (greedy).
+  virtual Timing time(const Seq& prompt, int64_t decode) = 0;
+  /// Every parameter's floats, in visit_params order (for resuming after training).
+  virtual std::string weights() = 0;
+  virtual void set_weights(const std::string& bytes, const std::string& source) = 0;
+};
+
+namespace detail {
+
+template <class M>
+void scale_add(M& acc, M& g, double s_acc, double s_g) {
+  std::vector<ttt::ParamRef> a, b;
+  acc.visit_params([&](ttt::ParamRef p) { a.push_back(std::move(p)); });
+  g.visit_params([&](ttt::ParamRef p) { b.push_back(std::move(p)); });
+  for (size_t k = 0; k < a.size(); ++k)
+    for (int64_t i = 0; i < a[k].numel(); ++i) a[k].at(i) = float(s_acc * a[k].at(i) + s_g * b[k].at(i));
+}
+
+/// `Cfg` builds `M` (ModelConfig for TTTModel, AttnConfig for TransformerModel).
+template <class M, class Cfg>
+class Wrap final : public Model {
+ public:
+  static constexpr bool kTTT = requires(M& m) { m.blocks[0].ttt; };
+  explicit Wrap(const Cfg& c) : cfg_(c), m_(c), g_(c), base_lr_(c.ttt_base_lr) {}
+
+  int64_t num_params() override { return m_.num_params(); }
+  void init(uint64_t seed) override {
+    m_.init_weights(seed);
+    opt_ = ttt::train::AdamW({.weight_decay = 0.1});
+    opt_.init(m_);
+  }
+  int64_t state_bytes(int64_t context) const override {
+    if constexpr (requires { m_.state_bytes(context); }) return m_.state_bytes(context);
+    else return m_.state_bytes();
+  }
+
+  double train_step(const std::vector<Seq>& batch, double lr, double ttt_lr_scale, int threads) override {
+    if constexpr (kTTT) {
+      ttt::train::set_ttt_base_lr(m_, base_lr_ * ttt_lr_scale);  // the recipe's warm-up of the inner lr
+      ttt::train::set_ttt_base_lr(g_, base_lr_ * ttt_lr_scale);
+    }
+    // Sequences split into `threads` contiguous shares; shares combined in a fixed order.
+    const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
+    while (extra_.size() + 1 < T) extra_.emplace_back(cfg_);
+    std::vector<std::vector<Seq>> parts(T);
+    std::vector<double> loss(T), pos(T);
+    for (size_t i = 0; i < batch.size(); ++i) parts[i * T / batch.size()].push_back(batch[i]);
+    for (size_t k = 0; k < T; ++k)
+      for (const auto& s : parts[k]) pos[k] += double(s.size() - 1);
+    auto grad = [&](size_t k) -> M& { return k == 0 ? g_ : extra_[k - 1]; };
+    if constexpr (kTTT)
+      for (auto& e : extra_) ttt::train::set_ttt_base_lr(e, base_lr_ * ttt_lr_scale);
+    std::vector<std::exception_ptr> err(T);
+    std::vector<std::thread> pool;
+    for (size_t k = 1; k < T; ++k)
+      pool.emplace_back([&, k] {
+        try {
+#if defined(_OPENMP)
+          omp_set_num_threads(1);  // the threads split the batch; a new thread would start 2+ OpenMP threads
+#endif
+          loss[k] = ttt::train::loss_and_grad(m_, parts[k], grad(k));
+        } catch (...) {
+          err[k] = std::current_exception();
+        }
+      });
+    try {
+      loss[0] = ttt::train::loss_and_grad(m_, parts[0], g_);
+    } catch (...) {
+      err[0] = std::current_exception();
+    }
+    for (auto& t : pool) t.join();
+    for (auto& e : err)
+      if (e) std::rethrow_exception(e);
+    double total = 0, out = 0;
+    for (double p : pos) total += p;
+    for (size_t k = 0; k < T; ++k) out += loss[k] * pos[k] / total;
+    if (T > 1) {
+      scale_add(g_, g_, 0.0, pos[0] / total);
+      for (size_t k = 1; k < T; ++k) scale_add(g_, grad(k), 1.0, pos[k] / total);
+    }
+    ttt::train::clip_grad_norm(g_, 1.0);
+    opt_.step(m_, g_, lr);
+    return out;
+  }
+
+  void eval_positions(const std::vector<Seq>& seqs, std::vector<double>& sum, std::vector<int64_t>& count) override {
+    ttt::Mat logits;
+    for (const auto& s : seqs) {
+      auto st = m_.new_state();
+      m_.forward(st, std::span<const int64_t>(s.data(), s.size() - 1), &logits, ttt::Logits::all);
+      add_position_losses(logits, s, sum, count);
+    }
+  }
+
+  Timing time(const Seq& prompt, int64_t decode) override {
+    using clock = std::chrono::steady_clock;
+    ttt::Mat last;
+    {  // warm-up: first touch of the weights and of some work buffers, thread pool start
+      auto st = m_.new_state();
+      m_.forward(st, std::span<const int64_t>(prompt.data(), std::min<size_t>(prompt.size(), 2048)), &last,
+                 ttt::Logits::last);
+    }
+    auto st = m_.new_state();
+    Timing t;
+    auto t0 = clock::now();
+    m_.forward(st, std::span<const int64_t>(prompt), &last, ttt::Logits::last);
+    t.prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+    int64_t next = 0;
+    auto step = [&] {
+      Eigen::Index arg = 0;
+      last.row(0).maxCoeff(&arg);
+      next = int64_t(arg);
+      m_.forward(st, std::span<const int64_t>(&next, 1), &last, ttt::Logits::last);
+    };
+    for (int i = 0; i < 4; ++i) step();  // untimed: the first one-token call resizes the work buffers
+    t0 = clock::now();
+    for (int64_t i = 0; i < decode; ++i) step();
+    t.decode_s = decode ? std::chrono::duration<double>(clock::now() - t0).count() / double(decode) : 0.0;
+    return t;
+  }
+
+  std::string weights() override {
+    std::string out;
+    m_.visit_params([&](const ttt::ParamRef& p) {
+      const size_t at = out.size();
+      out.resize(at + size_t(p.numel()) * 4);
+      p.copy_out(reinterpret_cast<float*>(out.data() + at));
+    });
+    return out;
+  }
+  void set_weights(const std::string& bytes, const std::string& source) override {
+    size_t need = 0;
+    m_.visit_params([&](const ttt::ParamRef& p) { need += size_t(p.numel()) * 4; });
+    if (bytes.size() != need)
+      throw ttt::FormatError(source + ": " + std::to_string(bytes.size()) + " bytes of weights, this model needs " +
+                             std::to_string(need));
+    size_t at = 0;
+    m_.visit_params([&](const ttt::ParamRef& p) {
+      p.copy_in(reinterpret_cast<const float*>(bytes.data() + at));
+      at += size_t(p.numel()) * 4;
+    });
+  }
+
+ private:
+  Cfg cfg_;
+  M m_, g_;
+  std::vector<M> extra_;
+  double base_lr_;
+  ttt::train::AdamW opt_;
+};
+
+}  // namespace detail
+
+/// The model of a name with SwiGLU width `intermediate`.
+inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s, int64_t intermediate) {
+  check_model_name(name);
+  const bool ttt_model = name.rfind("ttt-", 0) == 0;
+  ttt::ModelConfig c = ttt::ModelConfig::sized(name.find("mlp") != std::string::npos ? "mlp" : "linear", s.vocab,
+                                               s.hidden, s.layers, s.heads, intermediate, s.mini_batch);
+  c.max_position_embeddings = 1 << 30;
+  if (name.find("-mamba") != std::string::npos) c.pre_conv = c.share_qk = c.use_gate = true;
+  if (name == "linear-attn") {  // inner/linear_attention.hpp: the whole sequence is one mini-batch
+    c.ttt_layer_type = "linear_attention";
+    c.mini_batch_size = s.max_len;
+    return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::LinearAttention>, ttt::ModelConfig>>(c);
+  }
+  if (ttt_model && c.ttt_layer_type == "mlp") return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::MLP>, ttt::ModelConfig>>(c);
+  if (ttt_model) return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::Linear>, ttt::ModelConfig>>(c);
+  const ttt::AttnConfig a(c, name == "swa" ? s.window : -1);
+  return std::make_unique<detail::Wrap<ttt::TransformerModel, ttt::AttnConfig>>(a);
+}
+
+/// SwiGLU widths that give every model about the parameter count of the largest one at the
+/// base width 8C/3 (rounded to 8): the rest of a model's parameters differ with the mixer.
+inline std::vector<int64_t> matched_widths(const std::vector<std::string>& names, const Spec& s) {
+  const int64_t base = (8 * s.hidden / 3 + 7) / 8 * 8;
+  std::vector<int64_t> n;
+  for (const auto& m : names) n.push_back(make_model(m, s, base)->num_params());
+  const int64_t target = *std::max_element(n.begin(), n.end());
+  std::vector<int64_t> w;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const double per_unit = 3.0 * double(s.hidden * s.layers);  // gate, up, down rows per unit of width
+    w.push_back(base + int64_t(std::llround(double(target - n[i]) / per_unit)));
+  }
+  return w;
+}
+
+}  // namespace study
