@@ -358,6 +358,14 @@ inline int64_t effective_group(const GradOptions& o, const ModelConfig& cfg) {
 
 }  // namespace detail
 
+/// Set every parameter of a layer (used as a gradient accumulator) to zero.
+template <class L>
+void zero_grad(TTTLayer<L>& g) {
+  g.visit_params("", [](const ParamRef& p) {
+    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = 0.0f;
+  });
+}
+
 /// Gradients through one TTT layer, for code that puts TTT layers into its own network (an
 /// autodiff tape, a hierarchical model): `forward` computes the layer's output for a whole
 /// sequence X (n, C) from position 0 (exactly `TTTLayer::forward` from a fresh state) and keeps
@@ -368,8 +376,8 @@ inline int64_t effective_group(const GradOptions& o, const ModelConfig& cfg) {
 ///
 /// \code
 ///   const ttt::TTTLayer<ttt::inner::MLP>& layer = model.blocks[0].ttt;
-///   ttt::TTTLayer<ttt::inner::MLP> grad(model.cfg);            // zero-initialised below
-///   grad.visit_params("", [](ttt::ParamRef p) { p.fill(0.0f); });
+///   ttt::TTTLayer<ttt::inner::MLP> grad(model.cfg);
+///   ttt::train::zero_grad(grad);                               // every tensor 0
 ///   ttt::train::LayerGrad<ttt::inner::MLP> op(layer, /*scan_checkpoint_group=*/4);
 ///   ttt::Mat Y, dX;
 ///   op.forward(X, Y);         // X: (n, C) normed block input; Y: (n, C)
@@ -560,7 +568,8 @@ class ModelGrad {
     tp.gt.noalias() = tp.xn * b.gate.transpose();
     tp.up.noalias() = tp.xn * b.up.transpose();
     const nn::Act a = act_;
-    tp.a = tp.gt.unaryExpr([a](S v) { return ops::act(a, v); }).cwiseProduct(tp.up);
+    if (a == nn::Act::silu) tp.a = ops::silu(tp.gt).cwiseProduct(tp.up);
+    else tp.a = tp.gt.unaryExpr([a](S v) { return ops::act(a, v); }).cwiseProduct(tp.up);
     h.noalias() += tp.a * b.down.transpose();
   }
 
@@ -575,8 +584,13 @@ class ModelGrad {
     gb.down.noalias() += dh.transpose() * tp.a;
     ensure(da_, n, I), ensure(dgt_, n, I), ensure(dup_, n, I), ensure(dxn_, n, C);
     da_.noalias() = dh * b.down;
-    dgt_ = da_.cwiseProduct(tp.up).cwiseProduct(tp.gt.unaryExpr([a](S v) { return ops::act_grad(a, v); }));
-    dup_ = da_.cwiseProduct(tp.gt.unaryExpr([a](S v) { return ops::act(a, v); }));
+    if (a == nn::Act::silu) {
+      dgt_ = da_.cwiseProduct(tp.up).cwiseProduct(ops::silu_grad(tp.gt));
+      dup_ = da_.cwiseProduct(ops::silu(tp.gt));
+    } else {
+      dgt_ = da_.cwiseProduct(tp.up).cwiseProduct(tp.gt.unaryExpr([a](S v) { return ops::act_grad(a, v); }));
+      dup_ = da_.cwiseProduct(tp.gt.unaryExpr([a](S v) { return ops::act(a, v); }));
+    }
     gb.gate.noalias() += dgt_.transpose() * tp.xn;
     gb.up.noalias() += dup_.transpose() * tp.xn;
     dxn_.noalias() = dgt_ * b.gate;

@@ -283,7 +283,7 @@ struct LearnerGrad<inner::MLP> {
     Z2.rowwise() += b2;
     T = s.XV - s.XK;
     ops::ln_l2_grad(Z2, T, s.ln_w, s.ln_b, G2);
-    gp = Z1.unaryExpr([](S v) { return ops::gelu_bwd_ref(v); });
+    gp = ops::gelu_bwd_ref(Z1);
     M.noalias() = G2 * W2.transpose();
     G1 = M.cwiseProduct(gp);
     detail::eta_matrix(s, E);
@@ -343,7 +343,7 @@ struct LearnerGrad<inner::MLP> {
     dG2.noalias() += dM * W2;
     Eigen::Map<MatT<S>>(dW2, h, f).noalias() += dM.transpose() * G2;
     auto dZ1 = ws(kdZ1, n, h);
-    dZ1 = dG1.cwiseProduct(M).cwiseProduct(Z1.unaryExpr([](S v) { return ops::gelu_bwd_ref_grad(v); }));
+    dZ1 = dG1.cwiseProduct(M).cwiseProduct(ops::gelu_bwd_ref_grad(Z1));
     // G2 = ln_l2_grad(Z2, XV - XK)
     auto dZ2 = ws.zero(kdZ2, n, f), dT = ws.zero(kdT, n, f);
     ops::ln_l2_grad_bwd(Z2, T, s.ln_w, s.ln_b, dG2, dZ2, dT, o.d_ln_w, o.d_ln_b);

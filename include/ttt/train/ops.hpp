@@ -231,14 +231,51 @@ S gelu_bwd_ref_grad(S x) {
   const S p = c1 + c2 * x * x;
   return S(0.5) * (S(1) - t * t) * p - x * t * dt * p + x * (S(1) - t * t) * c2 * x + S(0.5) * dt;
 }
-/// Elementwise on a matrix (an expression; no temporary).
+/// Elementwise on a matrix: expressions (no temporary) on Eigen's array tanh, which is vectorised
+/// for float (a scalar std::tanh per element would cost as much as the mini-batch's products).
 template <class X>
 auto gelu(const Eigen::MatrixBase<X>& x) {
-  return x.unaryExpr([](typename X::Scalar v) { return gelu(v); });
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  return (S(0.5) * a * (S(1) + (S(kSqrt2OverPi) * (a + S(0.044715) * a.cube())).tanh())).matrix();
 }
 template <class X>
 auto gelu_grad(const Eigen::MatrixBase<X>& x) {
-  return x.unaryExpr([](typename X::Scalar v) { return gelu_grad(v); });
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  const auto t = (S(kSqrt2OverPi) * (a + S(0.044715) * a.cube())).tanh();
+  return (S(0.5) * (S(1) + t) + S(0.5) * a * (S(1) - t.square()) * S(kSqrt2OverPi) * (S(1) + S(3.0 * 0.044715) * a.square()))
+      .matrix();
+}
+template <class X>
+auto gelu_bwd_ref(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  const auto t = (S(0.79788456) * a * (S(1) + S(0.044715) * a.square())).tanh();
+  return (S(0.5) * a * ((S(1) - t.square()) * (S(0.79788456) + S(0.1070322243) * a.square())) + S(0.5) * (S(1) + t))
+      .matrix();
+}
+template <class X>
+auto gelu_bwd_ref_grad(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const S c1 = S(0.79788456), c2 = S(0.1070322243);
+  const auto a = x.array();
+  const auto t = (c1 * a * (S(1) + S(0.044715) * a.square())).tanh();
+  const auto dt = (S(1) - t.square()) * (c1 + S(3) * c1 * S(0.044715) * a.square());
+  const auto p = c1 + c2 * a.square();
+  return (S(0.5) * (S(1) - t.square()) * p - a * t * dt * p + a * (S(1) - t.square()) * c2 * a + S(0.5) * dt).matrix();
+}
+/// silu(x) = x sigmoid(x) and its derivative, as expressions (vectorised exp).
+template <class X>
+auto silu(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  return (x.array() / (S(1) + (-x.array()).exp())).matrix();
+}
+template <class X>
+auto silu_grad(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto s = (S(1) + (-x.array()).exp()).inverse();
+  return (s * (S(1) + x.array() * (S(1) - s))).matrix();
 }
 
 template <std::floating_point S>
