@@ -81,6 +81,10 @@ struct TrainOptions {
   /// shares are combined in a fixed order, so a run is reproducible for a given thread count, and
   /// a resumed run must use the same count to continue bit for bit).
   int threads = 1;
+  /// Inner states the backward keeps (GradOptions::scan_checkpoint_group): 0: every mini-batch's;
+  /// G > 1: every G-th, the others recomputed (less memory at long context, same gradients);
+  /// -1: the model config's `scan_checkpoint_group_size`.
+  int64_t scan_checkpoint_group = -1;
   nlohmann::json args = nlohmann::json::object();  ///< recorded in trainer.json
   /// Called after every step with (step, model); tests use it to inject faults.
   std::function<void(int64_t)> after_step;
@@ -133,9 +137,10 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
 /// `scratch` holds the extra gradient models (resized as needed).
 template <class L>
 double parallel_loss_and_grad(const TTTModel<L>& model, const std::vector<std::vector<int64_t>>& batch,
-                              TTTModel<L>& grad, std::vector<TTTModel<L>>& scratch, int threads) {
+                              TTTModel<L>& grad, std::vector<TTTModel<L>>& scratch, int threads,
+                              const GradOptions& go = {}) {
   const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
-  if (T <= 1) return loss_and_grad(model, batch, grad);
+  if (T <= 1) return loss_and_grad(model, batch, grad, go);
   std::vector<std::vector<std::vector<int64_t>>> parts(T);
   std::vector<double> pos(T, 0.0), loss(T, 0.0);
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -157,13 +162,13 @@ double parallel_loss_and_grad(const TTTModel<L>& model, const std::vector<std::v
 #if defined(_OPENMP)
         omp_set_num_threads(inner);
 #endif
-        loss[k] = loss_and_grad(model, parts[k], target(k));
+        loss[k] = loss_and_grad(model, parts[k], target(k), go);
       } catch (...) {
         err[k] = std::current_exception();
       }
     });
   try {
-    loss[0] = loss_and_grad(model, parts[0], grad);
+    loss[0] = loss_and_grad(model, parts[0], grad, go);
   } catch (...) {
     err[0] = std::current_exception();
   }
@@ -411,7 +416,8 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
       const auto batch = data.sample(opt.batch);
       last_window = batch.front();
       for (const auto& w : batch) tokens += int64_t(w.size()) - 1;
-      loss += parallel_loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad, scratch, opt.threads);
+      loss += parallel_loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad, scratch, opt.threads,
+                                     GradOptions{.scan_checkpoint_group = opt.scan_checkpoint_group});
       if (opt.accum > 1 && a > 0) add_grad(acc, grad);
     }
     TTTModel<L>& g = opt.accum == 1 ? grad : acc;

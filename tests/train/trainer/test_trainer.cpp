@@ -261,3 +261,21 @@ TEST_CASE("train: two threads over the batch give the one-thread losses (to roun
   for (size_t i = 0; i < w1.size(); ++i) num += (w1[i] - w2[i]) * double(w1[i] - w2[i]), den += double(w1[i]) * w1[i];
   CHECK(std::sqrt(num / den) < 1e-4);
 }
+
+TEST_CASE("train: scan checkpointing changes memory, not the run (same losses and weights, bit for bit)") {
+  const auto tokens = text_tokens();
+  auto run = [&](int64_t group) {
+    Model m(small_cfg());
+    m.init_weights(2);
+    TextData d(tokens, 24, 0.1, 5);  // 6 mini-batches of 4 per window
+    TrainOptions o = small_opts("");
+    o.scan_checkpoint_group = group;
+    return std::pair{train::train(m, d, o).losses, weights(m)};
+  };
+  const auto [l0, w0] = run(0);
+  for (int64_t g : {2, 4}) {
+    const auto [lg, wg] = run(g);
+    CHECK(lg == l0);
+    CHECK(wg == w0);
+  }
+}
