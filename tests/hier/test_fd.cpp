@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cmath>
 #include <optional>
 #include <random>
@@ -215,7 +216,14 @@ TEST_CASE("hier: window clamping builds full attention, window 0 none") {
 }
 
 TEST_CASE("hier: the receptive field computed from the config is exact on every configuration kind") {
-  for (const Case& c : kCases) {
+  // every configuration kind above, and all-local hierarchies (a bounded past everywhere)
+  std::vector<Case> cases(std::begin(kCases), std::end(kCases));
+  cases.push_back({"all local, strided", R"({"num_tokens": 11, "dim": [8, 6], "depth": 2, "seq_len": 32, "dim_head": 4, "heads": 2,
+       "ff_mult": 2, "hierarchies": [1, 4], "window_sizes": [2, 1], "hierarchical_stride": [1, 2]})"});
+  cases.push_back({"all local, merge_all + predict_use_all", R"({"num_tokens": 11, "dim": 8, "depth": 1, "seq_len": 32, "dim_head": 4,
+       "heads": 2, "ff_mult": 2, "hierarchies": [1, 2], "window_sizes": [3, 1], "hierarchical_stride": [1, 2],
+       "hierarchy_merge_all": true, "predict_use_all_hierarchy": true})"});
+  for (const Case& c : cases) {
     INFO("case: " << std::string(c.name));
     const hier::HierConfig cfg = config(c);
     HT<double> m(cfg);
