@@ -492,6 +492,7 @@ struct TrainArgs {
   uint64_t seed = 0;
   bool resume = false, pre_conv = false, share_qk = false, use_gate = false, quiet = false;
   int threads = 0;
+  int64_t scan_group = 0;
 };
 
 /// The model the train flags describe (byte-level vocabulary).
@@ -538,6 +539,7 @@ int run_train(const TrainArgs& a) {
   o.seed = a.seed, o.out = a.out, o.resume = a.resume, o.stop_after = a.stop_after;
   o.progress = !a.quiet;
   o.threads = a.threads > 0 ? a.threads : 1;
+  o.scan_checkpoint_group = a.scan_group;
   o.args = {{"data", a.data},         {"layer", a.layer},         {"seq_len", a.seq_len},   {"batch", a.batch},
             {"steps", a.steps},       {"accum", a.accum},         {"lr", a.lr},             {"min_lr", a.min_lr},
             {"warmup", o.warmup_steps()}, {"ttt_warmup", o.ttt_warmup_steps()}, {"weight_decay", a.weight_decay},
@@ -718,6 +720,10 @@ int main(int argc, char** argv) {
   trn->add_option("--save-every", train_a.save_every, "Checkpoint every N steps (0 = only at the end)")->check(CLI::NonNegativeNumber)->capture_default_str();
   trn->add_option("--stop-after", train_a.stop_after, "Stop after step N as if interrupted (--resume continues)")->check(CLI::NonNegativeNumber);
   trn->add_option("--seed", train_a.seed, "Seed of the initialisation and of the data order")->capture_default_str();
+  trn->add_option("--scan-checkpoint-group", train_a.scan_group,
+                  "Backward keeps the inner state of every N-th mini-batch and recomputes the others "
+                  "(less memory at long context, same gradients; 0 = keep all)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 30))->capture_default_str();
   trn->add_option("--threads", train_a.threads,
                   "Threads over the sequences of a batch (0 = 1; a resumed run continues bit for bit with the same count)")->check(CLI::Range(0, 4096));
   trn->add_flag("--quiet", train_a.quiet, "No progress line on stderr");
