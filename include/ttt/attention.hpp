@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "config.hpp"
 #include "error.hpp"
 #include "tensor.hpp"
 
@@ -102,8 +103,11 @@ void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T 
   }
 }
 
-inline void check(bool ok, const std::string& what) {
-  if (!ok) throw ShapeError("attn: " + what);
+/// Throws ShapeError("attn: " + what()) when !ok; the message is built only then (no allocation
+/// on the decode path).
+template <class Msg>
+void check(bool ok, Msg&& what) {
+  if (!ok) throw ShapeError("attn: " + std::string(what()));
 }
 template <class A>
 std::string shp(const A& m) {
@@ -117,8 +121,8 @@ std::string shp(const A& m) {
 
 template <class T>
 void check_qkv(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V) {
-  check(K.cols() == Q.cols(), "K is " + shp(K) + " but Q is " + shp(Q) + ": head dims differ");
-  check(V.rows() == K.rows(), "V is " + shp(V) + " but K is " + shp(K) + ": key counts differ");
+  check(K.cols() == Q.cols(), [&] { return "K is " + shp(K) + " but Q is " + shp(Q) + ": head dims differ"; });
+  check(V.rows() == K.rows(), [&] { return "V is " + shp(V) + " but K is " + shp(K) + ": key counts differ"; });
 }
 
 /// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
@@ -134,12 +138,13 @@ template <class T>
 void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, int64_t window, int64_t q0, int64_t k0,
              RefT<T> O, T* lse) {
   check_qkv<T>(Q, K, V);
-  check(O.rows() == Q.rows() && O.cols() == V.cols(),
-        "O is " + shp(O) + ", expected (" + std::to_string(Q.rows()) + ", " + std::to_string(V.cols()) + ")");
-  const int64_t n = Q.rows();
-  T mx_s[kBlockQ], sm_s[kBlockQ];
+  check(O.rows() == Q.rows() && O.cols() == V.cols(), [&] {
+    return "O is " + shp(O) + ", expected (" + std::to_string(Q.rows()) + ", " + std::to_string(V.cols()) + ")";
+  });
+  const int64_t n = Q.rows(), tiles = (n + kBlockQ - 1) / kBlockQ;
   O.setZero();
-  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {  // one query tile at a time: running stats on the stack
+  auto tile = [&](int64_t i0) {  // one query tile: its rows of O and lse, running stats on the stack
+    T mx_s[kBlockQ], sm_s[kBlockQ];
     const int64_t i1 = std::min(n, i0 + kBlockQ), bq = i1 - i0;
     for (int64_t r = 0; r < bq; ++r) {
       mx_s[r] = kNegInfT<T>;
@@ -147,20 +152,38 @@ void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, i
     }
     if (K.rows() > 0) accumulate_rows<T>(Q, K, V, scale, window, q0, k0, i0, i1, O, mx_s - i0, sm_s - i0);
     finish<T>(O.middleRows(i0, bq), mx_s, sm_s, lse ? lse + i0 : nullptr);
+  };
+#if defined(_OPENMP)
+  if (!omp_in_parallel()) {  // query tiles over the threads (inside, Eigen's products stay serial)
+    const int nt = int(std::min<int64_t>(tiles, omp_get_max_threads()));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int64_t t = 0; t < tiles; ++t) tile(t * kBlockQ);
+    return;
   }
+#endif
+  for (int64_t t = 0; t < tiles; ++t) tile(t * kBlockQ);
+}
+
+/// Runs fn() inside an OpenMP team (of one thread when not already in one): the tile products
+/// then never start an OpenMP team of their own (Eigen parallelises a large enough product that
+/// runs outside a parallel region, which for one 64 x 128 tile costs more than it saves).
+template <class F>
+void in_team(F&& fn) {
+#if defined(_OPENMP)
+  if (!omp_in_parallel()) {
+#pragma omp parallel num_threads(1)
+    fn();
+    return;
+  }
+#endif
+  fn();
 }
 
 template <class T>
-void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRefT<T>& O, const CRefT<T>& dO,
-              const T* lse, T scale, int64_t window, int64_t q0, int64_t k0, RefT<T> dQ, RefT<T> dK, RefT<T> dV) {
-  check_qkv<T>(Q, K, V);
-  check(O.rows() == Q.rows() && O.cols() == V.cols(), "O is " + shp(O) + " (expected n x d of V)");
-  check(dO.rows() == O.rows() && dO.cols() == O.cols(), "dO is " + shp(dO) + ", O is " + shp(O));
-  check(dQ.rows() == Q.rows() && dQ.cols() == Q.cols(), "dQ is " + shp(dQ) + ", Q is " + shp(Q));
-  check(dK.rows() == K.rows() && dK.cols() == K.cols(), "dK is " + shp(dK) + ", K is " + shp(K));
-  check(dV.rows() == V.rows() && dV.cols() == V.cols(), "dV is " + shp(dV) + ", V is " + shp(V));
+void backward_tiles(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRefT<T>& O, const CRefT<T>& dO,
+                    const T* lse, T scale, int64_t window, int64_t q0, int64_t k0, RefT<T>& dQ, RefT<T>& dK,
+                    RefT<T>& dV) {
   const int64_t n = Q.rows(), m = K.rows();
-  if (m == 0) return;
   T D[kBlockQ];
   Tile<T> P, dP;
   for (int64_t i0 = 0; i0 < n; i0 += kBlockQ) {
@@ -196,6 +219,19 @@ void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRe
   }
 }
 
+template <class T>
+void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRefT<T>& O, const CRefT<T>& dO,
+              const T* lse, T scale, int64_t window, int64_t q0, int64_t k0, RefT<T> dQ, RefT<T> dK, RefT<T> dV) {
+  check_qkv<T>(Q, K, V);
+  check(O.rows() == Q.rows() && O.cols() == V.cols(), [&] { return "O is " + shp(O) + " (expected n x d of V)"; });
+  check(dO.rows() == O.rows() && dO.cols() == O.cols(), [&] { return "dO is " + shp(dO) + ", O is " + shp(O); });
+  check(dQ.rows() == Q.rows() && dQ.cols() == Q.cols(), [&] { return "dQ is " + shp(dQ) + ", Q is " + shp(Q); });
+  check(dK.rows() == K.rows() && dK.cols() == K.cols(), [&] { return "dK is " + shp(dK) + ", K is " + shp(K); });
+  check(dV.rows() == V.rows() && dV.cols() == V.cols(), [&] { return "dV is " + shp(dV) + ", V is " + shp(V); });
+  if (K.rows() == 0) return;
+  in_team([&] { backward_tiles<T>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV); });
+}
+
 }  // namespace detail
 
 /// Partial forward, for attending to keys held in several pieces (a ring-buffer KV cache): starts
@@ -212,8 +248,10 @@ inline void accumulate(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t win
                        MatRef O, float* mx, float* sm) {
   const int64_t n = Q.rows();
   if (K.rows() == 0) return;
-  for (int64_t i0 = 0; i0 < n; i0 += kBlockQ)
-    detail::accumulate_rows<float>(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
+  detail::in_team([&] {
+    for (int64_t i0 = 0; i0 < n; i0 += kBlockQ)
+      detail::accumulate_rows<float>(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
+  });
 }
 /// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
 inline void finish(MatRef O, const float* mx, const float* sm, float* lse) { detail::finish<float>(O, mx, sm, lse); }
@@ -319,11 +357,15 @@ struct KVCache {
 /// Q, Kn, Vn: (n, H*d) at positions cache.len ...; O: (n, H*d). RoPE etc. are the caller's.
 inline void attend(KVCache& c, CMatRef Q, CMatRef Kn, CMatRef Vn, int64_t heads, float scale, MatRef O) {
   const int64_t n = Q.rows(), W = c.width;
-  detail::check(heads > 0 && W % heads == 0, "KVCache width " + std::to_string(W) + " not divisible by heads " + std::to_string(heads));
-  detail::check(Q.cols() == W && Kn.cols() == W && Vn.cols() == W && Kn.rows() == n && Vn.rows() == n && O.rows() == n &&
-                    O.cols() == W,
-                "attend: Q " + detail::shp(Q) + ", K " + detail::shp(Kn) + ", V " + detail::shp(Vn) + ", O " +
-                    detail::shp(O) + " must all be (n, " + std::to_string(W) + ")");
+  detail::check(heads > 0 && W % heads == 0, [&] {
+    return "KVCache width " + std::to_string(W) + " not divisible by heads " + std::to_string(heads);
+  });
+  detail::check(Q.cols() == W && Kn.cols() == W && Vn.cols() == W && Kn.rows() == n && Vn.rows() == n &&
+                    O.rows() == n && O.cols() == W,
+                [&] {
+                  return "attend: Q " + detail::shp(Q) + ", K " + detail::shp(Kn) + ", V " + detail::shp(Vn) + ", O " +
+                         detail::shp(O) + " must all be (n, " + std::to_string(W) + ")";
+                });
   const int64_t d = W / heads, q0 = c.len;
   if (c.window < 0) {
     c.append(Kn, Vn);  // keys [0, len + n) are contiguous: one call per head

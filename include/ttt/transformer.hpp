@@ -73,15 +73,14 @@ class TransformerModel {
     Mat gate, up, down;         // [I, C], [I, C], [C, I]
   };
 
-  /// Per-sequence state: the position, one KV cache per layer, a RoPE table that grows with the
-  /// position (doubling), reusable buffers.
+  /// Per-sequence state: the position, one KV cache per layer, reusable buffers.
   struct State {
     int64_t pos = 0;
     std::vector<attn::KVCache> caches;
-    nn::RopeTable rope;
     struct Buffers {
       Mat h, xn, XQ, XK, XV, A, gate, up, hn;
-      std::vector<int64_t> pos;
+      nn::RopeTable rope;  // cos/sin of this call's rows (n, f/2): nothing grows with the position
+      std::vector<int64_t> rows;
     } ws;
   };
 
@@ -186,9 +185,9 @@ class TransformerModel {
                        " layer caches, the model " + std::to_string(blocks.size()) + " layers (use new_state())");
     const int64_t n = int64_t(ids.size()), C = cfg.hidden_size, H = cfg.num_attention_heads, f = head_dim();
     auto& w = st.ws;
-    grow_rope(st, st.pos + n);
-    w.pos.resize(size_t(n));
-    for (int64_t r = 0; r < n; ++r) w.pos[size_t(r)] = st.pos + r;
+    rope_rows(st.pos, n, w.rope);
+    w.rows.resize(size_t(n));
+    for (int64_t r = 0; r < n; ++r) w.rows[size_t(r)] = r;
     ensure_size(w.h, n, C);
     for (int64_t t = 0; t < n; ++t) w.h.row(t) = embed.row(ids[size_t(t)]);
     if (hidden) hidden->resize(blocks.size());
@@ -204,8 +203,8 @@ class TransformerModel {
       w.XQ.noalias() = w.xn * b.q.transpose();
       w.XK.noalias() = w.xn * b.k.transpose();
       w.XV.noalias() = w.xn * b.v.transpose();
-      nn::apply_rope(w.XQ, f, st.rope, w.pos.data());
-      nn::apply_rope(w.XK, f, st.rope, w.pos.data());
+      nn::apply_rope(w.XQ, f, w.rope, w.rows.data());
+      nn::apply_rope(w.XK, f, w.rope, w.rows.data());
       attn::attend(st.caches[i], w.XQ, w.XK, w.XV, H, scale, w.A);
       w.h.noalias() += w.A * b.o.transpose();
       nn::rms_norm(w.h, b.ffn_norm, cfg.rms_norm_eps, w.xn);  // x = x + down(act(gate x) * up x)
@@ -256,10 +255,20 @@ class TransformerModel {
     return double(blocks.size()) * (dense * double(n) + att) + 2.0 * C * V * double(n);
   }
 
-  void grow_rope(State& st, int64_t positions) const {
-    if (st.rope.cos.rows() >= positions) return;
-    const int64_t cap = std::max<int64_t>({positions, 2 * st.rope.cos.rows(), 256});
-    st.rope = nn::RopeTable(cap, head_dim(), cfg.rope_theta);
+  /// cos/sin of positions pos0 .. pos0+n-1 into rows 0..n-1 of t, with nn::RopeTable's float
+  /// formula (the training path uses a RopeTable: the same values).
+  void rope_rows(int64_t pos0, int64_t n, nn::RopeTable& t) const {
+    const int64_t f = head_dim();
+    ensure_size(t.cos, n, f / 2);
+    ensure_size(t.sin, n, f / 2);
+    for (int64_t i = 0; i < f / 2; ++i) {
+      const float inv_freq = 1.0f / std::pow(float(cfg.rope_theta), float(2 * i) / float(f));
+      for (int64_t r = 0; r < n; ++r) {
+        const float a = float(pos0 + r) * inv_freq;
+        t.cos(r, i) = std::cos(a);
+        t.sin(r, i) = std::sin(a);
+      }
+    }
   }
 };
 

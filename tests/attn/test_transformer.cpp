@@ -236,3 +236,19 @@ TEST_CASE("transformer: loss falls on a tiny copy task in a few hundred AdamW st
   CHECK(before > 0.8 * std::log(double(A)));
   CHECK(after < 0.5 * std::log(double(A)));
 }
+
+TEST_CASE("transformer: bad input gets a clear error") {
+  CHECK_THROWS_WITH_AS(TransformerModel(tiny(-2)), doctest::Contains("attention window must be >= 0"), ConfigError);
+  const TransformerModel m = make(-1);
+  const std::vector<int64_t> bad = {1, 2, 99};
+  CHECK_THROWS_WITH_AS(m.forward(bad), doctest::Contains("token id 99 at position 2"), ShapeError);
+  TransformerModel other(tiny(-1, 29, 24, 3, 3));
+  auto st = other.new_state();  // 3 layer caches for a 2-layer model
+  Mat lg;
+  CHECK_THROWS_WITH_AS(m.forward(st, std::span<const int64_t>(bad.data(), 2), &lg), doctest::Contains("layer caches"),
+                       ShapeError);
+  TransformerModel g(tiny(5));
+  CHECK_THROWS_WITH_AS(train::loss_and_grad(m, {{1, 2, 3}}, g), doctest::Contains("configuration differs"), ShapeError);
+  TransformerModel g2(m.cfg);
+  CHECK_THROWS_WITH_AS(train::loss_and_grad(m, {{1}}, g2), doctest::Contains("no next-token position"), ShapeError);
+}
