@@ -102,6 +102,7 @@ struct Options {
   int64_t batch = 8, eval_seqs = 32, decode = 32;
   double lr = 1e-2;
   int threads = 2;
+  int time_threads = 1;     // OpenMP threads of the timing runs
   Spec spec;
   std::string out = "results/study/default";
   bool full = false, resume = false, plots = true;
@@ -121,6 +122,9 @@ int64_t rss_bytes() {
 /// Child mode: build the model (random weights), prefill `context` tokens, decode; print
 /// "prefill_s decode_s rss_before_prefill".
 int child_measure(const Options& o) {
+#if defined(_OPENMP)
+  omp_set_num_threads(o.time_threads);
+#endif
   auto m = make_model(o.measure, o.spec, o.measure_width);
   m->init(o.seeds[0]);
   std::mt19937_64 rng(o.seeds[0]);
@@ -143,7 +147,7 @@ Measured spawn_measure(const std::string& exe, const Options& o, const std::stri
                                    "--measure-width", std::to_string(width), "--hidden", std::to_string(o.spec.hidden),
                                    "--layers", std::to_string(o.spec.layers), "--heads", std::to_string(o.spec.heads),
                                    "--window", std::to_string(o.spec.window), "--mini-batch",
-                                   std::to_string(o.spec.mini_batch), "--decode", std::to_string(o.decode),
+                                   std::to_string(o.spec.mini_batch), "--decode", std::to_string(o.decode), "--time-threads", std::to_string(o.time_threads),
                                    "--seeds", std::to_string(o.seeds[0])};
   int fd[2];
   if (::pipe(fd) != 0) throw ttt::Error("pipe failed");
@@ -437,9 +441,10 @@ void summarize(const Options& o, const Results& R, const std::vector<Entry>& zoo
     md << "| " << e.name << " | " << bytes_str(t.front()[6]) << " | " << bytes_str(t.back()[6]) << " | "
        << bytes_str(t.front()[8]) << " | " << bytes_str(t.back()[8]) << " |\n";
   }
-  md << "\nPeak RSS: each (model, context) is measured in its own child process (this program re-run in "
-        "`--measure` mode: random weights, prefill, decode " << o.decode << " tokens), read from wait4's "
-        "ru_maxrss, so it includes the program, the weights and the prefill's work buffers.\n\n"
+  md << "\nEach (model, context) is measured in its own child process (this program re-run in `--measure` "
+        "mode, " << o.time_threads << " OpenMP thread(s): random weights; prefill = the fastest of up to 15 runs from an empty state; decode = the median "
+        "of " << o.decode << " one-token steps after it). Peak RSS is that process's wait4 ru_maxrss: the "
+        "program, the weights, the repeated prefills' work buffers and the cache.\n\n"
      << "## Files\n\nCSVs, gnuplot scripts (`gnuplot NAME.gp` in this folder re-plots) and PNGs: "
      << "loss_by_position_L*.{csv,gp,png}, prefill.*, decode.*, state_bytes.*, peak_rss.*; per-run logs in "
         "train/, eval/, time/.\n";
@@ -509,12 +514,15 @@ int main(int argc, char** argv) {
   auto* o_ctx = app.add_option("--contexts", o.contexts, "training contexts L")->delimiter(',')->capture_default_str();
   auto* o_tctx = app.add_option("--time-contexts", o.time_contexts, "contexts of the time/memory measurements")->delimiter(',');
   auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation); several: mean over seeds")->delimiter(',');
-  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per model and context (default 262144; --full 4194304)");
+  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per model and context (default 1048576; --full 4194304)");
   app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate (AdamW, cosine, 10% warm-up)")->capture_default_str();
   app.add_option("--eval-seqs", o.eval_seqs, "held-out sequences for the loss by position")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   app.add_option("--decode", o.decode, "tokens decoded per timing")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   app.add_option("--threads", o.threads, "training threads (sequences of a batch split over them)")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--time-threads", o.time_threads,
+                 "OpenMP threads of the time measurements (1: on a shared machine, barriers between 2+ threads "
+                 "make short runs noisy)")->check(CLI::Range(1, 256))->capture_default_str();
   auto* o_hid = app.add_option("--hidden", o.spec.hidden, "hidden size")->check(CLI::Range(8, 1 << 14))->capture_default_str();
   auto* o_lay = app.add_option("--layers", o.spec.layers, "layers")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--heads", o.spec.heads, "heads")->check(CLI::Range(1, 1024))->capture_default_str();
@@ -546,7 +554,7 @@ int main(int argc, char** argv) {
       if (o.out == "results/study/default") o.out = "results/study/full";
     }
     (void)o_tctx;
-    if (o.tokens <= 0) o.tokens = 262144;
+    if (o.tokens <= 0) o.tokens = 1048576;
     o.spec.max_len = 2;  // linear-attn's mini-batch: the longest training sequence, or timing prompt + decode
     for (int64_t L : o.contexts) o.spec.max_len = std::max(o.spec.max_len, L + 1);
     for (int64_t L : o.time_contexts) o.time_max_len = std::max(o.time_max_len, L + o.decode + 8);
@@ -567,7 +575,7 @@ int main(int argc, char** argv) {
                                {"hidden", o.spec.hidden}, {"layers", o.spec.layers}, {"heads", o.spec.heads},
                                {"window", o.spec.window}, {"mini_batch", o.spec.mini_batch}};
     Results R(o.out, settings, o.resume);
-    nlohmann::json run = {{"command", command}, {"machine", machine()}, {"threads", o.threads}};
+    nlohmann::json run = {{"command", command}, {"machine", machine()}, {"threads", o.threads}, {"time_threads", o.time_threads}};
     R.write("run.json", run.dump(2) + "\n");
 
     std::printf("study: task %s, %zu models, training contexts %s, %lld tokens each, seeds %s -> %s\n", o.task.c_str(),
