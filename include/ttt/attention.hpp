@@ -154,7 +154,9 @@ void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, i
     finish<T>(O.middleRows(i0, bq), mx_s, sm_s, lse ? lse + i0 : nullptr);
   };
 #if defined(_OPENMP)
-  if (!omp_in_parallel()) {  // query tiles over the threads (inside, Eigen's products stay serial)
+  // query tiles over the threads (inside, Eigen's products stay serial); small work (decode) runs
+  // directly: Eigen parallelises no product below 50k multiply-adds
+  if (!omp_in_parallel() && double(std::min(n, kBlockQ)) * double(K.rows()) * double(Q.cols()) > 5e4) {
     const int nt = int(std::min<int64_t>(tiles, omp_get_max_threads()));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (int64_t t = 0; t < tiles; ++t) tile(t * kBlockQ);
@@ -168,9 +170,9 @@ void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, i
 /// then never start an OpenMP team of their own (Eigen parallelises a large enough product that
 /// runs outside a parallel region, which for one 64 x 128 tile costs more than it saves).
 template <class F>
-void in_team(F&& fn) {
+void in_team(F&& fn, double work = 1e9) {
 #if defined(_OPENMP)
-  if (!omp_in_parallel()) {
+  if (!omp_in_parallel() && work > 5e4) {  // below 50k multiply-adds Eigen stays serial anyway
 #pragma omp parallel num_threads(1)
     fn();
     return;
@@ -229,7 +231,8 @@ void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRe
   check(dK.rows() == K.rows() && dK.cols() == K.cols(), [&] { return "dK is " + shp(dK) + ", K is " + shp(K); });
   check(dV.rows() == V.rows() && dV.cols() == V.cols(), [&] { return "dV is " + shp(dV) + ", V is " + shp(V); });
   if (K.rows() == 0) return;
-  in_team([&] { backward_tiles<T>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV); });
+  in_team([&] { backward_tiles<T>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV); },
+          double(std::min(Q.rows(), kBlockQ)) * double(K.rows()) * double(Q.cols()));
 }
 
 }  // namespace detail
@@ -251,7 +254,7 @@ inline void accumulate(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t win
   detail::in_team([&] {
     for (int64_t i0 = 0; i0 < n; i0 += kBlockQ)
       detail::accumulate_rows<float>(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
-  });
+  }, double(std::min(n, kBlockQ)) * double(K.rows()) * double(Q.cols()));
 }
 /// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
 inline void finish(MatRef O, const float* mx, const float* sm, float* lse) { detail::finish<float>(O, mx, sm, lse); }
