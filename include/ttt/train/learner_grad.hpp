@@ -165,12 +165,12 @@ void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, 
   dW += dWe;
   db += dZq.colwise().sum() + dbe;
   dXq.noalias() += dZq * W.transpose();
-  auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T)
-  dA.noalias() = -(dZq * G.transpose());
+  auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T) (negated below: -(product) would allocate a temporary)
+  dA.noalias() = dZq * G.transpose();
   auto A = ws(slot + 1, n, n);
   for (Eigen::Index t = 0; t < n; ++t)
     for (Eigen::Index j = 0; j < n; ++j) {
-      if (j > t) dA(t, j) = S(0);
+      dA(t, j) = j > t ? S(0) : -dA(t, j);
       A(t, j) = E(t, j) * K(t, j);
     }
   dG.noalias() -= A.transpose() * dZq;
