@@ -31,5 +31,6 @@
 #include "ad/tape.hpp"
 #include "ad/ops.hpp"
 #include "hier/config.hpp"
+#include "hier/generate.hpp"
 #include "hier/model.hpp"
 #include "hier/receptive_field.hpp"

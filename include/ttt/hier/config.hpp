@@ -50,6 +50,14 @@ struct HierConfig {
   double hierarchical_ar_loss_weight = 0.25;
   int64_t ignore_index = 0;
   bool use_flash_attn = false;  ///< accepted and ignored, as in the original (never wired through)
+  /// Extension (not in the original): what fills the attention slot of each hierarchy's blocks,
+  /// "attention" (the original), "ttt-linear" or "ttt-mlp" (a TTT layer, ttt/layer.hpp, run on each
+  /// of the a = c / s phases from its initial fast weights). One value or one per hierarchy.
+  std::vector<std::string> mixer = {"attention"};
+  int64_t ttt_mini_batch_size = 16;  ///< TTT mixers: inner mini-batch size
+  double ttt_base_lr = 1.0;          ///< TTT mixers: base inner learning rate
+  bool ttt_use_gate = false;         ///< TTT mixers: GELU output gate
+  bool mixer_list = false;
   bool dim_list = false, dim_head_list = false, heads_list = false, ff_mult_list = false, hierarchies_list = false,
        window_sizes_list = false, stride_list = false;
 
@@ -74,6 +82,14 @@ struct HierConfig {
     return w;
   }
   bool has_attn(int64_t h) const { return window(h) != std::optional<int64_t>(0); }
+  const std::string& mixer_of(int64_t h) const { return mixer.size() == 1 ? mixer[0] : mixer[size_t(h)]; }
+  /// The slot of hierarchy h holds a TTT layer (has_attn(h) is then true).
+  bool ttt_mixer(int64_t h) const { return mixer_of(h) != "attention"; }
+  bool any_ttt() const {
+    for (int64_t h = 0; h < num_hierarchies(); ++h)
+      if (ttt_mixer(h)) return true;
+    return false;
+  }
   bool local_attn(int64_t h) const { return window(h).has_value() && *window(h) > 0; }
   int64_t token_dim() const { return *std::max_element(dim.begin(), dim.end()); }  // max(dims)
   int64_t sum_dims() const {
@@ -138,6 +154,23 @@ struct HierConfig {
       if (stride(h) > compression(h))
         fail("hierarchical_stride " + std::to_string(stride(h)) + " of hierarchy " + std::to_string(compression(h)) +
              "x: a stride must be at most its compression factor (allowed: 1 .. " + std::to_string(compression(h)) + ", powers of two)");
+    len("mixer", mixer.size());
+    for (int64_t h = 0; h < int64_t(H); ++h) {
+      const std::string& mx = mixer_of(h);
+      if (mx != "attention" && mx != "ttt-linear" && mx != "ttt-mlp")
+        fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) +
+             "x is not a known mixer (valid: attention, ttt-linear, ttt-mlp)");
+      if (mx == "attention") continue;
+      if (window(h) == std::optional<int64_t>(0))
+        fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) +
+             "x has window_sizes 0 (no mixer); use null or a window (ignored by TTT) there");
+      if (dim_of(h) % heads_of(h) != 0 || (dim_of(h) / heads_of(h)) % 2 != 0)
+        fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) + "x: dim " + std::to_string(dim_of(h)) +
+             " must be heads (" + std::to_string(heads_of(h)) + ") times an even TTT head width");
+    }
+    if (any_ttt() && ttt_mini_batch_size <= 0)
+      fail("ttt_mini_batch_size must be > 0, got " + std::to_string(ttt_mini_batch_size));
+    if (any_ttt() && !(ttt_base_lr > 0)) fail("ttt_base_lr must be > 0, got " + std::to_string(ttt_base_lr));
     if (predict_hierarchy && std::find(hierarchies.begin(), hierarchies.end(), *predict_hierarchy) == hierarchies.end())
       fail("predict_hierarchy " + std::to_string(*predict_hierarchy) + " is not among the hierarchies " + list(hierarchies));
     const int64_t p = predict_index();
@@ -157,7 +190,8 @@ struct HierConfig {
     static const std::set<std::string> known = {
         "num_tokens", "dim", "depth", "seq_len", "dim_head", "heads", "ff_mult", "hierarchies", "window_sizes",
         "hierarchical_stride", "hierarchy_merge_all", "predict_hierarchy", "predict_use_all_hierarchy",
-        "recon_loss_weight", "hierarchical_ar_loss_weight", "ignore_index", "use_flash_attn", "model_type"};
+        "recon_loss_weight", "hierarchical_ar_loss_weight", "ignore_index", "use_flash_attn", "model_type",
+        "mixer", "ttt_mini_batch_size", "ttt_base_lr", "ttt_use_gate"};
     for (auto it = j.begin(); it != j.end(); ++it)
       if (!known.count(it.key())) fail("unknown key '" + it.key() + "' (not a HierarchicalTransformer option)");
     if (j.contains("model_type") && j["model_type"] != kModelType)
@@ -234,6 +268,24 @@ struct HierConfig {
     if (j.contains("hierarchical_ar_loss_weight"))
       c.hierarchical_ar_loss_weight = number(j["hierarchical_ar_loss_weight"], "hierarchical_ar_loss_weight");
     if (j.contains("ignore_index")) c.ignore_index = integer(j["ignore_index"], "ignore_index");
+    if (j.contains("mixer")) {
+      const auto& v = j["mixer"];
+      auto one = [&](const nlohmann::json& e) {
+        if (!e.is_string()) fail("key 'mixer' entries must be strings (attention, ttt-linear, ttt-mlp), got " + e.dump());
+        return e.get<std::string>();
+      };
+      c.mixer.clear();
+      c.mixer_list = v.is_array();
+      if (c.mixer_list) {
+        if (v.empty()) fail("key 'mixer' must not be an empty list");
+        for (const auto& e : v) c.mixer.push_back(one(e));
+      } else {
+        c.mixer.push_back(one(v));
+      }
+    }
+    if (j.contains("ttt_mini_batch_size")) c.ttt_mini_batch_size = integer(j["ttt_mini_batch_size"], "ttt_mini_batch_size");
+    if (j.contains("ttt_base_lr")) c.ttt_base_lr = number(j["ttt_base_lr"], "ttt_base_lr");
+    boolean("ttt_use_gate", c.ttt_use_gate);
     c.validate(source);
     return c;
   }
@@ -267,6 +319,12 @@ struct HierConfig {
     j["hierarchical_ar_loss_weight"] = hierarchical_ar_loss_weight;
     j["ignore_index"] = ignore_index;
     j["use_flash_attn"] = use_flash_attn;
+    if (any_ttt()) {  // the extension's keys only where used: the original's configs stay as they were
+      put("mixer", mixer, mixer_list);
+      j["ttt_mini_batch_size"] = ttt_mini_batch_size;
+      j["ttt_base_lr"] = ttt_base_lr;
+      j["ttt_use_gate"] = ttt_use_gate;
+    }
     j["model_type"] = kModelType;
     return j;
   }

@@ -30,9 +30,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -42,8 +44,12 @@
 #include "../ad/tape.hpp"
 #include "../error.hpp"
 #include "../io/file.hpp"
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
 #include "../io/safetensors.hpp"
+#include "../layer.hpp"
 #include "../params.hpp"
+#include "../train/backward.hpp"
 #include "config.hpp"
 
 namespace ttt::hier {
@@ -70,7 +76,11 @@ class HierarchicalTransformerT {
   };
   struct Block {
     bool has_attn = false;
-    Attn attn;
+    Attn attn;  // with a TTT mixer: only norm_w, norm_b (its pre-LayerNorm)
+    // the TTT mixer (cfg.mixer), float weights for either T (the double model runs them in double)
+    std::optional<TTTLayer<inner::Linear>> ttt_linear;
+    std::optional<TTTLayer<inner::MLP>> ttt_mlp;
+    bool ttt() const { return ttt_linear.has_value() || ttt_mlp.has_value(); }
     M ff_gamma, ff_w1, ff_w2;
   };
   struct Compress {
@@ -133,7 +143,15 @@ class HierarchicalTransformerT {
         Block b;
         const int64_t d = cfg.dim_of(h), inner = cfg.dim_head_of(h) * cfg.heads_of(h), dh = cfg.dim_head_of(h);
         b.has_attn = cfg.has_attn(h);
-        if (b.has_attn) {
+        if (b.has_attn && cfg.ttt_mixer(h)) {
+          b.attn.local = true;  // its norm is a LayerNorm
+          b.attn.norm_w = M::Zero(1, d);
+          b.attn.norm_b = M::Zero(1, d);
+          const ModelConfig mc = ttt_config(h);
+          if (cfg.mixer_of(h) == "ttt-linear") b.ttt_linear.emplace(mc);
+          else b.ttt_mlp.emplace(mc);
+          zero_ttt(b);
+        } else if (b.has_attn) {
           b.attn.local = cfg.local_attn(h);
           b.attn.norm_w = M::Zero(1, d);
           if (b.attn.local) b.attn.norm_b = M::Zero(1, d);
@@ -201,7 +219,10 @@ class HierarchicalTransformerT {
       for (int64_t h = 0; h < H; ++h) {
         Block& b = layers[size_t(l)][size_t(h)];
         const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h);
-        if (b.has_attn) {
+        if (b.has_attn && b.ttt()) {
+          f(p + ".attn.norm.weight", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
+          f(p + ".attn.norm.bias", b.attn.norm_b, vec(b.attn.norm_b), Init::zeros, 0);
+        } else if (b.has_attn) {
           if (b.attn.local) {
             f(p + ".attn.norm.weight", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
             f(p + ".attn.norm.bias", b.attn.norm_b, vec(b.attn.norm_b), Init::zeros, 0);
@@ -238,7 +259,7 @@ class HierarchicalTransformerT {
     for (int64_t l = 0; l < cfg.depth; ++l)
       for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
         Block& b = layers[size_t(l)][size_t(h)];
-        if (!b.has_attn) continue;
+        if (!b.has_attn || b.ttt()) continue;
         const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h) + ".attn.";
         if (b.attn.local) {
           f(p + "attn_fn.rel_pos.inv_freq", b.attn.inv_freq, std::vector<int64_t>{b.attn.inv_freq.cols()});
@@ -262,11 +283,39 @@ class HierarchicalTransformerT {
       const bool no_decay = shape.size() == 1;  // norms and biases
       f(make_param(name, shape, m.data(), ki, init == Init::normal1 ? 1.0 : double(fan_in), no_decay));
     });
+    visit_ttt(f);
+  }
+
+  /// f(ParamRef) for the TTT mixers' parameters (float for either T), named
+  /// "layers.{l}.{h}.attn.ttt.<TTT layer name>".
+  template <class F>
+  void visit_ttt(F&& f) {
+    for (int64_t l = 0; l < cfg.depth; ++l)
+      for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
+        Block& b = layers[size_t(l)][size_t(h)];
+        const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h) + ".attn.ttt.";
+        if (b.ttt_linear) b.ttt_linear->visit_params(p, f);
+        if (b.ttt_mlp) b.ttt_mlp->visit_params(p, f);
+      }
+  }
+
+  /// The TTT layer configuration of hierarchy h's mixer.
+  ModelConfig ttt_config(int64_t h) const {
+    ModelConfig mc;
+    mc.hidden_size = cfg.dim_of(h);
+    mc.num_attention_heads = cfg.heads_of(h);
+    mc.mini_batch_size = cfg.ttt_mini_batch_size;
+    mc.ttt_base_lr = cfg.ttt_base_lr;
+    mc.use_gate = cfg.ttt_use_gate;
+    mc.share_qk = false;
+    mc.ttt_layer_type = cfg.mixer_of(h) == "ttt-linear" ? "linear" : "mlp";
+    return mc;
   }
 
   int64_t num_params() {
     int64_t n = 0;
     visit([&](const std::string&, M& m, const std::vector<int64_t>&, Init, int64_t) { n += int64_t(m.size()); });
+    visit_ttt([&](const ParamRef& p) { n += p.numel(); });
     return n;
   }
 
@@ -289,11 +338,15 @@ class HierarchicalTransformerT {
         m.data()[i] = T(v);
       }
     });
+    visit_ttt([&](const ParamRef& p) { init_param(p, rng); });  // as the TTT model initialises its layers
   }
 
   /// Set every parameter to zero (a gradient accumulator).
   void zero() {
     visit([](const std::string&, M& m, const std::vector<int64_t>&, Init, int64_t) { m.setZero(); });
+    visit_ttt([](const ParamRef& p) {
+      for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = 0.0f;
+    });
   }
 
   // ---- checkpoints ----
@@ -320,6 +373,13 @@ class HierarchicalTransformerT {
         throw FormatError(st.source() + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
       read(name, m, shape);
     });
+    visit_ttt([&](const ParamRef& p) {
+      if (!st.contains(p.name))
+        throw FormatError(st.source() + ": missing tensor '" + p.name + "' (expected shape " + shape_str(p.shape) + ")");
+      const std::vector<float> v = st.read_float(p.name, p.shape);
+      p.copy_in(v.data());
+      used.insert(p.name);
+    });
     visit_buffers([&](const std::string& name, M& m, const std::vector<int64_t>& shape) {
       if (st.contains(name)) read(name, m, shape);  // buffers are optional: the constructor computed them
     });
@@ -342,6 +402,11 @@ class HierarchicalTransformerT {
       w.add(name, shape, buf);
     };
     visit([&](const std::string& name, M& m, const std::vector<int64_t>& shape, Init, int64_t) { put(name, m, shape); });
+    visit_ttt([&](const ParamRef& p) {
+      std::vector<float> buf(size_t(p.numel()));
+      p.copy_out(buf.data());
+      w.add(p.name, p.shape, buf);
+    });
     visit_buffers(put);
     io::write_file_atomic(dir / "model.safetensors", w.serialize());
     io::write_file_atomic(dir / "config.json", cfg.to_json().dump(2) + "\n");
@@ -450,9 +515,10 @@ class HierarchicalTransformerT {
   /// Parameter leaves of one tape: each parameter enters once, with its gradient sink.
   struct Leaves {
     ad::Tape<T>& tape;
+    HierarchicalTransformerT* grad = nullptr;  // where the TTT mixers' parameter gradients go
     std::unordered_map<const M*, V> vars;
     std::unordered_map<const M*, M*> sinks;
-    Leaves(ad::Tape<T>& t, const HierarchicalTransformerT& model, HierarchicalTransformerT* grad) : tape(t) {
+    Leaves(ad::Tape<T>& t, const HierarchicalTransformerT& model, HierarchicalTransformerT* g) : tape(t), grad(g) {
       if (!grad) return;
       std::vector<const M*> a;
       std::vector<M*> b;
@@ -488,6 +554,10 @@ class HierarchicalTransformerT {
       ++i;
     });
     if (i != a.size()) throw ShapeError("HierarchicalTransformer::loss: the gradient model has fewer parameters");
+    for (int64_t h = 0; h < cfg.num_hierarchies(); ++h)
+      if (g.cfg.mixer_of(h) != cfg.mixer_of(h) || g.cfg.ttt_mini_batch_size != cfg.ttt_mini_batch_size ||
+          g.cfg.ttt_use_gate != cfg.ttt_use_gate)
+        throw ShapeError("HierarchicalTransformer::loss: the gradient model's mixers differ from the model's");
   }
 
   /// The rows of all hierarchies side by side, strided ones repeated (row t <- row t / s),
@@ -554,11 +624,47 @@ class HierarchicalTransformerT {
     return ad::linear(o, P(a.out));
   }
 
-  /// One HierarchicalBlock on hierarchy h's rows x (L_h, d).
-  V block(Leaves& P, const Block& b, int64_t h, V x) const {
+  static void zero_ttt(Block& b) {
+    auto z = [](const ParamRef& p) {
+      for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = 0.0f;
+    };
+    if (b.ttt_linear) b.ttt_linear->visit_params("", z);
+    if (b.ttt_mlp) b.ttt_mlp->visit_params("", z);
+  }
+
+  /// A TTT layer on one phase sequence xn (m, d) (already normed) as a tape op: LayerGrad's
+  /// forward from the layer's initial state, its backward as the VJP (parameter gradients into
+  /// `glayer` when given).
+  template <class L>
+  static V ttt_op(const TTTLayer<L>& layer, TTTLayer<L>* glayer, V xn) {
+    auto op = std::make_shared<train::LayerGrad<L, T>>(layer);
+    M Y;
+    op->forward(xn.value(), Y);
+    return xn.tape->custom({xn}, std::move(Y), [op, glayer, &layer](const M& dy, std::span<M> dx) {
+      M dX;
+      if (glayer) {
+        op->backward(dy, dX, *glayer);
+      } else {
+        TTTLayer<L> sink = layer;  // parameter gradients not wanted: a throw-away accumulator
+        op->backward(dy, dX, sink);
+      }
+      if (dx[0].size()) dx[0] += dX;
+    });
+  }
+
+  /// The TTT mixer of one phase sequence z (m, d): LayerNorm then the TTT layer.
+  V ttt_mixer(Leaves& P, const Block& b, Block* gb, V z) const {
+    const V xn = ad::layer_norm(z, P(b.attn.norm_w), P(b.attn.norm_b));
+    if (b.ttt_linear) return ttt_op(*b.ttt_linear, gb ? &*gb->ttt_linear : nullptr, xn);
+    return ttt_op(*b.ttt_mlp, gb ? &*gb->ttt_mlp : nullptr, xn);
+  }
+
+  /// One HierarchicalBlock on hierarchy h's rows x (L_h, d). gb: the gradient model's block (or null).
+  V block(Leaves& P, const Block& b, Block* gb, int64_t h, V x) const {
     const int64_t L = x.rows(), a = cfg.axial(h);
     auto run = [&](V z) {
-      if (b.has_attn) z = ad::add(attention(P, b, h, token_shift(z)), z);
+      if (b.has_attn && b.ttt()) z = ad::add(ttt_mixer(P, b, gb, token_shift(z)), z);
+      else if (b.has_attn) z = ad::add(attention(P, b, h, token_shift(z)), z);
       const V f = ad::linear(ad::gelu(ad::linear(ad::l2_rms_norm(token_shift(z), P(b.ff_gamma)), P(b.ff_w1))), P(b.ff_w2));
       return ad::add(f, z);
     };
@@ -604,7 +710,7 @@ class HierarchicalTransformerT {
     g.token_embeds = tok;
     const int64_t p = cfg.predict_index();
     for (int64_t l = 0; l < cfg.depth; ++l) {
-      for (int64_t h = 0; h < H; ++h) tok[size_t(h)] = block(P, layers[size_t(l)][size_t(h)], h, tok[size_t(h)]);
+      for (int64_t h = 0; h < H; ++h) tok[size_t(h)] = block(P, layers[size_t(l)][size_t(h)], P.grad ? &P.grad->layers[size_t(l)][size_t(h)] : nullptr, h, tok[size_t(h)]);
       if (!cfg.need_merge()) continue;
       const Merge& mg = merges[size_t(l)];
       V pooled = ad::l2_rms_norm(hierarchical_cat(tok), P(mg.gamma));

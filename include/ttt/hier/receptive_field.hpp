@@ -57,7 +57,7 @@ inline std::vector<int64_t> earliest_dependency(const HierConfig& cfg, int64_t n
       Vec& v = lo[size_t(h)];
       const int64_t a = cfg.axial(h), d = cfg.dim_of(h);
       if (cfg.has_attn(h)) {
-        const Vec att = attend(shift(v, a, d), a, cfg.window(h));
+        const Vec att = attend(shift(v, a, d), a, cfg.ttt_mixer(h) ? std::optional<int64_t>() : cfg.window(h));
         for (size_t k = 0; k < v.size(); ++k) v[k] = std::min(v[k], att[k]);
       }
       v = shift(v, a, d);  // x = ff(shift(x)) + x; the feedforward is row-wise
