@@ -223,6 +223,11 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
   if (name.find("-mamba") != std::string::npos) c.pre_conv = c.share_qk = c.use_gate = true;
   if (name == "linear-attn") {  // inner/linear_attention.hpp: the whole sequence is one mini-batch
     c.ttt_layer_type = "linear_attention";
+    if (s.max_len > (int64_t(1) << 16))
+      throw ttt::Error("linear-attn: sequences of " + std::to_string(s.max_len) +
+                       " tokens (the longest --contexts + 1, or --time-contexts + decode) are beyond its limit of "
+                       "65536: it runs the whole sequence as one TTT mini-batch (mini_batch_size <= 65536); lower "
+                       "the contexts or leave linear-attn out of --models");
     c.mini_batch_size = s.max_len;
     return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::LinearAttention>, ttt::ModelConfig>>(c);
   }
