@@ -31,6 +31,7 @@
 #include "ad/tape.hpp"
 #include "ad/ops.hpp"
 #include "hier/config.hpp"
+#include "hier/decode.hpp"
 #include "hier/generate.hpp"
 #include "hier/model.hpp"
 #include "hier/receptive_field.hpp"

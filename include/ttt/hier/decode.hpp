@@ -1,0 +1,293 @@
+#pragma once
+/// \file hier/decode.hpp
+/// Cached decoding for HierarchicalTransformerT: one token at a time, the logits of the new
+/// position equal to the last row of a full forward (up to rounding), without processing the
+/// prefix again. The state of one sequence holds:
+///  - the last c_max + 1 token embeddings (the compression convolutions' input history);
+///  - per layer, hierarchy and phase: the previous rows entering the two token shifts, and the
+///    mixer's state: a KV cache (rotated keys, values; full attention keeps every row of the phase,
+///    a window keeps the last w + 1) or a TTT layer's State (fast weights carried from token to token);
+///  - per layer and hierarchy: the latest row after the blocks (a strided hierarchy's row is reused
+///    by the merges of the s positions it covers), and the latest final row per hierarchy.
+/// A hierarchy of stride s gets a new row at positions t with t % s == 0 (row t / s, phase
+/// (t / s) % a, position (t / s) / a inside it). xPos is centred at 0 instead of m // 2: the factors
+/// cancel in q.k (exact in exact arithmetic), so results agree to rounding.
+///
+/// \code
+///   ttt::hier::Decoder<float> dec(model);
+///   for (int64_t tok : prompt) dec.step(tok);   // prefill, token by token
+///   ttt::ad::Matrix<float> logits = dec.step(next);  // (1, V)
+/// \endcode
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../error.hpp"
+#include "model.hpp"
+
+namespace ttt::hier {
+
+template <class T>
+class Decoder {
+ public:
+  using Model = HierarchicalTransformerT<T>;
+  using M = ad::Matrix<T>;
+  using V = ad::Var<T>;
+
+  explicit Decoder(const Model& m) : m_(&m) { reset(); }
+
+  /// Start a new sequence.
+  void reset() {
+    const HierConfig& c = m_->cfg;
+    const int64_t H = c.num_hierarchies(), Lz = c.depth;
+    t_ = 0;
+    int64_t cmax = 1;
+    for (int64_t h = 0; h < H; ++h) cmax = std::max(cmax, c.compression(h));
+    hist_.assign(size_t(cmax + 1), M::Zero(1, c.token_dim()));
+    phases_.assign(size_t(Lz), std::vector<std::vector<Phase>>(size_t(H)));
+    for (int64_t l = 0; l < Lz; ++l)
+      for (int64_t h = 0; h < H; ++h) {
+        auto& ph = phases_[size_t(l)][size_t(h)];
+        ph.resize(size_t(c.axial(h)));
+        const auto& b = m_->layers[size_t(l)][size_t(h)];
+        for (Phase& p : ph) {
+          p.prev_in = M::Zero(1, c.dim_of(h));
+          p.prev_mid = M::Zero(1, c.dim_of(h));
+          if (b.ttt_linear) p.lin_state = b.ttt_linear->new_state();
+          if (b.ttt_mlp) p.mlp_state = b.ttt_mlp->new_state();
+        }
+      }
+    latest_.assign(size_t(Lz), std::vector<M>(size_t(H)));
+    final_.assign(size_t(H), M());
+  }
+
+  int64_t position() const { return t_; }
+
+  /// Feed the token at the next position; returns its logits (1, V).
+  M step(int64_t token) {
+    const HierConfig& c = m_->cfg;
+    if (t_ >= c.seq_len)
+      throw ShapeError("hier::Decoder: position " + std::to_string(t_) + " is past seq_len = " + std::to_string(c.seq_len));
+    if (token < 0 || token >= c.num_tokens)
+      throw ShapeError("hier::Decoder: token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                       std::to_string(c.num_tokens) + ")");
+    const int64_t H = c.num_hierarchies(), t = t_;
+    ad::Tape<T> tp;
+    auto P = [&](const M& w) { return tp.param(w, nullptr); };
+    hist_.pop_front();
+    hist_.push_back(m_->emb.row(token));
+    std::vector<std::optional<V>> row(static_cast<size_t>(H));  // the new row of each hierarchy this step
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t ch = c.compression(h), s = c.stride(h);
+      if (t % s) continue;
+      const auto& cp = m_->compress[size_t(h)];
+      V x = tp.constant(hist_.back());
+      if (ch == 1) {
+        if (cp.has_proj) x = ad::linear(x, P(cp.proj));
+      } else {
+        // the last c + 1 embeddings: conv row 1 covers exactly [t - c + 1, t] (zeros before 0)
+        M win(ch + 1, c.token_dim());
+        for (int64_t i = 0; i <= ch; ++i) win.row(i) = hist_[hist_.size() - size_t(ch + 1) + size_t(i)];
+        const V cv = ad::causal_conv1d(tp.constant(std::move(win)), P(cp.conv_w), P(cp.conv_b), ch, ch);
+        x = ad::linear(ad::silu(ad::rows(cv, cv.rows() - 1, 1)), P(cp.pw_w), P(cp.pw_b));
+      }
+      row[size_t(h)] = ad::layer_norm(x, P(m_->post_w[size_t(h)]), P(m_->post_b[size_t(h)]));
+    }
+    const int64_t p = c.predict_index();
+    for (int64_t l = 0; l < c.depth; ++l) {
+      for (int64_t h = 0; h < H; ++h) {
+        if (!row[size_t(h)]) continue;
+        const int64_t k = t / c.stride(h), a = c.axial(h);
+        row[size_t(h)] = block(tp, l, h, phases_[size_t(l)][size_t(h)][size_t(k % a)], k / a, *row[size_t(h)]);
+        latest_[size_t(l)][size_t(h)] = row[size_t(h)]->value();
+      }
+      if (!c.need_merge()) continue;
+      const auto& mg = m_->merges[size_t(l)];
+      std::vector<V> parts;
+      for (int64_t h = 0; h < H; ++h) parts.push_back(tp.constant(latest_[size_t(l)][size_t(h)]));
+      V pooled = ad::l2_rms_norm(ad::concat_cols(parts), P(mg.gamma));
+      pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
+      if (c.hierarchy_merge_all) {
+        int64_t c0 = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          if (row[size_t(h)]) row[size_t(h)] = ad::add(*row[size_t(h)], ad::cols(pooled, c0, c.dim_of(h)));
+          c0 += c.dim_of(h);
+        }
+      } else {
+        row[size_t(p)] = ad::add(*row[size_t(p)], pooled);
+      }
+    }
+    for (int64_t h = 0; h < H; ++h)
+      if (row[size_t(h)])
+        final_[size_t(h)] = ad::layer_norm(*row[size_t(h)], P(m_->norm_w[size_t(h)]), P(m_->norm_b[size_t(h)])).value();
+    M pe;
+    if (c.predict_use_all_hierarchy) {
+      pe.resize(1, c.sum_dims());
+      int64_t c0 = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        pe.middleCols(c0, c.dim_of(h)) = final_[size_t(h)];
+        c0 += c.dim_of(h);
+      }
+    } else {
+      pe = final_[size_t(p)];
+    }
+    ++t_;
+    return pe * m_->to_logits.transpose();
+  }
+
+ private:
+  struct Phase {
+    M prev_in, prev_mid;  // the previous rows entering the two token shifts
+    M keys, values;       // KV cache (rows: phase positions kept), rotated keys
+    int64_t first = 0;    // phase position of keys.row(0)
+    typename TTTLayer<inner::Linear>::State lin_state;
+    typename TTTLayer<inner::MLP>::State mlp_state;
+    typename TTTLayer<inner::Linear>::Workspace lin_ws;
+    typename TTTLayer<inner::MLP>::Workspace mlp_ws;
+  };
+
+  /// token_shift of one row: first ceil(d / 2) channels of x, the rest from the previous row.
+  static V shift(ad::Tape<T>& tp, V x, const M& prev) {
+    const Eigen::Index d = x.cols(), h1 = (d + 1) / 2;
+    if (d - h1 == 0) return x;
+    return ad::concat_cols(std::vector<V>{ad::cols(x, 0, h1), tp.constant(prev.rightCols(d - h1))});
+  }
+
+  template <class L>
+  static M ttt_row(const TTTLayer<L>& layer, typename TTTLayer<L>::State& st, typename TTTLayer<L>::Workspace& ws,
+                   int64_t pos, const M& xn) {
+    const Mat X = xn.template cast<float>();
+    Mat out;
+    layer.forward(X, st, pos, ws, out);
+    return out.template cast<T>();
+  }
+
+  V block(ad::Tape<T>& tp, int64_t l, int64_t h, Phase& ph, int64_t i, V z) {
+    const HierConfig& c = m_->cfg;
+    const auto& b = m_->layers[size_t(l)][size_t(h)];
+    auto P = [&](const M& w) { return tp.param(w, nullptr); };
+    if (b.has_attn) {
+      const V sh = shift(tp, z, ph.prev_in);
+      ph.prev_in = z.value();
+      V o;
+      if (b.ttt()) {
+        const V xn = ad::layer_norm(sh, P(b.attn.norm_w), P(b.attn.norm_b));
+        o = tp.constant(b.ttt_linear ? ttt_row(*b.ttt_linear, ph.lin_state, ph.lin_ws, i, xn.value())
+                                     : ttt_row(*b.ttt_mlp, ph.mlp_state, ph.mlp_ws, i, xn.value()));
+      } else {
+        o = attend(tp, b, h, ph, i, sh);
+      }
+      z = ad::add(o, z);
+    }
+    const V sh2 = shift(tp, z, ph.prev_mid);
+    ph.prev_mid = z.value();
+    const V f = ad::linear(ad::gelu(ad::linear(ad::l2_rms_norm(sh2, P(b.ff_gamma)), P(b.ff_w1))), P(b.ff_w2));
+    (void)c;
+    return ad::add(f, z);
+  }
+
+  /// Attention of the phase row at position i against the cache (which it joins).
+  V attend(ad::Tape<T>& tp, const typename Model::Block& b, int64_t h, Phase& ph, int64_t i, V z) {
+    const HierConfig& c = m_->cfg;
+    const auto& a = b.attn;
+    auto P = [&](const M& w) { return tp.param(w, nullptr); };
+    const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), inner = heads * dh, half = dh / 2;
+    const V xn = a.local ? ad::layer_norm(z, P(a.norm_w), P(a.norm_b)) : ad::l2_rms_norm(z, P(a.norm_w));
+    const M qkv = ad::linear(xn, P(a.qkv)).value();
+    using R = std::conditional_t<std::is_same_v<T, float>, float, double>;
+    M cs(1, half), sn(1, half), fq(1, half), fk(1, half);
+    for (int64_t j = 0; j < half; ++j) {
+      const R ang = R(i) * R(a.inv_freq(0, j));
+      cs(0, j) = T(std::cos(double(ang)));
+      sn(0, j) = T(std::sin(double(ang)));
+      if (!a.local) {
+        const R f = R(std::pow(double(a.xpos_scale(0, j)), double(R(i) / R(512))));
+        fq(0, j) = T(f);
+        fk(0, j) = T(R(1) / f);
+      }
+    }
+    auto rot = [&](const M& x, const M& fac) {
+      M y(1, inner);
+      for (int64_t hd = 0; hd < heads; ++hd)
+        for (int64_t j = 0; j < half; ++j) {
+          const T cj = a.local ? cs(0, j) : cs(0, j) * fac(0, j), sj = a.local ? sn(0, j) : sn(0, j) * fac(0, j);
+          const T x1 = x(0, hd * dh + j), x2 = x(0, hd * dh + half + j);
+          y(0, hd * dh + j) = x1 * cj - x2 * sj;
+          y(0, hd * dh + half + j) = x2 * cj + x1 * sj;
+        }
+      return y;
+    };
+    const M q = rot(qkv.leftCols(inner), fq), k = rot(qkv.middleCols(inner, inner), fk);
+    // append to the cache; a window keeps the last w + 1 rows
+    const std::optional<int64_t> w = c.window(h);
+    ph.keys.conservativeResize(ph.keys.rows() + 1, inner);
+    ph.values.conservativeResize(ph.values.rows() + 1, inner);
+    ph.keys.row(ph.keys.rows() - 1) = k;
+    ph.values.row(ph.values.rows() - 1) = qkv.rightCols(inner);
+    if (a.local && ph.keys.rows() > *w + 1) {
+      const Eigen::Index drop = ph.keys.rows() - (*w + 1);
+      ph.keys = M(ph.keys.bottomRows(*w + 1));
+      ph.values = M(ph.values.bottomRows(*w + 1));
+      ph.first += drop;
+    }
+    const T scale = T(1) / std::sqrt(T(dh));
+    M o(1, inner);
+    const Eigen::Index nk = ph.keys.rows();
+    std::vector<double> sc(static_cast<size_t>(nk));
+    for (int64_t hd = 0; hd < heads; ++hd) {
+      double mx = -INFINITY;
+      for (Eigen::Index j = 0; j < nk; ++j) {
+        sc[size_t(j)] = double(q.row(0).segment(hd * dh, dh).dot(ph.keys.row(j).segment(hd * dh, dh)) * scale);
+        mx = std::max(mx, sc[size_t(j)]);
+      }
+      double z0 = 0;
+      for (auto& v : sc) z0 += (v = std::exp(v - mx));
+      for (int64_t e = 0; e < dh; ++e) {
+        double acc = 0;
+        for (Eigen::Index j = 0; j < nk; ++j) acc += sc[size_t(j)] * double(ph.values(j, hd * dh + e));
+        o(0, hd * dh + e) = T(acc / z0);
+      }
+    }
+    return ad::linear(tp.constant(std::move(o)), P(a.out));
+  }
+
+  const Model* m_;
+  int64_t t_ = 0;
+  std::deque<M> hist_;
+  std::vector<std::vector<std::vector<Phase>>> phases_;  // [l][h][phase]
+  std::vector<std::vector<M>> latest_;                    // [l][h] latest row after the blocks (before the merge)
+  std::vector<M> final_;                                  // [h] latest final-normed row
+};
+
+/// `n_new` tokens after `prompt` with a Decoder (the prompt fed token by token, then one step per
+/// new token): the same tokens as `generate` (generate.hpp) up to rounding, without a full forward
+/// per token. prompt + n_new must fit in seq_len (ShapeError otherwise).
+template <class T, class Sampler>
+std::vector<int64_t> generate_cached(const HierarchicalTransformerT<T>& m, const std::vector<int64_t>& prompt,
+                                     int64_t n_new, const Sampler& sampler, std::mt19937_64& rng) {
+  if (prompt.empty()) throw ShapeError("hier::generate_cached: the prompt must hold at least one token");
+  if (n_new < 0 || int64_t(prompt.size()) + n_new > m.cfg.seq_len)
+    throw ShapeError("hier::generate_cached: prompt (" + std::to_string(prompt.size()) + ") + new tokens (" +
+                     std::to_string(n_new) + ") must be at most seq_len = " + std::to_string(m.cfg.seq_len));
+  Decoder<T> dec(m);
+  ad::Matrix<T> logits;
+  for (int64_t tok : prompt) logits = dec.step(tok);
+  std::vector<int64_t> out;
+  std::vector<float> row(size_t(m.cfg.num_tokens));
+  for (int64_t i = 0; i < n_new; ++i) {
+    for (Eigen::Index j = 0; j < logits.cols(); ++j) row[size_t(j)] = float(logits(0, j));
+    const int64_t tok = sampler(std::span<const float>(row), rng);
+    out.push_back(tok);
+    if (i + 1 < n_new) logits = dec.step(tok);
+  }
+  return out;
+}
+
+}  // namespace ttt::hier

@@ -1,0 +1,105 @@
+// Cached decoding (hier/decode.hpp): feeding tokens one at a time gives, at every position, the
+// logits of a full forward, on configurations with strides, local windows, window 0, merge_all,
+// predict_use_all, a strided predicting set-up, and TTT slots; generate_cached == generate.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ttt/hier/decode.hpp>
+#include <ttt/hier/generate.hpp>
+
+using namespace ttt;
+
+namespace {
+
+const char* kDecodeCases[] = {
+    R"({"num_tokens": 11, "dim": [8, 7, 8], "depth": 2, "seq_len": 40, "dim_head": [4, 6, 4], "heads": [2, 1, 2],
+        "ff_mult": [2, 1.5, 4], "hierarchies": [1, 2, 4], "window_sizes": [3, null, 2], "hierarchical_stride": [1, 2, 2]})",
+    R"({"num_tokens": 11, "dim": 8, "depth": 2, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2, "hierarchies": [1, 4],
+        "window_sizes": [0, 2], "hierarchical_stride": [1, 4], "hierarchy_merge_all": true})",
+    R"({"num_tokens": 11, "dim": [6, 8, 4], "depth": 1, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2,
+        "hierarchies": [1, 2, 8], "window_sizes": [2, null, 1], "hierarchical_stride": [1, 1, 2], "hierarchy_merge_all": true})",
+    R"({"num_tokens": 11, "dim": [8, 4], "depth": 1, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2, "hierarchies": [1, 2],
+        "window_sizes": [4, 3], "hierarchical_stride": [1, 2], "predict_use_all_hierarchy": true})",
+    R"({"num_tokens": 11, "dim": [8, 6], "depth": 2, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2, "hierarchies": [1, 2],
+        "window_sizes": [2, null], "predict_hierarchy": 2})",
+    R"({"num_tokens": 11, "dim": 8, "depth": 2, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2, "hierarchies": 1,
+        "window_sizes": null})",
+    R"({"num_tokens": 11, "dim": 8, "depth": 2, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2, "hierarchies": [1, 2],
+        "window_sizes": [null, 3], "mixer": ["attention", "ttt-linear"], "ttt_mini_batch_size": 3})",
+    R"({"num_tokens": 11, "dim": 8, "depth": 1, "seq_len": 40, "dim_head": 4, "heads": 2, "ff_mult": 2,
+        "hierarchies": [1, 2, 8], "window_sizes": [null, 2, null], "hierarchical_stride": [1, 1, 2],
+        "hierarchy_merge_all": true, "mixer": ["ttt-mlp", "attention", "ttt-linear"], "ttt_mini_batch_size": 4,
+        "ttt_use_gate": true})",
+};
+
+template <class T>
+void randomize(hier::HierarchicalTransformerT<T>& m, uint64_t seed) {
+  using HT = hier::HierarchicalTransformerT<T>;
+  m.init_weights(seed);
+  std::mt19937_64 rng(seed + 1);
+  std::normal_distribution<double> n(0.0, 0.3);
+  m.visit([&](const std::string&, ad::Matrix<T>& x, const std::vector<int64_t>&, typename HT::Init init, int64_t) {
+    if (init == HT::Init::ones || init == HT::Init::zeros)
+      for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] += T(n(rng));
+  });
+  m.visit_ttt([&](const ParamRef& p) {
+    const bool proj = p.name.find("_proj") != std::string::npos;
+    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = proj ? p.at(i) * 15.0f : p.at(i) + float(n(rng));
+  });
+}
+
+template <class T>
+void check_decode(const char* json, double tol) {
+  const auto cfg = hier::HierConfig::from_json(nlohmann::json::parse(json));
+  hier::HierarchicalTransformerT<T> m(cfg);
+  randomize(m, 4);
+  std::mt19937_64 rng(9);
+  std::uniform_int_distribution<int64_t> tok(0, cfg.num_tokens - 1);
+  std::vector<int64_t> ids(37);
+  for (auto& t : ids) t = tok(rng);
+  const ad::Matrix<T> full = m.forward(ids);
+  hier::Decoder<T> dec(m);
+  double worst = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const ad::Matrix<T> l = dec.step(ids[t]);
+    const double err = double((l.row(0) - full.row(Eigen::Index(t))).norm() / full.row(Eigen::Index(t)).norm());
+    INFO("position " << t);
+    CHECK(err <= tol);
+    worst = std::max(worst, err);
+  }
+  MESSAGE(json << "\n  worst relative error over 37 positions: " << worst);
+  // a fresh sequence after reset
+  dec.reset();
+  const ad::Matrix<T> l0 = dec.step(ids[0]);
+  CHECK(double((l0.row(0) - full.row(0)).norm()) <= tol * double(full.row(0).norm()));
+}
+
+}  // namespace
+
+TEST_CASE("hier decode: token-by-token logits equal the full forward at every position (double)") {
+  for (const char* c : kDecodeCases) check_decode<double>(c, 1e-6);  // TTT slots run in float
+}
+
+TEST_CASE("hier decode: token-by-token logits equal the full forward at every position (float)") {
+  for (const char* c : kDecodeCases) check_decode<float>(c, 2e-5);
+}
+
+TEST_CASE("hier decode: generate_cached gives generate's tokens; errors") {
+  const auto cfg = hier::HierConfig::from_json(nlohmann::json::parse(kDecodeCases[6]));
+  hier::HierarchicalTransformer m(cfg);
+  m.init_weights(5);
+  std::mt19937_64 r1(3), r2(3);
+  const std::vector<int64_t> prompt = {1, 2, 3, 4, 5};
+  const auto a = hier::generate(m, prompt, 30, hier::original_sampler(), r1);
+  const auto b = hier::generate_cached(m, prompt, 30, hier::original_sampler(), r2);
+  CHECK(a == b);
+  std::mt19937_64 r3(0);
+  CHECK_THROWS_WITH_AS(hier::generate_cached(m, prompt, 40, hier::original_sampler(), r3), doctest::Contains("seq_len"),
+                       ShapeError);
+  hier::Decoder<float> dec(m);
+  CHECK_THROWS_WITH_AS(dec.step(11), doctest::Contains("vocabulary"), ShapeError);
+}
