@@ -3,6 +3,7 @@
 //   ttt info     --model DIR                                   what a checkpoint holds
 //   ttt eval     --model DIR --input IN.safetensors --out OUT.safetensors [--threads N] [--grads]
 //   ttt generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-new-tokens N] [sampling]
+//     (hierarchical checkpoints: the original's top-k + Gumbel sampler, --filter-thres, and cached decode)
 //   ttt init     --out DIR [--layer linear|mlp] [--hidden ...]  a random checkpoint
 //   ttt train    --data PATH --out DIR [--layer ...] [--steps N] [--resume] ...  train on bytes
 //   ttt eval-loss --model DIR --data PATH --seq-len N [--out FILE.csv]  loss per token position
@@ -34,6 +35,8 @@
 
 #include <ttt/any_model.hpp>
 #include <ttt/generate.hpp>
+#include <ttt/hier/decode.hpp>
+#include <ttt/hier/generate.hpp>
 #include <ttt/hier/model.hpp>
 #include <ttt/tokenizer.hpp>
 #include <ttt/train/backward.hpp>
@@ -166,8 +169,10 @@ int run_eval_hier(const EvalArgs& a) {
       w.add(k, {}, std::span<const float>(&f, 1));
     }
     if (g)
-      g->visit_params([&](const ttt::ParamRef& p) {
-        w.add("grad." + p.name, p.shape, std::span<const float>(p.data, size_t(p.numel())));
+      g->visit_params([&](const ttt::ParamRef& p) {  // copy_out: TTT mixers' per-head tensors are strided
+        std::vector<float> buf(size_t(p.numel()));
+        p.copy_out(buf.data());
+        w.add("grad." + p.name, p.shape, std::span<const float>(buf));
       });
   }
   w.save(a.out);
@@ -334,6 +339,7 @@ struct GenerateArgs {
   std::optional<int64_t> eos;
   bool ignore_eos = false;
   int threads = 0;
+  double filter_thres = 0.9;  // hierarchical checkpoints: the original's sampler
 };
 
 /// "1,2, 3" -> {1, 2, 3}; UsageError for anything else.
@@ -356,6 +362,51 @@ std::vector<int64_t> parse_id_list(const std::string& s) {
   if (s.find_last_not_of(" \t") != std::string::npos && s[s.find_last_not_of(" \t")] == ',')
     throw UsageError("--prompt-ids: empty item after the last comma in '" + s + "'");
   return out;
+}
+
+/// `ttt generate` on a simple-hierarchical-transformer checkpoint: the original's sampler (top
+/// 1 - filter_thres of the logits, Gumbel noise, temperature) unless --greedy / --top-k / --top-p ask
+/// for the library's; cached decode (hier::Decoder) while prompt + new tokens fit in seq_len, else
+/// the original's full forward over the last seq_len tokens per token.
+int run_generate_hier(const GenerateArgs& a, const ttt::SamplingOptions& opt, std::vector<int64_t> prompt, bool text) {
+  if (!(a.filter_thres >= 0.0 && a.filter_thres < 1.0))
+    throw UsageError("--filter-thres must be in [0, 1), got " + std::to_string(a.filter_thres));
+  const auto m = ttt::hier::HierarchicalTransformer::load(a.model);
+  const int64_t V = m.cfg.num_tokens;
+  ttt::ByteTokenizer tok;
+  if (text) {
+    try {
+      ttt::ByteTokenizer::check_vocab(V);
+    } catch (const ttt::Error& e) {
+      throw ttt::Error(std::string(e.what()) + "; use --prompt-ids");
+    }
+    prompt = tok.encode(*a.prompt);
+  }
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= V)
+      throw ttt::ShapeError("--prompt-ids: token id " + std::to_string(prompt[i]) + " at position " + std::to_string(i) +
+                            " is outside the vocabulary [0, " + std::to_string(V) + ") of " + a.model);
+  const bool library = a.greedy || a.top_k > 0 || a.top_p < 1.0f;
+  const ttt::hier::Sampler sampler =
+      library ? ttt::hier::library_sampler(opt) : ttt::hier::original_sampler(a.filter_thres, a.temperature);
+  std::mt19937_64 rng(a.seed);
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool cached = int64_t(prompt.size()) + a.max_new_tokens <= m.cfg.seq_len;
+  const std::vector<int64_t> out = cached ? ttt::hier::generate_cached(m, prompt, a.max_new_tokens, sampler, rng)
+                                          : ttt::hier::generate(m, prompt, a.max_new_tokens, sampler, rng);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  bool first = true;
+  for (int64_t id : out) {
+    if (text) std::cout << tok.token_text(id, /*show_specials=*/true);
+    else std::cout << (first ? "" : " ") << id;
+    first = false;
+    if (!a.ignore_eos && a.eos && id == *a.eos) break;
+  }
+  std::cout << "\n";
+  std::cout.flush();
+  std::cerr << "hierarchical: " << out.size() << " tokens in " << ms << " ms (" << (cached ? "cached decode" : "full forward per token")
+            << ", " << (library ? "library sampler" : "top-k + Gumbel sampler") << ")\n";
+  return 0;
 }
 
 int run_generate(const GenerateArgs& a) {
@@ -386,6 +437,7 @@ int run_generate(const GenerateArgs& a) {
     prompt = parse_id_list(a.prompt_ids);
   }
   set_inner_threads(a.threads);
+  if (is_hier_checkpoint(a.model)) return run_generate_hier(a, opt, prompt, text);
 
   ttt::AnyModel m = ttt::AnyModel::load(a.model);
   const int64_t V = m.cfg().vocab_size;
@@ -655,6 +707,10 @@ int main(int argc, char** argv) {
   gen->add_flag("--greedy", gen_a.greedy, "Always take the most likely token");
   CLI::Option* o_eos = gen->add_option("--eos", gen_a.eos, "Stop after this token (default: eos_token_id of the config)");
   gen->add_flag("--ignore-eos", gen_a.ignore_eos, "Do not stop at an end-of-sequence token")->excludes(o_eos);
+  gen->add_option("--filter-thres", gen_a.filter_thres,
+                  "Hierarchical checkpoints: keep the top (1 - t) of the logits, then Gumbel sampling at --temperature "
+                  "(the original's sampler; --greedy / --top-k / --top-p use the library's instead)")
+      ->capture_default_str();
   gen->add_option("--threads", gen_a.threads, "Threads of the per-head loops (0 = default)")
       ->check(CLI::Range(0, 4096));
 
