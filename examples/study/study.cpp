@@ -93,9 +93,9 @@ class Bar {
 };
 
 struct Options {
-  std::string task = "recall";
+  std::string task = "copy";
   std::vector<std::string> models = model_names();
-  std::vector<int64_t> contexts = {256};                                         // training contexts
+  std::vector<int64_t> contexts = {64};                                          // training contexts
   std::vector<int64_t> time_contexts = {512, 1024, 2048, 4096, 8192, 16384, 32768};
   std::vector<uint64_t> seeds = {0};
   int64_t tokens = 0;       // training tokens per model and context (0: the setting's default)

@@ -38,7 +38,7 @@ inline std::string join(const std::vector<std::string>& v, const std::string& se
 /// Sizes shared by every model of a study; each model gets its own SwiGLU width
 /// (`intermediate`) so that parameter counts match.
 struct Spec {
-  int64_t hidden = 64, layers = 2, heads = 4, mini_batch = 16, window = 64, vocab = 256;
+  int64_t hidden = 64, layers = 2, heads = 4, mini_batch = 16, window = 16, vocab = 256;
   /// linear-attn's mini-batch is the whole sequence: the longest one it will read (training or timing).
   int64_t max_len = 1024;
 };
