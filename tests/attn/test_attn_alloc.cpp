@@ -10,35 +10,7 @@
 
 #include <ttt/transformer.hpp>
 
-static std::atomic<long> g_allocs{0};
-
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-void* malloc(std::size_t n) {
-  ++g_allocs;
-  return __libc_malloc(n);
-}
-void* calloc(std::size_t a, std::size_t b) {
-  ++g_allocs;
-  return __libc_calloc(a, b);
-}
-void* realloc(void* p, std::size_t n) {
-  ++g_allocs;
-  return __libc_realloc(p, n);
-}
-int posix_memalign(void** out, std::size_t align, std::size_t n) {
-  ++g_allocs;
-  *out = __libc_memalign(align, n);
-  return *out ? 0 : 12;
-}
-void* aligned_alloc(std::size_t align, std::size_t n) {
-  ++g_allocs;
-  return __libc_memalign(align, n);
-}
-}
+#include "../core/count_allocs.hpp"
 
 namespace {
 long decode_allocs(int64_t window, int64_t prompt, int64_t steps) {

@@ -9,36 +9,7 @@
 
 #include "test_helpers.hpp"
 
-static std::atomic<long> g_allocs{0};
-
-// glibc: interpose the C allocator and count every call (operator new goes through malloc too).
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-void* malloc(std::size_t n) {
-  ++g_allocs;
-  return __libc_malloc(n);
-}
-void* calloc(std::size_t a, std::size_t b) {
-  ++g_allocs;
-  return __libc_calloc(a, b);
-}
-void* realloc(void* p, std::size_t n) {
-  ++g_allocs;
-  return __libc_realloc(p, n);
-}
-int posix_memalign(void** out, std::size_t align, std::size_t n) {
-  ++g_allocs;
-  *out = __libc_memalign(align, n);
-  return *out ? 0 : 12;
-}
-void* aligned_alloc(std::size_t align, std::size_t n) {
-  ++g_allocs;
-  return __libc_memalign(align, n);
-}
-}
+#include "count_allocs.hpp"
 
 void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
