@@ -364,6 +364,24 @@ std::vector<int64_t> parse_id_list(const std::string& s) {
   return out;
 }
 
+/// The prompt as token ids: the byte encoding of --prompt (when `text`) or the --prompt-ids, each
+/// checked against the model's vocabulary of V tokens.
+std::vector<int64_t> prompt_tokens(const GenerateArgs& a, std::vector<int64_t> prompt, bool text, int64_t V) {
+  if (text) {
+    try {
+      ttt::ByteTokenizer::check_vocab(V);
+    } catch (const ttt::Error& e) {
+      throw ttt::Error(std::string(e.what()) + "; use --prompt-ids");
+    }
+    prompt = ttt::ByteTokenizer().encode(*a.prompt);
+  }
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= V)
+      throw ttt::ShapeError("--prompt-ids: token id " + std::to_string(prompt[i]) + " at position " + std::to_string(i) +
+                            " is outside the vocabulary [0, " + std::to_string(V) + ") of " + a.model);
+  return prompt;
+}
+
 /// `ttt generate` on a simple-hierarchical-transformer checkpoint: the original's sampler (top
 /// 1 - filter_thres of the logits, Gumbel noise, temperature) unless --greedy / --top-k / --top-p ask
 /// for the library's; cached decode (hier::Decoder) while prompt + new tokens fit in seq_len, else
@@ -374,18 +392,7 @@ int run_generate_hier(const GenerateArgs& a, const ttt::SamplingOptions& opt, st
   const auto m = ttt::hier::HierarchicalTransformer::load(a.model);
   const int64_t V = m.cfg.num_tokens;
   ttt::ByteTokenizer tok;
-  if (text) {
-    try {
-      ttt::ByteTokenizer::check_vocab(V);
-    } catch (const ttt::Error& e) {
-      throw ttt::Error(std::string(e.what()) + "; use --prompt-ids");
-    }
-    prompt = tok.encode(*a.prompt);
-  }
-  for (size_t i = 0; i < prompt.size(); ++i)
-    if (prompt[i] < 0 || prompt[i] >= V)
-      throw ttt::ShapeError("--prompt-ids: token id " + std::to_string(prompt[i]) + " at position " + std::to_string(i) +
-                            " is outside the vocabulary [0, " + std::to_string(V) + ") of " + a.model);
+  prompt = prompt_tokens(a, std::move(prompt), text, V);
   const bool library = a.greedy || a.top_k > 0 || a.top_p < 1.0f;
   const ttt::hier::Sampler sampler =
       library ? ttt::hier::library_sampler(opt) : ttt::hier::original_sampler(a.filter_thres, a.temperature);
@@ -442,19 +449,7 @@ int run_generate(const GenerateArgs& a) {
   ttt::AnyModel m = ttt::AnyModel::load(a.model);
   const int64_t V = m.cfg().vocab_size;
   ttt::ByteTokenizer tok;
-  if (text) {
-    try {
-      ttt::ByteTokenizer::check_vocab(V);
-    } catch (const ttt::Error& e) {
-      throw ttt::Error(std::string(e.what()) + "; use --prompt-ids");
-    }
-    prompt = tok.encode(*a.prompt);
-  }
-  for (size_t i = 0; i < prompt.size(); ++i)
-    if (prompt[i] < 0 || prompt[i] >= V)
-      throw ttt::ShapeError("--prompt-ids: token id " + std::to_string(prompt[i]) + " at position " +
-                            std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ") of " +
-                            a.model);
+  prompt = prompt_tokens(a, std::move(prompt), text, V);
   if (!a.ignore_eos) {
     if (a.eos) opt.eos_token_id = *a.eos;
     else if (m.cfg().eos_token_id >= 0) opt.eos_token_id = m.cfg().eos_token_id;
