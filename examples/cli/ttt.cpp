@@ -6,6 +6,7 @@
 //     (hierarchical checkpoints: the original's top-k + Gumbel sampler, --filter-thres, and cached decode)
 //   ttt init     --out DIR [--layer linear|mlp] [--hidden ...]  a random checkpoint
 //   ttt train    --data PATH --out DIR [--layer ...] [--steps N] [--resume] ...  train on bytes
+//                [--arch hier [--hierarchies 1,2,8 --window-sizes 16,16,none --mixer ...] [--config FILE.json]]
 //   ttt eval-loss --model DIR --data PATH --seq-len N [--out FILE.csv]  loss per token position
 //
 // Exit status: 0 on success (and for --help), 2 for a wrong flag or a bad value, 1 for any other
@@ -23,6 +24,7 @@
 #include <iostream>
 #include <new>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -85,7 +87,31 @@ struct InfoArgs {
   std::string model;
 };
 
+/// A simple-hierarchical-transformer checkpoint (config.json "model_type"): every subcommand
+/// that takes --model picks the model from it.
+bool is_hier_checkpoint(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "config.json";
+  if (!fs::exists(p)) return false;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(ttt::io::read_file(p));
+    return j.is_object() && j.value("model_type", std::string()) == ttt::hier::kModelType;
+  } catch (const nlohmann::json::exception&) {
+    return false;  // the regular loader reports the malformed file
+  }
+}
+
+int run_info_hier(const InfoArgs& a) {
+  auto m = ttt::hier::HierarchicalTransformer::load(a.model);
+  std::cout << "model = " << a.model << "\n";
+  const nlohmann::json j = m.cfg.to_json();
+  for (auto it = j.begin(); it != j.end(); ++it)
+    std::cout << it.key() << " = " << (it.value().is_string() ? it.value().get<std::string>() : it.value().dump()) << "\n";
+  std::cout << "parameters = " << m.num_params() << "\n";
+  return 0;
+}
+
 int run_info(const InfoArgs& a) {
+  if (is_hier_checkpoint(a.model)) return run_info_hier(a);
   ttt::AnyModel m = ttt::AnyModel::load(a.model);
   const ttt::ModelConfig& c = m.cfg();
   std::cout << "model = " << a.model << "\n";
@@ -112,17 +138,6 @@ struct EvalArgs {
 /// `ttt eval` on a simple-hierarchical-transformer checkpoint (config.json "model_type"):
 /// logits, the per-hierarchy token_embeds.{h} / hidden_embeds.{h}, loss and its three parts
 /// (the original's model(ids, return_loss=True) over the batch), and with --grads every grad.{name}.
-bool is_hier_checkpoint(const std::string& dir) {
-  const fs::path p = fs::path(dir) / "config.json";
-  if (!fs::exists(p)) return false;
-  try {
-    const nlohmann::json j = nlohmann::json::parse(ttt::io::read_file(p));
-    return j.is_object() && j.value("model_type", std::string()) == ttt::hier::kModelType;
-  } catch (const nlohmann::json::exception&) {
-    return false;  // the regular loader reports the malformed file
-  }
-}
-
 int run_eval_hier(const EvalArgs& a) {
   set_inner_threads(a.threads > 0 ? a.threads : 0);
   auto m = ttt::hier::HierarchicalTransformer::load(a.model);
@@ -540,7 +555,92 @@ struct TrainArgs {
   bool resume = false, pre_conv = false, share_qk = false, use_gate = false, quiet = false;
   int threads = 0;
   int64_t scan_group = 0;
+  // --arch hier: simple-hierarchical-transformer (its constructor arguments as flags or --config)
+  std::string arch = "ttt", config;
+  std::vector<int64_t> hierarchies = {1}, strides = {1};
+  std::vector<std::string> window_sizes = {"none"}, mixer = {"attention"};
+  int64_t dim_head = 0, predict_hierarchy = 0, ignore_index = 0;
+  double ff_mult = 4, recon_weight = 0.1, ar_weight = 0.25;
+  bool merge_all = false, predict_use_all = false;
+  std::set<std::string> given;  ///< the flags given on the command line ("--hidden", ...)
+  bool has(const std::string& flag) const { return given.count(flag) > 0; }
 };
+
+/// The flags that only one --arch reads.
+const std::vector<std::string> kTTTOnlyFlags = {"--layer", "--intermediate", "--pre-conv", "--conv-kernel", "--share-qk",
+                                                "--scan-checkpoint-group"};
+const std::vector<std::string> kHierOnlyFlags = {"--config", "--hierarchies", "--window-sizes", "--strides", "--mixer",
+                                                 "--dim-head", "--ff-mult", "--merge-all", "--predict-hierarchy",
+                                                 "--predict-use-all", "--recon-weight", "--ar-weight", "--ignore-index"};
+
+/// The hierarchical model the train flags describe: the --config file's constructor arguments (if
+/// any), then every flag given on top (--hidden is dim, --layers depth, --mini-batch / --base-lr /
+/// --use-gate the TTT mixers' options), then defaults for what neither sets: the original's,
+/// except num_tokens (the byte vocabulary), dim / depth / heads (--hidden / --layers / --heads),
+/// dim_head (dim / heads) and seq_len (--seq-len).
+ttt::hier::HierConfig hier_train_config(const TrainArgs& a) {
+  nlohmann::json j = nlohmann::json::object();
+  const std::string src = a.config.empty() ? std::string("--arch hier flags") : a.config;
+  if (!a.config.empty()) {
+    try {
+      j = nlohmann::json::parse(ttt::io::read_file(a.config));
+    } catch (const nlohmann::json::exception& e) {
+      throw ttt::FormatError(a.config + ": not valid JSON: " + one_line(e.what()));
+    }
+    if (!j.is_object()) throw ttt::FormatError(a.config + ": expected a JSON object of HierarchicalTransformer arguments");
+  }
+  // flag, key, value, default applies when neither the file nor the flag sets the key
+  auto set = [&](const char* flag, const char* key, const nlohmann::json& v, bool dflt) {
+    if (a.has(flag) || (dflt && !j.contains(key))) j[key] = v;
+  };
+  auto one_or_list = [](const auto& v) { return v.size() == 1 ? nlohmann::json(v[0]) : nlohmann::json(v); };
+  nlohmann::json ws = nlohmann::json::array();
+  for (const std::string& w : a.window_sizes) {
+    if (w == "none" || w == "null" || w == "full") {
+      ws.push_back(nullptr);
+      continue;
+    }
+    int64_t v = -1;
+    const auto [ptr, ec] = std::from_chars(w.data(), w.data() + w.size(), v);
+    if (ec != std::errc() || ptr != w.data() + w.size() || v < 0)
+      throw UsageError("--window-sizes: '" + w + "' is not a window (a number >= 0, or none for full attention)");
+    ws.push_back(v);
+  }
+  if (!j.contains("num_tokens")) j["num_tokens"] = ttt::ByteTokenizer::vocab_size;
+  set("--hidden", "dim", a.hidden, true);
+  set("--layers", "depth", a.layers, true);
+  set("--heads", "heads", a.heads, true);
+  set("--dim-head", "dim_head", a.dim_head > 0 ? a.dim_head : std::max<int64_t>(2, a.hidden / a.heads / 2 * 2), true);
+  set("--ff-mult", "ff_mult", a.ff_mult, false);
+  set("--hierarchies", "hierarchies", one_or_list(a.hierarchies), false);
+  set("--window-sizes", "window_sizes", ws.size() == 1 ? ws[0] : ws, false);
+  set("--strides", "hierarchical_stride", one_or_list(a.strides), false);
+  set("--mixer", "mixer", one_or_list(a.mixer), false);
+  set("--merge-all", "hierarchy_merge_all", a.merge_all, false);
+  set("--predict-hierarchy", "predict_hierarchy", a.predict_hierarchy, false);
+  set("--predict-use-all", "predict_use_all_hierarchy", a.predict_use_all, false);
+  set("--recon-weight", "recon_loss_weight", a.recon_weight, false);
+  set("--ar-weight", "hierarchical_ar_loss_weight", a.ar_weight, false);
+  set("--ignore-index", "ignore_index", a.ignore_index, false);
+  set("--mini-batch", "ttt_mini_batch_size", a.mini_batch, false);
+  set("--base-lr", "ttt_base_lr", a.base_lr, false);
+  set("--use-gate", "ttt_use_gate", a.use_gate, false);
+  if (!j.contains("seq_len")) j["seq_len"] = a.seq_len;
+  ttt::hier::HierConfig c;
+  try {
+    c = ttt::hier::HierConfig::from_json(j, src);
+  } catch (const ttt::Error& e) {
+    if (a.config.empty()) throw UsageError(e.what());
+    throw;
+  }
+  if (c.num_tokens < ttt::ByteTokenizer::vocab_size)
+    throw ttt::ConfigError(src + ": num_tokens " + std::to_string(c.num_tokens) + " is too small for byte-level data (needs >= " +
+                           std::to_string(ttt::ByteTokenizer::vocab_size) + ")");
+  if (c.seq_len < a.seq_len)
+    throw ttt::ConfigError(src + ": seq_len " + std::to_string(c.seq_len) + " is shorter than --seq-len " +
+                           std::to_string(a.seq_len) + " (the model refuses longer inputs)");
+  return c;
+}
 
 /// The model the train flags describe (byte-level vocabulary).
 ttt::ModelConfig train_config(const TrainArgs& a) {
@@ -570,7 +670,13 @@ ttt::ModelConfig train_config(const TrainArgs& a) {
 }
 
 int run_train(const TrainArgs& a) {
-  const ttt::ModelConfig cfg = train_config(a);
+  const bool hier = a.arch == "hier";
+  for (const std::string& f : hier ? kTTTOnlyFlags : kHierOnlyFlags)
+    if (a.has(f)) throw UsageError(f + " does not apply to --arch " + a.arch);
+  std::optional<ttt::hier::HierConfig> hcfg;
+  std::optional<ttt::ModelConfig> tcfg;
+  if (hier) hcfg = hier_train_config(a);
+  else tcfg = train_config(a);
   if (a.warmup > a.steps) throw UsageError("--warmup " + std::to_string(a.warmup) + " is longer than --steps " + std::to_string(a.steps));
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
   // --threads spreads the sequences of a batch; the per-head loops of small models cost more to
@@ -591,15 +697,23 @@ int run_train(const TrainArgs& a) {
             {"steps", a.steps},       {"accum", a.accum},         {"lr", a.lr},             {"min_lr", a.min_lr},
             {"warmup", o.warmup_steps()}, {"ttt_warmup", o.ttt_warmup_steps()}, {"weight_decay", a.weight_decay},
             {"clip", a.clip},         {"val_fraction", a.val_fraction}, {"seed", a.seed},
-            {"threads", o.threads}};
+            {"threads", o.threads},   {"arch", a.arch}};
+  if (hier) o.args.erase("layer");
   ttt::train::TrainResult r;
   auto run = [&]<class L>() {
-    ttt::TTTModel<L> m(cfg);
+    ttt::TTTModel<L> m(*tcfg);
     if (!a.resume) m.init_weights(a.seed);
     r = ttt::train::train(m, data, o);
   };
-  if (a.layer == "mlp") run.template operator()<ttt::inner::MLP>();
-  else run.template operator()<ttt::inner::Linear>();
+  if (hier) {
+    ttt::hier::HierarchicalTransformer m(*hcfg);
+    if (!a.resume) m.init_weights(a.seed);
+    r = ttt::train::train(m, data, o);
+  } else if (a.layer == "mlp") {
+    run.template operator()<ttt::inner::MLP>();
+  } else {
+    run.template operator()<ttt::inner::Linear>();
+  }
   std::cout << "trained steps " << r.start_step << ".." << r.end_step << " of " << a.steps;
   if (!r.losses.empty()) std::cout << ", last train loss " << r.losses.back();
   if (!r.val.empty()) std::cout << ", val loss " << r.val.back().second;
@@ -619,17 +733,25 @@ struct EvalLossArgs {
 
 int run_eval_loss(const EvalLossArgs& a) {
   set_inner_threads(a.threads);
-  ttt::AnyModel m = ttt::AnyModel::load(a.model);
-  if (m.cfg().vocab_size < ttt::ByteTokenizer::vocab_size)
-    throw ttt::Error(a.model + ": vocab_size " + std::to_string(m.cfg().vocab_size) +
+  const bool hier = is_hier_checkpoint(a.model);
+  std::optional<ttt::AnyModel> m;
+  std::optional<ttt::hier::HierarchicalTransformer> hm;
+  if (hier) hm.emplace(ttt::hier::HierarchicalTransformer::load(a.model));
+  else m.emplace(ttt::AnyModel::load(a.model));
+  const int64_t vocab = hier ? hm->cfg.num_tokens : m->cfg().vocab_size;
+  if (vocab < ttt::ByteTokenizer::vocab_size)
+    throw ttt::Error(a.model + ": vocab_size " + std::to_string(vocab) +
                      " is too small for byte-level data (needs >= " + std::to_string(ttt::ByteTokenizer::vocab_size) + ")");
+  if (hier && a.seq_len > hm->cfg.seq_len)
+    throw UsageError("--seq-len " + std::to_string(a.seq_len) + " is longer than the model's seq_len " +
+                     std::to_string(hm->cfg.seq_len) + " (" + a.model + "/config.json)");
   const std::vector<int64_t> tokens = ttt::train::load_byte_corpus(a.data);
   const auto windows = ttt::train::fixed_windows(tokens, a.seq_len + 1, a.max_windows);
   if (windows.empty())
     throw ttt::Error(a.data + ": " + std::to_string(tokens.size()) + " tokens is too short for --seq-len " +
                      std::to_string(a.seq_len) + " (need " + std::to_string(a.seq_len + 1) + ")");
   std::vector<double> per_pos;
-  const double loss = ttt::train::windows_loss(m, windows, &per_pos);
+  const double loss = hier ? ttt::train::windows_loss(*hm, windows, &per_pos) : ttt::train::windows_loss(*m, windows, &per_pos);
   std::printf("loss = %.6f\nwindows = %zu\npredicted_tokens = %lld\n", loss, windows.size(),
               static_cast<long long>(windows.size()) * static_cast<long long>(a.seq_len));
   if (!a.out.empty()) {
@@ -778,6 +900,29 @@ int main(int argc, char** argv) {
   trn->add_option("--threads", train_a.threads,
                   "Threads over the sequences of a batch (0 = 1; a resumed run continues bit for bit with the same count)")->check(CLI::Range(0, 4096));
   trn->add_flag("--quiet", train_a.quiet, "No progress line on stderr");
+  trn->add_option("--arch", train_a.arch,
+                  "Architecture: ttt (TTT language model) or hier (simple-hierarchical-transformer, TTT layers "
+                  "allowed in any hierarchy's attention slot via --mixer)")
+      ->check(CLI::IsMember({"ttt", "hier"}))->capture_default_str();
+  trn->add_option("--config", train_a.config,
+                  "--arch hier: a JSON file of HierarchicalTransformer constructor arguments (flags given override its keys)");
+  trn->add_option("--hierarchies", train_a.hierarchies, "--arch hier: compression factors, e.g. 1,2,8")->delimiter(',');
+  trn->add_option("--window-sizes", train_a.window_sizes,
+                  "--arch hier: per hierarchy (or one for all) none = full attention, 0 = feedforward only, w = local window")
+      ->delimiter(',');
+  trn->add_option("--strides", train_a.strides, "--arch hier: hierarchical_stride, e.g. 1,1,2")->delimiter(',');
+  trn->add_option("--mixer", train_a.mixer, "--arch hier: attention, ttt-linear or ttt-mlp, one or one per hierarchy")
+      ->delimiter(',');
+  trn->add_option("--dim-head", train_a.dim_head, "--arch hier: dim_head (default hidden / heads)")->check(CLI::PositiveNumber);
+  trn->add_option("--ff-mult", train_a.ff_mult, "--arch hier: ff_mult")->check(finite_number & CLI::PositiveNumber)->capture_default_str();
+  trn->add_flag("--merge-all", train_a.merge_all, "--arch hier: hierarchy_merge_all = true");
+  trn->add_option("--predict-hierarchy", train_a.predict_hierarchy, "--arch hier: predict_hierarchy")->check(CLI::PositiveNumber);
+  trn->add_flag("--predict-use-all", train_a.predict_use_all, "--arch hier: predict_use_all_hierarchy = true");
+  trn->add_option("--recon-weight", train_a.recon_weight, "--arch hier: recon_loss_weight")
+      ->check(finite_number & CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--ar-weight", train_a.ar_weight, "--arch hier: hierarchical_ar_loss_weight")
+      ->check(finite_number & CLI::NonNegativeNumber)->capture_default_str();
+  trn->add_option("--ignore-index", train_a.ignore_index, "--arch hier: ignore_index of the cross entropy")->capture_default_str();
 
   EvalLossArgs el_a;
   CLI::App* el = app.add_subcommand(
@@ -824,7 +969,11 @@ int main(int argc, char** argv) {
       return run_generate(gen_a);
     }
     if (init->parsed()) return run_init(init_a);
-    if (trn->parsed()) return run_train(train_a);
+    if (trn->parsed()) {
+      for (const CLI::Option* op : trn->get_options())
+        if (op->count() > 0) train_a.given.insert(op->get_name());
+      return run_train(train_a);
+    }
     if (el->parsed()) return run_eval_loss(el_a);
     throw UsageError("no subcommand (info, eval, generate, init, train, eval-loss)");
   } catch (const UsageError& e) {

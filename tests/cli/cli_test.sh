@@ -13,6 +13,9 @@
 #       train_resume    ttt train: N steps + --resume N more == 2N steps (log and weights, bit for bit);
 #                       the output loads in generate / eval / eval-loss
 #       train_errors    ttt train / eval-loss: bad data, short data, bad --resume, bad flags
+#       train_hier      ttt train --arch hier (TTT-Linear at 2x): resume bit for bit, --config, the
+#                       output loads in info / generate / eval / eval-loss, eval --grads checked by
+#                       finite differences through the program (fd_grads.py), bad flags and configs
 # Exit status: 0 pass, 1 fail, 77 skipped (ctest SKIP_RETURN_CODE).
 set -u
 
@@ -22,6 +25,7 @@ WORK=$3
 CASE=$4
 ARG=${5:-}
 CASES="$REF/ttt-lm-pytorch"
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 failures=0
 fail() {
@@ -428,6 +432,66 @@ case_train_errors() {
   run 1 eval-loss --model small --data corpus --seq-len 8 && check_err "ttt eval-loss: " "vocab_size 97"
 }
 
+case_train_hier() {
+  make_corpus
+  local t=(train --arch hier --data corpus --hidden 16 --layers 2 --heads 2 --hierarchies 1,2 --window-sizes 8,none
+    --mixer attention,ttt-linear --mini-batch 4 --seq-len 32 --batch 2 --steps 6 --lr 3e-3 --warmup 2 --accum 2
+    --val-every 3 --seed 3)
+  run 0 "${t[@]}" --out full || return
+  grep -q "^step 6/6 " err.txt || fail "hier: no progress line for step 6: $(cat err.txt)"
+  grep -q '"model_type": "simple-hierarchical-transformer"' full/config.json || fail "hier: config.json: $(cat full/config.json)"
+  grep -q '"ttt-linear"' full/config.json || fail "hier: config.json has no ttt-linear mixer: $(cat full/config.json)"
+  grep -q '"arch": "hier"' full/trainer.json || fail "hier: trainer.json does not record --arch"
+  run 0 "${t[@]}" --out part --stop-after 3 --quiet || return
+  run 0 "${t[@]}" --out part --resume --quiet || return
+  cmp -s full/model.safetensors part/model.safetensors || fail "hier: resumed run's weights differ from the uninterrupted run's"
+  cmp -s full/optimizer.safetensors part/optimizer.safetensors || fail "hier: resumed run's optimizer state differs"
+  diff <(cut -d, -f1-4 full/log.csv) <(cut -d, -f1-4 part/log.csv) >/dev/null || fail "hier: resumed run's losses differ"
+  # the same model from a --config file (flags given on top override its keys)
+  printf '{"num_tokens": 259, "dim": 16, "depth": 2, "heads": 2, "dim_head": 8, "hierarchies": [1, 2],\n "window_sizes": [8, null], "mixer": ["attention", "ttt-linear"], "ttt_mini_batch_size": 4}\n' >h.json
+  run 0 train --arch hier --config h.json --data corpus --seq-len 32 --batch 2 --steps 6 --lr 3e-3 --warmup 2 --accum 2 \
+    --val-every 3 --seed 3 --out fromjson --quiet || return
+  cmp -s full/model.safetensors fromjson/model.safetensors || fail "hier: --config run differs from the flags run"
+  run 0 info --model full && { grep -q "^parameters = [0-9]" out.txt || fail "hier info: $(cat out.txt)"; }
+  run 0 generate --model full --prompt "the quick" --max-new-tokens 8 --greedy
+  run 0 eval-loss --model full --data corpus --seq-len 16 --out pos.csv || return
+  grep -qE '^loss = [0-9.]+$' out.txt || fail "hier eval-loss: $(cat out.txt)"
+  [ "$(wc -l <pos.csv)" = 17 ] || fail "hier eval-loss CSV: expected 16 positions"
+  run 2 eval-loss --model full --data corpus --seq-len 64 && check_err "ttt eval-loss: " "--seq-len 64" "seq_len 32"
+  # eval --grads on a checkpoint with a TTT mixer, checked by finite differences of `ttt eval`
+  st_write in.st "input_ids|I64|[2,12]|116 104 101 32 113 117 105 99 107 32 98 114 108 105 110 101 32 49 58 32 116 104 101 32"
+  local py
+  if py=$(find_python_numpy); then
+    TTT_COMPARE_DIR="$REF" "$py" "$SRC/fd_grads.py" "$TTT" full in.st fd --prefix layers.0.1.attn.ttt. \
+      --prefix layers.1.1.attn.ttt. --prefix layers.0.0.attn.to_qkv --prefix token_emb --per-tensor 1 >fd.txt 2>&1 ||
+      fail "hier eval --grads vs finite differences: $(grep -v '^ok' fd.txt | head -20)"
+    tail -1 fd.txt
+  else
+    echo "note: no python3 with numpy; the finite-difference check of eval --grads is skipped"
+  fi
+  # errors
+  local m=(--arch hier --data corpus --hidden 16 --layers 1 --heads 2 --seq-len 16 --batch 2 --steps 2 --quiet)
+  run 2 train "${m[@]}" --out e1 --layer mlp && check_err "ttt train: " "--layer does not apply to --arch hier"
+  run 2 train --data corpus --out e1 --hierarchies 1,2 --steps 2 --quiet && check_err "ttt train: " "--hierarchies does not apply to --arch ttt"
+  run 2 train "${m[@]}" --out e1 --hierarchies 1,3 && check_err "ttt train: " "hierarchies" "powers of two"
+  run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --window-sizes 8,huge && check_err "ttt train: " "--window-sizes" "huge"
+  run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --mixer attention,lstm && check_err "ttt train: " "lstm" "ttt-linear"
+  run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --strides 1,4 && check_err "ttt train: " "hierarchical_stride"
+  run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --predict-hierarchy 4 && check_err "ttt train: " "predict_hierarchy 4"
+  printf '{"num_tokens": 100, "dim": 16, "depth": 1}' >small.json
+  run 1 train "${m[@]}" --out e1 --config small.json && check_err "ttt train: " "small.json" "num_tokens 100"
+  printf '{"num_tokens": 259, "dim": 16, "depth": 1, "seq_len": 8}' >short.json
+  run 1 train "${m[@]}" --out e1 --config short.json && check_err "ttt train: " "short.json" "seq_len 8"
+  printf '{"num_tokens": 259, "dim": 16, "depth": 1, "colour": 3}' >unknown.json
+  run 1 train "${m[@]}" --out e1 --config unknown.json && check_err "ttt train: " "unknown.json" "colour"
+  printf '{"num_tokens": 259,' >broken.json
+  run 1 train "${m[@]}" --out e1 --config broken.json && check_err "ttt train: " "broken.json" "not valid JSON"
+  run 1 train "${m[@]}" --out e1 --config nothere.json && check_err "ttt train: " "nothere.json"
+  [ -e e1 ] && fail "a refused command created its output folder"
+  run 0 train "${m[@]}" --out e2 || return
+  run 1 train "${m[@]}" --out e2 --hierarchies 1,2 --resume && check_err "ttt train: " "config.json" "differs" "hierarchies"
+}
+
 case "$CASE" in
   eval_ref) case_eval_ref ;;
   eval_grads) case_eval_grads ;;
@@ -438,6 +502,7 @@ case "$CASE" in
   init_generate) case_init_generate ;;
   train_resume) case_train_resume ;;
   train_errors) case_train_errors ;;
+  train_hier) case_train_hier ;;
   *)
     echo "unknown case '$CASE'"
     exit 1

@@ -145,8 +145,8 @@ class Decoder {
  private:
   struct Phase {
     M prev_in, prev_mid;  // the previous rows entering the two token shifts
-    M keys, values;       // KV cache (rows: phase positions kept), rotated keys
-    int64_t first = 0;    // phase position of keys.row(0)
+    M keys, values;       // KV cache: rows [lo, lo + n) hold the phase positions kept, rotated keys
+    int64_t lo = 0, n = 0;
     typename TTTLayer<inner::Linear>::State lin_state;
     typename TTTLayer<inner::MLP>::State mlp_state;
     typename TTTLayer<inner::Linear>::Workspace lin_ws;
@@ -227,35 +227,41 @@ class Decoder {
     const M q = rot(qkv.leftCols(inner), fq), k = rot(qkv.middleCols(inner, inner), fk);
     // append to the cache; a window keeps the last w + 1 rows
     const std::optional<int64_t> w = c.window(h);
-    ph.keys.conservativeResize(ph.keys.rows() + 1, inner);
-    ph.values.conservativeResize(ph.values.rows() + 1, inner);
-    ph.keys.row(ph.keys.rows() - 1) = k;
-    ph.values.row(ph.values.rows() - 1) = qkv.rightCols(inner);
-    if (a.local && ph.keys.rows() > *w + 1) {
-      const Eigen::Index drop = ph.keys.rows() - (*w + 1);
-      ph.keys = M(ph.keys.bottomRows(*w + 1));
-      ph.values = M(ph.values.bottomRows(*w + 1));
-      ph.first += drop;
-    }
+    append_kv(ph, k, qkv.rightCols(inner), a.local ? *w + 1 : -1);
     const T scale = T(1) / std::sqrt(T(dh));
     M o(1, inner);
-    const Eigen::Index nk = ph.keys.rows();
-    std::vector<double> sc(static_cast<size_t>(nk));
+    const auto K = ph.keys.middleRows(ph.lo, ph.n), Vc = ph.values.middleRows(ph.lo, ph.n);  // (n, inner)
+    Eigen::Matrix<T, Eigen::Dynamic, 1> sc(ph.n);
     for (int64_t hd = 0; hd < heads; ++hd) {
-      double mx = -INFINITY;
-      for (Eigen::Index j = 0; j < nk; ++j) {
-        sc[size_t(j)] = double(q.row(0).segment(hd * dh, dh).dot(ph.keys.row(j).segment(hd * dh, dh)) * scale);
-        mx = std::max(mx, sc[size_t(j)]);
-      }
-      double z0 = 0;
-      for (auto& v : sc) z0 += (v = std::exp(v - mx));
-      for (int64_t e = 0; e < dh; ++e) {
-        double acc = 0;
-        for (Eigen::Index j = 0; j < nk; ++j) acc += sc[size_t(j)] * double(ph.values(j, hd * dh + e));
-        o(0, hd * dh + e) = T(acc / z0);
-      }
+      sc.noalias() = K.middleCols(hd * dh, dh) * q.row(0).segment(hd * dh, dh).transpose();
+      sc = ((sc.array() - sc.maxCoeff()) * scale).exp();  // scale > 0: max of the scaled = scaled max
+      o.row(0).segment(hd * dh, dh).noalias() = (sc.transpose() * Vc.middleCols(hd * dh, dh)) / sc.sum();
     }
     return ad::linear(tp.constant(std::move(o)), P(a.out));
+  }
+
+  /// Append one (rotated key, value) row to a phase's cache. The buffers grow by doubling
+  /// (amortised O(1) per token, not a copy of the cache per token); with `keep` > 0 (a window)
+  /// only the last `keep` rows stay, and the kept rows move to the front when the buffer's end is
+  /// reached (the buffer holds at least 2 keep rows, so that happens every keep tokens or less often).
+  static void append_kv(Phase& ph, const M& k, const M& v, int64_t keep) {
+    const Eigen::Index inner = k.cols();
+    if (ph.lo + ph.n == ph.keys.rows()) {
+      if (ph.lo > 0) {
+        ph.keys.topRows(ph.n) = ph.keys.middleRows(ph.lo, ph.n).eval();
+        ph.values.topRows(ph.n) = ph.values.middleRows(ph.lo, ph.n).eval();
+        ph.lo = 0;
+      }
+      if (ph.n == ph.keys.rows()) {
+        const Eigen::Index cap = std::max<Eigen::Index>({8, 2 * ph.keys.rows(), keep > 0 ? 2 * keep : 0});
+        ph.keys.conservativeResize(cap, inner);
+        ph.values.conservativeResize(cap, inner);
+      }
+    }
+    ph.keys.row(ph.lo + ph.n) = k;
+    ph.values.row(ph.lo + ph.n) = v;
+    ++ph.n;
+    if (keep > 0 && ph.n > keep) ++ph.lo, --ph.n;
   }
 
   const Model* m_;

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "../ad/ops.hpp"
+#include "../attention.hpp"
 #include "../ad/tape.hpp"
 #include "../error.hpp"
 #include "../io/file.hpp"
@@ -349,6 +350,54 @@ class HierarchicalTransformerT {
     });
   }
 
+  // ---- FLOP counts (napkin math: matrix products, 2 per multiply-add; norms, activations, exp not counted) ----
+
+  /// FLOPs of `forward` over n tokens: compression (conv + pointwise, or the 1x projection), per
+  /// layer and hierarchy (L_h = ceil(n / s) rows, a phases of ceil(L_h / a)) the mixer (attention:
+  /// qkv and output projections + attn::forward_flops per head and phase, O(L_h w) for a window;
+  /// TTT: TTTLayer::flops_per_token per row) and the feedforward (2 products), the merges, the logits.
+  double forward_flops(int64_t n) const {
+    const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim();
+    double f = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const double d = double(cfg.dim_of(h)), c = double(cfg.compression(h));
+      const int64_t Lh = (n + cfg.stride(h) - 1) / cfg.stride(h);
+      if (cfg.compression(h) > 1) f += 2.0 * double(Lh) * (4.0 * double(D) * double(D) * c + 4.0 * double(D) * d);
+      else if (compress[size_t(h)].has_proj) f += 2.0 * double(n) * d * double(D);
+      const int64_t a = cfg.axial(h), m = (Lh + a - 1) / a;
+      const int64_t heads = cfg.heads_of(h), dh = cfg.dim_head_of(h), inner = heads * dh;
+      const std::optional<int64_t> w = cfg.window(h);
+      for (int64_t l = 0; l < cfg.depth; ++l) {
+        const Block& b = layers[size_t(l)][size_t(h)];
+        if (b.ttt_linear) f += double(Lh) * b.ttt_linear->flops_per_token();
+        else if (b.ttt_mlp) f += double(Lh) * b.ttt_mlp->flops_per_token();
+        else if (b.has_attn)
+          f += 2.0 * double(Lh) * d * 4.0 * double(inner) +
+               double(a * heads) * attn::forward_flops(m, m, dh, cfg.local_attn(h) ? *w : int64_t(-1));
+        f += 4.0 * double(Lh) * d * double(cfg.ff_inner(h));
+      }
+    }
+    if (cfg.need_merge()) {
+      const double S = double(cfg.sum_dims()), o = double(cfg.merge_out());
+      f += double(cfg.depth) * 2.0 * double(n) * (S * 2.0 * o + 2.0 * o * o);
+    }
+    return f + 2.0 * double(n) * double(cfg.logit_in()) * double(cfg.num_tokens);
+  }
+
+  /// FLOPs of one `loss` + backward on a sequence of n + 1 tokens (n inputs): 3x the forward and
+  /// the loss heads (a product's backward is two products), plus attention's backward beyond 2x its
+  /// forward (attn::backward_flops recomputes q.k: 10d instead of 8d per pair) ignored.
+  double train_flops(int64_t n) const {
+    double heads = 0;
+    for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
+      if (cfg.compression(h) == 1) continue;
+      const double Lh = double((n + cfg.stride(h) - 1) / cfg.stride(h)), d = double(cfg.dim_of(h));
+      heads += 2.0 * Lh * d * d;  // hierarchical AR predictor
+      if (cfg.should_recon()) heads += 2.0 * Lh * d * double(cfg.compression(h) * cfg.num_tokens);
+    }
+    return 3.0 * (forward_flops(n) + heads);
+  }
+
   // ---- checkpoints ----
 
   /// Build from `dir/config.json` + `dir/model.safetensors` (state_dict names; F32/F16/BF16).
@@ -394,6 +443,12 @@ class HierarchicalTransformerT {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) throw Error(dir.string() + ": cannot create directory: " + ec.message());
+    io::write_file_atomic(dir / "model.safetensors", serialize_weights());
+    io::write_file_atomic(dir / "config.json", cfg.to_json().dump(2) + "\n");
+  }
+
+  /// The bytes of `model.safetensors`: every parameter and buffer as F32, state_dict names.
+  std::string serialize_weights() {
     io::SafeTensorsWriter w;
     w.set_metadata("format", "pt");
     auto put = [&](const std::string& name, M& m, const std::vector<int64_t>& shape) {
@@ -408,8 +463,7 @@ class HierarchicalTransformerT {
       w.add(p.name, p.shape, buf);
     });
     visit_buffers(put);
-    io::write_file_atomic(dir / "model.safetensors", w.serialize());
-    io::write_file_atomic(dir / "config.json", cfg.to_json().dump(2) + "\n");
+    return w.serialize();
   }
 
   // ---- forward ----
@@ -433,6 +487,10 @@ class HierarchicalTransformerT {
     }
     return g.logits.value();
   }
+
+  /// Logits (n, V) of one sequence given as a span (ttt::train::windows_loss and other code that
+  /// takes any model call this).
+  M forward(std::span<const int64_t> ids) const { return forward(std::vector<int64_t>(ids.begin(), ids.end())); }
 
   /// The training loss of the original on a batch: each sequence's first L - 1 tokens are the
   /// input and its last L - 1 the labels, and
@@ -736,5 +794,28 @@ class HierarchicalTransformerT {
 };
 
 using HierarchicalTransformer = HierarchicalTransformerT<float>;
+
+/// The inner learning rate of every TTT mixer (ttt::train's trainer warms it up from 0; found by
+/// argument-dependent lookup, preferred over train::set_ttt_base_lr as the more specialised).
+template <class T>
+void set_ttt_base_lr(HierarchicalTransformerT<T>& model, double v) {
+  model.cfg.ttt_base_lr = v;
+  for (auto& layer : model.layers)
+    for (auto& b : layer) {
+      if (b.ttt_linear) b.ttt_linear->base_lr = v;
+      if (b.ttt_mlp) b.ttt_mlp->base_lr = v;
+    }
+}
+
+/// The training step's loss and gradient in the trainer's form (ttt::train::train and
+/// parallel_loss_and_grad call it): `grad` is overwritten with d total / d parameter and the
+/// original's total loss (ce + recon_loss_weight recon + hierarchical_ar_loss_weight ar) is
+/// returned. GradOptions do not apply (the TTT mixers keep every mini-batch's state).
+template <class T>
+double loss_and_grad(const HierarchicalTransformerT<T>& model, const std::vector<std::vector<int64_t>>& batch,
+                     HierarchicalTransformerT<T>& grad, const train::GradOptions& = {}) {
+  grad.zero();
+  return model.loss(batch, &grad).total;
+}
 
 }  // namespace ttt::hier

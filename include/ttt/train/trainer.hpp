@@ -29,6 +29,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -111,7 +112,8 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
   std::vector<int64_t> pc;
   for (const auto& w : windows) {
     if (w.size() < 2) continue;
-    const Mat lg = model.forward(std::span<const int64_t>(w.data(), w.size()));
+    // the window's first n tokens (the last one is only a target): (n, V) row-major
+    const Mat lg = model.forward(std::span<const int64_t>(w.data(), w.size() - 1));
     const int64_t n = int64_t(w.size()) - 1, V = lg.cols();
     if (int64_t(ps.size()) < n) ps.resize(size_t(n), 0.0), pc.resize(size_t(n), 0);
     for (int64_t t = 0; t < n; ++t) {
@@ -134,10 +136,12 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
 
 /// loss_and_grad of `batch`, its sequences split into `threads` contiguous shares computed at
 /// once; the shares' losses and gradients are combined weighted by their next-token positions.
-/// `scratch` holds the extra gradient models (resized as needed).
-template <class L>
-double parallel_loss_and_grad(const TTTModel<L>& model, const std::vector<std::vector<int64_t>>& batch,
-                              TTTModel<L>& grad, std::vector<TTTModel<L>>& scratch, int threads,
+/// `scratch` holds the extra gradient models (resized as needed). `Model` is a TTTModel<L> or any
+/// model with a `loss_and_grad(model, batch, grad, GradOptions)` found by argument-dependent
+/// lookup (hier::HierarchicalTransformer has one in hier/model.hpp).
+template <class Model>
+double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>& batch,
+                              Model& grad, std::vector<Model>& scratch, int threads,
                               const GradOptions& go = {}) {
   const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
   if (T <= 1) return loss_and_grad(model, batch, grad, go);
@@ -150,7 +154,7 @@ double parallel_loss_and_grad(const TTTModel<L>& model, const std::vector<std::v
   }
   while (scratch.size() + 1 < T) scratch.emplace_back(model.cfg);
   for (auto& g : scratch) set_ttt_base_lr(g, model.cfg.ttt_base_lr);
-  auto target = [&](size_t k) -> TTTModel<L>& { return k == 0 ? grad : scratch[k - 1]; };
+  auto target = [&](size_t k) -> Model& { return k == 0 ? grad : scratch[k - 1]; };
   std::vector<std::exception_ptr> err(T);
   std::vector<std::thread> pool;
 #if defined(_OPENMP)
@@ -208,6 +212,27 @@ inline std::string hms(double s) {
   if (t >= 3600) std::snprintf(b, sizeof b, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
   else std::snprintf(b, sizeof b, "%ld:%02ld", t / 60, t % 60);
   return b;
+}
+
+/// The checkpoint pieces a model type provides: a TTTModel through checkpoint.hpp's free
+/// functions, any other model (hier::HierarchicalTransformer) through members of the same names.
+template <class Model>
+std::string weights_bytes(Model& model) {
+  if constexpr (requires { model.serialize_weights(); }) return model.serialize_weights();
+  else return serialize_weights(model);
+}
+template <class Model>
+void read_model_weights(Model& model, const io::SafeTensors& st) {
+  if constexpr (requires { model.load_weights(st); }) model.load_weights(st);
+  else load_weights(model, st);
+}
+/// The model configuration saved in `dir/config.json`, as the model type writes it (so that it
+/// compares equal to `model.cfg.to_json()` when the configurations are the same).
+template <class Model>
+nlohmann::json saved_config_json(const std::filesystem::path& dir, const Model& model) {
+  using Cfg = std::remove_cvref_t<decltype(model.cfg)>;
+  if constexpr (requires { Cfg::load(dir / "config.json"); }) return Cfg::load(dir / "config.json").to_json();
+  else return load_checkpoint_config(dir).to_json();
 }
 
 /// Write `files` (name -> bytes) into `dir` all or nothing (see the file comment).
@@ -273,8 +298,8 @@ inline void truncate_log(const std::filesystem::path& log, int64_t step) {
 /// weights; with resume the weights, optimiser and data order come from `opt.out`, whose
 /// config.json must equal model.cfg. Throws DivergedError on a NaN/Inf loss or gradient (the
 /// last checkpoint stays), ttt::Error on I/O problems.
-template <class L, class Data>
-TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
+template <class Model, class Data>
+TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
   if (opt.steps < 1) throw Error("steps must be >= 1");
@@ -295,7 +320,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
     std::error_code ec;
     if (!fs::is_directory(out, ec)) throw Error(out.string() + ": no such folder to resume from");
     if (!fs::exists(tj, ec)) throw Error(tj.string() + ": no such file (not a training output folder; nothing to resume)");
-    const nlohmann::json saved = load_checkpoint_config(out).to_json(), want = model.cfg.to_json();
+    const nlohmann::json saved = detail::saved_config_json(out, model), want = model.cfg.to_json();
     if (saved != want) {
       std::string diff;
       for (auto it = want.begin(); it != want.end(); ++it)
@@ -312,7 +337,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
       throw FormatError(tj.string() + ": not valid JSON: " + e.what());
     }
     const std::string model_bytes = io::read_file(out / "model.safetensors");
-    load_weights(model, io::SafeTensors::parse(model_bytes, (out / "model.safetensors").string()));
+    detail::read_model_weights(model, io::SafeTensors::parse(model_bytes, (out / "model.safetensors").string()));
     const io::SafeTensors ost = io::SafeTensors::load(out / "optimizer.safetensors");
     adam.load(model, ost);
     const auto& md = ost.metadata();
@@ -356,7 +381,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
   int64_t last_saved = start;
   auto checkpoint = [&](int64_t step, double elapsed) {
     std::vector<std::pair<std::string, std::string>> files;
-    files.emplace_back("model.safetensors", serialize_weights(model));
+    files.emplace_back("model.safetensors", detail::weights_bytes(model));
     io::SafeTensorsWriter ow;
     adam.save(model, ow);
     ow.set_metadata("rng_state", data.rng_state());
@@ -385,8 +410,8 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
   res.start_step = start;
   const int64_t end = opt.stop_after > 0 ? std::min(opt.steps, opt.stop_after) : opt.steps;
   res.end_step = std::max(start, end);
-  TTTModel<L> grad(model.cfg), acc(model.cfg);
-  std::vector<TTTModel<L>> scratch;
+  Model grad(model.cfg), acc(model.cfg);
+  std::vector<Model> scratch;
   std::vector<int64_t> last_window;  // a window of the last batch: the health check of a checkpoint
   const bool tty = detail::stderr_is_tty();
   const int64_t print_every = std::max<int64_t>(1, (end - start) / 20);
@@ -420,7 +445,7 @@ TrainResult train(TTTModel<L>& model, Data& data, const TrainOptions& opt) {
                                      GradOptions{.scan_checkpoint_group = opt.scan_checkpoint_group});
       if (opt.accum > 1 && a > 0) add_grad(acc, grad);
     }
-    TTTModel<L>& g = opt.accum == 1 ? grad : acc;
+    Model& g = opt.accum == 1 ? grad : acc;
     if (opt.accum > 1) {
       loss /= double(opt.accum);
       scale_grad(g, 1.0 / double(opt.accum));
