@@ -301,6 +301,10 @@ Var<T> layer_norm(Var<T> x, Var<T> w, Var<T> b, T eps = T(1e-5)) {
 /// Causal strided Conv1d over rows: x is left-padded with k - 1 zero rows and output row r reads
 /// input rows r * stride - k + 1 + j, j = 0..k-1. W is PyTorch's [out, in, k] stored as
 /// (out, in * k); b: (1, out). Output: (ceil(n / stride), out).
+/// Computed as one product with the unfolded input (im2col): Xc(r, i k + j) = x(r s - k + 1 + j, i),
+/// in W's column order, so that y = Xc W^T + b and dW = dy^T Xc are single contiguous GEMMs
+/// (k products with a strided view of W packed k times slower). Xc is rebuilt in the backward
+/// rather than kept (m x in k values).
 template <class T>
 Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
   const Eigen::Index n = x.rows(), in = x.cols(), out = W.rows();
@@ -308,51 +312,46 @@ Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
   detail::check<T>(W.cols() == in * k && b.rows() == 1 && b.cols() == out, "causal_conv1d",
                    "x " + detail::shp(x) + ", W " + detail::shp(W) + " (expected [out, " + std::to_string(in * k) + "]), b " + detail::shp(b));
   const Eigen::Index m = (n + stride - 1) / stride;
-  using SMap = Eigen::Map<const Matrix<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
-  auto tap = [k, stride](Eigen::Index r, int64_t j) { return r * stride - k + 1 + j; };
+  auto unfold = [k, stride](const Matrix<T>& xv) {  // (m, in * k)
+    const Eigen::Index n = xv.rows(), in = xv.cols(), m = (n + stride - 1) / stride;
+    Matrix<T> Xc(m, in * k);
+    for (Eigen::Index r = 0; r < m; ++r)
+      for (int64_t j = 0; j < k; ++j) {
+        const Eigen::Index s = r * stride - k + 1 + j;
+        T* dst = Xc.data() + r * in * k + j;
+        if (s < 0 || s >= n) {
+          for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = T(0);
+        } else {
+          const T* src = xv.data() + s * in;
+          for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = src[i];
+        }
+      }
+    return Xc;
+  };
   Matrix<T> y = b.value().replicate(m, 1);
-  Matrix<T> Xj(m, in);
-  for (int64_t j = 0; j < k; ++j) {
-    for (Eigen::Index r = 0; r < m; ++r) {
-      const Eigen::Index s = tap(r, j);
-      if (s < 0 || s >= n)
-        Xj.row(r).setZero();
-      else
-        Xj.row(r) = x.value().row(s);
-    }
-    SMap Wj(W.value().data() + j, out, in, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(in * k, k));
-    y.noalias() += Xj * Wj.transpose();
-  }
+  y.noalias() += unfold(x.value()) * W.value().transpose();
   const bool rg = x.requires_grad() || W.requires_grad() || b.requires_grad();
-  return x.tape->record(std::move(y), rg, [x, W, b, k, stride, tap](const Matrix<T>& dy, Tape<T>& t) {
-    const Eigen::Index n = x.rows(), in = x.cols(), out = W.rows(), m = dy.rows();
+  return x.tape->record(std::move(y), rg, [x, W, b, k, stride, unfold](const Matrix<T>& dy, Tape<T>& t) {
+    const Eigen::Index n = x.rows(), in = x.cols();
     if (t.requires_grad(b)) t.accumulate(b, dy.colwise().sum());
-    Matrix<T> dW = t.requires_grad(W) ? Matrix<T>::Zero(out, in * k) : Matrix<T>();
-    Matrix<T> Xj(m, in), dXj;
-    for (int64_t j = 0; j < k; ++j) {
-      SMap Wj(W.value().data() + j, out, in, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(in * k, k));
-      if (t.requires_grad(x)) {
-        dXj.noalias() = dy * Wj;  // (m, in)
-        Matrix<T>& gx = t.grad_buffer(x);
-        for (Eigen::Index r = 0; r < m; ++r) {
-          const Eigen::Index s = tap(r, j);
-          if (s >= 0 && s < n) gx.row(s) += dXj.row(r);
-        }
-      }
-      if (t.requires_grad(W)) {
-        for (Eigen::Index r = 0; r < m; ++r) {
-          const Eigen::Index s = tap(r, j);
-          if (s < 0 || s >= n)
-            Xj.row(r).setZero();
-          else
-            Xj.row(r) = x.value().row(s);
-        }
-        Eigen::Map<Matrix<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>> dWj(
-            dW.data() + j, out, in, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(in * k, k));
-        dWj.noalias() += dy.transpose() * Xj;
-      }
+    if (t.requires_grad(W)) {
+      Matrix<T> dW;
+      dW.noalias() = dy.transpose() * unfold(x.value());  // (out, in * k)
+      t.accumulate(W, dW);
     }
-    if (t.requires_grad(W)) t.accumulate(W, dW);
+    if (t.requires_grad(x)) {
+      Matrix<T> dXc;
+      dXc.noalias() = dy * W.value();  // (m, in * k)
+      Matrix<T>& gx = t.grad_buffer(x);
+      for (Eigen::Index r = 0; r < dy.rows(); ++r)
+        for (int64_t j = 0; j < k; ++j) {
+          const Eigen::Index s = r * stride - k + 1 + j;
+          if (s < 0 || s >= n) continue;
+          const T* src = dXc.data() + r * in * k + j;
+          T* dst = gx.data() + s * in;
+          for (Eigen::Index i = 0; i < in; ++i) dst[i] += src[i * k];
+        }
+    }
   });
 }
 

@@ -70,6 +70,25 @@ class Decoder {
 
   int64_t position() const { return t_; }
 
+  /// Bytes of this sequence's state as it stands: the KV rows kept (full attention: every row of
+  /// the phase so far; a window: at most w + 1), TTT fast weights, the token-shift rows, the
+  /// convolution history and the latest rows of the merges (buffer capacity not counted).
+  int64_t state_bytes() const {
+    const HierConfig& c = m_->cfg;
+    int64_t n = int64_t(hist_.size()) * c.token_dim();
+    for (int64_t l = 0; l < c.depth; ++l)
+      for (int64_t h = 0; h < c.num_hierarchies(); ++h) {
+        const auto& b = m_->layers[size_t(l)][size_t(h)];
+        for (const Phase& p : phases_[size_t(l)][size_t(h)]) {
+          n += 2 * c.dim_of(h) + 2 * p.n * p.keys.cols();
+          if (b.ttt_linear) n += b.ttt_linear->state_bytes() / int64_t(sizeof(float));
+          if (b.ttt_mlp) n += b.ttt_mlp->state_bytes() / int64_t(sizeof(float));
+        }
+        n += c.dim_of(h) * 2;  // latest row after the blocks, final row
+      }
+    return n * int64_t(sizeof(T));
+  }
+
   /// Feed the token at the next position; returns its logits (1, V).
   M step(int64_t token) {
     const HierConfig& c = m_->cfg;
@@ -92,11 +111,16 @@ class Decoder {
       if (ch == 1) {
         if (cp.has_proj) x = ad::linear(x, P(cp.proj));
       } else {
-        // the last c + 1 embeddings: conv row 1 covers exactly [t - c + 1, t] (zeros before 0)
-        M win(ch + 1, c.token_dim());
-        for (int64_t i = 0; i <= ch; ++i) win.row(i) = hist_[hist_.size() - size_t(ch + 1) + size_t(i)];
-        const V cv = ad::causal_conv1d(tp.constant(std::move(win)), P(cp.conv_w), P(cp.conv_b), ch, ch);
-        x = ad::linear(ad::silu(ad::rows(cv, cv.rows() - 1, 1)), P(cp.pw_w), P(cp.pw_b));
+        // the conv's row at t reads the last c embeddings [t - c + 1, t] (zeros before 0), unfolded
+        // in W's column order (in, k): xc(0, i c + j) = emb(t - c + 1 + j)(i)
+        const int64_t D = c.token_dim();
+        M xc(1, D * ch);
+        for (int64_t j = 0; j < ch; ++j) {
+          const M& e = hist_[hist_.size() - size_t(ch) + size_t(j)];
+          for (int64_t i = 0; i < D; ++i) xc(0, i * ch + j) = e(0, i);
+        }
+        const V cv = ad::linear(tp.constant(std::move(xc)), P(cp.conv_w), P(cp.conv_b));
+        x = ad::linear(ad::silu(cv), P(cp.pw_w), P(cp.pw_b));
       }
       row[size_t(h)] = ad::layer_norm(x, P(m_->post_w[size_t(h)]), P(m_->post_b[size_t(h)]));
     }
