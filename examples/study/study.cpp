@@ -94,7 +94,7 @@ class Bar {
 
 struct Options {
   std::string task = "copy";
-  std::vector<std::string> models = model_names();
+  std::vector<std::string> models = default_model_names();
   std::vector<int64_t> contexts = {64};                                          // training contexts
   std::vector<int64_t> time_contexts = {512, 1024, 2048, 4096, 8192, 16384, 32768};
   std::vector<uint64_t> seeds = {0};
@@ -328,7 +328,7 @@ void summarize(const Options& o, const Results& R, const std::vector<Entry>& zoo
      << mach["memory"].get<std::string>() << " | build: " << mach["compiler"].get<std::string>()
      << (mach.contains("build") ? ", " + mach["build"].get<std::string>() : "") << "  \n"
      << "Models: hidden " << o.spec.hidden << ", " << o.spec.layers << " layers, " << o.spec.heads
-     << " heads, byte vocabulary; TTT mini-batch " << o.spec.mini_batch << "; SWA window " << o.spec.window
+     << " heads, byte vocabulary; TTT mini-batch " << o.spec.mini_batch << "; SWA / hier-* window " << o.spec.window
      << ". Study wall time (this invocation): " << hms(wall_s) << ".\n\n";
 
   // a/b: training and loss by position
@@ -480,8 +480,8 @@ void check_before_work(const Options& o, const Task& task, const std::vector<Ent
   for (const auto& e : zoo) {
     auto m = make_model(e.name, ts, e.width);  // throws here when a context is beyond what the model takes
     const int64_t Lt = *std::max_element(o.time_contexts.begin(), o.time_contexts.end());
-    // prefill holds the KV cache (attention) and work buffers of about 12 + 4 * width/hidden rows of C floats per token
-    const double need_time = double(m->state_bytes(Lt)) + double(Lt) * double(o.spec.hidden) * 4.0 * 24.0;
+    // prefill holds the KV cache (attention) or state and its work buffers (Model::prefill_bytes)
+    const double need_time = double(m->state_bytes(Lt)) + double(m->prefill_bytes(Lt));
     if (need_time > 0.8 * avail)
       throw ttt::Error(e.name + " at context " + std::to_string(Lt) + " needs about " + bytes_str(need_time) +
                        " (KV cache / state + prefill buffers), but only " + bytes_str(avail) +
@@ -510,7 +510,8 @@ int main(int argc, char** argv) {
   std::string models_arg;
   CLI::App app{"study: the long-context scaling study of TTT layers against attention (see README.md)", "study"};
   app.add_option("--task", o.task, "recall | copy | text:PATH (a text file or folder, byte-level)")->capture_default_str();
-  app.add_option("--models", models_arg, "comma-separated subset of: " + join(model_names()));
+  app.add_option("--models", models_arg, "comma-separated subset of: " + join(model_names()) +
+                                             " (default: the first seven; 'hier' = the four hier-* models)");
   auto* o_ctx = app.add_option("--contexts", o.contexts, "training contexts L")->delimiter(',')->capture_default_str();
   auto* o_tctx = app.add_option("--time-contexts", o.time_contexts, "contexts of the time/memory measurements")->delimiter(',');
   auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation); several: mean over seeds")->delimiter(',');
@@ -526,7 +527,7 @@ int main(int argc, char** argv) {
   auto* o_hid = app.add_option("--hidden", o.spec.hidden, "hidden size")->check(CLI::Range(8, 1 << 14))->capture_default_str();
   auto* o_lay = app.add_option("--layers", o.spec.layers, "layers")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--heads", o.spec.heads, "heads")->check(CLI::Range(1, 1024))->capture_default_str();
-  app.add_option("--window", o.spec.window, "sliding window of the swa model")->check(CLI::Range(1, 1 << 30))->capture_default_str();
+  app.add_option("--window", o.spec.window, "sliding window of the swa model; local window of the hier-* models")->check(CLI::Range(1, 1 << 30))->capture_default_str();
   app.add_option("--mini-batch", o.spec.mini_batch, "TTT mini-batch size")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--out", o.out, "results folder")->capture_default_str();
   app.add_flag("--full", o.full, "the long version: hidden 128, 4 layers, contexts 512,2048,8192, 4M tokens, seeds 0,1,2");
@@ -543,7 +544,13 @@ int main(int argc, char** argv) {
     if (!models_arg.empty()) {
       o.models.clear();
       std::istringstream s(models_arg);
-      for (std::string m; std::getline(s, m, ',');) check_model_name(m), o.models.push_back(m);
+      for (std::string m; std::getline(s, m, ',');) {
+        if (m == "hier") {
+          for (const auto& h : hier_model_names()) o.models.push_back(h);
+          continue;
+        }
+        check_model_name(m), o.models.push_back(m);
+      }
     }
     if (o.full) {
       if (!o_hid->count()) o.spec.hidden = 128;

@@ -43,10 +43,26 @@ struct Spec {
   int64_t max_len = 1024;
 };
 
-/// The zoo's names, in the order the study runs and plots them.
+/// The zoo's names, in the order the study runs and plots them: the default run's models, then
+/// the hierarchical transformer's (simple-hierarchical-transformer, ttt/hier), chosen with --models.
 inline const std::vector<std::string>& model_names() {
   static const std::vector<std::string> v = {"ttt-linear", "ttt-mlp", "ttt-linear-mamba", "ttt-mlp-mamba",
-                                             "transformer", "swa", "linear-attn"};
+                                             "transformer", "swa", "linear-attn",
+                                             "hier-local", "hier-1-2", "hier-1-2-8", "hier-ttt"};
+  return v;
+}
+
+/// The models of a run without --models.
+inline const std::vector<std::string>& default_model_names() {
+  static const std::vector<std::string> v(model_names().begin(), model_names().begin() + 7);
+  return v;
+}
+
+/// The hierarchical models (--models hier is short for them).
+inline std::vector<std::string> hier_model_names() {
+  std::vector<std::string> v;
+  for (const auto& n : model_names())
+    if (n.rfind("hier-", 0) == 0) v.push_back(n);
   return v;
 }
 
@@ -59,6 +75,11 @@ inline std::string describe(const std::string& name, const Spec& s) {
   if (name == "transformer") return "causal softmax attention + RoPE, KV cache";
   if (name == "swa") return "sliding-window attention, window " + std::to_string(s.window);
   if (name == "linear-attn") return "linear attention = TTT-Linear with plain L2 inner loss, W0 = 0, one mini-batch";
+  const std::string w = std::to_string(s.window);
+  if (name == "hier-local") return "hierarchical transformer code, one level: local attention, window " + w;
+  if (name == "hier-1-2") return "hierarchies (1, 2), local windows " + w;
+  if (name == "hier-1-2-8") return "hierarchies (1, 2, 8), local windows " + w;
+  if (name == "hier-ttt") return "hierarchies (1, 2, 8), windows " + w + " at 1x, 2x; TTT-Linear at 8x";
   return name;
 }
 

@@ -11,12 +11,15 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
 
+#include <ttt/hier/decode.hpp>
+#include <ttt/hier/model.hpp>
 #include <ttt/inner/linear_attention.hpp>
 #include <ttt/model.hpp>
 #include <ttt/train/backward.hpp>
@@ -40,6 +43,9 @@ class Model {
   virtual void init(uint64_t seed) = 0;
   /// Bytes a sequence's state holds after `context` tokens (TTT: fixed; attention: KV cache).
   virtual int64_t state_bytes(int64_t context) const = 0;
+  /// About the bytes of work buffers a prefill of `context` tokens needs besides the state (the
+  /// memory check before any work starts). Default: 24 rows of hidden floats per token.
+  virtual int64_t prefill_bytes(int64_t context) const = 0;
   /// One optimiser step on `batch` (split over `threads` threads); returns the mean loss.
   virtual double train_step(const std::vector<Seq>& batch, double lr, double ttt_lr_scale, int threads) = 0;
   /// Adds each sequence's next-token losses to sum[t], count[t].
@@ -62,11 +68,13 @@ void scale_add(M& acc, M& g, double s_acc, double s_g) {
     for (int64_t i = 0; i < a[k].numel(); ++i) a[k].at(i) = float(s_acc * a[k].at(i) + s_g * b[k].at(i));
 }
 
-/// `Cfg` builds `M` (ModelConfig for TTTModel, AttnConfig for TransformerModel).
+/// `Cfg` builds `M` (ModelConfig for TTTModel, AttnConfig for TransformerModel, HierConfig for
+/// the hierarchical transformer).
 template <class M, class Cfg>
 class Wrap final : public Model {
  public:
-  static constexpr bool kTTT = requires(M& m) { m.blocks[0].ttt; };
+  static constexpr bool kHier = std::is_same_v<M, ttt::hier::HierarchicalTransformer>;
+  static constexpr bool kTTT = kHier || requires(M& m) { m.blocks[0].ttt; };  // has an inner lr to warm up
   explicit Wrap(const Cfg& c) : cfg_(c), m_(c), g_(c), base_lr_(c.ttt_base_lr) {}
 
   int64_t num_params() override { return m_.num_params(); }
@@ -76,14 +84,21 @@ class Wrap final : public Model {
     opt_.init(m_);
   }
   int64_t state_bytes(int64_t context) const override {
-    if constexpr (requires { m_.state_bytes(context); }) return m_.state_bytes(context);
+    if constexpr (kHier) return ttt::hier::Decoder<float>::state_bytes_at(m_, context);
+    else if constexpr (requires { m_.state_bytes(context); }) return m_.state_bytes(context);
     else return m_.state_bytes();
+  }
+  int64_t prefill_bytes(int64_t context) const override {
+    if constexpr (kHier) return m_.forward_bytes(context);
+    else return context * cfg_.hidden_size * 4 * 24;
   }
 
   double train_step(const std::vector<Seq>& batch, double lr, double ttt_lr_scale, int threads) override {
+    using ttt::train::set_ttt_base_lr;  // or hier::set_ttt_base_lr, by argument-dependent lookup
+    using ttt::train::loss_and_grad;    // or hier::loss_and_grad (the original's total loss)
     if constexpr (kTTT) {
-      ttt::train::set_ttt_base_lr(m_, base_lr_ * ttt_lr_scale);  // the recipe's warm-up of the inner lr
-      ttt::train::set_ttt_base_lr(g_, base_lr_ * ttt_lr_scale);
+      set_ttt_base_lr(m_, base_lr_ * ttt_lr_scale);  // the recipe's warm-up of the inner lr
+      set_ttt_base_lr(g_, base_lr_ * ttt_lr_scale);
     }
     // Sequences split into `threads` contiguous shares; shares combined in a fixed order.
     const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
@@ -95,7 +110,7 @@ class Wrap final : public Model {
       for (const auto& s : parts[k]) pos[k] += double(s.size() - 1);
     auto grad = [&](size_t k) -> M& { return k == 0 ? g_ : extra_[k - 1]; };
     if constexpr (kTTT)
-      for (auto& e : extra_) ttt::train::set_ttt_base_lr(e, base_lr_ * ttt_lr_scale);
+      for (auto& e : extra_) set_ttt_base_lr(e, base_lr_ * ttt_lr_scale);
     std::vector<std::exception_ptr> err(T);
     std::vector<std::thread> pool;
     for (size_t k = 1; k < T; ++k)
@@ -104,13 +119,13 @@ class Wrap final : public Model {
 #if defined(_OPENMP)
           omp_set_num_threads(1);  // the threads split the batch; a new thread would start 2+ OpenMP threads
 #endif
-          loss[k] = ttt::train::loss_and_grad(m_, parts[k], grad(k));
+          loss[k] = loss_and_grad(m_, parts[k], grad(k));
         } catch (...) {
           err[k] = std::current_exception();
         }
       });
     try {
-      loss[0] = ttt::train::loss_and_grad(m_, parts[0], g_);
+      loss[0] = loss_and_grad(m_, parts[0], g_);
     } catch (...) {
       err[0] = std::current_exception();
     }
@@ -132,8 +147,12 @@ class Wrap final : public Model {
   void eval_positions(const std::vector<Seq>& seqs, std::vector<double>& sum, std::vector<int64_t>& count) override {
     ttt::Mat logits;
     for (const auto& s : seqs) {
-      auto st = m_.new_state();
-      m_.forward(st, std::span<const int64_t>(s.data(), s.size() - 1), &logits, ttt::Logits::all);
+      if constexpr (kHier) {
+        logits = m_.forward(std::span<const int64_t>(s.data(), s.size() - 1));
+      } else {
+        auto st = m_.new_state();
+        m_.forward(st, std::span<const int64_t>(s.data(), s.size() - 1), &logits, ttt::Logits::all);
+      }
       add_position_losses(logits, s, sum, count);
     }
   }
@@ -142,6 +161,48 @@ class Wrap final : public Model {
   /// spent, at most 15 times: a short prefill takes milliseconds, less than one scheduler slice
   /// on a shared machine). Decode: the median of the per-token times.
   Timing time(const Seq& prompt, int64_t decode) override {
+    if constexpr (kHier) return time_hier(prompt, decode);
+    else return time_cached(prompt, decode);
+  }
+
+  /// The hierarchical model: prefill = its forward over the prompt (every position's logits, as the
+  /// original computes); decode = hier::Decoder steps after the prompt was fed to it token by token
+  /// (untimed; the decoder has no chunked prefill).
+  Timing time_hier(const Seq& prompt, int64_t decode) {
+    using clock = std::chrono::steady_clock;
+    auto secs = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
+    const std::span<const int64_t> p(prompt);
+    (void)m_.forward(p.first(std::min<size_t>(p.size(), 2048)));  // warm-up
+    Timing t;
+    t.prefill_s = INFINITY;
+    double spent = 0;
+    for (int rep = 0; rep < 15 && (rep == 0 || spent < 0.3); ++rep) {
+      const auto t0 = clock::now();
+      const ttt::Mat logits = m_.forward(p);
+      const double s = secs(t0);
+      t.prefill_s = std::min(t.prefill_s, s), spent += s;
+    }
+    ttt::hier::Decoder<float> dec(m_);
+    ttt::Mat last;
+    for (int64_t tok : prompt) last = dec.step(tok);
+    auto step = [&] {
+      Eigen::Index arg = 0;
+      last.row(0).maxCoeff(&arg);
+      last = dec.step(int64_t(arg));
+    };
+    for (int i = 0; i < 4; ++i) step();
+    std::vector<double> per_token;
+    for (int64_t i = 0; i < decode; ++i) {
+      const auto t0 = clock::now();
+      step();
+      per_token.push_back(secs(t0));
+    }
+    std::nth_element(per_token.begin(), per_token.begin() + int64_t(per_token.size() / 2), per_token.end());
+    t.decode_s = per_token.empty() ? 0.0 : per_token[per_token.size() / 2];
+    return t;
+  }
+
+  Timing time_cached(const Seq& prompt, int64_t decode) {
     using clock = std::chrono::steady_clock;
     auto secs = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
     ttt::Mat last;
@@ -213,7 +274,30 @@ class Wrap final : public Model {
 
 }  // namespace detail
 
-/// The model of a name with SwiGLU width `intermediate`.
+/// The hierarchical models: the original's blocks (local attention, GELU feedforward of width
+/// `ff`, token shift) at width `hidden` for every hierarchy, `layers` deep, local windows of
+/// `window`; the hybrid puts TTT-Linear (mini-batch `mini_batch`) in the 8x slot. seq_len is
+/// unbounded (no window is clamped to full attention); ignore_index -1 (every target counts, as
+/// in the other models' loss).
+inline ttt::hier::HierConfig hier_config(const std::string& name, const Spec& s, int64_t ff) {
+  nlohmann::json j = {{"num_tokens", s.vocab}, {"dim", s.hidden}, {"depth", s.layers}, {"seq_len", int64_t(1) << 30},
+                      {"heads", s.heads}, {"dim_head", std::max<int64_t>(2, s.hidden / s.heads / 2 * 2)},
+                      {"ff_mult", (double(ff) + 0.5) / double(s.hidden)}, {"ignore_index", -1}};
+  if (name == "hier-local") j["hierarchies"] = 1, j["window_sizes"] = s.window;
+  else if (name == "hier-1-2") j["hierarchies"] = {1, 2}, j["window_sizes"] = s.window;
+  else if (name == "hier-1-2-8") j["hierarchies"] = {1, 2, 8}, j["window_sizes"] = s.window;
+  else if (name == "hier-ttt") {
+    j["hierarchies"] = {1, 2, 8};
+    j["window_sizes"] = {nlohmann::json(s.window), nlohmann::json(s.window), nlohmann::json(nullptr)};
+    j["mixer"] = {"attention", "attention", "ttt-linear"};
+    j["ttt_mini_batch_size"] = s.mini_batch;
+  } else {
+    throw ttt::Error("unknown hierarchical model '" + name + "'");
+  }
+  return ttt::hier::HierConfig::from_json(j, name);
+}
+
+/// The model of a name with feedforward width `intermediate` (SwiGLU; GELU for hier-*).
 inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s, int64_t intermediate) {
   check_model_name(name);
   const bool ttt_model = name.rfind("ttt-", 0) == 0;
@@ -231,6 +315,8 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
     c.mini_batch_size = s.max_len;
     return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::LinearAttention>, ttt::ModelConfig>>(c);
   }
+  if (name.rfind("hier-", 0) == 0) return std::make_unique<detail::Wrap<ttt::hier::HierarchicalTransformer, ttt::hier::HierConfig>>(
+                                             hier_config(name, s, intermediate));
   if (ttt_model && c.ttt_layer_type == "mlp") return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::MLP>, ttt::ModelConfig>>(c);
   if (ttt_model) return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::Linear>, ttt::ModelConfig>>(c);
   const ttt::AttnConfig a(c, name == "swa" ? s.window : -1);
@@ -246,8 +332,10 @@ inline std::vector<int64_t> matched_widths(const std::vector<std::string>& names
   const int64_t target = *std::max_element(n.begin(), n.end());
   std::vector<int64_t> w;
   for (size_t i = 0; i < names.size(); ++i) {
-    const double per_unit = 3.0 * double(s.hidden * s.layers);  // gate, up, down rows per unit of width
-    w.push_back(base + int64_t(std::llround(double(target - n[i]) / per_unit)));
+    // parameters per unit of width, measured (3 hidden x layers for SwiGLU; 2 hidden x layers x
+    // hierarchies for the hierarchical models' GELU feedforward)
+    const double per_unit = double(make_model(names[i], s, base + 64)->num_params() - n[i]) / 64.0;
+    w.push_back(std::max<int64_t>(1, base + int64_t(std::llround(double(target - n[i]) / per_unit))));
   }
   return w;
 }

@@ -69,6 +69,7 @@ void check_decode(const char* json, double tol) {
     const double err = double((l.row(0) - full.row(Eigen::Index(t))).norm() / full.row(Eigen::Index(t)).norm());
     INFO("position " << t);
     CHECK(err <= tol);
+    CHECK(dec.state_bytes() == hier::Decoder<T>::state_bytes_at(m, int64_t(t) + 1));
     worst = std::max(worst, err);
   }
   MESSAGE(json << "\n  worst relative error over 37 positions: " << worst);

@@ -70,6 +70,30 @@ class Decoder {
 
   int64_t position() const { return t_; }
 
+  /// Bytes of the state after `t` tokens (what state_bytes() reports then), from the
+  /// configuration alone: hierarchy h has ceil(t / s) rows, phase j of a of them every a-th.
+  static int64_t state_bytes_at(const Model& m, int64_t t) {
+    const HierConfig& c = m.cfg;
+    int64_t cmax = 1;
+    for (int64_t h = 0; h < c.num_hierarchies(); ++h) cmax = std::max(cmax, c.compression(h));
+    int64_t n = (cmax + 1) * c.token_dim();
+    for (int64_t l = 0; l < c.depth; ++l)
+      for (int64_t h = 0; h < c.num_hierarchies(); ++h) {
+        const auto& b = m.layers[size_t(l)][size_t(h)];
+        const int64_t rows = (t + c.stride(h) - 1) / c.stride(h), a = c.axial(h);
+        const bool kv = b.has_attn && !b.ttt();
+        for (int64_t j = 0; j < a; ++j) {
+          const int64_t cnt = rows > j ? (rows - j + a - 1) / a : 0;
+          const int64_t kept = !kv ? 0 : c.local_attn(h) ? std::min(cnt, *c.window(h) + 1) : cnt;
+          n += 2 * c.dim_of(h) + 2 * kept * c.heads_of(h) * c.dim_head_of(h);
+          if (b.ttt_linear) n += b.ttt_linear->state_bytes() / int64_t(sizeof(float));
+          if (b.ttt_mlp) n += b.ttt_mlp->state_bytes() / int64_t(sizeof(float));
+        }
+        n += c.dim_of(h) * 2;
+      }
+    return n * int64_t(sizeof(T));
+  }
+
   /// Bytes of this sequence's state as it stands: the KV rows kept (full attention: every row of
   /// the phase so far; a window: at most w + 1), TTT fast weights, the token-shift rows, the
   /// convolution history and the latest rows of the merges (buffer capacity not counted).

@@ -398,6 +398,24 @@ class HierarchicalTransformerT {
     return 3.0 * (forward_flops(n) + heads);
   }
 
+  /// About the bytes `forward` keeps on its tape over n tokens (every intermediate value lives
+  /// until the tape ends): per hierarchy and layer the rows of the norms, projections, attention
+  /// or TTT output, feedforward and phase gathers; the unfolded compression input; the merges; the
+  /// logits. A rough count (for memory checks before a long run), not a bound.
+  int64_t forward_bytes(int64_t n) const {
+    const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim();
+    int64_t f = n * D;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t d = cfg.dim_of(h), c = cfg.compression(h), R = (n + cfg.stride(h) - 1) / cfg.stride(h);
+      const int64_t inner = cfg.heads_of(h) * cfg.dim_head_of(h);
+      f += c > 1 ? R * (D * c + 8 * D + 2 * d) : 2 * n * d;
+      f += cfg.depth * R * (12 * d + 9 * inner + 2 * cfg.ff_inner(h) + (cfg.ttt_mixer(h) ? 16 * d : 0));
+    }
+    if (cfg.need_merge()) f += cfg.depth * n * (2 * cfg.sum_dims() + 6 * cfg.merge_out());
+    f += n * (2 * cfg.logit_in() + cfg.num_tokens);
+    return f * int64_t(sizeof(T));
+  }
+
   // ---- checkpoints ----
 
   /// Build from `dir/config.json` + `dir/model.safetensors` (state_dict names; F32/F16/BF16).
