@@ -159,76 +159,50 @@ class Wrap final : public Model {
 
   /// Prefill: the fastest of repeated runs from a fresh state (repeated until about 0.3 s are
   /// spent, at most 15 times: a short prefill takes milliseconds, less than one scheduler slice
-  /// on a shared machine). Decode: the median of the per-token times.
+  /// on a shared machine). Decode: the median of the per-token times from a state holding the
+  /// prompt. The hierarchical model's prefill is its forward (every position's logits, as the
+  /// original computes); its decoder (hier::Decoder) takes the prompt token by token, untimed.
   Timing time(const Seq& prompt, int64_t decode) override {
-    if constexpr (kHier) return time_hier(prompt, decode);
-    else return time_cached(prompt, decode);
-  }
-
-  /// The hierarchical model: prefill = its forward over the prompt (every position's logits, as the
-  /// original computes); decode = hier::Decoder steps after the prompt was fed to it token by token
-  /// (untimed; the decoder has no chunked prefill).
-  Timing time_hier(const Seq& prompt, int64_t decode) {
     using clock = std::chrono::steady_clock;
     auto secs = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
     const std::span<const int64_t> p(prompt);
-    (void)m_.forward(p.first(std::min<size_t>(p.size(), 2048)));  // warm-up
-    Timing t;
-    t.prefill_s = INFINITY;
-    double spent = 0;
-    for (int rep = 0; rep < 15 && (rep == 0 || spent < 0.3); ++rep) {
-      const auto t0 = clock::now();
-      const ttt::Mat logits = m_.forward(p);
-      const double s = secs(t0);
-      t.prefill_s = std::min(t.prefill_s, s), spent += s;
-    }
-    ttt::hier::Decoder<float> dec(m_);
     ttt::Mat last;
-    for (int64_t tok : prompt) last = dec.step(tok);
-    auto step = [&] {
-      Eigen::Index arg = 0;
-      last.row(0).maxCoeff(&arg);
-      last = dec.step(int64_t(arg));
+    auto prefill = [&](std::span<const int64_t> ids) {
+      if constexpr (kHier) {
+        last = m_.forward(ids);
+      } else {
+        auto st = m_.new_state();
+        m_.forward(st, ids, &last, ttt::Logits::last);
+      }
     };
-    for (int i = 0; i < 4; ++i) step();
-    std::vector<double> per_token;
-    for (int64_t i = 0; i < decode; ++i) {
-      const auto t0 = clock::now();
-      step();
-      per_token.push_back(secs(t0));
-    }
-    std::nth_element(per_token.begin(), per_token.begin() + int64_t(per_token.size() / 2), per_token.end());
-    t.decode_s = per_token.empty() ? 0.0 : per_token[per_token.size() / 2];
-    return t;
-  }
-
-  Timing time_cached(const Seq& prompt, int64_t decode) {
-    using clock = std::chrono::steady_clock;
-    auto secs = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
-    ttt::Mat last;
-    {  // warm-up: first touch of the weights and of some work buffers, thread pool start
-      auto st = m_.new_state();
-      m_.forward(st, std::span<const int64_t>(prompt.data(), std::min<size_t>(prompt.size(), 2048)), &last,
-                 ttt::Logits::last);
-    }
+    prefill(p.first(std::min<size_t>(p.size(), 2048)));  // warm-up: first touch of weights and buffers, thread pool
     Timing t;
     t.prefill_s = INFINITY;
     double spent = 0;
     for (int rep = 0; rep < 15 && (rep == 0 || spent < 0.3); ++rep) {
-      auto st = m_.new_state();
       const auto t0 = clock::now();
-      m_.forward(st, std::span<const int64_t>(prompt), &last, ttt::Logits::last);
+      prefill(p);
       const double s = secs(t0);
       t.prefill_s = std::min(t.prefill_s, s), spent += s;
     }
-    auto st = m_.new_state();
-    m_.forward(st, std::span<const int64_t>(prompt), &last, ttt::Logits::last);
+    auto state = [&] {
+      if constexpr (kHier) return ttt::hier::Decoder<float>(m_);
+      else return m_.new_state();
+    }();
+    auto feed = [&](std::span<const int64_t> ids) {
+      if constexpr (kHier) {
+        for (int64_t tok : ids) last = state.step(tok);
+      } else {
+        m_.forward(state, ids, &last, ttt::Logits::last);
+      }
+    };
+    feed(p);
     int64_t next = 0;
     auto step = [&] {
       Eigen::Index arg = 0;
       last.row(0).maxCoeff(&arg);
       next = int64_t(arg);
-      m_.forward(st, std::span<const int64_t>(&next, 1), &last, ttt::Logits::last);
+      feed(std::span<const int64_t>(&next, 1));
     };
     for (int i = 0; i < 4; ++i) step();  // untimed: the first one-token call resizes the work buffers
     std::vector<double> per_token;

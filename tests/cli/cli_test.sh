@@ -490,6 +490,8 @@ case_train_hier() {
   [ -e e1 ] && fail "a refused command created its output folder"
   run 0 train "${m[@]}" --out e2 || return
   run 1 train "${m[@]}" --out e2 --hierarchies 1,2 --resume && check_err "ttt train: " "config.json" "differs" "hierarchies"
+  run 0 train "${m[@]}" --out e3 --threads 2 --hierarchies 1,4 --strides 1,2 --mixer attention,ttt-mlp ||
+    fail "hier: --threads 2 with a strided TTT-MLP hierarchy"
 }
 
 case "$CASE" in
