@@ -10,8 +10,8 @@
 //                            original's forward)
 //   Hier/<model>/train/n     loss (CE + recon + hierarchical AR) and its gradient (one training
 //                            step without the optimiser), n + 1 tokens
-//   Hier/<model>/decode/n    hier::Decoder::step with n tokens already in the caches (the state is
-//                            built token by token before timing; each timed step adds one token)
+//   Hier/<model>/decode/n    hier::Decoder::step with n tokens already in the caches (filled by
+//                            Decoder::prefill before timing; each timed step adds one token)
 // Counters: items_per_second = tokens/s; GFLOP/s from HierarchicalTransformer::forward_flops /
 // train_flops (matrix products only; the decode count is forward_flops(n + 1) - forward_flops(n));
 // state_MiB (decode): the decoder's cache bytes.
@@ -91,7 +91,7 @@ void BM_Decode(benchmark::State& state, int64_t k, int64_t n) {
   const Model& m = bench_model(k);
   ttt::hier::Decoder<float> dec(m);
   const auto ids = random_tokens(n, 13);
-  for (int64_t t : ids) dec.step(t);  // untimed: n tokens into the caches
+  dec.prefill(ids);  // untimed: n tokens into the caches
   int64_t tok = 7;
   for (auto _ : state) {
     const auto logits = dec.step(tok);

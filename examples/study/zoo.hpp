@@ -161,7 +161,7 @@ class Wrap final : public Model {
   /// spent, at most 15 times: a short prefill takes milliseconds, less than one scheduler slice
   /// on a shared machine). Decode: the median of the per-token times from a state holding the
   /// prompt. The hierarchical model's prefill is its forward (every position's logits, as the
-  /// original computes); its decoder (hier::Decoder) takes the prompt token by token, untimed.
+  /// original computes); its decoder (hier::Decoder) is filled by Decoder::prefill, untimed.
   Timing time(const Seq& prompt, int64_t decode) override {
     using clock = std::chrono::steady_clock;
     auto secs = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
@@ -191,7 +191,8 @@ class Wrap final : public Model {
     }();
     auto feed = [&](std::span<const int64_t> ids) {
       if constexpr (kHier) {
-        for (int64_t tok : ids) last = state.step(tok);
+        if (state.position() == 0) last = state.prefill(ids);
+        else for (int64_t tok : ids) last = state.step(tok);
       } else {
         m_.forward(state, ids, &last, ttt::Logits::last);
       }

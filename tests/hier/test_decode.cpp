@@ -73,6 +73,22 @@ void check_decode(const char* json, double tol) {
     worst = std::max(worst, err);
   }
   MESSAGE(json << "\n  worst relative error over 37 positions: " << worst);
+  // prefill of P tokens at once, then steps: the same logits and the same state as stepping
+  double worst_prefill = 0;
+  for (size_t P : {size_t(1), size_t(2), size_t(5), size_t(13), size_t(36)}) {
+    hier::Decoder<T> pd(m);
+    ad::Matrix<T> l = pd.prefill(std::span<const int64_t>(ids.data(), P));
+    for (size_t t = P - 1; t < ids.size(); ++t) {
+      if (t >= P) l = pd.step(ids[t]);
+      const double err = double((l.row(0) - full.row(Eigen::Index(t))).norm() / full.row(Eigen::Index(t)).norm());
+      INFO("prefill " << P << ", position " << t);
+      CHECK(err <= tol);
+      CHECK(pd.state_bytes() == hier::Decoder<T>::state_bytes_at(m, int64_t(t) + 1));
+      worst_prefill = std::max(worst_prefill, err);
+    }
+    CHECK_THROWS_WITH_AS(pd.prefill(std::span<const int64_t>(ids.data(), 2)), doctest::Contains("reset()"), Error);
+  }
+  MESSAGE("  after a prefill of 1, 2, 5, 13 or 36 tokens: worst relative error " << worst_prefill);
   // a fresh sequence after reset
   dec.reset();
   const ad::Matrix<T> l0 = dec.step(ids[0]);

@@ -15,8 +15,8 @@
 ///
 /// \code
 ///   ttt::hier::Decoder<float> dec(model);
-///   for (int64_t tok : prompt) dec.step(tok);   // prefill, token by token
-///   ttt::ad::Matrix<float> logits = dec.step(next);  // (1, V)
+///   dec.prefill(prompt);                              // one forward over the prompt
+///   ttt::ad::Matrix<float> logits = dec.step(next);  // (1, V), then one token at a time
 /// \endcode
 #include <algorithm>
 #include <cmath>
@@ -69,6 +69,55 @@ class Decoder {
   }
 
   int64_t position() const { return t_; }
+
+  /// Feed a whole prompt at once (a fresh sequence only: after construction or reset()); returns
+  /// the logits (1, V) of its last position, as `step` on each token in turn would (up to
+  /// rounding). One forward of the model over the prompt (Extras::phases) gives every phase's
+  /// rows; from them the caches are filled: the token-shift rows, the keys (rotated with the
+  /// decoder's positions) and values of the rows a window keeps, a TTT layer's state after the
+  /// phase (TTTLayer::forward over its rows), the latest rows of the merges and the final rows.
+  M prefill(std::span<const int64_t> ids) {
+    const HierConfig& c = m_->cfg;
+    if (t_ != 0)
+      throw Error("hier::Decoder::prefill: the sequence is at position " + std::to_string(t_) +
+                  "; prefill starts a sequence (call reset() first, or step() to continue)");
+    if (ids.empty()) throw ShapeError("hier::Decoder::prefill: empty prompt");
+    typename Model::Extras x;
+    x.phases = true;
+    const M logits = m_->forward(std::vector<int64_t>(ids.begin(), ids.end()), &x);  // checks length and ids
+    const int64_t n = int64_t(ids.size());
+    for (size_t i = 0; i < hist_.size(); ++i) {  // the last c_max + 1 embeddings, zeros before position 0
+      const int64_t pos = n - int64_t(hist_.size()) + int64_t(i);
+      hist_[i] = pos < 0 ? M(M::Zero(1, c.token_dim())) : M(m_->emb.row(ids[size_t(pos)]));
+    }
+    for (const auto& pr : x.phase_rows) {
+      const int64_t l = pr.layer, h = pr.hierarchy, j = pr.phase, a = c.axial(h);
+      const int64_t rows = (n + c.stride(h) - 1) / c.stride(h), cnt = rows > j ? (rows - j + a - 1) / a : 0;
+      if (cnt == 0) continue;  // no row of this phase yet: its state stays fresh
+      Phase& ph = phases_[size_t(l)][size_t(h)][size_t(j)];
+      const auto& b = m_->layers[size_t(l)][size_t(h)];
+      ph.prev_in = pr.in.row(cnt - 1);
+      ph.prev_mid = pr.mid.row(cnt - 1);
+      if (!b.has_attn) continue;
+      if (b.ttt()) {
+        const Mat X = pr.mixer_in.topRows(cnt).template cast<float>();
+        Mat out;
+        if (b.ttt_linear) b.ttt_linear->forward(X, ph.lin_state, 0, ph.lin_ws, out);
+        else b.ttt_mlp->forward(X, ph.mlp_state, 0, ph.mlp_ws, out);
+        continue;
+      }
+      const int64_t inner = c.heads_of(h) * c.dim_head_of(h);
+      const int64_t keep = c.local_attn(h) ? *c.window(h) + 1 : -1, first = keep > 0 ? std::max<int64_t>(0, cnt - keep) : 0;
+      const M kv = pr.mixer_in.middleRows(first, cnt - first) * b.attn.qkv.middleRows(inner, 2 * inner).transpose();
+      for (int64_t i = first; i < cnt; ++i)
+        append_kv(ph, rotate(b.attn, h, kv.row(i - first).leftCols(inner), i, true), kv.row(i - first).rightCols(inner), keep);
+    }
+    for (int64_t l = 0; l < c.depth; ++l)
+      for (int64_t h = 0; h < c.num_hierarchies(); ++h) latest_[size_t(l)][size_t(h)] = x.block_out[size_t(l)][size_t(h)].bottomRows(1);
+    for (int64_t h = 0; h < c.num_hierarchies(); ++h) final_[size_t(h)] = x.hidden_embeds[size_t(h)].bottomRows(1);
+    t_ = n;
+    return logits.bottomRows(1);
+  }
 
   /// Bytes of the state after `t` tokens (what state_bytes() reports then), from the
   /// configuration alone: hierarchy h has ceil(t / s) rows, phase j of a of them every a-th.
@@ -249,30 +298,7 @@ class Decoder {
     const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), inner = heads * dh, half = dh / 2;
     const V xn = a.local ? ad::layer_norm(z, P(a.norm_w), P(a.norm_b)) : ad::l2_rms_norm(z, P(a.norm_w));
     const M qkv = ad::linear(xn, P(a.qkv)).value();
-    using R = std::conditional_t<std::is_same_v<T, float>, float, double>;
-    M cs(1, half), sn(1, half), fq(1, half), fk(1, half);
-    for (int64_t j = 0; j < half; ++j) {
-      const R ang = R(i) * R(a.inv_freq(0, j));
-      cs(0, j) = T(std::cos(double(ang)));
-      sn(0, j) = T(std::sin(double(ang)));
-      if (!a.local) {
-        const R f = R(std::pow(double(a.xpos_scale(0, j)), double(R(i) / R(512))));
-        fq(0, j) = T(f);
-        fk(0, j) = T(R(1) / f);
-      }
-    }
-    auto rot = [&](const M& x, const M& fac) {
-      M y(1, inner);
-      for (int64_t hd = 0; hd < heads; ++hd)
-        for (int64_t j = 0; j < half; ++j) {
-          const T cj = a.local ? cs(0, j) : cs(0, j) * fac(0, j), sj = a.local ? sn(0, j) : sn(0, j) * fac(0, j);
-          const T x1 = x(0, hd * dh + j), x2 = x(0, hd * dh + half + j);
-          y(0, hd * dh + j) = x1 * cj - x2 * sj;
-          y(0, hd * dh + half + j) = x2 * cj + x1 * sj;
-        }
-      return y;
-    };
-    const M q = rot(qkv.leftCols(inner), fq), k = rot(qkv.middleCols(inner, inner), fk);
+    const M q = rotate(a, h, qkv.leftCols(inner), i, false), k = rotate(a, h, qkv.middleCols(inner, inner), i, true);
     // append to the cache; a window keeps the last w + 1 rows
     const std::optional<int64_t> w = c.window(h);
     append_kv(ph, k, qkv.rightCols(inner), a.local ? *w + 1 : -1);
@@ -286,6 +312,30 @@ class Decoder {
       o.row(0).segment(hd * dh, dh).noalias() = (sc.transpose() * Vc.middleCols(hd * dh, dh)) / sc.sum();
     }
     return ad::linear(tp.constant(std::move(o)), P(a.out));
+  }
+
+  /// Rotary embedding of one row (1, heads dh) of queries or keys at phase position i, with the
+  /// xPos factor of full attention centred at 0 (queries scale^(i / 512), keys its inverse).
+  M rotate(const typename Model::Attn& a, int64_t h, const M& x, int64_t i, bool key) const {
+    const HierConfig& c = m_->cfg;
+    const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), half = dh / 2;
+    using R = std::conditional_t<std::is_same_v<T, float>, float, double>;
+    M y(1, heads * dh);
+    for (int64_t j = 0; j < half; ++j) {
+      const R ang = R(i) * R(a.inv_freq(0, j));
+      T cj = T(std::cos(double(ang))), sj = T(std::sin(double(ang)));
+      if (!a.local) {
+        const R f = R(std::pow(double(a.xpos_scale(0, j)), double(R(i) / R(512))));
+        const T fac = key ? T(R(1) / f) : T(f);
+        cj *= fac, sj *= fac;
+      }
+      for (int64_t hd = 0; hd < heads; ++hd) {
+        const T x1 = x(0, hd * dh + j), x2 = x(0, hd * dh + half + j);
+        y(0, hd * dh + j) = x1 * cj - x2 * sj;
+        y(0, hd * dh + half + j) = x2 * cj + x1 * sj;
+      }
+    }
+    return y;
   }
 
   /// Append one (rotated key, value) row to a phase's cache. The buffers grow by doubling
@@ -320,7 +370,7 @@ class Decoder {
   std::vector<M> final_;                                  // [h] latest final-normed row
 };
 
-/// `n_new` tokens after `prompt` with a Decoder (the prompt fed token by token, then one step per
+/// `n_new` tokens after `prompt` with a Decoder (the prompt in one prefill, then one step per
 /// new token): the same tokens as `generate` (generate.hpp) up to rounding, without a full forward
 /// per token. prompt + n_new must fit in seq_len (ShapeError otherwise).
 template <class T, class Sampler>
@@ -331,8 +381,7 @@ std::vector<int64_t> generate_cached(const HierarchicalTransformerT<T>& m, const
     throw ShapeError("hier::generate_cached: prompt (" + std::to_string(prompt.size()) + ") + new tokens (" +
                      std::to_string(n_new) + ") must be at most seq_len = " + std::to_string(m.cfg.seq_len));
   Decoder<T> dec(m);
-  ad::Matrix<T> logits;
-  for (int64_t tok : prompt) logits = dec.step(tok);
+  ad::Matrix<T> logits = dec.prefill(prompt);
   std::vector<int64_t> out;
   std::vector<float> row(size_t(m.cfg.num_tokens));
   for (int64_t i = 0; i < n_new; ++i) {

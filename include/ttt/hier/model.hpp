@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -490,12 +491,29 @@ class HierarchicalTransformerT {
   /// post-embedding norm, and the final normalised embeddings. (L_h, d_h) each.
   struct Extras {
     std::vector<M> token_embeds, hidden_embeds;
+    /// With `phases` set: what hier::Decoder::prefill builds its caches from. Per layer, hierarchy
+    /// and phase the phase's rows (zero-padded to ceil(L_h / a)) entering the block (`in`), after
+    /// the mixer's residual (`mid`) and entering the mixer after the token shift and its norm
+    /// (`mixer_in`; empty without a mixer); per layer and hierarchy the rows after the blocks,
+    /// before the merge (`block_out[l][h]`, L_h rows).
+    bool phases = false;
+    struct PhaseRows {
+      int64_t layer = 0, hierarchy = 0, phase = 0;
+      M in, mid, mixer_in;
+    };
+    std::deque<PhaseRows> phase_rows;
+    std::vector<std::vector<M>> block_out;
   };
 
   /// Logits (n, V) of one sequence (n <= seq_len).
   M forward(const std::vector<int64_t>& ids, Extras* extras = nullptr) const {
     ad::Tape<T> tape;
     Leaves leaves(tape, *this, nullptr);
+    if (extras && extras->phases) {
+      leaves.tap = extras;
+      extras->phase_rows.clear();
+      extras->block_out.assign(size_t(cfg.depth), std::vector<M>(size_t(cfg.num_hierarchies())));
+    }
     Graph g = build(leaves, ids);
     if (extras) {
       extras->token_embeds.clear();
@@ -592,6 +610,8 @@ class HierarchicalTransformerT {
   struct Leaves {
     ad::Tape<T>& tape;
     HierarchicalTransformerT* grad = nullptr;  // where the TTT mixers' parameter gradients go
+    Extras* tap = nullptr;                     // forward(ids, extras) with extras->phases: rows recorded here
+    int64_t layer = 0;                         // the layer being built (for the tap)
     std::unordered_map<const M*, V> vars;
     std::unordered_map<const M*, M*> sinks;
     Leaves(ad::Tape<T>& t, const HierarchicalTransformerT& model, HierarchicalTransformerT* g) : tape(t), grad(g) {
@@ -664,10 +684,11 @@ class HierarchicalTransformerT {
   }
 
   /// Attention of one phase sequence z (m, d).
-  V attention(Leaves& P, const Block& b, int64_t h, V z) const {
+  V attention(Leaves& P, const Block& b, int64_t h, V z, M* xn_out) const {
     const Attn& a = b.attn;
     const int64_t m = z.rows(), heads = cfg.heads_of(h), dh = cfg.dim_head_of(h), inner = heads * dh, half = dh / 2;
     const V xn = a.local ? ad::layer_norm(z, P(a.norm_w), P(a.norm_b)) : ad::l2_rms_norm(z, P(a.norm_w));
+    if (xn_out) *xn_out = xn.value();
     const V qkv = ad::linear(xn, P(a.qkv));
     V q = ad::cols(qkv, 0, inner), k = ad::cols(qkv, inner, inner), v = ad::cols(qkv, 2 * inner, inner);
     // angles t * inv_freq and the xPos factors: in float32 as torch forms them for T = float, in
@@ -729,8 +750,9 @@ class HierarchicalTransformerT {
   }
 
   /// The TTT mixer of one phase sequence z (m, d): LayerNorm then the TTT layer.
-  V ttt_mixer(Leaves& P, const Block& b, Block* gb, V z) const {
+  V ttt_mixer(Leaves& P, const Block& b, Block* gb, V z, M* xn_out) const {
     const V xn = ad::layer_norm(z, P(b.attn.norm_w), P(b.attn.norm_b));
+    if (xn_out) *xn_out = xn.value();
     if (b.ttt_linear) return ttt_op(*b.ttt_linear, gb ? &*gb->ttt_linear : nullptr, xn);
     return ttt_op(*b.ttt_mlp, gb ? &*gb->ttt_mlp : nullptr, xn);
   }
@@ -738,20 +760,27 @@ class HierarchicalTransformerT {
   /// One HierarchicalBlock on hierarchy h's rows x (L_h, d). gb: the gradient model's block (or null).
   V block(Leaves& P, const Block& b, Block* gb, int64_t h, V x) const {
     const int64_t L = x.rows(), a = cfg.axial(h);
-    auto run = [&](V z) {
-      if (b.has_attn && b.ttt()) z = ad::add(ttt_mixer(P, b, gb, token_shift(z)), z);
-      else if (b.has_attn) z = ad::add(attention(P, b, h, token_shift(z)), z);
+    auto run = [&](V z, int64_t phase) {
+      typename Extras::PhaseRows* tap = nullptr;
+      if (P.tap) {
+        P.tap->phase_rows.push_back({P.layer, h, phase, z.value(), M(), M()});
+        tap = &P.tap->phase_rows.back();  // a deque: stays valid
+      }
+      M* xn = tap ? &tap->mixer_in : nullptr;
+      if (b.has_attn && b.ttt()) z = ad::add(ttt_mixer(P, b, gb, token_shift(z), xn), z);
+      else if (b.has_attn) z = ad::add(attention(P, b, h, token_shift(z), xn), z);
+      if (tap) tap->mid = z.value();
       const V f = ad::linear(ad::gelu(ad::linear(ad::l2_rms_norm(token_shift(z), P(b.ff_gamma)), P(b.ff_w1))), P(b.ff_w2));
       return ad::add(f, z);
     };
-    if (a == 1) return run(x);
+    if (a == 1) return run(x, 0);
     // 'b (n a) d -> (b a) n d' after zero-padding the end to a multiple of a
     const int64_t m = (L + a - 1) / a;
     std::vector<V> phases;
     for (int64_t j = 0; j < a; ++j) {
       std::vector<int64_t> idx(static_cast<size_t>(m));
       for (int64_t i = 0; i < m; ++i) idx[size_t(i)] = j + a * i < L ? j + a * i : -1;
-      phases.push_back(run(ad::gather_rows(x, std::move(idx))));
+      phases.push_back(run(ad::gather_rows(x, std::move(idx)), j));
     }
     std::vector<int64_t> back(static_cast<size_t>(L));
     for (int64_t t = 0; t < L; ++t) back[size_t(t)] = (t % a) * m + t / a;
@@ -786,7 +815,11 @@ class HierarchicalTransformerT {
     g.token_embeds = tok;
     const int64_t p = cfg.predict_index();
     for (int64_t l = 0; l < cfg.depth; ++l) {
-      for (int64_t h = 0; h < H; ++h) tok[size_t(h)] = block(P, layers[size_t(l)][size_t(h)], P.grad ? &P.grad->layers[size_t(l)][size_t(h)] : nullptr, h, tok[size_t(h)]);
+      P.layer = l;
+      for (int64_t h = 0; h < H; ++h) {
+        tok[size_t(h)] = block(P, layers[size_t(l)][size_t(h)], P.grad ? &P.grad->layers[size_t(l)][size_t(h)] : nullptr, h, tok[size_t(h)]);
+        if (P.tap) P.tap->block_out[size_t(l)][size_t(h)] = tok[size_t(h)].value();
+      }
       if (!cfg.need_merge()) continue;
       const Merge& mg = merges[size_t(l)];
       V pooled = ad::l2_rms_norm(hierarchical_cat(tok), P(mg.gamma));
