@@ -577,7 +577,7 @@ const std::vector<std::string> kHierOnlyFlags = {"--config", "--hierarchies", "-
 /// any), then every flag given on top (--hidden is dim, --layers depth, --mini-batch / --base-lr /
 /// --use-gate the TTT mixers' options), then defaults for what neither sets: the original's,
 /// except num_tokens (the byte vocabulary), dim / depth / heads (--hidden / --layers / --heads),
-/// dim_head (dim / heads) and seq_len (--seq-len).
+/// dim_head (the resulting dim / heads) and seq_len (--seq-len).
 ttt::hier::HierConfig hier_train_config(const TrainArgs& a) {
   nlohmann::json j = nlohmann::json::object();
   const std::string src = a.config.empty() ? std::string("--arch hier flags") : a.config;
@@ -610,7 +610,12 @@ ttt::hier::HierConfig hier_train_config(const TrainArgs& a) {
   set("--hidden", "dim", a.hidden, true);
   set("--layers", "depth", a.layers, true);
   set("--heads", "heads", a.heads, true);
-  set("--dim-head", "dim_head", a.dim_head > 0 ? a.dim_head : std::max<int64_t>(2, a.hidden / a.heads / 2 * 2), true);
+  set("--dim-head", "dim_head", a.dim_head, false);
+  // default dim_head: the final dim / heads (rounded down to even), whether they came from the
+  // file or the flags; with per-hierarchy lists in the file, the original's default (64)
+  if (!j.contains("dim_head") && j["dim"].is_number_integer() && j["heads"].is_number_integer() &&
+      j["heads"].get<int64_t>() > 0)
+    j["dim_head"] = std::max<int64_t>(2, j["dim"].get<int64_t>() / j["heads"].get<int64_t>() / 2 * 2);
   set("--ff-mult", "ff_mult", a.ff_mult, false);
   set("--hierarchies", "hierarchies", one_or_list(a.hierarchies), false);
   set("--window-sizes", "window_sizes", ws.size() == 1 ? ws[0] : ws, false);

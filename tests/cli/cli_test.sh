@@ -478,6 +478,10 @@ case_train_hier() {
   run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --mixer attention,lstm && check_err "ttt train: " "lstm" "ttt-linear"
   run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --strides 1,4 && check_err "ttt train: " "hierarchical_stride"
   run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --predict-hierarchy 4 && check_err "ttt train: " "predict_hierarchy 4"
+  # dim_head defaults to the file's dim / heads (not to --hidden / --heads)
+  printf '{"num_tokens": 259, "dim": 32, "depth": 1, "heads": 2}' >dh.json
+  run 0 train --arch hier --config dh.json --data corpus --seq-len 16 --batch 2 --steps 1 --out dh --quiet || return
+  grep -q '"dim_head": 16' dh/config.json || fail "hier: dim_head not dim / heads of the --config file: $(cat dh/config.json)"
   printf '{"num_tokens": 100, "dim": 16, "depth": 1}' >small.json
   run 1 train "${m[@]}" --out e1 --config small.json && check_err "ttt train: " "small.json" "num_tokens 100"
   printf '{"num_tokens": 259, "dim": 16, "depth": 1, "seq_len": 8}' >short.json
