@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "ttt/attention.hpp"
-#include "ttt/transformer.hpp"
+#include "ttt/blocks/attention.hpp"
+#include "ttt/models/transformer.hpp"
 
 namespace {
 

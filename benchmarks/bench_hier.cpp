@@ -25,8 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "ttt/hier/decode.hpp"
-#include "ttt/hier/model.hpp"
+#include "ttt/models/hier/decode.hpp"
+#include "ttt/models/hier/model.hpp"
 
 namespace {
 

@@ -16,9 +16,9 @@
 #include "ttt/inner/learner.hpp"
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
-#include "ttt/layer.hpp"
-#include "ttt/model_config.hpp"
-#include "ttt/params.hpp"
+#include "ttt/layers/ttt_layer.hpp"
+#include "ttt/models/model_config.hpp"
+#include "ttt/core/params.hpp"
 
 namespace {
 

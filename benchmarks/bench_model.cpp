@@ -16,8 +16,8 @@
 
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
-#include "ttt/model.hpp"
-#include "ttt/model_config.hpp"
+#include "ttt/models/ttt_model.hpp"
+#include "ttt/models/model_config.hpp"
 
 namespace {
 

@@ -35,12 +35,12 @@
 
 #include <CLI/CLI.hpp>
 
-#include <ttt/any_model.hpp>
-#include <ttt/generate.hpp>
-#include <ttt/hier/decode.hpp>
-#include <ttt/hier/generate.hpp>
-#include <ttt/hier/model.hpp>
-#include <ttt/tokenizer.hpp>
+#include <ttt/models/any_model.hpp>
+#include <ttt/models/generate.hpp>
+#include <ttt/models/hier/decode.hpp>
+#include <ttt/models/hier/generate.hpp>
+#include <ttt/models/hier/model.hpp>
+#include <ttt/io/tokenizer.hpp>
 #include <ttt/train/backward.hpp>
 #include <ttt/train/data.hpp>
 #include <ttt/train/trainer.hpp>

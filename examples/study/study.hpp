@@ -17,7 +17,7 @@
 #include <vector>
 
 #include <ttt/io/file.hpp>
-#include <ttt/tensor.hpp>
+#include <ttt/core/tensor.hpp>
 #include <ttt/train/data.hpp>
 #include <nlohmann/json.hpp>
 

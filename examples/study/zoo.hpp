@@ -18,13 +18,13 @@
 #include <omp.h>
 #endif
 
-#include <ttt/hier/decode.hpp>
-#include <ttt/hier/model.hpp>
+#include <ttt/models/hier/decode.hpp>
+#include <ttt/models/hier/model.hpp>
 #include <ttt/inner/linear_attention.hpp>
-#include <ttt/model.hpp>
+#include <ttt/models/ttt_model.hpp>
 #include <ttt/train/backward.hpp>
 #include <ttt/train/optim.hpp>
-#include <ttt/transformer.hpp>
+#include <ttt/models/transformer.hpp>
 
 #include "study.hpp"
 

@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include <ttt/attention.hpp>
+#include <ttt/blocks/attention.hpp>
 
 namespace {
 

@@ -8,7 +8,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
-#include <ttt/transformer.hpp>
+#include <ttt/models/transformer.hpp>
 
 #include "../core/count_allocs.hpp"
 

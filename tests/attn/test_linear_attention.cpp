@@ -9,8 +9,8 @@
 #include <vector>
 
 #include <ttt/inner/linear_attention.hpp>
-#include <ttt/layer.hpp>
-#include <ttt/model.hpp>
+#include <ttt/layers/ttt_layer.hpp>
+#include <ttt/models/ttt_model.hpp>
 #include <ttt/train/backward.hpp>
 #include <ttt/train/gradcheck.hpp>
 

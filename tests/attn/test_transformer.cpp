@@ -10,7 +10,7 @@
 #include <vector>
 
 #include <ttt/train/optim.hpp>
-#include <ttt/transformer.hpp>
+#include <ttt/models/transformer.hpp>
 
 using namespace ttt;
 

@@ -8,7 +8,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
-#include <ttt/any_model.hpp>
+#include <ttt/models/any_model.hpp>
 
 namespace fs = std::filesystem;
 

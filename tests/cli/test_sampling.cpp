@@ -9,8 +9,8 @@
 
 #include <doctest/doctest.h>
 
-#include <ttt/any_model.hpp>
-#include <ttt/generate.hpp>
+#include <ttt/models/any_model.hpp>
+#include <ttt/models/generate.hpp>
 
 namespace {
 

@@ -4,7 +4,7 @@
 
 #include <doctest/doctest.h>
 
-#include <ttt/tokenizer.hpp>
+#include <ttt/io/tokenizer.hpp>
 
 TEST_CASE("ByteTokenizer: every byte string round-trips") {
   ttt::ByteTokenizer tok;

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "ttt/model_config.hpp"
+#include "ttt/models/model_config.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -6,7 +6,7 @@
 #include <string>
 #include <unistd.h>
 
-#include <ttt/hier/model.hpp>
+#include <ttt/models/hier/model.hpp>
 
 using namespace ttt;
 namespace fs = std::filesystem;

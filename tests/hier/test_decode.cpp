@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include <ttt/hier/decode.hpp>
-#include <ttt/hier/generate.hpp>
+#include <ttt/models/hier/decode.hpp>
+#include <ttt/models/hier/generate.hpp>
 
 using namespace ttt;
 

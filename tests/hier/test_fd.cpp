@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include <ttt/hier/model.hpp>
-#include <ttt/hier/receptive_field.hpp>
+#include <ttt/models/hier/model.hpp>
+#include <ttt/models/hier/receptive_field.hpp>
 #include <ttt/train/optim.hpp>
 
 using namespace ttt;

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include <ttt/hier/generate.hpp>
+#include <ttt/models/hier/generate.hpp>
 
 using namespace ttt;
 

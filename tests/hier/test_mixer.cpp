@@ -13,8 +13,8 @@
 
 #include <unistd.h>
 
-#include <ttt/hier/model.hpp>
-#include <ttt/hier/receptive_field.hpp>
+#include <ttt/models/hier/model.hpp>
+#include <ttt/models/hier/receptive_field.hpp>
 #include <ttt/train/optim.hpp>
 
 using namespace ttt;

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include <ttt/hier/model.hpp>
-#include <ttt/tensor.hpp>
+#include <ttt/models/hier/model.hpp>
+#include <ttt/core/tensor.hpp>
 
 using namespace ttt;
 namespace fs = std::filesystem;

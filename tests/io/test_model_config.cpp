@@ -6,7 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "helpers.hpp"
-#include "ttt/model_config.hpp"
+#include "ttt/models/model_config.hpp"
 
 namespace fs = std::filesystem;
 using ttt::ModelConfig;

@@ -21,8 +21,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "../attention.hpp"
-#include "../error.hpp"
+#include "../blocks/attention.hpp"
+#include "../core/error.hpp"
 #include "tape.hpp"
 
 namespace ttt::ad {

@@ -30,7 +30,7 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 
 namespace ttt::ad {
 

@@ -26,8 +26,8 @@
 #include <string_view>
 #include <vector>
 
-#include "../nn.hpp"
-#include "../tensor.hpp"
+#include "../blocks/nn.hpp"
+#include "../core/tensor.hpp"
 
 namespace ttt::inner {
 

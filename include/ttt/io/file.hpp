@@ -24,7 +24,7 @@
 #define TTT_IO_POSIX 0
 #endif
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 
 namespace ttt::io {
 

@@ -39,7 +39,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 #include "file.hpp"
 
 namespace ttt::io {

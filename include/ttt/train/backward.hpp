@@ -30,10 +30,10 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
-#include "../layer.hpp"
-#include "../model.hpp"
-#include "../tensor.hpp"
+#include "../core/error.hpp"
+#include "../layers/ttt_layer.hpp"
+#include "../models/ttt_model.hpp"
+#include "../core/tensor.hpp"
 #include "learner_grad.hpp"
 #include "ops.hpp"
 

@@ -21,9 +21,9 @@
 #include <system_error>
 #include <vector>
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 #include "../io/file.hpp"
-#include "../tokenizer.hpp"
+#include "../io/tokenizer.hpp"
 
 namespace ttt::train {
 

@@ -12,8 +12,8 @@
 #include <concepts>
 #include <cstdint>
 
-#include "../nn.hpp"
-#include "../tensor.hpp"
+#include "../blocks/nn.hpp"
+#include "../core/tensor.hpp"
 
 namespace ttt::train {
 

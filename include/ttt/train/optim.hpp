@@ -22,9 +22,9 @@
 #include <utility>
 #include <vector>
 
-#include "../error.hpp"
+#include "../core/error.hpp"
 #include "../io/safetensors.hpp"
-#include "../params.hpp"
+#include "../core/params.hpp"
 
 namespace ttt::train {
 

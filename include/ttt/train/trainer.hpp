@@ -43,12 +43,12 @@
 #include <omp.h>
 #endif
 
-#include "../checkpoint.hpp"
-#include "../error.hpp"
+#include "../models/checkpoint.hpp"
+#include "../core/error.hpp"
 #include "../io/file.hpp"
 #include "../io/safetensors.hpp"
-#include "../model.hpp"
-#include "../params.hpp"
+#include "../models/ttt_model.hpp"
+#include "../core/params.hpp"
 #include "backward.hpp"
 #include "data.hpp"
 #include "optim.hpp"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include <ttt/inner/linear.hpp>
-#include <ttt/model.hpp>
+#include <ttt/models/ttt_model.hpp>
 #include <ttt/train/backward.hpp>
 #include <ttt/train/optim.hpp>
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <ttt/any_model.hpp>
+#include <ttt/models/any_model.hpp>
 #include <ttt/train/trainer.hpp>
 
 using namespace ttt;

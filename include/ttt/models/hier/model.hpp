@@ -41,17 +41,17 @@
 #include <unordered_map>
 #include <vector>
 
-#include "../ad/ops.hpp"
-#include "../attention.hpp"
-#include "../ad/tape.hpp"
-#include "../error.hpp"
-#include "../io/file.hpp"
-#include "../inner/linear.hpp"
-#include "../inner/mlp.hpp"
-#include "../io/safetensors.hpp"
-#include "../layer.hpp"
-#include "../params.hpp"
-#include "../train/backward.hpp"
+#include "../../ad/ops.hpp"
+#include "../../blocks/attention.hpp"
+#include "../../ad/tape.hpp"
+#include "../../core/error.hpp"
+#include "../../io/file.hpp"
+#include "../../inner/linear.hpp"
+#include "../../inner/mlp.hpp"
+#include "../../io/safetensors.hpp"
+#include "../../layers/ttt_layer.hpp"
+#include "../../core/params.hpp"
+#include "../../train/backward.hpp"
 #include "config.hpp"
 
 namespace ttt::hier {

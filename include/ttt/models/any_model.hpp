@@ -25,13 +25,13 @@
 #include <variant>
 #include <vector>
 
-#include "error.hpp"
-#include "inner/linear.hpp"
-#include "inner/mlp.hpp"
-#include "model.hpp"
+#include "../core/error.hpp"
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
+#include "ttt_model.hpp"
 #include "model_config.hpp"
-#include "params.hpp"
-#include "tensor.hpp"
+#include "../core/params.hpp"
+#include "../core/tensor.hpp"
 // After params.hpp: checkpoint.hpp uses ParamRef without including it.
 #include "checkpoint.hpp"
 

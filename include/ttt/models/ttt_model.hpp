@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "error.hpp"
-#include "layer.hpp"
+#include "../core/error.hpp"
+#include "../layers/ttt_layer.hpp"
 #include "model_config.hpp"
-#include "nn.hpp"
-#include "params.hpp"
+#include "../blocks/nn.hpp"
+#include "../core/params.hpp"
 
 namespace ttt {
 

@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "config.hpp"
-#include "error.hpp"
-#include "tensor.hpp"
+#include "../core/config.hpp"
+#include "../core/error.hpp"
+#include "../core/tensor.hpp"
 
 namespace ttt::attn {
 

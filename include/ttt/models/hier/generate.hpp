@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "../error.hpp"
+#include "../../core/error.hpp"
 #include "../generate.hpp"
 #include "model.hpp"
 

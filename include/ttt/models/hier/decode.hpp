@@ -29,7 +29,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../error.hpp"
+#include "../../core/error.hpp"
 #include "model.hpp"
 
 namespace ttt::hier {

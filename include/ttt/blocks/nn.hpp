@@ -6,8 +6,8 @@
 #include <string>
 #include <utility>
 
-#include "kernels/simd.hpp"
-#include "tensor.hpp"
+#include "../kernels/simd.hpp"
+#include "../core/tensor.hpp"
 
 namespace ttt::nn {
 

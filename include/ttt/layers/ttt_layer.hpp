@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "config.hpp"
-#include "inner/learner.hpp"
-#include "model_config.hpp"
-#include "nn.hpp"
-#include "params.hpp"
+#include "../core/config.hpp"
+#include "../inner/learner.hpp"
+#include "../models/model_config.hpp"
+#include "../blocks/nn.hpp"
+#include "../core/params.hpp"
 
 namespace ttt {
 

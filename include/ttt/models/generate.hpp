@@ -38,9 +38,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "error.hpp"
-#include "model.hpp"
-#include "tensor.hpp"
+#include "../core/error.hpp"
+#include "ttt_model.hpp"
+#include "../core/tensor.hpp"
 
 namespace ttt {
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "error.hpp"
-#include "io/file.hpp"
-#include "io/safetensors.hpp"
+#include "../core/error.hpp"
+#include "../io/file.hpp"
+#include "../io/safetensors.hpp"
 #include "model_config.hpp"
-#include "params.hpp"
+#include "../core/params.hpp"
 
 namespace ttt {
 

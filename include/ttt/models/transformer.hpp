@@ -28,14 +28,14 @@
 #include <string>
 #include <vector>
 
-#include "attention.hpp"
-#include "error.hpp"
-#include "model.hpp"  // Logits
+#include "../blocks/attention.hpp"
+#include "../core/error.hpp"
+#include "ttt_model.hpp"  // Logits
 #include "model_config.hpp"
-#include "nn.hpp"
-#include "params.hpp"
-#include "tensor.hpp"
-#include "train/ops.hpp"
+#include "../blocks/nn.hpp"
+#include "../core/params.hpp"
+#include "../core/tensor.hpp"
+#include "../train/ops.hpp"
 
 namespace ttt {
 

@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "error.hpp"
-#include "io/file.hpp"
+#include "../core/error.hpp"
+#include "../io/file.hpp"
 
 namespace ttt {
 
