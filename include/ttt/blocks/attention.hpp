@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "../core/config.hpp"
+#include "../core/parallel.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 

@@ -1,6 +1,8 @@
 #pragma once
-/// \file config.hpp
-/// Build-time switches shared by every header: the host/device function macro and the version.
+/// \file core/config.hpp
+/// Build-time switches shared by every header: the version and the host/device function macro
+/// (CuTe's CUTE_HOST_DEVICE): a function marked TTT_HOST_DEVICE compiles for the GPU too when
+/// nvcc builds it, and is a plain function otherwise.
 
 #define TTT_VERSION_MAJOR 0
 #define TTT_VERSION_MINOR 1
@@ -11,18 +13,3 @@
 #else
 #define TTT_HOST_DEVICE
 #endif
-
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
-namespace ttt {
-/// Number of threads the (batch, head) loops may use.
-inline int max_threads() {
-#if defined(_OPENMP)
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-}  // namespace ttt
