@@ -17,7 +17,7 @@
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
 #include "ttt/layers/ttt_layer.hpp"
-#include "ttt/models/model_config.hpp"
+#include "ttt/core/model_config.hpp"
 #include "ttt/core/params.hpp"
 
 namespace {

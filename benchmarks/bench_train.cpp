@@ -37,7 +37,7 @@
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
 #include "ttt/models/ttt_model.hpp"
-#include "ttt/models/model_config.hpp"
+#include "ttt/core/model_config.hpp"
 #include "ttt/train/backward.hpp"
 
 namespace {

@@ -34,7 +34,7 @@ TEST_CASE_TEMPLATE("save -> load round trip gives the same logits", Lrn, inner::
   save_checkpoint(m, dir);
   CHECK(fs::exists(dir / "config.json"));
   auto m2 = load_checkpoint<TTTModel<Lrn>>(dir);
-  CHECK(m2.cfg.to_json() == m.cfg.to_json());
+  CHECK(to_json(m2.cfg) == to_json(m.cfg));
   const auto ids = th::random_ids(20, c.vocab_size, 1);
   CHECK(th::rel_err(m.forward(ids), m2.forward(ids)) == 0.0);
   fs::remove_all(dir);

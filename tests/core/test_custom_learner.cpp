@@ -14,7 +14,7 @@ TEST_CASE("a bias-free linear learner computes W_t = W0 - eta_t sum_{s<=t} lr_s 
   c.mini_batch_size = 4;
   TTTModel<BiasFreeLinear> holder(c);
   th::randomize(holder, 8);
-  const auto& layer = holder.blocks[0].ttt;
+  const auto& layer = holder.blocks[0].mixer;
   const int64_t L = 11, C = c.hidden_size, f = c.head_dim(), mb = c.mini_batch_size;
   std::mt19937_64 rng(1);
   std::normal_distribution<float> n01;
@@ -30,9 +30,9 @@ TEST_CASE("a bias-free linear learner computes W_t = W0 - eta_t sum_{s<=t} lr_s 
     for (int64_t t = 0; t < L; ++t) {
       const int64_t p = t % mb;
       if (p == 0 && t > 0) gacc.setZero();
-      const RowVec xk = ws.XK.block(t, h * f, 1, f), xq = ws.XQ.block(t, h * f, 1, f), xv = ws.XV.block(t, h * f, 1, f);
+      const RowVec xk = ws.p.XK.block(t, h * f, 1, f), xq = ws.p.XQ.block(t, h * f, 1, f), xv = ws.p.XV.block(t, h * f, 1, f);
       Mat z = xk * W0, tgt = xv - xk, g(1, f);
-      nn::ln_l2_grad(z, tgt, layer.ln_w.row(h).data(), layer.ln_b.row(h).data(), g);
+      blocks::ln_l2_grad(z, tgt, layer.ln_w.row(h).data(), layer.ln_b.row(h).data(), g);
       gacc += ws.LRt(h, t) * xk.transpose() * g;
       const float eta = std::max(1.0f / float(p + 1) + layer.token_idx[p], 0.0f);
       const RowVec zq = xq * (W0 - eta * gacc);

@@ -162,7 +162,7 @@ TEST_CASE("mini-batch size 1 is online gradient descent on the inner loss") {
   std::normal_distribution<float> n01;
   TTTModel<inner::Linear> holder(c);
   th::randomize(holder, 17);
-  layer = holder.blocks[0].ttt;
+  layer = holder.blocks[0].mixer;
   const int64_t L = 9, C = c.hidden_size, f = c.head_dim();
   Mat X(L, C);
   for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = n01(rng);
@@ -175,9 +175,9 @@ TEST_CASE("mini-batch size 1 is online gradient descent on the inner loss") {
   Mat W = CMapMat(layer.theta0.data(), f, f);
   RowVec b = CMapRow(layer.theta0.data() + f * f, f);
   for (int64_t t = 0; t < L; ++t) {
-    const RowVec xk = ws.XK.block(t, 0, 1, f), xq = ws.XQ.block(t, 0, 1, f), xv = ws.XV.block(t, 0, 1, f);
+    const RowVec xk = ws.p.XK.block(t, 0, 1, f), xq = ws.p.XQ.block(t, 0, 1, f), xv = ws.p.XV.block(t, 0, 1, f);
     Mat z = xk * W + b, tgt = xv - xk, g(1, f);
-    nn::ln_l2_grad(z, tgt, layer.ln_w.row(0).data(), layer.ln_b.row(0).data(), g);
+    blocks::ln_l2_grad(z, tgt, layer.ln_w.row(0).data(), layer.ln_b.row(0).data(), g);
     const float lr = ws.LRt(0, t);
     W -= eta * lr * xk.transpose() * g;
     b -= eta * lr * g;

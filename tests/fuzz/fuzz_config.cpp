@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "ttt/models/model_config.hpp"
+#include "ttt/io/config_json.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

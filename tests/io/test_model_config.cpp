@@ -6,7 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "helpers.hpp"
-#include "ttt/models/model_config.hpp"
+#include "ttt/io/config_json.hpp"
 
 namespace fs = std::filesystem;
 using ttt::ModelConfig;

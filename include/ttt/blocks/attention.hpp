@@ -1,5 +1,5 @@
 #pragma once
-/// \file attention.hpp
+/// \file blocks/attention.hpp
 /// Causal softmax attention of one head, tiled the flash-attention way: the keys are visited in
 /// blocks with an online softmax (running max and sum per query row), so no n x m score matrix is
 /// ever formed and a sliding window of w keys costs O(n * w). The forward stores each row's
@@ -34,17 +34,11 @@ inline constexpr int64_t kBlockQ = 64;
 inline constexpr int64_t kBlockK = 128;
 
 /// Views of double matrices: forward and backward also exist in double (gradient checks).
-using MatRefD = Eigen::Ref<MatD, 0, Eigen::OuterStride<>>;
-using CMatRefD = Eigen::Ref<const MatD, 0, Eigen::OuterStride<>>;
+using MatRefD = RefT<double>;
+using CMatRefD = CRefT<double>;
 
 namespace detail {
 
-template <class T>
-using MatT = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using RefT = Eigen::Ref<MatT<T>, 0, Eigen::OuterStride<>>;
-template <class T>
-using CRefT = Eigen::Ref<const MatT<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using Tile = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor, kBlockQ, kBlockK>;
 template <class T>
@@ -237,28 +231,6 @@ void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRe
 
 }  // namespace detail
 
-/// Partial forward, for attending to keys held in several pieces (a ring-buffer KV cache): starts
-/// from (O, mx, sm) as left by `begin` or an earlier `accumulate`, adds the keys K, V at k0.
-/// O is unnormalised until `finish`. Unchecked: the caller sizes everything.
-inline void begin(MatRef O, float* mx, float* sm) {
-  O.setZero();
-  for (int64_t i = 0; i < O.rows(); ++i) {
-    mx[i] = detail::kNegInf;
-    sm[i] = 0.0f;
-  }
-}
-inline void accumulate(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window, int64_t q0, int64_t k0,
-                       MatRef O, float* mx, float* sm) {
-  const int64_t n = Q.rows();
-  if (K.rows() == 0) return;
-  detail::in_team([&] {
-    for (int64_t i0 = 0; i0 < n; i0 += kBlockQ)
-      detail::accumulate_rows<float>(Q, K, V, scale, window, q0, k0, i0, std::min(n, i0 + kBlockQ), O, mx, sm);
-  }, double(std::min(n, kBlockQ)) * double(K.rows()) * double(Q.cols()));
-}
-/// O /= sum; lse (optional) = max + log(sum), -inf for a row that saw no key.
-inline void finish(MatRef O, const float* mx, const float* sm, float* lse) { detail::finish<float>(O, mx, sm, lse); }
-
 /// O = softmax(scale Q K^T + causal/window mask) V, and lse[i] = log sum_j exp(scale q_i . k_j)
 /// over the visible keys (lse may be null).      Q: (n, d); K, V: (m, d); O: (n, d); lse: [n]
 inline void forward(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window, int64_t q0, int64_t k0, MatRef O,
@@ -300,113 +272,6 @@ inline double forward_flops(int64_t n, int64_t m, int64_t d, int64_t window, int
 /// FLOPs of backward: q.k recomputed, dO.v, dV, dQ and dK: 10d per visible pair.
 inline double backward_flops(int64_t n, int64_t m, int64_t d, int64_t window, int64_t q0 = 0, int64_t k0 = 0) {
   return 10.0 * double(d) * visible_pairs(n, m, window, q0, k0);
-}
-
-/// Keys and values of all heads of one attention layer for one sequence, for decode.
-/// window < 0: every past row is kept (the cache grows; capacity doubles, so appends are
-/// amortised). window >= 0: a ring buffer of the last `window` rows: with the current chunk's own
-/// keys that is everything a later query can see (positions [p - window, p]).
-struct KVCache {
-  int64_t window = -1;
-  int64_t width = 0;  ///< H * d
-  int64_t len = 0;    ///< tokens appended so far = absolute position of the next token
-  Mat K, V;           ///< (capacity, width); rows [0, rows()) valid, ring order when window >= 0
-  // reusable buffers of attend()
-  Mat acc;
-  std::vector<float> mx, sm;
-
-  KVCache() = default;
-  KVCache(int64_t width_, int64_t window_) : window(window_), width(width_) {
-    if (window >= 0) {
-      K = Mat::Zero(window, width);
-      V = Mat::Zero(window, width);
-    }
-  }
-
-  /// Rows currently held.
-  int64_t rows() const { return window < 0 ? len : std::min(len, window); }
-  /// Bytes the cache holds for this sequence (valid rows of K and V).
-  int64_t bytes() const { return 2 * rows() * width * int64_t(sizeof(float)); }
-  /// Bytes a cache holds after `context` tokens: 2 (K, V) x min(context, window) x width floats.
-  static int64_t bytes_at(int64_t context, int64_t width, int64_t window) {
-    const int64_t r = window < 0 ? context : std::min(context, window);
-    return 2 * r * width * int64_t(sizeof(float));
-  }
-
-  /// Append n rows (positions len .. len+n-1).
-  void append(CMatRef Kn, CMatRef Vn) {
-    const int64_t n = Kn.rows();
-    if (window < 0) {
-      if (len + n > K.rows()) {
-        const int64_t cap = std::max<int64_t>(len + n, 2 * K.rows());
-        K.conservativeResize(cap, width);
-        V.conservativeResize(cap, width);
-      }
-      K.middleRows(len, n) = Kn;
-      V.middleRows(len, n) = Vn;
-    } else if (window > 0) {
-      const int64_t skip = std::max<int64_t>(0, n - window);  // rows that would be overwritten anyway
-      for (int64_t r = skip; r < n; ++r) {
-        const int64_t slot = (len + r) % window;
-        K.row(slot) = Kn.row(r);
-        V.row(slot) = Vn.row(r);
-      }
-    }
-    len += n;
-  }
-};
-
-/// Attention of the n new tokens of one sequence over the cache and themselves, then append them.
-/// Q, Kn, Vn: (n, H*d) at positions cache.len ...; O: (n, H*d). RoPE etc. are the caller's.
-inline void attend(KVCache& c, CMatRef Q, CMatRef Kn, CMatRef Vn, int64_t heads, float scale, MatRef O) {
-  const int64_t n = Q.rows(), W = c.width;
-  detail::check(heads > 0 && W % heads == 0, [&] {
-    return "KVCache width " + std::to_string(W) + " not divisible by heads " + std::to_string(heads);
-  });
-  detail::check(Q.cols() == W && Kn.cols() == W && Vn.cols() == W && Kn.rows() == n && Vn.rows() == n &&
-                    O.rows() == n && O.cols() == W,
-                [&] {
-                  return "attend: Q " + detail::shp(Q) + ", K " + detail::shp(Kn) + ", V " + detail::shp(Vn) + ", O " +
-                         detail::shp(O) + " must all be (n, " + std::to_string(W) + ")";
-                });
-  const int64_t d = W / heads, q0 = c.len;
-  if (c.window < 0) {
-    c.append(Kn, Vn);  // keys [0, len + n) are contiguous: one call per head
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (heads > 1 && double(n) * double(c.len) * double(d) >= 1e6)
-#endif
-    for (int64_t h = 0; h < heads; ++h)
-      forward(Q.middleCols(h * d, d), c.K.topRows(c.len).middleCols(h * d, d), c.V.topRows(c.len).middleCols(h * d, d),
-              scale, -1, q0, 0, O.middleCols(h * d, d), nullptr);
-    return;
-  }
-  // ring: the held rows are two position-ordered runs: [head, rows) then [0, head)
-  const int64_t held = c.rows(), k_first = c.len - held;
-  const int64_t head = c.window > 0 ? c.len % c.window : 0;
-  const int64_t runA = c.len >= c.window ? c.window - head : 0;  // oldest run (positions k_first ...)
-  ensure_size(c.acc, n, W);
-  c.mx.resize(size_t(n * heads));
-  c.sm.resize(size_t(n * heads));
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (heads > 1 && double(n) * double(held + n) * double(d) >= 1e6)
-#endif
-  for (int64_t h = 0; h < heads; ++h) {
-    MatRef A(c.acc.middleCols(h * d, d));
-    float* mx = c.mx.data() + h * n;
-    float* sm = c.sm.data() + h * n;
-    const CMatRef Qh(Q.middleCols(h * d, d));
-    begin(A, mx, sm);
-    if (runA > 0)
-      accumulate(Qh, c.K.block(head, h * d, runA, d), c.V.block(head, h * d, runA, d), scale, c.window, q0, k_first, A,
-                 mx, sm);
-    if (held - runA > 0)
-      accumulate(Qh, c.K.block(0, h * d, held - runA, d), c.V.block(0, h * d, held - runA, d), scale, c.window, q0,
-                 k_first + runA, A, mx, sm);
-    accumulate(Qh, Kn.middleCols(h * d, d), Vn.middleCols(h * d, d), scale, c.window, q0, q0, A, mx, sm);
-    finish(A, mx, sm, nullptr);
-  }
-  O = c.acc;
-  c.append(Kn, Vn);
 }
 
 }  // namespace ttt::attn

@@ -59,7 +59,7 @@ void parallel_for(int64_t tasks, int workers, F&& fn, int inner_threads = 0) {
   }
   const int inner = inner_threads > 0 ? inner_threads : max_threads();
   std::atomic<int64_t> next{0};
-  std::vector<std::exception_ptr> errors(size_t(W));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(W));
   auto work = [&](int64_t w) {
     try {
       set_inner_threads(inner);

@@ -1,25 +1,31 @@
 #pragma once
-/// \file params.hpp
+/// \file core/params.hpp
 /// A named view of one parameter tensor of a model, as a checkpoint names and shapes it. Visiting
 /// a model's ParamRefs is the one place that ties C++ members to Hugging Face names: checkpoint
-/// loading and saving, initialisation and parameter counts all go through it.
+/// loading and saving, initialisation, the optimiser, parameter counts and casts between float
+/// and double models all go through it.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "error.hpp"
 
 namespace ttt {
 
-struct ParamRef {
-  enum class Init { normal, zeros, ones, uniform_fan_in };
+/// How a parameter is initialised for training from scratch (as the reference does).
+enum class ParamInit { normal, zeros, ones, uniform_fan_in };
+
+template <class S>
+struct BasicParamRef {
+  using Init = ParamInit;
   std::string name;             ///< e.g. "model.layers.0.seq_modeling_block.W1"
   std::vector<int64_t> shape;   ///< the checkpoint's shape, e.g. [H, f, f]
-  float* data = nullptr;
-  /// The tensor is `blocks` contiguous runs of `block_size` floats, `stride` apart (a learner's
+  S* data = nullptr;
+  /// The tensor is `blocks` contiguous runs of `block_size` values, `stride` apart (a learner's
   /// per-head parameters inside the flat per-head state); plain tensors are one block.
   int64_t blocks = 1, block_size = 0, stride = 0;
   Init init = Init::normal;
@@ -27,14 +33,19 @@ struct ParamRef {
   bool no_decay = false;        ///< norms, biases, token index: no weight decay
 
   int64_t numel() const { return blocks * block_size; }
-  void copy_in(const float* src) const {
-    for (int64_t b = 0; b < blocks; ++b) std::memcpy(data + b * stride, src + b * block_size, size_t(block_size) * 4);
+  void copy_in(const S* src) const {
+    for (int64_t b = 0; b < blocks; ++b)
+      std::memcpy(data + b * stride, src + b * block_size, size_t(block_size) * sizeof(S));
   }
-  void copy_out(float* dst) const {
-    for (int64_t b = 0; b < blocks; ++b) std::memcpy(dst + b * block_size, data + b * stride, size_t(block_size) * 4);
+  void copy_out(S* dst) const {
+    for (int64_t b = 0; b < blocks; ++b)
+      std::memcpy(dst + b * block_size, data + b * stride, size_t(block_size) * sizeof(S));
   }
-  float& at(int64_t i) const { return data[(i / block_size) * stride + i % block_size]; }
+  S& at(int64_t i) const { return data[(i / block_size) * stride + i % block_size]; }
 };
+
+/// The parameters of a float model (checkpoints, the optimiser).
+using ParamRef = BasicParamRef<float>;
 
 inline int64_t shape_numel(const std::vector<int64_t>& s) {
   int64_t n = 1;
@@ -43,9 +54,10 @@ inline int64_t shape_numel(const std::vector<int64_t>& s) {
 }
 
 /// A plain contiguous tensor.
-inline ParamRef make_param(std::string name, std::vector<int64_t> shape, float* data,
-                           ParamRef::Init init = ParamRef::Init::normal, double scale = 0.02, bool no_decay = false) {
-  ParamRef p;
+template <class S>
+BasicParamRef<S> make_param(std::string name, std::vector<int64_t> shape, S* data, ParamInit init = ParamInit::normal,
+                            double scale = 0.02, bool no_decay = false) {
+  BasicParamRef<S> p;
   p.name = std::move(name);
   p.block_size = shape_numel(shape);
   p.stride = p.block_size;
@@ -57,21 +69,46 @@ inline ParamRef make_param(std::string name, std::vector<int64_t> shape, float* 
   return p;
 }
 
-/// Fill a parameter as the reference initialises it.
-inline void init_param(const ParamRef& p, std::mt19937_64& rng) {
+/// Fill a parameter as the reference initialises it (drawn in float, so a double model initialised
+/// with a seed holds the float model's values).
+template <class S>
+void init_param(const BasicParamRef<S>& p, std::mt19937_64& rng) {
   std::normal_distribution<float> normal(0.0f, float(p.init_scale));
-  const float bound = p.init == ParamRef::Init::uniform_fan_in ? float(1.0 / std::sqrt(p.init_scale)) : 0.0f;
+  const float bound = p.init == ParamInit::uniform_fan_in ? float(1.0 / std::sqrt(p.init_scale)) : 0.0f;
   std::uniform_real_distribution<float> uni(-bound, bound);
   for (int64_t i = 0; i < p.numel(); ++i) {
     float v = 0.0f;
     switch (p.init) {
-      case ParamRef::Init::normal: v = normal(rng); break;
-      case ParamRef::Init::zeros: v = 0.0f; break;
-      case ParamRef::Init::ones: v = 1.0f; break;
-      case ParamRef::Init::uniform_fan_in: v = uni(rng); break;
+      case ParamInit::normal: v = normal(rng); break;
+      case ParamInit::zeros: v = 0.0f; break;
+      case ParamInit::ones: v = 1.0f; break;
+      case ParamInit::uniform_fan_in: v = uni(rng); break;
     }
-    p.at(i) = v;
+    p.at(i) = S(v);
   }
+}
+
+/// Every parameter of `to` set from the one of the same name in `from`, cast to to's scalar (a
+/// float model to its double twin for gradient checks, and back). Both models must have the same
+/// configuration: they visit the same names in the same order. Models name their scalar `Scalar`.
+template <class From, class To>
+void copy_params(const From& from, To& to) {
+  using SF = typename From::Scalar;
+  using ST = typename To::Scalar;
+  std::vector<std::pair<std::string, std::vector<SF>>> vals;
+  const_cast<From&>(from).visit_params([&](const auto& p) {
+    std::vector<SF> v(size_t(p.numel()));
+    p.copy_out(v.data());
+    vals.emplace_back(p.name, std::move(v));
+  });
+  size_t i = 0;
+  to.visit_params([&](const auto& p) {
+    if (i >= vals.size() || vals[i].first != p.name)
+      throw ShapeError("copy_params: parameter '" + p.name + "' has no twin in the source model");
+    for (int64_t k = 0; k < p.numel(); ++k) p.at(k) = ST(vals[i].second[size_t(k)]);
+    ++i;
+  });
+  if (i != vals.size()) throw ShapeError("copy_params: the source model has more parameters than the target");
 }
 
 }  // namespace ttt

@@ -1,33 +1,53 @@
 #pragma once
-/// \file tensor.hpp
-/// The dense types the library computes with: row-major float matrices (Eigen), so that a
-/// [L, C] activation and a PyTorch [out, in] weight have the memory layout of the reference.
+/// \file core/tensor.hpp
+/// The dense types the library computes with: row-major Eigen matrices, so that a (n, C)
+/// activation and a PyTorch [out, in] weight have the memory layout of the reference. Every block
+/// is generic over the scalar S: float for inference and training, double for the
+/// finite-difference checks.
 #include <Eigen/Core>
 #include <cstdint>
 #include <vector>
 
 namespace ttt {
 
-using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Vec = Eigen::VectorXf;
-using RowVec = Eigen::RowVectorXf;
-using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-/// A writable view of a row-major block (e.g. one head's columns of a [L, C] matrix).
-using MatRef = Eigen::Ref<Mat, 0, Eigen::OuterStride<>>;
+/// Row-major matrix, row vector and views of scalar S.
+template <class S>
+using MatT = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class S>
+using RowT = Eigen::Matrix<S, 1, Eigen::Dynamic>;
+/// A writable view of a row-major block (e.g. one head's columns of an (n, C) matrix).
+template <class S>
+using RefT = Eigen::Ref<MatT<S>, 0, Eigen::OuterStride<>>;
 /// A read-only view of a row-major block; never copies (an incompatible argument fails to compile).
-using CMatRef = Eigen::Ref<const Mat, 0, Eigen::OuterStride<>>;
+template <class S>
+using CRefT = Eigen::Ref<const MatT<S>, 0, Eigen::OuterStride<>>;
+
+using Mat = MatT<float>;
+using MatD = MatT<double>;
+using Vec = Eigen::VectorXf;
+using RowVec = RowT<float>;
+using RowD = RowT<double>;
+using MatRef = RefT<float>;
+using CMatRef = CRefT<float>;
 using MapMat = Eigen::Map<Mat>;
 using CMapMat = Eigen::Map<const Mat>;
 using MapRow = Eigen::Map<RowVec>;
 using CMapRow = Eigen::Map<const RowVec>;
 
 /// Resize without touching the contents when the size is unchanged (no allocation in steady state).
-inline void ensure_size(Mat& m, Eigen::Index rows, Eigen::Index cols) {
+template <class S>
+inline void ensure_size(MatT<S>& m, Eigen::Index rows, Eigen::Index cols) {
   if (m.rows() != rows || m.cols() != cols) m.resize(rows, cols);
 }
-inline void ensure_size(RowVec& v, Eigen::Index n) {
+template <class S>
+inline void ensure_size(RowT<S>& v, Eigen::Index n) {
   if (v.size() != n) v.resize(n);
+}
+
+/// A matrix cast to scalar T (a copy), or the matrix itself when it already is T.
+template <class T, class S>
+MatT<T> cast_to(const MatT<S>& m) {
+  return m.template cast<T>();
 }
 
 }  // namespace ttt

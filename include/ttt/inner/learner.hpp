@@ -1,10 +1,10 @@
 #pragma once
 /// \file inner/learner.hpp
 /// The contract of an inner learner (the model whose weights are the TTT hidden state) and the
-/// generic primal-form mini-batch that serves any learner meeting it.
+/// view of one head's mini-batch it is handed.
 ///
-/// A learner is a stateless type with static members; its parameters live in one flat float array
-/// per head, laid out in the order of `param_specs`. What a learner must provide:
+/// A learner is a stateless type with static members; its parameters live in one flat array per
+/// head, laid out in the order of `param_specs`. What a learner must provide:
 ///
 /// \code
 /// struct MyLearner {
@@ -18,15 +18,17 @@
 /// };
 /// \endcode
 ///
-/// Optionally a learner adds a dual-form fast path `dual_form(theta0, gacc, segment, Zq, ws)` with a
-/// `Workspace` type (see inner/linear.hpp); without it the layer runs `primal_segment` below.
+/// `apply` and `accumulate_grad` may also be templates over the scalar (then the learner runs in
+/// double too). Optionally a learner adds a dual-form fast path
+/// `template <class S> dual_form(theta0, gacc, segment, Zq, ws)` with a `template <class S> struct
+/// Workspace` (see inner/linear.hpp); without it the layer runs the primal form (inner/primal.hpp).
+/// For training, a learner specialises `ttt::train::LearnerGrad` (inner/learner_grad.hpp).
 #include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "../blocks/nn.hpp"
 #include "../core/tensor.hpp"
 
 namespace ttt::inner {
@@ -45,21 +47,22 @@ struct ParamSpec {
   }
 };
 
-/// Total floats of one head's parameters.
+/// Total values of one head's parameters.
 inline int64_t param_count(const std::vector<ParamSpec>& specs) {
   int64_t n = 0;
   for (const auto& s : specs) n += s.numel();
   return n;
 }
 
-/// One head's view of a run of tokens inside one mini-batch.
+/// One head's view of a run of tokens inside one mini-batch (rows are consecutive positions).
+template <class S>
 struct Segment {
-  CMatRef XQ, XK, XV;      ///< (n, f) queries, keys, values after RoPE
-  const float* token_eta;  ///< (n) clamp(1/(t+1) + learnable_token_idx[t], 0) at each row's position t
-  const float* lr;         ///< (n) ttt_base_lr * sigmoid(x . w_lr + b_lr) / f
-  const float* ln_w;       ///< (f) the inner loss's LayerNorm weight for this head
-  const float* ln_b;       ///< (f) ... and bias
-  bool fresh;              ///< the segment starts a mini-batch: the accumulated gradient is zero
+  CRefT<S> XQ, XK, XV;  ///< (n, f) queries, keys (after RoPE), values
+  const S* token_eta;   ///< (n) clamp(1/(t+1) + learnable_token_idx[t], 0) at each row's position t
+  const S* lr;          ///< (n) ttt_base_lr * sigmoid(x . w_lr + b_lr) / f
+  const S* ln_w;        ///< (f) the inner loss's LayerNorm weight for this head
+  const S* ln_b;        ///< (f) ... and bias
+  bool fresh = true;    ///< the segment starts a mini-batch: the accumulated gradient is zero
 };
 
 // ---- the named requirements --------------------------------------------------------------------
@@ -67,27 +70,20 @@ template <class L>
 concept has_name = requires { { L::name } -> std::convertible_to<std::string_view>; };
 template <class L>
 concept has_param_specs = requires(int64_t f) { { L::param_specs(f) } -> std::same_as<std::vector<ParamSpec>>; };
-template <class L>
-concept has_apply = requires(const float* th, int64_t f, CMatRef X, MatRef Z) { L::apply(th, f, X, Z); };
-template <class L>
-concept has_accumulate_grad = requires(const float* th, int64_t f, CMatRef X, CMatRef dZ, const float* w, float* g) {
+template <class L, class S = float>
+concept has_apply = requires(const S* th, int64_t f, CRefT<S> X, RefT<S> Z) { L::apply(th, f, X, Z); };
+template <class L, class S = float>
+concept has_accumulate_grad = requires(const S* th, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g) {
   L::accumulate_grad(th, f, X, dZ, w, g);
 };
 /// An inner learner: every requirement above.
 template <class L>
 concept InnerLearner = has_name<L> && has_param_specs<L> && has_apply<L> && has_accumulate_grad<L>;
 
-/// A learner that also brings a dual-form fast path.
-template <class L>
-concept HasDualForm = requires(float* th, float* g, const Segment& s, MatRef Zq, typename L::Workspace& ws) {
+/// A learner that also brings a dual-form fast path in scalar S.
+template <class L, class S = float>
+concept HasDualForm = requires(S* th, S* g, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
   L::dual_form(th, g, s, Zq, ws);
-};
-
-/// The per-head buffers a learner's mini-batch needs: its own Workspace for a dual form, the
-/// primal form's otherwise.
-template <class L, bool = HasDualForm<L>>
-struct head_workspace {
-  using type = typename L::Workspace;
 };
 
 /// The inner loss of a learner: 0.5 ||ln_w * LN(f(k)) + ln_b - (v - k)||^2 (TTT's default: LayerNorm
@@ -115,41 +111,12 @@ constexpr bool check_learner() {
   return true;
 }
 
-/// Buffers of the primal form, reused from call to call.
-struct PrimalWorkspace {
-  Mat Z, G, target;
-  std::vector<float> theta_t;
-};
+/// FLOPs per token and head of a learner's mini-batch step (for benchmarks); 0 when the learner
+/// does not say.
 template <class L>
-struct head_workspace<L, false> {
-  using type = PrimalWorkspace;
-};
-
-/// The primal form for any learner, token by token, exactly as the reference's decode path:
-/// gradients of the segment's tokens are all taken at theta0 (the state at the start of the
-/// mini-batch); gacc accumulates lr[s] * grad_s; the query of row t sees
-/// theta_t = theta0 - token_eta[t] * gacc_t.                        Zq: (n, f) learner outputs
-template <class L>
-void primal_segment(const float* theta0, float* gacc, int64_t f, const Segment& s, MatRef Zq, PrimalWorkspace& ws) {
-  const int64_t n = s.XQ.rows();
-  const int64_t P = param_count(L::param_specs(f));
-  ensure_size(ws.Z, n, f);
-  ensure_size(ws.G, n, f);
-  ensure_size(ws.target, n, f);
-  ws.theta_t.resize(size_t(P));
-  L::apply(theta0, f, s.XK, ws.Z);
-  if constexpr (ln_residual_loss<L>()) {
-    ws.target = s.XV - s.XK;
-    nn::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
-  } else {
-    ws.G = ws.Z - s.XV;  // d/dz 0.5 ||z - v||^2
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    L::accumulate_grad(theta0, f, s.XK.middleRows(t, 1), CMatRef(ws.G.middleRows(t, 1)), s.lr + t, gacc);
-    const float eta = s.token_eta[t];
-    for (int64_t i = 0; i < P; ++i) ws.theta_t[size_t(i)] = theta0[i] - eta * gacc[i];
-    L::apply(ws.theta_t.data(), f, s.XQ.middleRows(t, 1), Zq.middleRows(t, 1));
-  }
+double flops_per_token(int64_t f, int64_t b) {
+  if constexpr (requires { L::flops_per_token(f, b); }) return L::flops_per_token(f, b);
+  else return 0.0;
 }
 
 /// Hides a learner's dual form, so that tests can run the primal form of any learner.
@@ -158,19 +125,19 @@ struct PrimalOnly {
   static constexpr std::string_view name = L::name;
   static constexpr bool ln_residual_loss = inner::ln_residual_loss<L>();
   static std::vector<ParamSpec> param_specs(int64_t f) { return L::param_specs(f); }
-  static void apply(const float* th, int64_t f, CMatRef X, MatRef Z) { L::apply(th, f, X, Z); }
-  static void accumulate_grad(const float* th, int64_t f, CMatRef X, CMatRef dZ, const float* w, float* g) {
+  template <class S>
+  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z)
+    requires has_apply<L, S>
+  {
+    L::apply(th, f, X, Z);
+  }
+  template <class S>
+  static void accumulate_grad(const S* th, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g)
+    requires has_accumulate_grad<L, S>
+  {
     L::accumulate_grad(th, f, X, dZ, w, g);
   }
-  static double flops_per_token(int64_t f, int64_t b) { return L::flops_per_token(f, b); }
+  static double flops_per_token(int64_t f, int64_t b) { return inner::flops_per_token<L>(f, b); }
 };
-
-/// FLOPs per token and head of a learner's mini-batch step (for benchmarks); 0 when the learner
-/// does not say.
-template <class L>
-double flops_per_token(int64_t f, int64_t b) {
-  if constexpr (requires { L::flops_per_token(f, b); }) return L::flops_per_token(f, b);
-  else return 0.0;
-}
 
 }  // namespace ttt::inner

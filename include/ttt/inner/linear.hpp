@@ -1,7 +1,12 @@
 #pragma once
 /// \file inner/linear.hpp
-/// TTT-Linear: the inner learner is f(x) = x W1 + b1 per head (W1: [f, f], b1: [1, f]).
+/// TTT-Linear: the inner learner is f(x) = x W1 + b1 per head (W1: [f, f], b1: [1, f]). Its
+/// inference dual form and, below it, its training forward / reverse (`train::LearnerGrad`).
+#include <algorithm>
+
+#include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
+#include "learner_grad.hpp"
 
 namespace ttt::inner {
 
@@ -12,36 +17,40 @@ struct Linear {
     return {{"W1", {f, f}, ParamSpec::Init::normal}, {"b1", {1, f}, ParamSpec::Init::zeros}};
   }
 
-  static void apply(const float* theta, int64_t f, CMatRef X, MatRef Z) {
-    CMapMat W(theta, f, f);
-    CMapRow b(theta + f * f, f);
+  template <class S>
+  static void apply(const S* theta, int64_t f, CRefT<S> X, RefT<S> Z) {
+    Eigen::Map<const MatT<S>> W(theta, f, f);
+    Eigen::Map<const RowT<S>> b(theta + f * f, f);
     Z.noalias() = X * W;
     Z.rowwise() += b;
   }
 
-  static void accumulate_grad(const float* theta, int64_t f, CMatRef X, CMatRef dZ, const float* w, float* grad) {
-    MapMat gW(grad, f, f);
-    MapRow gb(grad + f * f, f);
+  template <class S>
+  static void accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
+    Eigen::Map<MatT<S>> gW(grad, f, f);
+    Eigen::Map<RowT<S>> gb(grad + f * f, f);
     for (Eigen::Index r = 0; r < X.rows(); ++r) {
       gW.noalias() += (w[r] * X.row(r)).transpose() * dZ.row(r);
       gb += w[r] * dZ.row(r);
     }
   }
 
+  template <class S>
   struct Workspace {
-    Mat Z, G, target, A, M, WG;
+    MatT<S> Z, G, target, A, WG;
   };
 
   /// The dual form (paper Sec. 2.5), extended to start mid-mini-batch with a carried gradient:
   ///   Zq[t] = XQ[t] (W0 - eta_t gW) + b0 - eta_t gb - sum_{s<=t} eta_t lr_s (XQ[t].XK[s] + 1) G[s]
   /// then gW += XK^T diag(lr) G, gb += lr^T G.  With gW = gb = 0 this is the reference's
   /// Z1_bar = XQ W1 - (eta * tril(XQ XK^T)) G + b1 - tril(eta) G.
-  static void dual_form(const float* theta0, float* gacc, const Segment& s, MatRef Zq, Workspace& ws) {
+  template <class S>
+  static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols();
-    CMapMat W(theta0, f, f);
-    CMapRow b(theta0 + f * f, f);
-    MapMat gW(gacc, f, f);
-    MapRow gb(gacc + f * f, f);
+    Eigen::Map<const MatT<S>> W(theta0, f, f);
+    Eigen::Map<const RowT<S>> b(theta0 + f * f, f);
+    Eigen::Map<MatT<S>> gW(gacc, f, f);
+    Eigen::Map<RowT<S>> gb(gacc + f * f, f);
     ensure_size(ws.Z, n, f);
     ensure_size(ws.G, n, f);
     ensure_size(ws.target, n, f);
@@ -50,10 +59,10 @@ struct Linear {
     ws.Z.noalias() = s.XK * W;  // (n, f)
     ws.Z.rowwise() += b;
     ws.target = s.XV - s.XK;
-    nn::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
+    blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
     ws.A.noalias() = s.XQ * s.XK.transpose();  // (n, n)
     for (int64_t t = 0; t < n; ++t)
-      for (int64_t j = 0; j < n; ++j) ws.A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (ws.A(t, j) + 1.0f) : 0.0f;
+      for (int64_t j = 0; j < n; ++j) ws.A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (ws.A(t, j) + S(1)) : S(0);
     Zq.noalias() = s.XQ * W;
     Zq.rowwise() += b;
     Zq.noalias() -= ws.A * ws.G;
@@ -78,3 +87,67 @@ struct Linear {
 };
 
 }  // namespace ttt::inner
+
+namespace ttt::train {
+
+// ---- TTT-Linear: f(x) = x W + b --------------------------------------------------------------
+template <>
+struct LearnerGrad<inner::Linear> {
+  enum Slot : size_t { kZ, kT, kG, kE, kK, kdG, kdE, kdZ, kdT, kBwd };
+
+  /// Z = XK W + b, T = XV - XK, G = ln_l2_grad(Z, T) into their slots.
+  template <class S>
+  static void inner_grad(const S* th, int64_t f, const Segment<S>& s, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    Eigen::Map<const RowT<S>> b(th + f * f, f);
+    auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f);
+    Z.noalias() = s.XK * W;
+    Z.rowwise() += b;
+    T = s.XV - s.XK;
+    blocks::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
+  }
+
+  template <class S>
+  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    Eigen::Map<const RowT<S>> b(th + f * f, f);
+    inner_grad(th, f, s, ws);
+    auto G = ws(kG, n, f);
+    auto A = ws(kK, n, n);  // (E o K)
+    A.noalias() = s.XQ * s.XK.transpose();
+    for (Eigen::Index t = 0; t < n; ++t)
+      for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
+    Zq.noalias() = s.XQ * W;
+    Zq.rowwise() += b;
+    Zq.noalias() -= A * G;
+    std::copy(th, th + f * f + f, th_end);
+    detail::end_state<S>(s, s.XK, G, th_end, th_end + f * f, ws(kT, n, f));
+  }
+
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    inner_grad(th, f, s, ws);
+    auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f);
+    auto E = ws(kE, n, n), K = ws(kK, n, n);
+    detail::eta_matrix(s, E);
+    detail::kernel<S>(s.XQ, s.XK, K);
+    auto dG = ws.zero(kdG, n, f), dE = ws.zero(kdE, n, n);
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G, E, K, W, dth_end, dth_end + f * f, dZq, dth0, dth0 + f * f, o.dXQ,
+                               o.dXK, dG, dE, o, ws, kBwd);
+    detail::eta_matrix_bwd<S>(s, dE, o);
+    auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
+    blocks::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
+    o.dXV += dT;
+    o.dXK -= dT;
+    Eigen::Map<MatT<S>>(dth0, f, f).noalias() += s.XK.transpose() * dZ;
+    Eigen::Map<RowT<S>>(dth0 + f * f, f) += dZ.colwise().sum();
+    o.dXK.noalias() += dZ * W.transpose();
+  }
+};
+
+}  // namespace ttt::train

@@ -25,8 +25,8 @@
 /// whole-sequence mini-batch stays linear in the sequence length.
 #include <algorithm>
 
-#include "../train/learner_grad.hpp"
 #include "learner.hpp"
+#include "learner_grad.hpp"
 
 namespace ttt::inner {
 
@@ -38,25 +38,31 @@ struct LinearAttention {
 
   static std::vector<ParamSpec> param_specs(int64_t f) { return {{"W1", {f, f}, ParamSpec::Init::zeros}}; }
 
-  static void apply(const float* theta, int64_t f, CMatRef X, MatRef Z) { Z.noalias() = X * CMapMat(theta, f, f); }
+  template <class S>
+  static void apply(const S* theta, int64_t f, CRefT<S> X, RefT<S> Z) {
+    Z.noalias() = X * Eigen::Map<const MatT<S>>(theta, f, f);
+  }
 
   /// grad += sum_r w[r] X[r]^T dZ[r]
-  static void accumulate_grad(const float* theta, int64_t f, CMatRef X, CMatRef dZ, const float* w, float* grad) {
-    MapMat gW(grad, f, f);
+  template <class S>
+  static void accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
+    Eigen::Map<MatT<S>> gW(grad, f, f);
     for (Eigen::Index r = 0; r < X.rows(); ++r) gW.noalias() += (w[r] * X.row(r)).transpose() * dZ.row(r);
   }
 
+  template <class S>
   struct Workspace {
-    Mat G, A, WG;
+    MatT<S> G, A, WG;
   };
 
   /// Zq[t] = XQ[t] (W0 - eta_t gacc_t) with gacc_t = gacc + sum_{s<=t} lr_s XK[s]^T G[s], G = XK W0 - XV;
   /// sub-block by sub-block: the earlier sub-blocks enter through gacc, the current one through
   /// its (kBlock x kBlock) lower-triangular kernel.
-  static void dual_form(const float* theta0, float* gacc, const Segment& s, MatRef Zq, Workspace& ws) {
+  template <class S>
+  static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols();
-    CMapMat W(theta0, f, f);
-    MapMat gW(gacc, f, f);
+    Eigen::Map<const MatT<S>> W(theta0, f, f);
+    Eigen::Map<MatT<S>> gW(gacc, f, f);
     ensure_size(ws.G, n, f);
     ws.G.noalias() = s.XK * W;  // (n, f): d/dz 0.5 ||z - v||^2 at z = k W0
     ws.G -= s.XV;
@@ -69,7 +75,7 @@ struct LinearAttention {
       ensure_size(ws.A, b, b);
       ws.A.noalias() = Xq * Xk.transpose();  // (b, b)
       for (int64_t t = 0; t < b; ++t)
-        for (int64_t j = 0; j < b; ++j) ws.A(t, j) = j <= t ? s.token_eta[r0 + t] * s.lr[r0 + j] * ws.A(t, j) : 0.0f;
+        for (int64_t j = 0; j < b; ++j) ws.A(t, j) = j <= t ? s.token_eta[r0 + t] * s.lr[r0 + j] * ws.A(t, j) : S(0);
       Z.noalias() = Xq * W;
       Z.noalias() -= ws.A * G;
       if (!fresh) {

@@ -1,8 +1,14 @@
 #pragma once
 /// \file inner/mlp.hpp
 /// TTT-MLP: f(x) = gelu_tanh(x W1 + b1) W2 + b2 per head, hidden width 4f
-/// (W1: [f, 4f], b1: [1, 4f], W2: [4f, f], b2: [1, f]).
+/// (W1: [f, 4f], b1: [1, 4f], W2: [4f, f], b2: [1, f]). Its inference dual form and, below it,
+/// its training forward / reverse (`train::LearnerGrad`).
+#include <algorithm>
+
+#include "../blocks/activations.hpp"
+#include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
+#include "learner_grad.hpp"
 
 namespace ttt::inner {
 
@@ -18,50 +24,44 @@ struct MLP {
             {"b2", {1, f}, ParamSpec::Init::zeros}};
   }
 
+  /// The four tensors of a flat per-head state (P = used as const or mutable S).
+  template <class P>
   struct View {
-    CMapMat W1;
-    CMapRow b1;
-    CMapMat W2;
-    CMapRow b2;
-    View(const float* th, int64_t f)
-        : W1(th, f, expansion * f),
-          b1(th + expansion * f * f, expansion * f),
-          W2(th + expansion * f * f + expansion * f, expansion * f, f),
-          b2(th + 2 * expansion * f * f + expansion * f, f) {}
-  };
-  struct MutView {
-    MapMat W1;
-    MapRow b1;
-    MapMat W2;
-    MapRow b2;
-    MutView(float* th, int64_t f)
+    using S = std::remove_const_t<P>;
+    using MapM = Eigen::Map<std::conditional_t<std::is_const_v<P>, const MatT<S>, MatT<S>>>;
+    using MapR = Eigen::Map<std::conditional_t<std::is_const_v<P>, const RowT<S>, RowT<S>>>;
+    MapM W1;
+    MapR b1;
+    MapM W2;
+    MapR b2;
+    View(P* th, int64_t f)
         : W1(th, f, expansion * f),
           b1(th + expansion * f * f, expansion * f),
           W2(th + expansion * f * f + expansion * f, expansion * f, f),
           b2(th + 2 * expansion * f * f + expansion * f, f) {}
   };
 
-  static void gelu(Mat& m) { kernels::gelu_tanh(backend::cpu_default{}, m.data(), m.data(), size_t(m.size())); }
-
-  static void apply(const float* theta, int64_t f, CMatRef X, MatRef Z) {
-    const View p(theta, f);
-    Mat H = X * p.W1;  // (n, 4f)
+  template <class S>
+  static void apply(const S* theta, int64_t f, CRefT<S> X, RefT<S> Z) {
+    const View<const S> p(theta, f);
+    MatT<S> H = X * p.W1;  // (n, 4f)
     H.rowwise() += p.b1;
-    gelu(H);
+    blocks::gelu_into(H.data(), H.data(), size_t(H.size()));
     Z.noalias() = H * p.W2;
     Z.rowwise() += p.b2;
   }
 
-  static void accumulate_grad(const float* theta, int64_t f, CMatRef X, CMatRef dZ, const float* w, float* grad) {
-    const View p(theta, f);
-    MutView g(grad, f);
-    Mat Z1 = X * p.W1;
+  template <class S>
+  static void accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
+    const View<const S> p(theta, f);
+    View<S> g(grad, f);
+    MatT<S> Z1 = X * p.W1;
     Z1.rowwise() += p.b1;
-    Mat X2 = Z1;
-    gelu(X2);
-    Mat d1 = dZ * p.W2.transpose();  // (n, 4f)
-    Mat gg(Z1.rows(), Z1.cols());
-    kernels::gelu_tanh_grad(backend::cpu_default{}, Z1.data(), gg.data(), size_t(Z1.size()));
+    MatT<S> X2 = Z1;
+    blocks::gelu_into(X2.data(), X2.data(), size_t(X2.size()));
+    MatT<S> d1 = dZ * p.W2.transpose();  // (n, 4f)
+    MatT<S> gg(Z1.rows(), Z1.cols());
+    blocks::gelu_bwd_ref_into(Z1.data(), gg.data(), size_t(Z1.size()));
     d1.array() *= gg.array();
     for (Eigen::Index r = 0; r < X.rows(); ++r) {
       g.W2.noalias() += (w[r] * X2.row(r)).transpose() * dZ.row(r);
@@ -71,33 +71,35 @@ struct MLP {
     }
   }
 
+  template <class S>
   struct Workspace {
-    Mat Z1, X2, Z2, G1, G2, target, gprime, A, Z1q, X2q, WG, WG2;
+    MatT<S> Z1, X2, Z2, G1, G2, target, gprime, A, Z1q, X2q, WG, WG2;
   };
 
   /// Dual form: the linear recipe twice (see inner/linear.hpp), the second time on the hidden
   /// activations X2 = gelu(Z1) (keys) and X2q = gelu(Z1q) (queries).
-  static void dual_form(const float* theta0, float* gacc, const Segment& s, MatRef Zq, Workspace& ws) {
+  template <class S>
+  static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols(), h = expansion * f;
-    const View p(theta0, f);
-    MutView g(gacc, f);
-    for (Mat* m : {&ws.Z1, &ws.X2, &ws.G1, &ws.gprime, &ws.Z1q, &ws.X2q, &ws.WG}) ensure_size(*m, n, h);
-    for (Mat* m : {&ws.Z2, &ws.G2, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
+    const View<const S> p(theta0, f);
+    View<S> g(gacc, f);
+    for (MatT<S>* m : {&ws.Z1, &ws.X2, &ws.G1, &ws.gprime, &ws.Z1q, &ws.X2q, &ws.WG}) ensure_size(*m, n, h);
+    for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.A, n, n);
     // keys: forward and the inner-loss gradients at theta0
     ws.Z1.noalias() = s.XK * p.W1;
     ws.Z1.rowwise() += p.b1;
-    kernels::gelu_tanh(backend::cpu_default{}, ws.Z1.data(), ws.X2.data(), size_t(n * h));
+    blocks::gelu_into(ws.Z1.data(), ws.X2.data(), size_t(n * h));
     ws.Z2.noalias() = ws.X2 * p.W2;
     ws.Z2.rowwise() += p.b2;
     ws.target = s.XV - s.XK;
-    nn::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
-    kernels::gelu_tanh_grad(backend::cpu_default{}, ws.Z1.data(), ws.gprime.data(), size_t(n * h));
+    blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
+    blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(n * h));
     ws.G1.noalias() = ws.G2 * p.W2.transpose();
     ws.G1.array() *= ws.gprime.array();
-    auto mask = [&](Mat& A) {
+    auto mask = [&](MatT<S>& A) {
       for (int64_t t = 0; t < n; ++t)
-        for (int64_t j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + 1.0f) : 0.0f;
+        for (int64_t j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
     };
     // layer 1 on the queries
     ws.A.noalias() = s.XQ * s.XK.transpose();
@@ -110,7 +112,7 @@ struct MLP {
       ws.WG.rowwise() += g.b1;
       for (int64_t t = 0; t < n; ++t) ws.Z1q.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
-    kernels::gelu_tanh(backend::cpu_default{}, ws.Z1q.data(), ws.X2q.data(), size_t(n * h));
+    blocks::gelu_into(ws.Z1q.data(), ws.X2q.data(), size_t(n * h));
     // layer 2
     ws.A.noalias() = ws.X2q * ws.X2.transpose();
     mask(ws.A);
@@ -144,3 +146,109 @@ struct MLP {
 };
 
 }  // namespace ttt::inner
+
+namespace ttt::train {
+
+// ---- TTT-MLP: f(x) = gelu(x W1 + b1) W2 + b2 ---------------------------------------------------
+template <>
+struct LearnerGrad<inner::MLP> {
+  enum Slot : size_t { kZ1, kX2, kZ2, kT, kG2, kGp, kM, kG1, kE, kK1, kK2, kA, kZ1q, kX2q, kZq,
+                       kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
+
+  /// The forward of one mini-batch, every intermediate kept in its slot; Zq written.
+  template <class S, class Z>
+  static void run_forward(const S* th, int64_t f, const Segment<S>& s, Scratch<S>& ws, Z&& Zq) {
+    const int64_t h = inner::MLP::expansion * f;
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W1(th, f, h);
+    Eigen::Map<const RowT<S>> b1(th + f * h, h);
+    Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
+    Eigen::Map<const RowT<S>> b2(th + 2 * f * h + h, f);
+    auto Z1 = ws(kZ1, n, h), X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
+    auto gp = ws(kGp, n, h), M = ws(kM, n, h), G1 = ws(kG1, n, h), E = ws(kE, n, n), K1 = ws(kK1, n, n);
+    auto K2 = ws(kK2, n, n), A = ws(kA, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
+    Z1.noalias() = s.XK * W1;  // (n, 4f)
+    Z1.rowwise() += b1;
+    X2 = blocks::gelu(Z1);
+    Z2.noalias() = X2 * W2;  // (n, f)
+    Z2.rowwise() += b2;
+    T = s.XV - s.XK;
+    blocks::ln_l2_grad(Z2, T, s.ln_w, s.ln_b, G2);
+    gp = blocks::gelu_bwd_ref(Z1);
+    M.noalias() = G2 * W2.transpose();
+    G1 = M.cwiseProduct(gp);
+    detail::eta_matrix(s, E);
+    detail::kernel<S>(s.XQ, s.XK, K1);
+    A = E.cwiseProduct(K1);
+    Z1q.noalias() = s.XQ * W1;
+    Z1q.rowwise() += b1;
+    Z1q.noalias() -= A * G1;
+    X2q = blocks::gelu(Z1q);
+    detail::kernel<S>(X2q, X2, K2);
+    A = E.cwiseProduct(K2);
+    Zq.noalias() = X2q * W2;
+    Zq.rowwise() += b2;
+    Zq.noalias() -= A * G2;
+  }
+
+  template <class S>
+  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
+    const int64_t h = inner::MLP::expansion * f;
+    const Eigen::Index n = s.XQ.rows();
+    run_forward(th, f, s, ws, Zq);
+    std::copy(th, th + 2 * f * h + h + f, th_end);
+    detail::end_state<S>(s, s.XK, ws(kG1, n, h), th_end, th_end + f * h, ws(kM, n, h));  // M is free now
+    detail::end_state<S>(s, ws(kX2, n, h), ws(kG2, n, f), th_end + f * h + h, th_end + 2 * f * h + h,
+                         ws(kT, n, f));
+  }
+
+  template <class S>
+  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    const int64_t h = inner::MLP::expansion * f;
+    const Eigen::Index n = s.XQ.rows();
+    run_forward(th, f, s, ws, ws(kZq, n, f));
+    Eigen::Map<const MatT<S>> W1(th, f, h);
+    Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
+    S* dW1 = dth0;
+    S* db1 = dth0 + f * h;
+    S* dW2 = dth0 + f * h + h;
+    S* db2 = dth0 + 2 * f * h + h;
+    auto Z1 = ws(kZ1, n, h), X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
+    auto gp = ws(kGp, n, h), M = ws(kM, n, h), G1 = ws(kG1, n, h), E = ws(kE, n, n), K1 = ws(kK1, n, n);
+    auto K2 = ws(kK2, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
+    auto dE = ws.zero(kdE, n, n), dG2 = ws.zero(kdG2, n, f), dG1 = ws.zero(kdG1, n, h);
+    auto dX2q = ws.zero(kdX2q, n, h), dX2 = ws.zero(kdX2, n, h);
+    // layer 2 on the queries (and W2_end, b2_end)
+    detail::dual_linear_bwd<S>(s, X2q, X2, G2, E, K2, W2, dth_end + f * h + h, dth_end + 2 * f * h + h, dZq, dW2, db2,
+                               dX2q, dX2, dG2, dE, o, ws, kBwd);
+    auto dZ1q = ws(kdZ1q, n, h);
+    dZ1q = dX2q.cwiseProduct(blocks::gelu_grad(Z1q));
+    // layer 1 on the queries (and W1_end, b1_end)
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G1, E, K1, W1, dth_end, dth_end + f * h, dZ1q, dW1, db1, o.dXQ, o.dXK,
+                               dG1, dE, o, ws, kBwd);
+    detail::eta_matrix_bwd<S>(s, dE, o);
+    // G1 = (G2 W2^T) o gelu_bwd(Z1)
+    auto dM = ws(kdM, n, h);
+    dM = dG1.cwiseProduct(gp);
+    dG2.noalias() += dM * W2;
+    Eigen::Map<MatT<S>>(dW2, h, f).noalias() += dM.transpose() * G2;
+    auto dZ1 = ws(kdZ1, n, h);
+    dZ1 = dG1.cwiseProduct(M).cwiseProduct(blocks::gelu_bwd_ref_grad(Z1));
+    // G2 = ln_l2_grad(Z2, XV - XK)
+    auto dZ2 = ws.zero(kdZ2, n, f), dT = ws.zero(kdT, n, f);
+    blocks::ln_l2_grad_bwd(Z2, T, s.ln_w, s.ln_b, dG2, dZ2, dT, o.d_ln_w, o.d_ln_b);
+    o.dXV += dT;
+    o.dXK -= dT;
+    // Z2 = X2 W2 + b2, X2 = gelu(Z1), Z1 = XK W1 + b1
+    Eigen::Map<MatT<S>>(dW2, h, f).noalias() += X2.transpose() * dZ2;
+    Eigen::Map<RowT<S>>(db2, f) += dZ2.colwise().sum();
+    dX2.noalias() += dZ2 * W2.transpose();
+    dZ1 += dX2.cwiseProduct(blocks::gelu_grad(Z1));
+    Eigen::Map<MatT<S>>(dW1, f, h).noalias() += s.XK.transpose() * dZ1;
+    Eigen::Map<RowT<S>>(db1, h) += dZ1.colwise().sum();
+    o.dXK.noalias() += dZ1 * W1.transpose();
+  }
+};
+
+}  // namespace ttt::train

@@ -1,31 +1,47 @@
 #pragma once
-/// \file layer.hpp
-/// The TTT sequence layer, generic over its inner learner: projections, RoPE, the learning-rate
-/// gate, the mini-batch inner loop (dual form where the learner has one, primal otherwise), post
-/// LayerNorm, gate and output projection. It processes any chunk of a sequence from any position
-/// and carries its state (inner weights at the start of the current mini-batch, the accumulated
-/// gradient, the conv history of share_qk) from chunk to chunk, so that every chunking of a
-/// sequence computes what one full forward computes.
+/// \file layers/ttt_layer.hpp
+/// The TTT sequence layer, generic over its inner learner L and the scalar S: projections, RoPE,
+/// the learning-rate gate, the mini-batch inner loop (dual form where the learner has one, primal
+/// otherwise), post LayerNorm, gate and output projection. `forward` processes any chunk of a
+/// sequence from any position and carries its state (inner weights at the start of the current
+/// mini-batch, the accumulated gradient, the conv history of share_qk) from chunk to chunk, so
+/// that every chunking of a sequence computes what one full forward computes. The training
+/// forward and its reverse pass are layers/ttt_layer_grad.hpp; both use the pieces below
+/// (`project`, `lr_gate`, `eta_table`, `head_output`, `output`), so the layer is written once.
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include "../core/config.hpp"
-#include "../inner/learner.hpp"
-#include "../models/model_config.hpp"
-#include "../blocks/nn.hpp"
+#include "../blocks/activations.hpp"
+#include "../blocks/causal_conv.hpp"
+#include "../blocks/layer_norm.hpp"
+#include "../blocks/rope.hpp"
+#include "../core/model_config.hpp"
+#include "../core/parallel.hpp"
 #include "../core/params.hpp"
+#include "../inner/learner.hpp"
+#include "../inner/primal.hpp"
 
 namespace ttt {
 
-template <class L>
+template <class L, class S = float>
 class TTTLayer {
   static_assert(inner::check_learner<L>());
 
  public:
   using Learner = L;
-  using HeadWorkspace = typename inner::head_workspace<L>::type;
+  using Scalar = S;
+  using Config = ModelConfig;
+  using M = MatT<S>;
+  using R = RowT<S>;
+  using HeadWorkspace = typename inner::head_workspace<L, S>::type;
+  template <class T>
+  using Rebind = TTTLayer<L, T>;
+  /// Checkpoint names: "model.layers.{i}.seq_modeling_block.<name>"; the model adds a pre-conv.
+  static constexpr const char* kPrefix = "seq_modeling_block.";
+  static constexpr bool kPreConv = true;
 
   // ---- shape ----
   int64_t C = 0, H = 0, f = 0, mb = 0, P = 0, K = 0;
@@ -34,28 +50,36 @@ class TTTLayer {
   std::vector<inner::ParamSpec> specs;
 
   // ---- weights (PyTorch layouts: Linear [out, in]) ----
-  Mat q, k, v, o, g;              // [C, C]; k absent with share_qk; g only with use_gate
-  Mat conv_q, conv_k;             // [C, K] share_qk only
-  RowVec conv_q_b, conv_k_b;      // [C]
-  Mat lr_w;                       // [H, C] learnable_ttt_lr_weight [H, 1, C]
-  RowVec lr_b;                    // [H]    learnable_ttt_lr_bias [H, 1]
-  RowVec token_idx;               // [mb]   learnable_token_idx
-  Mat ln_w, ln_b;                 // [H, f] ttt_norm_weight / ttt_norm_bias
-  RowVec post_w, post_b;          // [C]    post_norm
-  std::vector<float> theta0;      // [H, P] the learner's initial weights, per head in spec order
-  nn::RopeTable rope;
+  M q, k, v, o, g;          // [C, C]; k absent with share_qk; g only with use_gate
+  M conv_q, conv_k;         // [C, K] share_qk only
+  R conv_q_b, conv_k_b;     // [C]
+  M lr_w;                   // [H, C] learnable_ttt_lr_weight [H, 1, C]
+  R lr_b;                   // [H]    learnable_ttt_lr_bias [H, 1]
+  R token_idx;              // [mb]   learnable_token_idx
+  M ln_w, ln_b;             // [H, f] ttt_norm_weight / ttt_norm_bias
+  R post_w, post_b;         // [C]    post_norm
+  std::vector<S> theta0;    // [H, P] the learner's initial weights, per head in spec order
+  blocks::RopeTable rope;   // positions 0 .. mb-1 (RoPE restarts every mini-batch)
 
   /// What the layer carries from one chunk of a sequence to the next.
   struct State {
-    std::vector<float> theta;  // [H, P] inner weights at the start of the current mini-batch
-    std::vector<float> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
-    Mat qk_hist;               // [K-1, C] share_qk: the last K-1 outputs of q_proj
+    std::vector<S> theta;  // [H, P] inner weights at the start of the current mini-batch
+    std::vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
+    M qk_hist;             // [K-1, C] share_qk: the last K-1 outputs of q_proj
+  };
+
+  /// The projections of a chunk (kept by the training forward for its reverse pass).
+  struct Proj {
+    M xq, ext;              // share_qk: q_proj output and [history; xq]
+    M XQ, XK, XV;           // (n, C) after the convs and RoPE
+    std::vector<int64_t> pos;  // row r's position inside its mini-batch
   };
 
   /// Buffers reused across calls (no allocation per token in steady-state decode).
   struct Workspace {
-    Mat XQ, XK, XV, xq, ext, LR, LRt, Zq, O, Y, G;
-    std::vector<int64_t> pos;
+    Proj p;
+    M sig, LRt, Zq, O, Y, G;
+    std::vector<S> eta;
     std::vector<HeadWorkspace> heads;
   };
 
@@ -71,32 +95,47 @@ class TTTLayer {
         use_gate(cfg.use_gate),
         specs(L::param_specs(cfg.head_dim())) {
     P = inner::param_count(specs);
-    q = Mat::Zero(C, C);
-    if (!share_qk) k = Mat::Zero(C, C);
-    v = Mat::Zero(C, C);
-    o = Mat::Zero(C, C);
-    if (use_gate) g = Mat::Zero(C, C);
+    q = M::Zero(C, C);
+    if (!share_qk) k = M::Zero(C, C);
+    v = M::Zero(C, C);
+    o = M::Zero(C, C);
+    if (use_gate) g = M::Zero(C, C);
     if (share_qk) {
-      conv_q = Mat::Zero(C, K);
-      conv_k = Mat::Zero(C, K);
-      conv_q_b = RowVec::Zero(C);
-      conv_k_b = RowVec::Zero(C);
+      conv_q = M::Zero(C, K);
+      conv_k = M::Zero(C, K);
+      conv_q_b = R::Zero(C);
+      conv_k_b = R::Zero(C);
     }
-    lr_w = Mat::Zero(H, C);
-    lr_b = RowVec::Zero(H);
-    token_idx = RowVec::Zero(mb);
-    ln_w = Mat::Ones(H, f);
-    ln_b = Mat::Zero(H, f);
-    post_w = RowVec::Ones(C);
-    post_b = RowVec::Zero(C);
-    theta0.assign(size_t(H * P), 0.0f);
-    rope = nn::RopeTable(mb, f, cfg.rope_theta);
+    lr_w = M::Zero(H, C);
+    lr_b = R::Zero(H);
+    token_idx = R::Zero(mb);
+    ln_w = M::Ones(H, f);
+    ln_b = M::Zero(H, f);
+    post_w = R::Ones(C);
+    post_b = R::Zero(C);
+    theta0.assign(size_t(H * P), S(0));
+    rope = blocks::RopeTable(mb, f, cfg.rope_theta);
+  }
+
+  /// The same layer in scalar S (weights cast): a float layer's double twin and back.
+  template <class T>
+    requires(!std::is_same_v<T, S>)
+  explicit TTTLayer(const TTTLayer<L, T>& o)
+      : C(o.C), H(o.H), f(o.f), mb(o.mb), P(o.P), K(o.K), base_lr(o.base_lr), share_qk(o.share_qk),
+        use_gate(o.use_gate), specs(o.specs), rope(o.rope) {
+    q = o.q.template cast<S>(), k = o.k.template cast<S>(), v = o.v.template cast<S>(), this->o = o.o.template cast<S>();
+    g = o.g.template cast<S>(), conv_q = o.conv_q.template cast<S>(), conv_k = o.conv_k.template cast<S>();
+    conv_q_b = o.conv_q_b.template cast<S>(), conv_k_b = o.conv_k_b.template cast<S>();
+    lr_w = o.lr_w.template cast<S>(), lr_b = o.lr_b.template cast<S>(), token_idx = o.token_idx.template cast<S>();
+    ln_w = o.ln_w.template cast<S>(), ln_b = o.ln_b.template cast<S>();
+    post_w = o.post_w.template cast<S>(), post_b = o.post_b.template cast<S>();
+    theta0.assign(o.theta0.begin(), o.theta0.end());
   }
 
   /// Every parameter under its Hugging Face name (`prefix` = "model.layers.{i}.seq_modeling_block.").
   template <class F>
   void visit_params(const std::string& prefix, F&& fn) {
-    using I = ParamRef::Init;
+    using I = ParamInit;
     fn(make_param(prefix + "learnable_token_idx", {mb}, token_idx.data(), I::zeros, 0, true));
     fn(make_param(prefix + "learnable_ttt_lr_weight", {H, 1, C}, lr_w.data(), I::normal));
     fn(make_param(prefix + "learnable_ttt_lr_bias", {H, 1}, lr_b.data(), I::zeros, 0, true));
@@ -104,7 +143,7 @@ class TTTLayer {
     fn(make_param(prefix + "ttt_norm_bias", {H, f}, ln_b.data(), I::zeros, 0, true));
     int64_t off = 0;
     for (const auto& s : specs) {
-      ParamRef p;
+      BasicParamRef<S> p;
       p.name = prefix + s.name;
       p.shape = {H};
       p.shape.insert(p.shape.end(), s.shape.begin(), s.shape.end());
@@ -133,75 +172,118 @@ class TTTLayer {
     fn(make_param(prefix + "post_norm.bias", {C}, post_b.data(), I::zeros, 0, true));
   }
 
+  /// Whether `other` has this layer's shape (a gradient layer for it).
+  bool same_shape(const TTTLayer& other) const {
+    return other.C == C && other.H == H && other.P == P && other.mb == mb && other.share_qk == share_qk &&
+           other.use_gate == use_gate && other.K == K;
+  }
+
   State new_state() const {
     State s;
     s.theta = theta0;
-    s.gacc.assign(theta0.size(), 0.0f);
-    if (share_qk) s.qk_hist = Mat::Zero(K - 1, C);
+    s.gacc.assign(theta0.size(), S(0));
+    if (share_qk) s.qk_hist = M::Zero(K - 1, C);
     return s;
   }
 
   /// Bytes of State for one sequence.
-  int64_t state_bytes() const { return int64_t(2 * H * P + (share_qk ? (K - 1) * C : 0)) * 4; }
+  int64_t state_bytes() const { return int64_t(2 * H * P + (share_qk ? (K - 1) * C : 0)) * int64_t(sizeof(S)); }
 
   /// out = TTT(X) for the n tokens X: (n, C) (the normed block input) at positions pos0 ...
-  void forward(const Mat& X, State& st, int64_t pos0, Workspace& ws, Mat& out) const {
+  void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
     const int64_t n = X.rows();
-    // projections                                                                     (n, C)
-    ensure_size(ws.XQ, n, C);
-    ensure_size(ws.XK, n, C);
-    ensure_size(ws.XV, n, C);
-    if (share_qk) {
-      ensure_size(ws.xq, n, C);
-      ws.xq.noalias() = X * q.transpose();
-      nn::extend_history(ws.xq, st.qk_hist, ws.ext);
-      nn::causal_conv_ext(ws.ext, conv_q, conv_q_b, ws.XQ);
-      nn::causal_conv_ext(ws.ext, conv_k, conv_k_b, ws.XK);
-    } else {
-      ws.XQ.noalias() = X * q.transpose();
-      ws.XK.noalias() = X * k.transpose();
-    }
-    ws.XV.noalias() = X * v.transpose();
-    // RoPE at positions modulo the mini-batch size
-    ws.pos.resize(size_t(n));
-    for (int64_t r = 0; r < n; ++r) ws.pos[size_t(r)] = (pos0 + r) % mb;
-    nn::apply_rope(ws.XQ, f, rope, ws.pos.data());
-    nn::apply_rope(ws.XK, f, rope, ws.pos.data());
-    // learning-rate gate lr[h, t] = base_lr * sigmoid(X[t] . w_lr[h] + b_lr[h]) / f         (H, n)
-    ensure_size(ws.LRt, H, n);
-    ws.LRt.noalias() = lr_w * X.transpose();
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < n; ++t)
-        ws.LRt(h, t) = float(base_lr) * kernels::sigmoid_scalar(ws.LRt(h, t) + lr_b[h]) / float(f);
-    // token_eta[t] = clamp(1/(t+1) + learnable_token_idx[t], 0)
-    float eta_tab_small[256];
-    std::vector<float> eta_tab_big;
-    float* eta_tab = eta_tab_small;
-    if (mb > 256) {
-      eta_tab_big.resize(size_t(mb));
-      eta_tab = eta_tab_big.data();
-    }
-    for (int64_t t = 0; t < mb; ++t) eta_tab[t] = std::max(1.0f / float(t + 1) + token_idx[t], 0.0f);
-
+    project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
+    lr_gate(X, ws.sig, ws.LRt);
+    eta_table(ws.eta);
     ensure_size(ws.Zq, n, C);
     ensure_size(ws.O, n, C);
     if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (H > 1 && n * f * f >= 16384)
-#endif
-    for (int64_t h = 0; h < H; ++h) run_head(h, st, pos0, n, eta_tab, ws);
+    parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
+      run_head(h, st, pos0, n, ws);
+      head_output(h, ws.p.XQ, ws.Zq, ws.O);
+    });
+    output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);
+  }
 
-    // post LayerNorm over C, gate, output projection
-    ensure_size(ws.Y, n, C);
-    nn::layer_norm_rows(ws.O, post_w.data(), post_b.data(), 1e-6f, ws.Y);
-    if (use_gate) {
-      ensure_size(ws.G, n, C);
-      ws.G.noalias() = X * g.transpose();
-      kernels::gelu_tanh(backend::cpu_default{}, ws.G.data(), ws.G.data(), size_t(ws.G.size()));
-      ws.Y.array() *= ws.G.array();
+  // ---- the pieces the inference and the training forward share -------------------------------
+
+  /// XQ, XK, XV of X (n, C): projections (share_qk: q_proj, then two causal convs over
+  /// [history; xq], history advanced; a null history means the start of a sequence), RoPE at
+  /// positions (pos0 + r) % mini_batch_size.
+  void project(const M& X, M* qk_hist, int64_t pos0, Proj& p) const {
+    const int64_t n = X.rows();
+    ensure_size(p.XQ, n, C);
+    ensure_size(p.XK, n, C);
+    ensure_size(p.XV, n, C);
+    if (share_qk) {
+      ensure_size(p.xq, n, C);
+      p.xq.noalias() = X * q.transpose();
+      if (qk_hist) blocks::extend_history(p.xq, *qk_hist, p.ext);
+      else blocks::zero_history(p.xq, K, p.ext);
+      blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ);
+      blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK);
+    } else {
+      p.XQ.noalias() = X * q.transpose();
+      p.XK.noalias() = X * k.transpose();
     }
+    p.XV.noalias() = X * v.transpose();
+    p.pos.resize(size_t(n));
+    for (int64_t r = 0; r < n; ++r) p.pos[size_t(r)] = (pos0 + r) % mb;
+    blocks::rope(p.XQ, f, rope, p.pos.data());
+    blocks::rope(p.XK, f, rope, p.pos.data());
+  }
+
+  /// The learning-rate gate: sig(h, t) = sigmoid(X[t] . w_lr[h] + b_lr[h]), LRt = base_lr * sig / f.
+  ///                                                                            sig, LRt: (H, n)
+  void lr_gate(const M& X, M& sig, M& LRt) const {
+    const int64_t n = X.rows();
+    ensure_size(sig, H, n);
+    ensure_size(LRt, H, n);
+    sig.noalias() = lr_w * X.transpose();
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < n; ++t) {
+        sig(h, t) = blocks::sigmoid(sig(h, t) + lr_b[h]);
+        LRt(h, t) = S(base_lr) * sig(h, t) / S(f);
+      }
+  }
+
+  /// token_eta[t] = clamp(1/(t+1) + learnable_token_idx[t], 0) for t < mini_batch_size.
+  void eta_table(std::vector<S>& eta) const {
+    eta.resize(size_t(mb));
+    for (int64_t t = 0; t < mb; ++t) eta[size_t(t)] = std::max(S(1) / S(t + 1) + token_idx[t], S(0));
+  }
+
+  /// Head h's columns of O = XQ + LN(Zq) (the inner loss's LayerNorm of this head).
+  void head_output(int64_t h, const M& XQ, const M& Zq, M& O) const {
+    const int64_t n = Zq.rows();
+    auto Oh = O.block(0, h * f, n, f);
+    blocks::layer_norm(Zq.block(0, h * f, n, f), ln_w.row(h).data(), ln_b.row(h).data(), 1e-6, Oh);
+    Oh += XQ.block(0, h * f, n, f);
+  }
+
+  /// out = o_proj(Y), Y = post_norm(O) [* gelu(g_proj X)]. Yn: the post-norm output; with use_gate
+  /// G = gelu(g_proj X), gpre (optional) keeps g_proj X for the reverse pass, and Y may be Yn
+  /// (the product in place).
+  void output(const M& X, const M& O, M& Yn, M& G, M* gpre, M& Y, M& out) const {
+    const int64_t n = X.rows();
+    ensure_size(Yn, n, C);
+    blocks::layer_norm(O, post_w.data(), post_b.data(), 1e-6, Yn);
     ensure_size(out, n, C);
-    out.noalias() = ws.Y * o.transpose();
+    if (!use_gate) {
+      out.noalias() = Yn * o.transpose();
+      return;
+    }
+    ensure_size(G, n, C);
+    G.noalias() = X * g.transpose();
+    if (gpre) *gpre = G;
+    blocks::gelu_into(G.data(), G.data(), size_t(G.size()));
+    if (&Y == &Yn) {
+      Yn.array() *= G.array();
+    } else {
+      ensure_size(Y, n, C);
+      Y = Yn.cwiseProduct(G);
+    }
+    out.noalias() = Y * o.transpose();
   }
 
   /// FLOPs of forward() per token (projections + inner loop), for benchmarks.
@@ -212,39 +294,35 @@ class TTTLayer {
   }
 
  private:
-  void run_head(int64_t h, State& st, int64_t pos0, int64_t n, const float* eta_tab, Workspace& ws) const {
-    float* theta = st.theta.data() + h * P;
-    float* gacc = st.gacc.data() + h * P;
+  void run_head(int64_t h, State& st, int64_t pos0, int64_t n, Workspace& ws) const {
+    S* theta = st.theta.data() + h * P;
+    S* gacc = st.gacc.data() + h * P;
     HeadWorkspace& hw = ws.heads[size_t(h)];
+    const S* eta = ws.eta.data();
     int64_t r0 = 0;
     while (r0 < n) {
       const int64_t p = (pos0 + r0) % mb;
       const int64_t len = std::min(n - r0, mb - p);
-      const inner::Segment seg{CMatRef(ws.XQ.block(r0, h * f, len, f)),
-                               CMatRef(ws.XK.block(r0, h * f, len, f)),
-                               CMatRef(ws.XV.block(r0, h * f, len, f)),
-                               eta_tab + p,
-                               ws.LRt.row(h).data() + r0,
-                               ln_w.row(h).data(),
-                               ln_b.row(h).data(),
-                               p == 0};
-      MatRef Zq(ws.Zq.block(r0, h * f, len, f));
-      if constexpr (inner::HasDualForm<L>) L::dual_form(theta, gacc, seg, Zq, hw);
-      else inner::primal_segment<L>(theta, gacc, f, seg, Zq, hw);
+      const inner::Segment<S> seg{CRefT<S>(ws.p.XQ.block(r0, h * f, len, f)),
+                                  CRefT<S>(ws.p.XK.block(r0, h * f, len, f)),
+                                  CRefT<S>(ws.p.XV.block(r0, h * f, len, f)),
+                                  eta + p,
+                                  ws.LRt.row(h).data() + r0,
+                                  ln_w.row(h).data(),
+                                  ln_b.row(h).data(),
+                                  p == 0};
+      RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
+      if constexpr (inner::HasDualForm<L, S>) L::dual_form(theta, gacc, seg, Zq, hw);
+      else inner::primal_segment<L, S>(theta, gacc, f, seg, Zq, hw);
       if (p + len == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
-        const float e = eta_tab[mb - 1];
+        const S e = eta[mb - 1];
         for (int64_t i = 0; i < P; ++i) {
           theta[i] -= e * gacc[i];
-          gacc[i] = 0.0f;
+          gacc[i] = S(0);
         }
       }
       r0 += len;
     }
-    // O = XQ + LN(Zq) for this head
-    auto Zh = ws.Zq.block(0, h * f, n, f);
-    auto Oh = ws.O.block(0, h * f, n, f);
-    nn::layer_norm_rows(Zh, ln_w.row(h).data(), ln_b.row(h).data(), 1e-6f, Oh);
-    Oh += ws.XQ.block(0, h * f, n, f);
   }
 };
 

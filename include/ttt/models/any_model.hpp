@@ -1,5 +1,5 @@
 #pragma once
-/// \file any_model.hpp
+/// \file models/any_model.hpp
 /// `AnyModel`: a TTT model whose inner learner is chosen at run time from `ttt_layer_type`, for
 /// programs (the `ttt` command-line tool) that load whatever checkpoint they are given. It is a
 /// thin `std::variant` over the built-in learners; code that knows its learner at compile time
@@ -26,25 +26,34 @@
 #include <vector>
 
 #include "../core/error.hpp"
-#include "../inner/linear.hpp"
-#include "../inner/mlp.hpp"
-#include "ttt_model.hpp"
-#include "model_config.hpp"
+#include "../core/model_config.hpp"
 #include "../core/params.hpp"
 #include "../core/tensor.hpp"
-// After params.hpp: checkpoint.hpp uses ParamRef without including it.
+#include "../inner/registry.hpp"
 #include "checkpoint.hpp"
+#include "ttt_model.hpp"
 
 namespace ttt {
 
+namespace detail {
+template <class Tuple>
+struct models_of;
+template <class... L>
+struct models_of<std::tuple<L...>> {
+  using Variant = std::variant<TTTModel<L>...>;
+  using State = std::variant<typename TTTModel<L>::State...>;
+};
+}  // namespace detail
+
 class AnyModel {
  public:
-  using Variant = std::variant<TTTModel<inner::Linear>, TTTModel<inner::MLP>>;
+  /// A TTTModel of each built-in learner (inner/registry.hpp).
+  using Variant = detail::models_of<inner::Builtin>::Variant;
   /// Per-sequence state; holds the state type of the model's learner.
-  using State = std::variant<TTTModel<inner::Linear>::State, TTTModel<inner::MLP>::State>;
+  using State = detail::models_of<inner::Builtin>::State;
 
-  /// The `ttt_layer_type` values AnyModel understands, as error messages list them.
-  static constexpr std::string_view learner_names = "linear, mlp";
+  /// The `ttt_layer_type` values AnyModel understands (inner/registry.hpp), as messages list them.
+  static std::string learner_names() { return inner::builtin_names(); }
 
   explicit AnyModel(Variant m) : m_(std::move(m)) {}
   template <class L>
@@ -54,7 +63,7 @@ class AnyModel {
   static AnyModel load(const std::filesystem::path& dir) {
     const ModelConfig cfg = load_checkpoint_config(dir);
     const std::filesystem::path src = std::filesystem::is_directory(dir) ? dir : dir.parent_path();
-    return dispatch(cfg, (src / "config.json").string(), [&]<class L>() {
+    return inner::with_learner(cfg.ttt_layer_type, (src / "config.json").string(), [&]<class L>() {
       TTTModel<L> m(cfg);
       load_weights(m, io::SafeTensors::load(src / "model.safetensors"));
       return AnyModel(std::move(m));
@@ -63,7 +72,7 @@ class AnyModel {
 
   /// A randomly initialised model (the reference's initialisation, seeded).
   static AnyModel create(const ModelConfig& cfg, uint64_t seed = 0) {
-    return dispatch(cfg, "config", [&]<class L>() {
+    return inner::with_learner(cfg.ttt_layer_type, "config", [&]<class L>() {
       TTTModel<L> m(cfg);
       m.init_weights(seed);
       return AnyModel(std::move(m));
@@ -152,16 +161,6 @@ class AnyModel {
 
  private:
   Variant m_;
-
-  /// Call `make.template operator()<L>()` with the learner named by cfg.ttt_layer_type.
-  template <class F>
-  static AnyModel dispatch(const ModelConfig& cfg, const std::string& source, F&& make) {
-    const std::string_view t = cfg.ttt_layer_type;
-    if (t == inner::Linear::name) return make.template operator()<inner::Linear>();
-    if (t == inner::MLP::name) return make.template operator()<inner::MLP>();
-    throw ConfigError(source + ": ttt_layer_type '" + cfg.ttt_layer_type + "' is not a built-in learner (" +
-                      std::string(learner_names) + "); a custom learner needs TTTModel<YourLearner> directly");
-  }
 };
 
 }  // namespace ttt

@@ -1,5 +1,5 @@
 #pragma once
-/// \file checkpoint.hpp
+/// \file models/checkpoint.hpp
 /// Hugging Face style checkpoints of ttt-lm-pytorch: a folder with `config.json` (TTTConfig keys)
 /// and `model.safetensors` (parameter names of `TTTForCausalLM.state_dict()`; `lm_head.weight` left
 /// out when the embeddings are tied). F32, F16 and BF16 tensors load as float; saves are F32 and
@@ -13,7 +13,7 @@
 #include "../core/error.hpp"
 #include "../io/file.hpp"
 #include "../io/safetensors.hpp"
-#include "model_config.hpp"
+#include "../core/model_config.hpp"
 #include "../core/params.hpp"
 
 namespace ttt {
@@ -41,8 +41,10 @@ void load_weights(Model& model, const io::SafeTensors& st) {
       throw FormatError(st.source() + ": tensor 'lm_head.weight' differs from 'model.embed_tokens.weight' but config "
                         "has tie_word_embeddings = true");
     }
-    throw FormatError(st.source() + ": unexpected tensor '" + name + "' (not a parameter of this " +
-                      std::string(Model::Learner::name) + " model; check config.json)");
+    std::string kind = "model";
+    if constexpr (requires { Model::Learner::name; }) kind = std::string(Model::Learner::name) + " model";
+    throw FormatError(st.source() + ": unexpected tensor '" + name + "' (not a parameter of this " + kind +
+                      "; check config.json)");
   }
 }
 
@@ -58,10 +60,6 @@ std::string serialize_weights(Model& model) {
     w.add(p.name, p.shape, buf);
   });
   return w.serialize();
-}
-
-inline void save_config(const ModelConfig& cfg, const std::filesystem::path& p) {
-  io::write_file_atomic(p, cfg.to_json().dump(2) + "\n");
 }
 
 /// Write `dir/config.json` and `dir/model.safetensors` (creating dir).

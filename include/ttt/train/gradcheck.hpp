@@ -1,6 +1,6 @@
 #pragma once
 /// \file train/gradcheck.hpp
-/// Checks for a learner's `LearnerGrad<L>` (train/learner_grad.hpp), for whoever writes one:
+/// Checks for a learner's `LearnerGrad<L>` (inner/learner_grad.hpp), for whoever writes one:
 ///   - `check_learner_forward<L>`: its double forward of a mini-batch computes what the layer's
 ///     float path computes (the learner's dual form if it has one, else the generic primal form);
 ///   - `check_learner_backward<L>`: its backward is the exact VJP of its forward, against central
@@ -17,7 +17,8 @@
 #include <vector>
 
 #include "../inner/learner.hpp"
-#include "learner_grad.hpp"
+#include "../inner/learner_grad.hpp"
+#include "../inner/primal.hpp"
 
 namespace ttt::train {
 
@@ -41,7 +42,7 @@ struct RandomSegment {
     XQ = rnd(n, f, 0.7, 0), XK = rnd(n, f, 0.7, 0), XV = rnd(n, f, 0.7, 0);
     te = rnd(1, n, 0.1, 0.5), lr = rnd(1, n, 0.05, 0.3), lw = rnd(1, f, 0.2, 1.0), lb = rnd(1, f, 0.3, 0.0);
   }
-  SegmentD view() const { return SegmentD{XQ, XK, XV, te.data(), lr.data(), lw.data(), lb.data()}; }
+  SegmentD view() const { return SegmentD{XQ, XK, XV, te.data(), lr.data(), lw.data(), lb.data(), true}; }
 };
 
 inline std::vector<double> random_theta(int64_t P, std::mt19937_64& rng, double scale = 0.3) {
@@ -68,11 +69,11 @@ GradCheckResult check_learner_forward(int64_t f, int64_t n, uint64_t seed = 0) {
   const RowVec fte = rs.te.row(0).cast<float>(), flr = rs.lr.row(0).cast<float>(), flw = rs.lw.row(0).cast<float>(),
                flb = rs.lb.row(0).cast<float>();
   std::vector<float> theta(th.begin(), th.end()), gacc(static_cast<size_t>(P), 0.0f);
-  const inner::Segment seg{CMatRef(fq), CMatRef(fk), CMatRef(fv), fte.data(), flr.data(), flw.data(), flb.data(), true};
+  const inner::Segment<float> seg{CMatRef(fq), CMatRef(fk), CMatRef(fv), fte.data(), flr.data(), flw.data(), flb.data(), true};
   Mat Zf(n, f);
-  typename inner::head_workspace<L>::type ws;
-  if constexpr (inner::HasDualForm<L>) L::dual_form(theta.data(), gacc.data(), seg, MatRef(Zf), ws);
-  else inner::primal_segment<L>(theta.data(), gacc.data(), f, seg, MatRef(Zf), ws);
+  typename inner::head_workspace<L, float>::type ws;
+  if constexpr (inner::HasDualForm<L, float>) L::dual_form(theta.data(), gacc.data(), seg, MatRef(Zf), ws);
+  else inner::primal_segment<L, float>(theta.data(), gacc.data(), f, seg, MatRef(Zf), ws);
   GradCheckResult r;
   r.max_err = (Zf.cast<double>() - Zq).norm() / std::max(Zq.norm(), 1e-30);
   r.worst = "Zq";

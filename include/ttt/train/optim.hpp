@@ -58,7 +58,7 @@ inline double ttt_base_lr_at(double base_lr, int64_t s, int64_t warmup) {
 template <class Model>
 void set_ttt_base_lr(Model& model, double v) {
   model.cfg.ttt_base_lr = v;
-  for (auto& b : model.blocks) b.ttt.base_lr = v;
+  for (auto& b : model.blocks) b.mixer.base_lr = v;
 }
 
 namespace detail {

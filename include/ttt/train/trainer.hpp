@@ -1,6 +1,6 @@
 #pragma once
 /// \file train/trainer.hpp
-/// The training loop: draw a batch, exact loss and gradient (train/backward.hpp), accumulate over
+/// The training loop: draw a batch, exact loss and gradient (train/model_grad.hpp), accumulate over
 /// micro-batches, clip, AdamW step on a warm-up + cosine schedule; validation now and then; a
 /// progress line on stderr; a CSV log; checkpoints that `--resume` continues bit for bit.
 ///
@@ -39,18 +39,16 @@
 
 #include <nlohmann/json.hpp>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
-#include "../models/checkpoint.hpp"
+#include "../blocks/cross_entropy.hpp"
 #include "../core/error.hpp"
+#include "../core/parallel.hpp"
+#include "../core/params.hpp"
+#include "../io/config_json.hpp"
 #include "../io/file.hpp"
 #include "../io/safetensors.hpp"
-#include "../models/ttt_model.hpp"
-#include "../core/params.hpp"
-#include "backward.hpp"
+#include "../models/checkpoint.hpp"
 #include "data.hpp"
+#include "model_grad.hpp"
 #include "optim.hpp"
 
 namespace ttt::train {
@@ -108,23 +106,17 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
                     std::vector<double>* per_position = nullptr) {
   double sum = 0;
   int64_t count = 0;
-  std::vector<double> ps;
+  std::vector<double> ps, row_loss;
   std::vector<int64_t> pc;
   for (const auto& w : windows) {
     if (w.size() < 2) continue;
     // the window's first n tokens (the last one is only a target): (n, V) row-major
     const Mat lg = model.forward(std::span<const int64_t>(w.data(), w.size() - 1));
-    const int64_t n = int64_t(w.size()) - 1, V = lg.cols();
+    const int64_t n = int64_t(w.size()) - 1;
     if (int64_t(ps.size()) < n) ps.resize(size_t(n), 0.0), pc.resize(size_t(n), 0);
-    for (int64_t t = 0; t < n; ++t) {
-      const float* row = lg.data() + t * V;  // row-major
-      double mx = -INFINITY;
-      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
-      double se = 0;
-      for (int64_t v = 0; v < V; ++v) se += std::exp(double(row[v]) - mx);
-      const double l = mx + std::log(se) - double(row[w[size_t(t + 1)]]);
-      sum += l, ps[size_t(t)] += l, pc[size_t(t)] += 1;
-    }
+    row_loss.resize(size_t(n));
+    sum += blocks::cross_entropy(lg, std::span<const int64_t>(w.data() + 1, size_t(n)), row_loss.data());
+    for (int64_t t = 0; t < n; ++t) ps[size_t(t)] += row_loss[size_t(t)], pc[size_t(t)] += 1;
     count += n;
   }
   if (per_position) {
@@ -155,30 +147,7 @@ double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<
   while (scratch.size() + 1 < T) scratch.emplace_back(model.cfg);
   for (auto& g : scratch) set_ttt_base_lr(g, model.cfg.ttt_base_lr);
   auto target = [&](size_t k) -> Model& { return k == 0 ? grad : scratch[k - 1]; };
-  std::vector<std::exception_ptr> err(T);
-  std::vector<std::thread> pool;
-#if defined(_OPENMP)
-  const int inner = omp_get_max_threads();  // a new thread starts from the default, not the caller's
-#endif
-  for (size_t k = 1; k < T; ++k)
-    pool.emplace_back([&, k] {
-      try {
-#if defined(_OPENMP)
-        omp_set_num_threads(inner);
-#endif
-        loss[k] = loss_and_grad(model, parts[k], target(k), go);
-      } catch (...) {
-        err[k] = std::current_exception();
-      }
-    });
-  try {
-    loss[0] = loss_and_grad(model, parts[0], grad, go);
-  } catch (...) {
-    err[0] = std::current_exception();
-  }
-  for (auto& t : pool) t.join();
-  for (auto& e : err)
-    if (e) std::rethrow_exception(e);
+  parallel_for(int64_t(T), int(T), [&](int64_t k) { loss[size_t(k)] = loss_and_grad(model, parts[size_t(k)], target(size_t(k)), go); });
   double total = 0, out = 0;
   for (double p : pos) total += p;
   for (size_t k = 0; k < T; ++k) {
@@ -226,13 +195,19 @@ void read_model_weights(Model& model, const io::SafeTensors& st) {
   if constexpr (requires { model.load_weights(st); }) model.load_weights(st);
   else load_weights(model, st);
 }
+/// A model configuration as its `config.json` (a member `to_json()` or the free `to_json(cfg)`).
+template <class Cfg>
+nlohmann::json config_json(const Cfg& cfg) {
+  if constexpr (requires { cfg.to_json(); }) return cfg.to_json();
+  else return to_json(cfg);
+}
 /// The model configuration saved in `dir/config.json`, as the model type writes it (so that it
-/// compares equal to `model.cfg.to_json()` when the configurations are the same).
+/// compares equal to `config_json(model.cfg)` when the configurations are the same).
 template <class Model>
 nlohmann::json saved_config_json(const std::filesystem::path& dir, const Model& model) {
   using Cfg = std::remove_cvref_t<decltype(model.cfg)>;
   if constexpr (requires { Cfg::load(dir / "config.json"); }) return Cfg::load(dir / "config.json").to_json();
-  else return load_checkpoint_config(dir).to_json();
+  else return to_json(load_checkpoint_config(dir));
 }
 
 /// Write `files` (name -> bytes) into `dir` all or nothing (see the file comment).
@@ -320,7 +295,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
     std::error_code ec;
     if (!fs::is_directory(out, ec)) throw Error(out.string() + ": no such folder to resume from");
     if (!fs::exists(tj, ec)) throw Error(tj.string() + ": no such file (not a training output folder; nothing to resume)");
-    const nlohmann::json saved = detail::saved_config_json(out, model), want = model.cfg.to_json();
+    const nlohmann::json saved = detail::saved_config_json(out, model), want = detail::config_json(model.cfg);
     if (saved != want) {
       std::string diff;
       for (auto it = want.begin(); it != want.end(); ++it)
@@ -388,7 +363,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
     ow.set_metadata("model_fnv1a", std::to_string(detail::fnv1a(files[0].second)));
     ow.set_metadata("data_fingerprint", std::to_string(data.fingerprint()));
     files.emplace_back("optimizer.safetensors", ow.serialize());
-    files.emplace_back("config.json", model.cfg.to_json().dump(2) + "\n");
+    files.emplace_back("config.json", detail::config_json(model.cfg).dump(2) + "\n");
     nlohmann::json t;
     t["step"] = step;
     t["steps"] = opt.steps;

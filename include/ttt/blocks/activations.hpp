@@ -1,0 +1,167 @@
+#pragma once
+/// \file blocks/activations.hpp
+/// The element-wise functions of the models, each with its derivative beside it, generic over the
+/// scalar: GELU (tanh form, torch's gelu(approximate="tanh")), the reference's `gelu_bwd` (the
+/// derivative TTT-MLP's inner gradient uses, with Megatron's constants) and its own derivative
+/// (the outer gradient differentiates through it), SiLU, sigmoid, and the SwiGLU activation chosen
+/// by its Hugging Face name. Scalar forms for loops, Eigen expression forms for whole matrices
+/// (vectorised tanh / exp, no temporary), and `act_mul`, SwiGLU's fused act(g) * u on floats
+/// through the SIMD kernels.
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <string>
+
+#include "../kernels/simd.hpp"
+
+namespace ttt::blocks {
+
+inline constexpr double kSqrt2OverPi = 0.79788456080286535588;
+
+// ---- scalar forms -------------------------------------------------------------------------------
+
+/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+template <std::floating_point S>
+S gelu(S x) {
+  return S(0.5) * x * (S(1) + std::tanh(S(kSqrt2OverPi) * (x + S(0.044715) * x * x * x)));
+}
+template <std::floating_point S>
+S gelu_grad(S x) {
+  const S t = std::tanh(S(kSqrt2OverPi) * (x + S(0.044715) * x * x * x));
+  return S(0.5) * (S(1) + t) + S(0.5) * x * (S(1) - t * t) * S(kSqrt2OverPi) * (S(1) + S(3.0 * 0.044715) * x * x);
+}
+/// The reference's `gelu_bwd` and its derivative.
+template <std::floating_point S>
+S gelu_bwd_ref(S x) {
+  const S t = std::tanh(S(0.79788456) * x * (S(1) + S(0.044715) * x * x));
+  return S(0.5) * x * ((S(1) - t * t) * (S(0.79788456) + S(0.1070322243) * x * x)) + S(0.5) * (S(1) + t);
+}
+template <std::floating_point S>
+S gelu_bwd_ref_grad(S x) {
+  const S c1 = S(0.79788456), c2 = S(0.1070322243);
+  const S t = std::tanh(c1 * x * (S(1) + S(0.044715) * x * x));
+  const S dt = (S(1) - t * t) * (c1 + S(3) * c1 * S(0.044715) * x * x);
+  const S p = c1 + c2 * x * x;
+  return S(0.5) * (S(1) - t * t) * p - x * t * dt * p + x * (S(1) - t * t) * c2 * x + S(0.5) * dt;
+}
+template <std::floating_point S>
+S sigmoid(S x) {
+  return S(1) / (S(1) + std::exp(-x));
+}
+
+// ---- matrix forms (Eigen expressions) ----------------------------------------------------------
+
+template <class X>
+auto gelu(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  return (S(0.5) * a * (S(1) + (S(kSqrt2OverPi) * (a + S(0.044715) * a.cube())).tanh())).matrix();
+}
+template <class X>
+auto gelu_grad(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  const auto t = (S(kSqrt2OverPi) * (a + S(0.044715) * a.cube())).tanh();
+  return (S(0.5) * (S(1) + t) + S(0.5) * a * (S(1) - t.square()) * S(kSqrt2OverPi) * (S(1) + S(3.0 * 0.044715) * a.square()))
+      .matrix();
+}
+template <class X>
+auto gelu_bwd_ref(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  const auto t = (S(0.79788456) * a * (S(1) + S(0.044715) * a.square())).tanh();
+  return (S(0.5) * a * ((S(1) - t.square()) * (S(0.79788456) + S(0.1070322243) * a.square())) + S(0.5) * (S(1) + t))
+      .matrix();
+}
+template <class X>
+auto gelu_bwd_ref_grad(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const S c1 = S(0.79788456), c2 = S(0.1070322243);
+  const auto a = x.array();
+  const auto t = (c1 * a * (S(1) + S(0.044715) * a.square())).tanh();
+  const auto dt = (S(1) - t.square()) * (c1 + S(3) * c1 * S(0.044715) * a.square());
+  const auto p = c1 + c2 * a.square();
+  return (S(0.5) * (S(1) - t.square()) * p - a * t * dt * p + a * (S(1) - t.square()) * c2 * a + S(0.5) * dt).matrix();
+}
+/// silu(x) = x sigmoid(x) and its derivative s (1 + x (1 - s)).
+template <class X>
+auto silu(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  return (x.array() / (S(1) + (-x.array()).exp())).matrix();
+}
+template <class X>
+auto silu_grad(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto s = (S(1) + (-x.array()).exp()).inverse();
+  return (s * (S(1) + x.array() * (S(1) - s))).matrix();
+}
+
+/// y = gelu(x) on buffers (y may be x): the SIMD kernel for float.
+template <class S>
+void gelu_into(const S* x, S* y, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh(backend::cpu_default{}, x, y, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
+}
+/// y = gelu_bwd_ref(x) on buffers: the SIMD kernel for float.
+template <class S>
+void gelu_bwd_ref_into(const S* x, S* y, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_grad(backend::cpu_default{}, x, y, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) y[i] = gelu_bwd_ref(x[i]);
+}
+
+// ---- the SwiGLU activation ----------------------------------------------------------------------
+
+/// The activation of the SwiGLU MLP, by its Hugging Face name.
+enum class Act { silu, gelu, gelu_tanh, relu };
+inline Act act_from_name(const std::string& s) {
+  if (s == "gelu") return Act::gelu;
+  if (s == "gelu_new" || s == "gelu_pytorch_tanh") return Act::gelu_tanh;
+  if (s == "relu") return Act::relu;
+  return Act::silu;
+}
+
+template <std::floating_point S>
+S act(Act a, S x) {
+  switch (a) {
+    case Act::silu: return x * sigmoid(x);
+    case Act::gelu_tanh: return gelu(x);
+    case Act::gelu: return S(0.5) * x * (S(1) + std::erf(x * S(0.70710678118654752440)));
+    case Act::relu: return x > 0 ? x : S(0);
+  }
+  return S(0);
+}
+template <std::floating_point S>
+S act_grad(Act a, S x) {
+  switch (a) {
+    case Act::silu: {
+      const S s = sigmoid(x);
+      return s * (S(1) + x * (S(1) - s));
+    }
+    case Act::gelu_tanh: return gelu_grad(x);
+    case Act::gelu:
+      return S(0.5) * (S(1) + std::erf(x * S(0.70710678118654752440))) +
+             x * S(0.39894228040143267794) * std::exp(S(-0.5) * x * x);
+    case Act::relu: return x > 0 ? S(1) : S(0);
+  }
+  return S(0);
+}
+
+/// g = act(g) * u element-wise over n values (SwiGLU's product); float runs the SIMD kernels.
+template <class S>
+void act_mul(Act a, S* g, const S* u, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) {
+    switch (a) {
+      case Act::silu: kernels::silu_mul(backend::cpu_default{}, g, u, n); return;
+      case Act::gelu_tanh:
+        kernels::gelu_tanh(backend::cpu_default{}, g, g, n);
+        for (std::size_t i = 0; i < n; ++i) g[i] *= u[i];
+        return;
+      default: break;
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) g[i] = act(a, g[i]) * u[i];
+}
+
+}  // namespace ttt::blocks

@@ -1,0 +1,67 @@
+#pragma once
+/// \file blocks/layer_norm.hpp
+/// LayerNorm over each row (biased variance, as torch): y = gamma (x - mean) / sqrt(var + eps) +
+/// beta, and its vector-Jacobian product. Moments in two passes of plain loops (no temporaries).
+#include <cmath>
+#include <utility>
+
+#include "eigen_out.hpp"
+
+namespace ttt::blocks {
+
+/// Mean and biased variance of row r.
+template <class X>
+std::pair<typename X::Scalar, typename X::Scalar> row_moments(const Eigen::MatrixBase<X>& x, Eigen::Index r) {
+  using S = typename X::Scalar;
+  const Eigen::Index d = x.cols();
+  S mu = 0;
+  for (Eigen::Index c = 0; c < d; ++c) mu += x(r, c);
+  mu /= S(d);
+  S var = 0;
+  for (Eigen::Index c = 0; c < d; ++c) var += (x(r, c) - mu) * (x(r, c) - mu);
+  return {mu, var / S(d)};
+}
+
+/// y = layer_norm(x; gamma, beta).                x, y: (n, d); gamma, beta: d values (beta may be null)
+template <class X, class Y>
+void layer_norm(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, const typename X::Scalar* beta,
+                double eps, const Eigen::MatrixBase<Y>& y_) {
+  using S = typename X::Scalar;
+  const Eigen::Index d = x.cols();
+  auto& y = detail::out(y_, x.rows(), d);
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    const auto [mu, var] = row_moments(x, r);
+    const S inv = S(1) / std::sqrt(var + S(eps));
+    for (Eigen::Index c = 0; c < d; ++c) y(r, c) = gamma[c] * ((x(r, c) - mu) * inv) + (beta ? beta[c] : S(0));
+  }
+}
+
+/// dx += ..., dgamma += ..., dbeta += ... of <dy, layer_norm(x; gamma, beta)>; dgamma / dbeta may be null.
+template <class X, class DY, class DX>
+void layer_norm_bwd(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, double eps,
+                    const Eigen::MatrixBase<DY>& dy, const Eigen::MatrixBase<DX>& dx_, typename X::Scalar* dgamma,
+                    typename X::Scalar* dbeta) {
+  using S = typename X::Scalar;
+  auto& dx = detail::inout(dx_);
+  const Eigen::Index d = x.cols();
+  for (Eigen::Index t = 0; t < x.rows(); ++t) {
+    const auto [mu, var] = row_moments(x, t);
+    const S inv = S(1) / std::sqrt(var + S(eps));
+    S m1 = 0, m2 = 0;
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const S xh = (x(t, c) - mu) * inv, dxh = dy(t, c) * gamma[c];
+      if (dgamma) dgamma[c] += dy(t, c) * xh;
+      if (dbeta) dbeta[c] += dy(t, c);
+      m1 += dxh;
+      m2 += dxh * xh;
+    }
+    m1 /= S(d);
+    m2 /= S(d);
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const S xh = (x(t, c) - mu) * inv;
+      dx(t, c) += inv * (dy(t, c) * gamma[c] - m1 - xh * m2);
+    }
+  }
+}
+
+}  // namespace ttt::blocks

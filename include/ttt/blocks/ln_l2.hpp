@@ -1,0 +1,92 @@
+#pragma once
+/// \file blocks/ln_l2.hpp
+/// The gradient of TTT's inner loss with respect to the inner model's output, in closed form (the
+/// reference's `ln_fused_l2_bwd`), and its vector-Jacobian product, which is where the second
+/// derivative of the inner loss enters the outer gradient. Per row (eps 1e-6):
+///   xh = (z - mean) / s,  s = sqrt(var + eps),  gx = (gamma xh + beta - target) gamma,
+///   G  = (D gx - sum(gx) - xh sum(gx xh)) / (D s)      = d/dz 0.5 ||gamma LN(z) + beta - target||^2
+#include <cmath>
+
+#include "eigen_out.hpp"
+#include "layer_norm.hpp"
+
+namespace ttt::blocks {
+
+/// G = ln_l2_grad(Z, target).                         Z, target, G: (n, f); gamma, beta: (f)
+template <class Z, class T, class G>
+void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& target, const typename Z::Scalar* gamma,
+                const typename Z::Scalar* beta, const Eigen::MatrixBase<G>& G_, double eps = 1e-6) {
+  using S = typename Z::Scalar;
+  const Eigen::Index d = z.cols();
+  auto& g = detail::out(G_, z.rows(), d);
+  for (Eigen::Index r = 0; r < z.rows(); ++r) {
+    const auto [mu, var] = row_moments(z, r);
+    const S stdv = std::sqrt(var + S(eps));
+    S s1 = 0, s2 = 0;
+    for (Eigen::Index c = 0; c < d; ++c) {  // g temporarily holds gx
+      const S xhat = (z(r, c) - mu) / stdv;
+      const S gx = (gamma[c] * xhat + beta[c] - target(r, c)) * gamma[c];
+      g(r, c) = gx;
+      s1 += gx;
+      s2 += gx * xhat;
+    }
+    const S scale = S(1) / (S(d) * stdv);
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const S xhat = (z(r, c) - mu) / stdv;
+      g(r, c) = (S(d) * g(r, c) - s1 - xhat * s2) * scale;
+    }
+  }
+}
+
+/// Given dG, add to dZ, dT (the target's cotangent), dgamma, dbeta (either may be null).
+template <class Z, class T, class DG, class DZ, class DT>
+void ln_l2_grad_bwd(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& tg, const typename Z::Scalar* g,
+                    const typename Z::Scalar* b, const Eigen::MatrixBase<DG>& dG, const Eigen::MatrixBase<DZ>& dZ_,
+                    const Eigen::MatrixBase<DT>& dT_, typename Z::Scalar* dg, typename Z::Scalar* db,
+                    double eps = 1e-6) {
+  using S = typename Z::Scalar;
+  auto& dZ = detail::inout(dZ_);
+  auto& dT = detail::inout(dT_);
+  const Eigen::Index d = z.cols();
+  const S D = S(d);
+  for (Eigen::Index t = 0; t < z.rows(); ++t) {
+    const auto [mu, var] = row_moments(z, t);
+    const S s = std::sqrt(var + S(eps)), inv = S(1) / s;
+    auto xh = [&](Eigen::Index c) { return (z(t, c) - mu) * inv; };
+    auto gx = [&](Eigen::Index c) { return (g[c] * xh(c) + b[c] - tg(t, c)) * g[c]; };
+    S s1 = 0, s2 = 0;
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const S v = gx(c);
+      s1 += v;
+      s2 += v * xh(c);
+    }
+    // G_c = (D gx_c - s1 - xh_c s2) / (D s); u = dG / (D s)
+    const S Ds = D * s;
+    S U = 0, ds2 = 0, ds = 0;
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const S u = dG(t, c) / Ds, x = xh(c);
+      U += u;
+      ds2 -= u * x;
+      ds -= (D * gx(c) - s1 - x * s2) / Ds * dG(t, c) * inv;  // G is proportional to 1/s at fixed xh, gx
+    }
+    // dxh_c = -u_c s2 + ds2 gx_c + dgx_c g_c^2, dgx_c = D u_c - U + ds2 xh_c
+    auto dgx = [&](Eigen::Index c) { return D * (dG(t, c) / Ds) - U + ds2 * xh(c); };
+    auto dxh = [&](Eigen::Index c) { return -(dG(t, c) / Ds) * s2 + ds2 * gx(c) + dgx(c) * g[c] * g[c]; };
+    S sum_dxh = 0, sum_xh = 0;
+    for (Eigen::Index c = 0; c < d; ++c) {
+      const S x = xh(c), e = dgx(c), h = dxh(c);
+      if (dg) dg[c] += e * (S(2) * g[c] * x + b[c] - tg(t, c));
+      if (db) db[c] += e * g[c];
+      dT(t, c) -= e * g[c];
+      ds -= h * x * inv;  // xh = xc / s
+      sum_dxh += h;
+      sum_xh += x;
+    }
+    const S dvar = ds / (S(2) * s);
+    // dxc = dxh / s + dvar 2 xh s / D (xc = xh s); dZ = dxc - mean(dxc)
+    const S mean_dxc = (sum_dxh * inv + dvar * S(2) * s / D * sum_xh) / D;
+    for (Eigen::Index c = 0; c < d; ++c) dZ(t, c) += dxh(c) * inv + dvar * S(2) * xh(c) * s / D - mean_dxc;
+  }
+}
+
+}  // namespace ttt::blocks

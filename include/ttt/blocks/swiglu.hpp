@@ -1,0 +1,82 @@
+#pragma once
+/// \file blocks/swiglu.hpp
+/// The SwiGLU MLP of the Llama-style blocks: y = down(act(gate x) * up x), weights in PyTorch's
+/// [out, in] layout, with its forward (inference and training share it) and its vector-Jacobian
+/// product side by side.
+#include <string>
+
+#include "../core/params.hpp"
+#include "../core/tensor.hpp"
+#include "activations.hpp"
+
+namespace ttt::blocks {
+
+template <class S>
+struct SwiGLU {
+  using Scalar = S;
+  MatT<S> gate, up, down;  // [I, C], [I, C], [C, I]
+
+  SwiGLU() = default;
+  SwiGLU(int64_t C, int64_t I) : gate(MatT<S>::Zero(I, C)), up(MatT<S>::Zero(I, C)), down(MatT<S>::Zero(C, I)) {}
+
+  /// gate_proj, up_proj, down_proj under `prefix` ("model.layers.{i}.mlp."), normal(0, std) init.
+  template <class F>
+  void visit_params(const std::string& prefix, double std, F&& fn) {
+    const int64_t I = gate.rows(), C = gate.cols();
+    fn(make_param(prefix + "gate_proj.weight", {I, C}, gate.data(), ParamInit::normal, std));
+    fn(make_param(prefix + "up_proj.weight", {I, C}, up.data(), ParamInit::normal, std));
+    fn(make_param(prefix + "down_proj.weight", {C, I}, down.data(), ParamInit::normal, std));
+  }
+
+  /// What the forward keeps (and the inference forward reuses as buffers).   all (n, I)
+  struct Tape {
+    MatT<S> pre;  // gate x (training only)
+    MatT<S> up;   // up x
+    MatT<S> a;    // act(gate x) * up x
+  };
+
+  /// h += down(act(gate x) * up x); `keep_pre` keeps gate x in the tape for the backward.
+  template <class X>
+  void forward(const Eigen::MatrixBase<X>& x, Act act, Tape& tp, MatT<S>& h, bool keep_pre = false) const {
+    const int64_t n = x.rows(), I = gate.rows();
+    ensure_size(tp.a, n, I);
+    ensure_size(tp.up, n, I);
+    tp.a.noalias() = x * gate.transpose();
+    if (keep_pre) tp.pre = tp.a;
+    tp.up.noalias() = x * up.transpose();
+    act_mul(act, tp.a.data(), tp.up.data(), size_t(tp.a.size()));
+    h.noalias() += tp.a * down.transpose();
+  }
+
+  /// Buffers of the backward.
+  struct Grad {
+    MatT<S> da, dpre, dup;
+  };
+
+  /// dx = d/dx of <dh, down(act(gate x) * up x)> (overwritten); g += the weights' gradients.
+  template <class X>
+  void backward(const Eigen::MatrixBase<X>& x, Act act, const Tape& tp, const MatT<S>& dh, MatT<S>& dx, SwiGLU& g,
+                Grad& b) const {
+    const int64_t n = x.rows(), I = gate.rows();
+    g.down.noalias() += dh.transpose() * tp.a;
+    ensure_size(b.da, n, I);
+    b.da.noalias() = dh * down;
+    if (act == Act::silu) {
+      b.dpre = b.da.cwiseProduct(tp.up).cwiseProduct(silu_grad(tp.pre));
+      b.dup = b.da.cwiseProduct(silu(tp.pre));
+    } else {
+      b.dpre = b.da.cwiseProduct(tp.up).cwiseProduct(tp.pre.unaryExpr([act](S v) { return act_grad(act, v); }));
+      b.dup = b.da.cwiseProduct(tp.pre.unaryExpr([act](S v) { return blocks::act(act, v); }));
+    }
+    g.gate.noalias() += b.dpre.transpose() * x;
+    g.up.noalias() += b.dup.transpose() * x;
+    ensure_size(dx, n, gate.cols());
+    dx.noalias() = b.dpre * gate;
+    dx.noalias() += b.dup * up;
+  }
+
+  /// FLOPs per token of the forward.
+  double flops_per_token() const { return 6.0 * double(gate.rows()) * double(gate.cols()); }
+};
+
+}  // namespace ttt::blocks

@@ -1,0 +1,193 @@
+#pragma once
+/// \file inner/learner_grad.hpp
+/// The per-learner part of the training backward pass: one head's mini-batch, forward and reverse,
+/// generic over the scalar (float for training, double for the finite-difference checks).
+///
+/// ## The interface a learner's backward provides
+///
+/// Training needs, for each inner learner `L`, a specialisation of `ttt::train::LearnerGrad<L>`
+/// with two static function templates (the built-in ones sit beside their learners in
+/// inner/linear.hpp, inner/mlp.hpp, inner/linear_attention.hpp; a user learner specialises the template for its own type, and `loss_and_grad` refuses to
+/// compile for a learner without one):
+///
+/// \code
+/// template <> struct ttt::train::LearnerGrad<MyLearner> {
+///   // One mini-batch of one head, starting a fresh mini-batch (no carried gradient):
+///   //   Zq[t]     = f_{theta_t}(XQ[t]),  theta_t = theta0 - token_eta[t] * sum_{s<=t} lr[s] grad_s
+///   //   grad_s    = d/dtheta 0.5 ||ln_w * LN(f_theta0(XK[s])) + ln_b - (XV[s] - XK[s])||^2
+///   //   theta_end = theta0 - token_eta[n-1] * sum_s lr[s] grad_s  (the next mini-batch's start)
+///   template <class S>
+///   static void forward(const S* theta0, int64_t f, const Segment<S>& s, RefT<S> Zq, S* theta_end,
+///                       Scratch<S>& ws);
+///   // Reverse of forward: given dZq (n, f) and dtheta_end (P; zeros after the last mini-batch),
+///   // ADD the cotangents of theta0 into dtheta0 (P) and those of XQ, XK, XV, token_eta, lr,
+///   // ln_w, ln_b into `out` (second-order terms included: grad_s depends on everything).
+///   template <class S>
+///   static void backward(const S* theta0, int64_t f, const Segment<S>& s, CRefT<S> dZq,
+///                        const S* dtheta_end, S* dtheta0, SegmentGrad<S>& out, Scratch<S>& ws);
+/// };
+/// \endcode
+///
+/// theta0 is laid out as the learner's `param_specs` (row-major, spec after spec), as in the layer.
+/// `ws(i, rows, cols)` hands out reusable matrices (slot i), so that a learner allocates nothing
+/// once the first mini-batch has sized them. The layer-level code (projections, RoPE, the
+/// learning-rate gate, the token index clamp, the output LayerNorm, chaining mini-batches in
+/// reverse with the state's cotangent, checkpointing) is generic (layers/ttt_layer_grad.hpp).
+/// `blocks::ln_l2_grad` / `blocks::ln_l2_grad_bwd` give the inner loss gradient and its VJP; `detail::dual_linear_bwd` the
+/// reverse of one dual-form linear map.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "learner.hpp"
+
+namespace ttt::train {
+
+/// One head's mini-batch (inner/learner.hpp); training's segments start a mini-batch (fresh).
+template <class S>
+using Segment = inner::Segment<S>;
+
+/// Cotangents of a segment's inputs; backward ADDS into them (the caller zeroes them).
+template <class S>
+struct SegmentGrad {
+  RefT<S> dXQ, dXK, dXV;  ///< (n, f)
+  S* d_token_eta;         ///< (n)
+  S* d_lr;                ///< (n)
+  S* d_ln_w;              ///< (f)
+  S* d_ln_b;              ///< (f)
+};
+
+using SegmentD = Segment<double>;
+using SegmentGradD = SegmentGrad<double>;
+
+/// Reusable matrices for a learner's forward/backward: slot i as an (r, c) row-major matrix. A
+/// slot's buffer grows when a larger shape is asked for (the first mini-batch) and is reused
+/// afterwards; a view stays valid until its slot is asked for with a larger shape.
+template <class S>
+class Scratch {
+ public:
+  Eigen::Map<MatT<S>> operator()(size_t i, Eigen::Index r, Eigen::Index c) {
+    if (bufs_.size() <= i) bufs_.resize(i + 1);
+    auto& b = bufs_[i];
+    if (b.size() < size_t(r * c)) b.resize(size_t(r * c));
+    return Eigen::Map<MatT<S>>(b.data(), r, c);
+  }
+  /// As operator(), zero-filled.
+  Eigen::Map<MatT<S>> zero(size_t i, Eigen::Index r, Eigen::Index c) {
+    auto m = (*this)(i, r, c);
+    m.setZero();
+    return m;
+  }
+
+ private:
+  std::vector<std::vector<S>> bufs_;
+};
+
+/// Specialise for each learner (see the file comment). The primary template is left undefined.
+template <class L>
+struct LearnerGrad;
+
+/// A learner whose backward is known to training, in scalar S.
+template <class L, class S>
+concept HasLearnerGradFor = requires(const S* th, S* dth, int64_t f, const Segment<S>& s, RefT<S> Z, CRefT<S> dZ,
+                                     SegmentGrad<S>& out, Scratch<S>& ws) {
+  LearnerGrad<L>::forward(th, f, s, Z, dth, ws);
+  LearnerGrad<L>::backward(th, f, s, dZ, th, dth, out, ws);
+};
+/// ... in float (training) and double (finite-difference checks).
+template <class L>
+concept HasLearnerGrad = HasLearnerGradFor<L, float> && HasLearnerGradFor<L, double>;
+
+namespace detail {
+
+/// E(t, j) = token_eta[t] * lr[j] for j <= t, 0 above the diagonal.
+template <class S, class M>
+void eta_matrix(const Segment<S>& s, M&& E) {
+  const Eigen::Index n = E.rows();
+  for (Eigen::Index t = 0; t < n; ++t)
+    for (Eigen::Index j = 0; j < n; ++j) E(t, j) = j <= t ? s.token_eta[t] * s.lr[j] : S(0);
+}
+/// K = Xq Xk^T + 1 (the dual form's kernel, bias included).
+template <class S, class M>
+void kernel(CRefT<S> Xq, CRefT<S> Xk, M&& K) {
+  K.noalias() = Xq * Xk.transpose();
+  K.array() += S(1);
+}
+/// Cotangents of E (n, n) to token_eta and lr.
+template <class S>
+void eta_matrix_bwd(const Segment<S>& s, CRefT<S> dE, SegmentGrad<S>& o) {
+  const Eigen::Index n = dE.rows();
+  for (Eigen::Index t = 0; t < n; ++t)
+    for (Eigen::Index j = 0; j <= t; ++j) {
+      o.d_token_eta[t] += dE(t, j) * s.lr[j];
+      o.d_lr[j] += dE(t, j) * s.token_eta[t];
+    }
+}
+
+/// W_end = W - e Xk^T diag(lr) G, b_end = b - e lr^T G, e = token_eta[n-1]; We/be hold W/b on
+/// entry. Gl: an (n, out) scratch.
+template <class S, class M>
+void end_state(const Segment<S>& s, CRefT<S> Xk, CRefT<S> G, S* We, S* be, M&& Gl) {
+  const Eigen::Index n = Xk.rows(), in = Xk.cols(), out = G.cols();
+  const S e = s.token_eta[n - 1];
+  for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (e * s.lr[j]);
+  Eigen::Map<MatT<S>>(We, in, out).noalias() -= Xk.transpose() * Gl;
+  Eigen::Map<RowT<S>>(be, out) -= Gl.colwise().sum();
+}
+
+/// Reverse of one "linear layer" of the dual form,
+///   Zq = Xq W + b - (E o K) G,  K = Xq Xk^T + 1,
+///   W_end = W - e Xk^T diag(lr) G,  b_end = b - e lr^T G,  e = token_eta[n-1]:
+/// given dZq, dW_end, db_end, ADD to dW, db, dXq, dXk, dG, dE, d_lr, d_token_eta[n-1].
+/// Uses scratch slots slot .. slot+3.
+template <class S>
+void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, CRefT<S> E, CRefT<S> K, CRefT<S> W,
+                     const S* dWe_, const S* dbe_, CRefT<S> dZq, S* dW_, S* db_, RefT<S> dXq, RefT<S> dXk, RefT<S> dG,
+                     RefT<S> dE, SegmentGrad<S>& o, Scratch<S>& ws, size_t slot) {
+  const Eigen::Index n = Xq.rows(), in = W.rows(), out = W.cols();
+  Eigen::Map<const MatT<S>> dWe(dWe_, in, out);
+  Eigen::Map<const RowT<S>> dbe(dbe_, out);
+  Eigen::Map<MatT<S>> dW(dW_, in, out);
+  Eigen::Map<RowT<S>> db(db_, out);
+  dW.noalias() += Xq.transpose() * dZq;
+  dW += dWe;
+  db += dZq.colwise().sum() + dbe;
+  dXq.noalias() += dZq * W.transpose();
+  auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T) (negated below: -(product) would allocate a temporary)
+  dA.noalias() = dZq * G.transpose();
+  auto A = ws(slot + 1, n, n);
+  for (Eigen::Index t = 0; t < n; ++t)
+    for (Eigen::Index j = 0; j < n; ++j) {
+      dA(t, j) = j > t ? S(0) : -dA(t, j);
+      A(t, j) = E(t, j) * K(t, j);
+    }
+  dG.noalias() -= A.transpose() * dZq;
+  dE += dA.cwiseProduct(K);
+  auto dS = ws(slot + 1, n, n);  // reuses A's buffer: A is no longer needed
+  dS = dA.cwiseProduct(E);
+  dXq.noalias() += dS * Xk;
+  dXk.noalias() += dS.transpose() * Xq;
+  // end state
+  const S e = s.token_eta[n - 1];
+  auto Kd = ws(slot + 2, n, out);  // Xk dW_end + db_end
+  Kd.noalias() = Xk * dWe;
+  Kd.rowwise() += dbe;
+  auto GdWt = ws(slot + 3, n, in);  // G dW_end^T
+  GdWt.noalias() = G * dWe.transpose();
+  for (Eigen::Index j = 0; j < n; ++j) {
+    const S lj = s.lr[j];
+    dG.row(j) -= (e * lj) * Kd.row(j);
+    dXk.row(j) -= (e * lj) * GdWt.row(j);
+    const S kg = Kd.row(j).dot(G.row(j));
+    o.d_lr[j] -= e * kg;
+    o.d_token_eta[n - 1] -= lj * kg;
+  }
+}
+
+}  // namespace detail
+
+/// The primal-only wrapper of a learner computes what the learner computes.
+template <class L>
+struct LearnerGrad<inner::PrimalOnly<L>> : LearnerGrad<L> {};
+
+}  // namespace ttt::train

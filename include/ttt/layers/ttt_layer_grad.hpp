@@ -1,0 +1,324 @@
+#pragma once
+/// \file layers/ttt_layer_grad.hpp
+/// The training side of the TTT layer: a forward over a whole sequence from position 0 that keeps
+/// what the reverse pass needs (the projections, the gate, the inner state at the start of every
+/// mini-batch, or of every group of G mini-batches with scan checkpointing), and the hand-derived
+/// reverse pass, as autograd on the reference computes it (second-order terms of the inner steps
+/// included). The inner loop is reversed mini-batch by mini-batch, carrying the cotangent of the
+/// inner state; each mini-batch's reverse is the learner's `train::LearnerGrad<L>::backward`.
+/// The layer-level pieces are TTTLayer's own (`project`, `lr_gate`, `output`, ...): the layer is
+/// written once, and this file adds only what the reverse pass needs.
+///
+/// `MixerGrad<TTTLayer<L, S>>` is what the model's training engine (train/model_grad.hpp) calls;
+/// `train::LayerGrad<L, S>` is the same for code that puts TTT layers into its own network.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../blocks/layer_norm.hpp"
+#include "../core/error.hpp"
+#include "../inner/learner_grad.hpp"
+#include "mixer.hpp"
+#include "ttt_layer.hpp"
+
+namespace ttt {
+
+template <class L, class S>
+struct MixerGrad<TTTLayer<L, S>> {
+  using Layer = TTTLayer<L, S>;
+  using M = MatT<S>;
+
+  /// What the reverse pass of one layer needs.
+  struct Tape {
+    int64_t n = 0, group = 1;
+    M X;                                  // (n, C) the layer's input
+    typename Layer::Proj p;               // XQ, XK, XV (and the share_qk conv input)
+    M sig, LRt;                           // (H, n)
+    M Zq, O, Yn, G, gpre, Y;              // (n, C)
+    std::vector<std::vector<S>> ckpt;     // [h] inner states at checkpoints, P each
+    std::vector<S> eta;                   // (mb) token_eta
+    bool ready = false;
+  };
+  /// Per-head buffers of one forward or backward call.
+  struct HeadBuffers {
+    std::vector<S> theta, next, dtheta, dprev, grp, deta;
+    train::Scratch<S> scratch;
+    M zq;  // (mb, f) recomputed Zq, discarded
+  };
+  /// Buffers shared by every layer of a model (one layer runs at a time).
+  struct Buffers {
+    std::vector<HeadBuffers> heads;
+    M dY, dYn, dO, dXQ, dXK, dXV, dZq, dext, dLRt, da;
+  };
+
+  /// out = layer(X) for X: (n, C) from position 0, recording `tp`. group: scan-checkpoint group (>= 1).
+  static void forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group) {
+    const int64_t n = X.rows(), H = w.H;
+    tp.n = n;
+    tp.group = std::max<int64_t>(group, 1);
+    ensure_size(tp.X, n, w.C);
+    tp.X = X;
+    w.project(tp.X, nullptr, 0, tp.p);
+    w.lr_gate(tp.X, tp.sig, tp.LRt);
+    w.eta_table(tp.eta);
+    ensure_size(tp.Zq, n, w.C);
+    ensure_size(tp.O, n, w.C);
+    if (tp.ckpt.size() != size_t(H)) tp.ckpt.resize(size_t(H));
+    if (b.heads.size() != size_t(H)) b.heads.resize(size_t(H));
+    // heads are independent: each writes its own columns of Zq and O, its own checkpoints
+    parallel_heads(H, true, [&](int64_t h) {
+      head_forward(w, h, tp, b.heads[size_t(h)]);
+      w.head_output(h, tp.p.XQ, tp.Zq, tp.O);
+    });
+    w.output(tp.X, tp.O, tp.Yn, tp.G, &tp.gpre, tp.Y, out);
+    tp.ready = true;
+  }
+
+  /// dX += d/dX and g += d/d(weights) of <dout, out>, from the tape of the last forward.
+  static void backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
+    const int64_t n = tp.n, C = w.C, H = w.H, f = w.f;
+    const M& X = tp.X;
+    const M& Y = w.use_gate ? tp.Y : tp.Yn;
+    g.o.noalias() += dout.transpose() * Y;
+    ensure_size(b.dY, n, C);
+    b.dY.noalias() = dout * w.o;
+    const M* dYn = &b.dY;
+    if (w.use_gate) {
+      ensure_size(b.dYn, n, C);
+      b.dYn = b.dY.cwiseProduct(tp.G);
+      dYn = &b.dYn;
+      b.dY = b.dY.cwiseProduct(tp.Yn).cwiseProduct(blocks::gelu_grad(tp.gpre));  // now d gpre
+      g.g.noalias() += b.dY.transpose() * X;
+      dX.noalias() += b.dY * w.g;
+    }
+    ensure_size(b.dO, n, C);
+    b.dO.setZero();
+    blocks::layer_norm_bwd(tp.O, w.post_w.data(), 1e-6, *dYn, b.dO, g.post_w.data(), g.post_b.data());
+    for (M* m : {&b.dXQ, &b.dXK, &b.dXV, &b.dZq}) ensure_size(*m, n, C);
+    ensure_size(b.dLRt, H, n);
+    b.dXQ = b.dO;  // O = XQ + LN(Zq)
+    b.dXK.setZero(), b.dXV.setZero(), b.dLRt.setZero();
+    // heads are independent: each writes its own columns of dXQ, dXK, dXV, dZq, its own row of
+    // dLRt and of the ln_w / ln_b gradients, its own slice of theta0's gradient and its own deta
+    parallel_heads(H, true, [&](int64_t h) { head_backward(w, g, h, tp, b, b.heads[size_t(h)]); });
+    // token_eta = clamp_min(1/(t+1) + token_idx, 0): torch passes the gradient where input >= 0
+    for (int64_t t = 0; t < w.mb; ++t)
+      if (S(1) / S(t + 1) + w.token_idx[t] >= S(0))
+        for (int64_t h = 0; h < H; ++h) g.token_idx[t] += b.heads[size_t(h)].deta[size_t(t)];
+    // LRt = base_lr / f * sigmoid(lr_w X^T + lr_b)                                        (H, n)
+    ensure_size(b.da, H, n);
+    b.da = b.dLRt.cwiseProduct(tp.sig.cwiseProduct((S(1) - tp.sig.array()).matrix())) * (S(w.base_lr) / S(f));
+    g.lr_w.noalias() += b.da * X;
+    g.lr_b += b.da.rowwise().sum().transpose();
+    dX.noalias() += b.da.transpose() * w.lr_w;
+    blocks::rope(b.dXQ, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
+    blocks::rope(b.dXK, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
+    if (w.share_qk) {
+      ensure_size(b.dext, tp.p.ext.rows(), C);
+      b.dext.setZero();
+      blocks::causal_conv_bwd(tp.p.ext, w.conv_q, b.dXQ, b.dext, g.conv_q, g.conv_q_b);
+      blocks::causal_conv_bwd(tp.p.ext, w.conv_k, b.dXK, b.dext, g.conv_k, g.conv_k_b);
+      const auto dxq = b.dext.bottomRows(n);
+      g.q.noalias() += dxq.transpose() * X;
+      dX.noalias() += dxq * w.q;
+    } else {
+      g.q.noalias() += b.dXQ.transpose() * X;
+      g.k.noalias() += b.dXK.transpose() * X;
+      dX.noalias() += b.dXQ * w.q;
+      dX.noalias() += b.dXK * w.k;
+    }
+    g.v.noalias() += b.dXV.transpose() * X;
+    dX.noalias() += b.dXV * w.v;
+  }
+
+  /// Bytes held by a tape (activations and inner-state checkpoints).
+  static int64_t tape_bytes(const Tape& tp) {
+    int64_t n = 0;
+    for (const M* m : {&tp.X, &tp.p.xq, &tp.p.ext, &tp.p.XQ, &tp.p.XK, &tp.p.XV, &tp.sig, &tp.LRt, &tp.Zq, &tp.O,
+                       &tp.Yn, &tp.G, &tp.gpre, &tp.Y})
+      n += int64_t(m->size());
+    for (const auto& c : tp.ckpt) n += int64_t(c.size());
+    return n * int64_t(sizeof(S));
+  }
+
+ private:
+  static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+  template <class V>
+  static void grow(V& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+  }
+
+  static inner::Segment<S> segment(const Layer& w, const Tape& tp, int64_t h, int64_t r0, int64_t len) {
+    const int64_t f = w.f;
+    return inner::Segment<S>{CRefT<S>(tp.p.XQ.block(r0, h * f, len, f)),
+                             CRefT<S>(tp.p.XK.block(r0, h * f, len, f)),
+                             CRefT<S>(tp.p.XV.block(r0, h * f, len, f)),
+                             tp.eta.data(),
+                             tp.LRt.row(h).data() + r0,
+                             w.ln_w.row(h).data(),
+                             w.ln_b.row(h).data(),
+                             true};
+  }
+
+  static void head_forward(const Layer& w, int64_t h, Tape& tp, HeadBuffers& hb) {
+    const int64_t n = tp.n, mb = w.mb, P = w.P, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
+    grow(hb.theta, size_t(P)), grow(hb.next, size_t(P));
+    std::copy(w.theta0.begin() + h * P, w.theta0.begin() + (h + 1) * P, hb.theta.begin());
+    auto& ck = tp.ckpt[size_t(h)];
+    grow(ck, size_t(ceil_div(nseg, G) * P));
+    for (int64_t si = 0; si < nseg; ++si) {
+      const int64_t r0 = si * mb, len = std::min(mb, n - r0);
+      if (si % G == 0) std::copy(hb.theta.begin(), hb.theta.begin() + P, ck.begin() + (si / G) * P);
+      train::LearnerGrad<L>::forward(hb.theta.data(), f, segment(w, tp, h, r0, len),
+                                     RefT<S>(tp.Zq.block(r0, h * f, len, f)), hb.next.data(), hb.scratch);
+      std::swap(hb.theta, hb.next);
+    }
+  }
+
+  static void head_backward(const Layer& w, Layer& g, int64_t h, const Tape& tp, Buffers& b, HeadBuffers& hb) {
+    const int64_t n = tp.n, mb = w.mb, P = w.P, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
+    auto dZq = b.dZq.block(0, h * f, n, f);
+    dZq.setZero();
+    blocks::layer_norm_bwd(tp.Zq.block(0, h * f, n, f), w.ln_w.row(h).data(), 1e-6, b.dO.block(0, h * f, n, f), dZq,
+                           g.ln_w.row(h).data(), g.ln_b.row(h).data());
+    grow(hb.dtheta, size_t(P)), grow(hb.dprev, size_t(P)), grow(hb.deta, size_t(mb));
+    std::fill(hb.dtheta.begin(), hb.dtheta.begin() + P, S(0));
+    std::fill(hb.deta.begin(), hb.deta.begin() + mb, S(0));
+    if (G > 1) {
+      grow(hb.grp, size_t(G * P));
+      ensure_size(hb.zq, mb, f);
+    }
+    const auto& ck = tp.ckpt[size_t(h)];
+    for (int64_t gi = ceil_div(nseg, G); gi-- > 0;) {
+      const int64_t s0 = gi * G, s1 = std::min(nseg, s0 + G);
+      const S* states = ck.data() + gi * P;  // state at the start of segment s0 + i: states + i * P
+      if (G > 1) {  // recompute the group's inner states from its checkpoint
+        std::copy(states, states + P, hb.grp.begin());
+        for (int64_t si = s0; si + 1 < s1; ++si) {
+          const int64_t r0 = si * mb, len = std::min(mb, n - r0);
+          train::LearnerGrad<L>::forward(hb.grp.data() + (si - s0) * P, f, segment(w, tp, h, r0, len),
+                                         RefT<S>(hb.zq.topRows(len)), hb.grp.data() + (si - s0 + 1) * P, hb.scratch);
+        }
+        states = hb.grp.data();
+      }
+      for (int64_t si = s1; si-- > s0;) {
+        const int64_t r0 = si * mb, len = std::min(mb, n - r0);
+        std::fill(hb.dprev.begin(), hb.dprev.begin() + P, S(0));
+        train::SegmentGrad<S> o{RefT<S>(b.dXQ.block(r0, h * f, len, f)),
+                                RefT<S>(b.dXK.block(r0, h * f, len, f)),
+                                RefT<S>(b.dXV.block(r0, h * f, len, f)),
+                                hb.deta.data(),
+                                b.dLRt.row(h).data() + r0,
+                                g.ln_w.row(h).data(),
+                                g.ln_b.row(h).data()};
+        train::LearnerGrad<L>::backward(states + (si - s0) * P, f, segment(w, tp, h, r0, len),
+                                        CRefT<S>(dZq.middleRows(r0, len)), hb.dtheta.data(), hb.dprev.data(), o,
+                                        hb.scratch);
+        std::swap(hb.dtheta, hb.dprev);
+      }
+    }
+    for (int64_t i = 0; i < P; ++i) g.theta0[size_t(h * P + i)] += hb.dtheta[size_t(i)];
+  }
+};
+
+namespace train {
+
+/// Gradients through one TTT layer, for code that puts TTT layers into its own network (an
+/// autodiff tape, the hierarchical model): `forward` computes the layer's output for a whole
+/// sequence X (n, C) from position 0 (exactly `TTTLayer::forward` from a fresh state) and keeps
+/// what `backward` needs; `backward` takes dY and returns dX, and ADDS the layer's parameter
+/// gradients into a gradient layer of the same shape (zero it yourself when a step starts). The
+/// layer is read at every `forward` (after an optimizer step the next forward sees the new
+/// weights). One forward, then one backward.
+///
+/// \code
+///   const ttt::TTTLayer<ttt::inner::MLP>& layer = model.blocks[0].mixer;
+///   ttt::TTTLayer<ttt::inner::MLP> grad(model.cfg);
+///   ttt::train::zero_grad(grad);                               // every tensor 0
+///   ttt::train::LayerGrad<ttt::inner::MLP> op(layer, /*scan_checkpoint_group=*/4);
+///   ttt::Mat Y, dX;
+///   op.forward(X, Y);           // X: (n, C) normed block input; Y: (n, C)
+///   ...                         // dY = d loss / d Y from the rest of the network
+///   op.backward(dY, dX, grad);  // dX: (n, C); grad.q, grad.theta0, ... += d loss / d param
+/// \endcode
+template <class L, class S = float>
+class LayerGrad {
+ public:
+  using Layer = TTTLayer<L, S>;
+  using Matrix = MatT<S>;
+
+  explicit LayerGrad(const Layer& layer, int64_t scan_checkpoint_group = 0)
+      : layer_(&layer), group_(std::max<int64_t>(scan_checkpoint_group, 1)) {
+    static_assert(HasLearnerGrad<L>, "ttt::train::LayerGrad: no backward for this inner learner; specialise "
+                                     "ttt::train::LearnerGrad<YourLearner> (see ttt/inner/learner_grad.hpp)");
+  }
+
+  /// Y = layer(X), X: (n, C), n >= 1; keeps the tape for backward.
+  void forward(CRefT<S> X, Matrix& Y) {
+    if (X.cols() != layer_->C || X.rows() < 1)
+      throw ShapeError("LayerGrad::forward: X is (" + std::to_string(X.rows()) + ", " + std::to_string(X.cols()) +
+                       "), expected (n >= 1, " + std::to_string(layer_->C) + ")");
+    if constexpr (!std::is_same_v<S, float>)
+      if (float_layer_) twin_ = Layer(*float_layer_);
+    Grad::forward(*layer_, X, Y, tape_, buffers_, group_);
+  }
+
+  /// dX = dY (dY/dX); grad += the layer's parameter gradients. dY: the shape of the last Y.
+  void backward(CRefT<S> dY, Matrix& dX, Layer& grad) {
+    if (!tape_.ready) throw Error("LayerGrad::backward: no forward to reverse");
+    if (dY.rows() != tape_.n || dY.cols() != layer_->C)
+      throw ShapeError("LayerGrad::backward: dY is (" + std::to_string(dY.rows()) + ", " + std::to_string(dY.cols()) +
+                       "), expected (" + std::to_string(tape_.n) + ", " + std::to_string(layer_->C) + ")");
+    if (!layer_->same_shape(grad)) throw ShapeError("LayerGrad::backward: the gradient layer's shape differs from the layer's");
+    dX.setZero(tape_.n, layer_->C);
+    Grad::backward(*layer_, grad, dY, dX, tape_, buffers_);
+  }
+
+  /// Bytes of the tape the last forward kept.
+  int64_t tape_bytes() const { return Grad::tape_bytes(tape_); }
+
+  /// A float layer run in S (double, for the finite-difference checks of a float network): its
+  /// twin in S is made at every forward, and `backward` adds the gradients, cast, into a float
+  /// gradient layer.
+  explicit LayerGrad(const TTTLayer<L, float>& layer, int64_t scan_checkpoint_group = 0)
+    requires(!std::is_same_v<S, float>)
+      : layer_(&twin_), group_(std::max<int64_t>(scan_checkpoint_group, 1)), float_layer_(&layer) {}
+  void backward(CRefT<S> dY, Matrix& dX, TTTLayer<L, float>& grad)
+    requires(!std::is_same_v<S, float>)
+  {
+    Layer g(twin_);
+    zero_grad(g);
+    backward(dY, dX, g);
+    std::vector<std::pair<S*, int64_t>> src;
+    g.visit_params("", [&](const auto& p) {
+      for (int64_t i = 0; i < p.numel(); ++i) src.emplace_back(&p.at(i), 0);
+    });
+    size_t k = 0;
+    grad.visit_params("", [&](const auto& p) {
+      for (int64_t i = 0; i < p.numel(); ++i) p.at(i) += float(*src[k++].first);
+    });
+  }
+
+ private:
+  using Grad = MixerGrad<Layer>;
+  const Layer* layer_;
+  int64_t group_;
+  typename Grad::Tape tape_;
+  typename Grad::Buffers buffers_;
+  Layer twin_;
+  const TTTLayer<L, float>* float_layer_ = nullptr;
+};
+
+/// Set every parameter of a layer (used as a gradient accumulator) to zero.
+template <class L, class S>
+void zero_grad(TTTLayer<L, S>& g) {
+  g.visit_params("", [](const auto& p) {
+    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = S(0);
+  });
+}
+
+}  // namespace train
+}  // namespace ttt

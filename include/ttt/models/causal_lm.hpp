@@ -1,0 +1,209 @@
+#pragma once
+/// \file models/causal_lm.hpp
+/// The one language-model stack of the library, over any sequence mixer (layers/mixer.hpp):
+/// token embedding; blocks of [optional pre-conv: x += conv(RMSNorm(x))], x += Mixer(RMSNorm(x)),
+/// x += SwiGLU(RMSNorm(x)); final RMSNorm; LM head (tied to the embedding by default). With a TTT
+/// layer as the mixer it is ttt-lm-pytorch's `TTTForCausalLM` (models/ttt_model.hpp); with
+/// softmax attention, the attention baselines (models/transformer.hpp). `forward` processes any
+/// chunk of a sequence and carries a `State`, so prefill, decode and any chunking are one code
+/// path. Training is train/model_grad.hpp, on the same weights.
+#include <cstdint>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../blocks/activations.hpp"
+#include "../blocks/causal_conv.hpp"
+#include "../blocks/rms_norm.hpp"
+#include "../blocks/swiglu.hpp"
+#include "../core/error.hpp"
+#include "../core/params.hpp"
+#include "../layers/mixer.hpp"
+
+namespace ttt {
+
+/// Which rows of logits `forward` computes.
+enum class Logits { all, last, none };
+
+template <class Mixer>
+class CausalLM {
+ public:
+  using Scalar = typename Mixer::Scalar;
+  using S = Scalar;
+  using Config = typename Mixer::Config;
+  using M = MatT<S>;
+  using R = RowT<S>;
+
+  struct Block {
+    R seq_norm, ffn_norm;  // [C]
+    Mixer mixer;
+    blocks::SwiGLU<S> mlp;
+    R conv_norm;  // pre-conv: [C]
+    M conv_w;     // pre-conv: [C, K]
+    R conv_b;     // pre-conv: [C]
+  };
+
+  /// Per-sequence state: one per layer, plus the position and reusable buffers.
+  struct State {
+    int64_t pos = 0;
+    std::vector<typename Mixer::State> layers;
+    std::vector<M> conv_hist;  // pre-conv: [K-1, C] per layer (normed inputs)
+    struct Buffers {
+      M h, xn, t, ext, conv_out, hn;
+      typename blocks::SwiGLU<S>::Tape mlp;
+      typename Mixer::Workspace mixer;
+    } ws;
+  };
+
+  Config cfg;
+  M embed;    // [V, C]
+  M lm_head;  // [V, C] only when the embeddings are not tied
+  R norm;     // [C]
+  std::vector<Block> blocks;
+
+  explicit CausalLM(const Config& c) : cfg(c) {
+    cfg.validate();
+    const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
+    embed = M::Zero(V, C);
+    if (!cfg.tie_word_embeddings) lm_head = M::Zero(V, C);
+    norm = R::Ones(C);
+    blocks.resize(size_t(cfg.num_hidden_layers));
+    for (auto& b : blocks) {
+      b.seq_norm = R::Ones(C);
+      b.ffn_norm = R::Ones(C);
+      b.mixer = Mixer(cfg);
+      b.mlp = blocks::SwiGLU<S>(C, I);
+      if (pre_conv()) {
+        b.conv_norm = R::Ones(C);
+        b.conv_w = M::Zero(C, cfg.conv_kernel);
+        b.conv_b = R::Zero(C);
+      }
+    }
+  }
+
+  /// The mixer-specific model option pre_conv (TTT models) is on.
+  bool pre_conv() const { return Mixer::kPreConv && cfg.pre_conv; }
+
+  /// Every parameter under its Hugging Face name, in the reference's order.
+  template <class F>
+  void visit_params(F&& fn) {
+    using I = ParamInit;
+    const int64_t C = cfg.hidden_size, V = cfg.vocab_size, K = cfg.conv_kernel;
+    const double std = cfg.initializer_range;
+    fn(make_param("model.embed_tokens.weight", {V, C}, embed.data(), I::normal, std));
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      Block& b = blocks[i];
+      const std::string pre = "model.layers." + std::to_string(i) + ".";
+      b.mixer.visit_params(pre + Mixer::kPrefix, [&](auto p) {
+        if (p.init == I::normal) p.init_scale = std;
+        fn(std::move(p));
+      });
+      b.mlp.visit_params(pre + "mlp.", std, fn);
+      if (pre_conv()) {
+        fn(make_param(pre + "conv.norm.weight", {C}, b.conv_norm.data(), I::ones, 0, true));
+        fn(make_param(pre + "conv.conv.weight", {C, 1, K}, b.conv_w.data(), I::uniform_fan_in, double(K)));
+        fn(make_param(pre + "conv.conv.bias", {C}, b.conv_b.data(), I::uniform_fan_in, double(K), true));
+      }
+      fn(make_param(pre + "seq_norm.weight", {C}, b.seq_norm.data(), I::ones, 0, true));
+      fn(make_param(pre + "ffn_norm.weight", {C}, b.ffn_norm.data(), I::ones, 0, true));
+    }
+    fn(make_param("model.norm.weight", {C}, norm.data(), I::ones, 0, true));
+    if (!cfg.tie_word_embeddings) fn(make_param("lm_head.weight", {V, C}, lm_head.data(), I::normal, std));
+  }
+
+  /// Initialise every parameter as the reference does for training from scratch.
+  void init_weights(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    visit_params([&](const auto& p) { init_param(p, rng); });
+  }
+
+  int64_t num_params() const {
+    int64_t n = 0;
+    const_cast<CausalLM*>(this)->visit_params([&](const auto& p) { n += p.numel(); });
+    return n;
+  }
+
+  /// Whether `other` has this model's shape (a gradient model for it).
+  bool same_shape(const CausalLM& other) const { return cfg == other.cfg; }
+
+  State new_state() const {
+    State s;
+    for (const auto& b : blocks) {
+      s.layers.push_back(b.mixer.new_state());
+      if (pre_conv()) s.conv_hist.push_back(M::Zero(cfg.conv_kernel - 1, cfg.hidden_size));
+    }
+    return s;
+  }
+
+  const M& head() const { return cfg.tie_word_embeddings ? embed : lm_head; }
+
+  /// Check that every id is in [0, vocab_size); ShapeError naming the position otherwise.
+  void check_ids(std::span<const int64_t> ids) const {
+    if (ids.empty()) throw ShapeError("input_ids: empty sequence (need at least one token)");
+    for (size_t t = 0; t < ids.size(); ++t)
+      if (ids[t] < 0 || ids[t] >= cfg.vocab_size)
+        throw ShapeError("input_ids: token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                         " is outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+  }
+
+  /// Run the n tokens `ids` of one sequence from the position and state in `st`, advancing it.
+  /// logits: (n, V) for Logits::all, (1, V) for Logits::last. hidden (optional): output of each
+  /// block, (n, C) each. Any chunking of a sequence computes what one full forward computes.
+  void forward(State& st, std::span<const int64_t> ids, M* logits, Logits which = Logits::all,
+               std::vector<M>* hidden = nullptr) const {
+    check_ids(ids);
+    if (st.layers.size() != blocks.size())
+      throw ShapeError("forward: the state has " + std::to_string(st.layers.size()) + " layer caches, the model " +
+                       std::to_string(blocks.size()) + " layers (use new_state())");
+    const int64_t n = int64_t(ids.size()), C = cfg.hidden_size;
+    auto& w = st.ws;
+    ensure_size(w.h, n, C);
+    for (int64_t t = 0; t < n; ++t) w.h.row(t) = embed.row(ids[size_t(t)]);
+    if (hidden) hidden->resize(blocks.size());
+    const blocks::Act act = blocks::act_from_name(cfg.hidden_act);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const Block& b = blocks[i];
+      if (pre_conv()) {  // x = x + conv(RMSNorm(x))
+        blocks::rms_norm(w.h, b.conv_norm, cfg.rms_norm_eps, w.xn);
+        blocks::extend_history(w.xn, st.conv_hist[i], w.ext);
+        blocks::causal_conv(w.ext, b.conv_w, b.conv_b, w.conv_out);
+        w.h += w.conv_out;
+      }
+      blocks::rms_norm(w.h, b.seq_norm, cfg.rms_norm_eps, w.xn);  // x = x + Mixer(RMSNorm(x))
+      b.mixer.forward(w.xn, st.layers[i], st.pos, w.mixer, w.t);
+      w.h += w.t;
+      blocks::rms_norm(w.h, b.ffn_norm, cfg.rms_norm_eps, w.xn);  // x = x + SwiGLU(RMSNorm(x))
+      b.mlp.forward(w.xn, act, w.mlp, w.h);
+      if (hidden) (*hidden)[i] = w.h;
+    }
+    st.pos += n;
+    if (which == Logits::none || !logits) return;
+    if (which == Logits::last) {
+      ensure_size(w.hn, 1, C);
+      blocks::rms_norm(w.h.bottomRows(1), norm, cfg.rms_norm_eps, w.hn);
+    } else {
+      blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
+    }
+    ensure_size(*logits, w.hn.rows(), cfg.vocab_size);
+    logits->noalias() = w.hn * head().transpose();
+  }
+
+  /// Full-sequence forward from a fresh state: (n, V) logits.
+  M forward(std::span<const int64_t> ids, std::vector<M>* hidden = nullptr) const {
+    State st = new_state();
+    M logits;
+    forward(st, ids, &logits, Logits::all, hidden);
+    return logits;
+  }
+
+  /// FLOPs of the dense parts of one token (SwiGLU, pre-conv, LM head; not the mixers).
+  double dense_flops_per_token() const {
+    const double C = double(cfg.hidden_size), V = double(cfg.vocab_size);
+    double per_block = blocks.empty() ? 0.0 : blocks[0].mlp.flops_per_token();
+    if (pre_conv()) per_block += 2.0 * C * double(cfg.conv_kernel);
+    return double(blocks.size()) * per_block + 2.0 * C * V;
+  }
+};
+
+}  // namespace ttt
