@@ -2,12 +2,12 @@
 /// \file kernels/backend.hpp
 /// Backend tags with a fallback chain (xsimd's `struct avx2 : avx` idiom): a kernel written for
 /// `scalar` serves every backend; a `simd` overload, when present, wins by overload resolution.
+/// What is where: element functions and the plain-loop kernels (the specification) in
+/// kernels/scalar.hpp, xsimd overloads in kernels/simd.hpp. A future backend adds its own tag here,
+/// derived from the one it falls back to.
 namespace ttt::backend {
 struct scalar {};
 struct simd : scalar {};
-#if defined(TTT_WITH_CUDA)
-struct cuda : simd {};
-#endif
 /// The backend the CPU code paths use.
 using cpu_default = simd;
 }  // namespace ttt::backend

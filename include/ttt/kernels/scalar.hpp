@@ -1,27 +1,33 @@
 #pragma once
 /// \file kernels/scalar.hpp
-/// Plain loops: the specification every faster kernel is tested against.
+/// The specification every faster kernel is tested against (tests/kernels/test_kernels.cpp):
+/// - element functions (`*_scalar`), TTT_HOST_DEVICE so a GPU kernel shares the same formulas;
+/// - plain-loop kernels taking `backend::scalar`, the fallback for every backend tag.
+/// The xsimd overloads of the loops live in kernels/simd.hpp.
 #include <cmath>
 #include <cstddef>
 
+#include "../core/config.hpp"
 #include "backend.hpp"
 
 namespace ttt::kernels {
 
 /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): torch's gelu(approximate="tanh").
-inline float gelu_tanh_scalar(float x) {
+TTT_HOST_DEVICE inline float gelu_tanh_scalar(float x) {
   constexpr float k = 0.7978845608028654f;
   return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
 }
 /// d gelu_tanh / dx with the constants of the reference's `gelu_bwd`.
-inline float gelu_tanh_grad_scalar(float x) {
+TTT_HOST_DEVICE inline float gelu_tanh_grad_scalar(float x) {
   const float t = std::tanh(0.79788456f * x * (1.0f + 0.044715f * x * x));
   return 0.5f * x * ((1.0f - t * t) * (0.79788456f + 0.1070322243f * x * x)) + 0.5f * (1.0f + t);
 }
-inline float silu_scalar(float x) { return x / (1.0f + std::exp(-x)); }
-inline float sigmoid_scalar(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+/// x sigmoid(x)
+TTT_HOST_DEVICE inline float silu_scalar(float x) { return x / (1.0f + std::exp(-x)); }
+/// 1 / (1 + exp(-x))
+TTT_HOST_DEVICE inline float sigmoid_scalar(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-/// y[i] = gelu_tanh(x[i])
+/// y[i] = gelu_tanh(x[i]); x == y (in place) is allowed.
 inline void gelu_tanh(backend::scalar, const float* x, float* y, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) y[i] = gelu_tanh_scalar(x[i]);
 }

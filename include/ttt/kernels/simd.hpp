@@ -1,7 +1,9 @@
 #pragma once
 /// \file kernels/simd.hpp
-/// xsimd versions of the element-wise kernels of the hot paths (TTT-MLP's GELU, SwiGLU). A kernel
-/// missing here falls back to kernels/scalar.hpp through the backend tag chain.
+/// xsimd overloads (`backend::simd`) of the element-wise kernels of the hot paths (TTT-MLP's GELU,
+/// SwiGLU); the remainder past the last full batch uses the scalar element functions. A kernel
+/// missing here falls back to its kernels/scalar.hpp loop through the backend tag chain. Each one
+/// is tested against its scalar twin in tests/kernels/test_kernels.cpp.
 #include <xsimd/xsimd.hpp>
 
 #include "scalar.hpp"
