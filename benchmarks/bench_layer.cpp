@@ -16,6 +16,7 @@
 #include "ttt/inner/learner.hpp"
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
+#include "ttt/inner/primal.hpp"
 #include "ttt/layers/ttt_layer.hpp"
 #include "ttt/core/model_config.hpp"
 #include "ttt/core/params.hpp"
@@ -115,7 +116,7 @@ struct HeadBatch {
     ln_w.assign(size_t(f), 1.0f);
     ln_b.assign(size_t(f), 0.0f);
   }
-  ttt::inner::Segment segment() const {
+  ttt::inner::Segment<float> segment() const {
     return {ttt::CMatRef(XQ), ttt::CMatRef(XK), ttt::CMatRef(XV), eta.data(), lr.data(), ln_w.data(), ln_b.data(),
             true};
   }
@@ -145,12 +146,12 @@ void BM_Learner(benchmark::State& state) {
   const std::vector<float> theta = random_theta<L>(f);
   std::vector<float> gacc(theta.size(), 0.0f);
   Mat Zq(b, f);
-  typename L::Workspace dws;
-  ttt::inner::PrimalWorkspace pws;
+  typename L::template Workspace<float> dws;
+  ttt::inner::PrimalWorkspace<float> pws;
   for (auto _ : state) {
     std::fill(gacc.begin(), gacc.end(), 0.0f);  // a fresh mini-batch, as the layer does
     if constexpr (Dual) L::dual_form(theta.data(), gacc.data(), seg, ttt::MatRef(Zq), dws);
-    else ttt::inner::primal_segment<L>(theta.data(), gacc.data(), f, seg, ttt::MatRef(Zq), pws);
+    else ttt::inner::primal_segment<L, float>(theta.data(), gacc.data(), f, seg, ttt::MatRef(Zq), pws);
     benchmark::DoNotOptimize(Zq.data());
     benchmark::DoNotOptimize(gacc.data());
     benchmark::ClobberMemory();

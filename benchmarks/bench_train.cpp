@@ -38,7 +38,7 @@
 #include "ttt/inner/mlp.hpp"
 #include "ttt/models/ttt_model.hpp"
 #include "ttt/core/model_config.hpp"
-#include "ttt/train/backward.hpp"
+#include "ttt/train/model_grad.hpp"
 
 namespace {
 
@@ -90,7 +90,7 @@ int peak_rss_child(int64_t n, int64_t G) {
   ttt::TTTModel<L> grad(model.cfg);
   const long before = rss_kib();
   if (G >= 0) {
-    ttt::train::ModelGrad<L> run({.scan_checkpoint_group = G});
+    ttt::train::ModelGrad<ttt::TTTModel<L>> run({.scan_checkpoint_group = G});
     benchmark::DoNotOptimize(run(model, {ids}, grad));
   } else {
     const Mat lg = model.forward(std::span<const int64_t>(ids));
@@ -137,7 +137,7 @@ void BM_Step(benchmark::State& state) {
   const int64_t n = state.range(0), G = state.range(1);
   const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
   ttt::TTTModel<L> grad(model.cfg);
-  ttt::train::ModelGrad<L> run({.scan_checkpoint_group = G});
+  ttt::train::ModelGrad<ttt::TTTModel<L>> run({.scan_checkpoint_group = G});
   run(model, {ids}, grad);  // untimed: sizes the buffers
   for (auto _ : state) {
     benchmark::DoNotOptimize(run(model, {ids}, grad));

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <ttt/blocks/attention.hpp>
+#include <ttt/blocks/kv_cache.hpp>
 
 namespace {
 

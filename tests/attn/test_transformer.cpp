@@ -11,6 +11,7 @@
 
 #include <ttt/train/optim.hpp>
 #include <ttt/models/transformer.hpp>
+#include <ttt/train/model_grad.hpp>
 
 using namespace ttt;
 
@@ -145,7 +146,7 @@ TEST_CASE("transformer: gradient == central finite differences (double), float g
     m.cfg.tie_word_embeddings = true;
     const std::vector<std::vector<int64_t>> batch = {tokens(9, 13, 1), tokens(5, 13, 2)};
     TransformerModel gd(m.cfg), gf(m.cfg), scratch(m.cfg);
-    const double loss_d = train::detail::transformer_loss_and_grad<double>(m, batch, gd);
+    const double loss_d = train::loss_and_grad<double>(m, batch, gd);
     const double loss_f = train::loss_and_grad(m, batch, gf);
     // the double training loss equals the inference forward's cross entropy
     double ce = 0;
@@ -174,9 +175,9 @@ TEST_CASE("transformer: gradient == central finite differences (double), float g
         const float w0 = P[k].at(i);
         const float wp = w0 + 1e-3f, wm = w0 - 1e-3f;  // the float weights actually used
         P[k].at(i) = wp;
-        const double lp = train::detail::transformer_loss_and_grad<double>(m, batch, scratch);
+        const double lp = train::loss_and_grad<double>(m, batch, scratch);
         P[k].at(i) = wm;
-        const double lm = train::detail::transformer_loss_and_grad<double>(m, batch, scratch);
+        const double lm = train::loss_and_grad<double>(m, batch, scratch);
         P[k].at(i) = w0;
         const double fd = (lp - lm) / (double(wp) - double(wm));
         err = std::max(err, std::abs(fd - double(Gd[k].at(i))));

@@ -37,7 +37,7 @@ struct ttt::train::LearnerGrad<BiasFreeLinear<Broken>> {
     auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f), E = ws(kE, n, n), A = ws(kA, n, n);
     Z.noalias() = s.XK * W;
     T = s.XV - s.XK;
-    ops::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
+    blocks::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
     detail::eta_matrix(s, E);
     A.noalias() = s.XQ * s.XK.transpose();
     A = A.cwiseProduct(E);
@@ -57,7 +57,7 @@ struct ttt::train::LearnerGrad<BiasFreeLinear<Broken>> {
     auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f), E = ws(kE, n, n), Sm = ws(kS, n, n);
     Z.noalias() = s.XK * W;
     T = s.XV - s.XK;
-    ops::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
+    blocks::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
     detail::eta_matrix(s, E);
     Sm.noalias() = s.XQ * s.XK.transpose();
     // Zq = XQ W - (E o S) G
@@ -89,7 +89,7 @@ struct ttt::train::LearnerGrad<BiasFreeLinear<Broken>> {
     if constexpr (Broken) dG *= S(0.999);  // a 0.1% error on the inner gradient's cotangent
     // G = ln_l2_grad(XK W, XV - XK)
     auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
-    ops::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
+    blocks::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
     o.dXV += dT;
     o.dXK -= dT;
     dW.noalias() += s.XK.transpose() * dZ;

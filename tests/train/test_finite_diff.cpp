@@ -47,8 +47,8 @@ FdResult fd_compare(const ModelConfig& cfg, uint64_t seed, int coords_per_tensor
   TTTModel<L> model(cfg);
   th::randomize(model, seed, 0.3);
   // clamped token-index entries: 1/(t+1) + idx < 0
-  model.blocks[0].ttt.token_idx[2] = -0.6f;
-  model.blocks.back().ttt.token_idx[1] = -0.7f;
+  model.blocks[0].mixer.token_idx[2] = -0.6f;
+  model.blocks.back().mixer.token_idx[1] = -0.7f;
   // two full mini-batches + 3, one + 3, and a sequence shorter than a mini-batch
   const std::vector<std::vector<int64_t>> batch = {th::random_ids(11, cfg.vocab_size, seed + 1),
                                                    th::random_ids(7, cfg.vocab_size, seed + 2),

@@ -33,13 +33,13 @@ void check_groups(const std::string& type) {
   const std::vector<std::vector<int64_t>> batch = {th::random_ids(30, cfg.vocab_size, 1),
                                                    th::random_ids(12, cfg.vocab_size, 2)};
   TTTModel<L> g0(cfg), g(cfg);
-  train::ModelGrad<L> keep_all({.scan_checkpoint_group = 0});
+  train::ModelGrad<TTTModel<L>> keep_all({.scan_checkpoint_group = 0});
   const double l0 = keep_all(model, batch, g0);
   const auto v0 = flat(g0);
   const int64_t tape0 = keep_all.tape_bytes();
   for (int64_t G : {1, 2, 3, 8}) {  // 8 >= every sequence's mini-batch count: one checkpoint
     INFO("G = " << G);
-    train::ModelGrad<L> run({.scan_checkpoint_group = G});
+    train::ModelGrad<TTTModel<L>> run({.scan_checkpoint_group = G});
     CHECK(run(model, batch, g) == l0);
     CHECK(flat(g) == v0);  // the recomputed forward is the same arithmetic: bit for bit
     if (G > 2) CHECK(run.tape_bytes() < tape0);
@@ -51,12 +51,12 @@ void check_groups(const std::string& type) {
     m3.visit_params([&, src = flat(model), i = size_t(0)](const ParamRef& p) mutable {
       for (int64_t k = 0; k < p.numel(); ++k) p.at(k) = src[i++];
     });
-    train::ModelGrad<L> run;
+    train::ModelGrad<TTTModel<L>> run;
     CHECK(run(m3, batch, g3) == l0);
     CHECK(flat(g3) == v0);
   }
   {  // one block's activations at a time
-    train::ModelGrad<L> run({.scan_checkpoint_group = 2, .recompute_blocks = true});
+    train::ModelGrad<TTTModel<L>> run({.scan_checkpoint_group = 2, .recompute_blocks = true});
     CHECK(run(model, batch, g) == l0);
     CHECK(flat(g) == v0);
     CHECK(run.tape_bytes() < tape0);
@@ -79,8 +79,8 @@ void check_layer_grad(const std::string& type) {
   cfg.use_gate = true;
   TTTModel<L> model(cfg);
   th::randomize(model, 4, 0.3);
-  model.blocks[0].ttt.token_idx[1] = -0.7f;  // clamped
-  TTTLayer<L>& layer = model.blocks[0].ttt;
+  model.blocks[0].mixer.token_idx[1] = -0.7f;  // clamped
+  TTTLayer<L>& layer = model.blocks[0].mixer;
   const int64_t n = 11, C = cfg.hidden_size;
   std::mt19937_64 rng(5);
   std::normal_distribution<double> nd(0.0, 1.0);

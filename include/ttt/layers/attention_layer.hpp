@@ -92,17 +92,7 @@ class AttentionLayer {
 
   /// out = attention of the n rows of X (n, C) at positions pos0 ... over the cache and
   /// themselves; the cache advances.
-  void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
-    const int64_t n = X.rows();
-    ws.rope.fill(pos0, n, f, rope_theta);
-    ws.rows.resize(size_t(n));
-    for (int64_t r = 0; r < n; ++r) ws.rows[size_t(r)] = r;
-    project(X, ws.rope, ws.rows.data(), ws.XQ, ws.XK, ws.XV);
-    ensure_size(ws.A, n, C);
-    attn::attend<S>(st.cache, ws.XQ, ws.XK, ws.XV, H, scale(), ws.A);
-    ensure_size(out, n, C);
-    out.noalias() = ws.A * o.transpose();
-  }
+  void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const;
 
   /// XQ, XK, XV of X with RoPE (row r at table row rows[r]).
   void project(const M& X, const blocks::RopeTable& rope, const int64_t* rows, M& XQ, M& XK, M& XV) const {
@@ -120,6 +110,19 @@ class AttentionLayer {
   /// FLOPs of the projections per token (the attention pairs depend on the context).
   double flops_per_token() const { return 8.0 * double(C) * double(C); }
 };
+
+template <class S>
+void AttentionLayer<S>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
+  const int64_t n = X.rows();
+  ws.rope.fill(pos0, n, f, rope_theta);
+  ws.rows.resize(size_t(n));
+  for (int64_t r = 0; r < n; ++r) ws.rows[size_t(r)] = r;
+  project(X, ws.rope, ws.rows.data(), ws.XQ, ws.XK, ws.XV);
+  ensure_size(ws.A, n, C);
+  attn::attend<S>(st.cache, ws.XQ, ws.XK, ws.XV, H, scale(), ws.A);
+  ensure_size(out, n, C);
+  out.noalias() = ws.A * o.transpose();
+}
 
 template <class S>
 struct MixerGrad<AttentionLayer<S>> {
@@ -140,47 +143,10 @@ struct MixerGrad<AttentionLayer<S>> {
   };
 
   /// out = layer(X) for a whole sequence from position 0.
-  static void forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers&, int64_t /*group*/) {
-    const int64_t n = X.rows(), f = w.f, H = w.H;
-    tp.X = X;
-    tp.rope.fill(0, n, f, w.rope_theta);
-    tp.rows.resize(size_t(n));
-    for (int64_t r = 0; r < n; ++r) tp.rows[size_t(r)] = r;
-    w.project(tp.X, tp.rope, tp.rows.data(), tp.XQ, tp.XK, tp.XV);
-    ensure_size(tp.A, n, w.C);
-    tp.lse.resize(size_t(H * n));
-    parallel_heads(H, n >= 64, [&](int64_t h) {
-      attn::detail::forward<S>(tp.XQ.middleCols(h * f, f), tp.XK.middleCols(h * f, f), tp.XV.middleCols(h * f, f),
-                               w.scale(), w.window, 0, 0, tp.A.middleCols(h * f, f), tp.lse.data() + h * n);
-    });
-    ensure_size(out, n, w.C);
-    out.noalias() = tp.A * w.o.transpose();
-  }
+  static void forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers&, int64_t /*group*/);
 
   /// dX += d/dX, g += d/d(weights) of <dout, out>.
-  static void backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
-    const int64_t n = tp.X.rows(), f = w.f, H = w.H, C = w.C;
-    g.o.noalias() += dout.transpose() * tp.A;
-    ensure_size(b.dA, n, C);
-    b.dA.noalias() = dout * w.o;
-    b.dXQ.setZero(n, C);
-    b.dXK.setZero(n, C);
-    b.dXV.setZero(n, C);
-    parallel_heads(H, n >= 64, [&](int64_t h) {
-      attn::detail::backward<S>(tp.XQ.middleCols(h * f, f), tp.XK.middleCols(h * f, f), tp.XV.middleCols(h * f, f),
-                                tp.A.middleCols(h * f, f), b.dA.middleCols(h * f, f), tp.lse.data() + h * n, w.scale(),
-                                w.window, 0, 0, b.dXQ.middleCols(h * f, f), b.dXK.middleCols(h * f, f),
-                                b.dXV.middleCols(h * f, f));
-    });
-    blocks::rope(b.dXQ, f, tp.rope, tp.rows.data(), /*inverse=*/true);
-    blocks::rope(b.dXK, f, tp.rope, tp.rows.data(), /*inverse=*/true);
-    g.q.noalias() += b.dXQ.transpose() * tp.X;
-    g.k.noalias() += b.dXK.transpose() * tp.X;
-    g.v.noalias() += b.dXV.transpose() * tp.X;
-    dX.noalias() += b.dXQ * w.q;
-    dX.noalias() += b.dXK * w.k;
-    dX.noalias() += b.dXV * w.v;
-  }
+  static void backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b);
 
   static int64_t tape_bytes(const Tape& tp) {
     return int64_t(tp.X.size() + tp.XQ.size() + tp.XK.size() + tp.XV.size() + tp.A.size() + tp.lse.size()) *
@@ -188,4 +154,56 @@ struct MixerGrad<AttentionLayer<S>> {
   }
 };
 
+template <class S>
+void MixerGrad<AttentionLayer<S>>::forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers&, int64_t) {
+  const int64_t n = X.rows(), f = w.f, H = w.H;
+  tp.X = X;
+  tp.rope.fill(0, n, f, w.rope_theta);
+  tp.rows.resize(size_t(n));
+  for (int64_t r = 0; r < n; ++r) tp.rows[size_t(r)] = r;
+  w.project(tp.X, tp.rope, tp.rows.data(), tp.XQ, tp.XK, tp.XV);
+  ensure_size(tp.A, n, w.C);
+  tp.lse.resize(size_t(H * n));
+  parallel_heads(H, n >= 64, [&](int64_t h) {
+    attn::detail::forward<S>(tp.XQ.middleCols(h * f, f), tp.XK.middleCols(h * f, f), tp.XV.middleCols(h * f, f),
+                             w.scale(), w.window, 0, 0, tp.A.middleCols(h * f, f), tp.lse.data() + h * n);
+  });
+  ensure_size(out, n, w.C);
+  out.noalias() = tp.A * w.o.transpose();
+}
+
+template <class S>
+void MixerGrad<AttentionLayer<S>>::backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
+  const int64_t n = tp.X.rows(), f = w.f, H = w.H, C = w.C;
+  g.o.noalias() += dout.transpose() * tp.A;
+  ensure_size(b.dA, n, C);
+  b.dA.noalias() = dout * w.o;
+  b.dXQ.setZero(n, C);
+  b.dXK.setZero(n, C);
+  b.dXV.setZero(n, C);
+  parallel_heads(H, n >= 64, [&](int64_t h) {
+    attn::detail::backward<S>(tp.XQ.middleCols(h * f, f), tp.XK.middleCols(h * f, f), tp.XV.middleCols(h * f, f),
+                              tp.A.middleCols(h * f, f), b.dA.middleCols(h * f, f), tp.lse.data() + h * n, w.scale(),
+                              w.window, 0, 0, b.dXQ.middleCols(h * f, f), b.dXK.middleCols(h * f, f),
+                              b.dXV.middleCols(h * f, f));
+  });
+  blocks::rope(b.dXQ, f, tp.rope, tp.rows.data(), /*inverse=*/true);
+  blocks::rope(b.dXK, f, tp.rope, tp.rows.data(), /*inverse=*/true);
+  g.q.noalias() += b.dXQ.transpose() * tp.X;
+  g.k.noalias() += b.dXK.transpose() * tp.X;
+  g.v.noalias() += b.dXV.transpose() * tp.X;
+  dX.noalias() += b.dXQ * w.q;
+  dX.noalias() += b.dXK * w.k;
+  dX.noalias() += b.dXV * w.v;
+}
+
 }  // namespace ttt
+
+#if defined(TTT_PRECOMPILED)
+namespace ttt {
+extern template class AttentionLayer<float>;
+extern template class AttentionLayer<double>;
+extern template struct MixerGrad<AttentionLayer<float>>;
+extern template struct MixerGrad<AttentionLayer<double>>;
+}  // namespace ttt
+#endif

@@ -190,20 +190,7 @@ class TTTLayer {
   int64_t state_bytes() const { return int64_t(2 * H * P + (share_qk ? (K - 1) * C : 0)) * int64_t(sizeof(S)); }
 
   /// out = TTT(X) for the n tokens X: (n, C) (the normed block input) at positions pos0 ...
-  void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
-    const int64_t n = X.rows();
-    project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
-    lr_gate(X, ws.sig, ws.LRt);
-    eta_table(ws.eta);
-    ensure_size(ws.Zq, n, C);
-    ensure_size(ws.O, n, C);
-    if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
-    parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
-      run_head(h, st, pos0, n, ws);
-      head_output(h, ws.p.XQ, ws.Zq, ws.O);
-    });
-    output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);
-  }
+  void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const;
 
   // ---- the pieces the inference and the training forward share -------------------------------
 
@@ -326,4 +313,33 @@ class TTTLayer {
   }
 };
 
+// Out of the class body (not inline), so that the project's programs can take it from
+// precompiled instances (tests/support) instead of compiling it in every translation unit.
+template <class L, class S>
+void TTTLayer<L, S>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
+  const int64_t n = X.rows();
+  project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
+  lr_gate(X, ws.sig, ws.LRt);
+  eta_table(ws.eta);
+  ensure_size(ws.Zq, n, C);
+  ensure_size(ws.O, n, C);
+  if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
+  parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
+    run_head(h, st, pos0, n, ws);
+    head_output(h, ws.p.XQ, ws.Zq, ws.O);
+  });
+  output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);
+}
+
 }  // namespace ttt
+
+#if defined(TTT_PRECOMPILED)
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
+namespace ttt {
+extern template class TTTLayer<inner::Linear, float>;
+extern template class TTTLayer<inner::Linear, double>;
+extern template class TTTLayer<inner::MLP, float>;
+extern template class TTTLayer<inner::MLP, double>;
+}  // namespace ttt
+#endif

@@ -55,84 +55,10 @@ struct MixerGrad<TTTLayer<L, S>> {
   };
 
   /// out = layer(X) for X: (n, C) from position 0, recording `tp`. group: scan-checkpoint group (>= 1).
-  static void forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group) {
-    const int64_t n = X.rows(), H = w.H;
-    tp.n = n;
-    tp.group = std::max<int64_t>(group, 1);
-    ensure_size(tp.X, n, w.C);
-    tp.X = X;
-    w.project(tp.X, nullptr, 0, tp.p);
-    w.lr_gate(tp.X, tp.sig, tp.LRt);
-    w.eta_table(tp.eta);
-    ensure_size(tp.Zq, n, w.C);
-    ensure_size(tp.O, n, w.C);
-    if (tp.ckpt.size() != size_t(H)) tp.ckpt.resize(size_t(H));
-    if (b.heads.size() != size_t(H)) b.heads.resize(size_t(H));
-    // heads are independent: each writes its own columns of Zq and O, its own checkpoints
-    parallel_heads(H, true, [&](int64_t h) {
-      head_forward(w, h, tp, b.heads[size_t(h)]);
-      w.head_output(h, tp.p.XQ, tp.Zq, tp.O);
-    });
-    w.output(tp.X, tp.O, tp.Yn, tp.G, &tp.gpre, tp.Y, out);
-    tp.ready = true;
-  }
+  static void forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group);
 
   /// dX += d/dX and g += d/d(weights) of <dout, out>, from the tape of the last forward.
-  static void backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
-    const int64_t n = tp.n, C = w.C, H = w.H, f = w.f;
-    const M& X = tp.X;
-    const M& Y = w.use_gate ? tp.Y : tp.Yn;
-    g.o.noalias() += dout.transpose() * Y;
-    ensure_size(b.dY, n, C);
-    b.dY.noalias() = dout * w.o;
-    const M* dYn = &b.dY;
-    if (w.use_gate) {
-      ensure_size(b.dYn, n, C);
-      b.dYn = b.dY.cwiseProduct(tp.G);
-      dYn = &b.dYn;
-      b.dY = b.dY.cwiseProduct(tp.Yn).cwiseProduct(blocks::gelu_grad(tp.gpre));  // now d gpre
-      g.g.noalias() += b.dY.transpose() * X;
-      dX.noalias() += b.dY * w.g;
-    }
-    ensure_size(b.dO, n, C);
-    b.dO.setZero();
-    blocks::layer_norm_bwd(tp.O, w.post_w.data(), 1e-6, *dYn, b.dO, g.post_w.data(), g.post_b.data());
-    for (M* m : {&b.dXQ, &b.dXK, &b.dXV, &b.dZq}) ensure_size(*m, n, C);
-    ensure_size(b.dLRt, H, n);
-    b.dXQ = b.dO;  // O = XQ + LN(Zq)
-    b.dXK.setZero(), b.dXV.setZero(), b.dLRt.setZero();
-    // heads are independent: each writes its own columns of dXQ, dXK, dXV, dZq, its own row of
-    // dLRt and of the ln_w / ln_b gradients, its own slice of theta0's gradient and its own deta
-    parallel_heads(H, true, [&](int64_t h) { head_backward(w, g, h, tp, b, b.heads[size_t(h)]); });
-    // token_eta = clamp_min(1/(t+1) + token_idx, 0): torch passes the gradient where input >= 0
-    for (int64_t t = 0; t < w.mb; ++t)
-      if (S(1) / S(t + 1) + w.token_idx[t] >= S(0))
-        for (int64_t h = 0; h < H; ++h) g.token_idx[t] += b.heads[size_t(h)].deta[size_t(t)];
-    // LRt = base_lr / f * sigmoid(lr_w X^T + lr_b)                                        (H, n)
-    ensure_size(b.da, H, n);
-    b.da = b.dLRt.cwiseProduct(tp.sig.cwiseProduct((S(1) - tp.sig.array()).matrix())) * (S(w.base_lr) / S(f));
-    g.lr_w.noalias() += b.da * X;
-    g.lr_b += b.da.rowwise().sum().transpose();
-    dX.noalias() += b.da.transpose() * w.lr_w;
-    blocks::rope(b.dXQ, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
-    blocks::rope(b.dXK, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
-    if (w.share_qk) {
-      ensure_size(b.dext, tp.p.ext.rows(), C);
-      b.dext.setZero();
-      blocks::causal_conv_bwd(tp.p.ext, w.conv_q, b.dXQ, b.dext, g.conv_q, g.conv_q_b);
-      blocks::causal_conv_bwd(tp.p.ext, w.conv_k, b.dXK, b.dext, g.conv_k, g.conv_k_b);
-      const auto dxq = b.dext.bottomRows(n);
-      g.q.noalias() += dxq.transpose() * X;
-      dX.noalias() += dxq * w.q;
-    } else {
-      g.q.noalias() += b.dXQ.transpose() * X;
-      g.k.noalias() += b.dXK.transpose() * X;
-      dX.noalias() += b.dXQ * w.q;
-      dX.noalias() += b.dXK * w.k;
-    }
-    g.v.noalias() += b.dXV.transpose() * X;
-    dX.noalias() += b.dXV * w.v;
-  }
+  static void backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b);
 
   /// Bytes held by a tape (activations and inner-state checkpoints).
   static int64_t tape_bytes(const Tape& tp) {
@@ -224,7 +150,95 @@ struct MixerGrad<TTTLayer<L, S>> {
   }
 };
 
+template <class L, class S>
+void MixerGrad<TTTLayer<L, S>>::forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group) {
+  const int64_t n = X.rows(), H = w.H;
+  tp.n = n;
+  tp.group = std::max<int64_t>(group, 1);
+  ensure_size(tp.X, n, w.C);
+  tp.X = X;
+  w.project(tp.X, nullptr, 0, tp.p);
+  w.lr_gate(tp.X, tp.sig, tp.LRt);
+  w.eta_table(tp.eta);
+  ensure_size(tp.Zq, n, w.C);
+  ensure_size(tp.O, n, w.C);
+  if (tp.ckpt.size() != size_t(H)) tp.ckpt.resize(size_t(H));
+  if (b.heads.size() != size_t(H)) b.heads.resize(size_t(H));
+  // heads are independent: each writes its own columns of Zq and O, its own checkpoints
+  parallel_heads(H, true, [&](int64_t h) {
+    head_forward(w, h, tp, b.heads[size_t(h)]);
+    w.head_output(h, tp.p.XQ, tp.Zq, tp.O);
+  });
+  w.output(tp.X, tp.O, tp.Yn, tp.G, &tp.gpre, tp.Y, out);
+  tp.ready = true;
+}
+
+template <class L, class S>
+void MixerGrad<TTTLayer<L, S>>::backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
+  const int64_t n = tp.n, C = w.C, H = w.H, f = w.f;
+  const M& X = tp.X;
+  const M& Y = w.use_gate ? tp.Y : tp.Yn;
+  g.o.noalias() += dout.transpose() * Y;
+  ensure_size(b.dY, n, C);
+  b.dY.noalias() = dout * w.o;
+  const M* dYn = &b.dY;
+  if (w.use_gate) {
+    ensure_size(b.dYn, n, C);
+    b.dYn = b.dY.cwiseProduct(tp.G);
+    dYn = &b.dYn;
+    b.dY = b.dY.cwiseProduct(tp.Yn).cwiseProduct(blocks::gelu_grad(tp.gpre));  // now d gpre
+    g.g.noalias() += b.dY.transpose() * X;
+    dX.noalias() += b.dY * w.g;
+  }
+  ensure_size(b.dO, n, C);
+  b.dO.setZero();
+  blocks::layer_norm_bwd(tp.O, w.post_w.data(), 1e-6, *dYn, b.dO, g.post_w.data(), g.post_b.data());
+  for (M* m : {&b.dXQ, &b.dXK, &b.dXV, &b.dZq}) ensure_size(*m, n, C);
+  ensure_size(b.dLRt, H, n);
+  b.dXQ = b.dO;  // O = XQ + LN(Zq)
+  b.dXK.setZero(), b.dXV.setZero(), b.dLRt.setZero();
+  // heads are independent: each writes its own columns of dXQ, dXK, dXV, dZq, its own row of
+  // dLRt and of the ln_w / ln_b gradients, its own slice of theta0's gradient and its own deta
+  parallel_heads(H, true, [&](int64_t h) { head_backward(w, g, h, tp, b, b.heads[size_t(h)]); });
+  // token_eta = clamp_min(1/(t+1) + token_idx, 0): torch passes the gradient where input >= 0
+  for (int64_t t = 0; t < w.mb; ++t)
+    if (S(1) / S(t + 1) + w.token_idx[t] >= S(0))
+      for (int64_t h = 0; h < H; ++h) g.token_idx[t] += b.heads[size_t(h)].deta[size_t(t)];
+  // LRt = base_lr / f * sigmoid(lr_w X^T + lr_b)                                        (H, n)
+  ensure_size(b.da, H, n);
+  b.da = b.dLRt.cwiseProduct(tp.sig.cwiseProduct((S(1) - tp.sig.array()).matrix())) * (S(w.base_lr) / S(f));
+  g.lr_w.noalias() += b.da * X;
+  g.lr_b += b.da.rowwise().sum().transpose();
+  dX.noalias() += b.da.transpose() * w.lr_w;
+  blocks::rope(b.dXQ, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
+  blocks::rope(b.dXK, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
+  if (w.share_qk) {
+    ensure_size(b.dext, tp.p.ext.rows(), C);
+    b.dext.setZero();
+    blocks::causal_conv_bwd(tp.p.ext, w.conv_q, b.dXQ, b.dext, g.conv_q, g.conv_q_b);
+    blocks::causal_conv_bwd(tp.p.ext, w.conv_k, b.dXK, b.dext, g.conv_k, g.conv_k_b);
+    const auto dxq = b.dext.bottomRows(n);
+    g.q.noalias() += dxq.transpose() * X;
+    dX.noalias() += dxq * w.q;
+  } else {
+    g.q.noalias() += b.dXQ.transpose() * X;
+    g.k.noalias() += b.dXK.transpose() * X;
+    dX.noalias() += b.dXQ * w.q;
+    dX.noalias() += b.dXK * w.k;
+  }
+  g.v.noalias() += b.dXV.transpose() * X;
+  dX.noalias() += b.dXV * w.v;
+}
+
 namespace train {
+
+/// Set every parameter of a layer (used as a gradient accumulator) to zero.
+template <class L, class S>
+void zero_grad(TTTLayer<L, S>& g) {
+  g.visit_params("", [](const auto& p) {
+    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = S(0);
+  });
+}
 
 /// Gradients through one TTT layer, for code that puts TTT layers into its own network (an
 /// autodiff tape, the hierarchical model): `forward` computes the layer's output for a whole
@@ -258,11 +272,11 @@ class LayerGrad {
 
   /// Y = layer(X), X: (n, C), n >= 1; keeps the tape for backward.
   void forward(CRefT<S> X, Matrix& Y) {
+    if constexpr (!std::is_same_v<S, float>)
+      if (float_layer_) twin_ = Layer(*float_layer_);
     if (X.cols() != layer_->C || X.rows() < 1)
       throw ShapeError("LayerGrad::forward: X is (" + std::to_string(X.rows()) + ", " + std::to_string(X.cols()) +
                        "), expected (n >= 1, " + std::to_string(layer_->C) + ")");
-    if constexpr (!std::is_same_v<S, float>)
-      if (float_layer_) twin_ = Layer(*float_layer_);
     Grad::forward(*layer_, X, Y, tape_, buffers_, group_);
   }
 
@@ -312,13 +326,16 @@ class LayerGrad {
   const TTTLayer<L, float>* float_layer_ = nullptr;
 };
 
-/// Set every parameter of a layer (used as a gradient accumulator) to zero.
-template <class L, class S>
-void zero_grad(TTTLayer<L, S>& g) {
-  g.visit_params("", [](const auto& p) {
-    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = S(0);
-  });
-}
-
 }  // namespace train
 }  // namespace ttt
+
+#if defined(TTT_PRECOMPILED)
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
+namespace ttt {
+extern template struct MixerGrad<TTTLayer<inner::Linear, float>>;
+extern template struct MixerGrad<TTTLayer<inner::Linear, double>>;
+extern template struct MixerGrad<TTTLayer<inner::MLP, float>>;
+extern template struct MixerGrad<TTTLayer<inner::MLP, double>>;
+}  // namespace ttt
+#endif

@@ -151,43 +151,7 @@ class CausalLM {
   /// logits: (n, V) for Logits::all, (1, V) for Logits::last. hidden (optional): output of each
   /// block, (n, C) each. Any chunking of a sequence computes what one full forward computes.
   void forward(State& st, std::span<const int64_t> ids, M* logits, Logits which = Logits::all,
-               std::vector<M>* hidden = nullptr) const {
-    check_ids(ids);
-    if (st.layers.size() != blocks.size())
-      throw ShapeError("forward: the state has " + std::to_string(st.layers.size()) + " layer caches, the model " +
-                       std::to_string(blocks.size()) + " layers (use new_state())");
-    const int64_t n = int64_t(ids.size()), C = cfg.hidden_size;
-    auto& w = st.ws;
-    ensure_size(w.h, n, C);
-    for (int64_t t = 0; t < n; ++t) w.h.row(t) = embed.row(ids[size_t(t)]);
-    if (hidden) hidden->resize(blocks.size());
-    const blocks::Act act = blocks::act_from_name(cfg.hidden_act);
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      const Block& b = blocks[i];
-      if (pre_conv()) {  // x = x + conv(RMSNorm(x))
-        blocks::rms_norm(w.h, b.conv_norm, cfg.rms_norm_eps, w.xn);
-        blocks::extend_history(w.xn, st.conv_hist[i], w.ext);
-        blocks::causal_conv(w.ext, b.conv_w, b.conv_b, w.conv_out);
-        w.h += w.conv_out;
-      }
-      blocks::rms_norm(w.h, b.seq_norm, cfg.rms_norm_eps, w.xn);  // x = x + Mixer(RMSNorm(x))
-      b.mixer.forward(w.xn, st.layers[i], st.pos, w.mixer, w.t);
-      w.h += w.t;
-      blocks::rms_norm(w.h, b.ffn_norm, cfg.rms_norm_eps, w.xn);  // x = x + SwiGLU(RMSNorm(x))
-      b.mlp.forward(w.xn, act, w.mlp, w.h);
-      if (hidden) (*hidden)[i] = w.h;
-    }
-    st.pos += n;
-    if (which == Logits::none || !logits) return;
-    if (which == Logits::last) {
-      ensure_size(w.hn, 1, C);
-      blocks::rms_norm(w.h.bottomRows(1), norm, cfg.rms_norm_eps, w.hn);
-    } else {
-      blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
-    }
-    ensure_size(*logits, w.hn.rows(), cfg.vocab_size);
-    logits->noalias() = w.hn * head().transpose();
-  }
+               std::vector<M>* hidden = nullptr) const;
 
   /// Full-sequence forward from a fresh state: (n, V) logits.
   M forward(std::span<const int64_t> ids, std::vector<M>* hidden = nullptr) const {
@@ -206,4 +170,59 @@ class CausalLM {
   }
 };
 
+template <class Mixer>
+void CausalLM<Mixer>::forward(State& st, std::span<const int64_t> ids, M* logits, Logits which,
+                              std::vector<M>* hidden) const {
+  check_ids(ids);
+  if (st.layers.size() != blocks.size())
+    throw ShapeError("forward: the state has " + std::to_string(st.layers.size()) + " layer caches, the model " +
+                     std::to_string(blocks.size()) + " layers (use new_state())");
+  const int64_t n = int64_t(ids.size()), C = cfg.hidden_size;
+  auto& w = st.ws;
+  ensure_size(w.h, n, C);
+  for (int64_t t = 0; t < n; ++t) w.h.row(t) = embed.row(ids[size_t(t)]);
+  if (hidden) hidden->resize(blocks.size());
+  const blocks::Act act = blocks::act_from_name(cfg.hidden_act);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const Block& b = blocks[i];
+    if (pre_conv()) {  // x = x + conv(RMSNorm(x))
+      blocks::rms_norm(w.h, b.conv_norm, cfg.rms_norm_eps, w.xn);
+      blocks::extend_history(w.xn, st.conv_hist[i], w.ext);
+      blocks::causal_conv(w.ext, b.conv_w, b.conv_b, w.conv_out);
+      w.h += w.conv_out;
+    }
+    blocks::rms_norm(w.h, b.seq_norm, cfg.rms_norm_eps, w.xn);  // x = x + Mixer(RMSNorm(x))
+    b.mixer.forward(w.xn, st.layers[i], st.pos, w.mixer, w.t);
+    w.h += w.t;
+    blocks::rms_norm(w.h, b.ffn_norm, cfg.rms_norm_eps, w.xn);  // x = x + SwiGLU(RMSNorm(x))
+    b.mlp.forward(w.xn, act, w.mlp, w.h);
+    if (hidden) (*hidden)[i] = w.h;
+  }
+  st.pos += n;
+  if (which == Logits::none || !logits) return;
+  if (which == Logits::last) {
+    ensure_size(w.hn, 1, C);
+    blocks::rms_norm(w.h.bottomRows(1), norm, cfg.rms_norm_eps, w.hn);
+  } else {
+    blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
+  }
+  ensure_size(*logits, w.hn.rows(), cfg.vocab_size);
+  logits->noalias() = w.hn * head().transpose();
+}
+
 }  // namespace ttt
+
+#if defined(TTT_PRECOMPILED)
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
+#include "../layers/attention_layer.hpp"
+#include "../layers/ttt_layer.hpp"
+namespace ttt {
+extern template class CausalLM<TTTLayer<inner::Linear, float>>;
+extern template class CausalLM<TTTLayer<inner::Linear, double>>;
+extern template class CausalLM<TTTLayer<inner::MLP, float>>;
+extern template class CausalLM<TTTLayer<inner::MLP, double>>;
+extern template class CausalLM<AttentionLayer<float>>;
+extern template class CausalLM<AttentionLayer<double>>;
+}  // namespace ttt
+#endif

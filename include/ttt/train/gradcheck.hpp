@@ -137,3 +137,14 @@ GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, 
 }
 
 }  // namespace ttt::train
+
+#if defined(TTT_PRECOMPILED)
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
+namespace ttt::train {
+extern template GradCheckResult check_learner_forward<inner::Linear>(int64_t, int64_t, uint64_t);
+extern template GradCheckResult check_learner_forward<inner::MLP>(int64_t, int64_t, uint64_t);
+extern template GradCheckResult check_learner_backward<inner::Linear>(int64_t, int64_t, uint64_t, double);
+extern template GradCheckResult check_learner_backward<inner::MLP>(int64_t, int64_t, uint64_t, double);
+}  // namespace ttt::train
+#endif

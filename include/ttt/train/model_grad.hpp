@@ -32,7 +32,9 @@
 #include "../blocks/swiglu.hpp"
 #include "../core/error.hpp"
 #include "../core/params.hpp"
+#include "../layers/attention_layer.hpp"
 #include "../layers/mixer.hpp"
+#include "../layers/ttt_layer_grad.hpp"
 #include "../models/causal_lm.hpp"
 
 namespace ttt::train {
@@ -72,33 +74,7 @@ class ModelGrad {
   explicit ModelGrad(GradOptions opt = {}) : opt_(opt) {}
 
   /// See `loss_and_grad`: the mean next-token loss of `batch`; `grad` overwritten.
-  double operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad) {
-    if (!model.same_shape(grad))
-      throw ShapeError("loss_and_grad: the gradient model's configuration differs from the model's");
-    int64_t positions = 0;
-    for (const auto& seq : batch) {
-      model.check_ids(seq);
-      positions += int64_t(seq.size()) - 1;
-    }
-    if (positions <= 0)
-      throw ShapeError("loss_and_grad: the batch has no next-token position (need sequences of >= 2 tokens)");
-    zero_params(grad);
-    m_ = &model;
-    g_ = &grad;
-    act_ = blocks::act_from_name(model.cfg.hidden_act);
-    if constexpr (requires { model.cfg.scan_checkpoint_group_size; })
-      group_ = std::max<int64_t>(opt_.scan_checkpoint_group >= 0 ? opt_.scan_checkpoint_group
-                                                                 : model.cfg.scan_checkpoint_group_size,
-                                 1);
-    const size_t nb = model.blocks.size();
-    tapes_.resize(recompute() ? 1 : nb);
-    block_in_.resize(recompute() ? nb : 0);
-    const double scale = 1.0 / double(positions);
-    double sum = 0;
-    for (const auto& seq : batch)
-      if (seq.size() >= 2) sum += sequence(std::span<const int64_t>(seq.data(), seq.size()), S(scale));
-    return sum * scale;
-  }
+  double operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad);
 
   /// Bytes of activations and mixer tapes held by the last call.
   int64_t tape_bytes() const {
@@ -213,6 +189,35 @@ class ModelGrad {
   }
 };
 
+template <class Model>
+double ModelGrad<Model>::operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad) {
+  if (!model.same_shape(grad))
+    throw ShapeError("loss_and_grad: the gradient model's configuration differs from the model's");
+  int64_t positions = 0;
+  for (const auto& seq : batch) {
+    model.check_ids(seq);
+    positions += int64_t(seq.size()) - 1;
+  }
+  if (positions <= 0)
+    throw ShapeError("loss_and_grad: the batch has no next-token position (need sequences of >= 2 tokens)");
+  zero_params(grad);
+  m_ = &model;
+  g_ = &grad;
+  act_ = blocks::act_from_name(model.cfg.hidden_act);
+  if constexpr (requires { model.cfg.scan_checkpoint_group_size; })
+    group_ = std::max<int64_t>(opt_.scan_checkpoint_group >= 0 ? opt_.scan_checkpoint_group
+                                                               : model.cfg.scan_checkpoint_group_size,
+                               1);
+  const size_t nb = model.blocks.size();
+  tapes_.resize(recompute() ? 1 : nb);
+  block_in_.resize(recompute() ? nb : 0);
+  const double scale = 1.0 / double(positions);
+  double sum = 0;
+  for (const auto& seq : batch)
+    if (seq.size() >= 2) sum += sequence(std::span<const int64_t>(seq.data(), seq.size()), S(scale));
+  return sum * scale;
+}
+
 /// A model's twin in scalar T (Model::Rebind<T>) with the same weights, cast.
 template <class T, class Model>
 typename Model::template Rebind<T> cast_model(const Model& m) {
@@ -247,3 +252,18 @@ double loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>
 }
 
 }  // namespace ttt::train
+
+#if defined(TTT_PRECOMPILED)
+#include "../inner/linear.hpp"
+#include "../inner/mlp.hpp"
+#include "../models/transformer.hpp"
+#include "../models/ttt_model.hpp"
+namespace ttt::train {
+extern template class ModelGrad<TTTModel<inner::Linear, float>>;
+extern template class ModelGrad<TTTModel<inner::Linear, double>>;
+extern template class ModelGrad<TTTModel<inner::MLP, float>>;
+extern template class ModelGrad<TTTModel<inner::MLP, double>>;
+extern template class ModelGrad<TransformerModelT<float>>;
+extern template class ModelGrad<TransformerModelT<double>>;
+}  // namespace ttt::train
+#endif

@@ -116,7 +116,7 @@ TEST_CASE("Cosine schedule: linear warm-up, cosine to the floor") {
   Model m(tiny());
   set_ttt_base_lr(m, 0.125);
   CHECK(m.cfg.ttt_base_lr == 0.125);
-  CHECK(m.blocks[0].ttt.base_lr == 0.125);
+  CHECK(m.blocks[0].mixer.base_lr == 0.125);
 }
 
 TEST_CASE("Gradient clipping: global norm, torch's scale, no-op below the threshold") {

@@ -159,7 +159,7 @@ TEST_CASE("train: a NaN loss stops with a clear message and the previous checkpo
   TextData d(tokens, 16, 0.1, 5);
   TrainOptions o = small_opts(a);
   o.after_step = [&](int64_t step) {
-    if (step == 3) m.blocks[0].up(0, 0) = NAN;  // poisons the loss of step 4
+    if (step == 3) m.blocks[0].mlp.up(0, 0) = NAN;  // poisons the loss of step 4
   };
   std::string msg;
   try {
@@ -234,7 +234,7 @@ TEST_CASE("train: MLP learner, warm-up of ttt_base_lr leaves the configured valu
   const TrainResult r = train::train(m, d, o);
   CHECK(r.losses.size() == 3);
   CHECK(m.cfg.ttt_base_lr == 0.5);
-  CHECK(m.blocks[1].ttt.base_lr == 0.5);
+  CHECK(m.blocks[1].mixer.base_lr == 0.5);
   CHECK(load_checkpoint_config(a).ttt_base_lr == 0.5);
   fs::remove_all(a);
 }

@@ -1,0 +1,20 @@
+// Precompiled instances for the project's own programs: the attention layer, its reverse pass, the
+// attention language model and its gradient, in float and double (see instances_linear.cpp).
+#include <ttt/layers/attention_layer.hpp>
+#include <ttt/models/causal_lm.hpp>
+#include <ttt/models/transformer.hpp>
+#include <ttt/train/model_grad.hpp>
+
+namespace ttt {
+template class AttentionLayer<float>;
+template class AttentionLayer<double>;
+template struct MixerGrad<AttentionLayer<float>>;
+template struct MixerGrad<AttentionLayer<double>>;
+template class CausalLM<AttentionLayer<float>>;
+template class CausalLM<AttentionLayer<double>>;
+}  // namespace ttt
+
+namespace ttt::train {
+template class ModelGrad<TransformerModelT<float>>;
+template class ModelGrad<TransformerModelT<double>>;
+}  // namespace ttt::train
