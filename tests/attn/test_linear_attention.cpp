@@ -54,12 +54,12 @@ TEST_CASE("linear attention learner: dual form from W0 = 0 == explicit causal li
   for (std::vector<int64_t> chunks : {std::vector<int64_t>{n}, {1, 149}, {63, 1, 86}, {64, 64, 22}, {100, 50}}) {
     std::vector<float> theta(size_t(f * f), 0.0f), gacc(size_t(f * f), 0.0f);
     Mat Z(n, f);
-    LA::Workspace ws;
+    LA::Workspace<float> ws;
     int64_t p = 0;
     for (int64_t c : chunks) {
-      const inner::Segment seg{CMatRef(Q.middleRows(p, c)), CMatRef(K.middleRows(p, c)), CMatRef(V.middleRows(p, c)),
+      const inner::Segment<float> seg{CMatRef(Q.middleRows(p, c)), CMatRef(K.middleRows(p, c)), CMatRef(V.middleRows(p, c)),
                                eta.data() + p, lr.data() + p, lnw.data(), lnb.data(), p == 0};
-      LA::dual_form(theta.data(), gacc.data(), seg, Z.middleRows(p, c), ws);
+      LA::dual_form(theta.data(), gacc.data(), seg, MatRef(Z.middleRows(p, c)), ws);
       p += c;
     }
     CHECK(rel(Z.cast<double>(), ref) < 1e-5);
@@ -76,12 +76,12 @@ TEST_CASE("linear attention learner: dual form == the generic primal form (which
   for (bool fresh : {true, false}) {
     std::vector<float> th(W0.data(), W0.data() + f * f), ga(size_t(f * f), 0.0f), gb = ga;
     if (!fresh) ga.assign(g0.data(), g0.data() + f * f), gb = ga;
-    const inner::Segment seg{CMatRef(Q), CMatRef(K), CMatRef(V), eta.data(), lr.data(), lnw.data(), lnb.data(), fresh};
+    const inner::Segment<float> seg{CMatRef(Q), CMatRef(K), CMatRef(V), eta.data(), lr.data(), lnw.data(), lnb.data(), fresh};
     Mat Zd(n, f), Zp(n, f);
-    LA::Workspace wd;
-    inner::PrimalWorkspace wp;
-    LA::dual_form(th.data(), ga.data(), seg, Zd, wd);
-    inner::primal_segment<inner::PrimalOnly<LA>>(th.data(), gb.data(), f, seg, Zp, wp);
+    LA::Workspace<float> wd;
+    inner::PrimalWorkspace<float> wp;
+    LA::dual_form(th.data(), ga.data(), seg, MatRef(Zd), wd);
+    inner::primal_segment<inner::PrimalOnly<LA>, float>(th.data(), gb.data(), f, seg, Zp, wp);
     CHECK(rel(Zd.cast<double>(), Zp.cast<double>()) < 1e-5);
     CHECK(rel(CMapMat(ga.data(), f, f).cast<double>(), CMapMat(gb.data(), f, f).cast<double>()) < 1e-5);
   }
@@ -107,7 +107,7 @@ TEST_CASE("linear attention: the TTT layer with mini_batch_size = length compute
     for (int64_t n : chunks) {
       layer.forward(X.middleRows(p, n), st, p, ws, out);
       Zq.middleRows(p, n) = ws.Zq;  // the inner output, before the layer's output LayerNorm
-      XQ.middleRows(p, n) = ws.XQ, XK.middleRows(p, n) = ws.XK, XV.middleRows(p, n) = ws.XV;  // after RoPE
+      XQ.middleRows(p, n) = ws.p.XQ, XK.middleRows(p, n) = ws.p.XK, XV.middleRows(p, n) = ws.p.XV;  // after RoPE
       p += n;
     }
     for (int64_t h = 0; h < H; ++h) {

@@ -14,6 +14,7 @@
 #include "../io/file.hpp"
 #include "../io/safetensors.hpp"
 #include "../core/model_config.hpp"
+#include "../io/config_json.hpp"
 #include "../core/params.hpp"
 
 namespace ttt {
