@@ -46,7 +46,7 @@ void randomize(hier::HierarchicalTransformerT<T>& m, uint64_t seed) {
     if (init == HT::Init::ones || init == HT::Init::zeros)
       for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] += T(n(rng));
   });
-  m.visit_ttt([&](const ParamRef& p) {
+  m.visit_ttt([&](const auto& p) {
     const bool proj = p.name.find("_proj") != std::string::npos;
     for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = proj ? p.at(i) * 15.0f : p.at(i) + float(n(rng));
   });

@@ -55,7 +55,7 @@ void randomize(HT<T>& m, uint64_t seed) {
     if (init == HT<T>::Init::ones || init == HT<T>::Init::zeros)
       for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] += T(n(rng));
   });
-  m.visit_ttt([&](const ParamRef& p) {
+  m.visit_ttt([&](const auto& p) {
     const bool proj = p.name.find("_proj") != std::string::npos;
     for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = proj ? p.at(i) * 15.0f : p.at(i) + float(n(rng));
   });
@@ -78,10 +78,10 @@ void copy_params(HT<Dst>& dst, HT<Src>& src) {
   dst.visit([&](const std::string&, ad::Matrix<Dst>& x, const std::vector<int64_t>&, typename HT<Dst>::Init, int64_t) {
     x = s[i++]->template cast<Dst>();
   });
-  std::vector<ParamRef> t;
-  src.visit_ttt([&](const ParamRef& p) { t.push_back(p); });
+  std::vector<BasicParamRef<Src>> t;
+  src.visit_ttt([&](const auto& p) { t.push_back(p); });
   i = 0;
-  dst.visit_ttt([&](const ParamRef& p) {
+  dst.visit_ttt([&](const auto& p) {
     for (int64_t k = 0; k < p.numel(); ++k) p.at(k) = t[i].at(k);
     ++i;
   });
@@ -160,18 +160,18 @@ TEST_CASE("hier mixer: gradients of the total loss match finite differences (TTT
         ++checked;
       }
     });
-    // the TTT layers' parameters (float storage: steps of 1e-4, the actual step taken)
-    std::vector<ParamRef> gt;
-    g.visit_ttt([&](const ParamRef& p) { gt.push_back(p); });
+    // the TTT layers' parameters (steps of 1e-4, the actual step taken)
+    std::vector<BasicParamRef<double>> gt;
+    g.visit_ttt([&](const auto& p) { gt.push_back(p); });
     i = 0;
     int ttt_checked = 0;
     double ttt_worst = 0;
-    m.visit_ttt([&](const ParamRef& p) {
-      const ParamRef& gp = gt[i++];
+    m.visit_ttt([&](const auto& p) {
+      const auto& gp = gt[i++];
       std::uniform_int_distribution<int64_t> pick(0, p.numel() - 1);
       for (int r = 0; r < 1; ++r) {
         const int64_t k = pick(rng);
-        const float x0 = p.at(k), xp = x0 + 1e-4f, xm = x0 - 1e-4f;
+        const double x0 = p.at(k), xp = x0 + 1e-4, xm = x0 - 1e-4;
         p.at(k) = xp;
         const double lp = m.loss(batch).total;
         p.at(k) = xm;
@@ -233,11 +233,11 @@ TEST_CASE("hier mixer: the float model equals the double one") {
     HT<float> gf(cfg);
     const auto a = md.loss(batch, &gd), b = mf.loss(batch, &gf);
     CHECK(std::abs(a.total - b.total) <= 1e-5 * std::abs(a.total));
-    std::vector<ParamRef> rd;
-    gd.visit_ttt([&](const ParamRef& p) { rd.push_back(p); });
+    std::vector<BasicParamRef<double>> rd;
+    gd.visit_ttt([&](const auto& p) { rd.push_back(p); });
     size_t i = 0;
-    gf.visit_ttt([&](const ParamRef& p) {
-      const ParamRef& e = rd[i++];
+    gf.visit_ttt([&](const auto& p) {
+      const auto& e = rd[i++];
       double num = 0, den = 0;
       for (int64_t k = 0; k < p.numel(); ++k) {
         num += std::pow(double(p.at(k)) - double(e.at(k)), 2);
@@ -271,7 +271,7 @@ TEST_CASE("hier mixer: AdamW trains a hybrid; save / load keeps the mixers") {
   m.save(dir);
   const hier::HierarchicalTransformer r = hier::HierarchicalTransformer::load(dir);
   CHECK(r.cfg.mixer == cfg.mixer);
-  CHECK(r.layers[0][1].ttt_linear.has_value());
+  CHECK(std::holds_alternative<TTTLayer<inner::Linear>>(r.layers[0][1].ttt_layer));
   CHECK((r.forward(batch[0]) - m.forward(batch[0])).cwiseAbs().maxCoeff() == 0.0f);
   // a checkpoint whose config names no mixer does not accept the TTT tensors
   auto j = nlohmann::json::parse(io::read_file(dir / "config.json"));

@@ -17,16 +17,36 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "../../core/error.hpp"
+#include "../../inner/registry.hpp"
 #include "../../io/file.hpp"
 
 namespace ttt::hier {
 
 inline constexpr const char* kModelType = "simple-hierarchical-transformer";
+
+/// The TTT mixers a config may name: "ttt-" and a built-in learner's name (inner/registry.hpp),
+/// "ttt-linear, ttt-mlp" in the registry's order, for messages.
+inline std::string ttt_mixer_names() {
+  std::string s;
+  std::apply([&](auto... l) { ((s += (s.empty() ? "ttt-" : ", ttt-") + std::string(decltype(l)::name)), ...); },
+             inner::Builtin{});
+  return s;
+}
+
+/// The learner of a TTT mixer ("ttt-linear" -> "linear", a view into `mixer`), or nullopt when
+/// `mixer` is not "ttt-" and a built-in learner (attention, or an unknown name).
+inline std::optional<std::string_view> mixer_learner(std::string_view mixer) {
+  constexpr std::string_view prefix = "ttt-";
+  if (!mixer.starts_with(prefix) || !inner::is_builtin(mixer.substr(prefix.size()))) return std::nullopt;
+  return mixer.substr(prefix.size());
+}
 
 /// Every constructor option of the original, with its defaults. Per-hierarchy options hold one
 /// value (applies to every hierarchy) or one per hierarchy; `*_list` records which, so a save
@@ -157,9 +177,9 @@ struct HierConfig {
     len("mixer", mixer.size());
     for (int64_t h = 0; h < int64_t(H); ++h) {
       const std::string& mx = mixer_of(h);
-      if (mx != "attention" && mx != "ttt-linear" && mx != "ttt-mlp")
+      if (mx != "attention" && !mixer_learner(mx))
         fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) +
-             "x is not a known mixer (valid: attention, ttt-linear, ttt-mlp)");
+             "x is not a known mixer (valid: attention, " + ttt_mixer_names() + ")");
       if (mx == "attention") continue;
       if (window(h) == std::optional<int64_t>(0))
         fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) +
@@ -271,7 +291,7 @@ struct HierConfig {
     if (j.contains("mixer")) {
       const auto& v = j["mixer"];
       auto one = [&](const nlohmann::json& e) {
-        if (!e.is_string()) fail("key 'mixer' entries must be strings (attention, ttt-linear, ttt-mlp), got " + e.dump());
+        if (!e.is_string()) fail("key 'mixer' entries must be strings (attention, " + ttt_mixer_names() + "), got " + e.dump());
         return e.get<std::string>();
       };
       c.mixer.clear();

@@ -60,8 +60,7 @@ class Decoder {
         for (Phase& p : ph) {
           p.prev_in = M::Zero(1, c.dim_of(h));
           p.prev_mid = M::Zero(1, c.dim_of(h));
-          if (b.ttt_linear) p.lin_state = b.ttt_linear->new_state();
-          if (b.ttt_mlp) p.mlp_state = b.ttt_mlp->new_state();
+          b.with_ttt([&](const auto& layer) { p.ttt = TTTSlot<std::decay_t<decltype(layer)>>{layer.new_state(), {}}; });
         }
       }
     latest_.assign(size_t(Lz), std::vector<M>(size_t(H)));
@@ -100,10 +99,12 @@ class Decoder {
       ph.prev_mid = pr.mid.row(cnt - 1);
       if (!b.has_attn) continue;
       if (b.ttt()) {
-        const Mat X = pr.mixer_in.topRows(cnt).template cast<float>();
-        Mat out;
-        if (b.ttt_linear) b.ttt_linear->forward(X, ph.lin_state, 0, ph.lin_ws, out);
-        else b.ttt_mlp->forward(X, ph.mlp_state, 0, ph.mlp_ws, out);
+        const M X = pr.mixer_in.topRows(cnt);
+        M out;
+        b.with_ttt([&](const auto& layer) {
+          auto& slot = std::get<TTTSlot<std::decay_t<decltype(layer)>>>(ph.ttt);
+          layer.forward(X, slot.state, 0, slot.ws, out);
+        });
         continue;
       }
       const int64_t inner = c.heads_of(h) * c.dim_head_of(h);
@@ -135,8 +136,7 @@ class Decoder {
           const int64_t cnt = rows > j ? (rows - j + a - 1) / a : 0;
           const int64_t kept = !kv ? 0 : c.local_attn(h) ? std::min(cnt, *c.window(h) + 1) : cnt;
           n += 2 * c.dim_of(h) + 2 * kept * c.heads_of(h) * c.dim_head_of(h);
-          if (b.ttt_linear) n += b.ttt_linear->state_bytes() / int64_t(sizeof(float));
-          if (b.ttt_mlp) n += b.ttt_mlp->state_bytes() / int64_t(sizeof(float));
+          b.with_ttt([&](const auto& layer) { n += layer.state_bytes() / int64_t(sizeof(T)); });
         }
         n += c.dim_of(h) * 2;
       }
@@ -154,8 +154,7 @@ class Decoder {
         const auto& b = m_->layers[size_t(l)][size_t(h)];
         for (const Phase& p : phases_[size_t(l)][size_t(h)]) {
           n += 2 * c.dim_of(h) + 2 * p.n * p.keys.cols();
-          if (b.ttt_linear) n += b.ttt_linear->state_bytes() / int64_t(sizeof(float));
-          if (b.ttt_mlp) n += b.ttt_mlp->state_bytes() / int64_t(sizeof(float));
+          b.with_ttt([&](const auto& layer) { n += layer.state_bytes() / int64_t(sizeof(T)); });
         }
         n += c.dim_of(h) * 2;  // latest row after the blocks, final row
       }
@@ -240,14 +239,25 @@ class Decoder {
   }
 
  private:
+  /// A TTT mixer's per-phase state and buffers.
+  template <class Layer>
+  struct TTTSlot {
+    typename Layer::State state;
+    typename Layer::Workspace ws;
+  };
+  template <class Variant>
+  struct slots_of;
+  template <class... Ls>
+  struct slots_of<std::variant<std::monostate, Ls...>> {
+    using type = std::variant<std::monostate, TTTSlot<Ls>...>;
+  };
+  using TTTSlots = slots_of<typename detail::ttt_layers_of<inner::Builtin, T>::Layer>;
+
   struct Phase {
     M prev_in, prev_mid;  // the previous rows entering the two token shifts
     M keys, values;       // KV cache: rows [lo, lo + n) hold the phase positions kept, rotated keys
     int64_t lo = 0, n = 0;
-    typename TTTLayer<inner::Linear>::State lin_state;
-    typename TTTLayer<inner::MLP>::State mlp_state;
-    typename TTTLayer<inner::Linear>::Workspace lin_ws;
-    typename TTTLayer<inner::MLP>::Workspace mlp_ws;
+    typename TTTSlots::type ttt;  // the TTT mixer's state and buffers (monostate: none)
   };
 
   /// token_shift of one row: first ceil(d / 2) channels of x, the rest from the previous row.
@@ -257,13 +267,11 @@ class Decoder {
     return ad::concat_cols(std::vector<V>{ad::cols(x, 0, h1), tp.constant(prev.rightCols(d - h1))});
   }
 
-  template <class L>
-  static M ttt_row(const TTTLayer<L>& layer, typename TTTLayer<L>::State& st, typename TTTLayer<L>::Workspace& ws,
-                   int64_t pos, const M& xn) {
-    const Mat X = xn.template cast<float>();
-    Mat out;
-    layer.forward(X, st, pos, ws, out);
-    return out.template cast<T>();
+  template <class Layer>
+  static M ttt_row(const Layer& layer, TTTSlot<Layer>& slot, int64_t pos, const M& xn) {
+    M out;
+    layer.forward(xn, slot.state, pos, slot.ws, out);
+    return out;
   }
 
   V block(ad::Tape<T>& tp, int64_t l, int64_t h, Phase& ph, int64_t i, V z) {
@@ -276,8 +284,12 @@ class Decoder {
       V o;
       if (b.ttt()) {
         const V xn = ad::layer_norm(sh, P(b.attn.norm_w), P(b.attn.norm_b));
-        o = tp.constant(b.ttt_linear ? ttt_row(*b.ttt_linear, ph.lin_state, ph.lin_ws, i, xn.value())
-                                     : ttt_row(*b.ttt_mlp, ph.mlp_state, ph.mlp_ws, i, xn.value()));
+        M row;
+        b.with_ttt([&](const auto& layer) {
+          using Layer = std::decay_t<decltype(layer)>;
+          row = ttt_row(layer, std::get<TTTSlot<Layer>>(ph.ttt), i, xn.value());
+        });
+        o = tp.constant(row);
       } else {
         o = attend(tp, b, h, ph, i, sh);
       }
@@ -295,7 +307,7 @@ class Decoder {
     const HierConfig& c = m_->cfg;
     const auto& a = b.attn;
     auto P = [&](const M& w) { return tp.param(w, nullptr); };
-    const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), inner = heads * dh, half = dh / 2;
+    const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), inner = heads * dh;
     const V xn = a.local ? ad::layer_norm(z, P(a.norm_w), P(a.norm_b)) : ad::l2_rms_norm(z, P(a.norm_w));
     const M qkv = ad::linear(xn, P(a.qkv)).value();
     const M q = rotate(a, h, qkv.leftCols(inner), i, false), k = rotate(a, h, qkv.middleCols(inner, inner), i, true);
