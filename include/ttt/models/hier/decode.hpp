@@ -75,50 +75,7 @@ class Decoder {
   /// rows; from them the caches are filled: the token-shift rows, the keys (rotated with the
   /// decoder's positions) and values of the rows a window keeps, a TTT layer's state after the
   /// phase (TTTLayer::forward over its rows), the latest rows of the merges and the final rows.
-  M prefill(std::span<const int64_t> ids) {
-    const HierConfig& c = m_->cfg;
-    if (t_ != 0)
-      throw Error("hier::Decoder::prefill: the sequence is at position " + std::to_string(t_) +
-                  "; prefill starts a sequence (call reset() first, or step() to continue)");
-    if (ids.empty()) throw ShapeError("hier::Decoder::prefill: empty prompt");
-    typename Model::Extras x;
-    x.phases = true;
-    const M logits = m_->forward(std::vector<int64_t>(ids.begin(), ids.end()), &x);  // checks length and ids
-    const int64_t n = int64_t(ids.size());
-    for (size_t i = 0; i < hist_.size(); ++i) {  // the last c_max + 1 embeddings, zeros before position 0
-      const int64_t pos = n - int64_t(hist_.size()) + int64_t(i);
-      hist_[i] = pos < 0 ? M(M::Zero(1, c.token_dim())) : M(m_->emb.row(ids[size_t(pos)]));
-    }
-    for (const auto& pr : x.phase_rows) {
-      const int64_t l = pr.layer, h = pr.hierarchy, j = pr.phase, a = c.axial(h);
-      const int64_t rows = (n + c.stride(h) - 1) / c.stride(h), cnt = rows > j ? (rows - j + a - 1) / a : 0;
-      if (cnt == 0) continue;  // no row of this phase yet: its state stays fresh
-      Phase& ph = phases_[size_t(l)][size_t(h)][size_t(j)];
-      const auto& b = m_->layers[size_t(l)][size_t(h)];
-      ph.prev_in = pr.in.row(cnt - 1);
-      ph.prev_mid = pr.mid.row(cnt - 1);
-      if (!b.has_attn) continue;
-      if (b.ttt()) {
-        const M X = pr.mixer_in.topRows(cnt);
-        M out;
-        b.with_ttt([&](const auto& layer) {
-          auto& slot = std::get<TTTSlot<std::decay_t<decltype(layer)>>>(ph.ttt);
-          layer.forward(X, slot.state, 0, slot.ws, out);
-        });
-        continue;
-      }
-      const int64_t inner = c.heads_of(h) * c.dim_head_of(h);
-      const int64_t keep = c.local_attn(h) ? *c.window(h) + 1 : -1, first = keep > 0 ? std::max<int64_t>(0, cnt - keep) : 0;
-      const M kv = pr.mixer_in.middleRows(first, cnt - first) * b.attn.qkv.middleRows(inner, 2 * inner).transpose();
-      for (int64_t i = first; i < cnt; ++i)
-        append_kv(ph, rotate(b.attn, h, kv.row(i - first).leftCols(inner), i, true), kv.row(i - first).rightCols(inner), keep);
-    }
-    for (int64_t l = 0; l < c.depth; ++l)
-      for (int64_t h = 0; h < c.num_hierarchies(); ++h) latest_[size_t(l)][size_t(h)] = x.block_out[size_t(l)][size_t(h)].bottomRows(1);
-    for (int64_t h = 0; h < c.num_hierarchies(); ++h) final_[size_t(h)] = x.hidden_embeds[size_t(h)].bottomRows(1);
-    t_ = n;
-    return logits.bottomRows(1);
-  }
+  M prefill(std::span<const int64_t> ids);
 
   /// Bytes of the state after `t` tokens (what state_bytes() reports then), from the
   /// configuration alone: hierarchy h has ceil(t / s) rows, phase j of a of them every a-th.
@@ -162,81 +119,7 @@ class Decoder {
   }
 
   /// Feed the token at the next position; returns its logits (1, V).
-  M step(int64_t token) {
-    const HierConfig& c = m_->cfg;
-    if (t_ >= c.seq_len)
-      throw ShapeError("hier::Decoder: position " + std::to_string(t_) + " is past seq_len = " + std::to_string(c.seq_len));
-    if (token < 0 || token >= c.num_tokens)
-      throw ShapeError("hier::Decoder: token id " + std::to_string(token) + " is outside the vocabulary [0, " +
-                       std::to_string(c.num_tokens) + ")");
-    const int64_t H = c.num_hierarchies(), t = t_;
-    ad::Tape<T> tp;
-    auto P = [&](const M& w) { return tp.param(w, nullptr); };
-    hist_.pop_front();
-    hist_.push_back(m_->emb.row(token));
-    std::vector<std::optional<V>> row(static_cast<size_t>(H));  // the new row of each hierarchy this step
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t ch = c.compression(h), s = c.stride(h);
-      if (t % s) continue;
-      const auto& cp = m_->compress[size_t(h)];
-      V x = tp.constant(hist_.back());
-      if (ch == 1) {
-        if (cp.has_proj) x = ad::linear(x, P(cp.proj));
-      } else {
-        // the conv's row at t reads the last c embeddings [t - c + 1, t] (zeros before 0), unfolded
-        // in W's column order (in, k): xc(0, i c + j) = emb(t - c + 1 + j)(i)
-        const int64_t D = c.token_dim();
-        M xc(1, D * ch);
-        for (int64_t j = 0; j < ch; ++j) {
-          const M& e = hist_[hist_.size() - size_t(ch) + size_t(j)];
-          for (int64_t i = 0; i < D; ++i) xc(0, i * ch + j) = e(0, i);
-        }
-        const V cv = ad::linear(tp.constant(std::move(xc)), P(cp.conv_w), P(cp.conv_b));
-        x = ad::linear(ad::silu(cv), P(cp.pw_w), P(cp.pw_b));
-      }
-      row[size_t(h)] = ad::layer_norm(x, P(m_->post_w[size_t(h)]), P(m_->post_b[size_t(h)]));
-    }
-    const int64_t p = c.predict_index();
-    for (int64_t l = 0; l < c.depth; ++l) {
-      for (int64_t h = 0; h < H; ++h) {
-        if (!row[size_t(h)]) continue;
-        const int64_t k = t / c.stride(h), a = c.axial(h);
-        row[size_t(h)] = block(tp, l, h, phases_[size_t(l)][size_t(h)][size_t(k % a)], k / a, *row[size_t(h)]);
-        latest_[size_t(l)][size_t(h)] = row[size_t(h)]->value();
-      }
-      if (!c.need_merge()) continue;
-      const auto& mg = m_->merges[size_t(l)];
-      std::vector<V> parts;
-      for (int64_t h = 0; h < H; ++h) parts.push_back(tp.constant(latest_[size_t(l)][size_t(h)]));
-      V pooled = ad::l2_rms_norm(ad::concat_cols(parts), P(mg.gamma));
-      pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
-      if (c.hierarchy_merge_all) {
-        int64_t c0 = 0;
-        for (int64_t h = 0; h < H; ++h) {
-          if (row[size_t(h)]) row[size_t(h)] = ad::add(*row[size_t(h)], ad::cols(pooled, c0, c.dim_of(h)));
-          c0 += c.dim_of(h);
-        }
-      } else {
-        row[size_t(p)] = ad::add(*row[size_t(p)], pooled);
-      }
-    }
-    for (int64_t h = 0; h < H; ++h)
-      if (row[size_t(h)])
-        final_[size_t(h)] = ad::layer_norm(*row[size_t(h)], P(m_->norm_w[size_t(h)]), P(m_->norm_b[size_t(h)])).value();
-    M pe;
-    if (c.predict_use_all_hierarchy) {
-      pe.resize(1, c.sum_dims());
-      int64_t c0 = 0;
-      for (int64_t h = 0; h < H; ++h) {
-        pe.middleCols(c0, c.dim_of(h)) = final_[size_t(h)];
-        c0 += c.dim_of(h);
-      }
-    } else {
-      pe = final_[size_t(p)];
-    }
-    ++t_;
-    return pe * m_->to_logits.transpose();
-  }
+  M step(int64_t token);
 
  private:
   /// A TTT mixer's per-phase state and buffers.
@@ -382,6 +265,129 @@ class Decoder {
   std::vector<M> final_;                                  // [h] latest final-normed row
 };
 
+template <class T>
+typename Decoder<T>::M Decoder<T>::prefill(std::span<const int64_t> ids) {
+  const HierConfig& c = m_->cfg;
+  if (t_ != 0)
+    throw Error("hier::Decoder::prefill: the sequence is at position " + std::to_string(t_) +
+                "; prefill starts a sequence (call reset() first, or step() to continue)");
+  if (ids.empty()) throw ShapeError("hier::Decoder::prefill: empty prompt");
+  typename Model::Extras x;
+  x.phases = true;
+  const M logits = m_->forward(std::vector<int64_t>(ids.begin(), ids.end()), &x);  // checks length and ids
+  const int64_t n = int64_t(ids.size());
+  for (size_t i = 0; i < hist_.size(); ++i) {  // the last c_max + 1 embeddings, zeros before position 0
+    const int64_t pos = n - int64_t(hist_.size()) + int64_t(i);
+    hist_[i] = pos < 0 ? M(M::Zero(1, c.token_dim())) : M(m_->emb.row(ids[size_t(pos)]));
+  }
+  for (const auto& pr : x.phase_rows) {
+    const int64_t l = pr.layer, h = pr.hierarchy, j = pr.phase, a = c.axial(h);
+    const int64_t rows = (n + c.stride(h) - 1) / c.stride(h), cnt = rows > j ? (rows - j + a - 1) / a : 0;
+    if (cnt == 0) continue;  // no row of this phase yet: its state stays fresh
+    Phase& ph = phases_[size_t(l)][size_t(h)][size_t(j)];
+    const auto& b = m_->layers[size_t(l)][size_t(h)];
+    ph.prev_in = pr.in.row(cnt - 1);
+    ph.prev_mid = pr.mid.row(cnt - 1);
+    if (!b.has_attn) continue;
+    if (b.ttt()) {
+      const M X = pr.mixer_in.topRows(cnt);
+      M out;
+      b.with_ttt([&](const auto& layer) {
+        auto& slot = std::get<TTTSlot<std::decay_t<decltype(layer)>>>(ph.ttt);
+        layer.forward(X, slot.state, 0, slot.ws, out);
+      });
+      continue;
+    }
+    const int64_t inner = c.heads_of(h) * c.dim_head_of(h);
+    const int64_t keep = c.local_attn(h) ? *c.window(h) + 1 : -1, first = keep > 0 ? std::max<int64_t>(0, cnt - keep) : 0;
+    const M kv = pr.mixer_in.middleRows(first, cnt - first) * b.attn.qkv.middleRows(inner, 2 * inner).transpose();
+    for (int64_t i = first; i < cnt; ++i)
+      append_kv(ph, rotate(b.attn, h, kv.row(i - first).leftCols(inner), i, true), kv.row(i - first).rightCols(inner), keep);
+  }
+  for (int64_t l = 0; l < c.depth; ++l)
+    for (int64_t h = 0; h < c.num_hierarchies(); ++h) latest_[size_t(l)][size_t(h)] = x.block_out[size_t(l)][size_t(h)].bottomRows(1);
+  for (int64_t h = 0; h < c.num_hierarchies(); ++h) final_[size_t(h)] = x.hidden_embeds[size_t(h)].bottomRows(1);
+  t_ = n;
+  return logits.bottomRows(1);
+}
+
+template <class T>
+typename Decoder<T>::M Decoder<T>::step(int64_t token) {
+  const HierConfig& c = m_->cfg;
+  if (t_ >= c.seq_len)
+    throw ShapeError("hier::Decoder: position " + std::to_string(t_) + " is past seq_len = " + std::to_string(c.seq_len));
+  if (token < 0 || token >= c.num_tokens)
+    throw ShapeError("hier::Decoder: token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                     std::to_string(c.num_tokens) + ")");
+  const int64_t H = c.num_hierarchies(), t = t_;
+  ad::Tape<T> tp;
+  auto P = [&](const M& w) { return tp.param(w, nullptr); };
+  hist_.pop_front();
+  hist_.push_back(m_->emb.row(token));
+  std::vector<std::optional<V>> row(static_cast<size_t>(H));  // the new row of each hierarchy this step
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t ch = c.compression(h), s = c.stride(h);
+    if (t % s) continue;
+    const auto& cp = m_->compress[size_t(h)];
+    V x = tp.constant(hist_.back());
+    if (ch == 1) {
+      if (cp.has_proj) x = ad::linear(x, P(cp.proj));
+    } else {
+      // the conv's row at t reads the last c embeddings [t - c + 1, t] (zeros before 0), unfolded
+      // in W's column order (in, k): xc(0, i c + j) = emb(t - c + 1 + j)(i)
+      const int64_t D = c.token_dim();
+      M xc(1, D * ch);
+      for (int64_t j = 0; j < ch; ++j) {
+        const M& e = hist_[hist_.size() - size_t(ch) + size_t(j)];
+        for (int64_t i = 0; i < D; ++i) xc(0, i * ch + j) = e(0, i);
+      }
+      const V cv = ad::linear(tp.constant(std::move(xc)), P(cp.conv_w), P(cp.conv_b));
+      x = ad::linear(ad::silu(cv), P(cp.pw_w), P(cp.pw_b));
+    }
+    row[size_t(h)] = ad::layer_norm(x, P(m_->post_w[size_t(h)]), P(m_->post_b[size_t(h)]));
+  }
+  const int64_t p = c.predict_index();
+  for (int64_t l = 0; l < c.depth; ++l) {
+    for (int64_t h = 0; h < H; ++h) {
+      if (!row[size_t(h)]) continue;
+      const int64_t k = t / c.stride(h), a = c.axial(h);
+      row[size_t(h)] = block(tp, l, h, phases_[size_t(l)][size_t(h)][size_t(k % a)], k / a, *row[size_t(h)]);
+      latest_[size_t(l)][size_t(h)] = row[size_t(h)]->value();
+    }
+    if (!c.need_merge()) continue;
+    const auto& mg = m_->merges[size_t(l)];
+    std::vector<V> parts;
+    for (int64_t h = 0; h < H; ++h) parts.push_back(tp.constant(latest_[size_t(l)][size_t(h)]));
+    V pooled = ad::l2_rms_norm(ad::concat_cols(parts), P(mg.gamma));
+    pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
+    if (c.hierarchy_merge_all) {
+      int64_t c0 = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        if (row[size_t(h)]) row[size_t(h)] = ad::add(*row[size_t(h)], ad::cols(pooled, c0, c.dim_of(h)));
+        c0 += c.dim_of(h);
+      }
+    } else {
+      row[size_t(p)] = ad::add(*row[size_t(p)], pooled);
+    }
+  }
+  for (int64_t h = 0; h < H; ++h)
+    if (row[size_t(h)])
+      final_[size_t(h)] = ad::layer_norm(*row[size_t(h)], P(m_->norm_w[size_t(h)]), P(m_->norm_b[size_t(h)])).value();
+  M pe;
+  if (c.predict_use_all_hierarchy) {
+    pe.resize(1, c.sum_dims());
+    int64_t c0 = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      pe.middleCols(c0, c.dim_of(h)) = final_[size_t(h)];
+      c0 += c.dim_of(h);
+    }
+  } else {
+    pe = final_[size_t(p)];
+  }
+  ++t_;
+  return pe * m_->to_logits.transpose();
+}
+
 /// `n_new` tokens after `prompt` with a Decoder (the prompt in one prefill, then one step per
 /// new token): the same tokens as `generate` (generate.hpp) up to rounding, without a full forward
 /// per token. prompt + n_new must fit in seq_len (ShapeError otherwise).
@@ -406,3 +412,10 @@ std::vector<int64_t> generate_cached(const HierarchicalTransformerT<T>& m, const
 }
 
 }  // namespace ttt::hier
+
+#if defined(TTT_PRECOMPILED)
+namespace ttt::hier {
+extern template class Decoder<float>;
+extern template class Decoder<double>;
+}  // namespace ttt::hier
+#endif

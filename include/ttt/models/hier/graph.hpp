@@ -327,3 +327,12 @@ ad::Matrix<T> forward_logits(const HierParams<T>& p, const std::vector<int64_t>&
 }
 
 }  // namespace ttt::hier
+
+#if defined(TTT_PRECOMPILED)
+namespace ttt::hier {
+extern template ad::Matrix<float> forward_logits<float>(const HierParams<float>&, const std::vector<int64_t>&,
+                                                        ForwardExtras<float>*);
+extern template ad::Matrix<double> forward_logits<double>(const HierParams<double>&, const std::vector<int64_t>&,
+                                                          ForwardExtras<double>*);
+}  // namespace ttt::hier
+#endif

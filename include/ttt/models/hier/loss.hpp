@@ -157,3 +157,11 @@ double loss_and_grad(const HierarchicalTransformerT<T>& model, const std::vector
 }
 
 }  // namespace ttt::hier
+
+#if defined(TTT_PRECOMPILED)
+namespace ttt::hier {
+extern template Losses loss<float>(const HierParams<float>&, const std::vector<std::vector<int64_t>>&, HierParams<float>*);
+extern template Losses loss<double>(const HierParams<double>&, const std::vector<std::vector<int64_t>>&,
+                                    HierParams<double>*);
+}  // namespace ttt::hier
+#endif

@@ -1,0 +1,17 @@
+// Precompiled instances for the project's own programs: the hierarchical transformer's forward,
+// loss (with gradients) and cached decoder, in float and double (see instances_linear.cpp).
+#include <ttt/models/hier/decode.hpp>
+#include <ttt/models/hier/graph.hpp>
+#include <ttt/models/hier/loss.hpp>
+#include <ttt/models/hier/model.hpp>
+
+namespace ttt::hier {
+template ad::Matrix<float> forward_logits<float>(const HierParams<float>&, const std::vector<int64_t>&,
+                                                 ForwardExtras<float>*);
+template ad::Matrix<double> forward_logits<double>(const HierParams<double>&, const std::vector<int64_t>&,
+                                                   ForwardExtras<double>*);
+template Losses loss<float>(const HierParams<float>&, const std::vector<std::vector<int64_t>>&, HierParams<float>*);
+template Losses loss<double>(const HierParams<double>&, const std::vector<std::vector<int64_t>>&, HierParams<double>*);
+template class Decoder<float>;
+template class Decoder<double>;
+}  // namespace ttt::hier
