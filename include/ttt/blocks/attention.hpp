@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../core/parallel.hpp"
@@ -233,27 +234,23 @@ void backward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, const CRe
 
 /// O = softmax(scale Q K^T + causal/window mask) V, and lse[i] = log sum_j exp(scale q_i . k_j)
 /// over the visible keys (lse may be null).      Q: (n, d); K, V: (m, d); O: (n, d); lse: [n]
-inline void forward(CMatRef Q, CMatRef K, CMatRef V, float scale, int64_t window, int64_t q0, int64_t k0, MatRef O,
-                    float* lse) {
-  detail::forward<float>(Q, K, V, scale, window, q0, k0, O, lse);
-}
-/// The same in double (gradient checks, double training paths).
-inline void forward(CMatRefD Q, CMatRefD K, CMatRefD V, double scale, int64_t window, int64_t q0, int64_t k0,
-                    MatRefD O, double* lse) {
-  detail::forward<double>(Q, K, V, scale, window, q0, k0, O, lse);
+/// T (float; double for gradient checks) is the type of `scale`.
+template <class T>
+void forward(CRefT<std::type_identity_t<T>> Q, CRefT<std::type_identity_t<T>> K, CRefT<std::type_identity_t<T>> V,
+             T scale, int64_t window, int64_t q0, int64_t k0, RefT<std::type_identity_t<T>> O,
+             std::type_identity_t<T>* lse) {
+  detail::forward<T>(Q, K, V, scale, window, q0, k0, O, lse);
 }
 
 /// Gradients of forward's O given dO, ADDED into dQ, dK, dV. Probabilities are recomputed per tile
 /// from lse: P = exp(scale q.k - lse); D_i = dO_i . O_i; dS = P (dO V^T - D); dQ += scale dS K;
 /// dK += scale dS^T Q; dV += P^T dO.
-inline void backward(CMatRef Q, CMatRef K, CMatRef V, CMatRef O, CMatRef dO, const float* lse, float scale,
-                     int64_t window, int64_t q0, int64_t k0, MatRef dQ, MatRef dK, MatRef dV) {
-  detail::backward<float>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV);
-}
-/// The same in double.
-inline void backward(CMatRefD Q, CMatRefD K, CMatRefD V, CMatRefD O, CMatRefD dO, const double* lse, double scale,
-                     int64_t window, int64_t q0, int64_t k0, MatRefD dQ, MatRefD dK, MatRefD dV) {
-  detail::backward<double>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV);
+template <class T>
+void backward(CRefT<std::type_identity_t<T>> Q, CRefT<std::type_identity_t<T>> K, CRefT<std::type_identity_t<T>> V,
+              CRefT<std::type_identity_t<T>> O, CRefT<std::type_identity_t<T>> dO, const std::type_identity_t<T>* lse,
+              T scale, int64_t window, int64_t q0, int64_t k0, RefT<std::type_identity_t<T>> dQ,
+              RefT<std::type_identity_t<T>> dK, RefT<std::type_identity_t<T>> dV) {
+  detail::backward<T>(Q, K, V, O, dO, lse, scale, window, q0, k0, dQ, dK, dV);
 }
 
 /// Number of (query, key) pairs that forward scores: sum over rows of the visible keys.

@@ -25,40 +25,43 @@ namespace ttt::inner {
 /// The learners a checkpoint may name, in the order error messages list them.
 using Builtin = std::tuple<Linear, MLP>;
 
-/// "linear, mlp": the names of `Builtin`, for messages and help texts.
-inline std::string builtin_names() {
+/// "linear, mlp": the names of a tuple of learners (the built-in ones by default), for messages
+/// and help texts.
+template <class Learners = Builtin>
+std::string builtin_names() {
   std::string s;
-  std::apply([&](auto... l) { ((s += (s.empty() ? "" : ", ") + std::string(decltype(l)::name)), ...); }, Builtin{});
+  std::apply([&](auto... l) { ((s += (s.empty() ? "" : ", ") + std::string(decltype(l)::name)), ...); }, Learners{});
   return s;
 }
 
-/// Whether `name` is a built-in learner.
-inline bool is_builtin(std::string_view name) {
-  return std::apply([&](auto... l) { return ((decltype(l)::name == name) || ...); }, Builtin{});
+/// Whether `name` is one of the learners (built-in by default).
+template <class Learners = Builtin>
+bool is_builtin(std::string_view name) {
+  return std::apply([&](auto... l) { return ((decltype(l)::name == name) || ...); }, Learners{});
 }
 
 namespace detail_registry {
-template <size_t I, class F>
+template <class Learners, size_t I, class F>
 decltype(auto) dispatch(std::string_view name, F& fn) {
-  using L = std::tuple_element_t<I, Builtin>;
-  if constexpr (I + 1 == std::tuple_size_v<Builtin>) {
+  using L = std::tuple_element_t<I, Learners>;
+  if constexpr (I + 1 == std::tuple_size_v<Learners>) {
     return fn.template operator()<L>();
   } else {
     if (name == L::name) return fn.template operator()<L>();
-    return dispatch<I + 1>(name, fn);
+    return dispatch<Learners, I + 1>(name, fn);
   }
 }
 }  // namespace detail_registry
 
-/// `fn.template operator()<L>()` for the built-in learner L called `name`; ConfigError
-/// "<source>: ttt_layer_type '<name>' is not a built-in learner (linear, mlp); ..." otherwise.
-template <class F>
+/// `fn.template operator()<L>()` for the learner L called `name` among `Learners` (the built-in
+/// ones by default); ConfigError "<source>: ttt_layer_type '<name>' is not a built-in learner
+/// (linear, mlp); ..." otherwise.
+template <class Learners = Builtin, class F>
 decltype(auto) with_learner(std::string_view name, const std::string& source, F&& fn) {
-  if (!is_builtin(name))
+  if (!is_builtin<Learners>(name))
     throw ConfigError(source + ": ttt_layer_type '" + std::string(name) + "' is not a built-in learner (" +
-                      builtin_names() + "); a custom learner needs TTTModel<YourLearner> directly");
-  return detail_registry::dispatch<0>(name, fn);
+                      builtin_names<Learners>() + "); a custom learner needs TTTModel<YourLearner> directly");
+  return detail_registry::dispatch<Learners, 0>(name, fn);
 }
-
 
 }  // namespace ttt::inner

@@ -45,37 +45,39 @@ struct models_of<std::tuple<L...>> {
 };
 }  // namespace detail
 
-class AnyModel {
+/// Learners: a std::tuple of the learners it may hold (the registry's built-in ones for `AnyModel`).
+template <class Learners>
+class AnyModelT {
  public:
-  /// A TTTModel of each built-in learner (inner/registry.hpp).
-  using Variant = detail::models_of<inner::Builtin>::Variant;
+  /// A TTTModel of each learner.
+  using Variant = typename detail::models_of<Learners>::Variant;
   /// Per-sequence state; holds the state type of the model's learner.
-  using State = detail::models_of<inner::Builtin>::State;
+  using State = typename detail::models_of<Learners>::State;
 
   /// The `ttt_layer_type` values AnyModel understands (inner/registry.hpp), as messages list them.
-  static std::string learner_names() { return inner::builtin_names(); }
+  static std::string learner_names() { return inner::builtin_names<Learners>(); }
 
-  explicit AnyModel(Variant m) : m_(std::move(m)) {}
+  explicit AnyModelT(Variant m) : m_(std::move(m)) {}
   template <class L>
-  explicit AnyModel(TTTModel<L> m) : m_(std::move(m)) {}
+  explicit AnyModelT(TTTModel<L> m) : m_(std::move(m)) {}
 
   /// Read `dir/config.json`, pick the learner from its `ttt_layer_type`, load `dir/model.safetensors`.
-  static AnyModel load(const std::filesystem::path& dir) {
+  static AnyModelT load(const std::filesystem::path& dir) {
     const ModelConfig cfg = load_checkpoint_config(dir);
     const std::filesystem::path src = std::filesystem::is_directory(dir) ? dir : dir.parent_path();
-    return inner::with_learner(cfg.ttt_layer_type, (src / "config.json").string(), [&]<class L>() {
+    return inner::with_learner<Learners>(cfg.ttt_layer_type, (src / "config.json").string(), [&]<class L>() {
       TTTModel<L> m(cfg);
       load_weights(m, io::SafeTensors::load(src / "model.safetensors"));
-      return AnyModel(std::move(m));
+      return AnyModelT(std::move(m));
     });
   }
 
   /// A randomly initialised model (the reference's initialisation, seeded).
-  static AnyModel create(const ModelConfig& cfg, uint64_t seed = 0) {
-    return inner::with_learner(cfg.ttt_layer_type, "config", [&]<class L>() {
+  static AnyModelT create(const ModelConfig& cfg, uint64_t seed = 0) {
+    return inner::with_learner<Learners>(cfg.ttt_layer_type, "config", [&]<class L>() {
       TTTModel<L> m(cfg);
       m.init_weights(seed);
-      return AnyModel(std::move(m));
+      return AnyModelT(std::move(m));
     });
   }
 
@@ -147,13 +149,13 @@ class AnyModel {
     }
     /// Back to an empty sequence.
     void reset() { state_ = model_->new_state(); }
-    const AnyModel& model() const { return *model_; }
+    const AnyModelT& model() const { return *model_; }
     State& state() { return state_; }
 
    private:
-    friend class AnyModel;
-    explicit Session(const AnyModel& m) : model_(&m), state_(m.new_state()) {}
-    const AnyModel* model_;
+    friend class AnyModelT;
+    explicit Session(const AnyModelT& m) : model_(&m), state_(m.new_state()) {}
+    const AnyModelT* model_;
     State state_;
   };
 
@@ -162,5 +164,8 @@ class AnyModel {
  private:
   Variant m_;
 };
+
+/// A TTT model of any built-in learner (inner/registry.hpp).
+using AnyModel = AnyModelT<inner::Builtin>;
 
 }  // namespace ttt
