@@ -116,15 +116,15 @@ void BM_ModelDecode(benchmark::State& state) {
   const auto& model = bench_model(state.range(0));
   const int64_t n = state.range(1), C = model.cfg.hidden_size;
   auto st = model.new_state();
-  for (size_t i = 0; i < st.caches.size(); ++i)  // n cached tokens of random keys and values
-    st.caches[i].append(random_mat(n, C, 20 + i), random_mat(n, C, 40 + i));
+  for (size_t i = 0; i < st.layers.size(); ++i)  // n cached tokens of random keys and values
+    st.layers[i].cache.append(random_mat(n, C, 20 + i), random_mat(n, C, 40 + i));
   st.pos = n;
   const int64_t tok = 7;
   Mat logits;
   auto step = [&] {
     model.forward(st, std::span<const int64_t>(&tok, 1), &logits, ttt::Logits::last);
     st.pos -= 1;  // rewind
-    for (auto& c : st.caches) c.len -= 1;
+    for (auto& l : st.layers) l.cache.len -= 1;
   };
   step();  // untimed: sizes the buffers
   for (auto _ : state) {
