@@ -11,6 +11,9 @@
 #include <concepts>
 #include <cstddef>
 #include <string>
+#include <type_traits>
+
+#include <Eigen/Core>
 
 #include "../kernels/simd.hpp"
 

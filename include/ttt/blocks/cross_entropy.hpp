@@ -65,4 +65,20 @@ double cross_entropy_grad(const Eigen::MatrixBase<Z>& z_, std::span<const int64_
   return sum;
 }
 
+/// dz += scale * d loss / d logits (softmax(z) - onehot(y) on counted rows), z unchanged.
+template <class Z, class DZ>
+void cross_entropy_bwd(const Eigen::MatrixBase<Z>& z, std::span<const int64_t> targets, typename Z::Scalar scale,
+                       const Eigen::MatrixBase<DZ>& dz_, int64_t ignore = -1) {
+  using S = typename Z::Scalar;
+  auto& dz = detail::inout(dz_);
+  for (Eigen::Index t = 0; t < z.rows(); ++t) {
+    const int64_t y = targets[size_t(t)];
+    if (y == ignore || y < 0) continue;
+    const S mx = z.row(t).maxCoeff();
+    const S se = (z.row(t).array() - mx).exp().sum();
+    dz.row(t).array() += (z.row(t).array() - mx).exp() * (scale / se);
+    dz(t, y) -= scale;
+  }
+}
+
 }  // namespace ttt::blocks
