@@ -1,27 +1,8 @@
-// Precompiled instances for the project's own programs (tests, examples, benchmarks): the TTT
-// layer, its training reverse pass, the language model and its gradient with inner::Linear, in float
-// and double. Programs compiled with TTT_PRECOMPILED see these as `extern template` and link them
-// from here instead of compiling them again (docs/architecture.md, "Build time").
+// Precompiled instances for the project's own programs (tests, examples, benchmarks), inner::Linear:
+// programs compiled with TTT_PRECOMPILED see them as `extern template` and link them from here
+// instead of compiling them again (docs/architecture.md, "Build time").
 #include <ttt/inner/linear.hpp>
-#include <ttt/layers/ttt_layer.hpp>
-#include <ttt/layers/ttt_layer_grad.hpp>
-#include <ttt/models/causal_lm.hpp>
-#include <ttt/models/ttt_model.hpp>
-#include <ttt/train/gradcheck.hpp>
-#include <ttt/train/model_grad.hpp>
 
-namespace ttt {
-template class TTTLayer<inner::Linear, float>;
-template class TTTLayer<inner::Linear, double>;
-template struct MixerGrad<TTTLayer<inner::Linear, float>>;
-template struct MixerGrad<TTTLayer<inner::Linear, double>>;
-template class CausalLM<TTTLayer<inner::Linear, float>>;
-template class CausalLM<TTTLayer<inner::Linear, double>>;
-}  // namespace ttt
+#include "instantiate_learner.hpp"
 
-namespace ttt::train {
-template class ModelGrad<TTTModel<inner::Linear, float>>;
-template class ModelGrad<TTTModel<inner::Linear, double>>;
-template GradCheckResult check_learner_forward<inner::Linear>(int64_t, int64_t, uint64_t);
-template GradCheckResult check_learner_backward<inner::Linear>(int64_t, int64_t, uint64_t, double);
-}  // namespace ttt::train
+TTT_INSTANTIATE_LEARNER(ttt::inner::Linear)

@@ -30,7 +30,8 @@ void layer_norm(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, 
   const Eigen::Index d = x.cols();
   auto& y = detail::out(y_, x.rows(), d);
   for (Eigen::Index r = 0; r < x.rows(); ++r) {
-    const auto [mu, var] = row_moments(x, r);
+    const auto moments = row_moments(x, r);
+    const S mu = moments.first, var = moments.second;
     const S inv = S(1) / std::sqrt(var + S(eps));
     for (Eigen::Index c = 0; c < d; ++c) y(r, c) = gamma[c] * ((x(r, c) - mu) * inv) + (beta ? beta[c] : S(0));
   }
@@ -45,7 +46,8 @@ void layer_norm_bwd(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gam
   auto& dx = detail::inout(dx_);
   const Eigen::Index d = x.cols();
   for (Eigen::Index t = 0; t < x.rows(); ++t) {
-    const auto [mu, var] = row_moments(x, t);
+    const auto moments = row_moments(x, t);
+    const S mu = moments.first, var = moments.second;
     const S inv = S(1) / std::sqrt(var + S(eps));
     S m1 = 0, m2 = 0;
     for (Eigen::Index c = 0; c < d; ++c) {

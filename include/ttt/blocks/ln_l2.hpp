@@ -20,7 +20,8 @@ void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& targe
   const Eigen::Index d = z.cols();
   auto& g = detail::out(G_, z.rows(), d);
   for (Eigen::Index r = 0; r < z.rows(); ++r) {
-    const auto [mu, var] = row_moments(z, r);
+    const auto moments = row_moments(z, r);
+    const S mu = moments.first, var = moments.second;
     const S stdv = std::sqrt(var + S(eps));
     S s1 = 0, s2 = 0;
     for (Eigen::Index c = 0; c < d; ++c) {  // g temporarily holds gx
@@ -50,7 +51,8 @@ void ln_l2_grad_bwd(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& t
   const Eigen::Index d = z.cols();
   const S D = S(d);
   for (Eigen::Index t = 0; t < z.rows(); ++t) {
-    const auto [mu, var] = row_moments(z, t);
+    const auto moments = row_moments(z, t);
+    const S mu = moments.first, var = moments.second;
     const S s = std::sqrt(var + S(eps)), inv = S(1) / s;
     auto xh = [&](Eigen::Index c) { return (z(t, c) - mu) * inv; };
     auto gx = [&](Eigen::Index c) { return (g[c] * xh(c) + b[c] - tg(t, c)) * g[c]; };

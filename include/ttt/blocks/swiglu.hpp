@@ -41,11 +41,11 @@ struct SwiGLU {
     const int64_t n = x.rows(), I = gate.rows();
     ensure_size(tp.a, n, I);
     ensure_size(tp.up, n, I);
-    tp.a.noalias() = x * gate.transpose();
+    mv(tp.a).noalias() = cv(x) * cv(gate).transpose();
     if (keep_pre) tp.pre = tp.a;
-    tp.up.noalias() = x * up.transpose();
+    mv(tp.up).noalias() = cv(x) * cv(up).transpose();
     act_mul(act, tp.a.data(), tp.up.data(), size_t(tp.a.size()));
-    h.noalias() += tp.a * down.transpose();
+    mv(h).noalias() += cv(tp.a) * cv(down).transpose();
   }
 
   /// Buffers of the backward.

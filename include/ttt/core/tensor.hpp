@@ -34,6 +34,25 @@ using CMapMat = Eigen::Map<const Mat>;
 using MapRow = Eigen::Map<RowVec>;
 using CMapRow = Eigen::Map<const RowVec>;
 
+/// A read-only view (Eigen::Ref) of a matrix, a block of one or a Map, of scalar S; `mv` the same,
+/// writable. The library multiplies views: `C.noalias() = cv(A) * cv(B).transpose()` with C a
+/// view too, so each shape of product (A B, A B^T, A^T B) and of assignment is compiled once,
+/// whatever the operands are (a plain matrix, a head's columns, a parameter in a flat array),
+/// which keeps the compile time of a program down. Only plain storage is passed (a transposed or
+/// computed expression would be copied into a temporary).
+template <class X>
+CRefT<typename X::Scalar> cv(const Eigen::MatrixBase<X>& x) {
+  return CRefT<typename X::Scalar>(x.derived());
+}
+template <class X>
+RefT<typename X::Scalar> mv(Eigen::MatrixBase<X>& x) {
+  return RefT<typename X::Scalar>(x.derived());
+}
+template <class X>
+RefT<typename X::Scalar> mv(Eigen::MatrixBase<X>&& x) {
+  return RefT<typename X::Scalar>(x.derived());
+}
+
 /// Resize without touching the contents when the size is unchanged (no allocation in steady state).
 template <class S>
 inline void ensure_size(MatT<S>& m, Eigen::Index rows, Eigen::Index cols) {

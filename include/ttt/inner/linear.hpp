@@ -47,33 +47,33 @@ struct Linear {
   template <class S>
   static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols();
-    Eigen::Map<const MatT<S>> W(theta0, f, f);
+    const CRefT<S> W = cv(Eigen::Map<const MatT<S>>(theta0, f, f));
     Eigen::Map<const RowT<S>> b(theta0 + f * f, f);
-    Eigen::Map<MatT<S>> gW(gacc, f, f);
+    RefT<S> gW = mv(Eigen::Map<MatT<S>>(gacc, f, f));
     Eigen::Map<RowT<S>> gb(gacc + f * f, f);
     ensure_size(ws.Z, n, f);
     ensure_size(ws.G, n, f);
     ensure_size(ws.target, n, f);
     ensure_size(ws.A, n, n);
     ensure_size(ws.WG, n, f);
-    ws.Z.noalias() = s.XK * W;  // (n, f)
+    mv(ws.Z).noalias() = s.XK * W;  // (n, f)
     ws.Z.rowwise() += b;
     ws.target = s.XV - s.XK;
     blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
-    ws.A.noalias() = s.XQ * s.XK.transpose();  // (n, n)
+    mv(ws.A).noalias() = s.XQ * s.XK.transpose();  // (n, n)
     for (int64_t t = 0; t < n; ++t)
       for (int64_t j = 0; j < n; ++j) ws.A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (ws.A(t, j) + S(1)) : S(0);
     Zq.noalias() = s.XQ * W;
     Zq.rowwise() += b;
-    Zq.noalias() -= ws.A * ws.G;
+    Zq.noalias() -= cv(ws.A) * cv(ws.G);
     if (!s.fresh) {
-      ws.WG.noalias() = s.XQ * gW;
+      mv(ws.WG).noalias() = s.XQ * cv(gW);
       ws.WG.rowwise() += gb;
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
     // gacc += XK^T diag(lr) G
     for (int64_t t = 0; t < n; ++t) ws.G.row(t) *= s.lr[t];
-    gW.noalias() += s.XK.transpose() * ws.G;
+    gW.noalias() += s.XK.transpose() * cv(ws.G);
     gb += ws.G.colwise().sum();
   }
 

@@ -87,40 +87,40 @@ struct MLP {
     for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.A, n, n);
     // keys: forward and the inner-loss gradients at theta0
-    ws.Z1.noalias() = s.XK * p.W1;
+    mv(ws.Z1).noalias() = s.XK * cv(p.W1);
     ws.Z1.rowwise() += p.b1;
     blocks::gelu_into(ws.Z1.data(), ws.X2.data(), size_t(n * h));
-    ws.Z2.noalias() = ws.X2 * p.W2;
+    mv(ws.Z2).noalias() = cv(ws.X2) * cv(p.W2);
     ws.Z2.rowwise() += p.b2;
     ws.target = s.XV - s.XK;
     blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
     blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(n * h));
-    ws.G1.noalias() = ws.G2 * p.W2.transpose();
+    mv(ws.G1).noalias() = cv(ws.G2) * cv(p.W2).transpose();
     ws.G1.array() *= ws.gprime.array();
     auto mask = [&](MatT<S>& A) {
       for (int64_t t = 0; t < n; ++t)
         for (int64_t j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
     };
     // layer 1 on the queries
-    ws.A.noalias() = s.XQ * s.XK.transpose();
+    mv(ws.A).noalias() = s.XQ * s.XK.transpose();
     mask(ws.A);
-    ws.Z1q.noalias() = s.XQ * p.W1;
+    mv(ws.Z1q).noalias() = s.XQ * cv(p.W1);
     ws.Z1q.rowwise() += p.b1;
-    ws.Z1q.noalias() -= ws.A * ws.G1;
+    mv(ws.Z1q).noalias() -= cv(ws.A) * cv(ws.G1);
     if (!s.fresh) {
-      ws.WG.noalias() = s.XQ * g.W1;
+      mv(ws.WG).noalias() = s.XQ * cv(g.W1);
       ws.WG.rowwise() += g.b1;
       for (int64_t t = 0; t < n; ++t) ws.Z1q.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
     blocks::gelu_into(ws.Z1q.data(), ws.X2q.data(), size_t(n * h));
     // layer 2
-    ws.A.noalias() = ws.X2q * ws.X2.transpose();
+    mv(ws.A).noalias() = cv(ws.X2q) * cv(ws.X2).transpose();
     mask(ws.A);
-    Zq.noalias() = ws.X2q * p.W2;
+    Zq.noalias() = cv(ws.X2q) * cv(p.W2);
     Zq.rowwise() += p.b2;
-    Zq.noalias() -= ws.A * ws.G2;
+    Zq.noalias() -= cv(ws.A) * cv(ws.G2);
     if (!s.fresh) {
-      ws.WG2.noalias() = ws.X2q * g.W2;
+      mv(ws.WG2).noalias() = cv(ws.X2q) * cv(g.W2);
       ws.WG2.rowwise() += g.b2;
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG2.row(t);
     }
@@ -129,9 +129,9 @@ struct MLP {
       ws.G1.row(t) *= s.lr[t];
       ws.G2.row(t) *= s.lr[t];
     }
-    g.W1.noalias() += s.XK.transpose() * ws.G1;
+    mv(g.W1).noalias() += s.XK.transpose() * cv(ws.G1);
     g.b1 += ws.G1.colwise().sum();
-    g.W2.noalias() += ws.X2.transpose() * ws.G2;
+    mv(g.W2).noalias() += cv(ws.X2).transpose() * cv(ws.G2);
     g.b2 += ws.G2.colwise().sum();
   }
 

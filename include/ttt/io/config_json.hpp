@@ -2,6 +2,8 @@
 /// \file io/config_json.hpp
 /// JSON in and out: a guarded parser for untrusted JSON text (the checkpoints' config.json, the
 /// trainer's state) and the Hugging Face style `config.json` of a TTT model (core/model_config.hpp).
+/// The functions are templates over the JSON type (nlohmann::json by default), so that a program
+/// that includes this header but reads or writes no JSON compiles none of nlohmann's parser.
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -17,7 +19,8 @@ namespace ttt {
 namespace io {
 /// nlohmann::json::parse of `text`, refusing first what the parser handles badly (a NUL byte stops
 /// it; deep nesting recurses): FormatError naming `source` for those and for invalid JSON.
-inline nlohmann::json parse_json_text(const std::string& text, const std::string& source) {
+template <class Json = nlohmann::json>
+Json parse_json_text(const std::string& text, const std::string& source) {
   // nlohmann stops at a NUL byte and recurses on nesting: refuse both before parsing.
   if (text.find('\0') != std::string::npos) throw FormatError(source + ": NUL byte in JSON text");
   int depth = 0;
@@ -32,10 +35,10 @@ inline nlohmann::json parse_json_text(const std::string& text, const std::string
       if (++depth > 32) throw FormatError(source + ": JSON nested deeper than 32 levels");
     } else if (ch == '}' || ch == ']') --depth;
   }
-  nlohmann::json j;
+  Json j;
   try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
+    j = Json::parse(text);
+  } catch (const typename Json::exception& e) {
     throw FormatError(source + ": not valid JSON: " + e.what());
   }
   return j;
@@ -44,32 +47,33 @@ inline nlohmann::json parse_json_text(const std::string& text, const std::string
 
 /// A TTT model's configuration from a parsed `config.json`; FormatError / ConfigError naming
 /// `source` and the key when a value has the wrong type or the configuration cannot work.
-inline ModelConfig config_from_json(const nlohmann::json& j, const std::string& source = "config.json") {
+template <class Json>
+ModelConfig config_from_json(const Json& j, const std::string& source = "config.json") {
   if (!j.is_object()) throw FormatError(source + ": expected a JSON object at the top level");
   ModelConfig c;
-  nlohmann::json rest = nlohmann::json::object();
+  Json rest = Json::object();
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
-    const nlohmann::json& v = it.value();
+    const Json& v = it.value();
     auto int_of = [&](int64_t& out) {
-      if (v.is_number_integer()) { out = v.get<int64_t>(); return; }
+      if (v.is_number_integer()) { out = v.template get<int64_t>(); return; }
       if (v.is_number_float()) {
-        double d = v.get<double>();
+        double d = v.template get<double>();
         if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) { out = int64_t(d); return; }
       }
       throw FormatError(source + ": key '" + k + "' must be an integer, got " + v.dump());
     };
     auto num_of = [&](double& out) {
       if (!v.is_number()) throw FormatError(source + ": key '" + k + "' must be a number, got " + v.dump());
-      out = v.get<double>();
+      out = v.template get<double>();
     };
     auto bool_of = [&](bool& out) {
       if (!v.is_boolean()) throw FormatError(source + ": key '" + k + "' must be true or false, got " + v.dump());
-      out = v.get<bool>();
+      out = v.template get<bool>();
     };
     auto str_of = [&](std::string& out) {
       if (!v.is_string()) throw FormatError(source + ": key '" + k + "' must be a string, got " + v.dump());
-      out = v.get<std::string>();
+      out = v.template get<std::string>();
     };
     if (k == "vocab_size") int_of(c.vocab_size);
     else if (k == "hidden_size") int_of(c.hidden_size);
@@ -99,7 +103,7 @@ inline ModelConfig config_from_json(const nlohmann::json& j, const std::string& 
     else if (k == "conv_kernel") int_of(c.conv_kernel);
     else if (k == "scan_checkpoint_group_size") int_of(c.scan_checkpoint_group_size);
     else if (k == "model_type") {
-      if (!v.is_string() || v.get<std::string>() != "ttt")
+      if (!v.is_string() || v.template get<std::string>() != "ttt")
         throw FormatError(source + ": model_type must be \"ttt\", got " + v.dump());
     } else rest[k] = v;
   }
@@ -110,14 +114,16 @@ inline ModelConfig config_from_json(const nlohmann::json& j, const std::string& 
 
 
 /// ... from the text of a `config.json`.
-inline ModelConfig config_from_json_text(const std::string& text, const std::string& source = "config.json") {
-  return config_from_json(io::parse_json_text(text, source), source);
+template <class Json = nlohmann::json>
+ModelConfig config_from_json_text(const std::string& text, const std::string& source = "config.json") {
+  return config_from_json(io::parse_json_text<Json>(text, source), source);
 }
 
 /// The `config.json` of a configuration (unknown keys read from a file are kept).
-inline nlohmann::json to_json(const ModelConfig& c) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : c.extra) j[k] = nlohmann::json::parse(v);
+template <class Json = nlohmann::json>
+Json to_json(const ModelConfig& c) {
+  Json j = Json::object();
+  for (const auto& [k, v] : c.extra) j[k] = Json::parse(v);
   j["model_type"] = "ttt";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
@@ -129,7 +135,7 @@ inline nlohmann::json to_json(const ModelConfig& c) {
   j["initializer_range"] = c.initializer_range;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["use_cache"] = c.use_cache;
-  j["pad_token_id"] = c.pad_token_id ? nlohmann::json(*c.pad_token_id) : nlohmann::json(nullptr);
+  j["pad_token_id"] = c.pad_token_id ? Json(*c.pad_token_id) : Json(nullptr);
   j["bos_token_id"] = c.bos_token_id;
   j["eos_token_id"] = c.eos_token_id;
   j["pretraining_tp"] = c.pretraining_tp;
@@ -147,12 +153,14 @@ inline nlohmann::json to_json(const ModelConfig& c) {
   return j;
 }
 
-inline ModelConfig load_config(const std::filesystem::path& p) {
-  return config_from_json_text(io::read_file(p), p.string());
+template <class Json = nlohmann::json>
+ModelConfig load_config(const std::filesystem::path& p) {
+  return config_from_json_text<Json>(io::read_file(p), p.string());
 }
 
-inline void save_config(const ModelConfig& cfg, const std::filesystem::path& p) {
-  io::write_file_atomic(p, to_json(cfg).dump(2) + "\n");
+template <class Json = nlohmann::json>
+void save_config(const ModelConfig& cfg, const std::filesystem::path& p) {
+  io::write_file_atomic(p, to_json<Json>(cfg).dump(2) + "\n");
 }
 
 }  // namespace ttt

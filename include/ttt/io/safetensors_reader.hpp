@@ -55,9 +55,15 @@ class SafeTensors {
   static constexpr uint64_t max_header_bytes = 100'000'000;
 
   /// Read and parse a file; errors name the path.
-  static SafeTensors load(const std::filesystem::path& p) { return parse(read_file(p), p.string()); }
+  template <class Json = nlohmann::json>
+  static SafeTensors load(const std::filesystem::path& p) {
+    return parse<Json>(read_file(p), p.string());
+  }
 
   /// Parse the bytes of a safetensors file; `source_name` starts every error message.
+  /// (load and parse are templates over the JSON type, nlohmann::json by default, so that including
+  /// this header compiles no JSON code.)
+  template <class Json = nlohmann::json>
   static SafeTensors parse(std::string bytes, std::string source_name);
 
   const std::string& source() const { return source_; }
@@ -175,12 +181,15 @@ class SafeTensors {
                        shape_str(expected));
   }
 
+  template <class Json>
   void parse_header(std::string_view header, uint64_t data_size);
-  TensorInfo parse_entry(const std::string& name, const nlohmann::json& v, uint64_t data_size) const;
+  template <class Json>
+  TensorInfo parse_entry(const std::string& name, const Json& v, uint64_t data_size) const;
   void check_coverage(uint64_t data_size) const;
 };
 
-inline SafeTensors SafeTensors::parse(std::string bytes, std::string source_name) {
+template <class Json>
+SafeTensors SafeTensors::parse(std::string bytes, std::string source_name) {
   SafeTensors st;
   st.bytes_ = std::move(bytes);
   st.source_ = std::move(source_name);
@@ -195,11 +204,12 @@ inline SafeTensors SafeTensors::parse(std::string bytes, std::string source_name
     st.fail("header length " + detail::u2s(n) + " is larger than the file (" + detail::u2s(size - 8) +
             " bytes after the length field): truncated?");
   st.data_start_ = 8 + n;
-  st.parse_header(std::string_view(st.bytes_).substr(8, n), size - st.data_start_);
+  st.template parse_header<Json>(std::string_view(st.bytes_).substr(8, n), size - st.data_start_);
   return st;
 }
 
-inline void SafeTensors::parse_header(std::string_view header, uint64_t data_size) {
+template <class Json>
+void SafeTensors::parse_header(std::string_view header, uint64_t data_size) {
   if (header.empty() || header.front() != '{') fail("header does not start with '{': not a safetensors file");
   // nlohmann's lexer takes a NUL byte for the end of input and would ignore whatever follows it.
   if (const size_t z = header.find('\0'); z != std::string_view::npos)
@@ -211,8 +221,8 @@ inline void SafeTensors::parse_header(std::string_view header, uint64_t data_siz
   constexpr int max_depth = 8;
   std::vector<std::set<std::string>> keys;
   std::string duplicate;
-  auto watch = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) -> bool {
-    using E = nlohmann::json::parse_event_t;
+  auto watch = [&](int depth, typename Json::parse_event_t ev, Json& parsed) -> bool {
+    using E = typename Json::parse_event_t;
     if (depth > max_depth) fail("header nests deeper than " + std::to_string(max_depth) + " levels");
     switch (ev) {
       case E::object_start: keys.emplace_back(); break;
@@ -220,18 +230,18 @@ inline void SafeTensors::parse_header(std::string_view header, uint64_t data_siz
         if (!keys.empty()) keys.pop_back();
         break;
       case E::key:
-        if (!keys.empty() && parsed.is_string() && !keys.back().insert(parsed.get<std::string>()).second &&
+        if (!keys.empty() && parsed.is_string() && !keys.back().insert(parsed.template get<std::string>()).second &&
             duplicate.empty())
-          duplicate = parsed.get<std::string>();
+          duplicate = parsed.template get<std::string>();
         break;
       default: break;
     }
     return true;
   };
-  nlohmann::json j;
+  Json j;
   try {
-    j = nlohmann::json::parse(header.begin(), header.end(), watch);
-  } catch (const nlohmann::json::exception& e) {
+    j = Json::parse(header.begin(), header.end(), watch);
+  } catch (const typename Json::exception& e) {
     fail(std::string("header is not valid JSON: ") + e.what());
   }
   if (!duplicate.empty()) fail("duplicate key '" + duplicate + "' in the header");
@@ -239,29 +249,30 @@ inline void SafeTensors::parse_header(std::string_view header, uint64_t data_siz
 
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
-    const nlohmann::json& v = it.value();
+    const Json& v = it.value();
     if (key == "__metadata__") {
       if (!v.is_object()) fail(std::string("__metadata__ must be an object of strings, got ") + v.type_name());
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
           fail("__metadata__ value of key '" + m.key() + "' must be a string, got " + m.value().type_name());
-        metadata_.emplace(m.key(), m.value().get<std::string>());
+        metadata_.emplace(m.key(), m.value().template get<std::string>());
       }
       continue;
     }
-    tensors_.emplace(key, parse_entry(key, v, data_size));
+    tensors_.emplace(key, this->template parse_entry<Json>(key, v, data_size));
   }
   check_coverage(data_size);
 }
 
-inline TensorInfo SafeTensors::parse_entry(const std::string& name, const nlohmann::json& v,
+template <class Json>
+TensorInfo SafeTensors::parse_entry(const std::string& name, const Json& v,
                                            uint64_t data_size) const {
   const std::string what = "tensor '" + name + "': ";
   if (!v.is_object()) fail(what + "entry must be an object, got " + v.type_name());
   for (auto it = v.begin(); it != v.end(); ++it)
     if (it.key() != "dtype" && it.key() != "shape" && it.key() != "data_offsets")
       fail(what + "unknown field '" + it.key() + "' (expected dtype, shape, data_offsets)");
-  auto field = [&](const char* key) -> const nlohmann::json& {
+  auto field = [&](const char* key) -> const Json& {
     auto f = v.find(key);
     if (f == v.end()) fail(what + "missing field '" + key + "'");
     return *f;
@@ -269,27 +280,27 @@ inline TensorInfo SafeTensors::parse_entry(const std::string& name, const nlohma
   TensorInfo t;
   t.name = name;
 
-  const nlohmann::json& dt = field("dtype");
+  const Json& dt = field("dtype");
   if (!dt.is_string()) fail(what + "field 'dtype' must be a string, got " + dt.type_name());
-  const auto dtype = detail::find_dtype(dt.get_ref<const std::string&>());
-  if (!dtype) fail(what + detail::unknown_dtype_message(dt.get_ref<const std::string&>()));
+  const auto dtype = detail::find_dtype(dt.template get_ref<const std::string&>());
+  if (!dtype) fail(what + detail::unknown_dtype_message(dt.template get_ref<const std::string&>()));
   t.dtype = *dtype;
 
-  const nlohmann::json& sh = field("shape");
+  const Json& sh = field("shape");
   if (!sh.is_array()) fail(what + "field 'shape' must be an array of integers, got " + sh.type_name());
   for (const auto& d : sh) {
     if (d.is_number_unsigned()) {
-      const uint64_t u = d.get<uint64_t>();
+      const uint64_t u = d.template get<uint64_t>();
       if (u > uint64_t(std::numeric_limits<int64_t>::max())) fail(what + "shape dimension " + detail::u2s(u) + " is too large");
       t.shape.push_back(static_cast<int64_t>(u));
     } else if (d.is_number_integer()) {
-      fail(what + "negative shape dimension " + std::to_string(d.get<int64_t>()));
+      fail(what + "negative shape dimension " + std::to_string(d.template get<int64_t>()));
     } else {
       fail(what + "field 'shape' must hold integers, found " + d.type_name());
     }
   }
 
-  const nlohmann::json& off = field("data_offsets");
+  const Json& off = field("data_offsets");
   if (!off.is_array() || off.size() != 2)
     fail(what + "field 'data_offsets' must be an array [begin, end], got " +
          (off.is_array() ? "an array of " + std::to_string(off.size()) : std::string(off.type_name())));
@@ -297,8 +308,8 @@ inline TensorInfo SafeTensors::parse_entry(const std::string& name, const nlohma
     if (!o.is_number_unsigned())
       fail(what + "field 'data_offsets' must hold non-negative integers, found " +
            (o.is_number_integer() ? "a negative number" : std::string(o.type_name())));
-  t.begin = off[0].get<uint64_t>();
-  t.end = off[1].get<uint64_t>();
+  t.begin = off[0].template get<uint64_t>();
+  t.end = off[1].template get<uint64_t>();
   const std::string offsets = "data_offsets [" + detail::u2s(t.begin) + ", " + detail::u2s(t.end) + "]";
   if (t.begin > t.end) fail(what + offsets + " has begin > end");
 

@@ -68,22 +68,24 @@ class SafeTensorsWriter {
 
   size_t size() const { return tensors_.size(); }
 
-  /// The whole file. FormatError when a name is not valid UTF-8.
+  /// The whole file. FormatError when a name is not valid UTF-8. (A template over the JSON type,
+  /// nlohmann::json by default, so that including this header compiles no JSON code.)
+  template <class Json = nlohmann::json>
   std::string serialize() const {
-    nlohmann::json h = nlohmann::json::object();
+    Json h = Json::object();
     if (!metadata_.empty()) h["__metadata__"] = metadata_;
     uint64_t offset = 0;
     for (const auto& [name, e] : tensors_) {
       const uint64_t end = offset + e.bytes.size();
       h[name] = {{"dtype", std::string(dtype_name(e.dtype))},
                  {"shape", e.shape},
-                 {"data_offsets", nlohmann::json::array({offset, end})}};
+                 {"data_offsets", Json::array({offset, end})}};
       offset = end;
     }
     std::string header;
     try {
       header = h.dump();
-    } catch (const nlohmann::json::exception& ex) {
+    } catch (const typename Json::exception& ex) {
       throw FormatError(std::string("safetensors writer: cannot encode the header: ") + ex.what());
     }
     header.append((8 - header.size() % 8) % 8, ' ');
@@ -96,7 +98,10 @@ class SafeTensorsWriter {
   }
 
   /// serialize() written with write_file_atomic.
-  void save(const std::filesystem::path& p) const { write_file_atomic(p, serialize()); }
+  template <class Json = nlohmann::json>
+  void save(const std::filesystem::path& p) const {
+    write_file_atomic(p, serialize<Json>());
+  }
 
  private:
   struct Entry {

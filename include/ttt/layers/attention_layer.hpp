@@ -100,9 +100,9 @@ class AttentionLayer {
     ensure_size(XQ, n, C);
     ensure_size(XK, n, C);
     ensure_size(XV, n, C);
-    XQ.noalias() = X * q.transpose();
-    XK.noalias() = X * k.transpose();
-    XV.noalias() = X * v.transpose();
+    mv(XQ).noalias() = cv(X) * cv(q).transpose();
+    mv(XK).noalias() = cv(X) * cv(k).transpose();
+    mv(XV).noalias() = cv(X) * cv(v).transpose();
     blocks::rope(XQ, f, rope, rows);
     blocks::rope(XK, f, rope, rows);
   }
@@ -121,7 +121,7 @@ void AttentionLayer<S>::forward(const M& X, State& st, int64_t pos0, Workspace& 
   ensure_size(ws.A, n, C);
   attn::attend<S>(st.cache, ws.XQ, ws.XK, ws.XV, H, scale(), ws.A);
   ensure_size(out, n, C);
-  out.noalias() = ws.A * o.transpose();
+  mv(out).noalias() = cv(ws.A) * cv(o).transpose();
 }
 
 template <class S>

@@ -204,16 +204,16 @@ class TTTLayer {
     ensure_size(p.XV, n, C);
     if (share_qk) {
       ensure_size(p.xq, n, C);
-      p.xq.noalias() = X * q.transpose();
+      mv(p.xq).noalias() = cv(X) * cv(q).transpose();
       if (qk_hist) blocks::extend_history(p.xq, *qk_hist, p.ext);
       else blocks::zero_history(p.xq, K, p.ext);
       blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ);
       blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK);
     } else {
-      p.XQ.noalias() = X * q.transpose();
-      p.XK.noalias() = X * k.transpose();
+      mv(p.XQ).noalias() = cv(X) * cv(q).transpose();
+      mv(p.XK).noalias() = cv(X) * cv(k).transpose();
     }
-    p.XV.noalias() = X * v.transpose();
+    mv(p.XV).noalias() = cv(X) * cv(v).transpose();
     p.pos.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) p.pos[size_t(r)] = (pos0 + r) % mb;
     blocks::rope(p.XQ, f, rope, p.pos.data());
@@ -226,7 +226,7 @@ class TTTLayer {
     const int64_t n = X.rows();
     ensure_size(sig, H, n);
     ensure_size(LRt, H, n);
-    sig.noalias() = lr_w * X.transpose();
+    mv(sig).noalias() = cv(lr_w) * cv(X).transpose();
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < n; ++t) {
         sig(h, t) = blocks::sigmoid(sig(h, t) + lr_b[h]);
@@ -257,11 +257,11 @@ class TTTLayer {
     blocks::layer_norm(O, post_w.data(), post_b.data(), 1e-6, Yn);
     ensure_size(out, n, C);
     if (!use_gate) {
-      out.noalias() = Yn * o.transpose();
+      mv(out).noalias() = cv(Yn) * cv(o).transpose();
       return;
     }
     ensure_size(G, n, C);
-    G.noalias() = X * g.transpose();
+    mv(G).noalias() = cv(X) * cv(g).transpose();
     if (gpre) *gpre = G;
     blocks::gelu_into(G.data(), G.data(), size_t(G.size()));
     if (&Y == &Yn) {
@@ -270,7 +270,7 @@ class TTTLayer {
       ensure_size(Y, n, C);
       Y = Yn.cwiseProduct(G);
     }
-    out.noalias() = Y * o.transpose();
+    mv(out).noalias() = cv(Y) * cv(o).transpose();
   }
 
   /// FLOPs of forward() per token (projections + inner loop), for benchmarks.

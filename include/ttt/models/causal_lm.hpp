@@ -207,7 +207,7 @@ void CausalLM<Mixer>::forward(State& st, std::span<const int64_t> ids, M* logits
     blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
   }
   ensure_size(*logits, w.hn.rows(), cfg.vocab_size);
-  logits->noalias() = w.hn * head().transpose();
+  mv(*logits).noalias() = cv(w.hn) * cv(head()).transpose();
 }
 
 }  // namespace ttt

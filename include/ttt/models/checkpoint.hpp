@@ -74,10 +74,11 @@ void save_checkpoint(Model& model, const std::filesystem::path& dir) {
 }
 
 /// Read `dir/config.json` (or a config.json path); FormatError naming the file on failure.
-inline ModelConfig load_checkpoint_config(const std::filesystem::path& dir) {
+template <class Json = nlohmann::json>
+ModelConfig load_checkpoint_config(const std::filesystem::path& dir) {
   const auto p = std::filesystem::is_directory(dir) ? dir / "config.json" : dir;
   if (!std::filesystem::exists(p)) throw FormatError(p.string() + ": no such file (expected a model folder with config.json)");
-  return load_config(p);
+  return load_config<Json>(p);
 }
 
 /// Build a model of learner type `Model::Learner` from a checkpoint folder.

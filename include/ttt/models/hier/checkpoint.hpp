@@ -22,10 +22,11 @@
 namespace ttt::hier {
 
 /// The configuration of the checkpoint folder `dir` (`dir/config.json`, a FormatError when absent).
-inline HierConfig checkpoint_config(const std::filesystem::path& dir) {
+template <class Json = nlohmann::json>
+HierConfig checkpoint_config(const std::filesystem::path& dir) {
   const auto cfgp = dir / "config.json";
   if (!std::filesystem::exists(cfgp)) throw FormatError(cfgp.string() + ": no such file (expected a model folder with config.json)");
-  return HierConfig::load(cfgp);
+  return HierConfig::load<Json>(cfgp);
 }
 
 /// Read every parameter (and the buffers present) from `st` (state_dict names; F32/F16/BF16).

@@ -203,8 +203,10 @@ struct HierConfig {
            "(the original crashes); use hierarchical_stride 1 for the predicting hierarchy");
   }
 
-  // ---- JSON ----
-  static HierConfig from_json(const nlohmann::json& j, const std::string& source = "config") {
+  // ---- JSON (templates over the JSON type, nlohmann::json by default: a program that includes
+  // this header but reads no JSON compiles none of the parser) ----
+  template <class Json>
+  static HierConfig from_json(const Json& j, const std::string& source = "config") {
     auto fail = [&](const std::string& what) { throw FormatError(source + ": " + what); };
     if (!j.is_object()) fail("expected a JSON object at the top level");
     static const std::set<std::string> known = {
@@ -217,18 +219,18 @@ struct HierConfig {
     if (j.contains("model_type") && j["model_type"] != kModelType)
       fail("model_type is " + j["model_type"].dump() + ", expected \"" + std::string(kModelType) + "\"");
     HierConfig c;
-    auto integer = [&](const nlohmann::json& v, const std::string& k) -> int64_t {
+    auto integer = [&](const Json& v, const std::string& k) -> int64_t {
       if (!v.is_number_integer()) fail("key '" + k + "' must be an integer, got " + v.dump());
-      return v.get<int64_t>();
+      return v.template get<int64_t>();
     };
-    auto number = [&](const nlohmann::json& v, const std::string& k) -> double {
+    auto number = [&](const Json& v, const std::string& k) -> double {
       if (!v.is_number()) fail("key '" + k + "' must be a number, got " + v.dump());
-      return v.get<double>();
+      return v.template get<double>();
     };
     auto boolean = [&](const char* k, bool& dst) {
       if (!j.contains(k)) return;
       if (!j[k].is_boolean()) fail(std::string("key '") + k + "' must be true or false, got " + j[k].dump());
-      dst = j[k].get<bool>();
+      dst = j[k].template get<bool>();
     };
     auto ints = [&](const char* k, std::vector<int64_t>& dst, bool& is_list) {
       if (!j.contains(k)) return;
@@ -266,7 +268,7 @@ struct HierConfig {
     }
     if (j.contains("window_sizes")) {
       const auto& v = j["window_sizes"];
-      auto one = [&](const nlohmann::json& e) -> std::optional<int64_t> {
+      auto one = [&](const Json& e) -> std::optional<int64_t> {
         if (e.is_null()) return std::nullopt;
         return integer(e, "window_sizes");
       };
@@ -290,9 +292,9 @@ struct HierConfig {
     if (j.contains("ignore_index")) c.ignore_index = integer(j["ignore_index"], "ignore_index");
     if (j.contains("mixer")) {
       const auto& v = j["mixer"];
-      auto one = [&](const nlohmann::json& e) {
+      auto one = [&](const Json& e) {
         if (!e.is_string()) fail("key 'mixer' entries must be strings (attention, " + ttt_mixer_names() + "), got " + e.dump());
-        return e.get<std::string>();
+        return e.template get<std::string>();
       };
       c.mixer.clear();
       c.mixer_list = v.is_array();
@@ -310,8 +312,9 @@ struct HierConfig {
     return c;
   }
 
-  nlohmann::json to_json() const {
-    nlohmann::json j;
+  template <class Json = nlohmann::json>
+  Json to_json() const {
+    Json j;
     auto put = [&](const char* k, const auto& v, bool is_list) {
       if (is_list)
         j[k] = v;
@@ -324,16 +327,16 @@ struct HierConfig {
     j["seq_len"] = seq_len;
     put("dim_head", dim_head, dim_head_list);
     put("heads", heads, heads_list);
-    nlohmann::json ff = nlohmann::json::array();
-    for (double m : ff_mult) ff.push_back(m == std::floor(m) ? nlohmann::json(int64_t(m)) : nlohmann::json(m));
+    Json ff = Json::array();
+    for (double m : ff_mult) ff.push_back(m == std::floor(m) ? Json(int64_t(m)) : Json(m));
     j["ff_mult"] = ff_mult_list ? ff : ff[0];
     put("hierarchies", hierarchies, hierarchies_list);
-    nlohmann::json ws = nlohmann::json::array();
-    for (const auto& w : window_sizes) ws.push_back(w ? nlohmann::json(*w) : nlohmann::json(nullptr));
+    Json ws = Json::array();
+    for (const auto& w : window_sizes) ws.push_back(w ? Json(*w) : Json(nullptr));
     j["window_sizes"] = window_sizes_list ? ws : ws[0];
     put("hierarchical_stride", hierarchical_stride, stride_list);
     j["hierarchy_merge_all"] = hierarchy_merge_all;
-    j["predict_hierarchy"] = predict_hierarchy ? nlohmann::json(*predict_hierarchy) : nlohmann::json(nullptr);
+    j["predict_hierarchy"] = predict_hierarchy ? Json(*predict_hierarchy) : Json(nullptr);
     j["predict_use_all_hierarchy"] = predict_use_all_hierarchy;
     j["recon_loss_weight"] = recon_loss_weight;
     j["hierarchical_ar_loss_weight"] = hierarchical_ar_loss_weight;
@@ -349,12 +352,13 @@ struct HierConfig {
     return j;
   }
 
+  template <class Json = nlohmann::json>
   static HierConfig load(const std::filesystem::path& p) {
     const std::string text = io::read_file(p);
-    nlohmann::json j;
+    Json j;
     try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
+      j = Json::parse(text);
+    } catch (const typename Json::exception& e) {
       throw FormatError(p.string() + ": not valid JSON: " + e.what());
     }
     return from_json(j, p.string());
