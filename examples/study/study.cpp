@@ -29,9 +29,7 @@
 #include <pmmintrin.h>
 #include <xmmintrin.h>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
+#include <ttt/core/parallel.hpp>
 
 #include "study.hpp"
 #include "zoo.hpp"
@@ -122,9 +120,7 @@ int64_t rss_bytes() {
 /// Child mode: build the model (random weights), prefill `context` tokens, decode; print
 /// "prefill_s decode_s rss_before_prefill".
 int child_measure(const Options& o) {
-#if defined(_OPENMP)
-  omp_set_num_threads(o.time_threads);
-#endif
+  ttt::set_inner_threads(o.time_threads);
   auto m = make_model(o.measure, o.spec, o.measure_width);
   m->init(o.seeds[0]);
   std::mt19937_64 rng(o.seeds[0]);
@@ -597,9 +593,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     std::signal(SIGINT, on_sigint);
-#if defined(_OPENMP)
-    if (o.threads > 1) omp_set_num_threads(1);  // threads split the batch; no nested head loops
-#endif
+    if (o.threads > 1) ttt::set_inner_threads(1);  // threads split the batch; no nested head loops
     const auto t0 = clk::now();
     Bar bar;
     try {

@@ -11,13 +11,15 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <ttt/io/file.hpp>
+#include <ttt/blocks/cross_entropy.hpp>
 #include <ttt/core/tensor.hpp>
+#include <ttt/io/file.hpp>
 #include <ttt/train/data.hpp>
 #include <nlohmann/json.hpp>
 
@@ -263,14 +265,12 @@ inline std::vector<Bucket> buckets(const std::vector<double>& sum, const std::ve
 /// sum[t] and counted in count[t] (t < n - 1 where n = ids.size()).
 inline void add_position_losses(const ttt::Mat& logits, const Seq& ids, std::vector<double>& sum,
                                 std::vector<int64_t>& count) {
-  const int64_t n = int64_t(ids.size()) - 1, V = logits.cols();
+  const int64_t n = int64_t(ids.size()) - 1;
   if (int64_t(sum.size()) < n) sum.resize(size_t(n), 0.0), count.resize(size_t(n), 0);
+  std::vector<double> row_loss(static_cast<size_t>(n));
+  ttt::blocks::cross_entropy(logits.topRows(n), std::span<const int64_t>(ids.data() + 1, size_t(n)), row_loss.data());
   for (int64_t t = 0; t < n; ++t) {
-    const float* row = logits.data() + t * V;  // row-major
-    double mx = -INFINITY, se = 0;
-    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
-    for (int64_t v = 0; v < V; ++v) se += std::exp(double(row[v]) - mx);
-    sum[size_t(t)] += mx + std::log(se) - double(row[ids[size_t(t + 1)]]);
+    sum[size_t(t)] += row_loss[size_t(t)];
     count[size_t(t)] += 1;
   }
 }

@@ -10,14 +10,11 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
+#include <ttt/core/parallel.hpp>
+#include <ttt/inner/registry.hpp>
 #include <ttt/models/hier/decode.hpp>
 #include <ttt/models/hier/model.hpp>
 #include <ttt/inner/linear_attention.hpp>
@@ -111,27 +108,11 @@ class Wrap final : public Model {
     auto grad = [&](size_t k) -> M& { return k == 0 ? g_ : extra_[k - 1]; };
     if constexpr (kTTT)
       for (auto& e : extra_) set_ttt_base_lr(e, base_lr_ * ttt_lr_scale);
-    std::vector<std::exception_ptr> err(T);
-    std::vector<std::thread> pool;
-    for (size_t k = 1; k < T; ++k)
-      pool.emplace_back([&, k] {
-        try {
-#if defined(_OPENMP)
-          omp_set_num_threads(1);  // the threads split the batch; a new thread would start 2+ OpenMP threads
-#endif
-          loss[k] = loss_and_grad(m_, parts[k], grad(k));
-        } catch (...) {
-          err[k] = std::current_exception();
-        }
-      });
-    try {
-      loss[0] = loss_and_grad(m_, parts[0], g_);
-    } catch (...) {
-      err[0] = std::current_exception();
-    }
-    for (auto& t : pool) t.join();
-    for (auto& e : err)
-      if (e) std::rethrow_exception(e);
+    // One task per share, each into its own gradient; the threads split the batch, so their
+    // OpenMP (head) loops get one thread each.
+    ttt::parallel_for(
+        int64_t(T), int(T), [&](int64_t k) { loss[size_t(k)] = loss_and_grad(m_, parts[size_t(k)], grad(size_t(k))); },
+        /*inner_threads=*/1);
     double total = 0, out = 0;
     for (double p : pos) total += p;
     for (size_t k = 0; k < T; ++k) out += loss[k] * pos[k] / total;
@@ -275,9 +256,13 @@ inline ttt::hier::HierConfig hier_config(const std::string& name, const Spec& s,
 /// The model of a name with feedforward width `intermediate` (SwiGLU; GELU for hier-*).
 inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s, int64_t intermediate) {
   check_model_name(name);
+  // ttt-<learner>[-mamba]: the learner by its registry name; the other models use none ("linear"
+  // fills the config's field).
   const bool ttt_model = name.rfind("ttt-", 0) == 0;
-  ttt::ModelConfig c = ttt::ModelConfig::sized(name.find("mlp") != std::string::npos ? "mlp" : "linear", s.vocab,
-                                               s.hidden, s.layers, s.heads, intermediate, s.mini_batch);
+  std::string learner = ttt_model ? name.substr(4) : "linear";
+  if (ttt_model && learner.ends_with("-mamba")) learner.resize(learner.size() - 6);
+  ttt::ModelConfig c =
+      ttt::ModelConfig::sized(learner, s.vocab, s.hidden, s.layers, s.heads, intermediate, s.mini_batch);
   c.max_position_embeddings = 1 << 30;
   if (name.find("-mamba") != std::string::npos) c.pre_conv = c.share_qk = c.use_gate = true;
   if (name == "linear-attn") {  // inner/linear_attention.hpp: the whole sequence is one mini-batch
@@ -292,8 +277,10 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
   }
   if (name.rfind("hier-", 0) == 0) return std::make_unique<detail::Wrap<ttt::hier::HierarchicalTransformer, ttt::hier::HierConfig>>(
                                              hier_config(name, s, intermediate));
-  if (ttt_model && c.ttt_layer_type == "mlp") return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::MLP>, ttt::ModelConfig>>(c);
-  if (ttt_model) return std::make_unique<detail::Wrap<ttt::TTTModel<ttt::inner::Linear>, ttt::ModelConfig>>(c);
+  if (ttt_model)
+    return ttt::inner::with_learner(learner, name, [&]<class L>() -> std::unique_ptr<Model> {
+      return std::make_unique<detail::Wrap<ttt::TTTModel<L>, ttt::ModelConfig>>(c);
+    });
   const ttt::AttnConfig a(c, name == "swa" ? s.window : -1);
   return std::make_unique<detail::Wrap<ttt::TransformerModel, ttt::AttnConfig>>(a);
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "linear.hpp"
@@ -24,6 +25,12 @@ namespace ttt::inner {
 
 /// The learners a checkpoint may name, in the order error messages list them.
 using Builtin = std::tuple<Linear, MLP>;
+
+/// {"linear", "mlp"}: the names of a tuple of learners (the built-in ones by default).
+template <class Learners = Builtin>
+std::vector<std::string> builtin_name_list() {
+  return std::apply([](auto... l) { return std::vector<std::string>{std::string(decltype(l)::name)...}; }, Learners{});
+}
 
 /// "linear, mlp": the names of a tuple of learners (the built-in ones by default), for messages
 /// and help texts.

@@ -1,0 +1,76 @@
+#include "common.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <exception>
+#include <filesystem>
+#include <sstream>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include <ttt/inner/registry.hpp>
+#include <ttt/io/file.hpp>
+#include <ttt/models/hier/config.hpp>
+
+namespace ttt_cli {
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+std::vector<int64_t> parse_id_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::string item;
+  std::istringstream in(s);
+  while (std::getline(in, item, ',')) {
+    const auto b = item.find_first_not_of(" \t");
+    const auto e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) throw UsageError("--prompt-ids: empty item in '" + s + "' (expected e.g. 1,2,3)");
+    const std::string tok = item.substr(b, e - b + 1);
+    int64_t v = 0;
+    const auto r = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+    if (r.ec != std::errc() || r.ptr != tok.data() + tok.size())
+      throw UsageError("--prompt-ids: '" + tok + "' is not an integer token id (expected e.g. 1,2,3)");
+    out.push_back(v);
+  }
+  if (out.empty()) throw UsageError("--prompt-ids: no token ids given (expected e.g. 1,2,3)");
+  if (s.find_last_not_of(" \t") != std::string::npos && s[s.find_last_not_of(" \t")] == ',')
+    throw UsageError("--prompt-ids: empty item after the last comma in '" + s + "'");
+  return out;
+}
+
+bool is_hier_checkpoint(const std::string& dir) {
+  const std::filesystem::path p = std::filesystem::path(dir) / "config.json";
+  if (!std::filesystem::exists(p)) return false;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(ttt::io::read_file(p));
+    return j.is_object() && j.value("model_type", std::string()) == ttt::hier::kModelType;
+  } catch (const nlohmann::json::exception&) {
+    return false;  // the regular loader reports the malformed file
+  }
+}
+
+std::vector<std::string> learner_names() { return ttt::inner::builtin_name_list(); }
+
+const CLI::Validator& finite_number() {
+  static const CLI::Validator v(
+      [](std::string& s) -> std::string {
+        double d = 0;
+        try {
+          size_t used = 0;
+          d = std::stod(s, &used);
+          if (used != s.size()) return "'" + s + "' is not a number";
+        } catch (const std::exception&) {
+          return "'" + s + "' is not a number";
+        }
+        return std::isfinite(d) ? std::string() : "'" + s + "' is not a finite number";
+      },
+      "NUMBER");
+  return v;
+}
+
+}  // namespace ttt_cli

@@ -1,0 +1,54 @@
+#pragma once
+// What the subcommands of `ttt` share: the error kinds and messages, small parsers, checkpoint
+// kind detection, and the one entry point per subcommand (add_<name>) that main.cpp calls.
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace ttt_cli {
+
+/// A bad value given on the command line: exit status 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Messages are printed on one line.
+std::string one_line(std::string s);
+
+/// "1,2, 3" -> {1, 2, 3}; UsageError (naming --prompt-ids) for anything else.
+std::vector<int64_t> parse_id_list(const std::string& s);
+
+/// A simple-hierarchical-transformer checkpoint (config.json "model_type"): every subcommand
+/// that takes --model picks the model from it.
+bool is_hier_checkpoint(const std::string& dir);
+
+/// The built-in inner learners' names ("linear", "mlp"), for --layer's check and help.
+std::vector<std::string> learner_names();
+
+/// CLI11 validator: a finite number.
+const CLI::Validator& finite_number();
+
+/// Default intermediate_size: about 8/3 of the hidden size (SwiGLU), a multiple of 16.
+inline int64_t default_intermediate(int64_t hidden) { return std::max<int64_t>(16, (hidden * 8 / 3 + 15) / 16 * 16); }
+
+/// A subcommand: its CLI11 app, and what runs it once the command line is parsed (returns the
+/// exit status; throws UsageError, ttt::Error, ... which main() reports).
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+// One per subcommand, in the order `ttt --help` lists them; each registers its options on `app`.
+Command add_info(CLI::App& app);
+Command add_eval(CLI::App& app);
+Command add_generate(CLI::App& app);
+Command add_init(CLI::App& app);
+Command add_train(CLI::App& app);
+Command add_eval_loss(CLI::App& app);
+
+}  // namespace ttt_cli
