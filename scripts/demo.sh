@@ -6,7 +6,7 @@
 # attention: training, loss by position, time and memory vs context up to 32k), print where the
 # results are; finally check the library against the official PyTorch reference vectors.
 #   scripts/demo.sh                      default study (~10-15 min on 2 cores, build included)
-#   scripts/demo.sh --full               the long version (see README.md, "Long-context study")
+#   scripts/demo.sh --full               the long version (see docs/study.md)
 #   scripts/demo.sh --task text:PATH     any study option is passed on (examples/study/study --help)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
