@@ -20,7 +20,7 @@
 #include <ttt/io/safetensors.hpp>
 #include <ttt/models/any_model.hpp>
 #include <ttt/models/hier/model.hpp>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 
 #include "common.hpp"
 

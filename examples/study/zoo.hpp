@@ -19,7 +19,7 @@
 #include <ttt/models/hier/model.hpp>
 #include <ttt/inner/linear_attention.hpp>
 #include <ttt/models/ttt_model.hpp>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 #include <ttt/train/optim.hpp>
 #include <ttt/models/transformer.hpp>
 

@@ -11,7 +11,7 @@
 #include <ttt/inner/linear_attention.hpp>
 #include <ttt/layers/ttt_layer.hpp>
 #include <ttt/models/ttt_model.hpp>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 #include <ttt/train/gradcheck.hpp>
 
 using namespace ttt;

@@ -3,7 +3,7 @@
 // are fine, and misuse is refused.
 #include <doctest/doctest.h>
 
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 
 #include "test_helpers.hpp"
 

@@ -3,7 +3,7 @@
 // loss_and_grad. A broken variant shows that the checks catch a wrong backward.
 #include <doctest/doctest.h>
 
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 #include <ttt/train/gradcheck.hpp>
 
 #include "test_helpers.hpp"

@@ -7,7 +7,7 @@
 
 #include <cstdlib>
 #include <random>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 
 #include "reference_impl.hpp"
 #include "test_helpers.hpp"

@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 
 #include "test_helpers.hpp"
 

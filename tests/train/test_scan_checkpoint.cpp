@@ -5,7 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <random>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 
 #include "test_helpers.hpp"
 

@@ -6,7 +6,7 @@
 
 #include <ttt/inner/linear.hpp>
 #include <ttt/models/ttt_model.hpp>
-#include <ttt/train/backward.hpp>
+#include <ttt/train/model_grad.hpp>
 #include <ttt/train/optim.hpp>
 
 using namespace ttt;

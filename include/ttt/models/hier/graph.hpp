@@ -34,7 +34,7 @@
 #include "../../ad/tape.hpp"
 #include "../../core/error.hpp"
 #include "../../layers/ttt_layer.hpp"
-#include "../../train/backward.hpp"
+#include "../../layers/ttt_layer_grad.hpp"
 #include "params.hpp"
 
 namespace ttt::hier {

@@ -13,7 +13,7 @@
 #include "../../ad/ops.hpp"
 #include "../../ad/tape.hpp"
 #include "../../core/error.hpp"
-#include "../../train/backward.hpp"
+#include "../../layers/mixer.hpp"
 #include "graph.hpp"
 #include "params.hpp"
 
