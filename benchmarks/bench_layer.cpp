@@ -1,7 +1,9 @@
 // One TTT layer of the 125m shape (C = 768, H = 12, f = 64, mini-batch b = 16), Linear and MLP:
 //   BM_LayerPrefill<L>/n   n tokens from a fresh state per iteration (tokens/s, GFLOP/s)
 //   BM_LayerDecode<L>      one token per iteration with a warm state (time per token)
-//   BM_Learner*            one head, one mini-batch of 16 tokens: dual form vs primal form
+//   BM_Learner*            one head, one mini-batch of 16 tokens: dual form vs primal form (inner
+//                          gradient by hand or derived); BM_LearnerTrain: the training forward +
+//                          reverse, hand-written vs derived
 // GFLOP/s use TTTLayer::flops_per_token() (layer.hpp) and the learners' flops_per_token
 // (inner/linear.hpp, inner/mlp.hpp). Quick smoke run (seconds):
 //   bench_layer --benchmark_filter='/512$|Decode|Learner' --benchmark_min_time=0.01
@@ -16,6 +18,7 @@
 #include "ttt/inner/learner.hpp"
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
+#include "ttt/inner/derived.hpp"
 #include "ttt/inner/primal.hpp"
 #include "ttt/layers/ttt_layer.hpp"
 #include "ttt/core/model_config.hpp"
@@ -146,7 +149,7 @@ void BM_Learner(benchmark::State& state) {
   const std::vector<float> theta = random_theta<L>(f);
   std::vector<float> gacc(theta.size(), 0.0f);
   Mat Zq(b, f);
-  typename L::template Workspace<float> dws;
+  typename ttt::inner::head_workspace<L, float>::type dws;
   ttt::inner::PrimalWorkspace<float> pws;
   for (auto _ : state) {
     std::fill(gacc.begin(), gacc.end(), 0.0f);  // a fresh mini-batch, as the layer does
@@ -157,6 +160,38 @@ void BM_Learner(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_counters(state, int64_t(state.iterations()) * b, ttt::inner::flops_per_token<L>(f, b));
+}
+
+// One head, one mini-batch of 16 tokens (f = 64) through the training path: forward and reverse
+// (random cotangents), the learner's hand-written LearnerGrad (Derived = false) or the one derived
+// from its map on the ad::Real tape (inner/derived.hpp; the correctness twin). FLOPs: not counted
+// for the derived path (the tape's work is not the model's); tokens/s only.
+template <class L, bool Derived>
+void BM_LearnerTrain(benchmark::State& state) {
+  struct EigenSerial {
+    EigenSerial() { Eigen::setNbThreads(1); }
+    ~EigenSerial() { Eigen::setNbThreads(-1); }
+  } serial;
+  using G = std::conditional_t<Derived, ttt::train::DerivedGrad<L>, ttt::train::LearnerGrad<L>>;
+  constexpr int64_t f = 64, b = 16;
+  const HeadBatch hb(f, b);
+  const auto seg = hb.segment();
+  const std::vector<float> theta = random_theta<L>(f);
+  std::vector<float> the(theta.size()), dthe(theta.size(), 0.01f), dth(theta.size());
+  Mat Zq(b, f), dZq = Mat::Constant(b, f, 0.01f), dXQ(b, f), dXK(b, f), dXV(b, f);
+  std::vector<float> dte(b), dlr(b), dlw(f), dlb(f);
+  ttt::train::Scratch<float> ws;
+  for (auto _ : state) {
+    G::template forward<float>(theta.data(), f, seg, ttt::MatRef(Zq), the.data(), ws);
+    dXQ.setZero(), dXK.setZero(), dXV.setZero();
+    std::fill(dth.begin(), dth.end(), 0.0f);
+    ttt::train::SegmentGrad<float> o{ttt::MatRef(dXQ), ttt::MatRef(dXK), ttt::MatRef(dXV), dte.data(), dlr.data(),
+                                     dlw.data(), dlb.data()};
+    G::template backward<float>(theta.data(), f, seg, ttt::CMatRef(dZq), dthe.data(), dth.data(), o, ws);
+    benchmark::DoNotOptimize(dth.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * b);
 }
 
 using ttt::inner::Linear;
@@ -172,6 +207,15 @@ BENCHMARK(BM_Learner<Linear, true>)->Name("Learner/Linear/dual_form")->Unit(benc
 BENCHMARK(BM_Learner<Linear, false>)->Name("Learner/Linear/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<MLP, true>)->Name("Learner/MLP/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<MLP, false>)->Name("Learner/MLP/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
+// the primal form with the inner gradient derived from the map (ApplyOnly: no accumulate_grad)
+BENCHMARK(BM_Learner<ttt::inner::ApplyOnly<Linear>, false>)->Name("Learner/Linear/primal_derived")
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<ttt::inner::ApplyOnly<MLP>, false>)->Name("Learner/MLP/primal_derived")
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<Linear, false>)->Name("Learner/Linear/train")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<Linear, true>)->Name("Learner/Linear/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<MLP, false>)->Name("Learner/MLP/train")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<MLP, true>)->Name("Learner/MLP/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -7,12 +7,16 @@ tokens/s, ms or us per token, GFLOP/s, and wall/CPU (main thread): a ratio well 
 main thread was preempted during that repetition.
 
     python3 benchmarks/summarize.py run1/bench_layer.json run2/bench_layer.json
+
+With --compare, two files (before, after) side by side: tokens/s of each and after/before.
+
+    python3 benchmarks/summarize.py --compare before.json after.json
 """
 import json
 import sys
 
 
-def main(paths):
+def load(paths):
     best = {}
     order = []
     for p in paths:
@@ -33,6 +37,24 @@ def main(paths):
                 order.append(name)
             if name not in best or b["real_time"] < best[name]["real_time"]:
                 best[name] = b
+    return best, order
+
+
+def compare(before, after):
+    b0, order = load([before])
+    b1, order1 = load([after])
+    order += [n for n in order1 if n not in b0]
+    print("| benchmark | before tokens/s | after tokens/s | after/before |")
+    print("|---|---:|---:|---:|")
+    for name in order:
+        t0 = b0.get(name, {}).get("items_per_second", 0.0)
+        t1 = b1.get(name, {}).get("items_per_second", 0.0)
+        ratio = f"{t1 / t0:.2f}" if t0 and t1 else "-"
+        print(f"| {name} | {t0:,.0f} | {t1:,.0f} | {ratio} |")
+
+
+def main(paths):
+    best, order = load(paths)
     print("| benchmark | time | tokens/s | per token | GFLOP/s | wall/CPU |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in order:
@@ -51,4 +73,9 @@ def main(paths):
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    if sys.argv[1] == "--compare":
+        if len(sys.argv) != 4:
+            sys.exit("summarize.py --compare BEFORE.json AFTER.json")
+        compare(sys.argv[2], sys.argv[3])
+    else:
+        main(sys.argv[1:])

@@ -1,7 +1,7 @@
 #pragma once
-// A user-defined inner learner, in the user's own file: f(x) = x W, no bias.
-// It meets ttt::inner::InnerLearner, so TTTLayer / TTTModel run it with no change to the library
-// (through the generic primal form: gradients at the mini-batch's start, applied per token).
+// A user-defined inner learner, in the user's own file: f(x) = x W, no bias. Written once: its
+// name, its parameter shapes and its map, generic over the scalar. The library derives the rest
+// (the inner gradient, and for training the exact gradient through the inner updates).
 #include <ttt/ttt.hpp>
 
 struct BiasFreeLinear {
@@ -11,14 +11,9 @@ struct BiasFreeLinear {
   static std::vector<ttt::inner::ParamSpec> param_specs(int64_t f) { return {{"W1", {f, f}}}; }
 
   // Z = X W                                                        X, Z: (n, f)
-  static void apply(const float* theta, int64_t f, ttt::CMatRef X, ttt::MatRef Z) {
-    Z.noalias() = X * ttt::CMapMat(theta, f, f);
-  }
-
-  // grad += sum_r w[r] * x_r^T dZ_r   (d <dZ_r, x_r W> / dW)
-  static void accumulate_grad(const float*, int64_t f, ttt::CMatRef X, ttt::CMatRef dZ, const float* w, float* grad) {
-    ttt::MapMat G(grad, f, f);
-    for (Eigen::Index r = 0; r < X.rows(); ++r) G.noalias() += (w[r] * X.row(r)).transpose() * dZ.row(r);
+  template <class S>
+  static void apply(const S* theta, int64_t f, ttt::CRefT<S> X, ttt::RefT<S> Z) {
+    Z.noalias() = X * Eigen::Map<const ttt::MatT<S>>(theta, f, f);
   }
 };
 

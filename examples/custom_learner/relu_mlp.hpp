@@ -1,6 +1,8 @@
 #pragma once
 // A second user-defined inner learner: a two-layer ReLU MLP with hidden width 2f,
-// f(x) = relu(x W1 + b1) W2 + b2.
+// f(x) = relu(x W1 + b1) W2 + b2. Its map is written once, generically; it also brings its inner
+// gradient by hand (`accumulate_grad`, optional: a fast path the library checks against the
+// derived one, see main.cpp).
 #include <ttt/ttt.hpp>
 
 struct ReluMLP {
@@ -13,15 +15,17 @@ struct ReluMLP {
     return {{"W1", {f, h}, I::normal}, {"b1", {1, h}, I::zeros}, {"W2", {h, f}, I::normal}, {"b2", {1, f}, I::zeros}};
   }
 
-  static void apply(const float* th, int64_t f, ttt::CMatRef X, ttt::MatRef Z) {
+  template <class S>
+  static void apply(const S* th, int64_t f, ttt::CRefT<S> X, ttt::RefT<S> Z) {
     const int64_t h = expansion * f;
-    ttt::Mat A = X * ttt::CMapMat(th, f, h);                          // (n, h)
-    A.rowwise() += ttt::CMapRow(th + f * h, h);
-    A = A.cwiseMax(0.0f);
-    Z.noalias() = A * ttt::CMapMat(th + f * h + h, h, f);
-    Z.rowwise() += ttt::CMapRow(th + 2 * f * h + h, f);
+    ttt::MatT<S> A = X * Eigen::Map<const ttt::MatT<S>>(th, f, h);  // (n, h)
+    A.rowwise() += Eigen::Map<const ttt::RowT<S>>(th + f * h, h);
+    for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = A.data()[i] > S(0) ? A.data()[i] : S(0);
+    Z.noalias() = A * Eigen::Map<const ttt::MatT<S>>(th + f * h + h, h, f);
+    Z.rowwise() += Eigen::Map<const ttt::RowT<S>>(th + 2 * f * h + h, f);
   }
 
+  // grad += sum_r w[r] * d <dZ[r], f(X[r])> / d theta   (float; in double the library derives it)
   static void accumulate_grad(const float* th, int64_t f, ttt::CMatRef X, ttt::CMatRef dZ, const float* w,
                               float* grad) {
     const int64_t h = expansion * f;

@@ -25,6 +25,9 @@
 #include "blocks/rope.hpp"
 #include "blocks/swiglu.hpp"
 // inner: the learners (the TTT hidden state) and the name -> learner registry
+#include "ad/real.hpp"
+#include "inner/derived.hpp"
+#include "inner/inner_grad.hpp"
 #include "inner/learner.hpp"
 #include "inner/learner_grad.hpp"
 #include "inner/linear.hpp"

@@ -1,5 +1,6 @@
-// Must NOT compile: the learner lacks accumulate_grad. The test passes when the compiler's error
-// names the missing requirement in a sentence (see CMakeLists.txt).
+// Must NOT compile: the learner has no inner gradient (no accumulate_grad, and an apply that takes
+// float only, so none can be derived). The test passes when the compiler's error says so in a
+// sentence (see CMakeLists.txt).
 #include <ttt/ttt.hpp>
 
 struct NoGradLearner {

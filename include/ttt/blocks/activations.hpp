@@ -23,33 +23,42 @@ inline constexpr double kSqrt2OverPi = 0.79788456080286535588;
 
 // ---- scalar forms -------------------------------------------------------------------------------
 
+/// A number: a floating-point type or a scalar type of its own (ad::Real), not an Eigen object.
+template <class S>
+concept Number = !requires { typename S::Scalar; } && requires(S a) { a * a; };
+
 /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-template <std::floating_point S>
+template <Number S>
 S gelu(S x) {
-  return S(0.5) * x * (S(1) + std::tanh(S(kSqrt2OverPi) * (x + S(0.044715) * x * x * x)));
+  using std::exp, std::tanh;  // or the scalar's own, by argument-dependent lookup (ad::Real)
+  return S(0.5) * x * (S(1) + tanh(S(kSqrt2OverPi) * (x + S(0.044715) * x * x * x)));
 }
-template <std::floating_point S>
+template <Number S>
 S gelu_grad(S x) {
-  const S t = std::tanh(S(kSqrt2OverPi) * (x + S(0.044715) * x * x * x));
+  using std::exp, std::tanh;  // or the scalar's own, by argument-dependent lookup (ad::Real)
+  const S t = tanh(S(kSqrt2OverPi) * (x + S(0.044715) * x * x * x));
   return S(0.5) * (S(1) + t) + S(0.5) * x * (S(1) - t * t) * S(kSqrt2OverPi) * (S(1) + S(3.0 * 0.044715) * x * x);
 }
 /// The reference's `gelu_bwd` and its derivative.
-template <std::floating_point S>
+template <Number S>
 S gelu_bwd_ref(S x) {
-  const S t = std::tanh(S(0.79788456) * x * (S(1) + S(0.044715) * x * x));
+  using std::exp, std::tanh;  // or the scalar's own, by argument-dependent lookup (ad::Real)
+  const S t = tanh(S(0.79788456) * x * (S(1) + S(0.044715) * x * x));
   return S(0.5) * x * ((S(1) - t * t) * (S(0.79788456) + S(0.1070322243) * x * x)) + S(0.5) * (S(1) + t);
 }
-template <std::floating_point S>
+template <Number S>
 S gelu_bwd_ref_grad(S x) {
+  using std::exp, std::tanh;  // or the scalar's own, by argument-dependent lookup (ad::Real)
   const S c1 = S(0.79788456), c2 = S(0.1070322243);
-  const S t = std::tanh(c1 * x * (S(1) + S(0.044715) * x * x));
+  const S t = tanh(c1 * x * (S(1) + S(0.044715) * x * x));
   const S dt = (S(1) - t * t) * (c1 + S(3) * c1 * S(0.044715) * x * x);
   const S p = c1 + c2 * x * x;
   return S(0.5) * (S(1) - t * t) * p - x * t * dt * p + x * (S(1) - t * t) * c2 * x + S(0.5) * dt;
 }
-template <std::floating_point S>
+template <Number S>
 S sigmoid(S x) {
-  return S(1) / (S(1) + std::exp(-x));
+  using std::exp, std::tanh;  // or the scalar's own, by argument-dependent lookup (ad::Real)
+  return S(1) / (S(1) + exp(-x));
 }
 
 // ---- matrix forms (Eigen expressions) ----------------------------------------------------------

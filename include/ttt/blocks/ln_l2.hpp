@@ -22,7 +22,8 @@ void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& targe
   for (Eigen::Index r = 0; r < z.rows(); ++r) {
     const auto moments = row_moments(z, r);
     const S mu = moments.first, var = moments.second;
-    const S stdv = std::sqrt(var + S(eps));
+    using std::sqrt;  // or the scalar's own sqrt, by argument-dependent lookup (ad::Real)
+    const S stdv = sqrt(var + S(eps));
     S s1 = 0, s2 = 0;
     for (Eigen::Index c = 0; c < d; ++c) {  // g temporarily holds gx
       const S xhat = (z(r, c) - mu) / stdv;

@@ -4,31 +4,34 @@
 /// view of one head's mini-batch it is handed.
 ///
 /// A learner is a stateless type with static members; its parameters live in one flat array per
-/// head, laid out in the order of `param_specs`. What a learner must provide:
+/// head, laid out in the order of `param_specs`. A learner is written once: its name, its
+/// parameter shapes and its map, generic over the scalar:
 ///
 /// \code
 /// struct MyLearner {
-///   static constexpr std::string_view name = "my";               // requirement: name
+///   static constexpr std::string_view name = "my";                     // requirement: name
 ///   static std::vector<ttt::inner::ParamSpec> param_specs(int64_t f);  // requirement: param_specs
-///   // Z = f_theta(X)                               X, Z: (n, f)
-///   static void apply(const float* theta, int64_t f, ttt::CMatRef X, ttt::MatRef Z);
-///   // grad += sum_r w[r] * d <dZ[r], f_theta(X[r])> / d theta
-///   static void accumulate_grad(const float* theta, int64_t f, ttt::CMatRef X, ttt::CMatRef dZ,
-///                               const float* w, float* grad);
+///   template <class S>                                                  // requirement: apply
+///   static void apply(const S* theta, int64_t f, ttt::CRefT<S> X, ttt::RefT<S> Z);  // Z = f_theta(X), (n, f)
 /// };
 /// \endcode
 ///
-/// `apply` and `accumulate_grad` may also be templates over the scalar (then the learner runs in
-/// double too). Optionally a learner adds a dual-form fast path
-/// `template <class S> dual_form(theta0, gacc, segment, Zq, ws)` with a `template <class S> struct
-/// Workspace` (see inner/linear.hpp); without it the layer runs the primal form (inner/primal.hpp).
-/// For training, a learner specialises `ttt::train::LearnerGrad` (inner/learner_grad.hpp).
+/// From that alone the library derives the inner gradient (inner/inner_grad.hpp) and the training
+/// forward and exact reverse through the inner update (inner/derived.hpp), by running `apply` on
+/// differentiable scalars (ad/real.hpp). Optional fast paths, each tested against the derived one:
+///   - `accumulate_grad(theta, f, X, dZ, w, grad)`: grad += sum_r w[r] d<dZ[r], f_theta(X[r])>/dtheta
+///     (then a float-only `apply` is enough for inference);
+///   - `template <class S> dual_form(theta0, gacc, segment, Zq, ws)` with a `template <class S>
+///     struct Workspace` (inner/linear.hpp); without it the layer runs the primal form
+///     (inner/primal.hpp);
+///   - a specialisation of `ttt::train::LearnerGrad` (inner/learner_grad.hpp) for training.
 #include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../ad/real.hpp"
 #include "../core/tensor.hpp"
 
 namespace ttt::inner {
@@ -76,9 +79,15 @@ template <class L, class S = float>
 concept has_accumulate_grad = requires(const S* th, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g) {
   L::accumulate_grad(th, f, X, dZ, w, g);
 };
-/// An inner learner: every requirement above.
+/// The map runs on differentiable scalars (`apply` is a template over the scalar), so that its
+/// gradients can be derived (inner/inner_grad.hpp, inner/derived.hpp).
+template <class L, class S = double>
+concept has_generic_apply = has_apply<L, ad::Real<S>>;
+/// An inner learner: a name, parameter shapes, the map, and its inner gradient (its own
+/// `accumulate_grad`, or derived from a generic `apply`).
 template <class L>
-concept InnerLearner = has_name<L> && has_param_specs<L> && has_apply<L> && has_accumulate_grad<L>;
+concept InnerLearner = has_name<L> && has_param_specs<L> && has_apply<L> &&
+                       (has_accumulate_grad<L> || has_generic_apply<L, float>);
 
 /// A learner that also brings a dual-form fast path in scalar S.
 template <class L, class S = float>
@@ -105,9 +114,11 @@ constexpr bool check_learner() {
   static_assert(has_apply<L>,
                 "ttt: inner learner is missing `static void apply(const float* theta, int64_t f, ttt::CMatRef X, "
                 "ttt::MatRef Z)`");
-  static_assert(has_accumulate_grad<L>,
-                "ttt: inner learner is missing `static void accumulate_grad(const float* theta, int64_t f, ttt::CMatRef X, "
-                "ttt::CMatRef dZ, const float* w, float* grad)`");
+  static_assert(has_accumulate_grad<L> || has_generic_apply<L, float>,
+                "ttt: inner learner has no inner gradient: write its `apply` as a template over the scalar "
+                "(`template <class S> static void apply(const S* theta, int64_t f, ttt::CRefT<S> X, ttt::RefT<S> Z)`) "
+                "and the gradient is derived, or give it `static void accumulate_grad(const float* theta, int64_t f, "
+                "ttt::CMatRef X, ttt::CMatRef dZ, const float* w, float* grad)`");
   return true;
 }
 
@@ -136,6 +147,23 @@ struct PrimalOnly {
     requires has_accumulate_grad<L, S>
   {
     L::accumulate_grad(th, f, X, dZ, w, g);
+  }
+  static double flops_per_token(int64_t f, int64_t b) { return inner::flops_per_token<L>(f, b); }
+};
+
+/// Only the learner's name, shapes and map: its inner gradient and training path are the derived
+/// ones (inner/inner_grad.hpp, inner/derived.hpp). Tests and benchmarks compare a learner's fast
+/// paths with `ApplyOnly<L>`.
+template <class L>
+struct ApplyOnly {
+  static constexpr std::string_view name = L::name;
+  static constexpr bool ln_residual_loss = inner::ln_residual_loss<L>();
+  static std::vector<ParamSpec> param_specs(int64_t f) { return L::param_specs(f); }
+  template <class S>
+  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z)
+    requires has_apply<L, S>
+  {
+    L::apply(th, f, X, Z);
   }
   static double flops_per_token(int64_t f, int64_t b) { return inner::flops_per_token<L>(f, b); }
 };

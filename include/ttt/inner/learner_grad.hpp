@@ -83,9 +83,13 @@ class Scratch {
   std::vector<std::vector<S>> bufs_;
 };
 
-/// Specialise for each learner (see the file comment). The primary template is left undefined.
 template <class L>
-struct LearnerGrad;
+struct DerivedGrad;  // inner/derived.hpp
+
+/// A learner's training forward and reverse: derived from its `apply` (inner/derived.hpp) unless
+/// the learner specialises it with a hand-written fast path (see the file comment).
+template <class L>
+struct LearnerGrad : DerivedGrad<L> {};
 
 /// A learner whose backward is known to training, in scalar S.
 template <class L, class S>
@@ -191,3 +195,5 @@ template <class L>
 struct LearnerGrad<inner::PrimalOnly<L>> : LearnerGrad<L> {};
 
 }  // namespace ttt::train
+
+#include "derived.hpp"  // DerivedGrad, the default LearnerGrad

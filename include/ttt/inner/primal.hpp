@@ -1,7 +1,7 @@
 #pragma once
 /// \file inner/primal.hpp
-/// The primal form of one head's mini-batch for any learner (only `apply` and `accumulate_grad`
-/// are needed), token by token, exactly as the reference's decode path: gradients of the
+/// The primal form of one head's mini-batch for any learner (only `apply` and the inner gradient,
+/// inner/inner_grad.hpp, are needed), token by token, exactly as the reference's decode path: gradients of the
 /// segment's tokens are all taken at theta0 (the state at the start of the mini-batch); gacc
 /// accumulates lr[s] * grad_s; the query of row t sees theta_t = theta0 - token_eta[t] * gacc_t.
 /// Learners with a dual form (inner/linear.hpp, inner/mlp.hpp) are tested against it.
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../blocks/ln_l2.hpp"
+#include "inner_grad.hpp"
 #include "learner.hpp"
 
 namespace ttt::inner {
@@ -35,7 +36,7 @@ struct head_workspace<L, S> {
 /// Zq: (n, f) learner outputs of the segment's queries; theta0 unchanged, gacc advanced.
 template <class L, class S>
 void primal_segment(const S* theta0, S* gacc, int64_t f, const Segment<S>& s, RefT<S> Zq, PrimalWorkspace<S>& ws) {
-  static_assert(has_apply<L, S> && has_accumulate_grad<L, S>,
+  static_assert(has_apply<L, S> && (has_accumulate_grad<L, S> || has_generic_apply<L, S>),
                 "ttt: this learner's apply / accumulate_grad take float; write them as templates over the scalar "
                 "(template <class S> static void apply(const S*, int64_t, ttt::CRefT<S>, ttt::RefT<S>)) to run it in double");
   const int64_t n = s.XQ.rows();
@@ -52,7 +53,7 @@ void primal_segment(const S* theta0, S* gacc, int64_t f, const Segment<S>& s, Re
     ws.G = ws.Z - s.XV;  // d/dz 0.5 ||z - v||^2
   }
   for (int64_t t = 0; t < n; ++t) {
-    L::accumulate_grad(theta0, f, CRefT<S>(s.XK.middleRows(t, 1)), CRefT<S>(ws.G.middleRows(t, 1)), s.lr + t, gacc);
+    accumulate_grad<L, S>(theta0, f, CRefT<S>(s.XK.middleRows(t, 1)), CRefT<S>(ws.G.middleRows(t, 1)), s.lr + t, gacc);
     const S eta = s.token_eta[t];
     for (int64_t i = 0; i < P; ++i) ws.theta_t[size_t(i)] = theta0[i] - eta * gacc[i];
     L::apply(static_cast<const S*>(ws.theta_t.data()), f, CRefT<S>(s.XQ.middleRows(t, 1)), RefT<S>(Zq.middleRows(t, 1)));

@@ -313,8 +313,8 @@ class TTTLayer {
   }
 };
 
-// Out of the class body (not inline), so that the project's programs can take it from
-// precompiled instances (tests/support) instead of compiling it in every translation unit.
+// Out of the class body (not inline), so that programs can take it from the precompiled
+// instances (ttt::precompiled) instead of compiling it in every translation unit.
 template <class L, class S>
 void TTTLayer<L, S>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
   const int64_t n = X.rows();

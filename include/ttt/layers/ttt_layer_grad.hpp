@@ -266,8 +266,11 @@ class LayerGrad {
 
   explicit LayerGrad(const Layer& layer, int64_t scan_checkpoint_group = 0)
       : layer_(&layer), group_(std::max<int64_t>(scan_checkpoint_group, 1)) {
-    static_assert(HasLearnerGrad<L>, "ttt::train::LayerGrad: no backward for this inner learner; specialise "
-                                     "ttt::train::LearnerGrad<YourLearner> (see ttt/inner/learner_grad.hpp)");
+    static_assert(HasLearnerGrad<L>,
+                  "ttt::train::LayerGrad: no backward for this inner learner: write its apply as a template over the "
+                  "scalar (`template <class S> static void apply(const S*, int64_t, ttt::CRefT<S>, ttt::RefT<S>)`) "
+                  "and the backward is derived, or specialise ttt::train::LearnerGrad<YourLearner> (see "
+                  "ttt/inner/learner_grad.hpp)");
   }
 
   /// Y = layer(X), X: (n, C), n >= 1; keeps the tape for backward.

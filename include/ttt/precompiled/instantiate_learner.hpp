@@ -1,5 +1,5 @@
 // The instances of one learner L (TTT layer, its reverse pass, the language model and its gradient,
-// the learner checks) in float and double; instances_<learner>.cpp expands it once per learner, in
+// the learner checks) in float and double; <learner>.cpp expands it once per learner, in
 // its own translation unit so that the learners compile in parallel.
 #pragma once
 #include <ttt/layers/ttt_layer.hpp>

@@ -1,5 +1,5 @@
-// Precompiled instances for the project's own programs: the attention layer, its reverse pass, the
-// attention language model and its gradient, in float and double (see instances_linear.cpp).
+// ttt::precompiled: the attention layer, its reverse pass, the
+// attention language model and its gradient, in float and double (see linear.cpp).
 #include <ttt/layers/attention_layer.hpp>
 #include <ttt/models/causal_lm.hpp>
 #include <ttt/models/transformer.hpp>

@@ -1,5 +1,5 @@
-// Precompiled instances for the project's own programs: the hierarchical transformer's forward,
-// loss (with gradients) and cached decoder, in float and double (see instances_linear.cpp).
+// ttt::precompiled: the hierarchical transformer's forward,
+// loss (with gradients) and cached decoder, in float and double (see linear.cpp).
 #include <ttt/models/hier/decode.hpp>
 #include <ttt/models/hier/graph.hpp>
 #include <ttt/models/hier/loss.hpp>

@@ -1,8 +1,0 @@
-// Precompiled instances for the project's own programs (tests, examples, benchmarks), inner::MLP:
-// programs compiled with TTT_PRECOMPILED see them as `extern template` and link them from here
-// instead of compiling them again (docs/architecture.md, "Build time").
-#include <ttt/inner/mlp.hpp>
-
-#include "instantiate_learner.hpp"
-
-TTT_INSTANTIATE_LEARNER(ttt::inner::MLP)
