@@ -135,14 +135,16 @@ std::vector<float> random_theta(int64_t f) {
   return th;
 }
 
+// In the layer a learner runs inside the OpenMP loop over heads, where Eigen stays single-threaded;
+// called from outside a parallel region Eigen would spread these tiny products over threads.
+struct EigenSerial {
+  EigenSerial() { Eigen::setNbThreads(1); }
+  ~EigenSerial() { Eigen::setNbThreads(-1); }
+};
+
 template <class L, bool Dual>
 void BM_Learner(benchmark::State& state) {
-  // In the layer a learner runs inside the OpenMP loop over heads, where Eigen stays single-threaded;
-  // called from outside a parallel region Eigen would spread these tiny products over threads.
-  struct EigenSerial {
-    EigenSerial() { Eigen::setNbThreads(1); }
-    ~EigenSerial() { Eigen::setNbThreads(-1); }
-  } serial;
+  const EigenSerial serial;
   constexpr int64_t f = 64, b = 16;
   const HeadBatch hb(f, b);
   const auto seg = hb.segment();
@@ -168,10 +170,7 @@ void BM_Learner(benchmark::State& state) {
 // for the derived path (the tape's work is not the model's); tokens/s only.
 template <class L, bool Derived>
 void BM_LearnerTrain(benchmark::State& state) {
-  struct EigenSerial {
-    EigenSerial() { Eigen::setNbThreads(1); }
-    ~EigenSerial() { Eigen::setNbThreads(-1); }
-  } serial;
+  const EigenSerial serial;
   using G = std::conditional_t<Derived, ttt::train::DerivedGrad<L>, ttt::train::LearnerGrad<L>>;
   constexpr int64_t f = 64, b = 16;
   const HeadBatch hb(f, b);

@@ -130,27 +130,6 @@ double flops_per_token(int64_t f, int64_t b) {
   else return 0.0;
 }
 
-/// Hides a learner's dual form, so that tests can run the primal form of any learner.
-template <class L>
-struct PrimalOnly {
-  static constexpr std::string_view name = L::name;
-  static constexpr bool ln_residual_loss = inner::ln_residual_loss<L>();
-  static std::vector<ParamSpec> param_specs(int64_t f) { return L::param_specs(f); }
-  template <class S>
-  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z)
-    requires has_apply<L, S>
-  {
-    L::apply(th, f, X, Z);
-  }
-  template <class S>
-  static void accumulate_grad(const S* th, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g)
-    requires has_accumulate_grad<L, S>
-  {
-    L::accumulate_grad(th, f, X, dZ, w, g);
-  }
-  static double flops_per_token(int64_t f, int64_t b) { return inner::flops_per_token<L>(f, b); }
-};
-
 /// Only the learner's name, shapes and map: its inner gradient and training path are the derived
 /// ones (inner/inner_grad.hpp, inner/derived.hpp). Tests and benchmarks compare a learner's fast
 /// paths with `ApplyOnly<L>`.
@@ -166,6 +145,18 @@ struct ApplyOnly {
     L::apply(th, f, X, Z);
   }
   static double flops_per_token(int64_t f, int64_t b) { return inner::flops_per_token<L>(f, b); }
+};
+
+/// Hides a learner's dual form (keeps its own inner gradient), so that tests can run the primal
+/// form of any learner.
+template <class L>
+struct PrimalOnly : ApplyOnly<L> {
+  template <class S>
+  static void accumulate_grad(const S* th, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g)
+    requires has_accumulate_grad<L, S>
+  {
+    L::accumulate_grad(th, f, X, dZ, w, g);
+  }
 };
 
 }  // namespace ttt::inner
