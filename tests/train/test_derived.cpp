@@ -259,3 +259,48 @@ TEST_CASE("the README's learner trains: the loss of a repeating sequence falls")
   CHECK(std::isfinite(loss));
   CHECK(loss < 0.7 * first);
 }
+
+TEST_CASE("an apply-only learner: prefill + decode at any split and any chunking == one full forward") {
+  for (int64_t b : {1, 3, 16}) {
+    auto cfg = ModelConfig::sized(std::string(TanhResidual::name), 41, 16, 2, 2, 24, b);
+    TTTModel<TanhResidual> model(cfg);
+    th::randomize(model, 9, 0.3);
+    const auto ids = th::random_ids(37, cfg.vocab_size, 10);
+    const Mat full = model.forward(std::span<const int64_t>(ids));
+    for (int64_t P : {1, 5, 16, 36}) {
+      INFO("mini-batch " << b << ", prefill " << P);
+      CHECK(th::rel_err(th::prefill_then_decode(model, ids, P), full) < 1e-5);
+    }
+    // random chunkings: several prefill calls of random lengths
+    std::mt19937_64 rng{static_cast<uint64_t>(b)};
+    for (int trial = 0; trial < 3; ++trial) {
+      auto st = model.new_state();
+      Mat got(int64_t(ids.size()), cfg.vocab_size), lg;
+      for (size_t t = 0; t < ids.size();) {
+        const size_t len = std::min<size_t>(ids.size() - t, 1 + rng() % 9);
+        model.forward(st, std::span<const int64_t>(ids.data() + t, len), &lg, Logits::all);
+        got.middleRows(int64_t(t), int64_t(len)) = lg;
+        t += len;
+      }
+      INFO("mini-batch " << b << ", random chunking " << trial);
+      CHECK(th::rel_err(got, full) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("mini-batches of 2048: hand-written == derived training path; prefill + decode == full forward") {
+  // one head, f = 4, a whole 2048-token mini-batch: the dual forms' (n, n) matrices at full size
+  derived_learner_grad_matches<inner::Linear>(4, 2048);
+  derived_learner_grad_matches<inner::MLP>(4, 2048);
+  // a tiny model with mini_batch_size 2048 over 2100 tokens: two mini-batches, the second partial
+  auto cfg = ModelConfig::sized("linear", 29, 8, 1, 2, 12, 2048);
+  TTTModel<inner::Linear> model(cfg);
+  th::randomize(model, 4, 0.3);
+  const auto ids = th::random_ids(2100, cfg.vocab_size, 5);
+  const Mat full = model.forward(std::span<const int64_t>(ids));
+  CHECK(th::rel_err(th::prefill_then_decode(model, ids, 1500), full) < 1e-4);
+  TTTModel<inner::Linear> grad(cfg);
+  const double loss = train::loss_and_grad(model, {ids}, grad);
+  CHECK(std::isfinite(loss));
+  CHECK(train::grad_norm(grad) > 0);
+}
