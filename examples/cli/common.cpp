@@ -1,4 +1,5 @@
 #include "common.hpp"
+#include "learners.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -54,7 +55,7 @@ bool is_hier_checkpoint(const std::string& dir) {
   }
 }
 
-std::vector<std::string> learner_names() { return ttt::inner::builtin_name_list(); }
+std::vector<std::string> learner_names() { return ttt::inner::builtin_name_list<Learners>(); }
 
 const CLI::Validator& finite_number() {
   static const CLI::Validator v(

@@ -23,6 +23,7 @@
 #include <ttt/train/model_grad.hpp>
 
 #include "common.hpp"
+#include "learners.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -137,7 +138,7 @@ void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
 /// A TTT checkpoint: hidden.{i} of every layer, the next-token loss, decode_logits when the input
 /// has prompt_len. Sequences are independent: one session each, spread over the threads.
 void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
-  ttt::AnyModel m = ttt::AnyModel::load(a.model);
+  Model m = Model::load(a.model);
   const ttt::ModelConfig& cfg = m.cfg();
   const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
   const auto in = ttt::io::SafeTensors::load(a.input);
@@ -174,7 +175,7 @@ void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
 
   auto run_sequence = [&](int64_t b) {
     const std::span<const int64_t> seq = x.seq(b);
-    ttt::AnyModel::Session s = m.session();
+    Model::Session s = m.session();
     ttt::Mat lg;
     std::vector<ttt::Mat> hs;
     s.feed(seq, ttt::Logits::all, &lg, &hs);
@@ -186,7 +187,7 @@ void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
     seq_loss[size_t(b)] = sum;
     if (P) {
       // decode_logits: prefill P tokens (entry 0), then feed tokens P .. L-2 one at a time.
-      ttt::AnyModel::Session d = m.session();
+      Model::Session d = m.session();
       d.feed(seq.first(size_t(*P)), ttt::Logits::last, &lg);
       std::copy(lg.data(), lg.data() + V, dec.begin() + (b * D) * V);
       for (int64_t t = *P; t + 1 < L; ++t) {

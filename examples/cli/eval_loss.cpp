@@ -16,6 +16,7 @@
 #include <ttt/train/trainer.hpp>
 
 #include "common.hpp"
+#include "learners.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -60,7 +61,7 @@ void check_vocab(const EvalLossArgs& a, int64_t vocab) {
 int run_eval_loss(const EvalLossArgs& a) {
   ttt::set_inner_threads(a.threads);
   if (!is_hier_checkpoint(a.model)) {
-    const ttt::AnyModel m = ttt::AnyModel::load(a.model);
+    const Model m = Model::load(a.model);
     check_vocab(a, m.cfg().vocab_size);
     return eval_loss(a, m);
   }

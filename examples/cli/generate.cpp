@@ -21,6 +21,7 @@
 #include <ttt/models/hier/model.hpp>
 
 #include "common.hpp"
+#include "learners.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -103,7 +104,7 @@ void generate_hier(const GenerateArgs& a, const ttt::SamplingOptions& opt, std::
 
 /// TTT checkpoints: the library's sampler, tokens printed as they come; timings on stderr.
 void generate_ttt(const GenerateArgs& a, ttt::SamplingOptions opt, std::vector<int64_t> prompt, bool text) {
-  ttt::AnyModel m = ttt::AnyModel::load(a.model);
+  Model m = Model::load(a.model);
   prompt = prompt_tokens(a, std::move(prompt), text, m.cfg().vocab_size);
   if (!a.ignore_eos) {
     if (a.eos) opt.eos_token_id = *a.eos;

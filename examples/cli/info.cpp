@@ -10,6 +10,7 @@
 #include <ttt/models/hier/model.hpp>
 
 #include "common.hpp"
+#include "learners.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -28,7 +29,7 @@ int run_info(const std::string& dir) {
     std::cout << "parameters = " << m.num_params() << "\n";
     return 0;
   }
-  const ttt::AnyModel m = ttt::AnyModel::load(dir);
+  const Model m = Model::load(dir);
   print_config(dir, ttt::to_json(m.cfg()));
   std::cout << "learner = " << m.learner() << "\n";
   std::cout << "head_dim = " << m.cfg().head_dim() << "\n";

@@ -10,6 +10,7 @@
 #include <ttt/models/any_model.hpp>
 
 #include "common.hpp"
+#include "learners.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -54,7 +55,7 @@ int run_init(const InitArgs& a) {
   const std::filesystem::path out(a.out);
   if (!a.force && std::filesystem::exists(out / "config.json"))
     throw UsageError("--out: " + (out / "config.json").string() + " exists; pass --force to overwrite");
-  ttt::AnyModel m = ttt::AnyModel::create(c, a.seed);
+  Model m = Model::create(c, a.seed);
   m.save(out);
   std::cout << "wrote " << out.string() << " (" << m.learner() << ", " << m.num_params() << " parameters)\n";
   return 0;

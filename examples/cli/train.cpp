@@ -25,6 +25,7 @@
 #include <ttt/train/trainer.hpp>
 
 #include "common.hpp"
+#include "learners.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -199,7 +200,7 @@ int run_train(const TrainArgs& a) {
     ttt::hier::HierarchicalTransformer m(*hcfg);
     fit(m);
   } else {
-    ttt::inner::with_learner(a.layer, "--layer", [&]<class L>() {
+    ttt::inner::with_learner<Learners>(a.layer, "--layer", [&]<class L>() {
       ttt::TTTModel<L> m(*tcfg);
       fit(m);
     });

@@ -13,6 +13,9 @@
 #       train_resume    ttt train: N steps + --resume N more == 2N steps (log and weights, bit for bit);
 #                       the output loads in generate / eval / eval-loss
 #       train_errors    ttt train / eval-loss: bad data, short data, bad --resume, bad flags
+#       custom_learner  (TTT_BINARY = ttt-custom, the tool built with the example learners) init,
+#                       train, generate, info, eval --grads and eval-loss with a user's learner;
+#                       an unknown --layer lists every learner
 #       train_hier      ttt train --arch hier (TTT-Linear at 2x): resume bit for bit, --config, the
 #                       output loads in info / generate / eval / eval-loss, eval --grads checked by
 #                       finite differences through the program (fd_grads.py), bad flags and configs
@@ -498,6 +501,26 @@ case_train_hier() {
     fail "hier: --threads 2 with a strided TTT-MLP hierarchy"
 }
 
+case_custom_learner() {
+  make_corpus
+  run 0 init --out bfl --layer bias_free_linear --hidden 16 --layers 1 --heads 2 --vocab 64 --seed 3 || return
+  grep -q '"ttt_layer_type": "bias_free_linear"' bfl/config.json || fail "init: config.json does not name the learner"
+  run 0 info --model bfl && { grep -q "bias_free_linear" out.txt || fail "info does not name the learner: $(cat out.txt)"; }
+  # both example learners train (exact gradients derived from their maps) and load back
+  local l
+  for l in bias_free_linear relu_mlp; do
+    run 0 train --data corpus/a.txt --layer $l --hidden 16 --heads 2 --layers 1 --seq-len 16 --batch 4 --steps 12 \
+      --lr 1e-2 --out "t_$l" --quiet || return
+    awk -F, 'NR == 2 { first = $3 } END { if (!($3 < first - 0.5)) exit 1 }' "t_$l/log.csv" ||
+      fail "$l: the train loss did not fall by 0.5 in 12 steps: $(cat "t_$l/log.csv")"
+    run 0 generate --model "t_$l" --prompt-ids 1,2,3 --max-new-tokens 4 --greedy
+    run 0 eval-loss --model "t_$l" --data corpus --seq-len 16 || return
+  done
+  st_write in.st "input_ids|I64|[1,4]|1 5 9 2"
+  run 0 eval --model bfl --input in.st --out g.st --grads || return
+  run 2 init --out x --layer nope && check_err "ttt init: " "bias_free_linear" "relu_mlp" "linear"
+}
+
 case "$CASE" in
   eval_ref) case_eval_ref ;;
   eval_grads) case_eval_grads ;;
@@ -509,6 +532,7 @@ case "$CASE" in
   train_resume) case_train_resume ;;
   train_errors) case_train_errors ;;
   train_hier) case_train_hier ;;
+  custom_learner) case_custom_learner ;;
   *)
     echo "unknown case '$CASE'"
     exit 1

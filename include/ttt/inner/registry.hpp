@@ -11,7 +11,8 @@
 /// \endcode
 ///
 /// A new built-in learner is added to `Builtin` below (and gets its name in error messages and
-/// the CLI's help from there).
+/// the CLI's help from there). A program with learners of its own passes a longer tuple as
+/// `Learners` (the `ttt` tool does so when built with ttt_add_cli, examples/cli/learners.hpp).
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -67,7 +68,9 @@ template <class Learners = Builtin, class F>
 decltype(auto) with_learner(std::string_view name, const std::string& source, F&& fn) {
   if (!is_builtin<Learners>(name))
     throw ConfigError(source + ": ttt_layer_type '" + std::string(name) + "' is not a built-in learner (" +
-                      builtin_names<Learners>() + "); a custom learner needs TTTModel<YourLearner> directly");
+                      builtin_names<Learners>() +
+                      "); a learner of your own: TTTModel<YourLearner> directly, or a `ttt` program built with it "
+                      "(ttt_add_cli, examples/CMakeLists.txt)");
   return detail_registry::dispatch<Learners, 0>(name, fn);
 }
 
