@@ -5,10 +5,11 @@
 ///
 /// ## The interface a learner's backward provides
 ///
-/// Training needs, for each inner learner `L`, a specialisation of `ttt::train::LearnerGrad<L>`
-/// with two static function templates (the built-in ones sit beside their learners in
-/// inner/linear.hpp, inner/mlp.hpp, inner/linear_attention.hpp; a user learner specialises the template for its own type, and `loss_and_grad` refuses to
-/// compile for a learner without one):
+/// Training needs, for each inner learner `L`, `ttt::train::LearnerGrad<L>` with two static
+/// function templates. By default it is `DerivedGrad<L>` (inner/derived.hpp), derived from the
+/// learner's generic `apply`; a hand-written fast path specialises it (the built-in ones sit beside
+/// their learners in inner/linear.hpp, inner/mlp.hpp, inner/linear_attention.hpp, and are tested
+/// against the derived one); `loss_and_grad` refuses to compile for a learner with neither:
 ///
 /// \code
 /// template <> struct ttt::train::LearnerGrad<MyLearner> {
