@@ -27,7 +27,8 @@ std::vector<int64_t> parse_id_list(const std::string& s);
 /// that takes --model picks the model from it.
 bool is_hier_checkpoint(const std::string& dir);
 
-/// The built-in inner learners' names ("linear", "mlp"), for --layer's check and help.
+/// The names of this program's inner learners (learners.hpp: "linear", "mlp" and any a user
+/// added), for --layer's check and help.
 std::vector<std::string> learner_names();
 
 /// CLI11 validator: a finite number.

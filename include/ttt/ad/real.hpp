@@ -226,14 +226,24 @@ Real<T> operator*(const Real<T>& a, const Real<T>& b) {
   if ((a.constant() && a.v == T(0)) || (b.constant() && b.v == T(0))) return Real<T>(T(0));
   return RealTape<T>::active().node(a.v * b.v, a, b, b, a);
 }
-/// 1 / b; d/db = -1/b^2, written with the result r itself (-r r), so that it differentiates again.
+namespace detail {
+/// y = f(x) of value v, for an f whose derivative is best written with its own result (sqrt, exp,
+/// tanh, sigmoid, 1/x): the node is made first and its partial `partial(y)` afterwards
+/// (RealTape::set_partial), so that a recorded sweep differentiates the partial again.
+template <class T, class D>
+Real<T> with_own_partial(const Real<T>& x, T v, D partial) {
+  if (x.constant()) return Real<T>(v);
+  auto& tape = RealTape<T>::active();
+  const Real<T> y = tape.node(v, x, Real<T>(T(0)));
+  tape.set_partial(y, partial(y));
+  return y;
+}
+}  // namespace detail
+
+/// 1 / b; d/db = -1/b^2 = -r r.
 template <class T>
 Real<T> reciprocal(const Real<T>& b) {
-  if (b.constant()) return Real<T>(T(1) / b.v);
-  auto& tape = RealTape<T>::active();
-  const Real<T> r = tape.node(T(1) / b.v, b, Real<T>(T(0)));
-  tape.set_partial(r, -(r * r));
-  return r;
+  return detail::with_own_partial(b, T(1) / b.v, [](const Real<T>& r) { return -(r * r); });
 }
 template <class T>
 Real<T> operator/(const Real<T>& a, const Real<T>& b) {
@@ -273,41 +283,23 @@ TTT_AD_REAL_CMP(!=)
 #undef TTT_AD_REAL_CMP
 
 // ---- functions (found by argument-dependent lookup: write `using std::exp; exp(x)`) ------------
-// A function whose derivative is best written with its own result (sqrt, exp, tanh, sigmoid) makes
-// its node first and sets the partial afterwards (RealTape::set_partial).
 template <class T>
-Real<T> sqrt(const Real<T>& x) {
-  if (x.constant()) return Real<T>(std::sqrt(x.v));
-  auto& tape = RealTape<T>::active();
-  const Real<T> y = tape.node(std::sqrt(x.v), x, Real<T>(T(0)));
-  tape.set_partial(y, Real<T>(T(0.5)) * reciprocal(y));
-  return y;
+Real<T> sqrt(const Real<T>& x) {  // d = 1 / (2 y)
+  return detail::with_own_partial(x, std::sqrt(x.v), [](const Real<T>& y) { return Real<T>(T(0.5)) * reciprocal(y); });
 }
 template <class T>
-Real<T> exp(const Real<T>& x) {
-  if (x.constant()) return Real<T>(std::exp(x.v));
-  auto& tape = RealTape<T>::active();
-  const Real<T> y = tape.node(std::exp(x.v), x, Real<T>(T(0)));
-  tape.set_partial(y, y);
-  return y;
+Real<T> exp(const Real<T>& x) {  // d = y
+  return detail::with_own_partial(x, std::exp(x.v), [](const Real<T>& y) { return y; });
 }
 template <class T>
-Real<T> tanh(const Real<T>& x) {
-  if (x.constant()) return Real<T>(std::tanh(x.v));
-  auto& tape = RealTape<T>::active();
-  const Real<T> y = tape.node(std::tanh(x.v), x, Real<T>(T(0)));
-  tape.set_partial(y, Real<T>(T(1)) - y * y);
-  return y;
+Real<T> tanh(const Real<T>& x) {  // d = 1 - y^2
+  return detail::with_own_partial(x, std::tanh(x.v), [](const Real<T>& y) { return Real<T>(T(1)) - y * y; });
 }
 /// 1 / (1 + exp(-x)); d = y (1 - y).
 template <class T>
 Real<T> sigmoid(const Real<T>& x) {
-  const T s = T(1) / (T(1) + std::exp(-x.v));
-  if (x.constant()) return Real<T>(s);
-  auto& tape = RealTape<T>::active();
-  const Real<T> y = tape.node(s, x, Real<T>(T(0)));
-  tape.set_partial(y, y * (Real<T>(T(1)) - y));
-  return y;
+  return detail::with_own_partial(x, T(1) / (T(1) + std::exp(-x.v)),
+                                  [](const Real<T>& y) { return y * (Real<T>(T(1)) - y); });
 }
 template <class T>
 Real<T> log(const Real<T>& x) {

@@ -1,7 +1,7 @@
 #pragma once
 /// \file inner/derived.hpp
 /// Training for any learner whose `apply` is a template over the scalar (its inner gradient is
-/// derived in inner/inner_grad.hpp):
+/// derived in inner/inner_grad.hpp; its forward is the primal form, inner/primal.hpp):
 ///   - its training forward and exact reverse through the inner update (`train::DerivedGrad<L>`,
 ///     which `train::LearnerGrad<L>` is unless a learner specialises it): the mini-batch is
 ///     recorded on an `ad::Real` tape, the inner gradient of each token is a recorded reverse sweep
@@ -15,31 +15,24 @@
 #include <vector>
 
 #include "../ad/real.hpp"
-#include "../blocks/ln_l2.hpp"
 #include "inner_grad.hpp"
 #include "learner_grad.hpp"
+#include "primal.hpp"
 
 namespace ttt::train {
 
 /// A learner's training forward and reverse, derived from its `apply` (see the file comment).
 template <class L>
 struct DerivedGrad {
-  /// The primal form, token by token (inner/primal.hpp's maths), and theta_end.
+  /// The primal form (inner/primal.hpp) and theta_end = theta0 - token_eta[n-1] gacc.
   template <class S>
     requires inner::has_generic_apply<L, S>
   static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
     const int64_t P = inner::param_count(L::param_specs(f));
-    auto gacc = ws.zero(0, 1, P), theta_t = ws(1, 1, P);
-    auto Z = ws(2, n, f), G = ws(3, n, f);
-    L::apply(th, f, CRefT<S>(s.XK), RefT<S>(Z));
-    inner_loss_grad(s, Z, G, ws(4, n, f));
-    for (Eigen::Index t = 0; t < n; ++t) {
-      inner::accumulate_grad<L, S>(th, f, CRefT<S>(s.XK.middleRows(t, 1)), CRefT<S>(G.middleRows(t, 1)), s.lr + t,
-                                   gacc.data());
-      for (int64_t i = 0; i < P; ++i) theta_t(0, i) = th[i] - s.token_eta[t] * gacc(0, i);
-      L::apply(static_cast<const S*>(theta_t.data()), f, CRefT<S>(s.XQ.middleRows(t, 1)), RefT<S>(Zq.middleRows(t, 1)));
-    }
+    auto gacc = ws.zero(0, 1, P);
+    inner::PrimalWorkspace<S> pw;
+    inner::primal_segment<L, S>(th, gacc.data(), f, s, Zq, pw);
     for (int64_t i = 0; i < P; ++i) th_end[i] = th[i] - s.token_eta[n - 1] * gacc(0, i);
   }
 
@@ -76,12 +69,7 @@ struct DerivedGrad {
     }
     begin[size_t(n)] = tape.size();
     MatT<R> G(n, f), target(n, f);
-    if constexpr (inner::ln_residual_loss<L>()) {
-      target = XV - XK;
-      blocks::ln_l2_grad(Z, target, lnw.data(), lnb.data(), G);
-    } else {
-      G = Z - XV;
-    }
+    inner::inner_loss_grad<L>(Z, XK, XV, lnw.data(), lnb.data(), target, G);
 
     // the inner update, recorded: gacc_t = sum_{s<=t} lr_s grad_s, theta_t = theta0 - eta_t gacc_t
     std::vector<R> gacc(static_cast<size_t>(P), R(0)), theta_t(static_cast<size_t>(P)), outs, seeds;
@@ -127,17 +115,6 @@ struct DerivedGrad {
     for (int64_t c = 0; c < f; ++c) o.d_ln_b[c] += d[k++].v;
   }
 
- private:
-  /// G = d(inner loss)/dZ: the LayerNorm-L2 loss against XV - XK, or 0.5 ||Z - XV||^2.
-  template <class S, class M>
-  static void inner_loss_grad(const Segment<S>& s, const M& Z, M& G, M target) {
-    if constexpr (inner::ln_residual_loss<L>()) {
-      target = s.XV - s.XK;
-      blocks::ln_l2_grad(Z, target, s.ln_w, s.ln_b, G);
-    } else {
-      G = Z - s.XV;
-    }
-  }
 };
 
 }  // namespace ttt::train

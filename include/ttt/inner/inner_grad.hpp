@@ -7,9 +7,24 @@
 #include <vector>
 
 #include "../ad/real.hpp"
+#include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
 
 namespace ttt::inner {
+
+/// G = d(inner loss)/dZ, the learner's inner loss at its outputs Z = f_theta(XK): the LayerNorm-L2
+/// loss against the residual target XV - XK (written into `target`), or, for a learner with
+/// `ln_residual_loss = false`, 0.5 ||Z - XV||^2. Any scalar (ad::Real too).     all (n, f)
+template <class L, class Z, class K, class V, class T, class G>
+void inner_loss_grad(const Z& z, const K& xk, const V& xv, const typename Z::Scalar* ln_w,
+                     const typename Z::Scalar* ln_b, T&& target, G&& g) {
+  if constexpr (ln_residual_loss<L>()) {
+    target = xv - xk;
+    blocks::ln_l2_grad(z, target, ln_w, ln_b, g);
+  } else {
+    g = z - xv;  // d/dz 0.5 ||z - v||^2
+  }
+}
 
 /// grad += sum_r w[r] * d <dZ[r], f_theta(X[r])> / d theta, from `apply` alone.
 template <class L, class S>

@@ -46,12 +46,7 @@ void primal_segment(const S* theta0, S* gacc, int64_t f, const Segment<S>& s, Re
   ensure_size(ws.target, n, f);
   ws.theta_t.resize(size_t(P));
   L::apply(theta0, f, CRefT<S>(s.XK), RefT<S>(ws.Z));
-  if constexpr (ln_residual_loss<L>()) {
-    ws.target = s.XV - s.XK;
-    blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
-  } else {
-    ws.G = ws.Z - s.XV;  // d/dz 0.5 ||z - v||^2
-  }
+  inner_loss_grad<L>(ws.Z, s.XK, s.XV, s.ln_w, s.ln_b, ws.target, ws.G);
   for (int64_t t = 0; t < n; ++t) {
     accumulate_grad<L, S>(theta0, f, CRefT<S>(s.XK.middleRows(t, 1)), CRefT<S>(ws.G.middleRows(t, 1)), s.lr + t, gacc);
     const S eta = s.token_eta[t];
