@@ -17,7 +17,7 @@
 namespace ttt {
 
 /// How a parameter is initialised for training from scratch (as the reference does).
-enum class ParamInit { normal, zeros, ones, uniform_fan_in };
+enum class ParamInit { normal, zeros, ones, uniform_fan_in, constant };
 
 template <class S>
 struct BasicParamRef {
@@ -29,7 +29,7 @@ struct BasicParamRef {
   /// per-head parameters inside the flat per-head state); plain tensors are one block.
   int64_t blocks = 1, block_size = 0, stride = 0;
   Init init = Init::normal;
-  double init_scale = 0.02;     ///< std of normal, or fan-in for uniform_fan_in
+  double init_scale = 0.02;     ///< std of normal, fan-in for uniform_fan_in, the value of constant
   bool no_decay = false;        ///< norms, biases, token index: no weight decay
 
   int64_t numel() const { return blocks * block_size; }
@@ -83,6 +83,7 @@ void init_param(const BasicParamRef<S>& p, std::mt19937_64& rng) {
       case ParamInit::zeros: v = 0.0f; break;
       case ParamInit::ones: v = 1.0f; break;
       case ParamInit::uniform_fan_in: v = uni(rng); break;
+      case ParamInit::constant: v = float(p.init_scale); break;
     }
     p.at(i) = S(v);
   }

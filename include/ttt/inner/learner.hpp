@@ -66,6 +66,7 @@ struct Segment {
   const S* ln_w;        ///< (f) the inner loss's LayerNorm weight for this head
   const S* ln_b;        ///< (f) ... and bias
   bool fresh = true;    ///< the segment starts a mini-batch: the accumulated gradient is zero
+  const S* alpha = nullptr;  ///< (n) the forgetting gate, for optimizers that read one (inner/optimizer.hpp)
 };
 
 // ---- the named requirements --------------------------------------------------------------------

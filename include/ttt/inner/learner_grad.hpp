@@ -56,6 +56,7 @@ struct SegmentGrad {
   S* d_lr;                ///< (n)
   S* d_ln_w;              ///< (f)
   S* d_ln_b;              ///< (f)
+  S* d_alpha = nullptr;   ///< (n) the forgetting gate's, for optimizers that read one
 };
 
 using SegmentD = Segment<double>;

@@ -102,6 +102,11 @@ ModelConfig config_from_json(const Json& j, const std::string& source = "config.
     else if (k == "pre_conv") bool_of(c.pre_conv);
     else if (k == "conv_kernel") int_of(c.conv_kernel);
     else if (k == "scan_checkpoint_group_size") int_of(c.scan_checkpoint_group_size);
+    else if (k == "ttt_inner_optimizer") str_of(c.ttt_inner_optimizer);
+    else if (k == "ttt_inner_beta") num_of(c.ttt_inner_beta);
+    else if (k == "ttt_ns_steps") int_of(c.ttt_ns_steps);
+    else if (k == "ttt_query_order") str_of(c.ttt_query_order);
+    else if (k == "ttt_hidden_size") int_of(c.ttt_hidden_size);
     else if (k == "model_type") {
       if (!v.is_string() || v.template get<std::string>() != "ttt")
         throw FormatError(source + ": model_type must be \"ttt\", got " + v.dump());
@@ -149,6 +154,13 @@ Json to_json(const ModelConfig& c) {
   j["pre_conv"] = c.pre_conv;
   j["conv_kernel"] = c.conv_kernel;
   j["scan_checkpoint_group_size"] = c.scan_checkpoint_group_size;
+  // the inner update's keys only when not the defaults (the reference's configs stay as they are)
+  const ModelConfig d;
+  if (c.ttt_inner_optimizer != d.ttt_inner_optimizer) j["ttt_inner_optimizer"] = c.ttt_inner_optimizer;
+  if (c.ttt_inner_beta != d.ttt_inner_beta) j["ttt_inner_beta"] = c.ttt_inner_beta;
+  if (c.ttt_ns_steps != d.ttt_ns_steps) j["ttt_ns_steps"] = c.ttt_ns_steps;
+  if (c.ttt_query_order != d.ttt_query_order) j["ttt_query_order"] = c.ttt_query_order;
+  if (c.ttt_hidden_size != d.ttt_hidden_size) j["ttt_hidden_size"] = c.ttt_hidden_size;
   if (!j.contains("architectures")) j["architectures"] = {"TTTForCausalLM"};
   return j;
 }

@@ -22,11 +22,15 @@
 #include "../core/parallel.hpp"
 #include "../core/params.hpp"
 #include "../inner/learner.hpp"
+#include "../inner/optimized.hpp"
+#include "../inner/optimizers.hpp"
 #include "../inner/primal.hpp"
 
 namespace ttt {
 
-template <class L, class S = float>
+/// L: the inner learner (inner/learner.hpp); S: the scalar; Opts: the inner optimizers a config
+/// may name (inner/optimizer.hpp; `ttt_inner_optimizer` picks one at construction).
+template <class L, class S = float, class Opts = inner::BuiltinOptimizers>
 class TTTLayer {
   static_assert(inner::check_learner<L>());
 
@@ -38,16 +42,21 @@ class TTTLayer {
   using R = RowT<S>;
   using HeadWorkspace = typename inner::head_workspace<L, S>::type;
   template <class T>
-  using Rebind = TTTLayer<L, T>;
+  using Rebind = TTTLayer<L, T, Opts>;
+  using Optimizers = Opts;
   /// Checkpoint names: "model.layers.{i}.seq_modeling_block.<name>"; the model adds a pre-conv.
   static constexpr const char* kPrefix = "seq_modeling_block.";
   static constexpr bool kPreConv = true;
 
   // ---- shape ----
   int64_t C = 0, H = 0, f = 0, mb = 0, P = 0, K = 0;
+  int64_t Q = 0;            // values of inner-optimizer state per head
   double base_lr = 1.0;
   bool share_qk = false, use_gate = false;
+  bool decay_gate = false;  // the optimizer reads a learned forgetting gate
   std::vector<inner::ParamSpec> specs;
+  inner::UpdateRule rule;   // the inner optimizer and query order
+  int opt = 0;              // rule.optimizer's index in Opts
 
   // ---- weights (PyTorch layouts: Linear [out, in]) ----
   M q, k, v, o, g;          // [C, C]; k absent with share_qk; g only with use_gate
@@ -55,6 +64,8 @@ class TTTLayer {
   R conv_q_b, conv_k_b;     // [C]
   M lr_w;                   // [H, C] learnable_ttt_lr_weight [H, 1, C]
   R lr_b;                   // [H]    learnable_ttt_lr_bias [H, 1]
+  M decay_w;                // [H, C] learnable_ttt_decay_weight [H, 1, C] (decay_gate only)
+  R decay_b;                // [H]    learnable_ttt_decay_bias [H, 1]
   R token_idx;              // [mb]   learnable_token_idx
   M ln_w, ln_b;             // [H, f] ttt_norm_weight / ttt_norm_bias
   R post_w, post_b;         // [C]    post_norm
@@ -65,6 +76,7 @@ class TTTLayer {
   struct State {
     std::vector<S> theta;  // [H, P] inner weights at the start of the current mini-batch
     std::vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
+    std::vector<S> ostate; // [H, Q] the inner optimizer's state at the start of the mini-batch
     M qk_hist;             // [K-1, C] share_qk: the last K-1 outputs of q_proj
   };
 
@@ -78,9 +90,10 @@ class TTTLayer {
   /// Buffers reused across calls (no allocation per token in steady-state decode).
   struct Workspace {
     Proj p;
-    M sig, LRt, Zq, O, Y, G;
+    M sig, LRt, Zq, O, Y, G, alpha;
     std::vector<S> eta;
     std::vector<HeadWorkspace> heads;
+    std::vector<inner::OptimizedWorkspace<S>> oheads;
   };
 
   TTTLayer() = default;
@@ -95,6 +108,19 @@ class TTTLayer {
         use_gate(cfg.use_gate),
         specs(L::param_specs(cfg.head_dim())) {
     P = inner::param_count(specs);
+    rule.optimizer = cfg.ttt_inner_optimizer;
+    rule.beta = cfg.ttt_inner_beta;
+    rule.ns_steps = cfg.ttt_ns_steps;
+    rule.order = cfg.ttt_query_order == "before" ? inner::QueryOrder::before : inner::QueryOrder::after;
+    opt = inner::optimizer_index<Opts>(rule.optimizer, "config");
+    inner::visit_optimizer<Opts>(opt, [&]<class O>() {
+      Q = inner::state_size<O>(specs);
+      decay_gate = inner::uses_gate<O>();
+    });
+    if (decay_gate) {
+      decay_w = M::Zero(H, C);
+      decay_b = R::Zero(H);
+    }
     q = M::Zero(C, C);
     if (!share_qk) k = M::Zero(C, C);
     v = M::Zero(C, C);
@@ -120,9 +146,10 @@ class TTTLayer {
   /// The same layer in scalar S (weights cast): a float layer's double twin and back.
   template <class T>
     requires(!std::is_same_v<T, S>)
-  explicit TTTLayer(const TTTLayer<L, T>& o)
-      : C(o.C), H(o.H), f(o.f), mb(o.mb), P(o.P), K(o.K), base_lr(o.base_lr), share_qk(o.share_qk),
-        use_gate(o.use_gate), specs(o.specs), rope(o.rope) {
+  explicit TTTLayer(const TTTLayer<L, T, Opts>& o)
+      : C(o.C), H(o.H), f(o.f), mb(o.mb), P(o.P), K(o.K), Q(o.Q), base_lr(o.base_lr), share_qk(o.share_qk),
+        use_gate(o.use_gate), decay_gate(o.decay_gate), specs(o.specs), rule(o.rule), opt(o.opt), rope(o.rope) {
+    decay_w = o.decay_w.template cast<S>(), decay_b = o.decay_b.template cast<S>();
     q = o.q.template cast<S>(), k = o.k.template cast<S>(), v = o.v.template cast<S>(), this->o = o.o.template cast<S>();
     g = o.g.template cast<S>(), conv_q = o.conv_q.template cast<S>(), conv_k = o.conv_k.template cast<S>();
     conv_q_b = o.conv_q_b.template cast<S>(), conv_k_b = o.conv_k_b.template cast<S>();
@@ -139,6 +166,10 @@ class TTTLayer {
     fn(make_param(prefix + "learnable_token_idx", {mb}, token_idx.data(), I::zeros, 0, true));
     fn(make_param(prefix + "learnable_ttt_lr_weight", {H, 1, C}, lr_w.data(), I::normal));
     fn(make_param(prefix + "learnable_ttt_lr_bias", {H, 1}, lr_b.data(), I::zeros, 0, true));
+    if (decay_gate) {
+      fn(make_param(prefix + "learnable_ttt_decay_weight", {H, 1, C}, decay_w.data(), I::normal));
+      fn(make_param(prefix + "learnable_ttt_decay_bias", {H, 1}, decay_b.data(), I::constant, -4.0, true));
+    }
     fn(make_param(prefix + "ttt_norm_weight", {H, f}, ln_w.data(), I::ones, 0, true));
     fn(make_param(prefix + "ttt_norm_bias", {H, f}, ln_b.data(), I::zeros, 0, true));
     int64_t off = 0;
@@ -175,19 +206,22 @@ class TTTLayer {
   /// Whether `other` has this layer's shape (a gradient layer for it).
   bool same_shape(const TTTLayer& other) const {
     return other.C == C && other.H == H && other.P == P && other.mb == mb && other.share_qk == share_qk &&
-           other.use_gate == use_gate && other.K == K;
+           other.use_gate == use_gate && other.K == K && other.Q == Q && other.decay_gate == decay_gate;
   }
 
   State new_state() const {
     State s;
     s.theta = theta0;
     s.gacc.assign(theta0.size(), S(0));
+    s.ostate.assign(size_t(H * Q), S(0));
     if (share_qk) s.qk_hist = M::Zero(K - 1, C);
     return s;
   }
 
   /// Bytes of State for one sequence.
-  int64_t state_bytes() const { return int64_t(2 * H * P + (share_qk ? (K - 1) * C : 0)) * int64_t(sizeof(S)); }
+  int64_t state_bytes() const {
+    return int64_t(2 * H * P + H * Q + (share_qk ? (K - 1) * C : 0)) * int64_t(sizeof(S));
+  }
 
   /// out = TTT(X) for the n tokens X: (n, C) (the normed block input) at positions pos0 ...
   void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const;
@@ -232,6 +266,16 @@ class TTTLayer {
         sig(h, t) = blocks::sigmoid(sig(h, t) + lr_b[h]);
         LRt(h, t) = S(base_lr) * sig(h, t) / S(f);
       }
+  }
+
+  /// The forgetting gate of optimizers that read one: alpha(h, t) = sigmoid(X[t] . w_decay[h] +
+  /// b_decay[h]).                                                                  alpha: (H, n)
+  void forget_gate(const M& X, M& alpha) const {
+    const int64_t n = X.rows();
+    ensure_size(alpha, H, n);
+    mv(alpha).noalias() = cv(decay_w) * cv(X).transpose();
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < n; ++t) alpha(h, t) = blocks::sigmoid(alpha(h, t) + decay_b[h]);
   }
 
   /// token_eta[t] = clamp(1/(t+1) + learnable_token_idx[t], 0) for t < mini_batch_size.
@@ -297,16 +341,32 @@ class TTTLayer {
                                   ws.LRt.row(h).data() + r0,
                                   ln_w.row(h).data(),
                                   ln_b.row(h).data(),
-                                  p == 0};
+                                  p == 0,
+                                  decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
-      if constexpr (inner::HasDualForm<L, S>) L::dual_form(theta, gacc, seg, Zq, hw);
-      else inner::primal_segment<L, S>(theta, gacc, f, seg, Zq, hw);
-      if (p + len == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
-        const S e = eta[mb - 1];
-        for (int64_t i = 0; i < P; ++i) {
-          theta[i] -= e * gacc[i];
-          gacc[i] = S(0);
+      if (rule.is_plain_gd()) {
+        if constexpr (inner::HasDualForm<L, S>) L::dual_form(theta, gacc, seg, Zq, hw);
+        else inner::primal_segment<L, S>(theta, gacc, f, seg, Zq, hw);
+        if (p + len == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
+          const S e = eta[mb - 1];
+          for (int64_t i = 0; i < P; ++i) {
+            theta[i] -= e * gacc[i];
+            gacc[i] = S(0);
+          }
         }
+      } else {
+        S* ost = st.ostate.data() + h * Q;
+        auto& ow = ws.oheads[size_t(h)];
+        inner::visit_optimizer<Opts>(opt, [&]<class O>() {
+          inner::optimized_segment<L, O, S>(theta, ost, gacc, f, specs, rule, seg, Zq, ow);
+          if (p + len == mb) {  // mini-batch complete: the optimizer's step at its last token
+            inner::optimizer_step<O, S>(specs, rule, theta, ost, gacc, eta[mb - 1], seg.alpha ? seg.alpha[len - 1] : S(0),
+                                        ow.theta_t.data(), ow.state_t.data());
+            std::copy(ow.theta_t.begin(), ow.theta_t.end(), theta);
+            std::copy(ow.state_t.begin(), ow.state_t.end(), ost);
+            std::fill(gacc, gacc + P, S(0));
+          }
+        });
       }
       r0 += len;
     }
@@ -315,15 +375,17 @@ class TTTLayer {
 
 // Out of the class body (not inline), so that programs can take it from the precompiled
 // instances (ttt::precompiled) instead of compiling it in every translation unit.
-template <class L, class S>
-void TTTLayer<L, S>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
+template <class L, class S, class Opts>
+void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
   const int64_t n = X.rows();
   project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
   lr_gate(X, ws.sig, ws.LRt);
   eta_table(ws.eta);
+  if (decay_gate) forget_gate(X, ws.alpha);
   ensure_size(ws.Zq, n, C);
   ensure_size(ws.O, n, C);
   if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
+  if (!rule.is_plain_gd() && ws.oheads.size() != size_t(H)) ws.oheads.resize(size_t(H));
   parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
     run_head(h, st, pos0, n, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);

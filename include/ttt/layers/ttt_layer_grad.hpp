@@ -20,15 +20,16 @@
 
 #include "../blocks/layer_norm.hpp"
 #include "../core/error.hpp"
+#include "../inner/derived.hpp"
 #include "../inner/learner_grad.hpp"
 #include "mixer.hpp"
 #include "ttt_layer.hpp"
 
 namespace ttt {
 
-template <class L, class S>
-struct MixerGrad<TTTLayer<L, S>> {
-  using Layer = TTTLayer<L, S>;
+template <class L, class S, class Opts>
+struct MixerGrad<TTTLayer<L, S, Opts>> {
+  using Layer = TTTLayer<L, S, Opts>;
   using M = MatT<S>;
 
   /// What the reverse pass of one layer needs.
@@ -36,9 +37,9 @@ struct MixerGrad<TTTLayer<L, S>> {
     int64_t n = 0, group = 1;
     M X;                                  // (n, C) the layer's input
     typename Layer::Proj p;               // XQ, XK, XV (and the share_qk conv input)
-    M sig, LRt;                           // (H, n)
+    M sig, LRt, alpha;                    // (H, n); alpha: the forgetting gate (decay_gate)
     M Zq, O, Yn, G, gpre, Y;              // (n, C)
-    std::vector<std::vector<S>> ckpt;     // [h] inner states at checkpoints, P each
+    std::vector<std::vector<S>> ckpt;     // [h] inner states at checkpoints, P + Q each
     std::vector<S> eta;                   // (mb) token_eta
     bool ready = false;
   };
@@ -51,7 +52,7 @@ struct MixerGrad<TTTLayer<L, S>> {
   /// Buffers shared by every layer of a model (one layer runs at a time).
   struct Buffers {
     std::vector<HeadBuffers> heads;
-    M dY, dYn, dO, dXQ, dXK, dXV, dZq, dext, dLRt, da;
+    M dY, dYn, dO, dXQ, dXK, dXV, dZq, dext, dLRt, da, dAlpha;
   };
 
   /// out = layer(X) for X: (n, C) from position 0, recording `tp`. group: scan-checkpoint group (>= 1).
@@ -63,8 +64,8 @@ struct MixerGrad<TTTLayer<L, S>> {
   /// Bytes held by a tape (activations and inner-state checkpoints).
   static int64_t tape_bytes(const Tape& tp) {
     int64_t n = 0;
-    for (const M* m : {&tp.X, &tp.p.xq, &tp.p.ext, &tp.p.XQ, &tp.p.XK, &tp.p.XV, &tp.sig, &tp.LRt, &tp.Zq, &tp.O,
-                       &tp.Yn, &tp.G, &tp.gpre, &tp.Y})
+    for (const M* m : {&tp.X, &tp.p.xq, &tp.p.ext, &tp.p.XQ, &tp.p.XK, &tp.p.XV, &tp.sig, &tp.LRt, &tp.alpha, &tp.Zq,
+                       &tp.O, &tp.Yn, &tp.G, &tp.gpre, &tp.Y})
       n += int64_t(m->size());
     for (const auto& c : tp.ckpt) n += int64_t(c.size());
     return n * int64_t(sizeof(S));
@@ -86,26 +87,57 @@ struct MixerGrad<TTTLayer<L, S>> {
                              tp.LRt.row(h).data() + r0,
                              w.ln_w.row(h).data(),
                              w.ln_b.row(h).data(),
-                             true};
+                             true,
+                             w.decay_gate ? tp.alpha.row(h).data() + r0 : nullptr};
+  }
+
+  /// One mini-batch forward from state (P + Q values) to next: the learner's LearnerGrad for
+  /// plain gd, the derived path under the layer's optimizer otherwise.
+  static void segment_forward(const Layer& w, const S* state, const inner::Segment<S>& seg, RefT<S> Zq, S* next,
+                              HeadBuffers& hb) {
+    if (w.rule.is_plain_gd()) {
+      train::LearnerGrad<L>::forward(state, w.f, seg, Zq, next, hb.scratch);
+    } else {
+      inner::visit_optimizer<Opts>(w.opt, [&]<class O>() {
+        train::derived_forward<L, O, S>(state, w.f, w.specs, w.rule, seg, Zq, next);
+      });
+    }
+  }
+  static void segment_backward(const Layer& w, const S* state, const inner::Segment<S>& seg, CRefT<S> dZq,
+                               const S* dnext, S* dstate, train::SegmentGrad<S>& o, HeadBuffers& hb) {
+    if (w.rule.is_plain_gd()) {
+      train::LearnerGrad<L>::backward(state, w.f, seg, dZq, dnext, dstate, o, hb.scratch);
+    } else {
+      if constexpr (inner::has_generic_apply<L, S>) {
+        inner::visit_optimizer<Opts>(w.opt, [&]<class O>() {
+          train::derived_backward<L, O, S>(state, w.f, w.specs, w.rule, seg, dZq, dnext, dstate, o);
+        });
+      } else {
+        throw ConfigError("inner learner '" + std::string(L::name) + "': training under ttt_inner_optimizer '" +
+                          w.rule.optimizer + "' / ttt_query_order '" + inner::order_name(w.rule.order) +
+                          "' differentiates its apply, which must be a template over the scalar");
+      }
+    }
   }
 
   static void head_forward(const Layer& w, int64_t h, Tape& tp, HeadBuffers& hb) {
-    const int64_t n = tp.n, mb = w.mb, P = w.P, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
+    const int64_t n = tp.n, mb = w.mb, P = w.P + w.Q, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
     grow(hb.theta, size_t(P)), grow(hb.next, size_t(P));
-    std::copy(w.theta0.begin() + h * P, w.theta0.begin() + (h + 1) * P, hb.theta.begin());
+    std::copy(w.theta0.begin() + h * w.P, w.theta0.begin() + (h + 1) * w.P, hb.theta.begin());
+    std::fill(hb.theta.begin() + w.P, hb.theta.begin() + P, S(0));  // the optimizer's state starts at 0
     auto& ck = tp.ckpt[size_t(h)];
     grow(ck, size_t(ceil_div(nseg, G) * P));
     for (int64_t si = 0; si < nseg; ++si) {
       const int64_t r0 = si * mb, len = std::min(mb, n - r0);
       if (si % G == 0) std::copy(hb.theta.begin(), hb.theta.begin() + P, ck.begin() + (si / G) * P);
-      train::LearnerGrad<L>::forward(hb.theta.data(), f, segment(w, tp, h, r0, len),
-                                     RefT<S>(tp.Zq.block(r0, h * f, len, f)), hb.next.data(), hb.scratch);
+      segment_forward(w, hb.theta.data(), segment(w, tp, h, r0, len), RefT<S>(tp.Zq.block(r0, h * f, len, f)),
+                      hb.next.data(), hb);
       std::swap(hb.theta, hb.next);
     }
   }
 
   static void head_backward(const Layer& w, Layer& g, int64_t h, const Tape& tp, Buffers& b, HeadBuffers& hb) {
-    const int64_t n = tp.n, mb = w.mb, P = w.P, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
+    const int64_t n = tp.n, mb = w.mb, P = w.P + w.Q, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
     auto dZq = b.dZq.block(0, h * f, n, f);
     dZq.setZero();
     blocks::layer_norm_bwd(tp.Zq.block(0, h * f, n, f), w.ln_w.row(h).data(), 1e-6, b.dO.block(0, h * f, n, f), dZq,
@@ -125,8 +157,8 @@ struct MixerGrad<TTTLayer<L, S>> {
         std::copy(states, states + P, hb.grp.begin());
         for (int64_t si = s0; si + 1 < s1; ++si) {
           const int64_t r0 = si * mb, len = std::min(mb, n - r0);
-          train::LearnerGrad<L>::forward(hb.grp.data() + (si - s0) * P, f, segment(w, tp, h, r0, len),
-                                         RefT<S>(hb.zq.topRows(len)), hb.grp.data() + (si - s0 + 1) * P, hb.scratch);
+          segment_forward(w, hb.grp.data() + (si - s0) * P, segment(w, tp, h, r0, len), RefT<S>(hb.zq.topRows(len)),
+                          hb.grp.data() + (si - s0 + 1) * P, hb);
         }
         states = hb.grp.data();
       }
@@ -139,19 +171,19 @@ struct MixerGrad<TTTLayer<L, S>> {
                                 hb.deta.data(),
                                 b.dLRt.row(h).data() + r0,
                                 g.ln_w.row(h).data(),
-                                g.ln_b.row(h).data()};
-        train::LearnerGrad<L>::backward(states + (si - s0) * P, f, segment(w, tp, h, r0, len),
-                                        CRefT<S>(dZq.middleRows(r0, len)), hb.dtheta.data(), hb.dprev.data(), o,
-                                        hb.scratch);
+                                g.ln_b.row(h).data(),
+                                w.decay_gate ? b.dAlpha.row(h).data() + r0 : nullptr};
+        segment_backward(w, states + (si - s0) * P, segment(w, tp, h, r0, len), CRefT<S>(dZq.middleRows(r0, len)),
+                         hb.dtheta.data(), hb.dprev.data(), o, hb);
         std::swap(hb.dtheta, hb.dprev);
       }
     }
-    for (int64_t i = 0; i < P; ++i) g.theta0[size_t(h * P + i)] += hb.dtheta[size_t(i)];
+    for (int64_t i = 0; i < w.P; ++i) g.theta0[size_t(h * w.P + i)] += hb.dtheta[size_t(i)];
   }
 };
 
-template <class L, class S>
-void MixerGrad<TTTLayer<L, S>>::forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group) {
+template <class L, class S, class Opts>
+void MixerGrad<TTTLayer<L, S, Opts>>::forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group) {
   const int64_t n = X.rows(), H = w.H;
   tp.n = n;
   tp.group = std::max<int64_t>(group, 1);
@@ -160,6 +192,7 @@ void MixerGrad<TTTLayer<L, S>>::forward(const Layer& w, CRefT<S> X, M& out, Tape
   w.project(tp.X, nullptr, 0, tp.p);
   w.lr_gate(tp.X, tp.sig, tp.LRt);
   w.eta_table(tp.eta);
+  if (w.decay_gate) w.forget_gate(tp.X, tp.alpha);
   ensure_size(tp.Zq, n, w.C);
   ensure_size(tp.O, n, w.C);
   if (tp.ckpt.size() != size_t(H)) tp.ckpt.resize(size_t(H));
@@ -173,8 +206,8 @@ void MixerGrad<TTTLayer<L, S>>::forward(const Layer& w, CRefT<S> X, M& out, Tape
   tp.ready = true;
 }
 
-template <class L, class S>
-void MixerGrad<TTTLayer<L, S>>::backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
+template <class L, class S, class Opts>
+void MixerGrad<TTTLayer<L, S, Opts>>::backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
   const int64_t n = tp.n, C = w.C, H = w.H, f = w.f;
   const M& X = tp.X;
   const M& Y = w.use_gate ? tp.Y : tp.Yn;
@@ -197,6 +230,10 @@ void MixerGrad<TTTLayer<L, S>>::backward(const Layer& w, Layer& g, CRefT<S> dout
   ensure_size(b.dLRt, H, n);
   b.dXQ = b.dO;  // O = XQ + LN(Zq)
   b.dXK.setZero(), b.dXV.setZero(), b.dLRt.setZero();
+  if (w.decay_gate) {
+    ensure_size(b.dAlpha, H, n);
+    b.dAlpha.setZero();
+  }
   // heads are independent: each writes its own columns of dXQ, dXK, dXV, dZq, its own row of
   // dLRt and of the ln_w / ln_b gradients, its own slice of theta0's gradient and its own deta
   parallel_heads(H, true, [&](int64_t h) { head_backward(w, g, h, tp, b, b.heads[size_t(h)]); });
@@ -210,6 +247,12 @@ void MixerGrad<TTTLayer<L, S>>::backward(const Layer& w, Layer& g, CRefT<S> dout
   g.lr_w.noalias() += b.da * X;
   g.lr_b += b.da.rowwise().sum().transpose();
   dX.noalias() += b.da.transpose() * w.lr_w;
+  if (w.decay_gate) {  // alpha = sigmoid(decay_w X^T + decay_b)                            (H, n)
+    b.da = b.dAlpha.cwiseProduct(tp.alpha.cwiseProduct((S(1) - tp.alpha.array()).matrix()));
+    g.decay_w.noalias() += b.da * X;
+    g.decay_b += b.da.rowwise().sum().transpose();
+    dX.noalias() += b.da.transpose() * w.decay_w;
+  }
   blocks::rope(b.dXQ, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
   blocks::rope(b.dXK, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
   if (w.share_qk) {
@@ -233,8 +276,8 @@ void MixerGrad<TTTLayer<L, S>>::backward(const Layer& w, Layer& g, CRefT<S> dout
 namespace train {
 
 /// Set every parameter of a layer (used as a gradient accumulator) to zero.
-template <class L, class S>
-void zero_grad(TTTLayer<L, S>& g) {
+template <class L, class S, class Opts>
+void zero_grad(TTTLayer<L, S, Opts>& g) {
   g.visit_params("", [](const auto& p) {
     for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = S(0);
   });

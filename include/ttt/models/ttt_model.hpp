@@ -19,14 +19,16 @@
 
 namespace ttt {
 
-template <class L, class S = float>
-class TTTModel : public CausalLM<TTTLayer<L, S>> {
+/// L: the inner learner; S: the scalar; Opts: the inner optimizers a config may name
+/// (`ttt_inner_optimizer`; inner/optimizers.hpp, or a tuple with one's own).
+template <class L, class S = float, class Opts = inner::BuiltinOptimizers>
+class TTTModel : public CausalLM<TTTLayer<L, S, Opts>> {
  public:
-  using Base = CausalLM<TTTLayer<L, S>>;
+  using Base = CausalLM<TTTLayer<L, S, Opts>>;
   using Learner = L;
-  using Layer = TTTLayer<L, S>;
+  using Layer = TTTLayer<L, S, Opts>;
   template <class T>
-  using Rebind = TTTModel<L, T>;
+  using Rebind = TTTModel<L, T, Opts>;
 
   explicit TTTModel(const ModelConfig& c) : Base(c) {}
 

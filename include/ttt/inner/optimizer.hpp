@@ -1,0 +1,144 @@
+#pragma once
+/// \file inner/optimizer.hpp
+/// The contract of an inner optimizer: how a mini-batch's accumulated inner gradient becomes the
+/// inner weights. The learner (inner/learner.hpp) says what the hidden state computes; the
+/// optimizer says how it learns. An optimizer is a stateless type with static members, written
+/// once and generic over the scalar (so that training differentiates through it, inner/derived.hpp):
+///
+/// \code
+/// struct MyOptimizer {
+///   static constexpr std::string_view name = "my";                          // requirement: name
+///   static int64_t state_size(const std::vector<ttt::inner::ParamSpec>& specs);  // optional: extra state (0)
+///   static constexpr bool uses_gate = false;     // optional: a learned per-token gate alpha_t in [0, 1]
+///   template <class S>
+///   static void step(const ttt::inner::Step<S>& s);                           // requirement: step
+/// };
+/// \endcode
+///
+/// `step` maps the state at the start of a mini-batch (theta0 and the optimizer's own state) and
+/// the gradient accumulated so far, gacc_t = sum_{s<=t} lr_s grad_s (all gradients taken at theta0,
+/// as TTT does), to the weights theta_t and state a query at token t reads: the update as if the
+/// mini-batch ended at t. At the end of the mini-batch the same map, at its last token, is the
+/// new state. For `gd` that is TTT's theta_t = theta0 - eta_t gacc_t (the dual forms compute it
+/// in closed form); the others run in the primal form (inner/optimized.hpp).
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "learner.hpp"
+
+namespace ttt::inner {
+
+/// Which weights a mini-batch's queries read (LaCT's order option).
+enum class QueryOrder {
+  after,   ///< query t reads the weights updated by the tokens up to and including t (TTT)
+  before,  ///< every query reads the weights from before the mini-batch's update (LaCT's
+           ///< apply-then-update: no token sees its own mini-batch)
+};
+
+/// The inner update's options (config.json: ttt_inner_optimizer, ttt_inner_beta, ttt_ns_steps,
+/// ttt_query_order).
+struct UpdateRule {
+  std::string optimizer = "gd";
+  double beta = 0.9;        ///< momentum's decay of the previous surprise, in [0, 1)
+  int64_t ns_steps = 5;     ///< muon's Newton-Schulz iterations, >= 1
+  QueryOrder order = QueryOrder::after;
+  /// TTT's update exactly as the reference computes it: the learners' dual forms apply.
+  bool is_plain_gd() const { return optimizer == "gd" && order == QueryOrder::after; }
+  bool operator==(const UpdateRule&) const = default;
+};
+
+inline const char* order_name(QueryOrder o) { return o == QueryOrder::after ? "after" : "before"; }
+
+/// The arguments of one optimizer step (see the file comment). P values each for theta0, gacc,
+/// theta; Q = state_size(specs) each for state0, state.
+template <class S>
+struct Step {
+  const std::vector<ParamSpec>& specs;
+  const UpdateRule& rule;
+  const S* theta0;  ///< (P) the weights at the start of the mini-batch
+  const S* state0;  ///< (Q) the optimizer's state there
+  const S* gacc;    ///< (P) sum_{s<=t} lr_s grad_s
+  S eta;            ///< token_eta[t]
+  S alpha;          ///< the gate at token t (optimizers with uses_gate; 0 otherwise)
+  S* theta;         ///< (P) out: theta_t
+  S* state;         ///< (Q) out: the state at t
+};
+
+template <class O>
+concept has_optimizer_name = requires { { O::name } -> std::convertible_to<std::string_view>; };
+template <class O, class S = float>
+concept has_step = requires(const Step<S>& s) { O::step(s); };
+/// An inner optimizer: a name and a step, generic over the scalar (ad::Real included).
+template <class O>
+concept InnerOptimizer = has_optimizer_name<O> && has_step<O, float> && has_step<O, double> &&
+                         has_step<O, ad::Real<double>>;
+
+/// Values of optimizer state per head beyond theta (0 unless the optimizer says).
+template <class O>
+int64_t state_size(const std::vector<ParamSpec>& specs) {
+  if constexpr (requires { O::state_size(specs); }) return O::state_size(specs);
+  else return 0;
+}
+
+/// Whether the optimizer reads a learned per-token gate alpha_t (decay).
+template <class O>
+constexpr bool uses_gate() {
+  if constexpr (requires { O::uses_gate; }) return bool(O::uses_gate);
+  else return false;
+}
+
+template <class O>
+constexpr bool check_optimizer() {
+  static_assert(has_optimizer_name<O>, "ttt: inner optimizer is missing `static constexpr std::string_view name`");
+  static_assert(has_step<O, float> && has_step<O, double> && has_step<O, ad::Real<double>>,
+                "ttt: inner optimizer is missing `template <class S> static void step(const ttt::inner::Step<S>&)` "
+                "(a template over the scalar, so that training can differentiate through it)");
+  return true;
+}
+
+/// "gd, momentum, ...": the names of a tuple of optimizers.
+template <class Opts>
+std::string optimizer_names() {
+  std::string s;
+  std::apply([&](auto... o) { ((s += (s.empty() ? "" : ", ") + std::string(decltype(o)::name)), ...); }, Opts{});
+  return s;
+}
+
+/// The position of `name` in the tuple of optimizers; ConfigError "<source>: ttt_inner_optimizer
+/// 'x' is not an inner optimizer (gd, momentum, ...)" when absent.
+template <class Opts>
+int optimizer_index(std::string_view name, const std::string& source) {
+  int i = 0, found = -1;
+  std::apply([&](auto... o) { ((decltype(o)::name == name ? void(found = i++) : void(i++)), ...); }, Opts{});
+  if (found < 0)
+    throw ConfigError(source + ": ttt_inner_optimizer '" + std::string(name) + "' is not an inner optimizer (" +
+                      optimizer_names<Opts>() + ")");
+  return found;
+}
+
+namespace detail_optimizer {
+template <class Opts, size_t I, class F>
+decltype(auto) visit(int index, F& fn) {
+  using O = std::tuple_element_t<I, Opts>;
+  static_assert(check_optimizer<O>());
+  if constexpr (I + 1 == std::tuple_size_v<Opts>) {
+    return fn.template operator()<O>();
+  } else {
+    if (index == int(I)) return fn.template operator()<O>();
+    return visit<Opts, I + 1>(index, fn);
+  }
+}
+}  // namespace detail_optimizer
+
+/// `fn.template operator()<O>()` for the optimizer at `index` of the tuple `Opts`.
+template <class Opts, class F>
+decltype(auto) visit_optimizer(int index, F&& fn) {
+  return detail_optimizer::visit<Opts, 0>(index, fn);
+}
+
+}  // namespace ttt::inner

@@ -1,0 +1,21 @@
+#pragma once
+/// \file inner/optimizers/decay.hpp
+/// Learned forgetting (Titans): theta_t = (1 - alpha_t) theta0 - eta_t gacc_t, with
+/// alpha_t = sigmoid(x_t . w_decay + b_decay) per head, from the token through a learned gate
+/// (the layer's learnable_ttt_decay_weight / _bias, bias initialised to -4: alpha ~ 0.018).
+#include "../optimizer.hpp"
+
+namespace ttt::inner {
+
+struct Decay {
+  static constexpr std::string_view name = "decay";
+  static constexpr bool uses_gate = true;
+  template <class S>
+  static void step(const Step<S>& s) {
+    const int64_t P = param_count(s.specs);
+    const S keep = S(1) - s.alpha;
+    for (int64_t i = 0; i < P; ++i) s.theta[i] = keep * s.theta0[i] - s.eta * s.gacc[i];
+  }
+};
+
+}  // namespace ttt::inner

@@ -1,0 +1,17 @@
+#pragma once
+/// \file inner/optimizers/gd.hpp
+/// TTT's inner update: one gradient step per mini-batch, theta_t = theta0 - eta_t gacc_t.
+#include "../optimizer.hpp"
+
+namespace ttt::inner {
+
+struct GD {
+  static constexpr std::string_view name = "gd";
+  template <class S>
+  static void step(const Step<S>& s) {
+    const int64_t P = param_count(s.specs);
+    for (int64_t i = 0; i < P; ++i) s.theta[i] = s.theta0[i] - s.eta * s.gacc[i];
+  }
+};
+
+}  // namespace ttt::inner

@@ -1,0 +1,24 @@
+#pragma once
+/// \file inner/optimizers/momentum.hpp
+/// Heavy-ball momentum across mini-batches (Titans' surprise): S_t = beta S0 - eta_t gacc_t,
+/// theta_t = theta0 + S_t; S carries to the next mini-batch. beta = ttt_inner_beta (0.9). The
+/// first mini-batch (S0 = 0) is plain gd.
+#include "../optimizer.hpp"
+
+namespace ttt::inner {
+
+struct Momentum {
+  static constexpr std::string_view name = "momentum";
+  static int64_t state_size(const std::vector<ParamSpec>& specs) { return param_count(specs); }
+  template <class S>
+  static void step(const Step<S>& s) {
+    const int64_t P = param_count(s.specs);
+    const S beta = S(s.rule.beta);
+    for (int64_t i = 0; i < P; ++i) {
+      s.state[i] = beta * s.state0[i] - s.eta * s.gacc[i];
+      s.theta[i] = s.theta0[i] + s.state[i];
+    }
+  }
+};
+
+}  // namespace ttt::inner

@@ -1,0 +1,238 @@
+// Inner optimizers (ttt/inner/optimizer.hpp, inner/optimizers/*.hpp) and the query order, for
+// every learner: the built-in Linear and MLP, and TanhGate, a learner that exists only here.
+//   - the outer gradient through every learner x optimizer (x order) is exact: loss_and_grad
+//     against central finite differences of the model's loss, in double;
+//   - prefill + decode and random chunkings == one full forward, for every combination;
+//   - the generic path under gd == TTT's fast path; momentum with beta = 0 == gd;
+//   - an optimizer that exists only here, through TTTModel's third template parameter;
+//   - a tiny model trains under every optimizer.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+
+#include <ttt/inner/derived.hpp>
+#include <ttt/inner/optimized.hpp>
+#include <ttt/models/ttt_model.hpp>
+#include <ttt/train/model_grad.hpp>
+#include <ttt/train/optim.hpp>
+
+#include "test_helpers.hpp"
+
+using namespace ttt;
+
+namespace {
+
+// f(x) = tanh(x W + b) * x: written once, generically (only in this file).
+struct TanhGate {
+  static constexpr std::string_view name = "tanh_gate";
+  static std::vector<inner::ParamSpec> param_specs(int64_t f) {
+    return {{"W1", {f, f}, inner::ParamSpec::Init::normal}, {"b1", {1, f}, inner::ParamSpec::Init::zeros}};
+  }
+  template <class S>
+  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z) {
+    using std::tanh;
+    Z.noalias() = X * Eigen::Map<const MatT<S>>(th, f, f);
+    Z.rowwise() += Eigen::Map<const RowT<S>>(th + f * f, f);
+    for (Eigen::Index i = 0; i < Z.rows(); ++i)
+      for (Eigen::Index j = 0; j < Z.cols(); ++j) Z(i, j) = tanh(Z(i, j)) * X(i, j) + X(i, j);
+  }
+};
+
+// An optimizer that exists only here: gd whose step is clipped to norm 1 (per head).
+struct ClippedGD {
+  static constexpr std::string_view name = "clipped_gd";
+  template <class S>
+  static void step(const inner::Step<S>& s) {
+    using std::sqrt;
+    const int64_t P = inner::param_count(s.specs);
+    S sq = S(1e-12);
+    for (int64_t i = 0; i < P; ++i) sq = sq + s.gacc[i] * s.gacc[i];
+    const S norm = s.eta * sqrt(sq);
+    const S scale = norm > S(1) ? S(1) / norm : S(1);
+    for (int64_t i = 0; i < P; ++i) s.theta[i] = s.theta0[i] - scale * s.eta * s.gacc[i];
+  }
+};
+static_assert(inner::InnerOptimizer<ClippedGD>);
+using MyOptimizers = std::tuple<inner::GD, ClippedGD>;
+
+struct Combo {
+  std::string optimizer, order;
+};
+const std::vector<Combo> kCombos = {{"gd", "after"},    {"gd", "before"},   {"momentum", "after"},
+                         {"decay", "after"}, {"muon", "after"},  {"momentum", "before"}};
+
+ModelConfig combo_config(const std::string& learner, const Combo& c, int64_t mb) {
+  auto cfg = ModelConfig::sized(learner, 23, 12, 2, 2, 16, mb);
+  cfg.ttt_inner_optimizer = c.optimizer;
+  cfg.ttt_query_order = c.order;
+  if (cfg.ttt_inner_optimizer == "momentum") cfg.ttt_inner_beta = 0.7;
+  if (cfg.ttt_inner_optimizer == "muon") cfg.ttt_ns_steps = 3;
+  cfg.validate();
+  return cfg;
+}
+
+// loss_and_grad of a double model against central differences: per tensor, its largest-gradient
+// entry and its middle one. Returns the worst relative error.
+template <class Model>
+double fd_check(Model& model, const std::vector<int64_t>& ids, int& checked) {
+  Model grad(model.cfg);
+  train::loss_and_grad(model, {ids}, grad);
+  const double h = 1e-6;
+  double worst = 0;
+  std::vector<BasicParamRef<double>> ps, gs;
+  model.visit_params([&](const BasicParamRef<double>& p) { ps.push_back(p); });
+  grad.visit_params([&](const BasicParamRef<double>& p) { gs.push_back(p); });
+  REQUIRE(ps.size() == gs.size());
+  Model scratch(model.cfg);
+  for (size_t k = 0; k < ps.size(); ++k) {
+    int64_t best = 0;
+    for (int64_t i = 0; i < gs[k].numel(); ++i)
+      if (std::abs(gs[k].at(i)) > std::abs(gs[k].at(best))) best = i;
+    for (int64_t i : {best, gs[k].numel() / 2}) {
+      double& x = ps[k].at(i);
+      const double x0 = x;
+      x = x0 + h;
+      const double lp = train::loss_and_grad(model, {ids}, scratch);
+      x = x0 - h;
+      const double lm = train::loss_and_grad(model, {ids}, scratch);
+      x = x0;
+      const double fd = (lp - lm) / (2 * h);
+      const double e = std::abs(gs[k].at(i) - fd) / std::max(std::abs(fd), 1e-4);
+      INFO(ps[k].name << "[" << i << "] analytic " << gs[k].at(i) << " fd " << fd);
+      CHECK(e < 2e-5);
+      worst = std::max(worst, e);
+      ++checked;
+    }
+  }
+  return worst;
+}
+
+template <class L, class Opts = inner::BuiltinOptimizers>
+void fd_every_combo(const std::string& learner, const std::vector<Combo>& combos = kCombos) {
+  for (const auto& c : combos) {
+    const auto cfg = combo_config(learner, c, 3);
+    TTTModel<L, float, Opts> fmodel(cfg);
+    th::randomize(fmodel, 5, 0.3);
+    auto model = train::cast_model<double>(fmodel);
+    const auto ids = th::random_ids(8, cfg.vocab_size, 6);  // 3 mini-batches, the last partial
+    int checked = 0;
+    INFO(learner << " / " << c.optimizer << " / " << c.order);
+    const double worst = fd_check(model, ids, checked);
+    MESSAGE(learner << " " << c.optimizer << " " << c.order << ": " << checked << " entries, worst " << worst);
+  }
+}
+
+template <class L>
+void chunking_every_combo(const std::string& learner) {
+  for (const auto& c : kCombos)
+    for (int64_t b : {1, 4}) {
+      const auto cfg = combo_config(learner, c, b);
+      TTTModel<L> model(cfg);
+      th::randomize(model, 9, 0.3);
+      const auto ids = th::random_ids(19, cfg.vocab_size, 10);
+      const Mat full = model.forward(std::span<const int64_t>(ids));
+      INFO(learner << " / " << c.optimizer << " / " << c.order << " / mini-batch " << b);
+      for (int64_t P : {1, 6, 18}) CHECK(th::rel_err(th::prefill_then_decode(model, ids, P), full) < 1e-5);
+      std::mt19937_64 rng{static_cast<uint64_t>(b)};
+      auto st = model.new_state();
+      Mat got(int64_t(ids.size()), cfg.vocab_size), lg;
+      for (size_t t = 0; t < ids.size();) {
+        const size_t len = std::min<size_t>(ids.size() - t, 1 + rng() % 7);
+        model.forward(st, std::span<const int64_t>(ids.data() + t, len), &lg, Logits::all);
+        got.middleRows(int64_t(t), int64_t(len)) = lg;
+        t += len;
+      }
+      CHECK(th::rel_err(got, full) < 1e-5);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("every learner x optimizer x order: loss_and_grad == central differences (double)") {
+  fd_every_combo<inner::Linear>("linear");
+  fd_every_combo<inner::MLP>("mlp");
+  fd_every_combo<TanhGate>("tanh_gate");
+}
+
+TEST_CASE("every learner x optimizer x order: prefill + decode and random chunkings == one full forward") {
+  chunking_every_combo<inner::Linear>("linear");
+  chunking_every_combo<inner::MLP>("mlp");
+  chunking_every_combo<TanhGate>("tanh_gate");
+}
+
+TEST_CASE("the generic optimized path under gd == TTT's primal form; momentum with beta 0 == gd") {
+  std::mt19937_64 rng(3);
+  const int64_t f = 6, n = 5;
+  const auto specs = inner::MLP::param_specs(f);
+  const int64_t P = inner::param_count(specs);
+  std::normal_distribution<double> N(0, 0.3);
+  std::vector<double> theta(static_cast<size_t>(P)), eta(static_cast<size_t>(n)), lr(static_cast<size_t>(n)),
+      lnw(static_cast<size_t>(f), 1.0), lnb(static_cast<size_t>(f), 0.0);
+  for (auto& x : theta) x = N(rng);
+  for (int64_t t = 0; t < n; ++t) eta[size_t(t)] = 1.0 / double(t + 1), lr[size_t(t)] = 0.1 + 0.01 * double(t);
+  MatD XQ = MatD::NullaryExpr(n, f, [&] { return N(rng); }), XK = MatD::NullaryExpr(n, f, [&] { return N(rng); }),
+       XV = MatD::NullaryExpr(n, f, [&] { return N(rng); });
+  const inner::Segment<double> seg{XQ, XK, XV, eta.data(), lr.data(), lnw.data(), lnb.data()};
+  MatD Z1(n, f), Z2(n, f);
+  std::vector<double> g1(size_t(P), 0.0), g2(size_t(P), 0.0);
+  inner::PrimalWorkspace<double> pw;
+  inner::primal_segment<inner::PrimalOnly<inner::MLP>, double>(theta.data(), g1.data(), f, seg, Z1, pw);
+  inner::OptimizedWorkspace<double> ow;
+  inner::optimized_segment<inner::MLP, inner::GD, double>(theta.data(), nullptr, g2.data(), f, specs,
+                                                          inner::UpdateRule{}, seg, Z2, ow);
+  CHECK((Z1 - Z2).cwiseAbs().maxCoeff() < 1e-12);
+  CHECK(Eigen::Map<const RowD>(g1.data(), P).isApprox(Eigen::Map<const RowD>(g2.data(), P)));
+
+  // a model: momentum with beta = 0 computes what gd computes (the generic path vs the dual form)
+  auto cfg = ModelConfig::sized("linear", 23, 12, 2, 2, 16, 4);
+  TTTModel<inner::Linear> gd(cfg);
+  th::randomize(gd, 2, 0.3);
+  cfg.ttt_inner_optimizer = "momentum";
+  cfg.ttt_inner_beta = 0.0;
+  TTTModel<inner::Linear> mom(cfg);
+  copy_params(gd, mom);
+  const auto ids = th::random_ids(17, cfg.vocab_size, 1);
+  CHECK(th::rel_err(mom.forward(std::span<const int64_t>(ids)), gd.forward(std::span<const int64_t>(ids))) < 1e-5);
+}
+
+TEST_CASE("an optimizer written once (only in this file): chosen by name, gradients exact") {
+  auto cfg = combo_config("linear", {"gd", "after"}, 3);
+  cfg.ttt_inner_optimizer = "clipped_gd";
+  fd_every_combo<TanhGate, MyOptimizers>("tanh_gate", {{"gd", "after"}, {"gd", "before"}});
+  TTTModel<TanhGate, float, MyOptimizers> fmodel(
+      [&] { auto c = cfg; c.ttt_layer_type = "tanh_gate"; return c; }());
+  th::randomize(fmodel, 5, 0.3);
+  auto model = train::cast_model<double>(fmodel);
+  int checked = 0;
+  fd_check(model, th::random_ids(8, cfg.vocab_size, 6), checked);
+  CHECK(checked > 0);
+  // an unknown name lists the optimizers of the tuple
+  cfg.ttt_inner_optimizer = "adamw";
+  CHECK_THROWS_WITH_AS(TTTModel<inner::Linear>{cfg},
+                       doctest::Contains("ttt_inner_optimizer 'adamw' is not an inner optimizer (gd, momentum, decay, muon)"),
+                       ConfigError);
+}
+
+TEST_CASE("a tiny model trains under every inner optimizer") {
+  for (const auto& c : kCombos) {
+    auto cfg = ModelConfig::sized("linear", 32, 16, 1, 2, 32, 4);
+    cfg.ttt_inner_optimizer = c.optimizer;
+    cfg.ttt_query_order = c.order;
+    TTTModel<inner::Linear> model(cfg), grad(cfg);
+    model.init_weights(42);
+    std::vector<int64_t> ids;
+    for (int i = 0; i < 24; ++i) ids.push_back((i % 8) * 5 % 32);
+    train::AdamW opt({.weight_decay = 0.0});
+    opt.init(model);
+    double first = 0, loss = 0;
+    for (int step = 0; step < 25; ++step) {
+      loss = train::loss_and_grad(model, {ids}, grad);
+      if (step == 0) first = loss;
+      opt.step(model, grad, 1e-2);
+    }
+    MESSAGE(c.optimizer << " / " << c.order << ": loss " << first << " -> " << loss);
+    CHECK(std::isfinite(loss));
+    CHECK(loss < 0.5 * first);
+  }
+}
