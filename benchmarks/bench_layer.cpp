@@ -18,6 +18,7 @@
 #include "ttt/inner/learner.hpp"
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
+#include "ttt/inner/swiglu.hpp"
 #include "ttt/inner/derived.hpp"
 #include "ttt/inner/primal.hpp"
 #include "ttt/layers/ttt_layer.hpp"
@@ -28,16 +29,17 @@ namespace {
 
 using ttt::Mat;
 
-template <class L>
-const char* layer_type() {
-  return std::string_view(L::name) == "mlp" ? "mlp" : "linear";
-}
+/// The inner optimizers the Layer/<L>/prefill/<optimizer> rows run.
+constexpr const char* kOptimizers[] = {"gd", "momentum", "decay", "muon"};
 
-/// A layer of the 125m shape with the reference's random initialisation (std 0.02).
-template <class L>
+/// A layer of the 125m shape with the reference's random initialisation (std 0.02), under inner
+/// optimizer kOptimizers[Opt].
+template <class L, int Opt = 0>
 const ttt::TTTLayer<L>& bench_layer() {
   static const ttt::TTTLayer<L> layer = [] {
-    ttt::TTTLayer<L> l(ttt::ModelConfig::preset_125m(layer_type<L>()));
+    auto cfg = ttt::ModelConfig::preset_125m(std::string(L::name));
+    cfg.ttt_inner_optimizer = kOptimizers[Opt];
+    ttt::TTTLayer<L> l(cfg);
     std::mt19937_64 rng(1234);
     l.visit_params("", [&](const ttt::ParamRef& p) { ttt::init_param(p, rng); });
     return l;
@@ -61,9 +63,9 @@ void set_counters(benchmark::State& state, int64_t tokens, double flops_per_toke
 }
 
 // ---- layer: prefill ------------------------------------------------------------------------------
-template <class L>
+template <class L, int Opt = 0>
 void BM_LayerPrefill(benchmark::State& state) {
-  const auto& layer = bench_layer<L>();
+  const auto& layer = bench_layer<L, Opt>();
   const int64_t n = state.range(0);
   const Mat X = random_rows(n, layer.C, 42);
   typename ttt::TTTLayer<L>::Workspace ws;  // reused: steady-state buffers, as in a server
@@ -195,11 +197,23 @@ void BM_LearnerTrain(benchmark::State& state) {
 
 using ttt::inner::Linear;
 using ttt::inner::MLP;
+using ttt::inner::SwiGLU;
 
 BENCHMARK(BM_LayerPrefill<Linear>)->Name("Layer/Linear/prefill")->Arg(512)->Arg(2048)->Arg(8192)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<MLP>)->Name("Layer/MLP/prefill")->Arg(512)->Arg(2048)->Arg(8192)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+// the inner optimizers (primal form; gd above is the dual form) and the SwiGLU learner (primal)
+BENCHMARK(BM_LayerPrefill<Linear, 1>)->Name("Layer/Linear/prefill/momentum")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<Linear, 2>)->Name("Layer/Linear/prefill/decay")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<Linear, 3>)->Name("Layer/Linear/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<MLP, 1>)->Name("Layer/MLP/prefill/momentum")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<MLP, 3>)->Name("Layer/MLP/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<SwiGLU>)->Name("Layer/SwiGLU/prefill")->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<SwiGLU, 3>)->Name("Layer/SwiGLU/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerDecode<SwiGLU>)->Name("Layer/SwiGLU/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<SwiGLU, false>)->Name("Learner/SwiGLU/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<SwiGLU, true>)->Name("Learner/SwiGLU/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<MLP>)->Name("Layer/MLP/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<Linear, true>)->Name("Learner/Linear/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <ttt/inner/optimizers.hpp>
 #include <ttt/inner/registry.hpp>
 #include <ttt/io/file.hpp>
 #include <ttt/models/hier/config.hpp>
@@ -56,6 +57,23 @@ bool is_hier_checkpoint(const std::string& dir) {
 }
 
 std::vector<std::string> learner_names() { return ttt::inner::builtin_name_list<Learners>(); }
+
+void add_update_flags(CLI::App* app, UpdateFlags& u) {
+  std::vector<std::string> opts;
+  std::apply([&](auto... o) { (opts.emplace_back(decltype(o)::name), ...); }, ttt::inner::BuiltinOptimizers{});
+  app->add_option("--inner-optimizer", u.optimizer, "Inner optimizer (ttt_inner_optimizer)")
+      ->check(CLI::IsMember(opts))->capture_default_str();
+  app->add_option("--inner-beta", u.beta, "Momentum's beta in [0, 1) (ttt_inner_beta; --inner-optimizer momentum)")
+      ->check(CLI::Range(0.0, 0.999999999))->capture_default_str();
+  app->add_option("--ns-steps", u.ns_steps, "Muon's Newton-Schulz iterations (ttt_ns_steps; --inner-optimizer muon)")
+      ->check(CLI::Range(int64_t(1), int64_t(100)))->capture_default_str();
+  app->add_option("--query-order", u.order,
+                  "after: query t reads the weights updated through token t (TTT); before: the weights from before "
+                  "its mini-batch's update (LaCT) (ttt_query_order)")
+      ->check(CLI::IsMember({"after", "before"}))->capture_default_str();
+  app->add_option("--swiglu-hidden", u.hidden, "Hidden width of the swiglu learner (ttt_hidden_size; 0 = 4 x head dim)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20))->capture_default_str();
+}
 
 const CLI::Validator& finite_number() {
   static const CLI::Validator v(

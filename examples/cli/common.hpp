@@ -31,6 +31,29 @@ bool is_hier_checkpoint(const std::string& dir);
 /// added), for --layer's check and help.
 std::vector<std::string> learner_names();
 
+/// The inner update's flags (--inner-optimizer, --inner-beta, --ns-steps, --query-order,
+/// --swiglu-hidden), shared by init and train; each is written into the config only when given, so
+/// that ModelConfig::validate names a flag that contradicts the optimizer.
+struct UpdateFlags {
+  std::string optimizer = "gd", order = "after";
+  double beta = 0.9;
+  int64_t ns_steps = 5, hidden = 0;
+};
+void add_update_flags(CLI::App* app, UpdateFlags& u);
+/// Copies the flags into the config's ttt_inner_optimizer, ttt_inner_beta, ttt_ns_steps,
+/// ttt_query_order and ttt_hidden_size.
+template <class Config>
+void apply_update_flags(const UpdateFlags& u, Config& c) {
+  c.ttt_inner_optimizer = u.optimizer;
+  c.ttt_inner_beta = u.beta;
+  c.ttt_ns_steps = u.ns_steps;
+  c.ttt_query_order = u.order;
+  c.ttt_hidden_size = u.hidden;
+}
+/// The flags of add_update_flags (for train's --arch checks).
+inline const std::vector<std::string> kUpdateFlags = {"--inner-optimizer", "--inner-beta", "--ns-steps",
+                                                      "--query-order", "--swiglu-hidden"};
+
 /// CLI11 validator: a finite number.
 const CLI::Validator& finite_number();
 

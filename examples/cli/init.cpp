@@ -23,6 +23,7 @@ struct InitArgs {
   uint64_t seed = 0;
   double base_lr = 1.0, rope_theta = 10000.0;
   bool pre_conv = false, share_qk = false, use_gate = false, untie = false, force = false;
+  UpdateFlags update;
 };
 
 int run_init(const InitArgs& a) {
@@ -42,6 +43,7 @@ int run_init(const InitArgs& a) {
   c.share_qk = a.share_qk;
   c.use_gate = a.use_gate;
   c.tie_word_embeddings = !a.untie;
+  apply_update_flags(a.update, c);
   if (c.vocab_size >= ttt::ByteTokenizer::vocab_size) {  // room for the byte tokenizer's specials
     c.bos_token_id = ttt::ByteTokenizer::bos;
     c.eos_token_id = ttt::ByteTokenizer::eos;
@@ -84,6 +86,7 @@ Command add_init(CLI::App& app) {
   sub->add_flag("--use-gate", a->use_gate, "use_gate = true");
   sub->add_flag("--untie", a->untie, "tie_word_embeddings = false (separate lm_head)");
   sub->add_flag("--force", a->force, "Overwrite an existing checkpoint");
+  add_update_flags(sub, a->update);
   return {sub, [a] { return run_init(*a); }};
 }
 

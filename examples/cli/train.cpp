@@ -42,6 +42,7 @@ struct TrainArgs {
   bool resume = false, pre_conv = false, share_qk = false, use_gate = false, quiet = false;
   int threads = 0;
   int64_t scan_group = 0;
+  UpdateFlags update;
   // --arch hier: simple-hierarchical-transformer (its constructor arguments as flags or --config)
   std::string arch = "ttt", config;
   std::vector<int64_t> hierarchies = {1}, strides = {1};
@@ -153,6 +154,7 @@ ttt::ModelConfig ttt_train_config(const TrainArgs& a) {
   c.bos_token_id = ttt::ByteTokenizer::bos;
   c.eos_token_id = ttt::ByteTokenizer::eos;
   c.pad_token_id = ttt::ByteTokenizer::pad;
+  apply_update_flags(a.update, c);
   try {
     c.validate("model config");
   } catch (const ttt::ConfigError& e) {
@@ -165,6 +167,9 @@ int run_train(const TrainArgs& a) {
   const bool hier = a.arch == "hier";
   for (const std::string& f : hier ? kTTTOnlyFlags : kHierOnlyFlags)
     if (a.has(f)) throw UsageError(f + " does not apply to --arch " + a.arch);
+  if (hier)
+    for (const std::string& f : kUpdateFlags)
+      if (a.has(f)) throw UsageError(f + " does not apply to --arch hier (its TTT mixers use gd)");
   std::optional<ttt::hier::HierConfig> hcfg;
   std::optional<ttt::ModelConfig> tcfg;
   if (hier) hcfg = hier_train_config(a);
@@ -266,6 +271,7 @@ Command add_train(CLI::App& app) {
   s->add_option("--threads", t.threads,
                 "Threads over the sequences of a batch (0 = 1; a resumed run continues bit for bit with the same count)")->check(CLI::Range(0, 4096));
   s->add_flag("--quiet", t.quiet, "No progress line on stderr");
+  add_update_flags(s, t.update);
   s->add_option("--arch", t.arch,
                 "Architecture: ttt (TTT language model) or hier (simple-hierarchical-transformer, TTT layers "
                 "allowed in any hierarchy's attention slot via --mixer)")

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <sstream>
@@ -19,6 +20,8 @@
 
 #include <ttt/blocks/cross_entropy.hpp>
 #include <ttt/core/tensor.hpp>
+#include <ttt/inner/optimizers.hpp>
+#include <ttt/inner/registry.hpp>
 #include <ttt/io/file.hpp>
 #include <ttt/train/data.hpp>
 #include <nlohmann/json.hpp>
@@ -50,8 +53,31 @@ struct Spec {
 inline const std::vector<std::string>& model_names() {
   static const std::vector<std::string> v = {"ttt-linear", "ttt-mlp", "ttt-linear-mamba", "ttt-mlp-mamba",
                                              "transformer", "swa", "linear-attn",
-                                             "hier-local", "hier-1-2", "hier-1-2-8", "hier-ttt"};
+                                             "hier-local", "hier-1-2", "hier-1-2-8", "hier-ttt",
+                                             "ttt-swiglu", "ttt-linear-momentum", "ttt-linear-decay",
+                                             "ttt-mlp-muon", "ttt-swiglu-muon"};
   return v;
+}
+
+/// A TTT model's name, ttt-<learner>[-<inner optimizer>][-mamba] (e.g. ttt-swiglu-muon,
+/// ttt-linear-momentum-mamba): any learner of the registry (inner/registry.hpp) under any
+/// built-in inner optimizer (inner/optimizers.hpp), gd when none is named.
+struct TTTName {
+  std::string learner, optimizer = "gd";
+  bool mamba = false;
+};
+inline std::optional<TTTName> parse_ttt_name(const std::string& name) {
+  if (name.rfind("ttt-", 0) != 0) return std::nullopt;
+  TTTName t;
+  std::string rest = name.substr(4);
+  if (rest.ends_with("-mamba")) t.mamba = true, rest.resize(rest.size() - 6);
+  const auto dash = rest.find('-');
+  t.learner = rest.substr(0, dash);
+  if (dash != std::string::npos) t.optimizer = rest.substr(dash + 1);
+  bool opt_ok = false;
+  std::apply([&](auto... o) { opt_ok = ((decltype(o)::name == t.optimizer) || ...); }, ttt::inner::BuiltinOptimizers{});
+  if (!ttt::inner::is_builtin(t.learner) || !opt_ok) return std::nullopt;
+  return t;
 }
 
 /// The models of a run without --models.
@@ -74,6 +100,9 @@ inline std::string describe(const std::string& name, const Spec& s) {
   if (name == "ttt-mlp") return "TTT-MLP, Transformer backbone";
   if (name == "ttt-linear-mamba") return "TTT-Linear, Mamba backbone (pre-conv, shared QK, gate)";
   if (name == "ttt-mlp-mamba") return "TTT-MLP, Mamba backbone (pre-conv, shared QK, gate)";
+  if (const auto t = parse_ttt_name(name))
+    return "TTT, learner " + t->learner + ", inner optimizer " + t->optimizer +
+           (t->mamba ? ", Mamba backbone" : ", Transformer backbone");
   if (name == "transformer") return "causal softmax attention + RoPE, KV cache";
   if (name == "swa") return "sliding-window attention, window " + std::to_string(s.window);
   if (name == "linear-attn") return "linear attention = TTT-Linear with plain L2 inner loss, W0 = 0, one mini-batch";
@@ -89,7 +118,10 @@ inline std::string describe(const std::string& name, const Spec& s) {
 inline void check_model_name(const std::string& name) {
   for (const auto& n : model_names())
     if (n == name) return;
-  throw ttt::Error("unknown model '" + name + "'; valid models: " + join(model_names()));
+  if (parse_ttt_name(name)) return;
+  throw ttt::Error("unknown model '" + name + "'; valid models: " + join(model_names()) +
+                   ", or ttt-<learner>[-<optimizer>][-mamba] with a learner of " + ttt::inner::builtin_names() +
+                   " and an optimizer of " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>());
 }
 
 // ---- tasks -------------------------------------------------------------------------------------

@@ -258,13 +258,14 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
   check_model_name(name);
   // ttt-<learner>[-mamba]: the learner by its registry name; the other models use none ("linear"
   // fills the config's field).
-  const bool ttt_model = name.rfind("ttt-", 0) == 0;
-  std::string learner = ttt_model ? name.substr(4) : "linear";
-  if (ttt_model && learner.ends_with("-mamba")) learner.resize(learner.size() - 6);
+  const auto tn = parse_ttt_name(name);
+  const bool ttt_model = tn.has_value();
+  const std::string learner = ttt_model ? tn->learner : "linear";
   ttt::ModelConfig c =
       ttt::ModelConfig::sized(learner, s.vocab, s.hidden, s.layers, s.heads, intermediate, s.mini_batch);
   c.max_position_embeddings = 1 << 30;
-  if (name.find("-mamba") != std::string::npos) c.pre_conv = c.share_qk = c.use_gate = true;
+  if (ttt_model) c.ttt_inner_optimizer = tn->optimizer;
+  if (ttt_model && tn->mamba) c.pre_conv = c.share_qk = c.use_gate = true;
   if (name == "linear-attn") {  // inner/linear_attention.hpp: the whole sequence is one mini-batch
     c.ttt_layer_type = "linear_attention";
     if (s.max_len > (int64_t(1) << 16))

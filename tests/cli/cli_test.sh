@@ -521,7 +521,48 @@ case_custom_learner() {
   run 2 init --out x --layer nope && check_err "ttt init: " "bias_free_linear" "relu_mlp" "linear"
 }
 
+# The inner update from the command line: learners and optimizers by name, their keys in
+# config.json only when not the defaults, training and the subcommands on such checkpoints, and
+# one-line errors for bad names, values out of range and contradicting flags.
+case_inner_update() {
+  make_corpus
+  run 0 init --out plain --hidden 16 --layers 1 --heads 2 || return
+  grep -q 'ttt_inner_optimizer' plain/config.json && fail "init: a default update wrote ttt_inner_optimizer"
+  run 0 init --out sw --layer swiglu --swiglu-hidden 12 --inner-optimizer muon --ns-steps 3 --query-order before \
+    --hidden 16 --layers 1 --heads 2 || return
+  grep -q '"ttt_inner_optimizer": "muon"' sw/config.json || fail "init: no ttt_inner_optimizer: $(cat sw/config.json)"
+  grep -q '"ttt_hidden_size": 12' sw/config.json || fail "init: no ttt_hidden_size: $(cat sw/config.json)"
+  grep -q '"ttt_ns_steps": 3' sw/config.json || fail "init: no ttt_ns_steps"
+  run 0 info --model sw && { grep -q "swiglu" out.txt || fail "info does not name the learner: $(cat out.txt)"; }
+  local spec
+  for spec in "linear momentum" "swiglu muon" "mlp decay"; do
+    set -- $spec
+    run 0 train --data corpus/a.txt --layer "$1" --inner-optimizer "$2" --hidden 16 --heads 2 --layers 1 --seq-len 16 \
+      --batch 4 --steps 12 --mini-batch 4 --lr 1e-2 --out "t_$1_$2" --quiet || return
+    awk -F, 'NR == 2 { first = $3 } END { if (!($3 < first - 0.5)) exit 1 }' "t_$1_$2/log.csv" ||
+      fail "$1 / $2: the train loss did not fall by 0.5 in 12 steps: $(cat "t_$1_$2/log.csv")"
+    run 0 generate --model "t_$1_$2" --prompt-ids 1,2,3 --max-new-tokens 4 --greedy || return
+  done
+  st_write in.st "input_ids|I64|[1,4]|1 5 9 2"
+  run 0 eval --model t_linear_momentum --input in.st --out g.st --grads || return
+  local m=(--out bad --hidden 16 --layers 1 --heads 2)
+  run 2 init "${m[@]}" --inner-optimizer lion && check_err "ttt init: " "--inner-optimizer" "lion"
+  run 2 init "${m[@]}" --inner-optimizer momentum --inner-beta 1 && check_err "ttt init: " "--inner-beta"
+  run 2 init "${m[@]}" --inner-optimizer muon --ns-steps 0 && check_err "ttt init: " "--ns-steps"
+  run 2 init "${m[@]}" --inner-beta 0.5 && check_err "ttt init: " "ttt_inner_beta is set" "'gd'"
+  run 2 init "${m[@]}" --ns-steps 2 --inner-optimizer momentum && check_err "ttt init: " "ttt_ns_steps is set" "muon"
+  run 2 init "${m[@]}" --swiglu-hidden 8 && check_err "ttt init: " "ttt_hidden_size" "'linear'"
+  run 2 init "${m[@]}" --query-order during && check_err "ttt init: " "--query-order"
+  run 2 init "${m[@]}" --mini-batch 0 && check_err "ttt init: " "mini_batch_size"
+  run 2 train --arch hier --data corpus --out bad --inner-optimizer momentum && check_err "ttt train: " "--inner-optimizer"
+  [ -e bad ] && fail "a refused command created its output folder"
+  # a checkpoint naming an optimizer this program does not know
+  sed 's/"ttt_inner_optimizer": "muon"/"ttt_inner_optimizer": "lion"/' sw/config.json >sw/c && mv sw/c sw/config.json
+  run 1 info --model sw && check_err "ttt info: " "config.json" "ttt_inner_optimizer 'lion'" "gd, momentum, decay, muon"
+}
+
 case "$CASE" in
+  inner_update) case_inner_update ;;
   eval_ref) case_eval_ref ;;
   eval_grads) case_eval_grads ;;
   eval_threads) case_eval_threads ;;

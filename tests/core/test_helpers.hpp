@@ -37,10 +37,10 @@ template <class Model>
 void randomize(Model& m, uint64_t seed, double scale = 0.1) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> n01(0.0f, 1.0f);
-  m.visit_params([&](const ttt::ParamRef& p) {
+  m.visit_params([&](const auto& p) {  // a float or a double model: the same values
     for (int64_t i = 0; i < p.numel(); ++i) {
       float v;
-      if (p.init == ttt::ParamRef::Init::ones) v = 1.0f + 0.2f * n01(rng);
+      if (p.init == ttt::ParamInit::ones) v = 1.0f + 0.2f * n01(rng);
       else if (p.no_decay) v = 0.3f * n01(rng);
       else v = float(scale) * n01(rng);
       p.at(i) = v;

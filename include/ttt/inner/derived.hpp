@@ -29,27 +29,28 @@ namespace ttt::train {
 
 /// The forward of one mini-batch (a fresh one) under optimizer O: Zq (n, f) and state_end
 /// (P + Q) from state0 (P + Q).
-template <class L, class O, class S>
-void derived_forward(const S* state0, int64_t f, const std::vector<inner::ParamSpec>& specs,
-                     const inner::UpdateRule& rule, const Segment<S>& s, RefT<S> Zq, S* state_end) {
+template <class L, class S>
+void derived_forward(const S* state0, inner::Dims f, const std::vector<inner::ParamSpec>& specs,
+                     const inner::UpdateRule& rule, const inner::OptimizerFn<S>& opt, const Segment<S>& s, RefT<S> Zq,
+                     S* state_end) {
   const Eigen::Index n = s.XQ.rows();
   const int64_t P = inner::param_count(specs);
   std::vector<S> gacc(size_t(P), S(0));
   inner::OptimizedWorkspace<S> ws;
-  inner::optimized_segment<L, O, S>(state0, state0 + P, gacc.data(), f, specs, rule, s, Zq, ws);
-  inner::optimizer_step<O, S>(specs, rule, state0, state0 + P, gacc.data(), s.token_eta[n - 1],
-                              s.alpha ? s.alpha[n - 1] : S(0), state_end, state_end + P);
+  inner::optimized_segment<L, S>(state0, state0 + P, gacc.data(), f, specs, rule, opt, s, Zq, ws);
+  inner::optimizer_step<S>(opt, specs, rule, state0, state0 + P, gacc.data(), s.token_eta[n - 1],
+                           s.alpha ? s.alpha[n - 1] : S(0), state_end, state_end + P);
 }
 
 /// The reverse of `derived_forward`, second-order terms included: ADDS the cotangents of state0
 /// into dstate0 and those of the segment's inputs into `o` (o.d_alpha with a gate).
-template <class L, class O, class S>
-void derived_backward(const S* state0, int64_t f, const std::vector<inner::ParamSpec>& specs,
-                      const inner::UpdateRule& rule, const Segment<S>& s, CRefT<S> dZq, const S* dstate_end,
-                      S* dstate0, SegmentGrad<S>& o) {
+template <class L, class S>
+void derived_backward(const S* state0, inner::Dims dims, const std::vector<inner::ParamSpec>& specs,
+                      const inner::UpdateRule& rule, const inner::OptimizerFn<ad::Real<S>>& opt, const Segment<S>& s,
+                      CRefT<S> dZq, const S* dstate_end, S* dstate0, SegmentGrad<S>& o) {
   using R = ad::Real<S>;
-  const Eigen::Index n = s.XQ.rows();
-  const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
+  const Eigen::Index n = s.XQ.rows(), f = dims.f;
+  const int64_t P = inner::param_count(specs), Q = opt.Q;
   const bool gate = s.alpha != nullptr;
   ad::RealTape<S> tape;
   typename ad::RealTape<S>::Scope scope(tape);
@@ -77,7 +78,7 @@ void derived_backward(const S* state0, int64_t f, const std::vector<inner::Param
   std::vector<int32_t> begin(size_t(n) + 1);
   for (Eigen::Index r = 0; r < n; ++r) {
     begin[size_t(r)] = tape.size();
-    L::apply(theta.data(), f, CRefT<R>(XK.middleRows(r, 1)), RefT<R>(Z.middleRows(r, 1)));
+    L::apply(theta.data(), dims, CRefT<R>(XK.middleRows(r, 1)), RefT<R>(Z.middleRows(r, 1)));
   }
   begin[size_t(n)] = tape.size();
   MatT<R> G(n, f), target(n, f);
@@ -86,7 +87,7 @@ void derived_backward(const S* state0, int64_t f, const std::vector<inner::Param
   // the inner update, recorded: gacc_t = sum_{s<=t} lr_s grad_s, (theta_t, state_t) = step(...)
   std::vector<R> gacc(size_t(P), R(0)), next(size_t(P + Q)), outs, seeds;
   MatT<R> Zq(n, f);
-  if (rule.order == inner::QueryOrder::before) L::apply(theta.data(), f, CRefT<R>(XQ), RefT<R>(Zq));
+  if (rule.order == inner::QueryOrder::before) L::apply(theta.data(), dims, CRefT<R>(XQ), RefT<R>(Zq));
   for (Eigen::Index t = 0; t < n; ++t) {
     outs.clear();
     seeds.clear();
@@ -94,10 +95,11 @@ void derived_backward(const S* state0, int64_t f, const std::vector<inner::Param
     const auto g = tape.gradient(outs, seeds, theta, ad::Adjoint::recorded, begin[size_t(t)], begin[size_t(t) + 1]);
     for (int64_t i = 0; i < P; ++i) gacc[size_t(i)] += lr[size_t(t)] * g[size_t(i)];
     if (rule.order == inner::QueryOrder::after || t + 1 == n)
-      inner::optimizer_step<O, R>(specs, rule, theta.data(), state.data() + P, gacc.data(), eta[size_t(t)],
-                                  alpha[size_t(t)], next.data(), next.data() + P);
+      inner::optimizer_step<R>(opt, specs, rule, theta.data(), state.data() + P, gacc.data(), eta[size_t(t)],
+                               alpha[size_t(t)], next.data(), next.data() + P);
     if (rule.order == inner::QueryOrder::after)
-      L::apply(static_cast<const R*>(next.data()), f, CRefT<R>(XQ.middleRows(t, 1)), RefT<R>(Zq.middleRows(t, 1)));
+      L::apply(static_cast<const R*>(next.data()), dims, CRefT<R>(XQ.middleRows(t, 1)),
+               RefT<R>(Zq.middleRows(t, 1)));
   }
 
   // one reverse sweep of  dZq . Zq + dstate_end . state_end  (state_end: the step at the last token)
@@ -137,16 +139,19 @@ struct DerivedGrad {
   /// The primal form (inner/primal.hpp) and theta_end = theta0 - token_eta[n-1] gacc.
   template <class S>
     requires inner::has_generic_apply<L, S>
-  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>&) {
-    derived_forward<L, inner::GD, S>(th, f, L::param_specs(f), inner::UpdateRule{}, s, Zq, th_end);
+  static void forward(const S* th, inner::Dims f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>&) {
+    const auto specs = L::param_specs(f);
+    derived_forward<L, S>(th, f, specs, inner::UpdateRule{}, inner::optimizer_fn<inner::GD, S>(specs), s, Zq, th_end);
   }
 
   /// The reverse of `forward`, second-order terms included, by reverse sweeps on an ad::Real tape.
   template <class S>
     requires inner::has_generic_apply<L, S>
-  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+  static void backward(const S* th, inner::Dims f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
                        SegmentGrad<S>& o, Scratch<S>&) {
-    derived_backward<L, inner::GD, S>(th, f, L::param_specs(f), inner::UpdateRule{}, s, dZq, dth_end, dth0, o);
+    const auto specs = L::param_specs(f);
+    derived_backward<L, S>(th, f, specs, inner::UpdateRule{}, inner::optimizer_fn<inner::GD, ad::Real<S>>(specs), s,
+                           dZq, dth_end, dth0, o);
   }
 };
 

@@ -28,7 +28,7 @@ void inner_loss_grad(const Z& z, const K& xk, const V& xv, const typename Z::Sca
 
 /// grad += sum_r w[r] * d <dZ[r], f_theta(X[r])> / d theta, from `apply` alone.
 template <class L, class S>
-void derived_accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
+void derived_accumulate_grad(const S* theta, Dims f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
   using R = ad::Real<S>;
   const int64_t P = param_count(L::param_specs(f)), n = X.rows();
   ad::RealTape<S> tape;
@@ -36,7 +36,7 @@ void derived_accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ,
   std::vector<R> th(static_cast<size_t>(P));
   for (int64_t i = 0; i < P; ++i) th[size_t(i)] = tape.leaf(theta[i]);
   const MatT<R> Xr = X.template cast<R>();
-  MatT<R> Z(n, f);
+  MatT<R> Z(n, f.f);
   L::apply(static_cast<const R*>(th.data()), f, CRefT<R>(Xr), RefT<R>(Z));
   std::vector<R> outs, seeds;
   outs.reserve(size_t(n * f));
@@ -52,7 +52,7 @@ void derived_accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ,
 
 /// The learner's own `accumulate_grad`, or the derived one.
 template <class L, class S>
-void accumulate_grad(const S* theta, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
+void accumulate_grad(const S* theta, Dims f, CRefT<S> X, CRefT<S> dZ, const S* w, S* grad) {
   if constexpr (has_accumulate_grad<L, S>) {
     L::accumulate_grad(theta, f, X, dZ, w, grad);
   } else {

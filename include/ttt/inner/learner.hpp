@@ -36,6 +36,17 @@
 
 namespace ttt::inner {
 
+/// A learner's sizes: the head dimension f and, for learners that have one, a hidden width
+/// (config.json's ttt_hidden_size; 0: the learner's default). It converts to f, so that learners
+/// written with `int64_t f` take it as they are; a learner that reads the width takes `Dims`
+/// (inner/swiglu.hpp).
+struct Dims {
+  int64_t f = 0;
+  int64_t hidden = 0;
+  constexpr Dims(int64_t f_ = 0, int64_t hidden_ = 0) : f(f_), hidden(hidden_) {}  // NOLINT: implicit on purpose
+  constexpr operator int64_t() const { return f; }                               // NOLINT
+};
+
 /// One named parameter tensor of a learner, per head. In a checkpoint it is stored with the head
 /// dimension in front: spec {f, f} of "W1" is the tensor "W1" of shape [H, f, f].
 struct ParamSpec {
@@ -126,7 +137,7 @@ constexpr bool check_learner() {
 /// FLOPs per token and head of a learner's mini-batch step (for benchmarks); 0 when the learner
 /// does not say.
 template <class L>
-double flops_per_token(int64_t f, int64_t b) {
+double flops_per_token(Dims f, int64_t b) {
   if constexpr (requires { L::flops_per_token(f, b); }) return L::flops_per_token(f, b);
   else return 0.0;
 }
@@ -138,14 +149,14 @@ template <class L>
 struct ApplyOnly {
   static constexpr std::string_view name = L::name;
   static constexpr bool ln_residual_loss = inner::ln_residual_loss<L>();
-  static std::vector<ParamSpec> param_specs(int64_t f) { return L::param_specs(f); }
+  static std::vector<ParamSpec> param_specs(Dims f) { return L::param_specs(f); }
   template <class S>
-  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z)
+  static void apply(const S* th, Dims f, CRefT<S> X, RefT<S> Z)
     requires has_apply<L, S>
   {
     L::apply(th, f, X, Z);
   }
-  static double flops_per_token(int64_t f, int64_t b) { return inner::flops_per_token<L>(f, b); }
+  static double flops_per_token(Dims f, int64_t b) { return inner::flops_per_token<L>(f, b); }
 };
 
 /// Hides a learner's dual form (keeps its own inner gradient), so that tests can run the primal
@@ -153,7 +164,7 @@ struct ApplyOnly {
 template <class L>
 struct PrimalOnly : ApplyOnly<L> {
   template <class S>
-  static void accumulate_grad(const S* th, int64_t f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g)
+  static void accumulate_grad(const S* th, Dims f, CRefT<S> X, CRefT<S> dZ, const S* w, S* g)
     requires has_accumulate_grad<L, S>
   {
     L::accumulate_grad(th, f, X, dZ, w, g);

@@ -23,18 +23,19 @@ struct OptimizedWorkspace {
 
 /// The weights and optimizer state after the tokens accumulated in gacc, at token_eta `eta` and
 /// gate `alpha` (the end of a mini-batch: its last token's).
-template <class O, class S>
-void optimizer_step(const std::vector<ParamSpec>& specs, const UpdateRule& rule, const S* theta0, const S* state0,
-                    const S* gacc, S eta, S alpha, S* theta, S* state) {
-  O::step(Step<S>{specs, rule, theta0, state0, gacc, eta, alpha, theta, state});
+template <class S>
+void optimizer_step(const OptimizerFn<S>& opt, const std::vector<ParamSpec>& specs, const UpdateRule& rule,
+                    const S* theta0, const S* state0, const S* gacc, S eta, S alpha, S* theta, S* state) {
+  opt.step(Step<S>{specs, rule, theta0, state0, gacc, eta, alpha, theta, state});
 }
 
 /// Zq: (n, f) learner outputs of the segment's queries; theta0 and state0 unchanged, gacc advanced.
-template <class L, class O, class S>
-void optimized_segment(const S* theta0, const S* state0, S* gacc, int64_t f, const std::vector<ParamSpec>& specs,
-                       const UpdateRule& rule, const Segment<S>& s, RefT<S> Zq, OptimizedWorkspace<S>& ws) {
+template <class L, class S>
+void optimized_segment(const S* theta0, const S* state0, S* gacc, Dims f, const std::vector<ParamSpec>& specs,
+                       const UpdateRule& rule, const OptimizerFn<S>& opt, const Segment<S>& s, RefT<S> Zq,
+                       OptimizedWorkspace<S>& ws) {
   const int64_t n = s.XQ.rows();
-  const int64_t P = param_count(specs), Q = state_size<O>(specs);
+  const int64_t P = param_count(specs), Q = opt.Q;
   ensure_size(ws.Z, n, f);
   ensure_size(ws.G, n, f);
   ensure_size(ws.target, n, f);
@@ -46,8 +47,8 @@ void optimized_segment(const S* theta0, const S* state0, S* gacc, int64_t f, con
   for (int64_t t = 0; t < n; ++t) {
     accumulate_grad<L, S>(theta0, f, CRefT<S>(s.XK.middleRows(t, 1)), CRefT<S>(ws.G.middleRows(t, 1)), s.lr + t, gacc);
     if (rule.order == QueryOrder::before) continue;
-    optimizer_step<O, S>(specs, rule, theta0, state0, gacc, s.token_eta[t], s.alpha ? s.alpha[t] : S(0),
-                         ws.theta_t.data(), ws.state_t.data());
+    optimizer_step<S>(opt, specs, rule, theta0, state0, gacc, s.token_eta[t], s.alpha ? s.alpha[t] : S(0),
+                      ws.theta_t.data(), ws.state_t.data());
     L::apply(static_cast<const S*>(ws.theta_t.data()), f, CRefT<S>(s.XQ.middleRows(t, 1)),
              RefT<S>(Zq.middleRows(t, 1)));
   }

@@ -141,4 +141,25 @@ decltype(auto) visit_optimizer(int index, F&& fn) {
   return detail_optimizer::visit<Opts, 0>(index, fn);
 }
 
+/// An optimizer chosen at run time, in scalar S: its step and its state size. The mini-batch
+/// functions (inner/optimized.hpp, inner/derived.hpp) take it instead of the optimizer's type, so
+/// that they are compiled once per learner and scalar, not once per optimizer too.
+template <class S>
+struct OptimizerFn {
+  void (*step)(const Step<S>&) = nullptr;
+  int64_t Q = 0;         ///< state values per head
+  bool gate = false;     ///< reads the forgetting gate
+};
+
+template <class O, class S>
+OptimizerFn<S> optimizer_fn(const std::vector<ParamSpec>& specs) {
+  return {+[](const Step<S>& s) { O::step(s); }, state_size<O>(specs), uses_gate<O>()};
+}
+
+/// The optimizer at `index` of the tuple `Opts`, in scalar S.
+template <class Opts, class S>
+OptimizerFn<S> optimizer_fn(int index, const std::vector<ParamSpec>& specs) {
+  return visit_optimizer<Opts>(index, [&]<class O>() { return optimizer_fn<O, S>(specs); });
+}
+
 }  // namespace ttt::inner

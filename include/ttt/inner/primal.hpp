@@ -35,7 +35,7 @@ struct head_workspace<L, S> {
 
 /// Zq: (n, f) learner outputs of the segment's queries; theta0 unchanged, gacc advanced.
 template <class L, class S>
-void primal_segment(const S* theta0, S* gacc, int64_t f, const Segment<S>& s, RefT<S> Zq, PrimalWorkspace<S>& ws) {
+void primal_segment(const S* theta0, S* gacc, Dims f, const Segment<S>& s, RefT<S> Zq, PrimalWorkspace<S>& ws) {
   static_assert(has_apply<L, S> && (has_accumulate_grad<L, S> || has_generic_apply<L, S>),
                 "ttt: this learner's apply / accumulate_grad take float; write them as templates over the scalar "
                 "(template <class S> static void apply(const S*, int64_t, ttt::CRefT<S>, ttt::RefT<S>)) to run it in double");

@@ -20,14 +20,16 @@
 
 #include "../core/error.hpp"
 #include "linear.hpp"
+#include "linear_attention.hpp"
 #include "mlp.hpp"
+#include "swiglu.hpp"
 
 namespace ttt::inner {
 
 /// The learners a checkpoint may name, in the order error messages list them.
-using Builtin = std::tuple<Linear, MLP>;
+using Builtin = std::tuple<Linear, MLP, SwiGLU, LinearAttention>;
 
-/// {"linear", "mlp"}: the names of a tuple of learners (the built-in ones by default).
+/// {"linear", "mlp", ...}: the names of a tuple of learners (the built-in ones by default).
 template <class Learners = Builtin>
 std::vector<std::string> builtin_name_list() {
   return std::apply([](auto... l) { return std::vector<std::string>{std::string(decltype(l)::name)...}; }, Learners{});

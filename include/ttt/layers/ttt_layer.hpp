@@ -54,6 +54,7 @@ class TTTLayer {
   double base_lr = 1.0;
   bool share_qk = false, use_gate = false;
   bool decay_gate = false;  // the optimizer reads a learned forgetting gate
+  inner::Dims dims;          // f and the learner's hidden width (ttt_hidden_size)
   std::vector<inner::ParamSpec> specs;
   inner::UpdateRule rule;   // the inner optimizer and query order
   int opt = 0;              // rule.optimizer's index in Opts
@@ -106,7 +107,8 @@ class TTTLayer {
         base_lr(cfg.ttt_base_lr),
         share_qk(cfg.share_qk),
         use_gate(cfg.use_gate),
-        specs(L::param_specs(cfg.head_dim())) {
+        dims(cfg.head_dim(), cfg.ttt_hidden_size),
+        specs(L::param_specs(dims)) {
     P = inner::param_count(specs);
     rule.optimizer = cfg.ttt_inner_optimizer;
     rule.beta = cfg.ttt_inner_beta;
@@ -148,7 +150,7 @@ class TTTLayer {
     requires(!std::is_same_v<T, S>)
   explicit TTTLayer(const TTTLayer<L, T, Opts>& o)
       : C(o.C), H(o.H), f(o.f), mb(o.mb), P(o.P), K(o.K), Q(o.Q), base_lr(o.base_lr), share_qk(o.share_qk),
-        use_gate(o.use_gate), decay_gate(o.decay_gate), specs(o.specs), rule(o.rule), opt(o.opt), rope(o.rope) {
+        use_gate(o.use_gate), decay_gate(o.decay_gate), dims(o.dims), specs(o.specs), rule(o.rule), opt(o.opt), rope(o.rope) {
     decay_w = o.decay_w.template cast<S>(), decay_b = o.decay_b.template cast<S>();
     q = o.q.template cast<S>(), k = o.k.template cast<S>(), v = o.v.template cast<S>(), this->o = o.o.template cast<S>();
     g = o.g.template cast<S>(), conv_q = o.conv_q.template cast<S>(), conv_k = o.conv_k.template cast<S>();
@@ -321,7 +323,7 @@ class TTTLayer {
   double flops_per_token() const {
     const double c = double(C);
     double proj = 2.0 * c * c * (share_qk ? 3.0 : 4.0) + (use_gate ? 2.0 * c * c : 0.0) + 2.0 * c * double(H);
-    return proj + double(H) * inner::flops_per_token<L>(f, mb);
+    return proj + double(H) * inner::flops_per_token<L>(dims, mb);
   }
 
  private:
@@ -346,7 +348,7 @@ class TTTLayer {
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
       if (rule.is_plain_gd()) {
         if constexpr (inner::HasDualForm<L, S>) L::dual_form(theta, gacc, seg, Zq, hw);
-        else inner::primal_segment<L, S>(theta, gacc, f, seg, Zq, hw);
+        else inner::primal_segment<L, S>(theta, gacc, dims, seg, Zq, hw);
         if (p + len == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
           const S e = eta[mb - 1];
           for (int64_t i = 0; i < P; ++i) {
@@ -357,16 +359,15 @@ class TTTLayer {
       } else {
         S* ost = st.ostate.data() + h * Q;
         auto& ow = ws.oheads[size_t(h)];
-        inner::visit_optimizer<Opts>(opt, [&]<class O>() {
-          inner::optimized_segment<L, O, S>(theta, ost, gacc, f, specs, rule, seg, Zq, ow);
-          if (p + len == mb) {  // mini-batch complete: the optimizer's step at its last token
-            inner::optimizer_step<O, S>(specs, rule, theta, ost, gacc, eta[mb - 1], seg.alpha ? seg.alpha[len - 1] : S(0),
-                                        ow.theta_t.data(), ow.state_t.data());
-            std::copy(ow.theta_t.begin(), ow.theta_t.end(), theta);
-            std::copy(ow.state_t.begin(), ow.state_t.end(), ost);
-            std::fill(gacc, gacc + P, S(0));
-          }
-        });
+        const auto of = inner::optimizer_fn<Opts, S>(opt, specs);
+        inner::optimized_segment<L, S>(theta, ost, gacc, dims, specs, rule, of, seg, Zq, ow);
+        if (p + len == mb) {  // mini-batch complete: the optimizer's step at its last token
+          inner::optimizer_step<S>(of, specs, rule, theta, ost, gacc, eta[mb - 1], seg.alpha ? seg.alpha[len - 1] : S(0),
+                                   ow.theta_t.data(), ow.state_t.data());
+          std::copy(ow.theta_t.begin(), ow.theta_t.end(), theta);
+          std::copy(ow.state_t.begin(), ow.state_t.end(), ost);
+          std::fill(gacc, gacc + P, S(0));
+        }
       }
       r0 += len;
     }
@@ -397,11 +398,17 @@ void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspac
 
 #if defined(TTT_PRECOMPILED)
 #include "../inner/linear.hpp"
+#include "../inner/linear_attention.hpp"
 #include "../inner/mlp.hpp"
+#include "../inner/swiglu.hpp"
 namespace ttt {
 extern template class TTTLayer<inner::Linear, float>;
 extern template class TTTLayer<inner::Linear, double>;
 extern template class TTTLayer<inner::MLP, float>;
+extern template class TTTLayer<inner::SwiGLU, float>;
+extern template class TTTLayer<inner::LinearAttention, float>;
 extern template class TTTLayer<inner::MLP, double>;
+extern template class TTTLayer<inner::SwiGLU, double>;
+extern template class TTTLayer<inner::LinearAttention, double>;
 }  // namespace ttt
 #endif

@@ -96,22 +96,20 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   static void segment_forward(const Layer& w, const S* state, const inner::Segment<S>& seg, RefT<S> Zq, S* next,
                               HeadBuffers& hb) {
     if (w.rule.is_plain_gd()) {
-      train::LearnerGrad<L>::forward(state, w.f, seg, Zq, next, hb.scratch);
+      train::LearnerGrad<L>::forward(state, w.dims, seg, Zq, next, hb.scratch);
     } else {
-      inner::visit_optimizer<Opts>(w.opt, [&]<class O>() {
-        train::derived_forward<L, O, S>(state, w.f, w.specs, w.rule, seg, Zq, next);
-      });
+      train::derived_forward<L, S>(state, w.dims, w.specs, w.rule, inner::optimizer_fn<Opts, S>(w.opt, w.specs), seg, Zq,
+                                   next);
     }
   }
   static void segment_backward(const Layer& w, const S* state, const inner::Segment<S>& seg, CRefT<S> dZq,
                                const S* dnext, S* dstate, train::SegmentGrad<S>& o, HeadBuffers& hb) {
     if (w.rule.is_plain_gd()) {
-      train::LearnerGrad<L>::backward(state, w.f, seg, dZq, dnext, dstate, o, hb.scratch);
+      train::LearnerGrad<L>::backward(state, w.dims, seg, dZq, dnext, dstate, o, hb.scratch);
     } else {
       if constexpr (inner::has_generic_apply<L, S>) {
-        inner::visit_optimizer<Opts>(w.opt, [&]<class O>() {
-          train::derived_backward<L, O, S>(state, w.f, w.specs, w.rule, seg, dZq, dnext, dstate, o);
-        });
+        train::derived_backward<L, S>(state, w.dims, w.specs, w.rule,
+                                      inner::optimizer_fn<Opts, ad::Real<S>>(w.opt, w.specs), seg, dZq, dnext, dstate, o);
       } else {
         throw ConfigError("inner learner '" + std::string(L::name) + "': training under ttt_inner_optimizer '" +
                           w.rule.optimizer + "' / ttt_query_order '" + inner::order_name(w.rule.order) +
@@ -377,11 +375,17 @@ class LayerGrad {
 
 #if defined(TTT_PRECOMPILED)
 #include "../inner/linear.hpp"
+#include "../inner/linear_attention.hpp"
 #include "../inner/mlp.hpp"
+#include "../inner/swiglu.hpp"
 namespace ttt {
 extern template struct MixerGrad<TTTLayer<inner::Linear, float>>;
 extern template struct MixerGrad<TTTLayer<inner::Linear, double>>;
 extern template struct MixerGrad<TTTLayer<inner::MLP, float>>;
+extern template struct MixerGrad<TTTLayer<inner::SwiGLU, float>>;
+extern template struct MixerGrad<TTTLayer<inner::LinearAttention, float>>;
 extern template struct MixerGrad<TTTLayer<inner::MLP, double>>;
+extern template struct MixerGrad<TTTLayer<inner::SwiGLU, double>>;
+extern template struct MixerGrad<TTTLayer<inner::LinearAttention, double>>;
 }  // namespace ttt
 #endif

@@ -65,6 +65,7 @@ class AnyModelT {
   static AnyModelT load(const std::filesystem::path& dir) {
     const ModelConfig cfg = load_checkpoint_config(dir);
     const std::filesystem::path src = std::filesystem::is_directory(dir) ? dir : dir.parent_path();
+    inner::optimizer_index<inner::BuiltinOptimizers>(cfg.ttt_inner_optimizer, (src / "config.json").string());
     return inner::with_learner<Learners>(cfg.ttt_layer_type, (src / "config.json").string(), [&]<class L>() {
       TTTModel<L> m(cfg);
       load_weights(m, io::SafeTensors::load(src / "model.safetensors"));

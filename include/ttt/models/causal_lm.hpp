@@ -214,14 +214,20 @@ void CausalLM<Mixer>::forward(State& st, std::span<const int64_t> ids, M* logits
 
 #if defined(TTT_PRECOMPILED)
 #include "../inner/linear.hpp"
+#include "../inner/linear_attention.hpp"
 #include "../inner/mlp.hpp"
+#include "../inner/swiglu.hpp"
 #include "../layers/attention_layer.hpp"
 #include "../layers/ttt_layer.hpp"
 namespace ttt {
 extern template class CausalLM<TTTLayer<inner::Linear, float>>;
 extern template class CausalLM<TTTLayer<inner::Linear, double>>;
 extern template class CausalLM<TTTLayer<inner::MLP, float>>;
+extern template class CausalLM<TTTLayer<inner::SwiGLU, float>>;
+extern template class CausalLM<TTTLayer<inner::LinearAttention, float>>;
 extern template class CausalLM<TTTLayer<inner::MLP, double>>;
+extern template class CausalLM<TTTLayer<inner::SwiGLU, double>>;
+extern template class CausalLM<TTTLayer<inner::LinearAttention, double>>;
 extern template class CausalLM<AttentionLayer<float>>;
 extern template class CausalLM<AttentionLayer<double>>;
 }  // namespace ttt

@@ -140,11 +140,17 @@ GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, 
 
 #if defined(TTT_PRECOMPILED)
 #include "../inner/linear.hpp"
+#include "../inner/linear_attention.hpp"
 #include "../inner/mlp.hpp"
+#include "../inner/swiglu.hpp"
 namespace ttt::train {
 extern template GradCheckResult check_learner_forward<inner::Linear>(int64_t, int64_t, uint64_t);
 extern template GradCheckResult check_learner_forward<inner::MLP>(int64_t, int64_t, uint64_t);
+extern template GradCheckResult check_learner_forward<inner::SwiGLU>(int64_t, int64_t, uint64_t);
+extern template GradCheckResult check_learner_forward<inner::LinearAttention>(int64_t, int64_t, uint64_t);
 extern template GradCheckResult check_learner_backward<inner::Linear>(int64_t, int64_t, uint64_t, double);
 extern template GradCheckResult check_learner_backward<inner::MLP>(int64_t, int64_t, uint64_t, double);
+extern template GradCheckResult check_learner_backward<inner::SwiGLU>(int64_t, int64_t, uint64_t, double);
+extern template GradCheckResult check_learner_backward<inner::LinearAttention>(int64_t, int64_t, uint64_t, double);
 }  // namespace ttt::train
 #endif

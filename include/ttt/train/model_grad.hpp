@@ -242,14 +242,20 @@ double loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>
 
 #if defined(TTT_PRECOMPILED)
 #include "../inner/linear.hpp"
+#include "../inner/linear_attention.hpp"
 #include "../inner/mlp.hpp"
+#include "../inner/swiglu.hpp"
 #include "../models/transformer.hpp"
 #include "../models/ttt_model.hpp"
 namespace ttt::train {
 extern template class ModelGrad<TTTModel<inner::Linear, float>>;
 extern template class ModelGrad<TTTModel<inner::Linear, double>>;
 extern template class ModelGrad<TTTModel<inner::MLP, float>>;
+extern template class ModelGrad<TTTModel<inner::SwiGLU, float>>;
+extern template class ModelGrad<TTTModel<inner::LinearAttention, float>>;
 extern template class ModelGrad<TTTModel<inner::MLP, double>>;
+extern template class ModelGrad<TTTModel<inner::SwiGLU, double>>;
+extern template class ModelGrad<TTTModel<inner::LinearAttention, double>>;
 extern template class ModelGrad<TransformerModelT<float>>;
 extern template class ModelGrad<TransformerModelT<double>>;
 }  // namespace ttt::train
