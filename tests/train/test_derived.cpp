@@ -18,26 +18,13 @@
 #include <ttt/train/optim.hpp>
 
 #include "test_helpers.hpp"
+#include "test_learners.hpp"
 
 using namespace ttt;
 
 namespace {
 
-// f(x) = tanh(x W + b) + x: written once, generically; no accumulate_grad, no LearnerGrad.
-struct TanhResidual {
-  static constexpr std::string_view name = "tanh_residual";
-  static std::vector<inner::ParamSpec> param_specs(int64_t f) {
-    return {{"W1", {f, f}, inner::ParamSpec::Init::normal}, {"b1", {1, f}, inner::ParamSpec::Init::zeros}};
-  }
-  template <class S>
-  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z) {
-    using std::tanh;
-    Z.noalias() = X * Eigen::Map<const MatT<S>>(th, f, f);
-    Z.rowwise() += Eigen::Map<const RowT<S>>(th + f * f, f);
-    for (Eigen::Index i = 0; i < Z.rows(); ++i)
-      for (Eigen::Index j = 0; j < Z.cols(); ++j) Z(i, j) = tanh(Z(i, j)) + X(i, j);
-  }
-};
+using ttt_test::TanhResidual;
 static_assert(inner::InnerLearner<TanhResidual>);
 static_assert(!inner::has_accumulate_grad<TanhResidual>);
 static_assert(train::HasLearnerGrad<TanhResidual>);
@@ -191,38 +178,8 @@ TEST_CASE("a learner written once trains: loss_and_grad == central differences o
   th::randomize(fmodel, 5, 0.3);
   auto model = train::cast_model<double>(fmodel);
   const auto ids = th::random_ids(8, cfg.vocab_size, 6);
-  TTTModel<TanhResidual, double> grad(cfg);
-  const double loss = train::loss_and_grad(model, {ids}, grad);
-  CHECK(std::isfinite(loss));
-  // every parameter tensor: the largest-gradient entry and one more, against central differences
-  const double h = 1e-6;
   int checked = 0;
-  double worst = 0;
-  std::vector<BasicParamRef<double>> ps, gs;
-  model.visit_params([&](const BasicParamRef<double>& p) { ps.push_back(p); });
-  grad.visit_params([&](const BasicParamRef<double>& p) { gs.push_back(p); });
-  REQUIRE(ps.size() == gs.size());
-  for (size_t k = 0; k < ps.size(); ++k) {
-    int64_t best = 0;
-    for (int64_t i = 0; i < gs[k].numel(); ++i)
-      if (std::abs(gs[k].at(i)) > std::abs(gs[k].at(best))) best = i;
-    for (int64_t i : {best, gs[k].numel() / 2}) {
-      double& x = ps[k].at(i);
-      const double x0 = x;
-      TTTModel<TanhResidual, double> scratch(cfg);
-      x = x0 + h;
-      const double lp = train::loss_and_grad(model, {ids}, scratch);
-      x = x0 - h;
-      const double lm = train::loss_and_grad(model, {ids}, scratch);
-      x = x0;
-      const double fd = (lp - lm) / (2 * h);
-      const double e = std::abs(gs[k].at(i) - fd) / std::max(std::abs(fd), 1e-4);
-      INFO(ps[k].name << "[" << i << "] analytic " << gs[k].at(i) << " fd " << fd);
-      CHECK(e < 1e-5);
-      worst = std::max(worst, e);
-      ++checked;
-    }
-  }
+  const double worst = ttt_test::fd_check_loss_and_grad(model, ids, 1e-5, checked);
   MESSAGE("checked " << checked << " entries, worst relative error " << worst);
 }
 

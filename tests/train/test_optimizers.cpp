@@ -1,5 +1,5 @@
 // Inner optimizers (ttt/inner/optimizer.hpp, inner/optimizers/*.hpp) and the query order, for
-// every learner: the built-in Linear and MLP, and TanhGate, a learner that exists only here.
+// every learner: the built-in Linear, MLP and SwiGLU, and TanhResidual, a learner that exists only in the tests.
 //   - the outer gradient through every learner x optimizer (x order) is exact: loss_and_grad
 //     against central finite differences of the model's loss, in double;
 //   - prefill + decode and random chunkings == one full forward, for every combination (double);
@@ -20,26 +20,13 @@
 #include <ttt/train/optim.hpp>
 
 #include "test_helpers.hpp"
+#include "test_learners.hpp"
 
 using namespace ttt;
 
 namespace {
 
-// f(x) = tanh(x W + b) * x: written once, generically (only in this file).
-struct TanhGate {
-  static constexpr std::string_view name = "tanh_gate";
-  static std::vector<inner::ParamSpec> param_specs(int64_t f) {
-    return {{"W1", {f, f}, inner::ParamSpec::Init::normal}, {"b1", {1, f}, inner::ParamSpec::Init::zeros}};
-  }
-  template <class S>
-  static void apply(const S* th, int64_t f, CRefT<S> X, RefT<S> Z) {
-    using std::tanh;
-    Z.noalias() = X * Eigen::Map<const MatT<S>>(th, f, f);
-    Z.rowwise() += Eigen::Map<const RowT<S>>(th + f * f, f);
-    for (Eigen::Index i = 0; i < Z.rows(); ++i)
-      for (Eigen::Index j = 0; j < Z.cols(); ++j) Z(i, j) = tanh(Z(i, j)) * X(i, j) + X(i, j);
-  }
-};
+using ttt_test::TanhResidual;
 
 // An optimizer that exists only here: gd whose step is clipped to norm 1 (per head).
 struct ClippedGD {
@@ -75,40 +62,9 @@ ModelConfig combo_config(const std::string& learner, const Combo& c, int64_t mb)
   return cfg;
 }
 
-// loss_and_grad of a double model against central differences: per tensor, its largest-gradient
-// entry and its middle one. Returns the worst relative error.
 template <class Model>
 double fd_check(Model& model, const std::vector<int64_t>& ids, int& checked) {
-  Model grad(model.cfg);
-  train::loss_and_grad(model, {ids}, grad);
-  const double h = 1e-6;
-  double worst = 0;
-  std::vector<BasicParamRef<double>> ps, gs;
-  model.visit_params([&](const BasicParamRef<double>& p) { ps.push_back(p); });
-  grad.visit_params([&](const BasicParamRef<double>& p) { gs.push_back(p); });
-  REQUIRE(ps.size() == gs.size());
-  Model scratch(model.cfg);
-  for (size_t k = 0; k < ps.size(); ++k) {
-    int64_t best = 0;
-    for (int64_t i = 0; i < gs[k].numel(); ++i)
-      if (std::abs(gs[k].at(i)) > std::abs(gs[k].at(best))) best = i;
-    for (int64_t i : {best, gs[k].numel() / 2}) {
-      double& x = ps[k].at(i);
-      const double x0 = x;
-      x = x0 + h;
-      const double lp = train::loss_and_grad(model, {ids}, scratch);
-      x = x0 - h;
-      const double lm = train::loss_and_grad(model, {ids}, scratch);
-      x = x0;
-      const double fd = (lp - lm) / (2 * h);
-      const double e = std::abs(gs[k].at(i) - fd) / std::max(std::abs(fd), 1e-4);
-      INFO(ps[k].name << "[" << i << "] analytic " << gs[k].at(i) << " fd " << fd);
-      CHECK(e < 2e-5);
-      worst = std::max(worst, e);
-      ++checked;
-    }
-  }
-  return worst;
+  return ttt_test::fd_check_loss_and_grad(model, ids, 2e-5, checked);
 }
 
 template <class L, class Opts = inner::BuiltinOptimizers>
@@ -167,14 +123,14 @@ void chunking_every_combo(const std::string& learner) {
 TEST_CASE("every learner x optimizer x order: loss_and_grad == central differences (double)") {
   fd_every_combo<inner::Linear>("linear");
   fd_every_combo<inner::MLP>("mlp");
-  fd_every_combo<TanhGate>("tanh_gate");
+  fd_every_combo<TanhResidual>("tanh_residual");
   fd_every_combo<inner::SwiGLU>("swiglu");
 }
 
 TEST_CASE("every learner x optimizer x order: prefill + decode and random chunkings == one full forward") {
   chunking_every_combo<inner::Linear>("linear");
   chunking_every_combo<inner::MLP>("mlp");
-  chunking_every_combo<TanhGate>("tanh_gate");
+  chunking_every_combo<TanhResidual>("tanh_residual");
   chunking_every_combo<inner::SwiGLU>("swiglu");
 }
 
@@ -216,8 +172,8 @@ TEST_CASE("the generic optimized path under gd == TTT's primal form; momentum wi
 TEST_CASE("an optimizer written once (only in this file): chosen by name, gradients exact") {
   auto cfg = combo_config("linear", {"gd", "after"}, 3);
   cfg.ttt_inner_optimizer = "clipped_gd";
-  fd_every_combo<TanhGate, MyOptimizers>("tanh_gate", {{"gd", "after"}, {"gd", "before"}});
-  TTTModel<TanhGate, double, MyOptimizers> model([&] { auto c = cfg; c.ttt_layer_type = "tanh_gate"; return c; }());
+  fd_every_combo<TanhResidual, MyOptimizers>("tanh_residual", {{"gd", "after"}, {"gd", "before"}});
+  TTTModel<TanhResidual, double, MyOptimizers> model([&] { auto c = cfg; c.ttt_layer_type = "tanh_residual"; return c; }());
   th::randomize(model, 5, 0.3);
   int checked = 0;
   fd_check(model, th::random_ids(8, cfg.vocab_size, 6), checked);
