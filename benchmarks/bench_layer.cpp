@@ -30,7 +30,7 @@ namespace {
 using ttt::Mat;
 
 /// The inner optimizers the Layer/<L>/prefill/<optimizer> rows run.
-constexpr const char* kOptimizers[] = {"gd", "momentum", "decay", "muon"};
+constexpr const char* kOptimizers[] = {"gd", "momentum", "decay", "muon", "adam"};
 
 /// A layer of the 125m shape with the reference's random initialisation (std 0.02), under inner
 /// optimizer kOptimizers[Opt].
@@ -157,7 +157,7 @@ void BM_Learner(benchmark::State& state) {
   ttt::inner::PrimalWorkspace<float> pws;
   for (auto _ : state) {
     std::fill(gacc.begin(), gacc.end(), 0.0f);  // a fresh mini-batch, as the layer does
-    if constexpr (Dual) L::dual_form(theta.data(), gacc.data(), seg, ttt::MatRef(Zq), dws);
+    if constexpr (Dual) ttt::inner::dual_form<L, float>(theta.data(), gacc.data(), f, seg, ttt::MatRef(Zq), dws);
     else ttt::inner::primal_segment<L, float>(theta.data(), gacc.data(), f, seg, ttt::MatRef(Zq), pws);
     benchmark::DoNotOptimize(Zq.data());
     benchmark::DoNotOptimize(gacc.data());
@@ -203,15 +203,17 @@ BENCHMARK(BM_LayerPrefill<Linear>)->Name("Layer/Linear/prefill")->Arg(512)->Arg(
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<MLP>)->Name("Layer/MLP/prefill")->Arg(512)->Arg(2048)->Arg(8192)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
-// the inner optimizers (primal form; gd above is the dual form) and the SwiGLU learner (primal)
+// the inner optimizers (primal form; gd above is the dual form) and the SwiGLU learner (gd: its dual form)
 BENCHMARK(BM_LayerPrefill<Linear, 1>)->Name("Layer/Linear/prefill/momentum")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 2>)->Name("Layer/Linear/prefill/decay")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 3>)->Name("Layer/Linear/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<Linear, 4>)->Name("Layer/Linear/prefill/adam")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<MLP, 1>)->Name("Layer/MLP/prefill/momentum")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<MLP, 3>)->Name("Layer/MLP/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<SwiGLU>)->Name("Layer/SwiGLU/prefill")->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<SwiGLU, 3>)->Name("Layer/SwiGLU/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<SwiGLU>)->Name("Layer/SwiGLU/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Learner<SwiGLU, true>)->Name("Learner/SwiGLU/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<SwiGLU, false>)->Name("Learner/SwiGLU/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LearnerTrain<SwiGLU, true>)->Name("Learner/SwiGLU/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -8,9 +8,11 @@ main thread was preempted during that repetition.
 
     python3 benchmarks/summarize.py run1/bench_layer.json run2/bench_layer.json
 
-With --compare, two files (before, after) side by side: tokens/s of each and after/before.
+With --compare, two sides (before, after) side by side: tokens/s of each and after/before; a side
+may be several files joined by commas (the fastest repetition over them, as above).
 
     python3 benchmarks/summarize.py --compare before.json after.json
+    python3 benchmarks/summarize.py --compare b1.json,b2.json a1.json,a2.json
 """
 import json
 import sys
@@ -41,8 +43,8 @@ def load(paths):
 
 
 def compare(before, after):
-    b0, order = load([before])
-    b1, order1 = load([after])
+    b0, order = load(before.split(","))
+    b1, order1 = load(after.split(","))
     order += [n for n in order1 if n not in b0]
     print("| benchmark | before tokens/s | after tokens/s | after/before |")
     print("|---|---:|---:|---:|")

@@ -16,8 +16,8 @@ echo "== Release build and test suite"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
   -DTTT_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build -j"$jobs"
-ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1200
-core_summary=$(ctest --test-dir build -N | tail -1)
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1200 -LE slow
+core_summary=$(ctest --test-dir build -N -LE slow | tail -1)
 
 echo "== parser tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 scripts/sanitize.sh

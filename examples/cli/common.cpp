@@ -63,7 +63,7 @@ void add_update_flags(CLI::App* app, UpdateFlags& u) {
   std::apply([&](auto... o) { (opts.emplace_back(decltype(o)::name), ...); }, ttt::inner::BuiltinOptimizers{});
   app->add_option("--inner-optimizer", u.optimizer, "Inner optimizer (ttt_inner_optimizer)")
       ->check(CLI::IsMember(opts))->capture_default_str();
-  app->add_option("--inner-beta", u.beta, "Momentum's beta in [0, 1) (ttt_inner_beta; --inner-optimizer momentum)")
+  app->add_option("--inner-beta", u.beta, "Momentum's beta, Adam's beta1, in [0, 1) (ttt_inner_beta; --inner-optimizer momentum or adam)")
       ->check(CLI::Range(0.0, 0.999999999))->capture_default_str();
   app->add_option("--ns-steps", u.ns_steps, "Muon's Newton-Schulz iterations (ttt_ns_steps; --inner-optimizer muon)")
       ->check(CLI::Range(int64_t(1), int64_t(100)))->capture_default_str();

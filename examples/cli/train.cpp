@@ -169,7 +169,8 @@ int run_train(const TrainArgs& a) {
     if (a.has(f)) throw UsageError(f + " does not apply to --arch " + a.arch);
   if (hier)
     for (const std::string& f : kUpdateFlags)
-      if (a.has(f)) throw UsageError(f + " does not apply to --arch hier (its TTT mixers use gd)");
+      if (a.has(f))
+        throw UsageError(f + " does not apply to --arch hier (a TTT mixer names its inner optimizer: --mixer ttt-linear-momentum)");
   std::optional<ttt::hier::HierConfig> hcfg;
   std::optional<ttt::ModelConfig> tcfg;
   if (hier) hcfg = hier_train_config(a);
@@ -283,7 +284,7 @@ Command add_train(CLI::App& app) {
                 "--arch hier: per hierarchy (or one for all) none = full attention, 0 = feedforward only, w = local window")
       ->delimiter(',');
   s->add_option("--strides", t.strides, "--arch hier: hierarchical_stride, e.g. 1,1,2")->delimiter(',');
-  s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner> (" + ttt::inner::builtin_names() + "), one or one per hierarchy")->delimiter(',');
+  s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner>[-<inner optimizer>] (" + ttt::inner::builtin_names() + "; " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>() + "), one or one per hierarchy")->delimiter(',');
   s->add_option("--dim-head", t.dim_head, "--arch hier: dim_head (default hidden / heads)")->check(CLI::PositiveNumber);
   s->add_option("--ff-mult", t.ff_mult, "--arch hier: ff_mult")->check(finite & CLI::PositiveNumber)->capture_default_str();
   s->add_flag("--merge-all", t.merge_all, "--arch hier: hierarchy_merge_all = true");

@@ -499,6 +499,11 @@ case_train_hier() {
   run 1 train "${m[@]}" --out e2 --hierarchies 1,2 --resume && check_err "ttt train: " "config.json" "differs" "hierarchies"
   run 0 train "${m[@]}" --out e3 --threads 2 --hierarchies 1,4 --strides 1,2 --mixer attention,ttt-mlp ||
     fail "hier: --threads 2 with a strided TTT-MLP hierarchy"
+  # a TTT mixer names its inner optimizer; the decay gate's parameters are in the checkpoint
+  run 0 train "${m[@]}" --out e4 --hierarchies 1,2 --mixer attention,ttt-linear-decay || return
+  grep -q '"ttt-linear-decay"' e4/config.json || fail "hier: config.json has no ttt-linear-decay mixer"
+  grep -q 'learnable_ttt_decay_weight' e4/model.safetensors || fail "hier: no decay gate in the checkpoint"
+  run 2 train "${m[@]}" --out e1 --hierarchies 1,2 --mixer attention,ttt-linear-lion && check_err "ttt train: " "lion" "-momentum"
 }
 
 case_custom_learner() {
@@ -558,7 +563,7 @@ case_inner_update() {
   [ -e bad ] && fail "a refused command created its output folder"
   # a checkpoint naming an optimizer this program does not know
   sed 's/"ttt_inner_optimizer": "muon"/"ttt_inner_optimizer": "lion"/' sw/config.json >sw/c && mv sw/c sw/config.json
-  run 1 info --model sw && check_err "ttt info: " "config.json" "ttt_inner_optimizer 'lion'" "gd, momentum, decay, muon"
+  run 1 info --model sw && check_err "ttt info: " "config.json" "ttt_inner_optimizer 'lion'" "gd, momentum, decay, muon, adam"
 }
 
 case "$CASE" in

@@ -10,16 +10,18 @@
 
 namespace ttt::blocks {
 
-/// U = NS_k(G), both (r, c).
+/// U = NS_k(G), both (r, c); `norm`, when given, receives sqrt(||G||_F^2 + 1e-14).
 template <class S>
-MatT<S> newton_schulz(const MatT<S>& G, int64_t steps) {
+MatT<S> newton_schulz(const MatT<S>& G, int64_t steps, S* norm = nullptr) {
   using std::sqrt;
   const S a = S(3.4445), b = S(-4.7750), c = S(2.0315);
   const bool tall = G.rows() > G.cols();
   MatT<S> X = tall ? MatT<S>(G.transpose()) : G;
   S sq = S(1e-14);  // keeps the norm's derivative finite at G = 0
   for (Eigen::Index i = 0; i < X.size(); ++i) sq = sq + X.data()[i] * X.data()[i];
-  const S inv = S(1) / (sqrt(sq) + S(1e-7));
+  const S nrm = sqrt(sq);
+  if (norm) *norm = nrm;
+  const S inv = S(1) / (nrm + S(1e-7));
   X *= inv;
   for (int64_t k = 0; k < steps; ++k) {
     const MatT<S> A = X * X.transpose();

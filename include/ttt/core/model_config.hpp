@@ -41,8 +41,8 @@ struct ModelConfig {
   int64_t scan_checkpoint_group_size = 0;
   // ---- the inner update (not in the reference's TTTConfig; written to config.json only when not
   // the default, so the reference's checkpoints are unchanged) ----
-  std::string ttt_inner_optimizer = "gd";  ///< gd, momentum, decay, muon (inner/optimizers.hpp)
-  double ttt_inner_beta = 0.9;             ///< momentum's beta, in [0, 1)
+  std::string ttt_inner_optimizer = "gd";  ///< gd, momentum, decay, muon, adam (inner/optimizers.hpp)
+  double ttt_inner_beta = 0.9;             ///< momentum's beta, adam's beta1, in [0, 1)
   int64_t ttt_ns_steps = 5;                ///< muon's Newton-Schulz iterations, >= 1
   std::string ttt_query_order = "after";   ///< "after" (TTT) or "before" (LaCT's apply-then-update)
   int64_t ttt_hidden_size = 0;             ///< hidden width of learners that have one (swiglu); 0: theirs
@@ -111,19 +111,10 @@ struct ModelConfig {
     if (ttt_ns_steps < 1 || ttt_ns_steps > 100)
       fail("ttt_ns_steps must be in [1, 100], got " + std::to_string(ttt_ns_steps));
     if (ttt_hidden_size < 0) fail("ttt_hidden_size must be >= 0 (0: the learner's default), got " + std::to_string(ttt_hidden_size));
-    if (ttt_hidden_size > 0 && (ttt_layer_type == "linear" || ttt_layer_type == "mlp" || ttt_layer_type == "linear_attention"))
-      fail("ttt_hidden_size is set (" + std::to_string(ttt_hidden_size) + ") but ttt_layer_type '" + ttt_layer_type +
-           "' has no hidden width to choose (swiglu has)");
     if (ttt_query_order != "after" && ttt_query_order != "before")
       fail("ttt_query_order '" + ttt_query_order + "' is not an order (after, before)");
-    const bool builtin_opt = ttt_inner_optimizer == "gd" || ttt_inner_optimizer == "momentum" ||
-                             ttt_inner_optimizer == "decay" || ttt_inner_optimizer == "muon";
-    if (builtin_opt && ttt_inner_beta != 0.9 && ttt_inner_optimizer != "momentum")
-      fail("ttt_inner_beta is set (" + std::to_string(ttt_inner_beta) + ") but ttt_inner_optimizer is '" +
-           ttt_inner_optimizer + "': beta is momentum's");
-    if (builtin_opt && ttt_ns_steps != 5 && ttt_inner_optimizer != "muon")
-      fail("ttt_ns_steps is set (" + std::to_string(ttt_ns_steps) + ") but ttt_inner_optimizer is '" +
-           ttt_inner_optimizer + "': Newton-Schulz steps are muon's");
+    // Whether the optimizer reads ttt_inner_beta / ttt_ns_steps and the learner ttt_hidden_size is
+    // checked where the names become types (inner::checked_optimizer, inner::check_hidden_size).
     // Guard against sizes whose products overflow or cannot be allocated.
     const double params = double(vocab_size) * double(hidden_size) +
                           double(num_hidden_layers) * (double(hidden_size) * (4.0 * hidden_size + 3.0 * intermediate_size));

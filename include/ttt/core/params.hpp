@@ -17,7 +17,8 @@
 namespace ttt {
 
 /// How a parameter is initialised for training from scratch (as the reference does).
-enum class ParamInit { normal, zeros, ones, uniform_fan_in, constant };
+/// normal_fan_in: N(0, 1/sqrt(fan-in)), init_scale holding the fan-in (unit-scale fast weights).
+enum class ParamInit { normal, zeros, ones, uniform_fan_in, constant, normal_fan_in };
 
 template <class S>
 struct BasicParamRef {
@@ -29,7 +30,7 @@ struct BasicParamRef {
   /// per-head parameters inside the flat per-head state); plain tensors are one block.
   int64_t blocks = 1, block_size = 0, stride = 0;
   Init init = Init::normal;
-  double init_scale = 0.02;     ///< std of normal, fan-in for uniform_fan_in, the value of constant
+  double init_scale = 0.02;     ///< std of normal, fan-in for uniform_fan_in / normal_fan_in, the value of constant
   bool no_decay = false;        ///< norms, biases, token index: no weight decay
 
   int64_t numel() const { return blocks * block_size; }
@@ -73,13 +74,15 @@ BasicParamRef<S> make_param(std::string name, std::vector<int64_t> shape, S* dat
 /// with a seed holds the float model's values).
 template <class S>
 void init_param(const BasicParamRef<S>& p, std::mt19937_64& rng) {
-  std::normal_distribution<float> normal(0.0f, float(p.init_scale));
+  std::normal_distribution<float> normal(
+      0.0f, float(p.init == ParamInit::normal_fan_in ? 1.0 / std::sqrt(p.init_scale) : p.init_scale));
   const float bound = p.init == ParamInit::uniform_fan_in ? float(1.0 / std::sqrt(p.init_scale)) : 0.0f;
   std::uniform_real_distribution<float> uni(-bound, bound);
   for (int64_t i = 0; i < p.numel(); ++i) {
     float v = 0.0f;
     switch (p.init) {
-      case ParamInit::normal: v = normal(rng); break;
+      case ParamInit::normal:
+      case ParamInit::normal_fan_in: v = normal(rng); break;
       case ParamInit::zeros: v = 0.0f; break;
       case ParamInit::ones: v = 1.0f; break;
       case ParamInit::uniform_fan_in: v = uni(rng); break;

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "../ad/real.hpp"
+#include "../core/error.hpp"
 #include "../core/tensor.hpp"
 
 namespace ttt::inner {
@@ -50,7 +51,9 @@ struct Dims {
 /// One named parameter tensor of a learner, per head. In a checkpoint it is stored with the head
 /// dimension in front: spec {f, f} of "W1" is the tensor "W1" of shape [H, f, f].
 struct ParamSpec {
-  enum class Init { normal, zeros };
+  /// normal: N(0, 0.02) as the reference's TTT weights; zeros: biases; normal_fan_in:
+  /// N(0, 1/sqrt(shape[0])), a unit-scale map (fast weights that multiply each other, inner/swiglu.hpp).
+  enum class Init { normal, zeros, normal_fan_in };
   std::string name;
   std::vector<int64_t> shape;
   Init init = Init::normal;
@@ -66,6 +69,21 @@ inline int64_t param_count(const std::vector<ParamSpec>& specs) {
   int64_t n = 0;
   for (const auto& s : specs) n += s.numel();
   return n;
+}
+
+/// A ConfigError "<source>: ttt_hidden_size is set (h) but ttt_layer_type '<name>' has no hidden
+/// width to choose" when `d.hidden` is set and the learner's parameters do not depend on it.
+template <class L>
+void check_hidden_size(Dims d, const std::string& source) {
+  if (d.hidden <= 0) return;
+  auto shapes = [](const std::vector<ParamSpec>& specs) {
+    std::vector<std::vector<int64_t>> v;
+    for (const auto& s : specs) v.push_back(s.shape);
+    return v;
+  };
+  if (shapes(L::param_specs(d)) == shapes(L::param_specs(Dims(d.f, d.hidden + 1))))
+    throw ConfigError(source + ": ttt_hidden_size is set (" + std::to_string(d.hidden) + ") but ttt_layer_type '" +
+                      std::string(L::name) + "' has no hidden width to choose");
 }
 
 /// One head's view of a run of tokens inside one mini-batch (rows are consecutive positions).
@@ -101,11 +119,24 @@ template <class L>
 concept InnerLearner = has_name<L> && has_param_specs<L> && has_apply<L> &&
                        (has_accumulate_grad<L> || has_generic_apply<L, float>);
 
-/// A learner that also brings a dual-form fast path in scalar S.
+/// A learner that also brings a dual-form fast path in scalar S: `dual_form(theta0, gacc, segment,
+/// Zq, workspace)`, or with the dims after gacc for a learner whose shapes depend on more than f
+/// (a hidden width: inner/swiglu.hpp).
 template <class L, class S = float>
-concept HasDualForm = requires(S* th, S* g, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
-  L::dual_form(th, g, s, Zq, ws);
-};
+concept HasDualForm =
+    requires(S* th, S* g, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
+      L::dual_form(th, g, s, Zq, ws);
+    } || requires(S* th, S* g, Dims d, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
+      L::dual_form(th, g, d, s, Zq, ws);
+    };
+
+/// A learner's dual form, whichever of the two signatures it has.
+template <class L, class S>
+  requires HasDualForm<L, S>
+void dual_form(const S* theta0, S* gacc, Dims d, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
+  if constexpr (requires { L::dual_form(theta0, gacc, d, s, Zq, ws); }) L::dual_form(theta0, gacc, d, s, Zq, ws);
+  else L::dual_form(theta0, gacc, s, Zq, ws);
+}
 
 /// The inner loss of a learner: 0.5 ||ln_w * LN(f(k)) + ln_b - (v - k)||^2 (TTT's default: LayerNorm
 /// and residual in the inner model), or, for a learner declaring `static constexpr bool

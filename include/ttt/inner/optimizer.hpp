@@ -10,6 +10,7 @@
 ///   static constexpr std::string_view name = "my";                          // requirement: name
 ///   static int64_t state_size(const std::vector<ttt::inner::ParamSpec>& specs);  // optional: extra state (0)
 ///   static constexpr bool uses_gate = false;     // optional: a learned per-token gate alpha_t in [0, 1]
+///   static constexpr std::string_view options[] = {"ttt_inner_beta"};     // optional: the config keys it reads
 ///   template <class S>
 ///   static void step(const ttt::inner::Step<S>& s);                           // requirement: step
 /// };
@@ -92,6 +93,16 @@ constexpr bool uses_gate() {
   else return false;
 }
 
+/// Whether the optimizer reads the config key `key` (ttt_inner_beta, ttt_ns_steps): its `options`.
+template <class O>
+constexpr bool reads_option(std::string_view key) {
+  if constexpr (requires { O::options; }) {
+    for (std::string_view k : O::options)
+      if (k == key) return true;
+  }
+  return false;
+}
+
 template <class O>
 constexpr bool check_optimizer() {
   static_assert(has_optimizer_name<O>, "ttt: inner optimizer is missing `static constexpr std::string_view name`");
@@ -119,6 +130,32 @@ int optimizer_index(std::string_view name, const std::string& source) {
     throw ConfigError(source + ": ttt_inner_optimizer '" + std::string(name) + "' is not an inner optimizer (" +
                       optimizer_names<Opts>() + ")");
   return found;
+}
+
+template <class Opts, class F>
+decltype(auto) visit_optimizer(int index, F&& fn);
+
+/// The optimizer of `rule` among `Opts`, checked: its index, or a ConfigError "<source>: ..." for
+/// an unknown name or an option set (not its default) that the chosen optimizer does not read.
+template <class Opts>
+int checked_optimizer(const UpdateRule& rule, const std::string& source) {
+  const int index = optimizer_index<Opts>(rule.optimizer, source);
+  visit_optimizer<Opts>(index, [&]<class O>() {
+    const UpdateRule d;
+    auto unread = [&](const char* key, const std::string& value) {
+      if (reads_option<O>(key)) return;
+      std::string readers;
+      std::apply([&](auto... o) {
+        ((reads_option<decltype(o)>(key) ? void(readers += (readers.empty() ? "" : ", ") + std::string(decltype(o)::name))
+                                         : void()), ...);
+      }, Opts{});
+      throw ConfigError(source + ": " + key + " is set (" + value + ") but ttt_inner_optimizer '" + rule.optimizer +
+                        "' does not read it" + (readers.empty() ? std::string() : " (" + readers + " does)"));
+    };
+    if (rule.beta != d.beta) unread("ttt_inner_beta", std::to_string(rule.beta));
+    if (rule.ns_steps != d.ns_steps) unread("ttt_ns_steps", std::to_string(rule.ns_steps));
+  });
+  return index;
 }
 
 namespace detail_optimizer {

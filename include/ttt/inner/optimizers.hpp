@@ -4,6 +4,7 @@
 /// optimizer of its own passes a longer tuple as TTTLayer's third template parameter.
 #include <tuple>
 
+#include "optimizers/adam.hpp"
 #include "optimizers/decay.hpp"
 #include "optimizers/gd.hpp"
 #include "optimizers/momentum.hpp"
@@ -11,6 +12,6 @@
 
 namespace ttt::inner {
 
-using BuiltinOptimizers = std::tuple<GD, Momentum, Decay, Muon>;
+using BuiltinOptimizers = std::tuple<GD, Momentum, Decay, Muon, Adam>;
 
 }  // namespace ttt::inner

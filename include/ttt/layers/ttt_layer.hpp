@@ -58,6 +58,7 @@ class TTTLayer {
   std::vector<inner::ParamSpec> specs;
   inner::UpdateRule rule;   // the inner optimizer and query order
   int opt = 0;              // rule.optimizer's index in Opts
+  inner::OptimizerFn<S> ofn;  // ... its step, in S
 
   // ---- weights (PyTorch layouts: Linear [out, in]) ----
   M q, k, v, o, g;          // [C, C]; k absent with share_qk; g only with use_gate
@@ -114,11 +115,11 @@ class TTTLayer {
     rule.beta = cfg.ttt_inner_beta;
     rule.ns_steps = cfg.ttt_ns_steps;
     rule.order = cfg.ttt_query_order == "before" ? inner::QueryOrder::before : inner::QueryOrder::after;
-    opt = inner::optimizer_index<Opts>(rule.optimizer, "config");
-    inner::visit_optimizer<Opts>(opt, [&]<class O>() {
-      Q = inner::state_size<O>(specs);
-      decay_gate = inner::uses_gate<O>();
-    });
+    opt = inner::checked_optimizer<Opts>(rule, "config");
+    inner::check_hidden_size<L>(dims, "config");
+    ofn = inner::optimizer_fn<Opts, S>(opt, specs);
+    Q = ofn.Q;
+    decay_gate = ofn.gate;
     if (decay_gate) {
       decay_w = M::Zero(H, C);
       decay_b = R::Zero(H);
@@ -185,6 +186,7 @@ class TTTLayer {
       p.block_size = s.numel();
       p.stride = P;
       p.init = s.init == inner::ParamSpec::Init::zeros ? I::zeros : I::normal;
+      if (s.init == inner::ParamSpec::Init::normal_fan_in) p.init = I::normal_fan_in, p.init_scale = double(s.shape[0]);
       p.no_decay = s.init == inner::ParamSpec::Init::zeros;  // biases
       fn(p);
       off += s.numel();
@@ -347,19 +349,16 @@ class TTTLayer {
                                   decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
       if (rule.is_plain_gd()) {
-        if constexpr (inner::HasDualForm<L, S>) L::dual_form(theta, gacc, seg, Zq, hw);
+        if constexpr (inner::HasDualForm<L, S>) inner::dual_form<L, S>(theta, gacc, dims, seg, Zq, hw);
         else inner::primal_segment<L, S>(theta, gacc, dims, seg, Zq, hw);
         if (p + len == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
-          const S e = eta[mb - 1];
-          for (int64_t i = 0; i < P; ++i) {
-            theta[i] -= e * gacc[i];
-            gacc[i] = S(0);
-          }
+          inner::GD::step(inner::Step<S>{specs, rule, theta, nullptr, gacc, eta[mb - 1], S(0), theta, nullptr});
+          std::fill(gacc, gacc + P, S(0));
         }
       } else {
         S* ost = st.ostate.data() + h * Q;
         auto& ow = ws.oheads[size_t(h)];
-        const auto of = inner::optimizer_fn<Opts, S>(opt, specs);
+        const auto& of = ofn;
         inner::optimized_segment<L, S>(theta, ost, gacc, dims, specs, rule, of, seg, Zq, ow);
         if (p + len == mb) {  // mini-batch complete: the optimizer's step at its last token
           inner::optimizer_step<S>(of, specs, rule, theta, ost, gacc, eta[mb - 1], seg.alpha ? seg.alpha[len - 1] : S(0),

@@ -65,12 +65,24 @@ class AnyModelT {
   static AnyModelT load(const std::filesystem::path& dir) {
     const ModelConfig cfg = load_checkpoint_config(dir);
     const std::filesystem::path src = std::filesystem::is_directory(dir) ? dir : dir.parent_path();
-    inner::optimizer_index<inner::BuiltinOptimizers>(cfg.ttt_inner_optimizer, (src / "config.json").string());
-    return inner::with_learner<Learners>(cfg.ttt_layer_type, (src / "config.json").string(), [&]<class L>() {
-      TTTModel<L> m(cfg);
+    const std::string where = (src / "config.json").string();
+    return inner::with_learner<Learners>(cfg.ttt_layer_type, where, [&]<class L>() {
+      TTTModel<L> m = construct<L>(cfg, where);
       load_weights(m, io::SafeTensors::load(src / "model.safetensors"));
       return AnyModelT(std::move(m));
     });
+  }
+
+  /// TTTModel<L>(cfg), its ConfigErrors naming `where` (the checkpoint's config.json) rather than "config".
+  template <class L>
+  static TTTModel<L> construct(const ModelConfig& cfg, const std::string& where) {
+    try {
+      return TTTModel<L>(cfg);
+    } catch (const ConfigError& e) {
+      const std::string msg = e.what();
+      if (msg.rfind("config: ", 0) == 0) throw ConfigError(where + msg.substr(6));
+      throw;
+    }
   }
 
   /// A randomly initialised model (the reference's initialisation, seeded).

@@ -72,7 +72,7 @@ GradCheckResult check_learner_forward(int64_t f, int64_t n, uint64_t seed = 0) {
   const inner::Segment<float> seg{CMatRef(fq), CMatRef(fk), CMatRef(fv), fte.data(), flr.data(), flw.data(), flb.data(), true};
   Mat Zf(n, f);
   typename inner::head_workspace<L, float>::type ws;
-  if constexpr (inner::HasDualForm<L, float>) L::dual_form(theta.data(), gacc.data(), seg, MatRef(Zf), ws);
+  if constexpr (inner::HasDualForm<L, float>) inner::dual_form<L, float>(theta.data(), gacc.data(), f, seg, MatRef(Zf), ws);
   else inner::primal_segment<L, float>(theta.data(), gacc.data(), f, seg, MatRef(Zf), ws);
   GradCheckResult r;
   r.max_err = (Zf.cast<double>() - Zq).norm() / std::max(Zq.norm(), 1e-30);

@@ -9,6 +9,7 @@ namespace ttt::inner {
 
 struct Momentum {
   static constexpr std::string_view name = "momentum";
+  static constexpr std::string_view options[] = {"ttt_inner_beta"};
   static int64_t state_size(const std::vector<ParamSpec>& specs) { return param_count(specs); }
   template <class S>
   static void step(const Step<S>& s) {

@@ -13,6 +13,7 @@ namespace ttt::inner {
 
 struct Muon {
   static constexpr std::string_view name = "muon";
+  static constexpr std::string_view options[] = {"ttt_ns_steps"};
   template <class S>
   static void step(const Step<S>& s) {
     using std::sqrt;
@@ -24,10 +25,11 @@ struct Muon {
         for (int64_t i = off; i < off + n; ++i) s.theta[i] = s.theta0[i] - s.eta * s.gacc[i];
       } else {
         const Eigen::Map<const MatT<S>> G(s.gacc + off, spec.shape[0], spec.shape[1]);
-        const MatT<S> U = blocks::newton_schulz<S>(MatT<S>(G), s.rule.ns_steps);
-        S gg = S(1e-14), uu = S(1e-14);
-        for (int64_t i = 0; i < n; ++i) gg = gg + G.data()[i] * G.data()[i], uu = uu + U.data()[i] * U.data()[i];
-        const S scale = s.eta * sqrt(gg) / sqrt(uu);
+        S g_norm = S(0);
+        const MatT<S> U = blocks::newton_schulz<S>(MatT<S>(G), s.rule.ns_steps, &g_norm);
+        S uu = S(1e-14);
+        for (int64_t i = 0; i < n; ++i) uu = uu + U.data()[i] * U.data()[i];
+        const S scale = s.eta * g_norm / sqrt(uu);
         for (int64_t i = 0; i < n; ++i) s.theta[off + i] = s.theta0[off + i] - scale * U.data()[i];
       }
       off += n;

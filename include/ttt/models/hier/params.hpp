@@ -29,7 +29,7 @@
 namespace ttt::hier {
 
 /// fn.template operator()<L>() for the learner L of hierarchy h's TTT mixer (cfg.mixer
-/// "ttt-<learner>", through inner::with_learner); a ConfigError naming the mixer and the valid
+/// "ttt-<learner>[-<optimizer>]", through inner::with_learner); a ConfigError naming the mixer and the valid
 /// ones for any other mixer (attention included: it has no learner).
 template <class F>
 decltype(auto) with_mixer_learner(const HierConfig& cfg, int64_t h, F&& fn) {
@@ -314,6 +314,7 @@ struct HierParams {
     mc.use_gate = cfg.ttt_use_gate;
     mc.share_qk = false;
     mc.ttt_layer_type = with_mixer_learner(cfg, h, []<class L>() { return std::string(L::name); });
+    mc.ttt_inner_optimizer = std::string(ttt_mixer(cfg.mixer_of(h))->optimizer);
     return mc;
   }
 
