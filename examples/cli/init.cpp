@@ -54,6 +54,7 @@ int run_init(const InitArgs& a) {
   } catch (const ttt::ConfigError& e) {
     throw UsageError(e.what());
   }
+  check_update(c);
   const std::filesystem::path out(a.out);
   if (!a.force && std::filesystem::exists(out / "config.json"))
     throw UsageError("--out: " + (out / "config.json").string() + " exists; pass --force to overwrite");

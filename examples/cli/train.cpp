@@ -160,6 +160,7 @@ ttt::ModelConfig ttt_train_config(const TrainArgs& a) {
   } catch (const ttt::ConfigError& e) {
     throw UsageError(e.what());
   }
+  check_update(c);
   return c;
 }
 
