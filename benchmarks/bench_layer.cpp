@@ -215,6 +215,7 @@ BENCHMARK(BM_LayerPrefill<SwiGLU, 3>)->Name("Layer/SwiGLU/prefill/muon")->Arg(20
 BENCHMARK(BM_LayerDecode<SwiGLU>)->Name("Layer/SwiGLU/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<SwiGLU, true>)->Name("Learner/SwiGLU/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<SwiGLU, false>)->Name("Learner/SwiGLU/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<SwiGLU, false>)->Name("Learner/SwiGLU/train")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LearnerTrain<SwiGLU, true>)->Name("Learner/SwiGLU/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<MLP>)->Name("Layer/MLP/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();

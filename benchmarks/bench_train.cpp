@@ -18,6 +18,12 @@
 //     the backward of a matrix product costs two products (3x in all); the learner's backward
 //     recomputes its mini-batch's forward (+1x inner loop), and with G > 1 the group's forward
 //     once more (+(G-1)/G x inner loop).
+//   Train/<L>/step/<optimizer>/<order>/n   the same step (G = 0) under another inner update
+//                              (ttt_inner_optimizer, ttt_query_order). Tokens/s only: the FLOP
+//                              counts above are gd's. Under order `before` the reverse is the fast
+//                              path (two gd reverses of the learner and the step's reverse,
+//                              inner/before_order_grad.hpp); under `after` with another optimizer
+//                              it is the derived path on the ad::Real tape (n = 64 there).
 // Run with OMP_NUM_THREADS=1 (the per-head loops are tiny at f = 64; `ttt train` runs them on
 // one thread and spreads the sequences of a batch over threads instead).
 #include <benchmark/benchmark.h>
@@ -48,6 +54,18 @@ template <class L>
 ttt::ModelConfig bench_config() {
   return ttt::ModelConfig::sized(std::string(L::name), /*vocab=*/259, /*hidden=*/256, /*layers=*/4, /*heads=*/4,
                                  /*intermediate=*/688, /*mini_batch=*/16);
+}
+
+/// bench_config under optimizer `opt` and order `order` (weights as bench_model's, the decay gate
+/// as init_weights makes it).
+template <class L>
+ttt::TTTModel<L> rule_model(const char* opt, const char* order) {
+  auto c = bench_config<L>();
+  c.ttt_inner_optimizer = opt;
+  c.ttt_query_order = order;
+  ttt::TTTModel<L> m(c);
+  m.init_weights(2024);
+  return m;
 }
 
 template <class L>
@@ -152,8 +170,42 @@ void BM_Step(benchmark::State& state) {
   state.counters["peak_MiB"] = peak_mib(L::name.data(), n, G);
 }
 
+template <class L>
+void BM_StepRule(benchmark::State& state, const char* opt, const char* order) {
+  const auto model = rule_model<L>(opt, order);
+  const int64_t n = state.range(0);
+  const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
+  ttt::TTTModel<L> grad(model.cfg);
+  ttt::train::ModelGrad<ttt::TTTModel<L>> run({.scan_checkpoint_group = 0});
+  run(model, {ids}, grad);  // untimed: sizes the buffers
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run(model, {ids}, grad));
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * n);
+}
+
 using ttt::inner::Linear;
 using ttt::inner::MLP;
+
+#define TTT_STEP_RULE(L, opt, order, n)                                                                  \
+  BENCHMARK_CAPTURE(BM_StepRule<L>, opt##_##order, #opt, #order)                                          \
+      ->Name("Train/" #L "/step/" #opt "/" #order)->Arg(n)->Unit(benchmark::kMillisecond)->UseRealTime() \
+      ->Iterations(2)
+TTT_STEP_RULE(Linear, gd, after, 512);
+TTT_STEP_RULE(Linear, gd, before, 512);
+TTT_STEP_RULE(Linear, momentum, before, 512);
+TTT_STEP_RULE(Linear, decay, before, 512);
+TTT_STEP_RULE(Linear, muon, before, 512);
+TTT_STEP_RULE(Linear, adam, before, 512);
+TTT_STEP_RULE(Linear, momentum, after, 64);
+TTT_STEP_RULE(MLP, gd, after, 512);
+TTT_STEP_RULE(MLP, gd, before, 512);
+TTT_STEP_RULE(MLP, momentum, before, 512);
+TTT_STEP_RULE(MLP, decay, before, 512);
+TTT_STEP_RULE(MLP, muon, before, 512);
+TTT_STEP_RULE(MLP, adam, before, 512);
+TTT_STEP_RULE(MLP, momentum, after, 64);
 
 BENCHMARK(BM_Forward<Linear>)->Name("Train/Linear/forward")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Arg(2048)->Iterations(3);

@@ -30,12 +30,8 @@ using Model = ttt::AnyModelT<Learners>;
 /// learner that does not read it: inner::checked_optimizer, inner::check_hidden_size), run on the
 /// flags before anything is written; a failure is a usage error (exit 2), as validate()'s are.
 inline void check_update(const ttt::ModelConfig& c) {
-  ttt::inner::UpdateRule r;
-  r.optimizer = c.ttt_inner_optimizer;
-  r.beta = c.ttt_inner_beta;
-  r.ns_steps = c.ttt_ns_steps;
   try {
-    ttt::inner::checked_optimizer<ttt::inner::BuiltinOptimizers>(r, "model config");
+    ttt::inner::checked_optimizer<ttt::inner::BuiltinOptimizers>(ttt::inner::update_rule(c), "model config");
     ttt::inner::with_learner<Learners>(c.ttt_layer_type, "model config", [&]<class L>() {
       ttt::inner::check_hidden_size<L>(ttt::inner::Dims(c.head_dim(), c.ttt_hidden_size), "model config");
     });

@@ -285,7 +285,7 @@ Command add_train(CLI::App& app) {
                 "--arch hier: per hierarchy (or one for all) none = full attention, 0 = feedforward only, w = local window")
       ->delimiter(',');
   s->add_option("--strides", t.strides, "--arch hier: hierarchical_stride, e.g. 1,1,2")->delimiter(',');
-  s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner>[-<inner optimizer>] (" + ttt::inner::builtin_names() + "; " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>() + "), one or one per hierarchy")->delimiter(',');
+  s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner>[-<inner optimizer>][-before] (" + ttt::inner::builtin_names() + "; " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>() + "), one or one per hierarchy")->delimiter(',');
   s->add_option("--dim-head", t.dim_head, "--arch hier: dim_head (default hidden / heads)")->check(CLI::PositiveNumber);
   s->add_option("--ff-mult", t.ff_mult, "--arch hier: ff_mult")->check(finite & CLI::PositiveNumber)->capture_default_str();
   s->add_flag("--merge-all", t.merge_all, "--arch hier: hierarchy_merge_all = true");

@@ -55,29 +55,27 @@ inline const std::vector<std::string>& model_names() {
                                              "transformer", "swa", "linear-attn",
                                              "hier-local", "hier-1-2", "hier-1-2-8", "hier-ttt",
                                              "ttt-swiglu", "ttt-linear-momentum", "ttt-linear-decay",
-                                             "ttt-mlp-muon", "ttt-swiglu-muon"};
+                                             "ttt-mlp-muon", "ttt-swiglu-muon", "ttt-mlp-muon-before",
+                                             "ttt-swiglu-muon-before"};
   return v;
 }
 
-/// A TTT model's name, ttt-<learner>[-<inner optimizer>][-mamba] (e.g. ttt-swiglu-muon,
-/// ttt-linear-momentum-mamba): any learner of the registry (inner/registry.hpp) under any
-/// built-in inner optimizer (inner/optimizers.hpp), gd when none is named.
+/// A TTT model's name, ttt-<learner>[-<inner optimizer>][-before][-mamba] (e.g. ttt-swiglu-muon,
+/// ttt-swiglu-muon-before, ttt-linear-momentum-mamba): any learner of the registry
+/// (inner/registry.hpp) under any built-in inner optimizer (inner/optimizers.hpp), gd when none is
+/// named; -before: query order `before` (LaCT's apply-then-update, ttt_query_order).
 struct TTTName {
   std::string learner, optimizer = "gd";
   bool mamba = false;
+  bool before = false;
 };
 inline std::optional<TTTName> parse_ttt_name(const std::string& name) {
-  if (name.rfind("ttt-", 0) != 0) return std::nullopt;
-  TTTName t;
-  std::string rest = name.substr(4);
-  if (rest.ends_with("-mamba")) t.mamba = true, rest.resize(rest.size() - 6);
-  const auto dash = rest.find('-');
-  t.learner = rest.substr(0, dash);
-  if (dash != std::string::npos) t.optimizer = rest.substr(dash + 1);
-  bool opt_ok = false;
-  std::apply([&](auto... o) { opt_ok = ((decltype(o)::name == t.optimizer) || ...); }, ttt::inner::BuiltinOptimizers{});
-  if (!ttt::inner::is_builtin(t.learner) || !opt_ok) return std::nullopt;
-  return t;
+  std::string_view rest = name;
+  const bool mamba = rest.ends_with("-mamba");
+  if (mamba) rest.remove_suffix(6);
+  const auto t = ttt::inner::parse_ttt_name(rest);
+  if (!t) return std::nullopt;
+  return TTTName{std::string(t->learner), std::string(t->optimizer), mamba, t->order == ttt::inner::QueryOrder::before};
 }
 
 /// The models of a run without --models.
@@ -102,7 +100,7 @@ inline std::string describe(const std::string& name, const Spec& s) {
   if (name == "ttt-mlp-mamba") return "TTT-MLP, Mamba backbone (pre-conv, shared QK, gate)";
   if (const auto t = parse_ttt_name(name))
     return "TTT, learner " + t->learner + ", inner optimizer " + t->optimizer +
-           (t->mamba ? ", Mamba backbone" : ", Transformer backbone");
+           (t->before ? ", queries before the update" : "") + (t->mamba ? ", Mamba backbone" : ", Transformer backbone");
   if (name == "transformer") return "causal softmax attention + RoPE, KV cache";
   if (name == "swa") return "sliding-window attention, window " + std::to_string(s.window);
   if (name == "linear-attn") return "linear attention = TTT-Linear with plain L2 inner loss, W0 = 0, one mini-batch";
@@ -120,7 +118,7 @@ inline void check_model_name(const std::string& name) {
     if (n == name) return;
   if (parse_ttt_name(name)) return;
   throw ttt::Error("unknown model '" + name + "'; valid models: " + join(model_names()) +
-                   ", or ttt-<learner>[-<optimizer>][-mamba] with a learner of " + ttt::inner::builtin_names() +
+                   ", or ttt-<learner>[-<optimizer>][-before][-mamba] with a learner of " + ttt::inner::builtin_names() +
                    " and an optimizer of " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>());
 }
 

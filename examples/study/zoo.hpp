@@ -265,6 +265,7 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
       ttt::ModelConfig::sized(learner, s.vocab, s.hidden, s.layers, s.heads, intermediate, s.mini_batch);
   c.max_position_embeddings = 1 << 30;
   if (ttt_model) c.ttt_inner_optimizer = tn->optimizer;
+  if (ttt_model && tn->before) c.ttt_query_order = "before";
   if (ttt_model && tn->mamba) c.pre_conv = c.share_qk = c.use_gate = true;
   if (name == "linear-attn") {  // inner/linear_attention.hpp: the whole sequence is one mini-batch
     c.ttt_layer_type = "linear_attention";

@@ -128,6 +128,15 @@ TEST_CASE("unknown task and model names list the valid ones") {
     CHECK(e.find(n) != std::string::npos);
     CHECK(error_of([&] { check_model_name(n); }).empty());
   }
+  // ttt-<learner>[-<optimizer>][-before][-mamba]
+  const auto t = parse_ttt_name("ttt-swiglu-muon-before-mamba");
+  REQUIRE(t.has_value());
+  CHECK((t->learner == "swiglu" && t->optimizer == "muon" && t->before && t->mamba));
+  const auto g = parse_ttt_name("ttt-linear-before");
+  REQUIRE(g.has_value());
+  CHECK((g->learner == "linear" && g->optimizer == "gd" && g->before && !g->mamba));
+  CHECK(!parse_ttt_name("ttt-linear-befor").has_value());
+  CHECK(!parse_ttt_name("ttt-linear-mamba-before").has_value());
 }
 
 TEST_CASE("position buckets: 0, then floor(log2 t) + 1; token-weighted means") {

@@ -60,14 +60,15 @@ void derived_inner_grad_matches(int64_t f, int64_t n) {
 }
 
 template <class L>
-void derived_learner_grad_matches(int64_t f, int64_t n) {
+void derived_learner_grad_matches(inner::Dims d, int64_t n) {
   std::mt19937_64 rng(11);
-  const int64_t P = inner::param_count(L::param_specs(f));
+  const int64_t f = d.f;
+  const int64_t P = inner::param_count(L::param_specs(d));
   const auto th = train::detail::random_theta(P, rng);
   const train::detail::RandomSegment rs(f, n, rng);
   const MatD dZq = train::detail::RandomSegment(f, n, rng).XV;
   const auto dthe = train::detail::random_theta(P, rng, 1.0);
-  INFO(L::name << " f=" << f << " n=" << n);
+  INFO(L::name << " f=" << f << " hidden=" << d.hidden << " n=" << n);
 
   struct Out {
     MatD Zq, dXQ, dXK, dXV;
@@ -79,7 +80,7 @@ void derived_learner_grad_matches(int64_t f, int64_t n) {
     o.Zq = MatD(n, f);
     o.the.assign(size_t(P), 0.0);
     train::Scratch<double> ws;
-    G::template forward<double>(th.data(), f, rs.view(), o.Zq, o.the.data(), ws);
+    G::template forward<double>(th.data(), d, rs.view(), o.Zq, o.the.data(), ws);
     o.dXQ = o.dXK = o.dXV = MatD::Zero(n, f);
     o.dth.assign(size_t(P), 0.0);
     o.dte.assign(size_t(n), 0.0);
@@ -87,7 +88,7 @@ void derived_learner_grad_matches(int64_t f, int64_t n) {
     o.dlw.assign(size_t(f), 0.0);
     o.dlb.assign(size_t(f), 0.0);
     train::SegmentGradD sg{o.dXQ, o.dXK, o.dXV, o.dte.data(), o.dlr.data(), o.dlw.data(), o.dlb.data()};
-    G::template backward<double>(th.data(), f, rs.view(), dZq, dthe.data(), o.dth.data(), sg, ws);
+    G::template backward<double>(th.data(), d, rs.view(), dZq, dthe.data(), o.dth.data(), sg, ws);
     return o;
   };
   const Out want = run(std::type_identity<train::LearnerGrad<L>>{});
@@ -158,6 +159,8 @@ TEST_CASE("derived training forward and reverse == hand-written LearnerGrad (eve
       derived_learner_grad_matches<inner::Linear>(f, n);
       derived_learner_grad_matches<inner::MLP>(f, n);
       derived_learner_grad_matches<inner::LinearAttention>(f, n);
+      derived_learner_grad_matches<inner::SwiGLU>(inner::Dims{f}, n);  // hidden 4f
+      derived_learner_grad_matches<inner::SwiGLU>(inner::Dims{f, 3}, n);
     }
 }
 

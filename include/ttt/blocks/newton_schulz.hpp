@@ -5,6 +5,7 @@
 /// (on the transpose when G is tall). The singular values of the result are near 1; its singular
 /// vectors are G's. Generic over the scalar (ad::Real included): a polynomial and one norm.
 #include <cstdint>
+#include <vector>
 
 #include "../core/tensor.hpp"
 
@@ -30,6 +31,53 @@ MatT<S> newton_schulz(const MatT<S>& G, int64_t steps, S* norm = nullptr) {
   }
   if (tall) return X.transpose();
   return X;
+}
+
+/// The reverse of `newton_schulz`: ADDS to dG (r, c) the cotangent of G given those of U (dU) and
+/// of the norm (dnorm). Recomputes the iterates; per iteration X' = a X + B X, B = b A + c A^2,
+/// A = X X^T (A, B symmetric):  dX = a dX' + B dX' + (dA + dA^T) X,  dA = b dB + c (dB A + A dB),
+/// dB = dX' X^T.
+template <class S>
+void newton_schulz_vjp(const MatT<S>& G, int64_t steps, const MatT<S>& dU, S dnorm, RefT<S> dG) {
+  using std::sqrt;
+  const S a = S(3.4445), b = S(-4.7750), c = S(2.0315);
+  const bool tall = G.rows() > G.cols();
+  const MatT<S> raw = tall ? MatT<S>(G.transpose()) : G;
+  S sq = S(1e-14);
+  for (Eigen::Index i = 0; i < raw.size(); ++i) sq = sq + raw.data()[i] * raw.data()[i];
+  const S nrm = sqrt(sq), inv = S(1) / (nrm + S(1e-7));
+  std::vector<MatT<S>> Xs(size_t(steps + 1));
+  Xs[0] = raw * inv;
+  MatT<S> A, B, dB, dA;
+  for (int64_t k = 0; k < steps; ++k) {
+    A.noalias() = Xs[size_t(k)] * Xs[size_t(k)].transpose();
+    B = b * A;
+    B.noalias() += c * (A * A);
+    Xs[size_t(k + 1)] = a * Xs[size_t(k)];
+    Xs[size_t(k + 1)].noalias() += B * Xs[size_t(k)];
+  }
+  MatT<S> dX = tall ? MatT<S>(dU.transpose()) : dU, dXk;
+  for (int64_t k = steps; k-- > 0;) {
+    const MatT<S>& X = Xs[size_t(k)];
+    A.noalias() = X * X.transpose();
+    B = b * A;
+    B.noalias() += c * (A * A);
+    dB.noalias() = dX * X.transpose();
+    dA = b * dB;
+    dA.noalias() += c * (dB * A);
+    dA.noalias() += c * (A * dB);
+    dXk = a * dX;
+    dXk.noalias() += B * dX;
+    dXk.noalias() += (dA + dA.transpose()) * X;
+    dX.swap(dXk);
+  }
+  // X0 = raw / (nrm + 1e-7), nrm = sqrt(sq)
+  S dinv = S(0);
+  for (Eigen::Index i = 0; i < raw.size(); ++i) dinv = dinv + raw.data()[i] * dX.data()[i];
+  const S dsq = (dnorm - dinv * inv * inv) / (S(2) * nrm);
+  MatT<S> draw = inv * dX + (S(2) * dsq) * raw;
+  if (tall) dG += draw.transpose();
+  else dG += draw;
 }
 
 }  // namespace ttt::blocks

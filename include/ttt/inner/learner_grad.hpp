@@ -8,7 +8,7 @@
 /// Training needs, for each inner learner `L`, `ttt::train::LearnerGrad<L>` with two static
 /// function templates. By default it is `DerivedGrad<L>` (inner/derived.hpp), derived from the
 /// learner's generic `apply`; a hand-written fast path specialises it (the built-in ones sit beside
-/// their learners in inner/linear.hpp, inner/mlp.hpp, inner/linear_attention.hpp, and are tested
+/// their learners in inner/linear.hpp, inner/mlp.hpp, inner/swiglu.hpp, inner/linear_attention.hpp, and are tested
 /// against the derived one); `loss_and_grad` refuses to compile for a learner with neither:
 ///
 /// \code
@@ -17,7 +17,7 @@
 ///   //   Zq[t]     = f_{theta_t}(XQ[t]),  theta_t = theta0 - token_eta[t] * sum_{s<=t} lr[s] grad_s
 ///   //   grad_s    = d/dtheta 0.5 ||ln_w * LN(f_theta0(XK[s])) + ln_b - (XV[s] - XK[s])||^2
 ///   //   theta_end = theta0 - token_eta[n-1] * sum_s lr[s] grad_s  (the next mini-batch's start)
-///   template <class S>
+///   template <class S>   // f: the head dim, or inner::Dims (head dim and hidden width, inner/swiglu.hpp)
 ///   static void forward(const S* theta0, int64_t f, const Segment<S>& s, RefT<S> Zq, S* theta_end,
 ///                       Scratch<S>& ws);
 ///   // Reverse of forward: given dZq (n, f) and dtheta_end (P; zeros after the last mini-batch),

@@ -13,6 +13,9 @@
 ///   static constexpr std::string_view options[] = {"ttt_inner_beta"};     // optional: the config keys it reads
 ///   template <class S>
 ///   static void step(const ttt::inner::Step<S>& s);                           // requirement: step
+///   template <class S>                                                        // optional: its reverse
+///   static void step_vjp(const ttt::inner::Step<S>& s, const S* dtheta, const S* dstate,
+///                        const ttt::inner::StepGrad<S>& d);
 /// };
 /// \endcode
 ///
@@ -22,6 +25,11 @@
 /// mini-batch ended at t. At the end of the mini-batch the same map, at its last token, is the
 /// new state. For `gd` that is TTT's theta_t = theta0 - eta_t gacc_t (the dual forms compute it
 /// in closed form); the others run in the primal form (inner/optimized.hpp).
+///
+/// `step_vjp` is the reverse of `step` for training's fast paths (layers/ttt_layer_grad.hpp): given
+/// the cotangents of theta and state, it ADDS those of theta0, state0, gacc, eta and alpha into
+/// `d` (its out-pointers of `s` are scratch). Without one, training records `step` on an ad::Real
+/// tape (inner/step_grad.hpp): exact, slower. The built-in ones are tested against the tape.
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -30,6 +38,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/model_config.hpp"
 #include "learner.hpp"
 
 namespace ttt::inner {
@@ -55,6 +64,16 @@ struct UpdateRule {
 
 inline const char* order_name(QueryOrder o) { return o == QueryOrder::after ? "after" : "before"; }
 
+/// A model config's inner update (its keys unchecked: the layer checks them, checked_optimizer).
+inline UpdateRule update_rule(const ModelConfig& c) {
+  UpdateRule r;
+  r.optimizer = c.ttt_inner_optimizer;
+  r.beta = c.ttt_inner_beta;
+  r.ns_steps = c.ttt_ns_steps;
+  r.order = c.ttt_query_order == "before" ? QueryOrder::before : QueryOrder::after;
+  return r;
+}
+
 /// The arguments of one optimizer step (see the file comment). P values each for theta0, gacc,
 /// theta; Q = state_size(specs) each for state0, state.
 template <class S>
@@ -68,6 +87,16 @@ struct Step {
   S alpha;          ///< the gate at token t (optimizers with uses_gate; 0 otherwise)
   S* theta;         ///< (P) out: theta_t
   S* state;         ///< (Q) out: the state at t
+};
+
+/// The cotangents `step_vjp` ADDS into: theta0, gacc (P), state0 (Q), eta and alpha (one each).
+template <class S>
+struct StepGrad {
+  S* dtheta0;
+  S* dstate0;
+  S* dgacc;
+  S* deta;
+  S* dalpha;
 };
 
 template <class O>
@@ -118,6 +147,12 @@ std::string optimizer_names() {
   std::string s;
   std::apply([&](auto... o) { ((s += (s.empty() ? "" : ", ") + std::string(decltype(o)::name)), ...); }, Opts{});
   return s;
+}
+
+/// Whether `name` is one of the tuple of optimizers.
+template <class Opts>
+bool is_optimizer(std::string_view name) {
+  return std::apply([&](auto... o) { return ((decltype(o)::name == name) || ...); }, Opts{});
 }
 
 /// The position of `name` in the tuple of optimizers; ConfigError "<source>: ttt_inner_optimizer

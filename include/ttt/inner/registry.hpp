@@ -13,6 +13,7 @@
 /// A new built-in learner is added to `Builtin` below (and gets its name in error messages and
 /// the CLI's help from there). A program with learners of its own passes a longer tuple as
 /// `Learners` (the `ttt` tool does so when built with ttt_add_cli, examples/cli/learners.hpp).
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -22,6 +23,7 @@
 #include "linear.hpp"
 #include "linear_attention.hpp"
 #include "mlp.hpp"
+#include "optimizers.hpp"
 #include "swiglu.hpp"
 
 namespace ttt::inner {
@@ -48,6 +50,31 @@ std::string builtin_names() {
 template <class Learners = Builtin>
 bool is_builtin(std::string_view name) {
   return std::apply([&](auto... l) { return ((decltype(l)::name == name) || ...); }, Learners{});
+}
+
+/// A TTT name's learner, inner optimizer (views into the name) and query order.
+struct TTTName {
+  std::string_view learner;
+  std::string_view optimizer = "gd";
+  QueryOrder order = QueryOrder::after;
+};
+
+/// "ttt-<learner>[-<optimizer>][-before]" (ttt-mlp-momentum -> {mlp, momentum, after};
+/// ttt-swiglu-muon-before -> {swiglu, muon, before}: LaCT's apply-then-update; gd when no
+/// optimizer is named) with a learner of `Learners` and an optimizer of `Opts`, or nullopt. The
+/// hierarchical model's mixer names and the study's model names are parsed by it.
+template <class Learners = Builtin, class Opts = BuiltinOptimizers>
+std::optional<TTTName> parse_ttt_name(std::string_view name) {
+  constexpr std::string_view prefix = "ttt-", before = "-before";
+  if (!name.starts_with(prefix)) return std::nullopt;
+  std::string_view rest = name.substr(prefix.size());
+  TTTName t;
+  if (rest.ends_with(before)) t.order = QueryOrder::before, rest.remove_suffix(before.size());
+  const size_t dash = rest.find('-');
+  t.learner = rest.substr(0, dash);
+  if (dash != std::string_view::npos) t.optimizer = rest.substr(dash + 1);
+  if (!is_builtin<Learners>(t.learner) || !is_optimizer<Opts>(t.optimizer)) return std::nullopt;
+  return t;
 }
 
 namespace detail_registry {

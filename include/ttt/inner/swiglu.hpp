@@ -10,13 +10,16 @@
 /// against the residual target v - k). Its map is written once, generically;
 /// `accumulate_grad` is a hand-written fast path for the inner gradient (tested against the
 /// derived one); `dual_form` is the inference fast path under TTT's update (tested against the
-/// primal form, inner/primal.hpp); it trains through the derived path (inner/derived.hpp).
+/// primal form, inner/primal.hpp); below it, `train::LearnerGrad<SwiGLU>` is the hand-written
+/// training forward / reverse (tested against the derived one, inner/derived.hpp).
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "../blocks/activations.hpp"
 #include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
+#include "learner_grad.hpp"
 
 namespace ttt::inner {
 
@@ -151,3 +154,167 @@ struct SwiGLU {
 };
 
 }  // namespace ttt::inner
+
+namespace ttt::train {
+
+// ---- SwiGLU: f(x) = (silu(x W1) * (x W3)) W2, no biases -----------------------------------------
+// The dual form of inner::SwiGLU::dual_form, every intermediate kept. With E(t, j) = eta_t lr_j
+// (j <= t), s = sigmoid, silu'(a) = s (1 + a (1 - s)):
+//   keys:    A = XK W1, B = XK W3, H = silu(A) B, Z = H W2, G = ln_l2_grad(Z, XV - XK),
+//            M = G W2^T (dH), GA = M B silu'(A) (dA), GB = M silu(A) (dB);
+//            grad_s = (XK[s]^T GA[s], XK[s]^T GB[s], H[s]^T G[s])
+//   queries: K1 = XQ XK^T (no bias: no +1), Aq = XQ W1 - (E o K1) GA, Bq = XQ W3 - (E o K1) GB,
+//            Hq = silu(Aq) Bq, K2 = Hq H^T, Zq = Hq W2 - (E o K2) G
+//   end:     W1_end = W1 - e XK^T diag(lr) GA, W3_end = W3 - e XK^T diag(lr) GB,
+//            W2_end = W2 - e H^T diag(lr) G,  e = eta_{n-1}
+// The reverse runs `detail::dual_linear_bwd` three times (W2 on (Hq, H, G); W1 and W3 on (XQ, XK,
+// GA / GB)) with a zero bias cotangent (its bias terms then vanish: K carries no +1), then the keys'
+// chain, second-order terms included.
+template <>
+struct LearnerGrad<inner::SwiGLU> {
+  enum Slot : size_t { kA, kB, kSg, kH, kZ, kT, kG, kM, kGA, kGB, kE, kK1, kK2, kEK, kAq, kBq, kHq, kZq,
+                       kGl, kdE, kdG, kdGA, kdGB, kdHq, kdH, kdAq, kdBq, kdM, kdA, kdB, kdZ, kdT, kZero, kJunk,
+                       kBwd };
+
+  /// The forward of one mini-batch, every intermediate kept in its slot; Zq written.
+  template <class S, class Z>
+  static void run_forward(const S* th, inner::Dims d, const Segment<S>& s, Scratch<S>& ws, Z&& Zq) {
+    const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
+    const Eigen::Index n = s.XQ.rows();
+    Eigen::Map<const MatT<S>> W1(th, f, h), W3(th + f * h, f, h), W2(th + 2 * f * h, h, f);
+    auto A = ws(kA, n, h), B = ws(kB, n, h), Sg = ws(kSg, n, h), H = ws(kH, n, h), Zk = ws(kZ, n, f);
+    auto T = ws(kT, n, f), G = ws(kG, n, f), M = ws(kM, n, h), GA = ws(kGA, n, h), GB = ws(kGB, n, h);
+    auto E = ws(kE, n, n), K1 = ws(kK1, n, n), K2 = ws(kK2, n, n), EK = ws(kEK, n, n);
+    auto Aq = ws(kAq, n, h), Bq = ws(kBq, n, h), Hq = ws(kHq, n, h);
+    // keys: A = XK W1, B = XK W3, Sg = sigmoid(A), H = silu(A) B, Z = H W2, G = ln_l2_grad(Z, XV - XK)
+    A.noalias() = s.XK * W1;
+    B.noalias() = s.XK * W3;
+    for (Eigen::Index i = 0; i < n * h; ++i) {
+      const S a = A.data()[i], sg = blocks::sigmoid(a);
+      Sg.data()[i] = sg;
+      H.data()[i] = a * sg * B.data()[i];
+    }
+    Zk.noalias() = H * W2;
+    T = s.XV - s.XK;
+    blocks::ln_l2_grad(Zk, T, s.ln_w, s.ln_b, G);
+    // M = G W2^T, GA = M B silu'(A), GB = M silu(A)
+    M.noalias() = G * W2.transpose();
+    for (Eigen::Index i = 0; i < n * h; ++i) {
+      const S a = A.data()[i], sg = Sg.data()[i], m = M.data()[i];
+      GA.data()[i] = m * B.data()[i] * sg * (S(1) + a * (S(1) - sg));
+      GB.data()[i] = m * a * sg;
+    }
+    // the queries' hidden layer: Aq = XQ W1 - (E o K1) GA, Bq = XQ W3 - (E o K1) GB, Hq = silu(Aq) Bq
+    detail::eta_matrix(s, E);
+    K1.noalias() = s.XQ * s.XK.transpose();
+    EK = E.cwiseProduct(K1);
+    Aq.noalias() = s.XQ * W1;
+    Aq.noalias() -= EK * GA;
+    Bq.noalias() = s.XQ * W3;
+    Bq.noalias() -= EK * GB;
+    for (Eigen::Index i = 0; i < n * h; ++i) {
+      const S a = Aq.data()[i];
+      Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
+    }
+    // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
+    K2.noalias() = Hq * H.transpose();
+    EK = E.cwiseProduct(K2);
+    Zq.noalias() = Hq * W2;
+    Zq.noalias() -= EK * G;
+  }
+
+  /// W_end -= e Xk^T diag(lr) G  (We holds W on entry), e = eta_{n-1}.
+  template <class S, class X, class Gm>
+  static void end_map(const Segment<S>& s, const X& Xk, const Gm& G, S* We, Scratch<S>& ws) {
+    const Eigen::Index n = Xk.rows(), in = Xk.cols(), out = G.cols();
+    const S e = s.token_eta[n - 1];
+    auto Gl = ws(kGl, n, out);
+    for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (e * s.lr[j]);
+    Eigen::Map<MatT<S>>(We, in, out).noalias() -= Xk.transpose() * Gl;
+  }
+
+  template <class S>
+  static void forward(const S* th, inner::Dims d, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
+    const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
+    const Eigen::Index n = s.XQ.rows();
+    run_forward(th, d, s, ws, Zq);
+    std::copy(th, th + 3 * f * h, th_end);
+    end_map<S>(s, s.XK, ws(kGA, n, h), th_end, ws);
+    end_map<S>(s, s.XK, ws(kGB, n, h), th_end + f * h, ws);
+    end_map<S>(s, ws(kH, n, h), ws(kG, n, f), th_end + 2 * f * h, ws);
+  }
+
+  template <class S>
+  static void backward(const S* th, inner::Dims d, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
+                       SegmentGrad<S>& o, Scratch<S>& ws) {
+    const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
+    const Eigen::Index n = s.XQ.rows();
+    run_forward(th, d, s, ws, ws(kZq, n, f));
+    Eigen::Map<const MatT<S>> W1(th, f, h), W3(th + f * h, f, h), W2(th + 2 * f * h, h, f);
+    S* dW1_ = dth0;
+    S* dW3_ = dth0 + f * h;
+    S* dW2_ = dth0 + 2 * f * h;
+    Eigen::Map<MatT<S>> dW1(dW1_, f, h), dW3(dW3_, f, h), dW2(dW2_, h, f);
+    auto A = ws(kA, n, h), B = ws(kB, n, h), Sg = ws(kSg, n, h), H = ws(kH, n, h), Zk = ws(kZ, n, f);
+    auto T = ws(kT, n, f), G = ws(kG, n, f), M = ws(kM, n, h), GA = ws(kGA, n, h), GB = ws(kGB, n, h);
+    auto E = ws(kE, n, n), K1 = ws(kK1, n, n), K2 = ws(kK2, n, n);
+    auto Aq = ws(kAq, n, h), Bq = ws(kBq, n, h), Hq = ws(kHq, n, h);
+    auto dE = ws.zero(kdE, n, n), dG = ws.zero(kdG, n, f), dGA = ws.zero(kdGA, n, h), dGB = ws.zero(kdGB, n, h);
+    auto dHq = ws.zero(kdHq, n, h), dH = ws.zero(kdH, n, h);
+    // no biases: a zero bias cotangent in, the bias cotangent out discarded
+    const auto zero = ws.zero(kZero, 1, std::max(f, h));
+    auto junk = ws(kJunk, 1, std::max(f, h));
+    // the output layer on the queries (and W2_end)
+    detail::dual_linear_bwd<S>(s, Hq, H, G, E, K2, W2, dth_end + 2 * f * h, zero.data(), dZq, dW2_, junk.data(), dHq,
+                               dH, dG, dE, o, ws, kBwd);
+    // Hq = silu(Aq) Bq:  dAq = dHq Bq silu'(Aq),  dBq = dHq silu(Aq)
+    auto dAq = ws(kdAq, n, h), dBq = ws(kdBq, n, h);
+    for (Eigen::Index i = 0; i < n * h; ++i) {
+      const S a = Aq.data()[i], sg = blocks::sigmoid(a), g = dHq.data()[i];
+      dAq.data()[i] = g * Bq.data()[i] * sg * (S(1) + a * (S(1) - sg));
+      dBq.data()[i] = g * a * sg;
+    }
+    // the hidden layer on the queries, both maps (and W1_end, W3_end)
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, GA, E, K1, W1, dth_end, zero.data(), dAq, dW1_, junk.data(), o.dXQ,
+                               o.dXK, dGA, dE, o, ws, kBwd);
+    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, GB, E, K1, W3, dth_end + f * h, zero.data(), dBq, dW3_, junk.data(),
+                               o.dXQ, o.dXK, dGB, dE, o, ws, kBwd);
+    detail::eta_matrix_bwd<S>(s, dE, o);
+    // GA = M B silu'(A), GB = M silu(A), with silu''(a) = s (1 - s) (2 + a (1 - 2 s)):
+    //   dM = dGA B silu'(A) + dGB silu(A),  dB = dGA M silu'(A),
+    //   dA = dGA M B silu''(A) + dGB M silu'(A)
+    auto dM = ws(kdM, n, h), dA = ws(kdA, n, h), dB = ws(kdB, n, h);
+    for (Eigen::Index i = 0; i < n * h; ++i) {
+      const S a = A.data()[i], sg = Sg.data()[i], b = B.data()[i], m = M.data()[i];
+      const S ga = dGA.data()[i], gb = dGB.data()[i];
+      const S si = a * sg, sp = sg * (S(1) + a * (S(1) - sg)), spp = sg * (S(1) - sg) * (S(2) + a * (S(1) - S(2) * sg));
+      dM.data()[i] = ga * b * sp + gb * si;
+      dB.data()[i] = ga * m * sp;
+      dA.data()[i] = ga * m * b * spp + gb * m * sp;
+    }
+    // M = G W2^T
+    dG.noalias() += dM * W2;
+    dW2.noalias() += dM.transpose() * G;
+    // G = ln_l2_grad(Z, T), T = XV - XK
+    auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
+    blocks::ln_l2_grad_bwd(Zk, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
+    o.dXV += dT;
+    o.dXK -= dT;
+    // Z = H W2
+    dW2.noalias() += H.transpose() * dZ;
+    dH.noalias() += dZ * W2.transpose();
+    // H = silu(A) B:  dA += dH B silu'(A),  dB += dH silu(A)
+    for (Eigen::Index i = 0; i < n * h; ++i) {
+      const S a = A.data()[i], sg = Sg.data()[i], g = dH.data()[i];
+      dA.data()[i] += g * B.data()[i] * sg * (S(1) + a * (S(1) - sg));
+      dB.data()[i] += g * a * sg;
+    }
+    // A = XK W1, B = XK W3
+    dW1.noalias() += s.XK.transpose() * dA;
+    dW3.noalias() += s.XK.transpose() * dB;
+    o.dXK.noalias() += dA * W1.transpose();
+    o.dXK.noalias() += dB * W3.transpose();
+  }
+};
+
+}  // namespace ttt::train

@@ -111,10 +111,7 @@ class TTTLayer {
         dims(cfg.head_dim(), cfg.ttt_hidden_size),
         specs(L::param_specs(dims)) {
     P = inner::param_count(specs);
-    rule.optimizer = cfg.ttt_inner_optimizer;
-    rule.beta = cfg.ttt_inner_beta;
-    rule.ns_steps = cfg.ttt_ns_steps;
-    rule.order = cfg.ttt_query_order == "before" ? inner::QueryOrder::before : inner::QueryOrder::after;
+    rule = inner::update_rule(cfg);
     opt = inner::checked_optimizer<Opts>(rule, "config");
     inner::check_hidden_size<L>(dims, "config");
     ofn = inner::optimizer_fn<Opts, S>(opt, specs);
@@ -358,10 +355,9 @@ class TTTLayer {
       } else {
         S* ost = st.ostate.data() + h * Q;
         auto& ow = ws.oheads[size_t(h)];
-        const auto& of = ofn;
-        inner::optimized_segment<L, S>(theta, ost, gacc, dims, specs, rule, of, seg, Zq, ow);
+        inner::optimized_segment<L, S>(theta, ost, gacc, dims, specs, rule, ofn, seg, Zq, ow);
         if (p + len == mb) {  // mini-batch complete: the optimizer's step at its last token
-          inner::optimizer_step<S>(of, specs, rule, theta, ost, gacc, eta[mb - 1], seg.alpha ? seg.alpha[len - 1] : S(0),
+          inner::optimizer_step<S>(ofn, specs, rule, theta, ost, gacc, eta[mb - 1], seg.alpha ? seg.alpha[len - 1] : S(0),
                                    ow.theta_t.data(), ow.state_t.data());
           std::copy(ow.theta_t.begin(), ow.theta_t.end(), theta);
           std::copy(ow.state_t.begin(), ow.state_t.end(), ost);

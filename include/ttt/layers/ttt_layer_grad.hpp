@@ -20,6 +20,7 @@
 
 #include "../blocks/layer_norm.hpp"
 #include "../core/error.hpp"
+#include "../inner/before_order_grad.hpp"
 #include "../inner/derived.hpp"
 #include "../inner/learner_grad.hpp"
 #include "mixer.hpp"
@@ -47,6 +48,7 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   struct HeadBuffers {
     std::vector<S> theta, next, dtheta, dprev, grp, deta;
     train::Scratch<S> scratch;
+    train::BeforeOrderBuffers<S> before;
     M zq;  // (mb, f) recomputed Zq, discarded
   };
   /// Buffers shared by every layer of a model (one layer runs at a time).
@@ -91,21 +93,31 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
                              w.decay_gate ? tp.alpha.row(h).data() + r0 : nullptr};
   }
 
+  /// Whether the learner's LearnerGrad is hand-written (not the derived default).
+  static constexpr bool hand_grad = !std::is_base_of_v<train::DerivedGrad<L>, train::LearnerGrad<L>>;
+
   /// One mini-batch forward from state (P + Q values) to next: the learner's LearnerGrad for
-  /// plain gd, the derived path under the layer's optimizer otherwise.
+  /// plain gd, the primal form under the layer's optimizer otherwise (inner/optimized.hpp; the
+  /// derived inner gradient for a learner without accumulate_grad). Its reverse: LearnerGrad for
+  /// plain gd; under order `before`, for a learner with a hand-written LearnerGrad, two of its gd
+  /// reverses and the optimizer's step_vjp (inner/before_order_grad.hpp); otherwise the derived
+  /// path (inner/derived.hpp), recorded on the ad::Real tape.
   static void segment_forward(const Layer& w, const S* state, const inner::Segment<S>& seg, RefT<S> Zq, S* next,
                               HeadBuffers& hb) {
     if (w.rule.is_plain_gd()) {
       train::LearnerGrad<L>::forward(state, w.dims, seg, Zq, next, hb.scratch);
     } else {
-      train::derived_forward<L, S>(state, w.dims, w.specs, w.rule, inner::optimizer_fn<Opts, S>(w.opt, w.specs), seg, Zq,
-                                   next);
+      train::derived_forward<L, S>(state, w.dims, w.specs, w.rule, w.ofn, seg, Zq, next);
     }
   }
   static void segment_backward(const Layer& w, const S* state, const inner::Segment<S>& seg, CRefT<S> dZq,
                                const S* dnext, S* dstate, train::SegmentGrad<S>& o, HeadBuffers& hb) {
     if (w.rule.is_plain_gd()) {
       train::LearnerGrad<L>::backward(state, w.dims, seg, dZq, dnext, dstate, o, hb.scratch);
+    } else if (hand_grad && w.rule.order == inner::QueryOrder::before) {
+      if constexpr (hand_grad)
+        train::before_order_backward<L, S>(state, w.dims, w.specs, w.rule, w.Q, inner::step_vjp_fn<Opts, S>(w.opt),
+                                           seg, dZq, dnext, dstate, o, hb.scratch, hb.before);
     } else {
       if constexpr (inner::has_generic_apply<L, S>) {
         train::derived_backward<L, S>(state, w.dims, w.specs, w.rule,

@@ -24,7 +24,6 @@ struct Adam {
 
   template <class S>
   static void step(const Step<S>& s) {
-    using std::pow;
     using std::sqrt;
     const int64_t P = param_count(s.specs);
     const S b1 = S(s.rule.beta), b2 = S(beta2);
@@ -49,6 +48,48 @@ struct Adam {
       off += n;
     }
     s.state[2 * P] = k;
+  }
+
+  /// The reverse of `step` (the count k carries no gradient: the bias corrections are constants).
+  template <class S>
+  static void step_vjp(const Step<S>& s, const S* dtheta, const S* dstate, const StepGrad<S>& d) {
+    using std::sqrt;
+    const int64_t P = param_count(s.specs);
+    const S b1 = S(s.rule.beta), b2 = S(beta2);
+    const double kd = double(value_of(s.state0[2 * P])) + 1.0;
+    const S c1 = S(1) / S(1 - std::pow(s.rule.beta, kd)), c2 = S(1) / S(1 - std::pow(beta2, kd));
+    int64_t off = 0;
+    for (const auto& spec : s.specs) {
+      const int64_t n = spec.numel();
+      S gg = S(1e-30), uu = S(1e-30), dscale = S(0);
+      for (int64_t i = off; i < off + n; ++i) {  // recompute u (into the scratch theta) and the norms
+        const S g = s.gacc[i], m = b1 * s.state0[i] + (S(1) - b1) * g,
+                v = b2 * s.state0[P + i] + (S(1) - b2) * g * g;
+        const S u = c1 * m / sqrt(c2 * v + S(eps * eps));
+        s.theta[i] = u;
+        gg = gg + g * g;
+        uu = uu + u * u;
+        dscale -= u * dtheta[i];
+      }
+      const S sg = sqrt(gg), su = sqrt(uu), scale = s.eta * sg / su;
+      *d.deta += dscale * sg / su;
+      const S dgg = dscale * s.eta / (su * S(2) * sg);    // scale = eta sqrt(gg) / sqrt(uu)
+      const S duu = -dscale * scale / (S(2) * uu);
+      for (int64_t i = off; i < off + n; ++i) {
+        const S g = s.gacc[i], m = b1 * s.state0[i] + (S(1) - b1) * g,
+                v = b2 * s.state0[P + i] + (S(1) - b2) * g * g;
+        const S r = sqrt(c2 * v + S(eps * eps)), u = s.theta[i];
+        d.dtheta0[i] += dtheta[i];
+        const S du = -scale * dtheta[i] + S(2) * u * duu;  // u = c1 m / r, r = sqrt(c2 v + eps^2)
+        const S dm = dstate[i] + du * c1 / r;
+        const S dv = dstate[P + i] - du * c1 * m / (r * r) * c2 / (S(2) * r);
+        d.dstate0[i] += b1 * dm;
+        d.dstate0[P + i] += b2 * dv;
+        d.dgacc[i] += S(2) * g * dgg + (S(1) - b1) * dm + (S(1) - b2) * S(2) * g * dv;
+      }
+      off += n;
+    }
+    d.dstate0[2 * P] += dstate[2 * P];
   }
 
  private:

@@ -16,6 +16,20 @@ struct Decay {
     const S keep = S(1) - s.alpha;
     for (int64_t i = 0; i < P; ++i) s.theta[i] = keep * s.theta0[i] - s.eta * s.gacc[i];
   }
+  template <class S>
+  static void step_vjp(const Step<S>& s, const S* dtheta, const S*, const StepGrad<S>& d) {
+    const int64_t P = param_count(s.specs);
+    const S keep = S(1) - s.alpha;
+    S de = S(0), da = S(0);
+    for (int64_t i = 0; i < P; ++i) {
+      d.dtheta0[i] += keep * dtheta[i];
+      d.dgacc[i] -= s.eta * dtheta[i];
+      de -= s.gacc[i] * dtheta[i];
+      da -= s.theta0[i] * dtheta[i];
+    }
+    *d.deta += de;
+    *d.dalpha += da;
+  }
 };
 
 }  // namespace ttt::inner

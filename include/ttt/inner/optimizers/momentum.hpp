@@ -20,6 +20,20 @@ struct Momentum {
       s.theta[i] = s.theta0[i] + s.state[i];
     }
   }
+  template <class S>
+  static void step_vjp(const Step<S>& s, const S* dtheta, const S* dstate, const StepGrad<S>& d) {
+    const int64_t P = param_count(s.specs);
+    const S beta = S(s.rule.beta);
+    S de = S(0);
+    for (int64_t i = 0; i < P; ++i) {
+      const S dS = dstate[i] + dtheta[i];  // theta = theta0 + S
+      d.dtheta0[i] += dtheta[i];
+      d.dstate0[i] += beta * dS;
+      d.dgacc[i] -= s.eta * dS;
+      de -= s.gacc[i] * dS;
+    }
+    *d.deta += de;
+  }
 };
 
 }  // namespace ttt::inner

@@ -35,6 +35,37 @@ struct Muon {
       off += n;
     }
   }
+
+  /// The reverse of `step` (blocks::newton_schulz_vjp for the matrices).
+  template <class S>
+  static void step_vjp(const Step<S>& s, const S* dtheta, const S*, const StepGrad<S>& d) {
+    using std::sqrt;
+    int64_t off = 0;
+    for (const auto& spec : s.specs) {
+      const int64_t n = spec.numel();
+      const bool matrix = spec.shape.size() == 2 && spec.shape[0] > 1 && spec.shape[1] > 1;
+      for (int64_t i = off; i < off + n; ++i) d.dtheta0[i] += dtheta[i];
+      if (!matrix) {
+        S de = S(0);
+        for (int64_t i = off; i < off + n; ++i) d.dgacc[i] -= s.eta * dtheta[i], de -= s.gacc[i] * dtheta[i];
+        *d.deta += de;
+      } else {
+        const MatT<S> G = Eigen::Map<const MatT<S>>(s.gacc + off, spec.shape[0], spec.shape[1]);
+        S g_norm = S(0);
+        const MatT<S> U = blocks::newton_schulz<S>(G, s.rule.ns_steps, &g_norm);
+        S uu = S(1e-14), dscale = S(0);
+        for (int64_t i = 0; i < n; ++i) uu += U.data()[i] * U.data()[i], dscale -= U.data()[i] * dtheta[off + i];
+        const S su = sqrt(uu), scale = s.eta * g_norm / su;  // theta = theta0 - scale U
+        *d.deta += dscale * g_norm / su;
+        const S duu = -dscale * scale / (S(2) * uu);
+        MatT<S> dU(G.rows(), G.cols());
+        for (int64_t i = 0; i < n; ++i) dU.data()[i] = -scale * dtheta[off + i] + S(2) * U.data()[i] * duu;
+        Eigen::Map<MatT<S>> dG(d.dgacc + off, G.rows(), G.cols());
+        blocks::newton_schulz_vjp<S>(G, s.rule.ns_steps, dU, dscale * s.eta / su, dG);
+      }
+      off += n;
+    }
+  }
 };
 
 }  // namespace ttt::inner

@@ -33,37 +33,24 @@ namespace ttt::hier {
 inline constexpr const char* kModelType = "simple-hierarchical-transformer";
 
 /// The TTT mixers a config may name: "ttt-" and a built-in learner's name (inner/registry.hpp),
-/// optionally "-" and an inner optimizer's (inner/optimizers.hpp; gd when none): "ttt-linear",
-/// "ttt-mlp-momentum". For messages: "ttt-linear, ttt-mlp, ... [-gd|-momentum|...]".
+/// optionally "-" and an inner optimizer's (inner/optimizers.hpp; gd when none), optionally
+/// "-before" (query order before, inner::parse_ttt_name): "ttt-linear", "ttt-mlp-momentum",
+/// "ttt-swiglu-muon-before". For messages: "ttt-linear, ttt-mlp, ... [-gd|-momentum|...][-before]".
 inline std::string ttt_mixer_names() {
   std::string s, o;
   std::apply([&](auto... l) { ((s += (s.empty() ? "ttt-" : ", ttt-") + std::string(decltype(l)::name)), ...); },
              inner::Builtin{});
   std::apply([&](auto... x) { ((o += (o.empty() ? "-" : "|-") + std::string(decltype(x)::name)), ...); },
              inner::BuiltinOptimizers{});
-  return s + ", each optionally with an inner optimizer [" + o + "]";
+  return s + ", each optionally with an inner optimizer [" + o + "] and then [-before]";
 }
 
-/// A TTT mixer's learner and inner optimizer.
-struct TTTMixer {
-  std::string_view learner;  ///< a view into the mixer's name
-  std::string_view optimizer = "gd";
-};
+/// A TTT mixer's learner and inner optimizer (views into the mixer's name).
+using TTTMixer = inner::TTTName;
 
 /// The learner and optimizer of a TTT mixer ("ttt-mlp-momentum" -> {"mlp", "momentum"}), or
 /// nullopt when `mixer` is not "ttt-", a built-in learner and optionally "-" a built-in optimizer.
-inline std::optional<TTTMixer> ttt_mixer(std::string_view mixer) {
-  constexpr std::string_view prefix = "ttt-";
-  if (!mixer.starts_with(prefix)) return std::nullopt;
-  const std::string_view rest = mixer.substr(prefix.size());
-  const size_t dash = rest.find('-');
-  TTTMixer m{rest.substr(0, dash)};
-  if (dash != std::string_view::npos) m.optimizer = rest.substr(dash + 1);
-  bool opt_ok = false;
-  std::apply([&](auto... x) { opt_ok = ((decltype(x)::name == m.optimizer) || ...); }, inner::BuiltinOptimizers{});
-  if (!inner::is_builtin(m.learner) || !opt_ok) return std::nullopt;
-  return m;
-}
+inline std::optional<TTTMixer> ttt_mixer(std::string_view mixer) { return inner::parse_ttt_name(mixer); }
 
 /// The learner of a TTT mixer ("ttt-linear" -> "linear"), or nullopt (see `ttt_mixer`).
 inline std::optional<std::string_view> mixer_learner(std::string_view mixer) {

@@ -314,7 +314,9 @@ struct HierParams {
     mc.use_gate = cfg.ttt_use_gate;
     mc.share_qk = false;
     mc.ttt_layer_type = with_mixer_learner(cfg, h, []<class L>() { return std::string(L::name); });
-    mc.ttt_inner_optimizer = std::string(ttt_mixer(cfg.mixer_of(h))->optimizer);
+    const auto m = *ttt_mixer(cfg.mixer_of(h));
+    mc.ttt_inner_optimizer = std::string(m.optimizer);
+    mc.ttt_query_order = inner::order_name(m.order);
     return mc;
   }
 

@@ -1,0 +1,189 @@
+// The reverses training's fast paths are built from, each against its derived twin (double):
+//   - every built-in optimizer's hand-written step_vjp == the reverse sweep of its recorded step
+//     (inner/step_grad.hpp), on weights with a tall and a wide matrix and a vector;
+//   - query order `before`: the fast reverse of a mini-batch (two gd reverses of the learner and
+//     the step's reverse, inner/before_order_grad.hpp) == the derived reverse (inner/derived.hpp),
+//     every output and cotangent, for every learner with a hand-written LearnerGrad x optimizer.
+// Through the whole model these paths are checked against central differences in
+// test_optimizers.cpp. This file includes only the inner headers: it compiles in seconds.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ttt/inner/before_order_grad.hpp>
+#include <ttt/inner/derived.hpp>
+#include <ttt/inner/linear.hpp>
+#include <ttt/inner/linear_attention.hpp>
+#include <ttt/inner/mlp.hpp>
+#include <ttt/inner/swiglu.hpp>
+#include <ttt/inner/optimizers.hpp>
+#include <ttt/train/gradcheck.hpp>
+
+using namespace ttt;
+
+namespace {
+
+double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 1e-12;
+  for (size_t i = 0; i < a.size(); ++i) num = std::max(num, std::abs(a[i] - b[i])), den = std::max(den, std::abs(b[i]));
+  return num / den;
+}
+double max_rel(const MatD& a, const MatD& b) {
+  return (a - b).cwiseAbs().maxCoeff() / std::max(b.cwiseAbs().maxCoeff(), 1e-12);
+}
+
+std::vector<double> random_vec(size_t n, std::mt19937_64& rng, double scale, double shift = 0) {
+  std::normal_distribution<double> nd(0.0, scale);
+  std::vector<double> v(n);
+  for (auto& x : v) x = shift + nd(rng);
+  return v;
+}
+
+/// A state0 for optimizer O: random, with Adam's second moments positive and its count 2.
+template <class O>
+std::vector<double> random_state(const std::vector<inner::ParamSpec>& specs, std::mt19937_64& rng) {
+  const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
+  auto s = random_vec(size_t(Q), rng, 0.3);
+  if constexpr (std::is_same_v<O, inner::Adam>) {
+    for (int64_t i = P; i < 2 * P; ++i) s[size_t(i)] = 0.01 + s[size_t(i)] * s[size_t(i)];
+    s[size_t(2 * P)] = 2;
+  }
+  return s;
+}
+
+inner::UpdateRule rule_for(std::string_view name) {
+  inner::UpdateRule r;
+  r.optimizer = std::string(name);
+  r.beta = 0.7;
+  r.ns_steps = 3;
+  return r;
+}
+
+template <class O>
+void step_vjp_matches_tape(const std::vector<inner::ParamSpec>& specs, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
+  const auto rule = rule_for(O::name);
+  const auto th0 = random_vec(size_t(P), rng, 0.5), st0 = random_state<O>(specs, rng),
+             gacc = random_vec(size_t(P), rng, 0.4), dth = random_vec(size_t(P), rng, 1.0),
+             dst = random_vec(size_t(Q), rng, 1.0);
+  const double eta = 0.37, alpha = 0.21;
+  struct Out {
+    std::vector<double> dth0, dst0, dg;
+    double de = 0.1, da = -0.2;  // step_vjp adds
+  };
+  auto run = [&](bool taped) {
+    Out o;
+    o.dth0.assign(size_t(P), 0.5), o.dst0.assign(size_t(Q), -0.25), o.dg.assign(size_t(P), 0.125);
+    std::vector<double> th(static_cast<size_t>(P)), st(static_cast<size_t>(Q));
+    const inner::Step<double> s{specs, rule, th0.data(), st0.data(), gacc.data(), eta, alpha, th.data(), st.data()};
+    const inner::StepGrad<double> d{o.dth0.data(), o.dst0.data(), o.dg.data(), &o.de, &o.da};
+    if (taped) inner::taped_step_vjp<O, double>(s, dth.data(), dst.data(), d);
+    else O::step_vjp(s, dth.data(), dst.data(), d);
+    return o;
+  };
+  const Out want = run(true), got = run(false);
+  INFO(O::name);
+  CHECK(max_rel(got.dth0, want.dth0) < 1e-11);
+  CHECK(max_rel(got.dst0, want.dst0) < 1e-11);
+  CHECK(max_rel(got.dg, want.dg) < 1e-10);
+  CHECK(got.de == doctest::Approx(want.de).epsilon(1e-11));
+  CHECK(got.da == doctest::Approx(want.da).epsilon(1e-11));
+}
+
+// TTT-MLP's hand-written reverse uses the reference's gelu_bwd constants, rounded to ~1e-10
+// relative; the derived one differentiates the exact GELU (as in test_derived.cpp): MLP's rows
+// are checked to 1e-8, just above that difference.
+template <class L>
+constexpr double tol() {
+  return std::is_same_v<L, inner::MLP> ? 1e-8 : 1e-10;
+}
+
+template <class L, class O>
+void before_order_matches_derived(int64_t f, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto specs = L::param_specs(f);
+  const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
+  auto rule = rule_for(O::name);
+  rule.order = inner::QueryOrder::before;
+  auto state0 = train::detail::random_theta(P, rng);
+  const auto st = random_state<O>(specs, rng);
+  state0.insert(state0.end(), st.begin(), st.end());
+  const train::detail::RandomSegment rs(f, n, rng);
+  std::vector<double> alpha = random_vec(size_t(n), rng, 0.1, 0.3);
+  auto seg = rs.view();
+  if (inner::uses_gate<O>()) seg.alpha = alpha.data();
+  const MatD dZq = train::detail::RandomSegment(f, n, rng).XV;
+  const auto dend = random_vec(size_t(P + Q), rng, 1.0);
+
+  struct Out {
+    MatD Zq, dXQ, dXK, dXV;
+    std::vector<double> end, dst, dte, dlr, dlw, dlb, dal;
+  };
+  auto run = [&](bool fast) {
+    Out o;
+    o.Zq = MatD(n, f);
+    o.end.assign(size_t(P + Q), 0.0);
+    train::derived_forward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs), seg, o.Zq,
+                                      o.end.data());
+    o.dXQ = o.dXK = o.dXV = MatD::Constant(n, f, 0.5);  // backward adds
+    o.dst.assign(size_t(P + Q), 0.25);
+    o.dte.assign(size_t(n), 0.0), o.dlr.assign(size_t(n), 0.0), o.dal.assign(size_t(n), 0.0);
+    o.dlw.assign(size_t(f), 0.0), o.dlb.assign(size_t(f), 0.0);
+    train::SegmentGradD sg{o.dXQ, o.dXK, o.dXV, o.dte.data(), o.dlr.data(), o.dlw.data(), o.dlb.data(), o.dal.data()};
+    if (fast) {
+      train::Scratch<double> ws;
+      train::BeforeOrderBuffers<double> b;
+      train::before_order_backward<L, double>(state0.data(), f, specs, rule, Q, inner::step_vjp_fn<std::tuple<O>, double>(0),
+                                              seg, dZq, dend.data(), o.dst.data(), sg, ws, b);
+    } else {
+      train::derived_backward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, ad::Real<double>>(specs),
+                                         seg, dZq, dend.data(), o.dst.data(), sg);
+    }
+    return o;
+  };
+  const Out want = run(false), got = run(true);
+  INFO(L::name << " / " << O::name << " f=" << f << " n=" << n);
+  CHECK(max_rel(got.dst, want.dst) < tol<L>());
+  CHECK(max_rel(got.dXQ, want.dXQ) < tol<L>());
+  CHECK(max_rel(got.dXK, want.dXK) < tol<L>());
+  CHECK(max_rel(got.dXV, want.dXV) < tol<L>());
+  CHECK(max_rel(got.dte, want.dte) < tol<L>());
+  CHECK(max_rel(got.dlr, want.dlr) < tol<L>());
+  CHECK(max_rel(got.dlw, want.dlw) < tol<L>());
+  CHECK(max_rel(got.dlb, want.dlb) < tol<L>());
+  CHECK(max_rel(got.dal, want.dal) < tol<L>());
+}
+
+template <class L>
+void before_order_every_optimizer(int64_t f, int64_t n) {
+  before_order_matches_derived<L, inner::GD>(f, n, 1);
+  before_order_matches_derived<L, inner::Momentum>(f, n, 2);
+  before_order_matches_derived<L, inner::Decay>(f, n, 3);
+  before_order_matches_derived<L, inner::Muon>(f, n, 4);
+  before_order_matches_derived<L, inner::Adam>(f, n, 5);
+}
+
+}  // namespace
+
+TEST_CASE("every built-in optimizer's step_vjp == the reverse sweep of its recorded step (double)") {
+  // a wide and a tall matrix (Newton-Schulz runs on the transpose of a tall one) and a vector
+  const std::vector<inner::ParamSpec> specs = {{"W1", {3, 5}}, {"W2", {5, 3}}, {"b", {1, 3}}};
+  step_vjp_matches_tape<inner::GD>(specs, 1);
+  step_vjp_matches_tape<inner::Momentum>(specs, 2);
+  step_vjp_matches_tape<inner::Decay>(specs, 3);
+  step_vjp_matches_tape<inner::Muon>(specs, 4);
+  step_vjp_matches_tape<inner::Adam>(specs, 5);
+}
+
+TEST_CASE("order before: the fast reverse == the derived reverse, every hand-written learner x optimizer (double)") {
+  for (auto [f, n] : {std::pair<int64_t, int64_t>{3, 1}, {4, 5}}) {
+    before_order_every_optimizer<inner::Linear>(f, n);
+    before_order_every_optimizer<inner::MLP>(f, n);
+    before_order_every_optimizer<inner::LinearAttention>(f, n);
+    before_order_every_optimizer<inner::SwiGLU>(f, n);
+  }
+}
