@@ -188,24 +188,21 @@ void BM_StepRule(benchmark::State& state, const char* opt, const char* order) {
 using ttt::inner::Linear;
 using ttt::inner::MLP;
 
-#define TTT_STEP_RULE(L, opt, order, n)                                                                  \
-  BENCHMARK_CAPTURE(BM_StepRule<L>, opt##_##order, #opt, #order)                                          \
-      ->Name("Train/" #L "/step/" #opt "/" #order)->Arg(n)->Unit(benchmark::kMillisecond)->UseRealTime() \
-      ->Iterations(2)
-TTT_STEP_RULE(Linear, gd, after, 512);
-TTT_STEP_RULE(Linear, gd, before, 512);
-TTT_STEP_RULE(Linear, momentum, before, 512);
-TTT_STEP_RULE(Linear, decay, before, 512);
-TTT_STEP_RULE(Linear, muon, before, 512);
-TTT_STEP_RULE(Linear, adam, before, 512);
-TTT_STEP_RULE(Linear, momentum, after, 64);
-TTT_STEP_RULE(MLP, gd, after, 512);
-TTT_STEP_RULE(MLP, gd, before, 512);
-TTT_STEP_RULE(MLP, momentum, before, 512);
-TTT_STEP_RULE(MLP, decay, before, 512);
-TTT_STEP_RULE(MLP, muon, before, 512);
-TTT_STEP_RULE(MLP, adam, before, 512);
-TTT_STEP_RULE(MLP, momentum, after, 64);
+/// Train/<L>/step/<optimizer>/<order>: registered from main (the names are built at run time).
+template <class L>
+void register_step_rules() {
+  const struct {
+    const char *opt, *order;
+    int64_t n;
+  } rules[] = {{"gd", "after", 512},   {"gd", "before", 512},   {"momentum", "before", 512}, {"decay", "before", 512},
+               {"muon", "before", 512}, {"adam", "before", 512}, {"momentum", "after", 64}};
+  for (const auto& r : rules) {
+    const std::string name = std::string("Train/") + (L::name == "linear" ? "Linear" : "MLP") + "/step/" + r.opt + "/" +
+                             r.order;
+    benchmark::RegisterBenchmark(name.c_str(), [r](benchmark::State& st) { BM_StepRule<L>(st, r.opt, r.order); })
+        ->Arg(r.n)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+  }
+}
 
 BENCHMARK(BM_Forward<Linear>)->Name("Train/Linear/forward")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Arg(2048)->Iterations(3);
@@ -225,6 +222,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[2], "mlp") == 0) return peak_rss_child<MLP>(n, G);
     return 2;
   }
+  register_step_rules<Linear>();
+  register_step_rules<MLP>();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

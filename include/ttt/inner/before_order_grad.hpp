@@ -9,7 +9,8 @@
 ///     with dZq and a zero end cotangent is the reverse of Zq = f_theta0(XQ);
 ///   - token_eta = 1, dZq = 0: its end state is theta0 - gacc, so its reverse with end cotangent
 ///     -dgacc gives the cotangents of gacc's inputs (XK, XV, lr, ln_w, ln_b) and, to theta0,
-///     -dgacc + (dgacc/dtheta0)^T dgacc; dgacc is added back;
+///     -dgacc + (dgacc/dtheta0)^T dgacc; that reverse adds into a buffer holding +dgacc, so that
+///     the pass-through term cancels exactly (it is added first) and no float precision is lost;
 /// and the step's reverse is the optimizer's `step_vjp` (inner/step_grad.hpp). The token_eta
 /// cotangents of both calls are discarded (the real token_eta enters only through the step).
 /// Cost: two gd reverses of the learner and one step reverse. Tested against the derived path
@@ -27,7 +28,7 @@ namespace ttt::train {
 /// Buffers of `before_order_backward`, reused from call to call.
 template <class S>
 struct BeforeOrderBuffers {
-  std::vector<S> gacc, dgacc, zeros, theta, state, eta0, eta1, junk;
+  std::vector<S> gacc, dgacc, dtheta, zeros, theta, state, eta0, eta1, junk;
   MatT<S> dZ0;
   inner::OptimizedWorkspace<S> ows;
 };
@@ -72,10 +73,11 @@ void before_order_backward(const S* state0, inner::Dims dims, const std::vector<
   // gacc: gd's reverse at token_eta = 1 with end cotangent -dgacc
   Segment<S> s1 = s;
   s1.token_eta = b.eta1.data();
+  b.dtheta = b.dgacc;
   for (size_t i = 0; i < Pn; ++i) b.dgacc[i] = -b.dgacc[i];
   if (b.dZ0.rows() != n || b.dZ0.cols() != f) b.dZ0 = MatT<S>::Zero(n, f);
-  LearnerGrad<L>::backward(state0, dims, s1, CRefT<S>(b.dZ0), b.dgacc.data(), dstate0, o0, ws);
-  for (size_t i = 0; i < Pn; ++i) dstate0[i] -= b.dgacc[i];  // add dgacc back (b.dgacc holds -dgacc)
+  LearnerGrad<L>::backward(state0, dims, s1, CRefT<S>(b.dZ0), b.dgacc.data(), b.dtheta.data(), o0, ws);
+  for (size_t i = 0; i < Pn; ++i) dstate0[i] += b.dtheta[i];
 }
 
 }  // namespace ttt::train
