@@ -41,9 +41,9 @@ const Case kMixCases[] = {
          "hierarchies": [1, 2, 8], "window_sizes": [null, 2, null], "hierarchical_stride": [1, 1, 2],
          "hierarchy_merge_all": true, "mixer": ["ttt-mlp", "attention", "ttt-linear"], "ttt_mini_batch_size": 4,
          "ttt_base_lr": 0.5, "ttt_use_gate": true})"},
-    {"TTT-MLP with learned forgetting at 1x, TTT-Linear with momentum at 2x (inner optimizers by mixer name)",
+    {"TTT-MLP with learned forgetting at 1x, TTT-Linear with Muon, queries before the update, at 2x (by mixer name)",
      R"({"num_tokens": 11, "dim": 8, "depth": 1, "seq_len": 32, "dim_head": 4, "heads": 2, "ff_mult": 2,
-         "hierarchies": [1, 2], "window_sizes": [null, null], "mixer": ["ttt-mlp-decay", "ttt-linear-momentum"],
+         "hierarchies": [1, 2], "window_sizes": [null, null], "mixer": ["ttt-mlp-decay", "ttt-linear-muon-before"],
          "ttt_mini_batch_size": 3})"},
 };
 
@@ -101,6 +101,13 @@ TEST_CASE("hier mixer: configuration, errors naming the valid mixers, JSON round
   CHECK_THROWS_WITH_AS(parse("{" + base + R"(, "mixer": ["attention", "ttt-linear-lion"]})"),
                        doctest::Contains("optionally with an inner optimizer [-gd|-momentum|-decay|-muon|-adam]"), ConfigError);
   CHECK(parse("{" + base + R"(, "mixer": ["attention", "ttt-mlp-muon"]})").mixer_of(1) == "ttt-mlp-muon");
+  {  // the optimizer and the query order reach the TTT layer's config
+    const HT<double> m(parse("{" + base + R"(, "mixer": ["ttt-mlp-momentum", "ttt-swiglu-adam-before"]})"));
+    CHECK((m.ttt_config(0).ttt_inner_optimizer == "momentum" && m.ttt_config(0).ttt_query_order == "after"));
+    CHECK((m.ttt_config(1).ttt_inner_optimizer == "adam" && m.ttt_config(1).ttt_query_order == "before"));
+    CHECK_THROWS_WITH_AS(parse("{" + base + R"(, "mixer": ["attention", "ttt-mlp-before-muon"]})"),
+                         doctest::Contains("[-before]"), ConfigError);
+  }
   CHECK_THROWS_WITH_AS(parse("{" + base + R"(, "mixer": ["attention", "ttt-mlp", "ttt-mlp"]})"),
                        doctest::Contains("mixer has 3 entries"), ConfigError);
   CHECK_THROWS_WITH_AS(parse("{" + base + R"(, "window_sizes": [null, 0], "mixer": ["attention", "ttt-linear"]})"),
