@@ -20,10 +20,12 @@
 //     once more (+(G-1)/G x inner loop).
 //   Train/<L>/step/<optimizer>/<order>/n   the same step (G = 0) under another inner update
 //                              (ttt_inner_optimizer, ttt_query_order). Tokens/s only: the FLOP
-//                              counts above are gd's. Under order `before` the reverse is the fast
-//                              path (two gd reverses of the learner and the step's reverse,
-//                              inner/before_order_grad.hpp); under `after` with another optimizer
-//                              it is the derived path on the ad::Real tape (n = 64 there).
+//                              counts above are gd's. Under order `before`, and under `after`
+//                              with momentum or decay (affine queries), the mini-batch runs on the
+//                              fast path (the learner's gd dual form, two of its gd reverses and
+//                              the step's reverse, inner/update_grad.hpp); adam and muon under
+//                              `after` run token by token (inner/token_step_grad.hpp; muon's
+//                              Newton-Schulz at every token: n = 64 there).
 // Run with OMP_NUM_THREADS=1 (the per-head loops are tiny at f = 64; `ttt train` runs them on
 // one thread and spreads the sequences of a batch over threads instead).
 #include <benchmark/benchmark.h>
@@ -194,8 +196,10 @@ void register_step_rules() {
   const struct {
     const char *opt, *order;
     int64_t n;
-  } rules[] = {{"gd", "after", 512},   {"gd", "before", 512},   {"momentum", "before", 512}, {"decay", "before", 512},
-               {"muon", "before", 512}, {"adam", "before", 512}, {"momentum", "after", 64}};
+  } rules[] = {{"gd", "after", 512},       {"gd", "before", 512},    {"momentum", "before", 512},
+               {"decay", "before", 512},    {"muon", "before", 512},  {"adam", "before", 512},
+               {"momentum", "after", 512},  {"decay", "after", 512},  {"adam", "after", 512},
+               {"muon", "after", 64}};
   for (const auto& r : rules) {
     const std::string name = std::string("Train/") + (L::name == "linear" ? "Linear" : "MLP") + "/step/" + r.opt + "/" +
                              r.order;

@@ -1,9 +1,12 @@
 // The reverses training's fast paths are built from, each against its derived twin (double):
 //   - every built-in optimizer's hand-written step_vjp == the reverse sweep of its recorded step
 //     (inner/step_grad.hpp), on weights with a tall and a wide matrix and a vector;
-//   - query order `before`: the fast reverse of a mini-batch (two gd reverses of the learner and
-//     the step's reverse, inner/before_order_grad.hpp) == the derived reverse (inner/derived.hpp),
-//     every output and cotangent, for every learner with a hand-written LearnerGrad x optimizer.
+//   - the optimizers that declare affine queries: step == keep theta0 + shift - eta gacc, and the
+//     reverses of keep and shift == their recorded sweeps;
+//   - the fast forward and reverse of a mini-batch (the learner's gd dual form and the step's
+//     reverse, inner/update_grad.hpp) == the derived ones (inner/derived.hpp), every output and
+//     cotangent, for every learner with a hand-written LearnerGrad x optimizer in the order
+//     `before`, and x every optimizer with affine queries in the order `after`.
 // Through the whole model these paths are checked against central differences in
 // test_optimizers.cpp. This file includes only the inner headers: it compiles in seconds.
 #include <doctest/doctest.h>
@@ -13,7 +16,8 @@
 #include <string>
 #include <vector>
 
-#include <ttt/inner/before_order_grad.hpp>
+#include <ttt/inner/token_step_grad.hpp>
+#include <ttt/inner/update_grad.hpp>
 #include <ttt/inner/derived.hpp>
 #include <ttt/inner/linear.hpp>
 #include <ttt/inner/linear_attention.hpp>
@@ -102,13 +106,17 @@ constexpr double tol() {
   return std::is_same_v<L, inner::MLP> ? 1e-8 : 1e-10;
 }
 
+/// The fast mini-batch (inner/update_grad.hpp; token by token with `token`, order `after`,
+/// inner/token_step_grad.hpp) against the derived one.
 template <class L, class O>
-void before_order_matches_derived(int64_t f, int64_t n, uint64_t seed) {
+void update_matches_derived(int64_t f, int64_t n, uint64_t seed, inner::QueryOrder order, bool token = false) {
   std::mt19937_64 rng(seed);
   const auto specs = L::param_specs(f);
   const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
   auto rule = rule_for(O::name);
-  rule.order = inner::QueryOrder::before;
+  rule.order = order;
+  const auto rev = inner::update_reverse<O, double>();
+  REQUIRE((token ? order == inner::QueryOrder::after : train::update_fast<double>(rule, rev)));
   auto state0 = train::detail::random_theta(P, rng);
   const auto st = random_state<O>(specs, rng);
   state0.insert(state0.end(), st.begin(), st.end());
@@ -127,18 +135,27 @@ void before_order_matches_derived(int64_t f, int64_t n, uint64_t seed) {
     Out o;
     o.Zq = MatD(n, f);
     o.end.assign(size_t(P + Q), 0.0);
-    train::derived_forward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs), seg, o.Zq,
-                                      o.end.data());
+    train::Scratch<double> ws;
+    train::UpdateBuffers<double> b;
+    if (fast && !token)
+      train::update_forward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs), rev, seg,
+                                       o.Zq, o.end.data(), ws, b);
+    else
+      train::derived_forward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs), seg,
+                                        o.Zq, o.end.data());
     o.dXQ = o.dXK = o.dXV = MatD::Constant(n, f, 0.5);  // backward adds
     o.dst.assign(size_t(P + Q), 0.25);
     o.dte.assign(size_t(n), 0.0), o.dlr.assign(size_t(n), 0.0), o.dal.assign(size_t(n), 0.0);
     o.dlw.assign(size_t(f), 0.0), o.dlb.assign(size_t(f), 0.0);
     train::SegmentGradD sg{o.dXQ, o.dXK, o.dXV, o.dte.data(), o.dlr.data(), o.dlw.data(), o.dlb.data(), o.dal.data()};
-    if (fast) {
-      train::Scratch<double> ws;
-      train::BeforeOrderBuffers<double> b;
-      train::before_order_backward<L, double>(state0.data(), f, specs, rule, Q, inner::step_vjp_fn<std::tuple<O>, double>(0),
-                                              seg, dZq, dend.data(), o.dst.data(), sg, ws, b);
+    if (fast && token) {
+      train::TokenStepBuffers<double> tb;
+      train::token_step_backward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs),
+                                            inner::step_vjp_fn<std::tuple<O>, double>(0), seg, dZq, dend.data(),
+                                            o.dst.data(), sg, ws, tb);
+    } else if (fast) {
+      train::update_backward<L, double>(state0.data(), f, specs, rule, Q, rev, seg, dZq, dend.data(), o.dst.data(), sg,
+                                        ws, b);
     } else {
       train::derived_backward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, ad::Real<double>>(specs),
                                          seg, dZq, dend.data(), o.dst.data(), sg);
@@ -146,7 +163,10 @@ void before_order_matches_derived(int64_t f, int64_t n, uint64_t seed) {
     return o;
   };
   const Out want = run(false), got = run(true);
-  INFO(L::name << " / " << O::name << " f=" << f << " n=" << n);
+  INFO(L::name << " / " << O::name << " / " << inner::order_name(order) << (token ? " token by token" : "")
+               << " f=" << f << " n=" << n);
+  CHECK(max_rel(got.Zq, want.Zq) < tol<L>());
+  CHECK(max_rel(got.end, want.end) < tol<L>());
   CHECK(max_rel(got.dst, want.dst) < tol<L>());
   CHECK(max_rel(got.dXQ, want.dXQ) < tol<L>());
   CHECK(max_rel(got.dXK, want.dXK) < tol<L>());
@@ -159,12 +179,74 @@ void before_order_matches_derived(int64_t f, int64_t n, uint64_t seed) {
 }
 
 template <class L>
-void before_order_every_optimizer(int64_t f, int64_t n) {
-  before_order_matches_derived<L, inner::GD>(f, n, 1);
-  before_order_matches_derived<L, inner::Momentum>(f, n, 2);
-  before_order_matches_derived<L, inner::Decay>(f, n, 3);
-  before_order_matches_derived<L, inner::Muon>(f, n, 4);
-  before_order_matches_derived<L, inner::Adam>(f, n, 5);
+void update_every_optimizer(int64_t f, int64_t n) {
+  constexpr auto before = inner::QueryOrder::before, after = inner::QueryOrder::after;
+  update_matches_derived<L, inner::GD>(f, n, 1, before);
+  update_matches_derived<L, inner::Momentum>(f, n, 2, before);
+  update_matches_derived<L, inner::Decay>(f, n, 3, before);
+  update_matches_derived<L, inner::Muon>(f, n, 4, before);
+  update_matches_derived<L, inner::Adam>(f, n, 5, before);
+  update_matches_derived<L, inner::GD>(f, n, 6, after);
+  update_matches_derived<L, inner::Momentum>(f, n, 7, after);
+  update_matches_derived<L, inner::Decay>(f, n, 8, after);
+  // token by token: every optimizer (the path of muon and adam)
+  update_matches_derived<L, inner::GD>(f, n, 9, after, true);
+  update_matches_derived<L, inner::Momentum>(f, n, 10, after, true);
+  update_matches_derived<L, inner::Decay>(f, n, 11, after, true);
+  update_matches_derived<L, inner::Muon>(f, n, 12, after, true);
+  update_matches_derived<L, inner::Adam>(f, n, 13, after, true);
+}
+
+/// An optimizer that declares affine queries: its step is keep theta0 + shift - eta gacc at two
+/// tokens, and the reverses of keep and shift equal the sweeps of their recordings.
+template <class O>
+void affine_queries_match_step(const std::vector<inner::ParamSpec>& specs, uint64_t seed) {
+  static_assert(inner::affine_queries<O>());
+  std::mt19937_64 rng(seed);
+  const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
+  const auto rule = rule_for(O::name);
+  const auto th0 = random_vec(size_t(P), rng, 0.5), st0 = random_state<O>(specs, rng),
+             gacc = random_vec(size_t(P), rng, 0.4), dshift = random_vec(size_t(P), rng, 1.0);
+  INFO(O::name);
+  for (auto [eta, alpha] : {std::pair<double, double>{0.37, 0.21}, {0.8, 0.05}}) {
+    std::vector<double> th(static_cast<size_t>(P)), st(static_cast<size_t>(Q)), shift(size_t(P), 0.0);
+    const inner::Step<double> s{specs, rule, th0.data(), st0.data(), gacc.data(), eta, alpha, th.data(), st.data()};
+    O::step(s);
+    double keep = 1;
+    if constexpr (inner::has_query_keep<O, double>) keep = O::query_keep(s);
+    if constexpr (inner::has_query_shift<O, double>) O::query_shift(s, shift.data());
+    for (int64_t i = 0; i < P; ++i)
+      CHECK(th[size_t(i)] == doctest::Approx(keep * th0[size_t(i)] + shift[size_t(i)] - eta * gacc[size_t(i)]).epsilon(1e-14));
+    // the reverses against a recorded sweep: leaves state0, eta, alpha
+    using R = ad::Real<double>;
+    ad::RealTape<double> tape;
+    ad::RealTape<double>::Scope scope(tape);
+    std::vector<R> leaves;
+    for (int64_t i = 0; i < Q; ++i) leaves.push_back(tape.leaf(st0[size_t(i)]));
+    leaves.push_back(tape.leaf(eta));
+    leaves.push_back(tape.leaf(alpha));
+    std::vector<R> th0r(th0.begin(), th0.end()), gr(gacc.begin(), gacc.end()), shr(size_t(P), R(0));
+    std::vector<R> thr(static_cast<size_t>(P)), str(static_cast<size_t>(Q));
+    const inner::Step<R> sr{specs, rule, th0r.data(), leaves.data(), gr.data(), leaves[size_t(Q)],
+                            leaves[size_t(Q) + 1], thr.data(), str.data()};
+    std::vector<R> outs, seeds;
+    const double dkeep = 0.75;
+    if constexpr (inner::has_query_keep<O, R>) outs.push_back(O::query_keep(sr)), seeds.push_back(R(dkeep));
+    if constexpr (inner::has_query_shift<O, R>) {
+      O::query_shift(sr, shr.data());
+      for (int64_t i = 0; i < P; ++i) outs.push_back(shr[size_t(i)]), seeds.push_back(R(dshift[size_t(i)]));
+    }
+    if (outs.empty()) continue;
+    const auto want = tape.gradient(outs, seeds, leaves);
+    std::vector<double> dth0(size_t(P), 0.0), dst0(size_t(Q), 0.0), dg(size_t(P), 0.0);
+    double de = 0, da = 0;
+    const inner::StepGrad<double> d{dth0.data(), dst0.data(), dg.data(), &de, &da};
+    if constexpr (inner::has_query_keep<O, double>) O::query_keep_vjp(s, dkeep, d);
+    if constexpr (inner::has_query_shift<O, double>) O::query_shift_vjp(s, dshift.data(), d);
+    for (int64_t i = 0; i < Q; ++i) CHECK(dst0[size_t(i)] == doctest::Approx(want[size_t(i)].v).epsilon(1e-13));
+    CHECK(de == doctest::Approx(want[size_t(Q)].v).epsilon(1e-13));
+    CHECK(da == doctest::Approx(want[size_t(Q) + 1].v).epsilon(1e-13));
+  }
 }
 
 }  // namespace
@@ -179,11 +261,19 @@ TEST_CASE("every built-in optimizer's step_vjp == the reverse sweep of its recor
   step_vjp_matches_tape<inner::Adam>(specs, 5);
 }
 
-TEST_CASE("order before: the fast reverse == the derived reverse, every hand-written learner x optimizer (double)") {
+TEST_CASE("affine queries: gd, momentum and decay declare what their step computes, with exact reverses") {
+  const std::vector<inner::ParamSpec> specs = {{"W1", {3, 5}}, {"b", {1, 3}}};
+  affine_queries_match_step<inner::GD>(specs, 1);
+  affine_queries_match_step<inner::Momentum>(specs, 2);
+  affine_queries_match_step<inner::Decay>(specs, 3);
+  static_assert(!inner::affine_queries<inner::Muon>() && !inner::affine_queries<inner::Adam>());
+}
+
+TEST_CASE("the fast mini-batch == the derived one, every hand-written learner x optimizer x order (double)") {
   for (auto [f, n] : {std::pair<int64_t, int64_t>{3, 1}, {4, 5}}) {
-    before_order_every_optimizer<inner::Linear>(f, n);
-    before_order_every_optimizer<inner::MLP>(f, n);
-    before_order_every_optimizer<inner::LinearAttention>(f, n);
-    before_order_every_optimizer<inner::SwiGLU>(f, n);
+    update_every_optimizer<inner::Linear>(f, n);
+    update_every_optimizer<inner::MLP>(f, n);
+    update_every_optimizer<inner::LinearAttention>(f, n);
+    update_every_optimizer<inner::SwiGLU>(f, n);
   }
 }

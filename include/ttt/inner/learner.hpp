@@ -96,6 +96,11 @@ struct Segment {
   const S* ln_b;        ///< (f) ... and bias
   bool fresh = true;    ///< the segment starts a mini-batch: the accumulated gradient is zero
   const S* alpha = nullptr;  ///< (n) the forgetting gate, for optimizers that read one (inner/optimizer.hpp)
+  /// Training under an optimizer whose queries read theta_t = keep_t theta0 + shift - eta_t gacc_t
+  /// (order `after`; inner/optimizer.hpp, affine_queries): keep per row (n; 1 when null) and the
+  /// shift laid out as theta (P; 0 when null). Read by the hand-written LearnerGrads only.
+  const S* query_keep = nullptr;
+  const S* query_shift = nullptr;
 };
 
 // ---- the named requirements --------------------------------------------------------------------

@@ -57,6 +57,8 @@ struct SegmentGrad {
   S* d_ln_w;              ///< (f)
   S* d_ln_b;              ///< (f)
   S* d_alpha = nullptr;   ///< (n) the forgetting gate's, for optimizers that read one
+  S* d_query_keep = nullptr;   ///< (n) set when the segment's query_keep is
+  S* d_query_shift = nullptr;  ///< (P) set when the segment's query_shift is
 };
 
 using SegmentD = Segment<double>;
@@ -141,24 +143,83 @@ void end_state(const Segment<S>& s, CRefT<S> Xk, CRefT<S> G, S* We, S* be, M&& G
   Eigen::Map<RowT<S>>(be, out) -= Gl.colwise().sum();
 }
 
+/// p + k, or null for a null p (the offset of a parameter inside an optional query shift).
+template <class P>
+P* offset(P* p, int64_t k) {
+  return p ? p + k : nullptr;
+}
+
+/// One dual-form linear map's share of the queries' affine base (Segment::query_keep /
+/// query_shift): its bias b (null: none), the shift of W and b (null: none) and their cotangents.
+template <class S>
+struct QueryShift {
+  const S* b = nullptr;
+  const S* DW = nullptr;
+  const S* Db = nullptr;
+  S* dDW = nullptr;
+  S* dDb = nullptr;
+};
+
+/// The queries' base of one dual-form linear map, Out = keep o (Xq W + b) + Xq DW + Db: with
+/// neither keep nor shift, Xq W + b (what the queries read before the gradient terms).
+template <class S, class M>
+void query_base(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShift<S>& a, M&& Out) {
+  const Eigen::Index n = Xq.rows(), in = W.rows(), out = W.cols();
+  Out.noalias() = Xq * W;
+  if (a.b) Out.rowwise() += Eigen::Map<const RowT<S>>(a.b, out);
+  if (s.query_keep)
+    for (Eigen::Index t = 0; t < n; ++t) Out.row(t) *= s.query_keep[t];
+  if (a.DW) Out.noalias() += Xq * Eigen::Map<const MatT<S>>(a.DW, in, out);
+  if (a.Db) Out.rowwise() += Eigen::Map<const RowT<S>>(a.Db, out);
+}
+
+/// Reverse of `query_base`: given dOut, ADD to dW, db (null: no bias), dXq, o.d_query_keep and
+/// the shift's cotangents. Uses scratch slots slot, slot+1 (with keep only).
+template <class S>
+void query_base_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShift<S>& a, CRefT<S> dOut, S* dW_,
+                    S* db_, RefT<S> dXq, SegmentGrad<S>& o, Scratch<S>& ws, size_t slot) {
+  const Eigen::Index n = Xq.rows(), in = W.rows(), out = W.cols();
+  Eigen::Map<MatT<S>> dW(dW_, in, out);
+  if (s.query_keep) {
+    auto dZc = ws(slot, n, out), base = ws(slot + 1, n, out);
+    base.noalias() = Xq * W;
+    if (a.b) base.rowwise() += Eigen::Map<const RowT<S>>(a.b, out);
+    for (Eigen::Index t = 0; t < n; ++t) {
+      o.d_query_keep[t] += dOut.row(t).dot(base.row(t));
+      dZc.row(t) = s.query_keep[t] * dOut.row(t);
+    }
+    dW.noalias() += Xq.transpose() * dZc;
+    if (db_) Eigen::Map<RowT<S>>(db_, out) += dZc.colwise().sum();
+    dXq.noalias() += dZc * W.transpose();
+  } else {
+    dW.noalias() += Xq.transpose() * dOut;
+    if (db_) Eigen::Map<RowT<S>>(db_, out) += dOut.colwise().sum();
+    dXq.noalias() += dOut * W.transpose();
+  }
+  if (a.DW) {
+    Eigen::Map<MatT<S>>(a.dDW, in, out).noalias() += Xq.transpose() * dOut;
+    dXq.noalias() += dOut * Eigen::Map<const MatT<S>>(a.DW, in, out).transpose();
+  }
+  if (a.Db) Eigen::Map<RowT<S>>(a.dDb, out) += dOut.colwise().sum();
+}
+
 /// Reverse of one "linear layer" of the dual form,
-///   Zq = Xq W + b - (E o K) G,  K = Xq Xk^T + 1,
+///   Zq = query_base(Xq; W, b, shift) - (E o K) G,  K = Xq Xk^T + 1,
 ///   W_end = W - e Xk^T diag(lr) G,  b_end = b - e lr^T G,  e = token_eta[n-1]:
-/// given dZq, dW_end, db_end, ADD to dW, db, dXq, dXk, dG, dE, d_lr, d_token_eta[n-1].
-/// Uses scratch slots slot .. slot+3.
+/// given dZq, dW_end, db_end, ADD to dW, db, dXq, dXk, dG, dE, d_lr, d_token_eta[n-1] (and the
+/// query base's cotangents, `a`). Uses scratch slots slot .. slot+5.
 template <class S>
 void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, CRefT<S> E, CRefT<S> K, CRefT<S> W,
                      const S* dWe_, const S* dbe_, CRefT<S> dZq, S* dW_, S* db_, RefT<S> dXq, RefT<S> dXk, RefT<S> dG,
-                     RefT<S> dE, SegmentGrad<S>& o, Scratch<S>& ws, size_t slot) {
+                     RefT<S> dE, SegmentGrad<S>& o, Scratch<S>& ws, size_t slot, const QueryShift<S>& a = {}) {
   const Eigen::Index n = Xq.rows(), in = W.rows(), out = W.cols();
   Eigen::Map<const MatT<S>> dWe(dWe_, in, out);
   Eigen::Map<const RowT<S>> dbe(dbe_, out);
   Eigen::Map<MatT<S>> dW(dW_, in, out);
   Eigen::Map<RowT<S>> db(db_, out);
-  dW.noalias() += Xq.transpose() * dZq;
+  query_base_bwd<S>(s, Xq, W, a, dZq, dW_, db_, dXq, o, ws, slot + 4);
   dW += dWe;
-  db += dZq.colwise().sum() + dbe;
-  dXq.noalias() += dZq * W.transpose();
+  db += dbe;
   auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T) (negated below: -(product) would allocate a temporary)
   dA.noalias() = dZq * G.transpose();
   auto A = ws(slot + 1, n, n);

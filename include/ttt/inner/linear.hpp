@@ -108,19 +108,24 @@ struct LearnerGrad<inner::Linear> {
     blocks::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
   }
 
+  /// The queries' affine base (Segment::query_shift), and its cotangents when `o` is given.
+  template <class S>
+  static detail::QueryShift<S> shift(const S* th, int64_t f, const Segment<S>& s, SegmentGrad<S>* o = nullptr) {
+    S* d = o ? o->d_query_shift : nullptr;
+    return {th + f * f, s.query_shift, detail::offset(s.query_shift, f * f), d, detail::offset(d, f * f)};
+  }
+
   template <class S>
   static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
     Eigen::Map<const MatT<S>> W(th, f, f);
-    Eigen::Map<const RowT<S>> b(th + f * f, f);
     inner_grad(th, f, s, ws);
     auto G = ws(kG, n, f);
     auto A = ws(kK, n, n);  // (E o K)
     A.noalias() = s.XQ * s.XK.transpose();
     for (Eigen::Index t = 0; t < n; ++t)
       for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
-    Zq.noalias() = s.XQ * W;
-    Zq.rowwise() += b;
+    detail::query_base<S>(s, s.XQ, W, shift(th, f, s), Zq);
     Zq.noalias() -= A * G;
     std::copy(th, th + f * f + f, th_end);
     detail::end_state<S>(s, s.XK, G, th_end, th_end + f * f, ws(kT, n, f));
@@ -138,7 +143,7 @@ struct LearnerGrad<inner::Linear> {
     detail::kernel<S>(s.XQ, s.XK, K);
     auto dG = ws.zero(kdG, n, f), dE = ws.zero(kdE, n, n);
     detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G, E, K, W, dth_end, dth_end + f * f, dZq, dth0, dth0 + f * f, o.dXQ,
-                               o.dXK, dG, dE, o, ws, kBwd);
+                               o.dXK, dG, dE, o, ws, kBwd, shift(th, f, s, &o));
     detail::eta_matrix_bwd<S>(s, dE, o);
     auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
     blocks::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);

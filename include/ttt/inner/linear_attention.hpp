@@ -106,7 +106,13 @@ namespace ttt::train {
 ///   G = XK W - XV,  Zq = XQ W - (E o XQ XK^T) G,  W_end = W - e XK^T diag(lr) G.
 template <>
 struct LearnerGrad<inner::LinearAttention> {
-  enum Slot : size_t { kG, kE, kK, kGl, kdG, kdE, kdS, kKd, kGd };
+  enum Slot : size_t { kG, kE, kK, kGl, kdG, kdE, kdS, kKd, kGd, kBase };
+
+  /// The queries' affine base (Segment::query_shift; no bias), and its cotangent when `o` is given.
+  template <class S>
+  static detail::QueryShift<S> shift(const Segment<S>& s, SegmentGrad<S>* o = nullptr) {
+    return {nullptr, s.query_shift, nullptr, o ? o->d_query_shift : nullptr, nullptr};
+  }
 
   template <class S>
   static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
@@ -118,7 +124,7 @@ struct LearnerGrad<inner::LinearAttention> {
     A.noalias() = s.XQ * s.XK.transpose();
     for (Eigen::Index t = 0; t < n; ++t)
       for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * A(t, j) : S(0);
-    Zq.noalias() = s.XQ * W;
+    detail::query_base<S>(s, s.XQ, W, shift(s), Zq);
     Zq.noalias() -= A * G;
     auto Gl = ws(kGl, n, f);
     const S e = s.token_eta[n - 1];
@@ -139,9 +145,8 @@ struct LearnerGrad<inner::LinearAttention> {
     G -= s.XV;
     detail::eta_matrix(s, E);
     K.noalias() = s.XQ * s.XK.transpose();
-    // Zq = XQ W - (E o K) G
-    dW.noalias() += s.XQ.transpose() * dZq;
-    o.dXQ.noalias() += dZq * W.transpose();
+    // Zq = query_base(XQ; W) - (E o K) G
+    detail::query_base_bwd<S>(s, s.XQ, W, shift(s, &o), dZq, dth0, nullptr, o.dXQ, o, ws, kBase);
     auto dG = ws.zero(kdG, n, f), dE = ws(kdE, n, n), dS = ws(kdS, n, n);
     dS.noalias() = -(dZq * G.transpose());  // d(E o K), lower triangle
     for (Eigen::Index t = 0; t < n; ++t)

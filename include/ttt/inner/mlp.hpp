@@ -155,6 +155,22 @@ struct LearnerGrad<inner::MLP> {
   enum Slot : size_t { kZ1, kX2, kZ2, kT, kG2, kGp, kM, kG1, kE, kK1, kK2, kA, kZ1q, kX2q, kZq,
                        kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
 
+  /// The queries' affine base of layer 1 and layer 2 (Segment::query_shift), and their
+  /// cotangents when `o` is given.
+  template <class S>
+  static detail::QueryShift<S> shift1(const S* th, int64_t f, const Segment<S>& s, SegmentGrad<S>* o = nullptr) {
+    const int64_t h = inner::MLP::expansion * f;
+    S* d = o ? o->d_query_shift : nullptr;
+    return {th + f * h, s.query_shift, detail::offset(s.query_shift, f * h), d, detail::offset(d, f * h)};
+  }
+  template <class S>
+  static detail::QueryShift<S> shift2(const S* th, int64_t f, const Segment<S>& s, SegmentGrad<S>* o = nullptr) {
+    const int64_t h = inner::MLP::expansion * f, k = f * h + h;
+    S* d = o ? o->d_query_shift : nullptr;
+    return {th + k + h * f, detail::offset(s.query_shift, k), detail::offset(s.query_shift, k + h * f),
+            detail::offset(d, k), detail::offset(d, k + h * f)};
+  }
+
   /// The forward of one mini-batch, every intermediate kept in its slot; Zq written.
   template <class S, class Z>
   static void run_forward(const S* th, int64_t f, const Segment<S>& s, Scratch<S>& ws, Z&& Zq) {
@@ -180,14 +196,12 @@ struct LearnerGrad<inner::MLP> {
     detail::eta_matrix(s, E);
     detail::kernel<S>(s.XQ, s.XK, K1);
     A = E.cwiseProduct(K1);
-    Z1q.noalias() = s.XQ * W1;
-    Z1q.rowwise() += b1;
+    detail::query_base<S>(s, s.XQ, W1, shift1(th, f, s), Z1q);
     Z1q.noalias() -= A * G1;
     X2q = blocks::gelu(Z1q);
     detail::kernel<S>(X2q, X2, K2);
     A = E.cwiseProduct(K2);
-    Zq.noalias() = X2q * W2;
-    Zq.rowwise() += b2;
+    detail::query_base<S>(s, X2q, W2, shift2(th, f, s), Zq);
     Zq.noalias() -= A * G2;
   }
 
@@ -221,12 +235,12 @@ struct LearnerGrad<inner::MLP> {
     auto dX2q = ws.zero(kdX2q, n, h), dX2 = ws.zero(kdX2, n, h);
     // layer 2 on the queries (and W2_end, b2_end)
     detail::dual_linear_bwd<S>(s, X2q, X2, G2, E, K2, W2, dth_end + f * h + h, dth_end + 2 * f * h + h, dZq, dW2, db2,
-                               dX2q, dX2, dG2, dE, o, ws, kBwd);
+                               dX2q, dX2, dG2, dE, o, ws, kBwd, shift2(th, f, s, &o));
     auto dZ1q = ws(kdZ1q, n, h);
     dZ1q = dX2q.cwiseProduct(blocks::gelu_grad(Z1q));
     // layer 1 on the queries (and W1_end, b1_end)
     detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G1, E, K1, W1, dth_end, dth_end + f * h, dZ1q, dW1, db1, o.dXQ, o.dXK,
-                               dG1, dE, o, ws, kBwd);
+                               dG1, dE, o, ws, kBwd, shift1(th, f, s, &o));
     detail::eta_matrix_bwd<S>(s, dE, o);
     // G1 = (G2 W2^T) o gelu_bwd(Z1)
     auto dM = ws(kdM, n, h);

@@ -16,6 +16,14 @@
 ///   template <class S>                                                        // optional: its reverse
 ///   static void step_vjp(const ttt::inner::Step<S>& s, const S* dtheta, const S* dstate,
 ///                        const ttt::inner::StepGrad<S>& d);
+///   // optional: the weights a query reads are affine, theta_t = keep_t theta0 + shift - eta_t gacc_t
+///   static constexpr bool affine_queries = true;
+///   template <class S> static S query_keep(const ttt::inner::Step<S>& s);           // optional (1)
+///   template <class S> static void query_keep_vjp(const ttt::inner::Step<S>& s, S dkeep,
+///                                                 const ttt::inner::StepGrad<S>& d);
+///   template <class S> static void query_shift(const ttt::inner::Step<S>& s, S* shift);  // optional (0)
+///   template <class S> static void query_shift_vjp(const ttt::inner::Step<S>& s, const S* dshift,
+///                                                  const ttt::inner::StepGrad<S>& d);
 /// };
 /// \endcode
 ///
@@ -30,6 +38,14 @@
 /// the cotangents of theta and state, it ADDS those of theta0, state0, gacc, eta and alpha into
 /// `d` (its out-pointers of `s` are scratch). Without one, training records `step` on an ad::Real
 /// tape (inner/step_grad.hpp): exact, slower. The built-in ones are tested against the tape.
+///
+/// `affine_queries` declares that the step is theta_t = keep_t theta0 + shift - eta_t gacc_t with
+/// keep_t a scalar (from eta_t and alpha_t: `query_keep`, 1 without one) and shift P values that
+/// do not depend on the token (from state0: `query_shift`, 0 without one); each comes with its
+/// reverse, which ADDS into `d` (alpha's and state0's cotangents). Then training's order `after`
+/// runs on the learner's hand-written dual form (inner/update_grad.hpp) instead of the derived
+/// path. gd (keep 1, no shift), momentum (shift beta S0) and decay (keep 1 - alpha_t) declare it;
+/// muon and adam are not affine in gacc. The tests check the declaration against `step`.
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -121,6 +137,23 @@ constexpr bool uses_gate() {
   if constexpr (requires { O::uses_gate; }) return bool(O::uses_gate);
   else return false;
 }
+
+/// Whether the optimizer declares its queries affine (see the file comment), and which parts.
+template <class O>
+constexpr bool affine_queries() {
+  if constexpr (requires { O::affine_queries; }) return bool(O::affine_queries);
+  else return false;
+}
+template <class O, class S>
+concept has_query_keep = requires(const Step<S>& s, const StepGrad<S>& d) {
+  { O::query_keep(s) } -> std::convertible_to<S>;
+  O::query_keep_vjp(s, S(0), d);
+};
+template <class O, class S>
+concept has_query_shift = requires(const Step<S>& s, S* p, const S* c, const StepGrad<S>& d) {
+  O::query_shift(s, p);
+  O::query_shift_vjp(s, c, d);
+};
 
 /// Whether the optimizer reads the config key `key` (ttt_inner_beta, ttt_ns_steps): its `options`.
 template <class O>

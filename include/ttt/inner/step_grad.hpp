@@ -66,4 +66,39 @@ StepVjpFn<S> step_vjp_fn(int index) {
   });
 }
 
+/// What training's fast reverse of a mini-batch needs of an optimizer chosen at run time
+/// (inner/update_grad.hpp): its step's reverse and, when it declares affine queries, the
+/// queries' keep and shift with their reverses (null: keep 1 / no shift).
+template <class S>
+struct UpdateReverse {
+  StepVjpFn<S> step_vjp = nullptr;
+  bool affine = false;
+  S (*keep)(const Step<S>&) = nullptr;
+  void (*keep_vjp)(const Step<S>&, S, const StepGrad<S>&) = nullptr;
+  void (*shift)(const Step<S>&, S*) = nullptr;
+  void (*shift_vjp)(const Step<S>&, const S*, const StepGrad<S>&) = nullptr;
+};
+
+template <class O, class S>
+UpdateReverse<S> update_reverse() {
+  UpdateReverse<S> r;
+  r.step_vjp = +[](const Step<S>& s, const S* dt, const S* ds, const StepGrad<S>& d) { step_vjp<O, S>(s, dt, ds, d); };
+  r.affine = affine_queries<O>();
+  if constexpr (has_query_keep<O, S>) {
+    r.keep = +[](const Step<S>& s) { return S(O::query_keep(s)); };
+    r.keep_vjp = +[](const Step<S>& s, S dk, const StepGrad<S>& d) { O::query_keep_vjp(s, dk, d); };
+  }
+  if constexpr (has_query_shift<O, S>) {
+    r.shift = +[](const Step<S>& s, S* p) { O::query_shift(s, p); };
+    r.shift_vjp = +[](const Step<S>& s, const S* dp, const StepGrad<S>& d) { O::query_shift_vjp(s, dp, d); };
+  }
+  return r;
+}
+
+/// ... for the optimizer at `index` of the tuple `Opts`.
+template <class Opts, class S>
+UpdateReverse<S> update_reverse(int index) {
+  return visit_optimizer<Opts>(index, [&]<class O>() { return update_reverse<O, S>(); });
+}
+
 }  // namespace ttt::inner

@@ -176,6 +176,14 @@ struct LearnerGrad<inner::SwiGLU> {
                        kGl, kdE, kdG, kdGA, kdGB, kdHq, kdH, kdAq, kdBq, kdM, kdA, kdB, kdZ, kdT, kZero, kJunk,
                        kBwd };
 
+  /// The queries' affine base of the map at offset k of theta (Segment::query_shift; no biases),
+  /// and its cotangent when `o` is given.
+  template <class S>
+  static detail::QueryShift<S> shift(inner::Dims, const Segment<S>& s, int64_t k, SegmentGrad<S>* o = nullptr) {
+    return {nullptr, detail::offset(s.query_shift, k), nullptr, o ? detail::offset(o->d_query_shift, k) : nullptr,
+            nullptr};
+  }
+
   /// The forward of one mini-batch, every intermediate kept in its slot; Zq written.
   template <class S, class Z>
   static void run_forward(const S* th, inner::Dims d, const Segment<S>& s, Scratch<S>& ws, Z&& Zq) {
@@ -208,9 +216,9 @@ struct LearnerGrad<inner::SwiGLU> {
     detail::eta_matrix(s, E);
     K1.noalias() = s.XQ * s.XK.transpose();
     EK = E.cwiseProduct(K1);
-    Aq.noalias() = s.XQ * W1;
+    detail::query_base<S>(s, s.XQ, W1, shift(d, s, 0), Aq);
     Aq.noalias() -= EK * GA;
-    Bq.noalias() = s.XQ * W3;
+    detail::query_base<S>(s, s.XQ, W3, shift(d, s, f * h), Bq);
     Bq.noalias() -= EK * GB;
     for (Eigen::Index i = 0; i < n * h; ++i) {
       const S a = Aq.data()[i];
@@ -219,7 +227,7 @@ struct LearnerGrad<inner::SwiGLU> {
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
     K2.noalias() = Hq * H.transpose();
     EK = E.cwiseProduct(K2);
-    Zq.noalias() = Hq * W2;
+    detail::query_base<S>(s, Hq, W2, shift(d, s, 2 * f * h), Zq);
     Zq.noalias() -= EK * G;
   }
 
@@ -266,7 +274,7 @@ struct LearnerGrad<inner::SwiGLU> {
     auto junk = ws(kJunk, 1, std::max(f, h));
     // the output layer on the queries (and W2_end)
     detail::dual_linear_bwd<S>(s, Hq, H, G, E, K2, W2, dth_end + 2 * f * h, zero.data(), dZq, dW2_, junk.data(), dHq,
-                               dH, dG, dE, o, ws, kBwd);
+                               dH, dG, dE, o, ws, kBwd, shift(d, s, 2 * f * h, &o));
     // Hq = silu(Aq) Bq:  dAq = dHq Bq silu'(Aq),  dBq = dHq silu(Aq)
     auto dAq = ws(kdAq, n, h), dBq = ws(kdBq, n, h);
     for (Eigen::Index i = 0; i < n * h; ++i) {
@@ -276,9 +284,9 @@ struct LearnerGrad<inner::SwiGLU> {
     }
     // the hidden layer on the queries, both maps (and W1_end, W3_end)
     detail::dual_linear_bwd<S>(s, s.XQ, s.XK, GA, E, K1, W1, dth_end, zero.data(), dAq, dW1_, junk.data(), o.dXQ,
-                               o.dXK, dGA, dE, o, ws, kBwd);
+                               o.dXK, dGA, dE, o, ws, kBwd, shift(d, s, 0, &o));
     detail::dual_linear_bwd<S>(s, s.XQ, s.XK, GB, E, K1, W3, dth_end + f * h, zero.data(), dBq, dW3_, junk.data(),
-                               o.dXQ, o.dXK, dGB, dE, o, ws, kBwd);
+                               o.dXQ, o.dXK, dGB, dE, o, ws, kBwd, shift(d, s, f * h, &o));
     detail::eta_matrix_bwd<S>(s, dE, o);
     // GA = M B silu'(A), GB = M silu(A), with silu''(a) = s (1 - s) (2 + a (1 - 2 s)):
     //   dM = dGA B silu'(A) + dGB silu(A),  dB = dGA M silu'(A),

@@ -20,7 +20,8 @@
 
 #include "../blocks/layer_norm.hpp"
 #include "../core/error.hpp"
-#include "../inner/before_order_grad.hpp"
+#include "../inner/token_step_grad.hpp"
+#include "../inner/update_grad.hpp"
 #include "../inner/derived.hpp"
 #include "../inner/learner_grad.hpp"
 #include "mixer.hpp"
@@ -48,7 +49,8 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   struct HeadBuffers {
     std::vector<S> theta, next, dtheta, dprev, grp, deta;
     train::Scratch<S> scratch;
-    train::BeforeOrderBuffers<S> before;
+    train::UpdateBuffers<S> update;
+    train::TokenStepBuffers<S> token;
     M zq;  // (mb, f) recomputed Zq, discarded
   };
   /// Buffers shared by every layer of a model (one layer runs at a time).
@@ -97,15 +99,25 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   static constexpr bool hand_grad = !std::is_base_of_v<train::DerivedGrad<L>, train::LearnerGrad<L>>;
 
   /// One mini-batch forward from state (P + Q values) to next: the learner's LearnerGrad for
-  /// plain gd, the primal form under the layer's optimizer otherwise (inner/optimized.hpp; the
-  /// derived inner gradient for a learner without accumulate_grad). Its reverse: LearnerGrad for
-  /// plain gd; under order `before`, for a learner with a hand-written LearnerGrad, two of its gd
-  /// reverses and the optimizer's step_vjp (inner/before_order_grad.hpp); otherwise the derived
-  /// path (inner/derived.hpp), recorded on the ad::Real tape.
+  /// plain gd; for a learner with a hand-written LearnerGrad under the order `before` or an
+  /// optimizer with affine queries (momentum, decay), its gd dual form and the optimizer's step
+  /// (inner/update_grad.hpp); otherwise the primal form under the layer's optimizer
+  /// (inner/optimized.hpp; the derived inner gradient for a learner without accumulate_grad).
+  /// Its reverse: LearnerGrad for plain gd; the same fast path (two of the learner's gd reverses
+  /// and the optimizer's step_vjp); for a hand-written LearnerGrad under another optimizer in the
+  /// order `after` (muon, adam), token by token (inner/token_step_grad.hpp); otherwise the
+  /// derived path (inner/derived.hpp), recorded on the ad::Real tape.
+  static bool fast_update(const Layer& w) {
+    return hand_grad && train::update_fast<S>(w.rule, inner::update_reverse<Opts, S>(w.opt));
+  }
   static void segment_forward(const Layer& w, const S* state, const inner::Segment<S>& seg, RefT<S> Zq, S* next,
                               HeadBuffers& hb) {
     if (w.rule.is_plain_gd()) {
       train::LearnerGrad<L>::forward(state, w.dims, seg, Zq, next, hb.scratch);
+    } else if (fast_update(w)) {
+      if constexpr (hand_grad)
+        train::update_forward<L, S>(state, w.dims, w.specs, w.rule, w.ofn, inner::update_reverse<Opts, S>(w.opt), seg,
+                                    Zq, next, hb.scratch, hb.update);
     } else {
       train::derived_forward<L, S>(state, w.dims, w.specs, w.rule, w.ofn, seg, Zq, next);
     }
@@ -114,10 +126,14 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
                                const S* dnext, S* dstate, train::SegmentGrad<S>& o, HeadBuffers& hb) {
     if (w.rule.is_plain_gd()) {
       train::LearnerGrad<L>::backward(state, w.dims, seg, dZq, dnext, dstate, o, hb.scratch);
-    } else if (hand_grad && w.rule.order == inner::QueryOrder::before) {
+    } else if (fast_update(w)) {
       if constexpr (hand_grad)
-        train::before_order_backward<L, S>(state, w.dims, w.specs, w.rule, w.Q, inner::step_vjp_fn<Opts, S>(w.opt),
-                                           seg, dZq, dnext, dstate, o, hb.scratch, hb.before);
+        train::update_backward<L, S>(state, w.dims, w.specs, w.rule, w.Q, inner::update_reverse<Opts, S>(w.opt), seg,
+                                     dZq, dnext, dstate, o, hb.scratch, hb.update);
+    } else if (hand_grad) {
+      if constexpr (hand_grad)
+        train::token_step_backward<L, S>(state, w.dims, w.specs, w.rule, w.ofn, inner::step_vjp_fn<Opts, S>(w.opt),
+                                         seg, dZq, dnext, dstate, o, hb.scratch, hb.token);
     } else {
       if constexpr (inner::has_generic_apply<L, S>) {
         train::derived_backward<L, S>(state, w.dims, w.specs, w.rule,

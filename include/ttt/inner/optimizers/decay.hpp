@@ -30,6 +30,16 @@ struct Decay {
     *d.deta += de;
     *d.dalpha += da;
   }
+  // the weights query t reads: (1 - alpha_t) theta0 - eta_t gacc_t
+  static constexpr bool affine_queries = true;
+  template <class S>
+  static S query_keep(const Step<S>& s) {
+    return S(1) - s.alpha;
+  }
+  template <class S>
+  static void query_keep_vjp(const Step<S>&, S dkeep, const StepGrad<S>& d) {
+    *d.dalpha -= dkeep;
+  }
 };
 
 }  // namespace ttt::inner

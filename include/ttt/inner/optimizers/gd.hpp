@@ -7,6 +7,7 @@ namespace ttt::inner {
 
 struct GD {
   static constexpr std::string_view name = "gd";
+  static constexpr bool affine_queries = true;  // keep 1, no shift
   template <class S>
   static void step(const Step<S>& s) {
     const int64_t P = param_count(s.specs);

@@ -34,6 +34,18 @@ struct Momentum {
     }
     *d.deta += de;
   }
+  // the weights query t reads: theta0 + beta S0 - eta_t gacc_t
+  static constexpr bool affine_queries = true;
+  template <class S>
+  static void query_shift(const Step<S>& s, S* shift) {
+    const int64_t P = param_count(s.specs);
+    for (int64_t i = 0; i < P; ++i) shift[i] = S(s.rule.beta) * s.state0[i];
+  }
+  template <class S>
+  static void query_shift_vjp(const Step<S>& s, const S* dshift, const StepGrad<S>& d) {
+    const int64_t P = param_count(s.specs);
+    for (int64_t i = 0; i < P; ++i) d.dstate0[i] += S(s.rule.beta) * dshift[i];
+  }
 };
 
 }  // namespace ttt::inner
