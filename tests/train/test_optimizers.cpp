@@ -277,33 +277,34 @@ TEST_CASE("a tiny model trains under every inner optimizer") {
   }
 }
 
-// In CI: combinations on the fast paths (gd after; any optimizer before) and Linear's cheap
-// derived ones (seconds each). The rest of the grid: the other fast ones, and the derived path
-// (inner/derived.hpp, every optimizer but gd in the order `after`), one to seven minutes per
-// combination on one core: skipped unless asked for (ctest -L slow, or test_train --no-skip
-// -tc='*whole grid*'). Muon runs in the order `before` (Newton-Schulz once per mini-batch; `after`
-// runs it at every token, ten minutes for Linear alone).
-TEST_CASE("the copy task: a tiny model learns it (loss far below the no-context baseline)") {
-  CopyTask::check<inner::Linear>("linear", {{"gd", "after"}, {"momentum", "after"}, {"decay", "after"},
-                                            {"muon", "before"}, {"adam", "before"}});
-  CopyTask::check<inner::MLP>("mlp", {{"gd", "after"}, {"momentum", "before"}, {"muon", "before"}, {"decay", "before"}});
-  CopyTask::check<inner::SwiGLU>("swiglu", {{"gd", "after"}, {"muon", "before"}});
+// Every combination trains on a fast path (the learners' hand-written reverses: inner/update_grad.hpp,
+// inner/token_step_grad.hpp), seconds each (40 s for these 25 on one core); in CI but for muon in
+// the order `after` (Newton-Schulz at every token: a minute for the three, `ctest -L slow`) and the
+// two below the bar.
+TEST_CASE("the copy task: a tiny model learns it under every learner x optimizer x order (loss far below the no-context baseline)") {
+  const std::vector<Combo> all = {{"gd", "after"},    {"gd", "before"},    {"momentum", "after"}, {"momentum", "before"},
+                                  {"decay", "after"}, {"decay", "before"}, {"muon", "before"},    {"adam", "after"},
+                                  {"adam", "before"}};
+  std::vector<Combo> no_decay_after;
+  for (const auto& c : all)
+    if (!(c.optimizer == "decay" && c.order == "after")) no_decay_after.push_back(c);
+  CopyTask::check<inner::Linear>("linear", all);
+  CopyTask::check<inner::MLP>("mlp", no_decay_after);
+  CopyTask::check<inner::SwiGLU>("swiglu", no_decay_after);
 }
 
-TEST_CASE("the copy task, the whole grid: every learner x optimizer x order" * doctest::skip()) {
-  CopyTask::check<inner::Linear>("linear", {{"gd", "before"}, {"momentum", "before"}, {"decay", "before"},
-                                            {"adam", "after"}});
-  CopyTask::check<inner::MLP>("mlp", {{"gd", "before"}, {"adam", "before"}, {"adam", "after"}, {"momentum", "after"}});
-  CopyTask::check<inner::SwiGLU>("swiglu", {{"gd", "before"}, {"momentum", "before"}, {"decay", "before"},
-                                            {"adam", "before"}, {"momentum", "after"}});
+TEST_CASE("the copy task, muon after: every learner" * doctest::skip()) {
+  CopyTask::check<inner::Linear>("linear", {{"muon", "after"}});
+  CopyTask::check<inner::MLP>("mlp", {{"muon", "after"}});
+  CopyTask::check<inner::SwiGLU>("swiglu", {{"muon", "after"}});
 }
 
-// Combinations that learn the task more slowly at this budget (measured with the test's settings:
-// decay with mlp 1.04 and swiglu 1.85, adam with swiglu 2.68 nats, against the bar of 1.08; the
-// same optimizers with linear: 0.077 and 0.32): reported, not yet understood; may fail.
-TEST_CASE("the copy task, the slow learners: decay with MLP and SwiGLU, adam with SwiGLU" * doctest::skip() * doctest::may_fail()) {
+// Decay in the order `after` with MLP and SwiGLU learns the task slowly or not at all at this
+// budget (loss on the copies 1.23 and 2.71 nats against the bar of 1.08 when last run; with Linear
+// 0.08; in the order `before` 0.04 and 0.33): reported, not yet understood; may fail.
+TEST_CASE("the copy task, the slow learners: decay after with MLP and SwiGLU" * doctest::skip() * doctest::may_fail()) {
   CopyTask::check<inner::MLP>("mlp", {{"decay", "after"}});
-  CopyTask::check<inner::SwiGLU>("swiglu", {{"decay", "after"}, {"adam", "after"}});
+  CopyTask::check<inner::SwiGLU>("swiglu", {{"decay", "after"}});
 }
 
 TEST_CASE("swiglu: its dual form == its primal form, from a mini-batch's start and mid-way (double)") {
