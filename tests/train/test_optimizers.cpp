@@ -152,10 +152,10 @@ struct CopyTask {
     }
     return sum / count;
   }
-  /// Trains a fresh one-layer model (hidden 32, 2 heads, mini-batch 4) for 200 AdamW steps of 8
-  /// sequences; its copy loss.
+  /// Trains a fresh one-layer model (hidden 32, 2 heads, mini-batch 4) for `steps` AdamW steps of
+  /// 8 sequences; its copy loss.
   template <class L>
-  static double train(const std::string& learner, const Combo& c) {
+  static double train(const std::string& learner, const Combo& c, int steps) {
     auto cfg = ModelConfig::sized(learner, V, 32, 1, 2, 64, 4);
     cfg.share_qk = true;
     cfg.ttt_inner_optimizer = c.optimizer;
@@ -166,7 +166,7 @@ struct CopyTask {
     train::AdamW opt({.weight_decay = 0.0});
     opt.init(model);
     std::mt19937_64 rng(7);
-    for (int step = 0; step < 200; ++step) {
+    for (int step = 0; step < steps; ++step) {
       std::vector<std::vector<int64_t>> batch;
       for (int i = 0; i < 8; ++i) batch.push_back(sequence(rng));
       train::loss_and_grad(model, batch, grad);
@@ -175,12 +175,12 @@ struct CopyTask {
     return copy_loss(model);
   }
   template <class L>
-  static void check(const std::string& learner, const std::vector<Combo>& combos) {
+  static void check(const std::string& learner, const std::vector<Combo>& combos, int steps = 200) {
     const double baseline = std::log(double(V - 1));
     for (const auto& c : combos) {
-      const double loss = train<L>(learner, c);
-      MESSAGE("copy task, " << learner << " / " << c.optimizer << " / " << c.order << ": loss on the copies " << loss
-                            << " (no-context baseline " << baseline << ")");
+      const double loss = train<L>(learner, c, steps);
+      MESSAGE("copy task, " << learner << " / " << c.optimizer << " / " << c.order << ", " << steps
+                            << " steps: loss on the copies " << loss << " (no-context baseline " << baseline << ")");
       INFO(learner << " / " << c.optimizer << " / " << c.order);
       CHECK(loss < 0.4 * baseline);
     }
@@ -278,9 +278,11 @@ TEST_CASE("a tiny model trains under every inner optimizer") {
 }
 
 // Every combination trains on a fast path (the learners' hand-written reverses: inner/update_grad.hpp,
-// inner/token_step_grad.hpp), seconds each (40 s for these 25 on one core); in CI but for muon in
-// the order `after` (Newton-Schulz at every token: a minute for the three, `ctest -L slow`) and the
-// two below the bar.
+// inner/token_step_grad.hpp), seconds each (about 45 s for these on one core); in CI but for muon
+// in the order `after` (Newton-Schulz at every token: a minute for the three, `ctest -L slow`).
+// The task has a plateau (loss near ln 15 for the first 100-150 steps) and then a drop; decay in
+// the order `after` with MLP and SwiGLU leaves the plateau later (at 200 steps, seed 1: 1.23 and
+// 2.71 nats; SwiGLU with init seed 2: 0.42; at 400 steps 0.09 and 0.39), so those two train 400.
 TEST_CASE("the copy task: a tiny model learns it under every learner x optimizer x order (loss far below the no-context baseline)") {
   const std::vector<Combo> all = {{"gd", "after"},    {"gd", "before"},    {"momentum", "after"}, {"momentum", "before"},
                                   {"decay", "after"}, {"decay", "before"}, {"muon", "before"},    {"adam", "after"},
@@ -291,20 +293,14 @@ TEST_CASE("the copy task: a tiny model learns it under every learner x optimizer
   CopyTask::check<inner::Linear>("linear", all);
   CopyTask::check<inner::MLP>("mlp", no_decay_after);
   CopyTask::check<inner::SwiGLU>("swiglu", no_decay_after);
+  CopyTask::check<inner::MLP>("mlp", {{"decay", "after"}}, 400);
+  CopyTask::check<inner::SwiGLU>("swiglu", {{"decay", "after"}}, 400);
 }
 
 TEST_CASE("the copy task, muon after: every learner" * doctest::skip()) {
   CopyTask::check<inner::Linear>("linear", {{"muon", "after"}});
   CopyTask::check<inner::MLP>("mlp", {{"muon", "after"}});
   CopyTask::check<inner::SwiGLU>("swiglu", {{"muon", "after"}});
-}
-
-// Decay in the order `after` with MLP and SwiGLU learns the task slowly or not at all at this
-// budget (loss on the copies 1.23 and 2.71 nats against the bar of 1.08 when last run; with Linear
-// 0.08; in the order `before` 0.04 and 0.33): reported, not yet understood; may fail.
-TEST_CASE("the copy task, the slow learners: decay after with MLP and SwiGLU" * doctest::skip() * doctest::may_fail()) {
-  CopyTask::check<inner::MLP>("mlp", {{"decay", "after"}});
-  CopyTask::check<inner::SwiGLU>("swiglu", {{"decay", "after"}});
 }
 
 TEST_CASE("swiglu: its dual form == its primal form, from a mini-batch's start and mid-way (double)") {
