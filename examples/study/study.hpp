@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <ttt/blocks/cross_entropy.hpp>
@@ -26,7 +27,21 @@
 #include <ttt/train/data.hpp>
 #include <nlohmann/json.hpp>
 
+#ifdef TTT_STUDY_LEARNERS_HEADER
+#include TTT_STUDY_LEARNERS_HEADER
+#endif
+
 namespace study {
+
+/// The inner learners a ttt-<learner> model can name: the built-in ones, plus a user's own when
+/// the program is built with ttt_add_study (examples/CMakeLists.txt), which compiles the study
+/// with TTT_STUDY_LEARNERS_HEADER (the header that defines them) and TTT_STUDY_EXTRA_LEARNERS
+/// (their type names, comma-separated).
+#ifdef TTT_STUDY_EXTRA_LEARNERS
+using Learners = decltype(std::tuple_cat(ttt::inner::Builtin{}, std::tuple<TTT_STUDY_EXTRA_LEARNERS>{}));
+#else
+using Learners = ttt::inner::Builtin;
+#endif
 
 namespace fs = std::filesystem;
 using Seq = std::vector<int64_t>;
@@ -61,8 +76,8 @@ inline const std::vector<std::string>& model_names() {
 }
 
 /// A TTT model's name, ttt-<learner>[-<inner optimizer>][-before][-mamba] (e.g. ttt-swiglu-muon,
-/// ttt-swiglu-muon-before, ttt-linear-momentum-mamba): any learner of the registry
-/// (inner/registry.hpp) under any built-in inner optimizer (inner/optimizers.hpp), gd when none is
+/// ttt-swiglu-muon-before, ttt-linear-momentum-mamba): any learner of `Learners` (the registry's,
+/// inner/registry.hpp, and a user's own) under any built-in inner optimizer (inner/optimizers.hpp), gd when none is
 /// named; -before: query order `before` (LaCT's apply-then-update, ttt_query_order).
 struct TTTName {
   std::string learner, optimizer = "gd";
@@ -73,7 +88,7 @@ inline std::optional<TTTName> parse_ttt_name(const std::string& name) {
   std::string_view rest = name;
   const bool mamba = rest.ends_with("-mamba");
   if (mamba) rest.remove_suffix(6);
-  const auto t = ttt::inner::parse_ttt_name(rest);
+  const auto t = ttt::inner::parse_ttt_name<Learners>(rest);
   if (!t) return std::nullopt;
   return TTTName{std::string(t->learner), std::string(t->optimizer), mamba, t->order == ttt::inner::QueryOrder::before};
 }
@@ -118,7 +133,7 @@ inline void check_model_name(const std::string& name) {
     if (n == name) return;
   if (parse_ttt_name(name)) return;
   throw ttt::Error("unknown model '" + name + "'; valid models: " + join(model_names()) +
-                   ", or ttt-<learner>[-<optimizer>][-before][-mamba] with a learner of " + ttt::inner::builtin_names() +
+                   ", or ttt-<learner>[-<optimizer>][-before][-mamba] with a learner of " + ttt::inner::builtin_names<Learners>() +
                    " and an optimizer of " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>());
 }
 

@@ -280,7 +280,7 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
   if (name.rfind("hier-", 0) == 0) return std::make_unique<detail::Wrap<ttt::hier::HierarchicalTransformer, ttt::hier::HierConfig>>(
                                              hier_config(name, s, intermediate));
   if (ttt_model)
-    return ttt::inner::with_learner(learner, name, [&]<class L>() -> std::unique_ptr<Model> {
+    return ttt::inner::with_learner<Learners>(learner, name, [&]<class L>() -> std::unique_ptr<Model> {
       return std::make_unique<detail::Wrap<ttt::TTTModel<L>, ttt::ModelConfig>>(c);
     });
   const ttt::AttnConfig a(c, name == "swa" ? s.window : -1);

@@ -203,6 +203,35 @@ TEST_CASE("every learner x optimizer x order: prefill + decode and random chunki
   chunking_every_combo<inner::SwiGLU>("swiglu");
 }
 
+// Large chunks (LaCT's 2,048 tokens): a tiny model (f = 4) with mini_batch_size 2048 over 2100
+// tokens, two mini-batches, the second partial, under every learner x optimizer x order.
+template <class L>
+void mini_batch_2048(const std::string& learner) {
+  const std::vector<Combo> combos = {{"gd", "after"},   {"gd", "before"},   {"momentum", "after"}, {"decay", "after"},
+                                     {"adam", "after"}, {"muon", "after"},  {"muon", "before"},    {"adam", "before"}};
+  for (const auto& c : combos) {
+    auto cfg = ModelConfig::sized(learner, 29, 8, 1, 2, 12, 2048);
+    cfg.ttt_inner_optimizer = c.optimizer;
+    cfg.ttt_query_order = c.order;
+    TTTModel<L> model(cfg), grad(cfg);
+    th::randomize(model, 4, 0.3);
+    const auto ids = th::random_ids(2100, cfg.vocab_size, 5);
+    INFO(learner << " / " << c.optimizer << " / " << c.order);
+    const Mat full = model.forward(std::span<const int64_t>(ids));
+    CHECK(th::rel_err(th::prefill_then_decode(model, ids, 1500), full) < 1e-4);
+    const double loss = train::loss_and_grad(model, {ids}, grad);
+    CHECK(std::isfinite(loss));
+    CHECK(std::isfinite(train::grad_norm(grad)));
+    CHECK(train::grad_norm(grad) > 0);
+  }
+}
+
+TEST_CASE("mini-batches of 2048 under every learner x optimizer x order: prefill + decode == one forward, training runs") {
+  mini_batch_2048<inner::Linear>("linear");
+  mini_batch_2048<inner::MLP>("mlp");
+  mini_batch_2048<inner::SwiGLU>("swiglu");
+}
+
 TEST_CASE("the generic optimized path under gd == TTT's primal form; momentum with beta 0 == gd") {
   std::mt19937_64 rng(3);
   const int64_t f = 6, n = 5;

@@ -106,17 +106,26 @@ constexpr double tol() {
   return std::is_same_v<L, inner::MLP> ? 1e-8 : 1e-10;
 }
 
-/// The fast mini-batch (inner/update_grad.hpp; token by token with `token`, order `after`,
-/// inner/token_step_grad.hpp) against the derived one.
+/// The three ways to train a mini-batch under an optimizer: the derived path (inner/derived.hpp),
+/// the dual-form path (inner/update_grad.hpp) and, in the order `after`, token by token
+/// (inner/token_step_grad.hpp; its forward is the primal one).
+enum class Path { derived, update, token };
+const char* path_name(Path p) { return p == Path::derived ? "derived" : p == Path::update ? "update" : "token"; }
+
+/// Path `got` against path `want`: every output and cotangent of one mini-batch.
 template <class L, class O>
-void update_matches_derived(int64_t f, int64_t n, uint64_t seed, inner::QueryOrder order, bool token = false) {
+void paths_agree(int64_t f, int64_t n, uint64_t seed, inner::QueryOrder order, Path got_path,
+                 Path want_path = Path::derived) {
   std::mt19937_64 rng(seed);
   const auto specs = L::param_specs(f);
   const int64_t P = inner::param_count(specs), Q = inner::state_size<O>(specs);
   auto rule = rule_for(O::name);
   rule.order = order;
   const auto rev = inner::update_reverse<O, double>();
-  REQUIRE((token ? order == inner::QueryOrder::after : train::update_fast<double>(rule, rev)));
+  for (Path p : {got_path, want_path}) {
+    if (p == Path::update) REQUIRE(train::update_fast<double>(rule, rev));
+    if (p == Path::token) REQUIRE(order == inner::QueryOrder::after);
+  }
   auto state0 = train::detail::random_theta(P, rng);
   const auto st = random_state<O>(specs, rng);
   state0.insert(state0.end(), st.begin(), st.end());
@@ -131,13 +140,13 @@ void update_matches_derived(int64_t f, int64_t n, uint64_t seed, inner::QueryOrd
     MatD Zq, dXQ, dXK, dXV;
     std::vector<double> end, dst, dte, dlr, dlw, dlb, dal;
   };
-  auto run = [&](bool fast) {
+  auto run = [&](Path path) {
     Out o;
     o.Zq = MatD(n, f);
     o.end.assign(size_t(P + Q), 0.0);
     train::Scratch<double> ws;
     train::UpdateBuffers<double> b;
-    if (fast && !token)
+    if (path == Path::update)
       train::update_forward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs), rev, seg,
                                        o.Zq, o.end.data(), ws, b);
     else
@@ -148,12 +157,12 @@ void update_matches_derived(int64_t f, int64_t n, uint64_t seed, inner::QueryOrd
     o.dte.assign(size_t(n), 0.0), o.dlr.assign(size_t(n), 0.0), o.dal.assign(size_t(n), 0.0);
     o.dlw.assign(size_t(f), 0.0), o.dlb.assign(size_t(f), 0.0);
     train::SegmentGradD sg{o.dXQ, o.dXK, o.dXV, o.dte.data(), o.dlr.data(), o.dlw.data(), o.dlb.data(), o.dal.data()};
-    if (fast && token) {
+    if (path == Path::token) {
       train::TokenStepBuffers<double> tb;
       train::token_step_backward<L, double>(state0.data(), f, specs, rule, inner::optimizer_fn<O, double>(specs),
                                             inner::step_vjp_fn<std::tuple<O>, double>(0), seg, dZq, dend.data(),
                                             o.dst.data(), sg, ws, tb);
-    } else if (fast) {
+    } else if (path == Path::update) {
       train::update_backward<L, double>(state0.data(), f, specs, rule, Q, rev, seg, dZq, dend.data(), o.dst.data(), sg,
                                         ws, b);
     } else {
@@ -162,9 +171,9 @@ void update_matches_derived(int64_t f, int64_t n, uint64_t seed, inner::QueryOrd
     }
     return o;
   };
-  const Out want = run(false), got = run(true);
-  INFO(L::name << " / " << O::name << " / " << inner::order_name(order) << (token ? " token by token" : "")
-               << " f=" << f << " n=" << n);
+  const Out want = run(want_path), got = run(got_path);
+  INFO(L::name << " / " << O::name << " / " << inner::order_name(order) << ": " << path_name(got_path) << " vs "
+               << path_name(want_path) << " f=" << f << " n=" << n);
   CHECK(max_rel(got.Zq, want.Zq) < tol<L>());
   CHECK(max_rel(got.end, want.end) < tol<L>());
   CHECK(max_rel(got.dst, want.dst) < tol<L>());
@@ -181,20 +190,20 @@ void update_matches_derived(int64_t f, int64_t n, uint64_t seed, inner::QueryOrd
 template <class L>
 void update_every_optimizer(int64_t f, int64_t n) {
   constexpr auto before = inner::QueryOrder::before, after = inner::QueryOrder::after;
-  update_matches_derived<L, inner::GD>(f, n, 1, before);
-  update_matches_derived<L, inner::Momentum>(f, n, 2, before);
-  update_matches_derived<L, inner::Decay>(f, n, 3, before);
-  update_matches_derived<L, inner::Muon>(f, n, 4, before);
-  update_matches_derived<L, inner::Adam>(f, n, 5, before);
-  update_matches_derived<L, inner::GD>(f, n, 6, after);
-  update_matches_derived<L, inner::Momentum>(f, n, 7, after);
-  update_matches_derived<L, inner::Decay>(f, n, 8, after);
+  paths_agree<L, inner::GD>(f, n, 1, before, Path::update);
+  paths_agree<L, inner::Momentum>(f, n, 2, before, Path::update);
+  paths_agree<L, inner::Decay>(f, n, 3, before, Path::update);
+  paths_agree<L, inner::Muon>(f, n, 4, before, Path::update);
+  paths_agree<L, inner::Adam>(f, n, 5, before, Path::update);
+  paths_agree<L, inner::GD>(f, n, 6, after, Path::update);
+  paths_agree<L, inner::Momentum>(f, n, 7, after, Path::update);
+  paths_agree<L, inner::Decay>(f, n, 8, after, Path::update);
   // token by token: every optimizer (the path of muon and adam)
-  update_matches_derived<L, inner::GD>(f, n, 9, after, true);
-  update_matches_derived<L, inner::Momentum>(f, n, 10, after, true);
-  update_matches_derived<L, inner::Decay>(f, n, 11, after, true);
-  update_matches_derived<L, inner::Muon>(f, n, 12, after, true);
-  update_matches_derived<L, inner::Adam>(f, n, 13, after, true);
+  paths_agree<L, inner::GD>(f, n, 9, after, Path::token);
+  paths_agree<L, inner::Momentum>(f, n, 10, after, Path::token);
+  paths_agree<L, inner::Decay>(f, n, 11, after, Path::token);
+  paths_agree<L, inner::Muon>(f, n, 12, after, Path::token);
+  paths_agree<L, inner::Adam>(f, n, 13, after, Path::token);
 }
 
 /// An optimizer that declares affine queries: its step is keep theta0 + shift - eta gacc at two
@@ -276,4 +285,13 @@ TEST_CASE("the fast mini-batch == the derived one, every hand-written learner x 
     update_every_optimizer<inner::LinearAttention>(f, n);
     update_every_optimizer<inner::SwiGLU>(f, n);
   }
+}
+
+TEST_CASE("a mini-batch of 2048 under momentum and decay (order after): the dual-form path == the token-by-token path (double)") {
+  // two independent fast paths over the dual forms' (n, n) matrices at full size, f = 4
+  constexpr auto after = inner::QueryOrder::after;
+  paths_agree<inner::Linear, inner::Momentum>(4, 2048, 21, after, Path::update, Path::token);
+  paths_agree<inner::MLP, inner::Decay>(4, 2048, 22, after, Path::update, Path::token);
+  paths_agree<inner::SwiGLU, inner::Momentum>(4, 2048, 23, after, Path::update, Path::token);
+  paths_agree<inner::LinearAttention, inner::Decay>(4, 2048, 24, after, Path::update, Path::token);
 }
