@@ -123,7 +123,7 @@ void paths_agree(int64_t f, int64_t n, uint64_t seed, inner::QueryOrder order, P
   rule.order = order;
   const auto rev = inner::update_reverse<O, double>();
   for (Path p : {got_path, want_path}) {
-    if (p == Path::update) REQUIRE(train::update_fast<double>(rule, rev));
+    if (p == Path::update) REQUIRE(train::update_fast<L, double>(rule, rev));
     if (p == Path::token) REQUIRE(order == inner::QueryOrder::after);
   }
   auto state0 = train::detail::random_theta(P, rng);
@@ -258,7 +258,29 @@ void affine_queries_match_step(const std::vector<inner::ParamSpec>& specs, uint6
   }
 }
 
+/// A learner with a hand-written LearnerGrad that does not read the queries' base (as a user's
+/// might be): TTT-Linear's reverse with `query_base` hidden.
+struct NoQueryBase : inner::Linear {
+  static constexpr std::string_view name = "no_query_base";
+};
+
 }  // namespace
+
+template <>
+struct ttt::train::LearnerGrad<NoQueryBase> : ttt::train::LearnerGrad<ttt::inner::Linear> {
+  static constexpr bool query_base = false;
+};
+
+TEST_CASE("a LearnerGrad that does not read the queries' base trains momentum and decay after token by token") {
+  inner::UpdateRule rule = rule_for("momentum");
+  const auto rev = inner::update_reverse<inner::Momentum, double>();
+  CHECK(train::update_fast<inner::Linear, double>(rule, rev));
+  CHECK_FALSE(train::update_fast<NoQueryBase, double>(rule, rev));
+  rule.order = inner::QueryOrder::before;
+  CHECK(train::update_fast<NoQueryBase, double>(rule, rev));
+  paths_agree<NoQueryBase, inner::Momentum>(4, 5, 31, inner::QueryOrder::after, Path::token);
+  paths_agree<NoQueryBase, inner::Decay>(4, 5, 32, inner::QueryOrder::after, Path::token);
+}
 
 TEST_CASE("every built-in optimizer's step_vjp == the reverse sweep of its recorded step (double)") {
   // a wide and a tall matrix (Newton-Schulz runs on the transpose of a tall one) and a vector

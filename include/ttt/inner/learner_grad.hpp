@@ -26,6 +26,11 @@
 ///   template <class S>
 ///   static void backward(const S* theta0, int64_t f, const Segment<S>& s, CRefT<S> dZq,
 ///                        const S* dtheta_end, S* dtheta0, SegmentGrad<S>& out, Scratch<S>& ws);
+///   // Optional: both read Segment::query_keep / query_shift (the queries read keep_t theta0 +
+///   // shift - token_eta[t] ...; null: 1 and 0) and backward adds their cotangents
+///   // (out.d_query_keep, out.d_query_shift). Then momentum and decay in the order `after`
+///   // train on this dual form (inner/update_grad.hpp); without it, token by token.
+///   static constexpr bool query_base = true;
 /// };
 /// \endcode
 ///
@@ -94,6 +99,14 @@ struct DerivedGrad;  // inner/derived.hpp
 /// the learner specialises it with a hand-written fast path (see the file comment).
 template <class L>
 struct LearnerGrad : DerivedGrad<L> {};
+
+/// Whether the learner's LearnerGrad reads the queries' affine base (its `query_base`, see the file
+/// comment).
+template <class L>
+constexpr bool reads_query_base() {
+  if constexpr (requires { LearnerGrad<L>::query_base; }) return bool(LearnerGrad<L>::query_base);
+  else return false;
+}
 
 /// A learner whose backward is known to training, in scalar S.
 template <class L, class S>

@@ -94,6 +94,7 @@ namespace ttt::train {
 template <>
 struct LearnerGrad<inner::Linear> {
   enum Slot : size_t { kZ, kT, kG, kE, kK, kdG, kdE, kdZ, kdT, kBwd };
+  static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
 
   /// Z = XK W + b, T = XV - XK, G = ln_l2_grad(Z, T) into their slots.
   template <class S>

@@ -107,6 +107,7 @@ namespace ttt::train {
 template <>
 struct LearnerGrad<inner::LinearAttention> {
   enum Slot : size_t { kG, kE, kK, kGl, kdG, kdE, kdS, kKd, kGd, kBase };
+  static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
 
   /// The queries' affine base (Segment::query_shift; no bias), and its cotangent when `o` is given.
   template <class S>

@@ -154,6 +154,7 @@ template <>
 struct LearnerGrad<inner::MLP> {
   enum Slot : size_t { kZ1, kX2, kZ2, kT, kG2, kGp, kM, kG1, kE, kK1, kK2, kA, kZ1q, kX2q, kZq,
                        kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
+  static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
 
   /// The queries' affine base of layer 1 and layer 2 (Segment::query_shift), and their
   /// cotangents when `o` is given.

@@ -175,6 +175,7 @@ struct LearnerGrad<inner::SwiGLU> {
   enum Slot : size_t { kA, kB, kSg, kH, kZ, kT, kG, kM, kGA, kGB, kE, kK1, kK2, kEK, kAq, kBq, kHq, kZq,
                        kGl, kdE, kdG, kdGA, kdGB, kdHq, kdH, kdAq, kdBq, kdM, kdA, kdB, kdZ, kdT, kZero, kJunk,
                        kBwd };
+  static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
 
   /// The queries' affine base of the map at offset k of theta (Segment::query_shift; no biases),
   /// and its cotangent when `o` is given.

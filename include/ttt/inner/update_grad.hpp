@@ -33,10 +33,12 @@
 
 namespace ttt::train {
 
-/// Whether a mini-batch under `rule` runs on the fast forward and reverse of this file.
-template <class S>
+/// Whether a mini-batch of learner L under `rule` runs on the fast forward and reverse of this
+/// file: the order `before`, or an optimizer with affine queries and a LearnerGrad that reads the
+/// queries' base (`reads_query_base`; a user's LearnerGrad without it trains token by token).
+template <class L, class S>
 bool update_fast(const inner::UpdateRule& rule, const inner::UpdateReverse<S>& rev) {
-  return rule.order == inner::QueryOrder::before || rev.affine;
+  return rule.order == inner::QueryOrder::before || (rev.affine && reads_query_base<L>());
 }
 
 /// Buffers of `update_forward` / `update_backward`, reused from call to call.

@@ -108,7 +108,7 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   /// order `after` (muon, adam), token by token (inner/token_step_grad.hpp); otherwise the
   /// derived path (inner/derived.hpp), recorded on the ad::Real tape.
   static bool fast_update(const Layer& w) {
-    return hand_grad && train::update_fast<S>(w.rule, inner::update_reverse<Opts, S>(w.opt));
+    return hand_grad && train::update_fast<L, S>(w.rule, inner::update_reverse<Opts, S>(w.opt));
   }
   static void segment_forward(const Layer& w, const S* state, const inner::Segment<S>& seg, RefT<S> Zq, S* next,
                               HeadBuffers& hb) {
