@@ -23,6 +23,7 @@
 #include <ttt/train/model_grad.hpp>
 
 #include "common.hpp"
+#include "hier_model.hpp"
 #include "learners.hpp"
 
 namespace ttt_cli {
@@ -101,7 +102,7 @@ void add_grads(ttt::io::SafeTensorsWriter& w, M& g) {
 /// the batch).
 void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
   ttt::set_inner_threads(a.threads);
-  auto m = ttt::hier::HierarchicalTransformer::load(a.model);
+  auto m = HierModel::load(a.model);
   const int64_t V = m.cfg.num_tokens, H = m.cfg.num_hierarchies();
   const auto in = ttt::io::SafeTensors::load(a.input);
   const Batch x = read_batch(in, /*hier=*/true);
@@ -111,7 +112,7 @@ void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
   std::vector<std::vector<float>> tok(static_cast<size_t>(H)), hid(static_cast<size_t>(H));
   std::vector<int64_t> rows(static_cast<size_t>(H));
   for (const auto& seq : batch) {
-    ttt::hier::HierarchicalTransformer::Extras e;
+    HierModel::Extras e;
     const ttt::Mat lg = m.forward(seq, &e);
     logits.insert(logits.end(), lg.data(), lg.data() + lg.size());
     for (size_t h = 0; h < size_t(H); ++h) {
@@ -127,7 +128,7 @@ void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
     w.add("hidden_embeds." + std::to_string(h), {x.B, r, d}, hid[size_t(h)]);
   }
   if (x.L < 2) return;
-  std::optional<ttt::hier::HierarchicalTransformer> g;
+  std::optional<HierModel> g;
   if (a.grads) g.emplace(m.cfg);
   const ttt::hier::Losses l = m.loss(batch, g ? &*g : nullptr);
   for (auto [k, v] : {std::pair{"loss", l.total}, {"loss_ce", l.ce}, {"loss_recon", l.recon}, {"loss_ar", l.ar}})

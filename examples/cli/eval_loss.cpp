@@ -16,6 +16,7 @@
 #include <ttt/train/trainer.hpp>
 
 #include "common.hpp"
+#include "hier_model.hpp"
 #include "learners.hpp"
 
 namespace ttt_cli {
@@ -65,7 +66,7 @@ int run_eval_loss(const EvalLossArgs& a) {
     check_vocab(a, m.cfg().vocab_size);
     return eval_loss(a, m);
   }
-  const auto m = ttt::hier::HierarchicalTransformer::load(a.model);
+  const auto m = HierModel::load(a.model);
   check_vocab(a, m.cfg.num_tokens);
   if (a.seq_len > m.cfg.seq_len)
     throw UsageError("--seq-len " + std::to_string(a.seq_len) + " is longer than the model's seq_len " +

@@ -21,6 +21,7 @@
 #include <ttt/models/hier/model.hpp>
 
 #include "common.hpp"
+#include "hier_model.hpp"
 #include "learners.hpp"
 
 namespace ttt_cli {
@@ -80,7 +81,7 @@ struct TokenPrinter {
 void generate_hier(const GenerateArgs& a, const ttt::SamplingOptions& opt, std::vector<int64_t> prompt, bool text) {
   if (!(a.filter_thres >= 0.0 && a.filter_thres < 1.0))
     throw UsageError("--filter-thres must be in [0, 1), got " + std::to_string(a.filter_thres));
-  const auto m = ttt::hier::HierarchicalTransformer::load(a.model);
+  const auto m = HierModel::load(a.model);
   prompt = prompt_tokens(a, std::move(prompt), text, m.cfg.num_tokens);
   const bool library = a.greedy || a.top_k > 0 || a.top_p < 1.0f;
   const ttt::hier::Sampler sampler =

@@ -10,6 +10,7 @@
 #include <ttt/models/hier/model.hpp>
 
 #include "common.hpp"
+#include "hier_model.hpp"
 #include "learners.hpp"
 
 namespace ttt_cli {
@@ -24,7 +25,7 @@ void print_config(const std::string& dir, const nlohmann::json& j) {
 
 int run_info(const std::string& dir) {
   if (is_hier_checkpoint(dir)) {
-    auto m = ttt::hier::HierarchicalTransformer::load(dir);
+    auto m = HierModel::load(dir);
     print_config(dir, m.cfg.to_json());
     std::cout << "parameters = " << m.num_params() << "\n";
     return 0;

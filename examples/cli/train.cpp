@@ -25,6 +25,7 @@
 #include <ttt/train/trainer.hpp>
 
 #include "common.hpp"
+#include "hier_model.hpp"
 #include "learners.hpp"
 
 namespace ttt_cli {
@@ -121,7 +122,7 @@ ttt::hier::HierConfig hier_train_config(const TrainArgs& a) {
   if (!j.contains("seq_len")) j["seq_len"] = a.seq_len;
   ttt::hier::HierConfig c;
   try {
-    c = ttt::hier::HierConfig::from_json(j, src);
+    c = ttt::hier::HierConfig::from_json<Learners>(j, src);
   } catch (const ttt::Error& e) {
     if (a.config.empty()) throw UsageError(e.what());
     throw;
@@ -204,7 +205,7 @@ int run_train(const TrainArgs& a) {
     r = ttt::train::train(m, data, o);
   };
   if (hier) {
-    ttt::hier::HierarchicalTransformer m(*hcfg);
+    HierModel m(*hcfg);
     fit(m);
   } else {
     ttt::inner::with_learner<Learners>(a.layer, "--layer", [&]<class L>() {
@@ -285,7 +286,7 @@ Command add_train(CLI::App& app) {
                 "--arch hier: per hierarchy (or one for all) none = full attention, 0 = feedforward only, w = local window")
       ->delimiter(',');
   s->add_option("--strides", t.strides, "--arch hier: hierarchical_stride, e.g. 1,1,2")->delimiter(',');
-  s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner>[-<inner optimizer>][-before] (" + ttt::inner::builtin_names() + "; " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>() + "), one or one per hierarchy")->delimiter(',');
+  s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner>[-<inner optimizer>][-before] (" + ttt::inner::builtin_names<Learners>() + "; " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>() + "), one or one per hierarchy")->delimiter(',');
   s->add_option("--dim-head", t.dim_head, "--arch hier: dim_head (default hidden / heads)")->check(CLI::PositiveNumber);
   s->add_option("--ff-mult", t.ff_mult, "--arch hier: ff_mult")->check(finite & CLI::PositiveNumber)->capture_default_str();
   s->add_flag("--merge-all", t.merge_all, "--arch hier: hierarchy_merge_all = true");

@@ -14,8 +14,9 @@
 #                       the output loads in generate / eval / eval-loss
 #       train_errors    ttt train / eval-loss: bad data, short data, bad --resume, bad flags
 #       custom_learner  (TTT_BINARY = ttt-custom, the tool built with the example learners) init,
-#                       train, generate, info, eval --grads and eval-loss with a user's learner;
-#                       an unknown --layer lists every learner
+#                       train, generate, info, eval --grads and eval-loss with a user's learner, as
+#                       the TTT layer and as a hierarchical model's mixer (--arch hier --mixer);
+#                       an unknown --layer or --mixer lists every learner
 #       train_hier      ttt train --arch hier (TTT-Linear at 2x): resume bit for bit, --config, the
 #                       output loads in info / generate / eval / eval-loss, eval --grads checked by
 #                       finite differences through the program (fd_grads.py), bad flags and configs
@@ -524,6 +525,24 @@ case_custom_learner() {
   st_write in.st "input_ids|I64|[1,4]|1 5 9 2"
   run 0 eval --model bfl --input in.st --out g.st --grads || return
   run 2 init --out x --layer nope && check_err "ttt init: " "bias_free_linear" "relu_mlp" "linear"
+  # the user's learner in the hierarchical model's TTT mixer slot: trains (resume bit for bit), loads in
+  # info / generate / eval / eval-loss; an unknown mixer lists the user's learners among the valid ones
+  local h=(train --arch hier --data corpus --hidden 16 --layers 1 --heads 2 --hierarchies 1,2 --window-sizes 8,none
+    --mixer attention,ttt-relu_mlp-momentum --mini-batch 4 --seq-len 32 --batch 2 --steps 12 --lr 1e-2 --seed 3)
+  run 0 "${h[@]}" --out hier --quiet || return
+  grep -q '"ttt-relu_mlp-momentum"' hier/config.json || fail "hier: config.json has no ttt-relu_mlp-momentum mixer"
+  awk -F, 'NR == 2 { first = $3 } END { if (!($3 < first - 0.5)) exit 1 }' hier/log.csv ||
+    fail "hier relu_mlp: the train loss did not fall by 0.5 in 12 steps: $(cat hier/log.csv)"
+  run 0 "${h[@]}" --out hier_part --stop-after 6 --quiet || return
+  run 0 "${h[@]}" --out hier_part --resume --quiet || return
+  cmp -s hier/model.safetensors hier_part/model.safetensors || fail "hier relu_mlp: resumed run's weights differ"
+  run 0 info --model hier && { grep -q "^parameters = [0-9]" out.txt || fail "hier relu_mlp info: $(cat out.txt)"; }
+  run 0 generate --model hier --prompt-ids 1,2,3 --max-new-tokens 4 --greedy
+  run 0 eval-loss --model hier --data corpus --seq-len 16 || return
+  st_write hin.st "input_ids|I64|[1,5]|1 5 9 2 7"
+  run 0 eval --model hier --input hin.st --out hg.st --grads || return
+  run 2 train --arch hier --data corpus --hidden 16 --layers 1 --heads 2 --hierarchies 1,2 --mixer attention,ttt-nope \
+    --seq-len 32 --steps 1 --out hx && check_err "ttt train: " "mixer 'ttt-nope'" "ttt-relu_mlp" "ttt-bias_free_linear"
 }
 
 # The inner update from the command line: learners and optimizers by name, their keys in

@@ -202,11 +202,14 @@ nlohmann::json config_json(const Cfg& cfg) {
   else return to_json(cfg);
 }
 /// The model configuration saved in `dir/config.json`, as the model type writes it (so that it
-/// compares equal to `config_json(model.cfg)` when the configurations are the same).
+/// compares equal to `config_json(model.cfg)` when the configurations are the same). A model whose
+/// config may name learners of the user's own (hier: LearnerTuple) reads it knowing them.
 template <class Model>
 nlohmann::json saved_config_json(const std::filesystem::path& dir, const Model& model) {
   using Cfg = std::remove_cvref_t<decltype(model.cfg)>;
-  if constexpr (requires { Cfg::load(dir / "config.json"); }) return Cfg::load(dir / "config.json").to_json();
+  if constexpr (requires { typename Model::LearnerTuple; })
+    return Cfg::template load<typename Model::LearnerTuple>(dir / "config.json").to_json();
+  else if constexpr (requires { Cfg::load(dir / "config.json"); }) return Cfg::load(dir / "config.json").to_json();
   else return to_json(load_checkpoint_config(dir));
 }
 

@@ -22,19 +22,19 @@
 namespace ttt::hier {
 
 /// The configuration of the checkpoint folder `dir` (`dir/config.json`, a FormatError when absent).
-template <class Json = nlohmann::json>
+template <class Learners = inner::Builtin, class Json = nlohmann::json>
 HierConfig checkpoint_config(const std::filesystem::path& dir) {
   const auto cfgp = dir / "config.json";
   if (!std::filesystem::exists(cfgp)) throw FormatError(cfgp.string() + ": no such file (expected a model folder with config.json)");
-  return HierConfig::load<Json>(cfgp);
+  return HierConfig::load<Learners, Json>(cfgp);
 }
 
 /// Read every parameter (and the buffers present) from `st` (state_dict names; F32/F16/BF16).
 /// Missing or mis-shaped tensors and tensors that belong to no parameter are errors naming them.
-template <class T>
-void load_weights(HierParams<T>& p, const io::SafeTensors& st) {
-  using M = typename HierParams<T>::M;
-  using Init = typename HierParams<T>::Init;
+template <class T, class Ls>
+void load_weights(HierParams<T, Ls>& p, const io::SafeTensors& st) {
+  using M = typename HierParams<T, Ls>::M;
+  using Init = typename HierParams<T, Ls>::Init;
   std::set<std::string> used;
   auto read = [&](const std::string& name, M& m, const std::vector<int64_t>& shape) {
     const std::vector<float> v = st.read_float(name, shape);
@@ -46,11 +46,11 @@ void load_weights(HierParams<T>& p, const io::SafeTensors& st) {
       throw FormatError(st.source() + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
     read(name, m, shape);
   });
-  p.visit_ttt([&](const ParamRef& r) {
+  p.visit_ttt([&](const BasicParamRef<T>& r) {
     if (!st.contains(r.name))
       throw FormatError(st.source() + ": missing tensor '" + r.name + "' (expected shape " + shape_str(r.shape) + ")");
     const std::vector<float> v = st.read_float(r.name, r.shape);
-    r.copy_in(v.data());
+    for (int64_t i = 0; i < r.numel(); ++i) r.at(i) = T(v[size_t(i)]);
     used.insert(r.name);
   });
   p.visit_buffers([&](const std::string& name, M& m, const std::vector<int64_t>& shape) {
@@ -63,10 +63,10 @@ void load_weights(HierParams<T>& p, const io::SafeTensors& st) {
 }
 
 /// The bytes of `model.safetensors`: every parameter and buffer as F32, state_dict names.
-template <class T>
-std::string serialize_weights(HierParams<T>& p) {
-  using M = typename HierParams<T>::M;
-  using Init = typename HierParams<T>::Init;
+template <class T, class Ls>
+std::string serialize_weights(HierParams<T, Ls>& p) {
+  using M = typename HierParams<T, Ls>::M;
+  using Init = typename HierParams<T, Ls>::Init;
   io::SafeTensorsWriter w;
   w.set_metadata("format", "pt");
   auto put = [&](const std::string& name, M& m, const std::vector<int64_t>& shape) {
@@ -75,9 +75,9 @@ std::string serialize_weights(HierParams<T>& p) {
     w.add(name, shape, buf);
   };
   p.visit([&](const std::string& name, M& m, const std::vector<int64_t>& shape, Init, int64_t) { put(name, m, shape); });
-  p.visit_ttt([&](const ParamRef& r) {
+  p.visit_ttt([&](const BasicParamRef<T>& r) {
     std::vector<float> buf(size_t(r.numel()));
-    r.copy_out(buf.data());
+    for (int64_t i = 0; i < r.numel(); ++i) buf[size_t(i)] = float(r.at(i));
     w.add(r.name, r.shape, buf);
   });
   p.visit_buffers(put);
@@ -85,8 +85,8 @@ std::string serialize_weights(HierParams<T>& p) {
 }
 
 /// Write `dir/config.json` and `dir/model.safetensors` (F32, parameters and buffers).
-template <class T>
-void save_checkpoint(HierParams<T>& p, const std::filesystem::path& dir) {
+template <class T, class Ls>
+void save_checkpoint(HierParams<T, Ls>& p, const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error(dir.string() + ": cannot create directory: " + ec.message());

@@ -32,14 +32,17 @@ namespace ttt::hier {
 
 inline constexpr const char* kModelType = "simple-hierarchical-transformer";
 
-/// The TTT mixers a config may name: "ttt-" and a built-in learner's name (inner/registry.hpp),
-/// optionally "-" and an inner optimizer's (inner/optimizers.hpp; gd when none), optionally
-/// "-before" (query order before, inner::parse_ttt_name): "ttt-linear", "ttt-mlp-momentum",
-/// "ttt-swiglu-muon-before". For messages: "ttt-linear, ttt-mlp, ... [-gd|-momentum|...][-before]".
-inline std::string ttt_mixer_names() {
+/// The TTT mixers a config may name: "ttt-" and a learner's name (the built-in ones of
+/// inner/registry.hpp by default; a program with learners of its own passes its tuple as
+/// `Learners`), optionally "-" and an inner optimizer's (inner/optimizers.hpp; gd when none),
+/// optionally "-before" (query order before, inner::parse_ttt_name): "ttt-linear",
+/// "ttt-mlp-momentum", "ttt-swiglu-muon-before". For messages: "ttt-linear, ttt-mlp, ...
+/// [-gd|-momentum|...][-before]".
+template <class Learners = inner::Builtin>
+std::string ttt_mixer_names() {
   std::string s, o;
   std::apply([&](auto... l) { ((s += (s.empty() ? "ttt-" : ", ttt-") + std::string(decltype(l)::name)), ...); },
-             inner::Builtin{});
+             Learners{});
   std::apply([&](auto... x) { ((o += (o.empty() ? "-" : "|-") + std::string(decltype(x)::name)), ...); },
              inner::BuiltinOptimizers{});
   return s + ", each optionally with an inner optimizer [" + o + "] and then [-before]";
@@ -49,12 +52,17 @@ inline std::string ttt_mixer_names() {
 using TTTMixer = inner::TTTName;
 
 /// The learner and optimizer of a TTT mixer ("ttt-mlp-momentum" -> {"mlp", "momentum"}), or
-/// nullopt when `mixer` is not "ttt-", a built-in learner and optionally "-" a built-in optimizer.
-inline std::optional<TTTMixer> ttt_mixer(std::string_view mixer) { return inner::parse_ttt_name(mixer); }
+/// nullopt when `mixer` is not "ttt-", a learner of `Learners` and optionally "-" a built-in
+/// optimizer.
+template <class Learners = inner::Builtin>
+std::optional<TTTMixer> ttt_mixer(std::string_view mixer) {
+  return inner::parse_ttt_name<Learners>(mixer);
+}
 
 /// The learner of a TTT mixer ("ttt-linear" -> "linear"), or nullopt (see `ttt_mixer`).
-inline std::optional<std::string_view> mixer_learner(std::string_view mixer) {
-  if (const auto m = ttt_mixer(mixer)) return m->learner;
+template <class Learners = inner::Builtin>
+std::optional<std::string_view> mixer_learner(std::string_view mixer) {
+  if (const auto m = ttt_mixer<Learners>(mixer)) return m->learner;
   return std::nullopt;
 }
 
@@ -137,7 +145,9 @@ struct HierConfig {
   int64_t logit_in() const { return predict_use_all_hierarchy ? sum_dims() : dim_of(predict_index()); }
 
   /// The original's constructor checks, plus the combinations it crashes on, as ConfigError
-  /// naming the option and the allowed values.
+  /// naming the option and the allowed values. A TTT mixer names a learner of `Learners` (the
+  /// built-in ones by default).
+  template <class Learners = inner::Builtin>
   void validate(const std::string& source = "config") const {
     auto fail = [&](const std::string& what) { throw ConfigError(source + ": " + what); };
     auto pow2 = [](int64_t v) { return v > 0 && (v & (v - 1)) == 0; };
@@ -187,9 +197,9 @@ struct HierConfig {
     len("mixer", mixer.size());
     for (int64_t h = 0; h < int64_t(H); ++h) {
       const std::string& mx = mixer_of(h);
-      if (mx != "attention" && !mixer_learner(mx))
+      if (mx != "attention" && !mixer_learner<Learners>(mx))
         fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) +
-             "x is not a known mixer (valid: attention, " + ttt_mixer_names() + ")");
+             "x is not a known mixer (valid: attention, " + ttt_mixer_names<Learners>() + ")");
       if (mx == "attention") continue;
       if (window(h) == std::optional<int64_t>(0))
         fail("mixer '" + mx + "' at hierarchy " + std::to_string(compression(h)) +
@@ -215,7 +225,7 @@ struct HierConfig {
 
   // ---- JSON (templates over the JSON type, nlohmann::json by default: a program that includes
   // this header but reads no JSON compiles none of the parser) ----
-  template <class Json>
+  template <class Learners = inner::Builtin, class Json>
   static HierConfig from_json(const Json& j, const std::string& source = "config") {
     auto fail = [&](const std::string& what) { throw FormatError(source + ": " + what); };
     if (!j.is_object()) fail("expected a JSON object at the top level");
@@ -303,7 +313,8 @@ struct HierConfig {
     if (j.contains("mixer")) {
       const auto& v = j["mixer"];
       auto one = [&](const Json& e) {
-        if (!e.is_string()) fail("key 'mixer' entries must be strings (attention, " + ttt_mixer_names() + "), got " + e.dump());
+        if (!e.is_string())
+          fail("key 'mixer' entries must be strings (attention, " + ttt_mixer_names<Learners>() + "), got " + e.dump());
         return e.template get<std::string>();
       };
       c.mixer.clear();
@@ -318,7 +329,7 @@ struct HierConfig {
     if (j.contains("ttt_mini_batch_size")) c.ttt_mini_batch_size = integer(j["ttt_mini_batch_size"], "ttt_mini_batch_size");
     if (j.contains("ttt_base_lr")) c.ttt_base_lr = number(j["ttt_base_lr"], "ttt_base_lr");
     boolean("ttt_use_gate", c.ttt_use_gate);
-    c.validate(source);
+    c.template validate<Learners>(source);
     return c;
   }
 
@@ -362,7 +373,7 @@ struct HierConfig {
     return j;
   }
 
-  template <class Json = nlohmann::json>
+  template <class Learners = inner::Builtin, class Json = nlohmann::json>
   static HierConfig load(const std::filesystem::path& p) {
     const std::string text = io::read_file(p);
     Json j;
@@ -371,7 +382,7 @@ struct HierConfig {
     } catch (const typename Json::exception& e) {
       throw FormatError(p.string() + ": not valid JSON: " + e.what());
     }
-    return from_json(j, p.string());
+    return from_json<Learners>(j, p.string());
   }
 };
 

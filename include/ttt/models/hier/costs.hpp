@@ -17,8 +17,8 @@ namespace ttt::hier {
 /// layer and hierarchy (L_h = ceil(n / s) rows, a phases of ceil(L_h / a)) the mixer (attention:
 /// qkv and output projections + attn::forward_flops per head and phase, O(L_h w) for a window;
 /// TTT: TTTLayer::flops_per_token per row) and the feedforward (2 products), the merges, the logits.
-template <class T>
-double forward_flops(const HierParams<T>& p, int64_t n) {
+template <class T, class Ls>
+double forward_flops(const HierParams<T, Ls>& p, int64_t n) {
   const HierConfig& cfg = p.cfg;
   const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim();
   double f = 0;
@@ -49,8 +49,8 @@ double forward_flops(const HierParams<T>& p, int64_t n) {
 /// FLOPs of one `loss` + backward on a sequence of n + 1 tokens (n inputs): 3x the forward and
 /// the loss heads (a product's backward is two products), plus attention's backward beyond 2x its
 /// forward (attn::backward_flops recomputes q.k: 10d instead of 8d per pair) ignored.
-template <class T>
-double train_flops(const HierParams<T>& p, int64_t n) {
+template <class T, class Ls>
+double train_flops(const HierParams<T, Ls>& p, int64_t n) {
   const HierConfig& cfg = p.cfg;
   double heads = 0;
   for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
@@ -66,8 +66,8 @@ double train_flops(const HierParams<T>& p, int64_t n) {
 /// until the tape ends): per hierarchy and layer the rows of the norms, projections, attention
 /// or TTT output, feedforward and phase gathers; the unfolded compression input; the merges; the
 /// logits. A rough count (for memory checks before a long run), not a bound.
-template <class T>
-int64_t forward_bytes(const HierParams<T>& p, int64_t n) {
+template <class T, class Ls>
+int64_t forward_bytes(const HierParams<T, Ls>& p, int64_t n) {
   const HierConfig& cfg = p.cfg;
   const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim();
   int64_t f = n * D;

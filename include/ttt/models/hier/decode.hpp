@@ -34,10 +34,10 @@
 
 namespace ttt::hier {
 
-template <class T>
+template <class T, class Learners = inner::Builtin>
 class Decoder {
  public:
-  using Model = HierarchicalTransformerT<T>;
+  using Model = HierarchicalTransformerT<T, Learners>;
   using M = ad::Matrix<T>;
   using V = ad::Var<T>;
 
@@ -134,7 +134,7 @@ class Decoder {
   struct slots_of<std::variant<std::monostate, Ls...>> {
     using type = std::variant<std::monostate, TTTSlot<Ls>...>;
   };
-  using TTTSlots = slots_of<typename detail::ttt_layers_of<inner::Builtin, T>::Layer>;
+  using TTTSlots = slots_of<typename detail::ttt_layers_of<Learners, T>::Layer>;
 
   struct Phase {
     M prev_in, prev_mid;  // the previous rows entering the two token shifts
@@ -265,8 +265,8 @@ class Decoder {
   std::vector<M> final_;                                  // [h] latest final-normed row
 };
 
-template <class T>
-typename Decoder<T>::M Decoder<T>::prefill(std::span<const int64_t> ids) {
+template <class T, class Learners>
+typename Decoder<T, Learners>::M Decoder<T, Learners>::prefill(std::span<const int64_t> ids) {
   const HierConfig& c = m_->cfg;
   if (t_ != 0)
     throw Error("hier::Decoder::prefill: the sequence is at position " + std::to_string(t_) +
@@ -311,8 +311,8 @@ typename Decoder<T>::M Decoder<T>::prefill(std::span<const int64_t> ids) {
   return logits.bottomRows(1);
 }
 
-template <class T>
-typename Decoder<T>::M Decoder<T>::step(int64_t token) {
+template <class T, class Learners>
+typename Decoder<T, Learners>::M Decoder<T, Learners>::step(int64_t token) {
   const HierConfig& c = m_->cfg;
   if (t_ >= c.seq_len)
     throw ShapeError("hier::Decoder: position " + std::to_string(t_) + " is past seq_len = " + std::to_string(c.seq_len));
@@ -391,14 +391,14 @@ typename Decoder<T>::M Decoder<T>::step(int64_t token) {
 /// `n_new` tokens after `prompt` with a Decoder (the prompt in one prefill, then one step per
 /// new token): the same tokens as `generate` (generate.hpp) up to rounding, without a full forward
 /// per token. prompt + n_new must fit in seq_len (ShapeError otherwise).
-template <class T, class Sampler>
-std::vector<int64_t> generate_cached(const HierarchicalTransformerT<T>& m, const std::vector<int64_t>& prompt,
+template <class T, class Learners, class Sampler>
+std::vector<int64_t> generate_cached(const HierarchicalTransformerT<T, Learners>& m, const std::vector<int64_t>& prompt,
                                      int64_t n_new, const Sampler& sampler, std::mt19937_64& rng) {
   if (prompt.empty()) throw ShapeError("hier::generate_cached: the prompt must hold at least one token");
   if (n_new < 0 || int64_t(prompt.size()) + n_new > m.cfg.seq_len)
     throw ShapeError("hier::generate_cached: prompt (" + std::to_string(prompt.size()) + ") + new tokens (" +
                      std::to_string(n_new) + ") must be at most seq_len = " + std::to_string(m.cfg.seq_len));
-  Decoder<T> dec(m);
+  Decoder<T, Learners> dec(m);
   ad::Matrix<T> logits = dec.prefill(prompt);
   std::vector<int64_t> out;
   std::vector<float> row(size_t(m.cfg.num_tokens));

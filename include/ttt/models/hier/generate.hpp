@@ -76,8 +76,8 @@ inline Sampler library_sampler(SamplingOptions opt) {
 
 /// `n_new` tokens after `prompt` (not repeated in the result): per token, one forward over the last
 /// seq_len tokens so far and the sampler on the last row. `on_token(tok)` may return false to stop.
-template <class T>
-std::vector<int64_t> generate(const HierarchicalTransformerT<T>& m, const std::vector<int64_t>& prompt, int64_t n_new,
+template <class T, class Learners>
+std::vector<int64_t> generate(const HierarchicalTransformerT<T, Learners>& m, const std::vector<int64_t>& prompt, int64_t n_new,
                               const Sampler& sampler, std::mt19937_64& rng,
                               const std::function<bool(int64_t)>& on_token = nullptr) {
   if (prompt.empty()) throw ShapeError("hier::generate: the prompt must hold at least one token");

@@ -63,22 +63,22 @@ struct ForwardExtras {
 namespace detail {
 
 /// Parameter leaves of one tape: each parameter enters once, with its gradient sink.
-template <class T>
+template <class T, class Ls>
 struct Leaves {
   using M = ad::Matrix<T>;
   using V = ad::Var<T>;
-  using Init = typename HierParams<T>::Init;
+  using Init = typename HierParams<T, Ls>::Init;
   ad::Tape<T>& tape;
-  HierParams<T>* grad = nullptr;  // where the TTT mixers' parameter gradients go
+  HierParams<T, Ls>* grad = nullptr;  // where the TTT mixers' parameter gradients go
   ForwardExtras<T>* tap = nullptr;  // forward with extras->phases: rows recorded here
   int64_t layer = 0;                // the layer being built (for the tap)
   std::unordered_map<const M*, V> vars;
   std::unordered_map<const M*, M*> sinks;
-  Leaves(ad::Tape<T>& t, const HierParams<T>& model, HierParams<T>* g) : tape(t), grad(g) {
+  Leaves(ad::Tape<T>& t, const HierParams<T, Ls>& model, HierParams<T, Ls>* g) : tape(t), grad(g) {
     if (!grad) return;
     std::vector<const M*> a;
     std::vector<M*> b;
-    const_cast<HierParams<T>&>(model).visit(
+    const_cast<HierParams<T, Ls>&>(model).visit(
         [&](const std::string&, M& m, const std::vector<int64_t>&, Init, int64_t) { a.push_back(&m); });
     grad->visit([&](const std::string&, M& m, const std::vector<int64_t>&, Init, int64_t) { b.push_back(&m); });
     for (size_t i = 0; i < a.size(); ++i) sinks[a[i]] = b[i];
@@ -131,8 +131,8 @@ ad::Var<T> token_shift(ad::Var<T> x) {
 }
 
 /// Attention of one phase sequence z (m, d).
-template <class T>
-ad::Var<T> attention(const HierConfig& cfg, Leaves<T>& P, const typename HierParams<T>::Block& b, int64_t h,
+template <class T, class Ls>
+ad::Var<T> attention(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierParams<T, Ls>::Block& b, int64_t h,
                      ad::Var<T> z, ad::Matrix<T>* xn_out) {
   using M = ad::Matrix<T>;
   using V = ad::Var<T>;
@@ -194,8 +194,8 @@ ad::Var<T> ttt_op(const TTTLayer<L, T>& layer, TTTLayer<L, T>* glayer, ad::Var<T
 }
 
 /// The TTT mixer of one phase sequence z (m, d): LayerNorm then the TTT layer.
-template <class T>
-ad::Var<T> ttt_mixer(Leaves<T>& P, const typename HierParams<T>::Block& b, typename HierParams<T>::Block* gb,
+template <class T, class Ls>
+ad::Var<T> ttt_mixer(Leaves<T, Ls>& P, const typename HierParams<T, Ls>::Block& b, typename HierParams<T, Ls>::Block* gb,
                      ad::Var<T> z, ad::Matrix<T>* xn_out) {
   const ad::Var<T> xn = ad::layer_norm(z, P(b.attn.norm_w), P(b.attn.norm_b));
   if (xn_out) *xn_out = xn.value();
@@ -208,9 +208,9 @@ ad::Var<T> ttt_mixer(Leaves<T>& P, const typename HierParams<T>::Block& b, typen
 }
 
 /// One HierarchicalBlock on hierarchy h's rows x (L_h, d). gb: the gradient model's block (or null).
-template <class T>
-ad::Var<T> block(const HierConfig& cfg, Leaves<T>& P, const typename HierParams<T>::Block& b,
-                 typename HierParams<T>::Block* gb, int64_t h, ad::Var<T> x) {
+template <class T, class Ls>
+ad::Var<T> block(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierParams<T, Ls>::Block& b,
+                 typename HierParams<T, Ls>::Block* gb, int64_t h, ad::Var<T> x) {
   using M = ad::Matrix<T>;
   using V = ad::Var<T>;
   const int64_t L = x.rows(), a = cfg.axial(h);
@@ -243,8 +243,8 @@ ad::Var<T> block(const HierConfig& cfg, Leaves<T>& P, const typename HierParams<
 
 /// The whole model on one sequence `ids` (checked: 1 .. seq_len tokens inside the vocabulary),
 /// its parameters entering through P (and its taps, P.tap).
-template <class T>
-Graph<T> build(const HierParams<T>& p, Leaves<T>& P, const std::vector<int64_t>& ids) {
+template <class T, class Ls>
+Graph<T> build(const HierParams<T, Ls>& p, Leaves<T, Ls>& P, const std::vector<int64_t>& ids) {
   using V = ad::Var<T>;
   const HierConfig& cfg = p.cfg;
   const int64_t n = int64_t(ids.size()), H = cfg.num_hierarchies();
@@ -307,10 +307,10 @@ Graph<T> build(const HierParams<T>& p, Leaves<T>& P, const std::vector<int64_t>&
 }  // namespace detail
 
 /// Logits (n, V) of one sequence (n <= seq_len); with `extras`, its taps filled in.
-template <class T>
-ad::Matrix<T> forward_logits(const HierParams<T>& p, const std::vector<int64_t>& ids, ForwardExtras<T>* extras = nullptr) {
+template <class T, class Ls>
+ad::Matrix<T> forward_logits(const HierParams<T, Ls>& p, const std::vector<int64_t>& ids, ForwardExtras<T>* extras = nullptr) {
   ad::Tape<T> tape;
-  detail::Leaves<T> leaves(tape, p, nullptr);
+  detail::Leaves<T, Ls> leaves(tape, p, nullptr);
   if (extras && extras->phases) {
     leaves.tap = extras;
     extras->phase_rows.clear();

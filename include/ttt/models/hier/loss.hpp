@@ -27,12 +27,12 @@ struct Losses {
 namespace detail {
 
 /// A ShapeError unless g has p's parameters (names and shapes, in order) and mixers.
-template <class T>
-void check_same_shape(const HierParams<T>& p, HierParams<T>& g) {
-  using M = typename HierParams<T>::M;
-  using Init = typename HierParams<T>::Init;
+template <class T, class Ls>
+void check_same_shape(const HierParams<T, Ls>& p, HierParams<T, Ls>& g) {
+  using M = typename HierParams<T, Ls>::M;
+  using Init = typename HierParams<T, Ls>::Init;
   std::vector<std::pair<std::string, std::pair<Eigen::Index, Eigen::Index>>> a;
-  const_cast<HierParams<T>&>(p).visit(
+  const_cast<HierParams<T, Ls>&>(p).visit(
       [&](const std::string& n, M& m, const std::vector<int64_t>&, Init, int64_t) { a.push_back({n, {m.rows(), m.cols()}}); });
   size_t i = 0;
   g.visit([&](const std::string& n, M& m, const std::vector<int64_t>&, Init, int64_t) {
@@ -58,14 +58,14 @@ void check_same_shape(const HierParams<T>& p, HierParams<T>& g) {
 ///           the c tokens each row covers (left-padded with 0; always ignoring 0, as the original)
 ///   ar    = sum over hierarchies c > 1 of 1 - mean cosine(Linear(e)[:-1], e[1:])
 /// With `grad`, d total / d parameter is ADDED into grad's parameters.
-template <class T>
-Losses loss(const HierParams<T>& p, const std::vector<std::vector<int64_t>>& batch, HierParams<T>* grad = nullptr) {
+template <class T, class Ls>
+Losses loss(const HierParams<T, Ls>& p, const std::vector<std::vector<int64_t>>& batch, HierParams<T, Ls>* grad = nullptr) {
   using V = ad::Var<T>;
   const HierConfig& cfg = p.cfg;
   if (batch.empty()) throw ShapeError("HierarchicalTransformer::loss: empty batch");
   if (grad) detail::check_same_shape(p, *grad);
   ad::Tape<T> tape;
-  detail::Leaves<T> leaves(tape, p, grad);
+  detail::Leaves<T, Ls> leaves(tape, p, grad);
   const int64_t H = cfg.num_hierarchies(), Vn = cfg.num_tokens;
   std::vector<V> ce_parts;
   int64_t ce_count = 0;
@@ -132,14 +132,13 @@ Losses loss(const HierParams<T>& p, const std::vector<std::vector<int64_t>>& bat
 
 // The trainer's hooks take the model class itself (model.hpp), not HierParams: ttt::train's
 // generic set_ttt_base_lr(Model&) / loss_and_grad(const Model&, ...) would otherwise win overload
-// resolution (an exact match beats a derived-to-base conversion).
-template <class T>
-class HierarchicalTransformerT;
+// resolution (an exact match beats a derived-to-base conversion). (HierarchicalTransformerT is
+// declared in params.hpp.)
 
 /// The inner learning rate of every TTT mixer (ttt::train's trainer warms it up from 0; found by
 /// argument-dependent lookup, preferred over train::set_ttt_base_lr as the more specialised).
-template <class T>
-void set_ttt_base_lr(HierarchicalTransformerT<T>& model, double v) {
+template <class T, class Ls>
+void set_ttt_base_lr(HierarchicalTransformerT<T, Ls>& model, double v) {
   model.cfg.ttt_base_lr = v;
   for (auto& layer : model.layers)
     for (auto& b : layer) b.with_ttt([&](auto& l) { l.base_lr = v; });
@@ -149,9 +148,9 @@ void set_ttt_base_lr(HierarchicalTransformerT<T>& model, double v) {
 /// parallel_loss_and_grad call it): `grad` is overwritten with d total / d parameter and the
 /// original's total loss (ce + recon_loss_weight recon + hierarchical_ar_loss_weight ar) is
 /// returned. GradOptions do not apply (the TTT mixers keep every mini-batch's state).
-template <class T>
-double loss_and_grad(const HierarchicalTransformerT<T>& model, const std::vector<std::vector<int64_t>>& batch,
-                     HierarchicalTransformerT<T>& grad, const train::GradOptions& = {}) {
+template <class T, class Ls>
+double loss_and_grad(const HierarchicalTransformerT<T, Ls>& model, const std::vector<std::vector<int64_t>>& batch,
+                     HierarchicalTransformerT<T, Ls>& grad, const train::GradOptions& = {}) {
   grad.zero();
   return hier::loss(model, batch, &grad).total;
 }

@@ -4,8 +4,10 @@
 /// computes it, on the autodiff tape of ttt/ad: logits, the loss and its three parts, and exact
 /// gradients. Templated on the scalar type (float for use, double for finite-difference checks).
 ///
-/// HierarchicalTransformerT<T> is the class users name; it ties together one room per concept:
-///   params.hpp      HierParams<T> (its base): the parameters, construction, visitors, init, zero
+/// HierarchicalTransformerT<T> is the class users name (HierarchicalTransformerT<T, Learners> when
+/// its TTT mixers may name learners of the user's own, see HierParams); it ties together one room
+/// per concept:
+///   params.hpp      HierParams<T, Learners> (its base): the parameters, construction, visitors, init, zero
 ///   graph.hpp       the computation on the tape (`forward`, Extras: the decoder's taps)
 ///   loss.hpp        `loss` (CE + recon + hierarchical AR) and the trainer's hooks
 ///   costs.hpp       forward_flops, train_flops, forward_bytes
@@ -48,10 +50,10 @@ namespace ttt::hier {
 /// The model: its parameters (the public members of HierParams<T>: cfg, emb, layers, ... and
 /// visit, visit_params, visit_buffers, visit_ttt, ttt_config, num_params, init_weights, zero) and
 /// the operations on them, each forwarding to its room.
-template <class T>
-class HierarchicalTransformerT : public HierParams<T> {
+template <class T, class Learners>
+class HierarchicalTransformerT : public HierParams<T, Learners> {
  public:
-  using Base = HierParams<T>;
+  using Base = HierParams<T, Learners>;
   using typename Base::M;
   using typename Base::V;
   using typename Base::Init;
@@ -60,6 +62,7 @@ class HierarchicalTransformerT : public HierParams<T> {
   using typename Base::Compress;
   using typename Base::Merge;
   using Extras = ForwardExtras<T>;
+  using typename Base::LearnerTuple;
 
   /// A model of this configuration with zero parameters and the rotary buffers filled in (the
   /// shape of a gradient); call `init_weights` for PyTorch's default initialisation.
@@ -76,7 +79,7 @@ class HierarchicalTransformerT : public HierParams<T> {
   /// Build from `dir/config.json` + `dir/model.safetensors` (state_dict names; F32/F16/BF16).
   /// Missing or mis-shaped tensors and tensors that belong to no parameter are errors naming them.
   static HierarchicalTransformerT load(const std::filesystem::path& dir) {
-    HierarchicalTransformerT m(checkpoint_config(dir));
+    HierarchicalTransformerT m(checkpoint_config<Learners>(dir));
     m.load_weights(io::SafeTensors::load(dir / "model.safetensors"));
     return m;
   }

@@ -29,16 +29,17 @@
 namespace ttt::hier {
 
 /// fn.template operator()<L>() for the learner L of hierarchy h's TTT mixer (cfg.mixer
-/// "ttt-<learner>[-<optimizer>]", through inner::with_learner); a ConfigError naming the mixer and the valid
-/// ones for any other mixer (attention included: it has no learner).
-template <class F>
+/// "ttt-<learner>[-<optimizer>]", through inner::with_learner over `Learners`, the built-in ones by
+/// default); a ConfigError naming the mixer and the valid ones for any other mixer (attention
+/// included: it has no learner).
+template <class Learners = inner::Builtin, class F>
 decltype(auto) with_mixer_learner(const HierConfig& cfg, int64_t h, F&& fn) {
   const std::string& mx = cfg.mixer_of(h);
-  const std::optional<std::string_view> learner = mixer_learner(mx);
+  const std::optional<std::string_view> learner = mixer_learner<Learners>(mx);
   if (!learner)
     throw ConfigError("mixer '" + mx + "' at hierarchy " + std::to_string(cfg.compression(h)) +
-                      "x is not a TTT mixer (valid: " + ttt_mixer_names() + ")");
-  return inner::with_learner(*learner, "mixer '" + mx + "'", std::forward<F>(fn));
+                      "x is not a TTT mixer (valid: " + ttt_mixer_names<Learners>() + ")");
+  return inner::with_learner<Learners>(*learner, "mixer '" + mx + "'", std::forward<F>(fn));
 }
 
 namespace detail {
@@ -51,8 +52,14 @@ struct ttt_layers_of<std::tuple<L...>, T> {
 };
 }  // namespace detail
 
-template <class T>
+/// The parameters of a hierarchical transformer in scalar T whose TTT mixers may name the learners
+/// of `Learners` (a std::tuple; the built-in ones by default, a program with learners of its own
+/// passes a longer tuple, e.g. std::tuple_cat(inner::Builtin{}, std::tuple<Mine>{})).
+template <class T, class Learners = inner::Builtin>
 struct HierParams {
+  using Scalar = T;
+  /// The learners a TTT mixer may name.
+  using LearnerTuple = Learners;
   using M = ad::Matrix<T>;
   using V = ad::Var<T>;
 
@@ -70,7 +77,7 @@ struct HierParams {
     Attn attn;  // with a TTT mixer: only norm_w, norm_b (its pre-LayerNorm)
     /// The TTT mixer (cfg.mixer) in scalar T: a TTTLayer of one of the registry's learners, or
     /// none (monostate).
-    typename detail::ttt_layers_of<inner::Builtin, T>::Layer ttt_layer;
+    typename detail::ttt_layers_of<Learners, T>::Layer ttt_layer;
     bool ttt() const { return ttt_layer.index() != 0; }
     /// fn(layer) on the TTT layer, when the block has one.
     template <class F>
@@ -112,7 +119,7 @@ struct HierParams {
   /// The parameters of this configuration, all zero, with the rotary buffers filled in (the
   /// shape of a gradient); `init_weights` gives PyTorch's default initialisation.
   explicit HierParams(HierConfig c) : cfg(std::move(c)) {
-    cfg.validate();
+    cfg.template validate<Learners>();
     const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim(), Vn = cfg.num_tokens;
     emb = M::Zero(Vn, D);
     hpred_w.resize(static_cast<size_t>(H));
@@ -152,7 +159,7 @@ struct HierParams {
           b.attn.norm_w = M::Zero(1, d);
           b.attn.norm_b = M::Zero(1, d);
           const ModelConfig mc = ttt_config(h);
-          with_mixer_learner(cfg, h, [&]<class L>() { b.ttt_layer.template emplace<TTTLayer<L, T>>(mc); });
+          with_mixer_learner<Learners>(cfg, h, [&]<class L>() { b.ttt_layer.template emplace<TTTLayer<L, T>>(mc); });
           b.with_ttt([](auto& l) {
             l.visit_params("", [](const auto& p) {
               for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = T(0);
@@ -313,8 +320,8 @@ struct HierParams {
     mc.ttt_base_lr = cfg.ttt_base_lr;
     mc.use_gate = cfg.ttt_use_gate;
     mc.share_qk = false;
-    mc.ttt_layer_type = with_mixer_learner(cfg, h, []<class L>() { return std::string(L::name); });
-    const auto m = *ttt_mixer(cfg.mixer_of(h));
+    mc.ttt_layer_type = with_mixer_learner<Learners>(cfg, h, []<class L>() { return std::string(L::name); });
+    const auto m = *ttt_mixer<Learners>(cfg.mixer_of(h));
     mc.ttt_inner_optimizer = std::string(m.optimizer);
     mc.ttt_query_order = inner::order_name(m.order);
     return mc;
@@ -357,5 +364,9 @@ struct HierParams {
     });
   }
 };
+
+/// The model class (model.hpp): HierParams and the operations on them.
+template <class T, class Learners = inner::Builtin>
+class HierarchicalTransformerT;
 
 }  // namespace ttt::hier
