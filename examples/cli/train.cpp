@@ -1,6 +1,7 @@
 // ttt train: train a model on byte-level text, checkpoints into --out. --arch ttt (a TTT language
 // model, the learner picked by --layer) or --arch hier (simple-hierarchical-transformer, its
 // constructor arguments as flags or a --config file); the training loop is the same for both.
+// Under `mpirun -np N` the N processes train one model together, data parallel (processes.cpp).
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
@@ -21,6 +22,7 @@
 #include <ttt/io/tokenizer.hpp>
 #include <ttt/models/hier/model.hpp>
 #include <ttt/models/ttt_model.hpp>
+#include <ttt/train/communicator.hpp>
 #include <ttt/train/data.hpp>
 #include <ttt/train/trainer.hpp>
 
@@ -165,6 +167,9 @@ ttt::ModelConfig ttt_train_config(const TrainArgs& a) {
   return c;
 }
 
+int train_in(const TrainArgs& a, bool hier, const std::optional<ttt::hier::HierConfig>& hcfg,
+             const std::optional<ttt::ModelConfig>& tcfg, ttt::train::Communicator* comm);
+
 int run_train(const TrainArgs& a) {
   const bool hier = a.arch == "hier";
   for (const std::string& f : hier ? kTTTOnlyFlags : kHierOnlyFlags)
@@ -182,6 +187,23 @@ int run_train(const TrainArgs& a) {
   // --threads spreads the sequences of a batch; the per-head loops of small models cost more to
   // share than to run, so they get one thread.
   ttt::set_inner_threads(1);
+  // Under mpirun: every process reads the same data and draws the same batches, computes its share
+  // and takes the same step; an error on any of them stops them all (Communicator::abort).
+  const std::shared_ptr<ttt::train::Communicator> comm = join_processes();
+  if (!comm) return train_in(a, hier, hcfg, tcfg, nullptr);
+  try {
+    return train_in(a, hier, hcfg, tcfg, comm.get());
+  } catch (const UsageError& e) {
+    comm->abort(one_line(e.what()) + " (see --help)");
+  } catch (const std::exception& e) {
+    comm->abort(one_line(e.what()));
+  }
+  return 1;  // not reached: abort ends the processes
+}
+
+int train_in(const TrainArgs& a, bool hier, const std::optional<ttt::hier::HierConfig>& hcfg,
+             const std::optional<ttt::ModelConfig>& tcfg, ttt::train::Communicator* comm) {
+  const int ranks = comm ? comm->size() : 1;
   ttt::train::TextData data(ttt::train::load_byte_corpus(a.data), a.seq_len, a.val_fraction, a.seed, a.data);
   ttt::train::TrainOptions o;
   o.steps = a.steps, o.batch = a.batch, o.accum = a.accum;
@@ -193,6 +215,7 @@ int run_train(const TrainArgs& a) {
   o.progress = !a.quiet;
   o.threads = a.threads > 0 ? a.threads : 1;
   o.scan_checkpoint_group = a.scan_group;
+  o.comm = comm;
   o.args = {{"data", a.data},         {"layer", a.layer},         {"seq_len", a.seq_len},   {"batch", a.batch},
             {"steps", a.steps},       {"accum", a.accum},         {"lr", a.lr},             {"min_lr", a.min_lr},
             {"warmup", o.warmup_steps()}, {"ttt_warmup", o.ttt_warmup_steps()}, {"weight_decay", a.weight_decay},
@@ -213,12 +236,20 @@ int run_train(const TrainArgs& a) {
       fit(m);
     });
   }
+  if (comm && comm->rank() != 0) return 0;  // rank 0 reports
   std::cout << "trained steps " << r.start_step << ".." << r.end_step << " of " << a.steps;
   if (!r.losses.empty()) std::cout << ", last train loss " << r.losses.back();
   if (!r.val.empty()) std::cout << ", val loss " << r.val.back().second;
   char tps[64];
   std::snprintf(tps, sizeof tps, "%.0f", r.tokens_per_s);
-  std::cout << ", " << tps << " tokens/s; wrote " << a.out << "\n";
+  std::cout << ", " << tps << " tokens/s";
+  if (ranks > 1 && r.end_step > r.start_step) {
+    char ar[160];
+    std::snprintf(ar, sizeof ar, " (%s; allreduce of %.2f MB, %.2f ms per step)", comm->describe().c_str(),
+                  double(r.allreduce_bytes) / 1e6, 1e3 * r.allreduce_seconds / double(r.end_step - r.start_step));
+    std::cout << ar;
+  }
+  std::cout << "; wrote " << a.out << "\n";
   return 0;
 }
 
@@ -230,7 +261,8 @@ Command add_train(CLI::App& app) {
   const CLI::Validator& finite = finite_number();
   const auto range = [](int64_t lo, int64_t hi) { return CLI::Range(lo, hi); };
   CLI::App* s = app.add_subcommand(
-      "train", "Train a model on byte-level text (a file or a folder of files); checkpoints into --out.");
+      "train", "Train a model on byte-level text (a file or a folder of files); checkpoints into --out. Under "
+      "`mpirun -np N` the N processes train it together, data parallel (--batch is the global batch).");
   s->add_option("--data", t.data, "Training text: a file, or a folder (all files, recursive, sorted)")->required();
   s->add_option("--out", t.out, "Output folder: config.json, model.safetensors, optimizer.safetensors, "
                                 "trainer.json, log.csv")->required();
@@ -272,7 +304,8 @@ Command add_train(CLI::App& app) {
                 "(less memory at long context, same gradients; 0 = keep all)")
       ->check(range(0, int64_t(1) << 30))->capture_default_str();
   s->add_option("--threads", t.threads,
-                "Threads over the sequences of a batch (0 = 1; a resumed run continues bit for bit with the same count)")->check(CLI::Range(0, 4096));
+                "Threads over the sequences of a batch, per process (0 = 1; a resumed run continues bit for bit with the same "
+                "count of processes and threads)")->check(CLI::Range(0, 4096));
   s->add_flag("--quiet", t.quiet, "No progress line on stderr");
   add_update_flags(s, t.update);
   s->add_option("--arch", t.arch,

@@ -46,6 +46,7 @@
 #include "layers/ttt_layer.hpp"
 #include "layers/ttt_layer_grad.hpp"
 // io: files, safetensors, JSON, the byte tokenizer
+#include "io/bpe_tokenizer.hpp"
 #include "io/config_json.hpp"
 #include "io/file.hpp"
 #include "io/safetensors.hpp"

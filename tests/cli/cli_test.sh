@@ -17,9 +17,17 @@
 #                       train, generate, info, eval --grads and eval-loss with a user's learner, as
 #                       the TTT layer and as a hierarchical model's mixer (--arch hier --mixer);
 #                       an unknown --layer or --mixer lists every learner
+#       train_mpi MPIRUN  mpirun -np 2 ttt train == one process of --threads 2, bit for bit (TTT and
+#                       hier); --resume after it (2 processes, or 1 of 2 threads) continues bit for bit;
+#                       ranks given other flags stop at the start; a rank killed mid-run stops the
+#                       other, the last checkpoint loads and --resume finishes the run
 #       train_hier      ttt train --arch hier (TTT-Linear at 2x): resume bit for bit, --config, the
 #                       output loads in info / generate / eval / eval-loss, eval --grads checked by
 #                       finite differences through the program (fd_grads.py), bad flags and configs
+#       tokenize        ttt tokenize with the Llama-2 tokenizer (data/llama2, scripts/setup.sh
+#                       --llama-tokenizer; skipped without it): "Hello world!" <-> its ids, round trips,
+#                       bad files / ids / flags; ttt generate --tokenizer on a random 32,000-token model
+#                       prints the text of the ids it generates; a vocab_size that does not match
 # Exit status: 0 pass, 1 fail, 77 skipped (ctest SKIP_RETURN_CODE).
 set -u
 
@@ -585,8 +593,156 @@ case_inner_update() {
   run 1 info --model sw && check_err "ttt info: " "config.json" "ttt_inner_optimizer 'lion'" "gd, momentum, decay, muon, adam"
 }
 
+# mpi EXPECTED_RC NP ARGS...: mpirun -np NP ttt ARGS..., stdout in out.txt, stderr in err.txt.
+mpi() {
+  local want=$1 np=$2
+  shift 2
+  timeout 240 "$MPIRUN" -np "$np" "$TTT" "$@" >out.txt 2>err.txt
+  local rc=$?
+  if [ "$rc" != "$want" ]; then
+    fail "mpirun -np $np ttt $* exited $rc, expected $want; stderr: $(head -c 600 err.txt)"
+    return 1
+  fi
+  return 0
+}
+
+case_train_mpi() {
+  MPIRUN=$ARG
+  { [ -n "$MPIRUN" ] && command -v "$MPIRUN" >/dev/null; } || skip "no mpirun (MPI not found at configure time)"
+  # Open MPI refuses root without these (CI containers run as root); CI machines have 2 cores
+  [ "$(id -u)" = 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
+  make_corpus
+  local b=(train --data corpus --hidden 16 --layers 2 --heads 2 --mini-batch 8 --seq-len 32 --batch 3 --warmup 2
+    --val-every 3 --seed 5 --quiet)
+  local t=("${b[@]}" --lr 3e-3 --steps 6 --save-every 2)
+  run 0 "${t[@]}" --threads 2 --out one || return
+  mpi 0 2 "${t[@]}" --out two || return
+  [ "$(grep -c '^trained steps 0..6 of 6' out.txt)" = 1 ] || fail "expected one report (rank 0's): $(cat out.txt)"
+  grep -q "MPI, 2 processes" out.txt || fail "the report does not say the processes: $(cat out.txt)"
+  cmp -s one/model.safetensors two/model.safetensors || fail "2 processes: weights differ from 1 process of 2 threads"
+  cmp -s one/optimizer.safetensors two/optimizer.safetensors || fail "2 processes: optimizer state differs"
+  diff <(cut -d, -f1-3 one/log.csv) <(cut -d, -f1-3 two/log.csv) >/dev/null || fail "2 processes: train losses differ"
+  grep -q '"processes": 2' two/trainer.json || fail "trainer.json does not record 2 processes"
+  # resume after 2 processes: with 2, and with 1 process of 2 threads (the same shares)
+  mpi 0 2 "${t[@]}" --out part --stop-after 4 && mpi 0 2 "${t[@]}" --out part --resume &&
+    { cmp -s two/model.safetensors part/model.safetensors || fail "2 processes, --resume with 2: weights differ"; }
+  mpi 0 2 "${t[@]}" --out part1 --stop-after 4 && run 0 "${t[@]}" --threads 2 --out part1 --resume &&
+    { cmp -s two/model.safetensors part1/model.safetensors || fail "2 processes, --resume with 1: weights differ"; }
+  # the hierarchical model trains the same way
+  local h=(train --arch hier --data corpus --hidden 16 --layers 1 --heads 2 --hierarchies 1,2 --window-sizes none,none
+    --mixer attention,ttt-linear --mini-batch 4 --seq-len 16 --batch 2 --steps 3 --seed 2 --quiet)
+  run 0 "${h[@]}" --threads 2 --out hone && mpi 0 2 "${h[@]}" --out htwo &&
+    { cmp -s hone/model.safetensors htwo/model.safetensors || fail "--arch hier, 2 processes: weights differ"; }
+  # ranks started with other flags (one command per rank)
+  timeout 120 "$MPIRUN" -np 1 "$TTT" "${b[@]}" --steps 6 --lr 3e-3 --out diff : -np 1 "$TTT" "${b[@]}" --steps 6 --lr 1e-3 \
+    --out diff >out.txt 2>err.txt
+  local rc=$?
+  { [ $rc != 0 ] && [ $rc != 124 ]; } || fail "ranks with different --lr: exit $rc, expected an error"
+  grep -q "rank 1 of 2 has other training options than rank 0" err.txt || fail "different --lr: $(head -c 600 err.txt)"
+  [ -e diff/trainer.json ] && fail "different --lr: a checkpoint was written"
+  # a rank killed mid-run: the other stops (no hang), the last checkpoint loads, --resume goes on
+  local k=("${b[@]}" --lr 3e-3 --steps 100000 --save-every 1 --out killed)
+  timeout 240 "$MPIRUN" -np 2 "$TTT" "${k[@]}" >kout.txt 2>kerr.txt &
+  local job=$! i
+  for i in $(seq 1 300); do
+    grep -qE '"step": ([3-9]|[1-9][0-9]+),' killed/trainer.json 2>/dev/null && break
+    sleep 0.1
+  done
+  local launcher victim
+  launcher=$(pgrep -P $job | head -1)
+  victim=$(pgrep -P "${launcher:-0}" | tail -1)
+  if [ -z "$victim" ]; then
+    fail "killed run: no rank process found under mpirun"
+    kill $job
+    wait $job
+    return
+  fi
+  kill -9 "$victim"
+  wait $job
+  rc=$?
+  [ $rc = 124 ] && fail "after a rank was killed the other did not stop within 240 s"
+  [ $rc = 0 ] && fail "a killed rank: mpirun exited 0"
+  run 0 info --model killed || fail "the checkpoint left by the killed run does not load"
+  local at
+  at=$(grep -oE '"step": [0-9]+' killed/trainer.json | grep -oE '[0-9]+')
+  [ "${at:-0}" -ge 3 ] || fail "killed run: trainer.json at step ${at:-?}"
+  mpi 0 2 "${k[@]}" --stop-after $((at + 2)) --resume || return
+  grep -q "trained steps $at..$((at + 2)) of 100000" out.txt || fail "--resume after the kill: $(cat out.txt)"
+}
+
+# ttt tokenize and generate --tokenizer with the Llama-2 tokenizer (Mistral's too where it is there).
+case_tokenize() {
+  local data=${TTT_DATA_DIR:-$SRC/../../data}
+  local tok=$data/llama2/tokenizer.json
+  [ -f "$tok" ] || skip "no $tok (scripts/setup.sh --llama-tokenizer writes it)"
+  run 0 tokenize --tokenizer "$tok" --text "Hello world!" &&
+    { [ "$(cat out.txt)" = "1,15043,3186,29991" ] || fail "Hello world!: $(cat out.txt)"; }
+  run 0 tokenize --tokenizer "$tok" --text "Hello world!" --no-bos &&
+    { [ "$(cat out.txt)" = "15043,3186,29991" ] || fail "--no-bos: $(cat out.txt)"; }
+  run 0 tokenize --tokenizer "$tok" --ids 1,15043,3186,29991 &&
+    { [ "$(cat out.txt)" = "Hello world!" ] || fail "--ids: $(cat out.txt)"; }
+  run 0 tokenize --tokenizer "$tok" --ids "1, 15043,3186,29991,2" --show-specials &&
+    { [ "$(cat out.txt)" = "<s> Hello world!</s>" ] || fail "--show-specials: $(cat out.txt)"; }
+  local text=$'Привет, мир! 🦙 日本語\n  two  spaces\tand a tab' ids
+  run 0 tokenize --tokenizer "$tok" --text "$text" && ids=$(cat out.txt)
+  run 0 tokenize --tokenizer "$tok" --ids "$ids" && { [ "$(cat out.txt)" = "$text" ] || fail "round trip: $(cat out.txt)"; }
+  # Mistral's ids of "Hello world!", as transformers.js gave them (tests/io/data/mistral_expected.json)
+  local mistral=$data/mistral/tokenizer.json
+  if [ -f "$mistral" ]; then
+    local want
+    want=$(grep -F '{"text":"Hello world!","ids":[' "$SRC/../io/data/mistral_expected.json" | sed -E 's/.*"ids":\[([0-9,]*)\].*/\1/')
+    [ -n "$want" ] || fail "no \"Hello world!\" in mistral_expected.json"
+    run 0 tokenize --tokenizer "$mistral" --text "Hello world!" &&
+      { [ "$(cat out.txt)" = "1,$want" ] || fail "Mistral: Hello world!: $(cat out.txt), expected 1,$want"; }
+  fi
+
+  # bad files and ids: exit 1, naming the file / id; bad flags: exit 2
+  run 1 tokenize --tokenizer nowhere.json --text hi && check_err "ttt tokenize: " "nowhere.json" "cannot open"
+  printf '{"model": ' >bad.json
+  run 1 tokenize --tokenizer bad.json --text hi && check_err "ttt tokenize: " "bad.json" "not valid JSON"
+  printf '{"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}' >unigram.json
+  run 1 tokenize --tokenizer unigram.json --text hi && check_err "ttt tokenize: " "unigram.json" 'model.type is "Unigram"' 'expected "BPE"'
+  printf '{"version": "1.0"}' >nomodel.json
+  run 1 tokenize --tokenizer nomodel.json --text hi && check_err "ttt tokenize: " "nomodel.json" "no 'model' section"
+  run 1 tokenize --tokenizer "$tok" --ids 1,32000 &&
+    check_err "ttt tokenize: " "token id 32000 at position 1" "outside the vocabulary [0, 32000)" "$tok"
+  run 2 tokenize --tokenizer "$tok" --ids 1,x && check_err "ttt tokenize: " "--ids: 'x' is not an integer"
+  run 2 tokenize --tokenizer "$tok" && check_err "ttt tokenize: " "--text" "--ids"
+  run 2 tokenize --tokenizer "$tok" --text a --ids 1 && check_err "ttt tokenize: " "excludes"
+  run 2 tokenize --tokenizer "$tok" --ids 1 --no-bos && check_err "ttt tokenize: " "excludes"
+  run 2 tokenize --text a && check_err "ttt tokenize: " "--tokenizer"
+
+  # generate --tokenizer: the prompt's ids are tokenize's, and the text printed is the decoded text
+  # of the generated ids (those that --prompt-ids gives), after the prompt's
+  run 0 init --out m32k --vocab 32000 --hidden 32 --layers 1 --heads 2 --seed 5 || return
+  local prompt
+  run 0 tokenize --tokenizer "$tok" --text "Hello world" && prompt=$(cat out.txt)
+  run 0 generate --model m32k --prompt-ids "$prompt" --max-new-tokens 12 --greedy --ignore-eos || return
+  local gen
+  gen=$(tr ' ' ',' <out.txt)
+  [ "$(echo "$gen" | tr ',' '\n' | wc -l)" = 12 ] || fail "expected 12 ids, got: $gen"
+  run 0 generate --model m32k --tokenizer "$tok" --prompt "Hello world" --max-new-tokens 12 --greedy --ignore-eos &&
+    cp out.txt text.txt
+  local n
+  n=$(echo "$prompt" | tr ',' '\n' | wc -l)
+  grep -q "prefill: $n tokens" err.txt || fail "a prompt of $n tokens ($prompt) expected: $(cat err.txt)"
+  [ -n "$(tr -d ' \n' <text.txt)" ] || fail "generate --tokenizer printed no text"
+  run 0 tokenize --tokenizer "$tok" --ids "$prompt" --show-specials && cp out.txt pre.txt
+  run 0 tokenize --tokenizer "$tok" --ids "$prompt,$gen" --show-specials && cp out.txt full.txt
+  { head -c -1 pre.txt && cat text.txt; } | cmp -s - full.txt ||
+    fail "generate --tokenizer printed '$(cat text.txt)'; decoding the ids gives '$(cat full.txt)' after '$(cat pre.txt)'"
+  run 0 generate --model m32k --tokenizer "$tok" --prompt-ids "$prompt" --max-new-tokens 12 --greedy --ignore-eos &&
+    { cmp -s out.txt text.txt || fail "--prompt-ids with --tokenizer: $(cat out.txt), expected $(cat text.txt)"; }
+  run 0 init --out m259 || return
+  run 1 generate --model m259 --tokenizer "$tok" --prompt hi &&
+    check_err "ttt generate: " "m259" "vocab_size 259 does not match the 32000 tokens" "$tok"
+  run 1 generate --model m32k --tokenizer bad.json --prompt hi && check_err "ttt generate: " "bad.json" "not valid JSON"
+}
+
 case "$CASE" in
   inner_update) case_inner_update ;;
+  train_mpi) case_train_mpi ;;
   eval_ref) case_eval_ref ;;
   eval_grads) case_eval_grads ;;
   eval_threads) case_eval_threads ;;
@@ -598,6 +754,7 @@ case "$CASE" in
   train_errors) case_train_errors ;;
   train_hier) case_train_hier ;;
   custom_learner) case_custom_learner ;;
+  tokenize) case_tokenize ;;
   *)
     echo "unknown case '$CASE'"
     exit 1

@@ -13,11 +13,22 @@
 /// A checkpoint is written all or nothing: every file goes first to NAME.pending (atomically), and
 /// only when all are on disk are they renamed over the previous ones, trainer.json last. A failed
 /// write leaves the previous checkpoint as it was.
+///
+/// Data parallel (TrainOptions::comm, train/communicator.hpp): N ranks, each with the same model,
+/// data and options, draw the same global micro-batch; rank r computes the gradient of its
+/// contiguous share of the sequences (the split `threads` makes in one process), weighted by its
+/// share of the next-token positions; the shares' gradients and losses are summed over the ranks
+/// once per step (allreduce), and every rank takes the same clipped AdamW step. Rank 0 alone
+/// writes the checkpoints, the log and the progress line. With N ranks of one thread each a run
+/// equals the one-process run with `threads` N bit for bit when the sum of N values is taken in
+/// one order (N = 2 always; ThreadGroup always), and to rounding otherwise; with `accum` > 1 the
+/// micro-batches are summed on each rank first (once per step), so equal to rounding.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -47,6 +58,7 @@
 #include "../io/file.hpp"
 #include "../io/safetensors.hpp"
 #include "../models/checkpoint.hpp"
+#include "communicator.hpp"
 #include "data.hpp"
 #include "model_grad.hpp"
 #include "optim.hpp"
@@ -87,6 +99,9 @@ struct TrainOptions {
   nlohmann::json args = nlohmann::json::object();  ///< recorded in trainer.json
   /// Called after every step with (step, model); tests use it to inject faults.
   std::function<void(int64_t)> after_step;
+  /// The ranks that train this model together, data parallel (see the file comment); every rank
+  /// calls train() with the same model, data and options. nullptr: this process alone. Not owned.
+  Communicator* comm = nullptr;
 
   int64_t warmup_steps() const { return warmup >= 0 ? warmup : steps / 10; }
   int64_t ttt_warmup_steps() const { return ttt_warmup >= 0 ? ttt_warmup : warmup_steps(); }
@@ -96,7 +111,12 @@ struct TrainResult {
   int64_t start_step = 0, end_step = 0;
   std::vector<double> losses;                     ///< train loss of each step of this run
   std::vector<std::pair<int64_t, double>> val;    ///< (step, validation loss)
-  double tokens_per_s = 0, train_seconds = 0;
+  double tokens_per_s = 0, train_seconds = 0;     ///< tokens of all ranks together
+  int ranks = 1;                                  ///< processes (ranks) that trained together
+  /// ranks > 1: bytes of one step's gradient allreduce, and the seconds spent in it over the run
+  /// (the wait for the slowest rank included)
+  int64_t allreduce_bytes = 0;
+  double allreduce_seconds = 0;
 };
 
 /// Mean next-token cross entropy (double) of `model` over `windows`, and, when `per_position`,
@@ -156,6 +176,29 @@ double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<
     if (k > 0) add_grad(grad, target(k));
   }
   return out;
+}
+
+/// Rank `rank` of `ranks`: parallel_loss_and_grad of its contiguous share of `batch` (the
+/// sequences i with i * ranks / size == rank), its loss and gradient weighted by the share's part
+/// of the batch's next-token positions, so that the sum over the ranks is the whole batch's mean.
+/// Every rank needs at least one sequence.
+template <class Model>
+double share_loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad,
+                           std::vector<Model>& scratch, int threads, const GradOptions& go, int rank, int ranks) {
+  if (ranks <= 1) return parallel_loss_and_grad(model, batch, grad, scratch, threads, go);
+  std::vector<std::vector<int64_t>> mine;
+  double pos = 0, total = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const double p = double(std::max<size_t>(batch[i].size(), 1) - 1);
+    total += p;
+    if (int64_t(i) * ranks / int64_t(batch.size()) == rank) mine.push_back(batch[i]), pos += p;
+  }
+  if (mine.empty())
+    throw Error("rank " + std::to_string(rank) + " of " + std::to_string(ranks) + " has no sequence of a batch of " +
+                std::to_string(batch.size()));
+  const double loss = parallel_loss_and_grad(model, mine, grad, scratch, threads, go);
+  scale_grad(grad, pos / total);
+  return loss * pos / total;
 }
 
 namespace detail {
@@ -246,6 +289,61 @@ inline void write_checkpoint_files(const std::filesystem::path& dir,
   }
 }
 
+/// Sum the gradient entries over the ranks (one float allreduce of every entry, visit_params
+/// order); returns the bytes reduced.
+template <class Model>
+int64_t allreduce_grad(Model& g, Communicator& comm) {
+  std::vector<float> flat;
+  g.visit_params([&](const ParamRef& p) {
+    const size_t o = flat.size();
+    flat.resize(o + size_t(p.numel()));
+    p.copy_out(flat.data() + o);
+  });
+  comm.allreduce_sum(std::span<float>(flat));
+  size_t o = 0;
+  g.visit_params([&](const ParamRef& p) {
+    p.copy_in(flat.data() + o);
+    o += size_t(p.numel());
+  });
+  return int64_t(flat.size() * sizeof(float));
+}
+
+/// FNV-1a of every parameter's bytes (visit_params order): whether ranks hold the same weights.
+template <class Model>
+uint64_t weights_fnv1a(Model& model) {
+  uint64_t h = 1469598103934665603ull;
+  model.visit_params([&](const ParamRef& p) {
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      const float v = p.at(i);
+      unsigned char b[sizeof(float)];
+      std::memcpy(b, &v, sizeof v);
+      for (unsigned char c : b) h = (h ^ uint64_t(c)) * 1099511628211ull;
+    }
+  });
+  return h;
+}
+
+/// The options every rank must share, as text (their hash is compared across ranks at the start).
+inline std::string options_text(const TrainOptions& o) {
+  std::ostringstream s;
+  s.precision(17);
+  s << o.steps << ' ' << o.batch << ' ' << o.accum << ' ' << o.lr << ' ' << o.min_lr << ' ' << o.warmup << ' '
+    << o.ttt_warmup << ' ' << o.adamw.beta1 << ' ' << o.adamw.beta2 << ' ' << o.adamw.eps << ' '
+    << o.adamw.weight_decay << ' ' << o.clip << ' ' << o.val_every << ' ' << o.val_windows << ' ' << o.save_every
+    << ' ' << o.seed << ' ' << o.out.string() << ' ' << o.resume << ' ' << o.stop_after << ' ' << o.threads << ' '
+    << o.scan_checkpoint_group << ' ' << o.args.dump();
+  return s.str();
+}
+
+/// Throws, on every rank alike, when `v` is not the same on every rank (`what`: what differs).
+inline void require_same(Communicator& comm, uint64_t v, const std::string& what, const std::string& fix) {
+  const std::vector<uint64_t> all = comm.allgather(v);
+  for (size_t k = 1; k < all.size(); ++k)
+    if (all[k] != all[0])
+      throw Error("rank " + std::to_string(k) + " of " + std::to_string(all.size()) + " has " + what +
+                  " than rank 0; " + fix);
+}
+
 /// Keep the rows of log.csv up to `step` (a resumed run rewrites the steps after its checkpoint).
 inline void truncate_log(const std::filesystem::path& log, int64_t step) {
   std::error_code ec;
@@ -271,19 +369,53 @@ inline void truncate_log(const std::filesystem::path& log, int64_t step) {
 
 }  // namespace detail
 
+namespace detail {
+template <class Model, class Data>
+TrainResult train_on(Model& model, Data& data, const TrainOptions& opt, Communicator& comm);
+}  // namespace detail
+
 /// Train `model` on `data` (anything with sample(n), val_windows(max), rng_state(),
 /// set_rng_state(s), fingerprint()). Without resume the model is trained from its current
 /// weights; with resume the weights, optimiser and data order come from `opt.out`, whose
 /// config.json must equal model.cfg. Throws DivergedError on a NaN/Inf loss or gradient (the
-/// last checkpoint stays), ttt::Error on I/O problems.
+/// last checkpoint stays), ttt::Error on I/O problems. With `opt.comm` of several ranks, an
+/// error on one rank stops all of them (Communicator::abort) before it is rethrown.
 template <class Model, class Data>
 TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
+  SingleProcess alone;
+  if (!opt.comm || opt.comm->size() <= 1) return detail::train_on(model, data, opt, opt.comm ? *opt.comm : alone);
+  try {
+    return detail::train_on(model, data, opt, *opt.comm);
+  } catch (const std::exception& e) {
+    opt.comm->abort(e.what());
+    throw;
+  }
+}
+
+namespace detail {
+
+template <class Model, class Data>
+TrainResult train_on(Model& model, Data& data, const TrainOptions& opt, Communicator& comm) {
   namespace fs = std::filesystem;
   using Clock = std::chrono::steady_clock;
+  const int rank = comm.rank(), ranks = comm.size();
+  const bool lead = rank == 0;  // writes the checkpoints, the log and the progress line
   if (opt.steps < 1) throw Error("steps must be >= 1");
   if (opt.batch < 1) throw Error("batch must be >= 1");
   if (opt.accum < 1) throw Error("accum must be >= 1");
+  if (opt.batch < ranks)
+    throw Error("batch " + std::to_string(opt.batch) + " is smaller than the number of processes (" +
+                std::to_string(ranks) + "): every process needs at least one sequence of each micro-batch");
   if (opt.resume && opt.out.empty()) throw Error("resume needs an output folder");
+  if (ranks > 1) {
+    // the same model, options, data and starting weights everywhere, or nothing
+    const std::string fix = "start every process with the same arguments";
+    require_same(comm, fnv1a(config_json(model.cfg).dump()), "another model configuration", fix);
+    require_same(comm, fnv1a(options_text(opt)), "other training options", fix);
+    require_same(comm, data.fingerprint(), "other training data", fix);
+    if (!opt.resume)
+      require_same(comm, weights_fnv1a(model), "other initial weights", "initialise every rank's model with the same seed");
+  }
   const bool saving = !opt.out.empty();
   const fs::path out = opt.out;
   const double base_lr = model.cfg.ttt_base_lr;
@@ -338,20 +470,22 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
     if (fs::exists(out / "trainer.json", ec))
       throw Error(out.string() + ": holds a training run already; resume it or choose another output folder");
   }
-  if (saving) {
+  if (ranks > 1) comm.allgather(0);  // every rank has read the folder before rank 0 writes to it
+  const bool writing = saving && lead;
+  if (writing) {
     std::error_code ec;
     fs::create_directories(out, ec);
     if (ec || !fs::is_directory(out)) throw Error(out.string() + ": cannot create output folder" + (ec ? ": " + ec.message() : ""));
   }
 
   const fs::path log = out / "log.csv";
-  if (saving) {
+  if (writing) {
     if (opt.resume) detail::truncate_log(log, start);
     std::error_code ec;
     if (!fs::exists(log, ec)) io::write_file_atomic(log, "step,lr,train_loss,val_loss,tokens_per_s,elapsed_s\n");
   }
   std::ofstream logf;
-  if (saving) {
+  if (writing) {
     logf.open(log, std::ios::app);
     if (!logf) throw Error(log.string() + ": cannot open for appending");
   }
@@ -373,6 +507,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
     t["seed"] = opt.seed;
     t["elapsed_s"] = elapsed;
     t["data_fingerprint"] = std::to_string(data.fingerprint());
+    t["processes"] = ranks;
     t["args"] = opt.args;
     files.emplace_back("trainer.json", t.dump(2) + "\n");
     try {
@@ -385,6 +520,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
   };
 
   TrainResult res;
+  res.ranks = ranks;
   res.start_step = start;
   const int64_t end = opt.stop_after > 0 ? std::min(opt.steps, opt.stop_after) : opt.steps;
   res.end_step = std::max(start, end);
@@ -392,6 +528,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
   std::vector<Model> scratch;
   std::vector<int64_t> last_window;  // a window of the last batch: the health check of a checkpoint
   const bool tty = detail::stderr_is_tty();
+  const bool progress = opt.progress && lead;
   const int64_t print_every = std::max<int64_t>(1, (end - start) / 20);
   const auto t0 = Clock::now();
   double train_s = 0;
@@ -399,7 +536,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
   auto elapsed = [&] { return elapsed0 + std::chrono::duration<double>(Clock::now() - t0).count(); };
   auto diverged = [&](int64_t step, const char* what, double v) {
     set_ttt_base_lr(model, base_lr);
-    if (opt.progress && tty) std::cerr << "\n";
+    if (progress && tty) std::cerr << "\n";
     std::ostringstream m;
     m << "step " << step << ": " << what << " is " << v << "; training stopped. ";
     if (saving && last_saved > 0) m << "The last good checkpoint (step " << last_saved << ") in " << out.string() << " is intact";
@@ -416,14 +553,20 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
     set_ttt_base_lr(model, blr), set_ttt_base_lr(grad, blr), set_ttt_base_lr(acc, blr);
     double loss = 0;
     for (int64_t a = 0; a < opt.accum; ++a) {
-      const auto batch = data.sample(opt.batch);
+      const auto batch = data.sample(opt.batch);  // the global micro-batch: the same on every rank
       last_window = batch.front();
       for (const auto& w : batch) tokens += int64_t(w.size()) - 1;
-      loss += parallel_loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad, scratch, opt.threads,
-                                     GradOptions{.scan_checkpoint_group = opt.scan_checkpoint_group});
+      loss += share_loss_and_grad(model, batch, opt.accum == 1 ? grad : a == 0 ? acc : grad, scratch, opt.threads,
+                                  GradOptions{.scan_checkpoint_group = opt.scan_checkpoint_group}, rank, ranks);
       if (opt.accum > 1 && a > 0) add_grad(acc, grad);
     }
     Model& g = opt.accum == 1 ? grad : acc;
+    if (ranks > 1) {
+      const auto tr = Clock::now();
+      res.allreduce_bytes = allreduce_grad(g, comm);
+      comm.allreduce_sum(std::span<double>(&loss, 1));
+      res.allreduce_seconds += std::chrono::duration<double>(Clock::now() - tr).count();
+    }
     if (opt.accum > 1) {
       loss /= double(opt.accum);
       scale_grad(g, 1.0 / double(opt.accum));
@@ -441,13 +584,23 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
     double val = NAN;
     if ((opt.val_every > 0 && step % opt.val_every == 0) || step == end) {
       const auto vw = data.val_windows(opt.val_windows);
-      if (!vw.empty()) {
-        val = windows_loss(model, vw);
-        res.val.emplace_back(step, val);
+      if (!vw.empty() && ranks == 1) val = windows_loss(model, vw);
+      else if (!vw.empty()) {  // each rank its contiguous share of the windows
+        std::vector<std::vector<int64_t>> mine;
+        double sums[2] = {0, 0};  // loss summed over the share's positions, positions
+        for (size_t i = 0; i < vw.size(); ++i)
+          if (int64_t(i) * ranks / int64_t(vw.size()) == rank) {
+            mine.push_back(vw[i]);
+            sums[1] += double(std::max<size_t>(vw[i].size(), 1) - 1);
+          }
+        if (sums[1] > 0) sums[0] = windows_loss(model, mine) * sums[1];
+        comm.allreduce_sum(std::span<double>(sums, 2));
+        val = sums[1] > 0 ? sums[0] / sums[1] : NAN;
       }
+      if (!vw.empty()) res.val.emplace_back(step, val);
     }
     const double tps = train_s > 0 ? double(tokens) / train_s : 0.0;
-    if (saving) {
+    if (writing) {
       char row[256];
       std::snprintf(row, sizeof row, "%lld,%.9g,%.17g,", static_cast<long long>(step), lr, loss);
       logf << row;
@@ -469,9 +622,13 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
       if (!finite) diverged(step, "a weight after the update", NAN);
       const double probe = windows_loss(model, {last_window});
       if (!std::isfinite(probe)) diverged(step, "the loss after the update", probe);
-      checkpoint(step, elapsed());
+      if (ranks > 1)
+        require_same(comm, weights_fnv1a(model), "other weights after step " + std::to_string(step),
+                     "the ranks' updates differ (an allreduce that does not give every rank the same sum?)");
+      if (lead) checkpoint(step, elapsed());
+      else last_saved = step;
     }
-    if (opt.progress && (tty || step % print_every == 0 || step == end || std::isfinite(val))) {
+    if (progress && (tty || step % print_every == 0 || step == end || std::isfinite(val))) {
       const double eta = (step > start) ? train_s / double(step - start) * double(end - step) : NAN;
       char line[256];
       std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f%s  lr %.3g  %.0f tok/s  ETA %s",
@@ -486,5 +643,7 @@ TrainResult train(Model& model, Data& data, const TrainOptions& opt) {
   res.tokens_per_s = train_s > 0 ? double(tokens) / train_s : 0.0;
   return res;
 }
+
+}  // namespace detail
 
 }  // namespace ttt::train

@@ -1,5 +1,6 @@
 // The training loop: resume continues bit for bit, a NaN stops with the last checkpoint kept, a
-// failed checkpoint write keeps the previous one, the output folder is what ttt generate loads.
+// failed checkpoint write keeps the previous one, the output folder is what ttt generate loads;
+// data parallel over ranks (ThreadGroup, the twin of MPI) equals threads in one process.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -8,9 +9,11 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ttt/models/any_model.hpp>
+#include <ttt/train/thread_group.hpp>
 #include <ttt/train/trainer.hpp>
 
 using namespace ttt;
@@ -278,4 +281,130 @@ TEST_CASE("train: scan checkpointing changes memory, not the run (same losses an
     CHECK(lg == l0);
     CHECK(wg == w0);
   }
+}
+
+namespace {
+
+/// Runs f(rank, comm) on `n` threads, the ranks of one ThreadGroup; each rank's error ("" if none).
+template <class F>
+std::vector<std::string> run_ranks(int n, F f) {
+  ThreadGroup group(n);
+  std::vector<std::string> err(static_cast<size_t>(n));
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r)
+    ts.emplace_back([&, r] {
+      try {
+        f(r, group.rank(r));
+      } catch (const std::exception& e) {
+        err[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : ts) t.join();
+  return err;
+}
+
+TrainOptions dp_opts(const fs::path& out) {
+  TrainOptions o = small_opts(out);
+  o.batch = 3;  // shares of 2 and 1 sequences: weighted by positions
+  o.val_windows = 3;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("train, data parallel: two ranks of one thread == one process of two threads, bit for bit; rank 0 alone writes") {
+  const auto tokens = text_tokens();
+  const fs::path one = scratch("dp_one"), two = scratch("dp_two");
+  Model m(small_cfg());
+  m.init_weights(1);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = dp_opts(one);
+  o.threads = 2;
+  const TrainResult r1 = train::train(m, d, o);
+
+  std::vector<Model> ms(2, Model(small_cfg()));
+  std::vector<TrainResult> rs(2);
+  const auto err = run_ranks(2, [&](int r, Communicator& comm) {
+    ms[size_t(r)].init_weights(1);
+    TextData dr(tokens, 16, 0.1, 5);
+    TrainOptions orr = dp_opts(two);
+    orr.comm = &comm;
+    rs[size_t(r)] = train::train(ms[size_t(r)], dr, orr);
+  });
+  REQUIRE(err == std::vector<std::string>{"", ""});
+  for (int r = 0; r < 2; ++r) {
+    CHECK(rs[size_t(r)].ranks == 2);
+    CHECK(rs[size_t(r)].losses == r1.losses);
+    CHECK(weights(ms[size_t(r)]) == weights(m));
+    REQUIRE(rs[size_t(r)].val.size() == r1.val.size());
+    for (size_t i = 0; i < r1.val.size(); ++i)  // windows split over the ranks: summed in another order
+      CHECK(rs[size_t(r)].val[i].second == doctest::Approx(r1.val[i].second).epsilon(1e-12));
+  }
+  CHECK(slurp(two / "model.safetensors") == slurp(one / "model.safetensors"));
+  CHECK(nlohmann::json::parse(slurp(two / "trainer.json"))["processes"] == 2);
+  CHECK(nlohmann::json::parse(slurp(one / "trainer.json"))["processes"] == 1);
+  fs::remove_all(one), fs::remove_all(two);
+}
+
+TEST_CASE("train, data parallel: resume after two ranks in one process of two threads continues bit for bit") {
+  const auto tokens = text_tokens();
+  const fs::path whole = scratch("dp_whole"), part = scratch("dp_part");
+  Model m(small_cfg());
+  m.init_weights(3);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = dp_opts(whole);
+  o.threads = 2;
+  train::train(m, d, o);
+
+  const auto err = run_ranks(2, [&](int, Communicator& comm) {
+    Model mr(small_cfg());
+    mr.init_weights(3);
+    TextData dr(tokens, 16, 0.1, 5);
+    TrainOptions orr = dp_opts(part);
+    orr.stop_after = 4;
+    orr.comm = &comm;
+    train::train(mr, dr, orr);
+  });
+  REQUIRE(err == std::vector<std::string>{"", ""});
+  Model mc(small_cfg());
+  TextData dc(tokens, 16, 0.1, 5);
+  TrainOptions oc = dp_opts(part);
+  oc.threads = 2;
+  oc.resume = true;
+  const TrainResult rc = train::train(mc, dc, oc);
+  CHECK(rc.start_step == 4);
+  CHECK(weights(mc) == weights(m));
+  fs::remove_all(whole), fs::remove_all(part);
+}
+
+TEST_CASE("train, data parallel: ranks that differ stop at the start; an error on one rank stops the others") {
+  const auto tokens = text_tokens();
+  auto attempt = [&](const fs::path& out, auto&& change) {
+    return run_ranks(2, [&](int r, Communicator& comm) {
+      Model mr(small_cfg());
+      mr.init_weights(1);
+      TextData dr(tokens, 16, 0.1, 5);
+      TrainOptions orr = dp_opts(out);
+      orr.comm = &comm;
+      change(r, mr, orr);
+      train::train(mr, dr, orr);
+    });
+  };
+  auto both_contain = [](const std::vector<std::string>& err, const std::string& what) {
+    REQUIRE(err.size() == 2);
+    for (const std::string& e : err) CHECK_MESSAGE(e.find(what) != std::string::npos, e);
+  };
+  both_contain(attempt("", [](int r, Model&, TrainOptions& o) { if (r == 1) o.lr = 1e-3; }),
+               "rank 1 of 2 has other training options than rank 0");
+  both_contain(attempt("", [](int r, Model& m, TrainOptions&) { if (r == 1) m.init_weights(2); }),
+               "other initial weights");
+  both_contain(attempt("", [](int, Model&, TrainOptions& o) { o.batch = 1; }),
+               "batch 1 is smaller than the number of processes (2)");
+  // rank 0 cannot write its checkpoint: it stops, and rank 1 stops too instead of waiting for it
+  const fs::path out = scratch("dp_fail");
+  fs::create_directories(out / "model.safetensors");
+  const auto err = attempt(out, [](int, Model&, TrainOptions&) {});
+  CHECK(err[0].find("checkpoint at step 2 not written") != std::string::npos);
+  CHECK(err[1].find("rank 0 stopped: checkpoint at step 2 not written") != std::string::npos);
+  fs::remove_all(out);
 }
