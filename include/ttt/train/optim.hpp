@@ -54,11 +54,13 @@ inline double ttt_base_lr_at(double base_lr, int64_t s, int64_t warmup) {
 }
 
 /// Set the inner learning rate of every TTT layer and of the config (the gradient reads the
-/// config's `ttt_base_lr`, the forward each layer's `base_lr`).
+/// config's `ttt_base_lr`, the forward each layer's `base_lr`). Mixers without one (attention:
+/// the transformer baseline) are left alone.
 template <class Model>
 void set_ttt_base_lr(Model& model, double v) {
   model.cfg.ttt_base_lr = v;
-  for (auto& b : model.blocks) b.mixer.base_lr = v;
+  for (auto& b : model.blocks)
+    if constexpr (requires { b.mixer.base_lr; }) b.mixer.base_lr = v;
 }
 
 namespace detail {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <ttt/models/any_model.hpp>
+#include <ttt/models/transformer.hpp>
 #include <ttt/train/thread_group.hpp>
 #include <ttt/train/trainer.hpp>
 
@@ -407,4 +408,38 @@ TEST_CASE("train, data parallel: ranks that differ stop at the start; an error o
   CHECK(err[0].find("checkpoint at step 2 not written") != std::string::npos);
   CHECK(err[1].find("rank 0 stopped: checkpoint at step 2 not written") != std::string::npos);
   fs::remove_all(out);
+}
+
+TEST_CASE("train, data parallel: the transformer baseline, two ranks == one process of two threads, bit for bit") {
+  const auto tokens = text_tokens();
+  const AttnConfig cfg(ModelConfig::sized("attn", ByteTokenizer::vocab_size, 16, 2, 2, 32), /*window=*/8);
+  auto weights_of = [](TransformerModel& m) {
+    std::vector<float> out;
+    m.visit_params([&](const ParamRef& p) {
+      for (int64_t i = 0; i < p.numel(); ++i) out.push_back(p.at(i));
+    });
+    return out;
+  };
+  TransformerModel m(cfg);
+  m.init_weights(1);
+  TextData d(tokens, 16, 0.1, 5);
+  TrainOptions o = dp_opts("");
+  o.threads = 2;
+  const TrainResult r1 = train::train(m, d, o);
+  CHECK(r1.losses.back() < r1.losses.front());
+
+  std::vector<TransformerModel> ms(2, TransformerModel(cfg));
+  std::vector<TrainResult> rs(2);
+  const auto err = run_ranks(2, [&](int r, Communicator& comm) {
+    ms[size_t(r)].init_weights(1);
+    TextData dr(tokens, 16, 0.1, 5);
+    TrainOptions orr = dp_opts("");
+    orr.comm = &comm;
+    rs[size_t(r)] = train::train(ms[size_t(r)], dr, orr);
+  });
+  REQUIRE(err == std::vector<std::string>{"", ""});
+  for (int r = 0; r < 2; ++r) {
+    CHECK(rs[size_t(r)].losses == r1.losses);
+    CHECK(weights_of(ms[size_t(r)]) == weights_of(m));
+  }
 }
