@@ -1,4 +1,5 @@
-// ttt init: a randomly initialised TTT checkpoint (config.json + model.safetensors).
+// ttt init: a randomly initialised TTT checkpoint (config.json + model.safetensors), of the sizes
+// given by flags or of an official standard configuration (--preset 125m|350m|760m|1b).
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
@@ -6,6 +7,7 @@
 #include <string>
 
 #include <ttt/core/error.hpp>
+#include <ttt/core/presets.hpp>
 #include <ttt/io/tokenizer.hpp>
 #include <ttt/models/any_model.hpp>
 
@@ -17,7 +19,7 @@ namespace {
 
 struct InitArgs {
   std::string out;
-  std::string layer = "linear";
+  std::string layer = "linear", preset;
   int64_t hidden = 64, layers = 2, heads = 4, vocab = ttt::ByteTokenizer::vocab_size, intermediate = 0;
   int64_t mini_batch = 16, max_position = 2048, conv_kernel = 4;
   uint64_t seed = 0;
@@ -26,14 +28,19 @@ struct InitArgs {
   UpdateFlags update;
 };
 
-int run_init(const InitArgs& a) {
+int run_init(const InitArgs& a, bool vocab_given) {
   ttt::ModelConfig c;
-  c.ttt_layer_type = a.layer;
-  c.hidden_size = a.hidden;
-  c.num_hidden_layers = a.layers;
-  c.num_attention_heads = a.heads;
-  c.vocab_size = a.vocab;
-  c.intermediate_size = a.intermediate > 0 ? a.intermediate : default_intermediate(a.hidden);
+  if (!a.preset.empty()) {  // TTTConfig(**TTT_STANDARD_CONFIGS[name]): vocab 32000, BOS 1, EOS 2
+    c = ttt::standard_config(a.preset, a.layer);
+    if (vocab_given) c.vocab_size = a.vocab;
+  } else {
+    c.ttt_layer_type = a.layer;
+    c.hidden_size = a.hidden;
+    c.num_hidden_layers = a.layers;
+    c.num_attention_heads = a.heads;
+    c.vocab_size = a.vocab;
+    c.intermediate_size = a.intermediate > 0 ? a.intermediate : default_intermediate(a.hidden);
+  }
   c.mini_batch_size = a.mini_batch;
   c.max_position_embeddings = a.max_position;
   c.conv_kernel = a.conv_kernel;
@@ -44,7 +51,7 @@ int run_init(const InitArgs& a) {
   c.use_gate = a.use_gate;
   c.tie_word_embeddings = !a.untie;
   apply_update_flags(a.update, c);
-  if (c.vocab_size >= ttt::ByteTokenizer::vocab_size) {  // room for the byte tokenizer's specials
+  if (a.preset.empty() && c.vocab_size >= ttt::ByteTokenizer::vocab_size) {  // room for the byte tokenizer's specials
     c.bos_token_id = ttt::ByteTokenizer::bos;
     c.eos_token_id = ttt::ByteTokenizer::eos;
     c.pad_token_id = ttt::ByteTokenizer::pad;
@@ -71,11 +78,18 @@ Command add_init(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("init", "Write a randomly initialised checkpoint (config.json + model.safetensors).");
   sub->add_option("--out", a->out, "Checkpoint folder to write (created)")->required();
   sub->add_option("--layer", a->layer, "Inner learner")->check(CLI::IsMember(learner_names()))->capture_default_str();
-  sub->add_option("--hidden", a->hidden, "hidden_size")->capture_default_str();
-  sub->add_option("--layers", a->layers, "num_hidden_layers")->capture_default_str();
-  sub->add_option("--heads", a->heads, "num_attention_heads")->capture_default_str();
-  sub->add_option("--vocab", a->vocab, "vocab_size (>= 259 fits the byte tokenizer)")->capture_default_str();
-  sub->add_option("--intermediate", a->intermediate, "intermediate_size (0 = about 8/3 of hidden)")->capture_default_str();
+  CLI::Option* preset =
+      sub->add_option("--preset", a->preset,
+                      "An official standard configuration (TTT_STANDARD_CONFIGS): sizes, vocab_size 32000 (the Llama-2 "
+                      "tokenizer's), BOS 1, EOS 2; other flags apply on top")
+          ->check(CLI::IsMember({"125m", "350m", "760m", "1b"}));
+  sub->add_option("--hidden", a->hidden, "hidden_size")->capture_default_str()->excludes(preset);
+  sub->add_option("--layers", a->layers, "num_hidden_layers")->capture_default_str()->excludes(preset);
+  sub->add_option("--heads", a->heads, "num_attention_heads")->capture_default_str()->excludes(preset);
+  CLI::Option* vocab =
+      sub->add_option("--vocab", a->vocab, "vocab_size (>= 259 fits the byte tokenizer; --preset: 32000)")->capture_default_str();
+  sub->add_option("--intermediate", a->intermediate, "intermediate_size (0 = about 8/3 of hidden)")
+      ->capture_default_str()->excludes(preset);
   sub->add_option("--mini-batch", a->mini_batch, "mini_batch_size")->capture_default_str();
   sub->add_option("--max-position", a->max_position, "max_position_embeddings")->capture_default_str();
   sub->add_option("--conv-kernel", a->conv_kernel, "conv_kernel")->capture_default_str();
@@ -88,7 +102,7 @@ Command add_init(CLI::App& app) {
   sub->add_flag("--untie", a->untie, "tie_word_embeddings = false (separate lm_head)");
   sub->add_flag("--force", a->force, "Overwrite an existing checkpoint");
   add_update_flags(sub, a->update);
-  return {sub, [a] { return run_init(*a); }};
+  return {sub, [a, vocab] { return run_init(*a, vocab->count() > 0); }};
 }
 
 }  // namespace ttt_cli

@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "core/model_config.hpp"
 #include "core/parallel.hpp"
+#include "core/presets.hpp"
 #include "core/params.hpp"
 #include "core/tensor.hpp"
 // kernels: element-wise SIMD kernels and their scalar twins
@@ -47,6 +48,7 @@
 #include "layers/ttt_layer_grad.hpp"
 // io: files, safetensors, JSON, the byte tokenizer
 #include "io/bpe_tokenizer.hpp"
+#include "io/checkpoint_weights.hpp"
 #include "io/config_json.hpp"
 #include "io/file.hpp"
 #include "io/safetensors.hpp"

@@ -21,6 +21,9 @@
 #                       hier); --resume after it (2 processes, or 1 of 2 threads) continues bit for bit;
 #                       ranks given other flags stop at the start; a rank killed mid-run stops the
 #                       other, the last checkpoint loads and --resume finishes the run
+#       checkpoint_folders  ttt init --preset (the official standard configurations); a checkpoint
+#                       split into shards with model.safetensors.index.json loads in info / eval /
+#                       generate and gives the single file's outputs; pytorch_model.bin refused
 #       train_hier      ttt train --arch hier (TTT-Linear at 2x): resume bit for bit, --config, the
 #                       output loads in info / generate / eval / eval-loss, eval --grads checked by
 #                       finite differences through the program (fd_grads.py), bad flags and configs
@@ -740,7 +743,58 @@ case_tokenize() {
   run 1 generate --model m32k --tokenizer bad.json --prompt hi && check_err "ttt generate: " "bad.json" "not valid JSON"
 }
 
+case_checkpoint_folders() {
+  local py
+  py=$(find_python) || skip "no python3 (splits a checkpoint into shards)"
+  run 0 init --preset 125m --out p125 --seed 1 || return
+  run 0 info --model p125 || return
+  local kv
+  for kv in "hidden_size = 768" "intermediate_size = 2048" "num_hidden_layers = 12" "num_attention_heads = 12" \
+    "vocab_size = 32000" "bos_token_id = 1" "eos_token_id = 2"; do
+    grep -qx "$kv" out.txt || fail "init --preset 125m: info lacks '$kv'"
+  done
+  rm -rf p125
+  run 2 init --preset 2b --out p2 && check_err "ttt init: " "--preset" "2b"
+  run 2 init --preset 125m --hidden 64 --out p2 && check_err "ttt init: " "--hidden"
+  # one checkpoint, then the same weights as two shards + index (and a generation_config.json)
+  run 0 init --out one --hidden 16 --layers 2 --heads 2 --seed 3 || return
+  mkdir -p sharded && cp one/config.json sharded/ && echo '{"do_sample": false}' >sharded/generation_config.json
+  "$py" - one/model.safetensors sharded <<'PY' || { fail "could not split the checkpoint"; return; }
+import json, struct, sys
+src, out = sys.argv[1], sys.argv[2]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n]); data = b[8 + n:]
+names = sorted(k for k in head if k != "__metadata__")
+parts = [names[: len(names) // 2], names[len(names) // 2 :]]
+weight_map = {}
+for i, part in enumerate(parts):
+    fname = "model-%05d-of-%05d.safetensors" % (i + 1, len(parts))
+    h, blob = {}, b""
+    for k in part:
+        s, e = head[k]["data_offsets"]
+        h[k] = dict(head[k], data_offsets=[len(blob), len(blob) + e - s]); blob += data[s:e]
+        weight_map[k] = fname
+    hj = json.dumps(h).encode(); hj += b" " * (-len(hj) % 8)
+    open(out + "/" + fname, "wb").write(struct.pack("<Q", len(hj)) + hj + blob)
+json.dump({"metadata": {"total_size": len(data)}, "weight_map": weight_map}, open(out + "/model.safetensors.index.json", "w"))
+PY
+  st_write in.st "input_ids|I64|[1,5]|10 20 30 40 50"
+  run 0 eval --model one --input in.st --out e1.st && run 0 eval --model sharded --input in.st --out e2.st &&
+    { cmp -s e1.st e2.st || fail "sharded checkpoint: eval output differs from the single file's"; }
+  run 0 generate --model one --prompt-ids 1,2,3 --max-new-tokens 6 --greedy && cp out.txt g1.txt &&
+    run 0 generate --model sharded --prompt-ids 1,2,3 --max-new-tokens 6 --greedy &&
+    { cmp -s g1.txt out.txt || fail "sharded checkpoint: generate differs"; }
+  run 0 info --model sharded || return
+  # a shard missing; then only pytorch_model.bin
+  mv sharded/model-00002-of-00002.safetensors sharded/away
+  run 1 info --model sharded && check_err "ttt info: " "model-00002-of-00002.safetensors: no such file"
+  mkdir -p pt && cp one/config.json pt/ && printf 'PK\003\004' >pt/pytorch_model.bin
+  run 1 info --model pt && check_err "ttt info: " "pytorch_model.bin: a PyTorch pickle checkpoint" "save_file("
+}
+
 case "$CASE" in
+  checkpoint_folders) case_checkpoint_folders ;;
   inner_update) case_inner_update ;;
   train_mpi) case_train_mpi ;;
   eval_ref) case_eval_ref ;;

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "helpers.hpp"
+#include "ttt/core/presets.hpp"
 #include "ttt/io/config_json.hpp"
 
 namespace fs = std::filesystem;
@@ -89,4 +90,28 @@ TEST_CASE("config: defaults and the 125m preset validate") {
   CHECK_NOTHROW(ModelConfig::preset_125m("mlp").validate());
   const ModelConfig c = parse("{}");
   CHECK(c.hidden_size == ModelConfig().hidden_size);
+}
+
+TEST_CASE("standard configurations: TTT_STANDARD_CONFIGS by name; 1b is the default config; other names listed") {
+  struct Want {
+    const char* name;
+    int64_t hidden, intermediate, layers, heads;
+  };
+  for (const Want w : {Want{"125m", 768, 2048, 12, 12}, Want{"350m", 1024, 2736, 24, 16}, Want{"760m", 1536, 4096, 24, 16},
+                       Want{"1b", 2048, 5504, 24, 32}}) {
+    const ttt::ModelConfig c = ttt::standard_config(w.name, "mlp");
+    CHECK(c.hidden_size == w.hidden);
+    CHECK(c.intermediate_size == w.intermediate);
+    CHECK(c.num_hidden_layers == w.layers);
+    CHECK(c.num_attention_heads == w.heads);
+    CHECK(c.ttt_layer_type == "mlp");
+    CHECK(c.vocab_size == 32000);
+    c.validate(w.name);
+  }
+  const ttt::ModelConfig one_b = ttt::standard_config("1b"), dflt;
+  CHECK(one_b.hidden_size == dflt.hidden_size);
+  CHECK(one_b.intermediate_size == dflt.intermediate_size);
+  CHECK(one_b.num_hidden_layers == dflt.num_hidden_layers);
+  CHECK(one_b.num_attention_heads == dflt.num_attention_heads);
+  CHECK_THROWS_WITH_AS(ttt::standard_config("2b"), doctest::Contains("'2b' (125m, 350m, 760m, 1b)"), ttt::ConfigError);
 }

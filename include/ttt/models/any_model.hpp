@@ -68,7 +68,7 @@ class AnyModelT {
     const std::string where = (src / "config.json").string();
     return inner::with_learner<Learners>(cfg.ttt_layer_type, where, [&]<class L>() {
       TTTModel<L> m = construct<L>(cfg, where);
-      load_weights(m, io::SafeTensors::load(src / "model.safetensors"));
+      load_weights(m, io::load_checkpoint_weights(src));  // model.safetensors or its shards
       return AnyModelT(std::move(m));
     });
   }

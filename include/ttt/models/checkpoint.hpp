@@ -12,6 +12,7 @@
 
 #include "../core/error.hpp"
 #include "../io/file.hpp"
+#include "../io/checkpoint_weights.hpp"
 #include "../io/safetensors.hpp"
 #include "../core/model_config.hpp"
 #include "../io/config_json.hpp"
@@ -81,11 +82,12 @@ ModelConfig load_checkpoint_config(const std::filesystem::path& dir) {
   return load_config<Json>(p);
 }
 
-/// Build a model of learner type `Model::Learner` from a checkpoint folder.
+/// Build a model of learner type `Model::Learner` from a checkpoint folder (config.json and
+/// model.safetensors, or the shards model.safetensors.index.json lists: io/checkpoint_weights.hpp).
 template <class Model>
 Model load_checkpoint(const std::filesystem::path& dir) {
   Model m(load_checkpoint_config(dir));
-  load_weights(m, io::SafeTensors::load(dir / "model.safetensors"));
+  load_weights(m, io::load_checkpoint_weights(dir));  // model.safetensors or its shards
   return m;
 }
 

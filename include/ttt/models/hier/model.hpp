@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "../../io/checkpoint_weights.hpp"
 #include "../../io/safetensors.hpp"
 #include "checkpoint.hpp"
 #include "config.hpp"
@@ -80,7 +81,7 @@ class HierarchicalTransformerT : public HierParams<T, Learners> {
   /// Missing or mis-shaped tensors and tensors that belong to no parameter are errors naming them.
   static HierarchicalTransformerT load(const std::filesystem::path& dir) {
     HierarchicalTransformerT m(checkpoint_config<Learners>(dir));
-    m.load_weights(io::SafeTensors::load(dir / "model.safetensors"));
+    m.load_weights(io::load_checkpoint_weights(dir));  // model.safetensors or its shards
     return m;
   }
   void load_weights(const io::SafeTensors& st) { hier::load_weights(base(), st); }
