@@ -15,8 +15,13 @@ if [ "$fuzz_seconds" -gt 0 ]; then scripts/setup.sh --fuzz; else scripts/setup.s
 scripts/setup.sh --llama-tokenizer || echo "test: no data/llama2/tokenizer.json (npm unreachable?); the tokenizer tests on it skip"
 
 echo "== Release build and test suite"
+# the CUDA kernels are compiled wherever nvcc is (they run only on a GPU: scripts/gpu_check.sh)
+cuda=()
+nvcc=$(command -v nvcc || true)
+[ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+[ -n "$nvcc" ] && cuda=(-DTTT_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
-  -DTTT_BUILD_BENCHMARKS=ON >/dev/null
+  -DTTT_BUILD_BENCHMARKS=ON "${cuda[@]}" >/dev/null
 cmake --build build -j"$jobs"
 # OpenMP threads that wait by sleeping, not spinning: ctest -j runs tests side by side, and a
 # spinning team waiting for a descheduled thread made the suite about 3x slower (194 s -> 69 s)
