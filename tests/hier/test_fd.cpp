@@ -18,6 +18,8 @@
 #include <ttt/models/hier/receptive_field.hpp>
 #include <ttt/train/optim.hpp>
 
+#include "randomize.hpp"
+
 using namespace ttt;
 template <class T>
 using HT = hier::HierarchicalTransformerT<T>;
@@ -56,17 +58,7 @@ const Case kCases[] = {
 
 hier::HierConfig config(const Case& c) { return hier::HierConfig::from_json(nlohmann::json::parse(c.json), c.name); }
 
-/// PyTorch-style init, then noise on the norms so that no weight is trivial.
-template <class T>
-void randomize(HT<T>& m, uint64_t seed) {
-  m.init_weights(seed);
-  std::mt19937_64 rng(seed + 1);
-  std::normal_distribution<double> n(0.0, 0.3);
-  m.visit([&](const std::string&, ad::Matrix<T>& x, const std::vector<int64_t>&, typename HT<T>::Init init, int64_t) {
-    if (init == HT<T>::Init::ones || init == HT<T>::Init::zeros)
-      for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] += T(n(rng));
-  });
-}
+using hier_test::randomize;
 
 std::vector<std::vector<int64_t>> batch_of(const hier::HierConfig& cfg, int64_t B, int64_t L, uint64_t seed) {
   std::mt19937_64 rng(seed);

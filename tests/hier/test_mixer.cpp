@@ -17,6 +17,8 @@
 #include <ttt/models/hier/receptive_field.hpp>
 #include <ttt/train/optim.hpp>
 
+#include "randomize.hpp"
+
 using namespace ttt;
 template <class T>
 using HT = hier::HierarchicalTransformerT<T>;
@@ -49,21 +51,7 @@ const Case kMixCases[] = {
 
 hier::HierConfig config(const Case& c) { return hier::HierConfig::from_json(nlohmann::json::parse(c.json), c.name); }
 
-/// PyTorch-style init, noise on the norms, and TTT weights large enough that the inner loop matters.
-template <class T>
-void randomize(HT<T>& m, uint64_t seed) {
-  m.init_weights(seed);
-  std::mt19937_64 rng(seed + 1);
-  std::normal_distribution<double> n(0.0, 0.3);
-  m.visit([&](const std::string&, ad::Matrix<T>& x, const std::vector<int64_t>&, typename HT<T>::Init init, int64_t) {
-    if (init == HT<T>::Init::ones || init == HT<T>::Init::zeros)
-      for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] += T(n(rng));
-  });
-  m.visit_ttt([&](const auto& p) {
-    const bool proj = p.name.find("_proj") != std::string::npos;
-    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = proj ? p.at(i) * 15.0f : p.at(i) + float(n(rng));
-  });
-}
+using hier_test::randomize;
 
 std::vector<std::vector<int64_t>> batch_of(const hier::HierConfig& cfg, int64_t B, int64_t L, uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -18,6 +18,8 @@
 #include <ttt/models/hier/decode.hpp>
 #include <ttt/models/hier/model.hpp>
 
+#include "randomize.hpp"
+
 using namespace ttt;
 
 namespace {
@@ -46,20 +48,7 @@ const char* kJson = R"({"num_tokens": 11, "dim": 8, "depth": 1, "seq_len": 32, "
 
 hier::HierConfig config() { return hier::HierConfig::from_json<Mine>(nlohmann::json::parse(kJson)); }
 
-template <class T>
-void randomize(HT<T>& m, uint64_t seed) {
-  m.init_weights(seed);
-  std::mt19937_64 rng(seed + 1);
-  std::normal_distribution<double> n(0.0, 0.3);
-  m.visit([&](const std::string&, ad::Matrix<T>& x, const std::vector<int64_t>&, typename HT<T>::Init init, int64_t) {
-    if (init == HT<T>::Init::ones || init == HT<T>::Init::zeros)
-      for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] += T(n(rng));
-  });
-  m.visit_ttt([&](const auto& p) {
-    const bool proj = p.name.find("_proj") != std::string::npos;
-    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = proj ? p.at(i) * 15.0f : p.at(i) + float(n(rng));
-  });
-}
+using hier_test::randomize;
 
 std::vector<int64_t> tokens(int64_t n, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);
