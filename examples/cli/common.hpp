@@ -62,8 +62,6 @@ inline const std::vector<std::string> kUpdateFlags = {"--inner-optimizer", "--in
 /// The processes `mpirun -np N` started this one among, joined over MPI (processes.cpp); nullptr
 /// when it runs alone. Built without MPI and started as one of N > 1: UsageError.
 std::shared_ptr<ttt::train::Communicator> join_processes();
-/// Whether this program was built with MPI (TTT_WITH_MPI).
-bool built_with_mpi();
 
 /// CLI11 validator: a finite number.
 const CLI::Validator& finite_number();

@@ -24,14 +24,6 @@ struct MpiGroup {
 }  // namespace
 #endif
 
-bool built_with_mpi() {
-#ifdef TTT_WITH_MPI
-  return true;
-#else
-  return false;
-#endif
-}
-
 std::shared_ptr<ttt::train::Communicator> join_processes() {
   const int n = ttt::train::launcher_world_size();
   if (n <= 1) return nullptr;

@@ -28,7 +28,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -151,6 +150,23 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
 /// `scratch` holds the extra gradient models (resized as needed). `Model` is a TTTModel<L> or any
 /// model with a `loss_and_grad(model, batch, grad, GradOptions)` found by argument-dependent
 /// lookup (hier::HierarchicalTransformer has one in hier/model.hpp).
+/// Which of `parts` contiguous shares item i of n belongs to: the one split of a batch over
+/// threads, over ranks, and of the validation windows over ranks.
+inline size_t share_of(size_t i, size_t n, size_t parts) { return i * parts / n; }
+
+/// The next-token positions of a window (its length minus one; none for a window of 0 or 1).
+inline double next_token_positions(const std::vector<int64_t>& w) { return double(std::max<size_t>(w.size(), 1) - 1); }
+
+/// The windows of share k of `parts` (share_of), in order; `positions` gets their next-token positions.
+inline std::vector<std::vector<int64_t>> share_windows(const std::vector<std::vector<int64_t>>& windows, size_t k,
+                                                       size_t parts, double& positions) {
+  std::vector<std::vector<int64_t>> out;
+  positions = 0;
+  for (size_t i = 0; i < windows.size(); ++i)
+    if (share_of(i, windows.size(), parts) == k) out.push_back(windows[i]), positions += next_token_positions(windows[i]);
+  return out;
+}
+
 template <class Model>
 double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>& batch,
                               Model& grad, std::vector<Model>& scratch, int threads,
@@ -160,9 +176,9 @@ double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<
   std::vector<std::vector<std::vector<int64_t>>> parts(T);
   std::vector<double> pos(T, 0.0), loss(T, 0.0);
   for (size_t i = 0; i < batch.size(); ++i) {
-    const size_t k = i * T / batch.size();
+    const size_t k = share_of(i, batch.size(), T);
     parts[k].push_back(batch[i]);
-    pos[k] += double(std::max<size_t>(batch[i].size(), 1) - 1);
+    pos[k] += next_token_positions(batch[i]);
   }
   while (scratch.size() + 1 < T) scratch.emplace_back(model.cfg);
   for (auto& g : scratch) set_ttt_base_lr(g, model.cfg.ttt_base_lr);
@@ -186,13 +202,9 @@ template <class Model>
 double share_loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad,
                            std::vector<Model>& scratch, int threads, const GradOptions& go, int rank, int ranks) {
   if (ranks <= 1) return parallel_loss_and_grad(model, batch, grad, scratch, threads, go);
-  std::vector<std::vector<int64_t>> mine;
   double pos = 0, total = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const double p = double(std::max<size_t>(batch[i].size(), 1) - 1);
-    total += p;
-    if (int64_t(i) * ranks / int64_t(batch.size()) == rank) mine.push_back(batch[i]), pos += p;
-  }
+  const auto mine = share_windows(batch, size_t(rank), size_t(ranks), pos);
+  for (const auto& w : batch) total += next_token_positions(w);
   if (mine.empty())
     throw Error("rank " + std::to_string(rank) + " of " + std::to_string(ranks) + " has no sequence of a batch of " +
                 std::to_string(batch.size()));
@@ -289,16 +301,23 @@ inline void write_checkpoint_files(const std::filesystem::path& dir,
   }
 }
 
-/// Sum the gradient entries over the ranks (one float allreduce of every entry, visit_params
-/// order); returns the bytes reduced.
+/// Every parameter entry, in visit_params order.
 template <class Model>
-int64_t allreduce_grad(Model& g, Communicator& comm) {
+std::vector<float> flat_params(Model& m) {
   std::vector<float> flat;
-  g.visit_params([&](const ParamRef& p) {
+  m.visit_params([&](const ParamRef& p) {
     const size_t o = flat.size();
     flat.resize(o + size_t(p.numel()));
     p.copy_out(flat.data() + o);
   });
+  return flat;
+}
+
+/// Sum the gradient entries over the ranks (one float allreduce of every entry, visit_params
+/// order); returns the bytes reduced.
+template <class Model>
+int64_t allreduce_grad(Model& g, Communicator& comm) {
+  std::vector<float> flat = flat_params(g);
   comm.allreduce_sum(std::span<float>(flat));
   size_t o = 0;
   g.visit_params([&](const ParamRef& p) {
@@ -311,16 +330,8 @@ int64_t allreduce_grad(Model& g, Communicator& comm) {
 /// FNV-1a of every parameter's bytes (visit_params order): whether ranks hold the same weights.
 template <class Model>
 uint64_t weights_fnv1a(Model& model) {
-  uint64_t h = 1469598103934665603ull;
-  model.visit_params([&](const ParamRef& p) {
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      const float v = p.at(i);
-      unsigned char b[sizeof(float)];
-      std::memcpy(b, &v, sizeof v);
-      for (unsigned char c : b) h = (h ^ uint64_t(c)) * 1099511628211ull;
-    }
-  });
-  return h;
+  const std::vector<float> flat = flat_params(model);
+  return fnv1a(std::string_view(reinterpret_cast<const char*>(flat.data()), flat.size() * sizeof(float)));
 }
 
 /// The options every rank must share, as text (their hash is compared across ranks at the start).
@@ -586,13 +597,8 @@ TrainResult train_on(Model& model, Data& data, const TrainOptions& opt, Communic
       const auto vw = data.val_windows(opt.val_windows);
       if (!vw.empty() && ranks == 1) val = windows_loss(model, vw);
       else if (!vw.empty()) {  // each rank its contiguous share of the windows
-        std::vector<std::vector<int64_t>> mine;
         double sums[2] = {0, 0};  // loss summed over the share's positions, positions
-        for (size_t i = 0; i < vw.size(); ++i)
-          if (int64_t(i) * ranks / int64_t(vw.size()) == rank) {
-            mine.push_back(vw[i]);
-            sums[1] += double(std::max<size_t>(vw[i].size(), 1) - 1);
-          }
+        const auto mine = share_windows(vw, size_t(rank), size_t(ranks), sums[1]);
         if (sums[1] > 0) sums[0] = windows_loss(model, mine) * sums[1];
         comm.allreduce_sum(std::span<double>(sums, 2));
         val = sums[1] > 0 ? sums[0] / sums[1] : NAN;
