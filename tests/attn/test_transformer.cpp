@@ -253,3 +253,31 @@ TEST_CASE("transformer: bad input gets a clear error") {
   TransformerModel g2(m.cfg);
   CHECK_THROWS_WITH_AS(train::loss_and_grad(m, {{1}}, g2), doctest::Contains("no next-token position"), ShapeError);
 }
+
+TEST_CASE("transformer: batched decode (forward_rows, one row at a time through the KV caches) == each sequence alone") {
+  const TransformerModel m = make(5);
+  const std::vector<int64_t> lens = {1, 4, 9};
+  std::vector<TransformerModel::State> batch, alone;
+  std::vector<std::vector<int64_t>> seqs;
+  Mat lg, one;
+  for (size_t b = 0; b < lens.size(); ++b) {
+    seqs.push_back(tokens(lens[b] + 6, m.cfg.vocab_size, 30 + b));
+    batch.push_back(m.new_state());
+    alone.push_back(m.new_state());
+    m.forward(batch[b], std::span(seqs[b]).first(size_t(lens[b])), &lg, Logits::last);
+    m.forward(alone[b], std::span(seqs[b]).first(size_t(lens[b])), &lg, Logits::last);
+  }
+  std::vector<TransformerModel::State*> ptrs;
+  for (auto& s : batch) ptrs.push_back(&s);
+  double worst = 0;
+  for (int64_t t = 0; t < 6; ++t) {
+    std::vector<int64_t> ids;
+    for (size_t b = 0; b < lens.size(); ++b) ids.push_back(seqs[b][size_t(lens[b] + t)]);
+    m.forward_rows(ptrs, ids, &lg);
+    for (size_t b = 0; b < lens.size(); ++b) {
+      m.forward(alone[b], std::span(&ids[b], 1), &one, Logits::last);
+      worst = std::max(worst, rel_err(Mat(lg.row(Eigen::Index(b))), one));
+    }
+  }
+  CHECK(worst < 1e-5);
+}

@@ -354,6 +354,23 @@ case_init_generate() {
     run 0 generate --model "m_$layer" --prompt-ids 5,6,7,8,9 --max-new-tokens 12 --greedy --eos "$first" &&
       { [ "$(cat out.txt)" = "$first" ] || fail "$layer: did not stop at --eos $first: $(cat out.txt)"; }
     run 1 generate --model "m_$layer" --prompt-ids 5,259 && check_err "ttt generate: " "259" "vocabulary"
+    # several prompts and --num-samples decode together: line [i] is what that prompt alone gives
+    # with seed --seed + i (greedy: the same line for every sample of a prompt)
+    run 0 "${g[@]}" --greedy --prompt-ids 1,2 --prompt-ids 7 --num-samples 2 || return
+    [ "$(wc -l <out.txt)" = 6 ] || fail "$layer: 3 prompts x 2 samples: expected 6 lines: $(cat out.txt)"
+    [ "$(sed -n 1p out.txt)" = "[0] $(cat greedy1.txt)" ] && [ "$(sed -n 2p out.txt)" = "[1] $(cat greedy1.txt)" ] ||
+      fail "$layer: batched greedy line differs from the single run: $(cat out.txt) vs $(cat greedy1.txt)"
+    grep -q "batched decode: 6 sequences, 11 steps" err.txt || fail "$layer: no batched timing line: $(cat err.txt)"
+    cp out.txt batch.txt
+    run 0 generate --model "m_$layer" --prompt-ids 1,2 --max-new-tokens 12 --ignore-eos --greedy || return
+    [ "$(sed -n 3p batch.txt)" = "[2] $(cat out.txt)" ] || fail "$layer: batched line [2] differs: $(cat batch.txt)"
+    run 0 "${g[@]}" --seed 17 --temperature 1.3 --top-k 50 --top-p 0.95 --num-samples 3 || return
+    [ "$(sed -n 1p out.txt)" = "[0] $(cat s1.txt)" ] || fail "$layer: sample [0] differs from seed 17 alone"
+    cp out.txt samples.txt
+    run 0 "${g[@]}" --seed 19 --temperature 1.3 --top-k 50 --top-p 0.95 || return
+    [ "$(sed -n 3p samples.txt)" = "[2] $(cat out.txt)" ] || fail "$layer: sample [2] differs from seed 19 alone"
+    run 2 "${g[@]}" --num-samples 0 && check_err "ttt generate: " "--num-samples"
+    run 2 generate --model "m_$layer" --prompt hi --prompt "" && check_err "ttt generate: " "--prompt: prompt 2 is empty"
   done
   run 0 init --out small --vocab 97 || return
   run 1 generate --model small --prompt "hello" &&

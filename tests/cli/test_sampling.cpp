@@ -1,5 +1,6 @@
 // sample_next and generate: greedy, top-k, top-p, seeding, the sampled distribution, validation,
 // and that generation (prefill + one token at a time) follows the full forward.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -274,4 +275,69 @@ TEST_CASE("generation stops at EOS, at the budget, or when the callback says so"
   SamplingOptions bad = o;
   bad.top_p = 1.5f;
   CHECK_THROWS_AS(ttt::generate(m, prompt, bad), ttt::Error);
+}
+
+TEST_CASE("generate_batch: each sequence gets what generate gives its prompt with seed + b") {
+  for (const char* layer : {"linear", "mlp"}) {
+    CAPTURE(layer);
+    const ttt::AnyModel m = ttt::AnyModel::create(tiny_config(layer), 11);
+    const std::vector<std::vector<int64_t>> prompts = {{3, 14, 15, 9, 26, 5}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 14}};
+    for (const bool greedy : {true, false}) {
+      CAPTURE(greedy);
+      SamplingOptions o;
+      o.greedy = greedy;
+      o.seed = 40;
+      o.top_k = 30;
+      o.max_new_tokens = 11;
+      std::vector<std::vector<int64_t>> seen(prompts.size());
+      const ttt::BatchGenerateResult r =
+          ttt::generate_batch(m, std::span<const std::vector<int64_t>>(prompts), o, [&](size_t b, int64_t t) { seen[b].push_back(t); });
+      REQUIRE(r.seqs.size() == prompts.size());
+      CHECK(r.decode_steps == 10);
+      CHECK(r.decode_tokens() == int64_t(prompts.size()) * 10);
+      for (size_t b = 0; b < prompts.size(); ++b) {
+        CAPTURE(b);
+        SamplingOptions ob = o;
+        ob.seed = o.seed + b;
+        CHECK(r.seqs[b].tokens == ttt::generate(m, prompts[b], ob).tokens);
+        CHECK(seen[b] == r.seqs[b].tokens);
+        CHECK(r.seqs[b].prompt_tokens == int64_t(prompts[b].size()));
+      }
+    }
+  }
+}
+
+TEST_CASE("generate_batch: EOS and the callback stop one sequence; the others go on") {
+  const ttt::AnyModel m = ttt::AnyModel::create(tiny_config("linear"), 4);
+  const std::vector<std::vector<int64_t>> prompts = {{1, 2, 3}, {4, 5}, {6}};
+  SamplingOptions o;
+  o.greedy = true;
+  o.max_new_tokens = 8;
+  const auto free_run = ttt::generate_batch(m, std::span<const std::vector<int64_t>>(prompts), o, [](size_t, int64_t) {});
+  for (const auto& s : free_run.seqs) REQUIRE(s.tokens.size() == 8);
+
+  // sequence 0 stops when its third token is the EOS id (earlier tokens may be too)
+  SamplingOptions e = o;
+  e.eos_token_id = free_run.seqs[0].tokens[2];
+  const auto r = ttt::generate_batch(m, std::span<const std::vector<int64_t>>(prompts), e, [](size_t, int64_t) {});
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    const auto& want = free_run.seqs[b].tokens;
+    const auto eos = std::find(want.begin(), want.end(), *e.eos_token_id);
+    const size_t n = eos == want.end() ? want.size() : size_t(eos - want.begin()) + 1;
+    CHECK(r.seqs[b].tokens == std::vector<int64_t>(want.begin(), want.begin() + std::ptrdiff_t(n)));
+    CHECK(r.seqs[b].stopped_at_eos == (eos != want.end()));
+  }
+  CHECK(r.seqs[0].stopped_at_eos);
+
+  const auto c = ttt::generate_batch(m, std::span<const std::vector<int64_t>>(prompts), o,
+                                     [](size_t b, int64_t) { return b != 1; });  // sequence 1 stops at once
+  CHECK(c.seqs[1].tokens.size() == 1);
+  CHECK(c.seqs[1].stopped_by_callback);
+  CHECK(c.seqs[0].tokens == free_run.seqs[0].tokens);
+  CHECK(c.seqs[2].tokens == free_run.seqs[2].tokens);
+
+  const std::vector<std::vector<int64_t>> with_empty = {{1}, {}};
+  CHECK_THROWS_WITH_AS(ttt::generate_batch(m, std::span<const std::vector<int64_t>>(with_empty), o, [](size_t, int64_t) {}),
+                       "generate_batch: prompt 1 is empty (need at least one token)", ttt::Error);
+  CHECK_THROWS_AS(ttt::generate_batch(m, std::span<const std::vector<int64_t>>(), o, [](size_t, int64_t) {}), ttt::Error);
 }

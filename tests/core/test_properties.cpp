@@ -185,3 +185,106 @@ TEST_CASE("mini-batch size 1 is online gradient descent on the inner loss") {
     CHECK(th::rel_err(zq.data(), ws.Zq.block(t, 0, 1, f).eval().data(), size_t(f)) < 1e-5);
   }
 }
+
+namespace {
+
+/// B sequences of different lengths advanced together by forward_rows (after prefills of their
+/// own lengths) against each sequence run on its own: the largest relative error over all steps.
+template <class Model>
+double batched_decode_err(const Model& m, const std::vector<int64_t>& prompt_lens, int64_t steps, uint64_t seed) {
+  using MT = MatT<typename Model::Scalar>;
+  const size_t B = prompt_lens.size();
+  std::vector<std::vector<int64_t>> seqs;
+  for (size_t b = 0; b < B; ++b) seqs.push_back(th::random_ids(prompt_lens[b] + steps, m.cfg.vocab_size, seed + b));
+  std::vector<typename Model::State> batch, alone;
+  MT lg, one;
+  for (size_t b = 0; b < B; ++b) {
+    batch.push_back(m.new_state());
+    alone.push_back(m.new_state());
+    m.forward(batch[b], std::span<const int64_t>(seqs[b]).first(size_t(prompt_lens[b])), &lg, Logits::last);
+    m.forward(alone[b], std::span<const int64_t>(seqs[b]).first(size_t(prompt_lens[b])), &lg, Logits::last);
+  }
+  double worst = 0;
+  std::vector<typename Model::State*> ptrs;
+  for (auto& s : batch) ptrs.push_back(&s);
+  for (int64_t t = 0; t < steps; ++t) {
+    std::vector<int64_t> ids;
+    for (size_t b = 0; b < B; ++b) ids.push_back(seqs[b][size_t(prompt_lens[b] + t)]);
+    m.forward_rows(std::span<typename Model::State* const>(ptrs), ids, &lg);
+    REQUIRE(lg.rows() == int64_t(B));
+    for (size_t b = 0; b < B; ++b) {
+      m.forward(alone[b], std::span<const int64_t>(&ids[b], 1), &one, Logits::last);
+      worst = std::max(worst, th::rel_err(lg.row(Eigen::Index(b)).data(), one.data(), size_t(one.cols())));
+      CHECK(batch[b].pos == alone[b].pos);
+    }
+  }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("batched decode (forward_rows) == each sequence on its own, every option", Lrn, inner::Linear,
+                   inner::MLP) {
+  uint64_t seed = 500;
+  for (const ModelConfig& c : option_sweep(std::string(Lrn::name))) {
+    INFO(describe(c));
+    const auto m = make_model<Lrn>(c, seed++);
+    const int64_t b = c.mini_batch_size;
+    // prompts ending at, before and after mini-batch boundaries; steps cross the next boundary
+    CHECK(batched_decode_err(m, {1, b - 1 > 0 ? b - 1 : 2, b, 2 * b + 3, 5}, b + 2, seed) < 1e-5);
+  }
+  SUBCASE("double: equal to the last bits") {
+    ModelConfig c = th::small_config(std::string(Lrn::name));
+    c.pre_conv = c.share_qk = c.use_gate = true;
+    TTTModel<Lrn, double> md(c);
+    th::randomize(md, 9);
+    CHECK(batched_decode_err(md, {3, 8, 11}, 10, 4) < 1e-12);
+  }
+  SUBCASE("one sequence is forward of one token") {
+    const auto m = make_model<Lrn>(th::small_config(std::string(Lrn::name)), 3);
+    CHECK(batched_decode_err(m, {7}, 9, 1) < 1e-5);
+  }
+}
+
+TEST_CASE("batched decode: bad input is a clear error") {
+  const auto m = make_model<inner::Linear>(th::small_config("linear"), 3);
+  auto a = m.new_state(), b = m.new_state();
+  Mat lg;
+  std::vector<TTTModel<inner::Linear>::State*> two{&a, &b}, same{&a, &a};
+  const std::vector<int64_t> ids2{1, 2}, ids1{1}, bad{1, 999};
+  CHECK_THROWS_WITH_AS(m.forward_rows(two, ids1, &lg), doctest::Contains("1 tokens for 2 sequences"), ShapeError);
+  CHECK_THROWS_WITH_AS(m.forward_rows(same, ids2, &lg), doctest::Contains("are the same state"), ShapeError);
+  CHECK_THROWS_WITH_AS(m.forward_rows(two, bad, &lg), doctest::Contains("token id 999 of sequence 1"), ShapeError);
+  std::vector<TTTModel<inner::Linear>::State*> none;
+  CHECK_THROWS_AS(m.forward_rows(none, std::vector<int64_t>{}, &lg), ShapeError);
+  CHECK(a.pos == 0);
+  CHECK(b.pos == 0);
+}
+
+TEST_CASE_TEMPLATE("a long input runs in chunks of max_chunk: the same logits and hidden states", Lrn, inner::Linear,
+                   inner::MLP) {
+  ModelConfig c = th::small_config(std::string(Lrn::name));
+  c.pre_conv = c.share_qk = c.use_gate = true;
+  auto m = make_model<Lrn>(c, 21);
+  const auto ids = th::random_ids(45, c.vocab_size, 8);
+  m.max_chunk = 0;  // one chunk
+  std::vector<Mat> h1, h2;
+  const Mat full = m.forward(ids, &h1);
+  auto st = m.new_state();
+  Mat last1;
+  m.forward(st, ids, &last1, Logits::last);
+  for (int64_t chunk : {1, 5, 8, 13, 44}) {
+    INFO("max_chunk = " << chunk);
+    m.max_chunk = chunk;
+    CHECK(th::rel_err(m.forward(ids, &h2), full) < 1e-5);
+    REQUIRE(h2.size() == h1.size());
+    for (size_t i = 0; i < h1.size(); ++i) CHECK(th::rel_err(h2[i], h1[i]) < 1e-5);
+    auto s2 = m.new_state();
+    Mat last2;
+    m.forward(s2, ids, &last2, Logits::last);
+    CHECK(th::rel_err(last2, last1) < 1e-5);
+    CHECK(s2.pos == 45);
+    m.forward(s2, ids, nullptr, Logits::none);  // no logits asked: none computed, the state advances
+    CHECK(s2.pos == 90);
+  }
+}

@@ -10,6 +10,7 @@
 /// (`project`, `lr_gate`, `eta_table`, `head_output`, `output`), so the layer is written once.
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -227,6 +228,13 @@ class TTTLayer {
   /// out = TTT(X) for the n tokens X: (n, C) (the normed block input) at positions pos0 ...
   void forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const;
 
+  /// One token of each of B sequences (batched decode): row b of X (B, C) continues the sequence
+  /// of `*states[b]` at position pos[b]. The projections and gates read each weight once for all
+  /// rows; the inner step runs per (sequence, head). Row b of `out` is what
+  /// forward(X.row(b), *states[b], pos[b], ...) computes (to the rounding of the products).
+  void forward_rows(const M& X, std::span<State* const> states, std::span<const int64_t> pos, Workspace& ws,
+                    M& out) const;
+
   // ---- the pieces the inference and the training forward share -------------------------------
 
   /// XQ, XK, XV of X (n, C): projections (share_qk: q_proj, then two causal convs over
@@ -251,6 +259,32 @@ class TTTLayer {
     mv(p.XV).noalias() = cv(X) * cv(v).transpose();
     p.pos.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) p.pos[size_t(r)] = (pos0 + r) % mb;
+    blocks::rope(p.XQ, f, rope, p.pos.data());
+    blocks::rope(p.XK, f, rope, p.pos.data());
+  }
+
+  /// project() for rows of different sequences: row b at position pos[b], its share_qk history
+  /// `states[b]->qk_hist` (advanced by one row).
+  void project_rows(const M& X, std::span<State* const> states, std::span<const int64_t> pos, Proj& p) const {
+    const int64_t n = X.rows();
+    ensure_size(p.XQ, n, C);
+    ensure_size(p.XK, n, C);
+    ensure_size(p.XV, n, C);
+    if (share_qk) {
+      ensure_size(p.xq, n, C);
+      mv(p.xq).noalias() = cv(X) * cv(q).transpose();
+      for (int64_t b = 0; b < n; ++b) {
+        blocks::extend_history(p.xq.row(b), states[size_t(b)]->qk_hist, p.ext);
+        blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ.row(b));
+        blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK.row(b));
+      }
+    } else {
+      mv(p.XQ).noalias() = cv(X) * cv(q).transpose();
+      mv(p.XK).noalias() = cv(X) * cv(k).transpose();
+    }
+    mv(p.XV).noalias() = cv(X) * cv(v).transpose();
+    p.pos.resize(size_t(n));
+    for (int64_t b = 0; b < n; ++b) p.pos[size_t(b)] = pos[size_t(b)] % mb;
     blocks::rope(p.XQ, f, rope, p.pos.data());
     blocks::rope(p.XK, f, rope, p.pos.data());
   }
@@ -326,15 +360,18 @@ class TTTLayer {
   }
 
  private:
-  void run_head(int64_t h, State& st, int64_t pos0, int64_t n, Workspace& ws) const {
+  /// Head h of rows row0 .. row0+n-1 of the workspace's projections: n tokens of the sequence of
+  /// `st` from position pos0.
+  void run_head(int64_t h, State& st, int64_t pos0, int64_t row0, int64_t n, Workspace& ws) const {
     S* theta = st.theta.data() + h * P;
     S* gacc = st.gacc.data() + h * P;
     HeadWorkspace& hw = ws.heads[size_t(h)];
     const S* eta = ws.eta.data();
-    int64_t r0 = 0;
-    while (r0 < n) {
-      const int64_t p = (pos0 + r0) % mb;
-      const int64_t len = std::min(n - r0, mb - p);
+    const int64_t end = row0 + n;
+    int64_t r0 = row0;
+    while (r0 < end) {
+      const int64_t p = (pos0 + r0 - row0) % mb;
+      const int64_t len = std::min(end - r0, mb - p);
       const inner::Segment<S> seg{CRefT<S>(ws.p.XQ.block(r0, h * f, len, f)),
                                   CRefT<S>(ws.p.XK.block(r0, h * f, len, f)),
                                   CRefT<S>(ws.p.XV.block(r0, h * f, len, f)),
@@ -383,7 +420,29 @@ void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspac
   if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
   if (!rule.is_plain_gd() && ws.oheads.size() != size_t(H)) ws.oheads.resize(size_t(H));
   parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
-    run_head(h, st, pos0, n, ws);
+    run_head(h, st, pos0, 0, n, ws);
+    head_output(h, ws.p.XQ, ws.Zq, ws.O);
+  });
+  output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);
+}
+
+template <class L, class S, class Opts>
+void TTTLayer<L, S, Opts>::forward_rows(const M& X, std::span<State* const> states, std::span<const int64_t> pos,
+                                        Workspace& ws, M& out) const {
+  const int64_t n = X.rows();
+  if (states.size() != size_t(n) || pos.size() != size_t(n))
+    throw ShapeError("TTTLayer::forward_rows: " + std::to_string(n) + " rows, " + std::to_string(states.size()) +
+                     " states, " + std::to_string(pos.size()) + " positions (one of each per sequence)");
+  project_rows(X, states, pos, ws.p);
+  lr_gate(X, ws.sig, ws.LRt);
+  eta_table(ws.eta);
+  if (decay_gate) forget_gate(X, ws.alpha);
+  ensure_size(ws.Zq, n, C);
+  ensure_size(ws.O, n, C);
+  if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
+  if (!rule.is_plain_gd() && ws.oheads.size() != size_t(H)) ws.oheads.resize(size_t(H));
+  parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
+    for (int64_t b = 0; b < n; ++b) run_head(h, *states[size_t(b)], pos[size_t(b)], b, 1, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);
   });
   output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);

@@ -136,6 +136,24 @@ class AnyModelT {
         m_, st);
   }
 
+  /// TTTModel<L>::forward_rows of the held model (batched decode: one token for each of B
+  /// sequences). Error when a state is missing or was made by a model of another learner.
+  void forward_rows(std::span<State* const> states, std::span<const int64_t> ids, Mat* logits) const {
+    std::visit(
+        [&](const auto& m) {
+          using S = typename std::decay_t<decltype(m)>::State;
+          std::vector<S*> held(states.size());
+          for (size_t b = 0; b < states.size(); ++b) {
+            held[b] = states[b] ? std::get_if<S>(states[b]) : nullptr;
+            if (states[b] && !held[b])
+              throw Error("AnyModel::forward_rows: the state of sequence " + std::to_string(b) +
+                          " belongs to a model of another learner type");
+          }
+          m.forward_rows(std::span<S* const>(held), ids, logits);
+        },
+        m_);
+  }
+
   /// Full-sequence forward from a fresh state: (n, V) logits.
   Mat forward(std::span<const int64_t> ids, std::vector<Mat>* hidden = nullptr) const {
     State st = new_state();

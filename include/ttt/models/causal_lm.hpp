@@ -7,6 +7,7 @@
 /// softmax attention, the attention baselines (models/transformer.hpp). `forward` processes any
 /// chunk of a sequence and carries a `State`, so prefill, decode and any chunking are one code
 /// path. Training is train/model_grad.hpp, on the same weights.
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -147,11 +148,22 @@ class CausalLM {
                          " is outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
   }
 
+  /// Inputs longer than this many tokens are run in chunks of it (0: always one chunk): the work
+  /// buffers of a chunk stay in the caches, so a 32k-token prompt runs at the speed of a 2k one
+  /// (benchmarks/README.md, "Long prompts"). A chunking computes what one chunk computes.
+  int64_t max_chunk = 2048;
+
   /// Run the n tokens `ids` of one sequence from the position and state in `st`, advancing it.
   /// logits: (n, V) for Logits::all, (1, V) for Logits::last. hidden (optional): output of each
   /// block, (n, C) each. Any chunking of a sequence computes what one full forward computes.
   void forward(State& st, std::span<const int64_t> ids, M* logits, Logits which = Logits::all,
                std::vector<M>* hidden = nullptr) const;
+
+  /// One token for each of B sequences at once (batched decode): ids[b] continues the sequence of
+  /// `*states[b]`, each at its own position (prompts of different lengths are fine). Each weight
+  /// matrix is read once for the B tokens. logits: (B, V), row b what forward(*states[b], ids[b])
+  /// gives, to the rounding of the products. The buffers of `*states[0]` serve the whole batch.
+  void forward_rows(std::span<State* const> states, std::span<const int64_t> ids, M* logits) const;
 
   /// Full-sequence forward from a fresh state: (n, V) logits.
   M forward(std::span<const int64_t> ids, std::vector<M>* hidden = nullptr) const {
@@ -168,15 +180,47 @@ class CausalLM {
     if (pre_conv()) per_block += 2.0 * C * double(cfg.conv_kernel);
     return double(blocks.size()) * per_block + 2.0 * C * V;
   }
+
+ private:
+  void check_state(const State& st) const;
+  /// forward() of one chunk (ids checked).
+  void forward_chunk(State& st, std::span<const int64_t> ids, M* logits, Logits which, std::vector<M>* hidden) const;
 };
 
 template <class Mixer>
 void CausalLM<Mixer>::forward(State& st, std::span<const int64_t> ids, M* logits, Logits which,
                               std::vector<M>* hidden) const {
   check_ids(ids);
+  check_state(st);
+  const int64_t n = int64_t(ids.size());
+  if (max_chunk <= 0 || n <= max_chunk) return forward_chunk(st, ids, logits, which, hidden);
+  const int64_t C = cfg.hidden_size;
+  if (which == Logits::all && logits) ensure_size(*logits, n, cfg.vocab_size);
+  if (hidden) hidden->assign(blocks.size(), M(n, C));
+  M part;
+  std::vector<M> hpart;
+  for (int64_t off = 0; off < n; off += max_chunk) {
+    const int64_t len = std::min(max_chunk, n - off);
+    const bool last = off + len == n;
+    const Logits w = which == Logits::all ? Logits::all : (last ? which : Logits::none);
+    forward_chunk(st, ids.subspan(size_t(off), size_t(len)), logits ? &part : nullptr, w, hidden ? &hpart : nullptr);
+    if (logits && which == Logits::all) logits->middleRows(off, len) = part;
+    if (logits && which == Logits::last && last) logits->swap(part);
+    if (hidden)
+      for (size_t i = 0; i < blocks.size(); ++i) (*hidden)[i].middleRows(off, len) = hpart[i];
+  }
+}
+
+template <class Mixer>
+void CausalLM<Mixer>::check_state(const State& st) const {
   if (st.layers.size() != blocks.size())
     throw ShapeError("forward: the state has " + std::to_string(st.layers.size()) + " layer caches, the model " +
                      std::to_string(blocks.size()) + " layers (use new_state())");
+}
+
+template <class Mixer>
+void CausalLM<Mixer>::forward_chunk(State& st, std::span<const int64_t> ids, M* logits, Logits which,
+                                    std::vector<M>* hidden) const {
   const int64_t n = int64_t(ids.size()), C = cfg.hidden_size;
   auto& w = st.ws;
   ensure_size(w.h, n, C);
@@ -210,6 +254,70 @@ void CausalLM<Mixer>::forward(State& st, std::span<const int64_t> ids, M* logits
   mv(*logits).noalias() = cv(w.hn) * cv(head()).transpose();
 }
 
+
+template <class Mixer>
+void CausalLM<Mixer>::forward_rows(std::span<State* const> states, std::span<const int64_t> ids, M* logits) const {
+  const int64_t B = int64_t(ids.size()), C = cfg.hidden_size;
+  if (B == 0) throw ShapeError("forward_rows: no sequences (need one token for each of at least one sequence)");
+  if (states.size() != ids.size())
+    throw ShapeError("forward_rows: " + std::to_string(ids.size()) + " tokens for " + std::to_string(states.size()) +
+                     " sequences (one token per sequence)");
+  for (int64_t b = 0; b < B; ++b) {
+    State* s = states[size_t(b)];
+    if (s == nullptr) throw ShapeError("forward_rows: sequence " + std::to_string(b) + " has no state");
+    check_state(*s);
+    for (int64_t a = 0; a < b; ++a)
+      if (states[size_t(a)] == s)
+        throw ShapeError("forward_rows: sequences " + std::to_string(a) + " and " + std::to_string(b) +
+                         " are the same state (each sequence needs its own)");
+    if (ids[size_t(b)] < 0 || ids[size_t(b)] >= cfg.vocab_size)
+      throw ShapeError("input_ids: token id " + std::to_string(ids[size_t(b)]) + " of sequence " + std::to_string(b) +
+                       " is outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+  }
+  auto& w = states[0]->ws;
+  ensure_size(w.h, B, C);
+  std::vector<int64_t> pos(static_cast<size_t>(B));
+  std::vector<typename Mixer::State*> layer_states(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    w.h.row(b) = embed.row(ids[size_t(b)]);
+    pos[size_t(b)] = states[size_t(b)]->pos;
+  }
+  const blocks::Act act = blocks::act_from_name(cfg.hidden_act);
+  M x1, t1;  // the per-row fallback of mixers without forward_rows
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const Block& blk = blocks[i];
+    if (pre_conv()) {  // x = x + conv(RMSNorm(x)), each row with its own history
+      blocks::rms_norm(w.h, blk.conv_norm, cfg.rms_norm_eps, w.xn);
+      ensure_size(w.conv_out, B, C);
+      for (int64_t b = 0; b < B; ++b) {
+        blocks::extend_history(w.xn.row(b), states[size_t(b)]->conv_hist[i], w.ext);
+        blocks::causal_conv(w.ext, blk.conv_w, blk.conv_b, w.conv_out.row(b));
+      }
+      w.h += w.conv_out;
+    }
+    blocks::rms_norm(w.h, blk.seq_norm, cfg.rms_norm_eps, w.xn);
+    for (int64_t b = 0; b < B; ++b) layer_states[size_t(b)] = &states[size_t(b)]->layers[i];
+    if constexpr (requires { blk.mixer.forward_rows(w.xn, std::span<typename Mixer::State* const>(layer_states), std::span<const int64_t>(pos), w.mixer, w.t); }) {
+      blk.mixer.forward_rows(w.xn, std::span<typename Mixer::State* const>(layer_states), std::span<const int64_t>(pos),
+                             w.mixer, w.t);
+    } else {  // one row at a time (the mixer's weights are read B times)
+      ensure_size(w.t, B, C);
+      for (int64_t b = 0; b < B; ++b) {
+        x1 = w.xn.row(b);
+        blk.mixer.forward(x1, *layer_states[size_t(b)], pos[size_t(b)], w.mixer, t1);
+        w.t.row(b) = t1;
+      }
+    }
+    w.h += w.t;
+    blocks::rms_norm(w.h, blk.ffn_norm, cfg.rms_norm_eps, w.xn);
+    blk.mlp.forward(w.xn, act, w.mlp, w.h);
+  }
+  for (State* s : states) s->pos += 1;
+  if (!logits) return;
+  blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
+  ensure_size(*logits, B, cfg.vocab_size);
+  mv(*logits).noalias() = cv(w.hn) * cv(head()).transpose();
+}
 }  // namespace ttt
 
 #if defined(TTT_PRECOMPILED)

@@ -243,4 +243,110 @@ GenerateResult generate(const Model& model, std::span<const int64_t> prompt, con
   return r;
 }
 
+/// What `generate_batch` produced: one GenerateResult per prompt (its tokens and why it stopped;
+/// prefill_ms: its prompt's forward and first sampling; decode_ms: from the start of the batched
+/// decode until it stopped) and the rate of the batch as a whole.
+struct BatchGenerateResult {
+  std::vector<GenerateResult> seqs;
+  double prefill_ms = 0.0;   ///< every prompt's prefill
+  double decode_ms = 0.0;    ///< the batched decode, until the last sequence stopped
+  int64_t decode_steps = 0;  ///< batched forward steps (forward_rows calls)
+
+  /// Tokens produced by the batched decode (every sequence's tokens but its first).
+  int64_t decode_tokens() const {
+    int64_t n = 0;
+    for (const auto& s : seqs) n += s.decode_tokens();
+    return n;
+  }
+  /// Decode throughput of the batch: new tokens of all sequences per second (prefill excluded).
+  double tokens_per_second() const { return decode_ms > 0.0 ? 1000.0 * double(decode_tokens()) / decode_ms : 0.0; }
+  double ms_per_step() const { return decode_steps > 0 ? decode_ms / double(decode_steps) : 0.0; }
+};
+
+/// Generate after each of B prompts at once (batched decode). Every prompt is prefilled on its
+/// own (prompts may differ in length); then each step runs one token of every unfinished sequence
+/// through `model.forward_rows`, which reads each weight once for all of them. Sequence b samples
+/// with its own generator seeded `opt.seed + b`, so it gets what `generate` gives its prompt with
+/// that seed, to the rounding of the batched products. `on_token(b, id)` is called for each new
+/// token of sequence b; when it returns a bool, false stops sequence b (the others go on). Stops
+/// at `opt.eos_token_id` and `opt.max_new_tokens` per sequence. Throws ttt::Error for invalid
+/// options, no prompts or an empty prompt (naming it), and (from the model) ids outside the
+/// vocabulary.
+template <class Model, class OnToken>
+BatchGenerateResult generate_batch(const Model& model, std::span<const std::vector<int64_t>> prompts,
+                                   const SamplingOptions& opt, OnToken&& on_token) {
+  validate(opt);
+  if (prompts.empty()) throw Error("generate_batch: no prompts");
+  for (size_t b = 0; b < prompts.size(); ++b)
+    if (prompts[b].empty()) throw Error("generate_batch: prompt " + std::to_string(b) + " is empty (need at least one token)");
+  using clock = std::chrono::steady_clock;
+  auto ms_since = [](clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+  };
+  auto emit = [&](size_t b, int64_t tok) -> bool {
+    if constexpr (std::is_same_v<std::invoke_result_t<OnToken&, size_t, int64_t>, void>) {
+      on_token(b, tok);
+      return true;
+    } else {
+      return static_cast<bool>(on_token(b, tok));
+    }
+  };
+  using State = decltype(model.new_state());
+  const size_t B = prompts.size();
+  BatchGenerateResult r;
+  r.seqs.resize(B);
+  if (opt.max_new_tokens == 0) {
+    for (size_t b = 0; b < B; ++b) r.seqs[b].prompt_tokens = int64_t(prompts[b].size());
+    return r;
+  }
+  std::vector<State> states;
+  states.reserve(B);
+  std::vector<std::mt19937_64> rngs;
+  std::vector<int64_t> tok(B);
+  Mat logits;
+  auto row = [&](Eigen::Index j) { return std::span<const float>(logits.row(j).data(), size_t(logits.cols())); };
+  for (size_t b = 0; b < B; ++b) {
+    const auto t0 = clock::now();
+    states.push_back(model.new_state());
+    rngs.emplace_back(opt.seed + b);
+    model.forward(states[b], std::span<const int64_t>(prompts[b]), &logits, Logits::last);
+    tok[b] = sample_next(row(0), opt, rngs[b]);
+    r.seqs[b].prompt_tokens = int64_t(prompts[b].size());
+    r.seqs[b].prefill_ms = ms_since(t0);
+    r.prefill_ms += r.seqs[b].prefill_ms;
+  }
+
+  std::vector<size_t> active(B), next;
+  std::iota(active.begin(), active.end(), size_t(0));
+  std::vector<State*> ptrs;
+  std::vector<int64_t> ids;
+  auto t1 = clock::now();
+  while (!active.empty()) {
+    next.clear();
+    for (size_t b : active) {
+      GenerateResult& s = r.seqs[b];
+      s.tokens.push_back(tok[b]);
+      const auto tc = clock::now();  // the callback's time is not the model's
+      const bool go_on = emit(b, tok[b]);
+      t1 += clock::now() - tc;
+      if (opt.eos_token_id && tok[b] == *opt.eos_token_id) s.stopped_at_eos = true;
+      else if (!go_on) s.stopped_by_callback = true;
+      if (s.stopped_at_eos || s.stopped_by_callback || int64_t(s.tokens.size()) >= opt.max_new_tokens)
+        s.decode_ms = std::max(0.0, ms_since(t1));
+      else
+        next.push_back(b);
+    }
+    active.swap(next);
+    if (active.empty()) break;
+    ptrs.clear();
+    ids.clear();
+    for (size_t b : active) ptrs.push_back(&states[b]), ids.push_back(tok[b]);
+    model.forward_rows(std::span<State* const>(ptrs), std::span<const int64_t>(ids), &logits);
+    ++r.decode_steps;
+    for (size_t j = 0; j < active.size(); ++j) tok[active[j]] = sample_next(row(Eigen::Index(j)), opt, rngs[active[j]]);
+  }
+  r.decode_ms = std::max(0.0, ms_since(t1));
+  return r;
+}
+
 }  // namespace ttt
