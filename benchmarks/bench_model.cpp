@@ -3,6 +3,11 @@
 //   Model/<L>/prefill/n   n tokens from a fresh state, logits of the last position only (as
 //                         generation does); tokens/s and GFLOP/s
 //   Model/<L>/decode      after a 512-token prefill, one token per iteration; ms/token
+//   Model/<L>/decode_batch/B   one batched step (forward_rows) of B sequences per iteration, each
+//                         after a 16-token prompt; items = tokens (B per step), so tokens/s compares
+//                         across B; GFLOP/s counts B * flops_per_token per step
+//   Model/<L>/prefill_long/n/chunk   n tokens with max_chunk = chunk (0: one chunk, as before
+//                         chunking); the 32k-token prompt against the 2k one
 // GFLOP/s come from TTTModel::flops_per_token() (model.hpp). That count includes the LM head
 // (2 C V) for every token; prefill with Logits::last runs the head once, so prefill counts
 // n * (flops_per_token - 2 C V) + 2 C V.
@@ -24,8 +29,8 @@ namespace {
 using ttt::Mat;
 
 template <class L>
-const ttt::TTTModel<L>& bench_model() {
-  static const ttt::TTTModel<L> model = [] {
+ttt::TTTModel<L>& bench_model() {  // not const: prefill_long sets max_chunk
+  static ttt::TTTModel<L> model = [] {
     ttt::TTTModel<L> m(ttt::ModelConfig::preset_125m(std::string(L::name)));
     m.init_weights(2024);
     return m;
@@ -95,6 +100,54 @@ void BM_ModelDecode(benchmark::State& state) {
       benchmark::Counter(double(state.iterations()) * model.flops_per_token() * 1e-9, benchmark::Counter::kIsRate);
 }
 
+template <class L>
+void BM_ModelDecodeBatch(benchmark::State& state) {
+  const auto& model = bench_model<L>();
+  const int64_t B = state.range(0);
+  std::vector<typename ttt::TTTModel<L>::State> seqs;
+  std::vector<typename ttt::TTTModel<L>::State*> ptrs;
+  Mat logits;
+  for (int64_t b = 0; b < B; ++b) {
+    seqs.push_back(model.new_state());
+    const auto prompt = random_tokens(16, model.cfg.vocab_size, 100 + uint64_t(b));
+    model.forward(seqs.back(), std::span<const int64_t>(prompt), &logits, ttt::Logits::last, nullptr);
+  }
+  for (auto& s : seqs) ptrs.push_back(&s);
+  const auto next = random_tokens(B * 64, model.cfg.vocab_size, 13);
+  size_t step = 0;
+  auto ids = [&] { return std::span<const int64_t>(next.data() + (step++ % 64) * size_t(B), size_t(B)); };
+  for (int i = 0; i < 2; ++i) model.forward_rows(ptrs, ids(), &logits);  // untimed: size the buffers
+  for (auto _ : state) {
+    model.forward_rows(ptrs, ids(), &logits);
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * B);
+  state.counters["GFLOP/s"] = benchmark::Counter(double(state.iterations()) * double(B) * model.flops_per_token() * 1e-9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+template <class L>
+void BM_ModelPrefillLong(benchmark::State& state) {
+  auto& model = bench_model<L>();
+  const int64_t n = state.range(0);
+  const int64_t saved = model.max_chunk;
+  model.max_chunk = state.range(1);
+  const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
+  for (auto _ : state) {
+    auto st = model.new_state();  // fresh buffers every run: as a new prompt meets them
+    Mat logits;
+    model.forward(st, std::span<const int64_t>(ids), &logits, ttt::Logits::last, nullptr);
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  model.max_chunk = saved;
+  const double it = double(state.iterations());
+  state.SetItemsProcessed(int64_t(it) * n);
+  const double flops = double(n) * (model.flops_per_token() - head_flops(model)) + head_flops(model);
+  state.counters["GFLOP/s"] = benchmark::Counter(it * flops * 1e-9, benchmark::Counter::kIsRate);
+}
+
 using ttt::inner::Linear;
 using ttt::inner::MLP;
 
@@ -112,6 +165,17 @@ BENCHMARK(BM_ModelDecode<Linear>)->Name("Model/Linear/decode")->Unit(benchmark::
     ->Iterations(48);
 BENCHMARK(BM_ModelDecode<MLP>)->Name("Model/MLP/decode")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Iterations(48);
+
+// tokens/s at B = 8 against B = 1 is issue 15's batched-decode goal (>= 4x)
+BENCHMARK(BM_ModelDecodeBatch<Linear>)->Name("Model/Linear/decode_batch")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Arg(1)->Arg(8)->Arg(64)->Iterations(32);
+BENCHMARK(BM_ModelDecodeBatch<MLP>)->Name("Model/MLP/decode_batch")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Arg(1)->Arg(8)->Arg(64)->Iterations(32);
+// One run each: a 32k-token prompt of the 125m model takes tens of seconds on 2 cores.
+BENCHMARK(BM_ModelPrefillLong<Linear>)->Name("Model/Linear/prefill_long")->Apply(prefill_args)
+    ->Args({2048, 0})->Args({32768, 0})->Args({32768, 2048})->Args({32768, 1024})->Iterations(1);
+BENCHMARK(BM_ModelPrefillLong<MLP>)->Name("Model/MLP/prefill_long")->Apply(prefill_args)
+    ->Args({2048, 0})->Args({32768, 0})->Args({32768, 2048})->Args({32768, 1024})->Iterations(1);
 
 }  // namespace
 

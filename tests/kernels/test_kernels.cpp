@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -43,6 +44,9 @@ using inplace_fn = void (*)(backend::simd, float*, const float*, size_t);
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh = &kernels::gelu_tanh;
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh_grad = &kernels::gelu_tanh_grad;
 [[maybe_unused]] constexpr inplace_fn simd_silu_mul = &kernels::silu_mul;
+using rows_wt_fn = void (*)(backend::simd, const float*, std::ptrdiff_t, size_t, size_t, const float*, size_t, float*,
+                            std::ptrdiff_t, bool);
+[[maybe_unused]] constexpr rows_wt_fn simd_rows_wt = &kernels::rows_wt;
 
 // ---- inputs -------------------------------------------------------------------------------------
 constexpr float kSpecials[] = {0.0f, -0.0f, 1e-3f, -1e-3f, 20.0f, -20.0f, 8.0f, -8.0f, 1.0f, -1.0f};
@@ -172,4 +176,30 @@ TEST_CASE("dense sweep over [-20, 20]") {
   check_map("gelu_tanh", gelu_tanh, x);
   check_map("gelu_tanh_grad", gelu_tanh_grad, x);
   check_silu_mul(x, std::vector<float>(n, 1.0f));
+}
+
+TEST_CASE("rows_wt (a few rows times W^T): simd matches the scalar loop, strides and accumulate") {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (size_t n : {1, 2, 3, 7, 8, 9, 16, 17, 32})
+    for (size_t k : {1, 3, 4, 13, 16, 64, 77})
+      for (size_t m : {1, 5, 33})
+        for (bool acc : {false, true}) {
+          CAPTURE(n);
+          CAPTURE(k);
+          CAPTURE(m);
+          CAPTURE(acc);
+          const std::ptrdiff_t ldx = std::ptrdiff_t(k + 3), ldy = std::ptrdiff_t(m + 2);  // row strides past the data
+          std::vector<float> X(n * size_t(ldx)), W(m * k), Y0(n * size_t(ldy)), Y1;
+          for (auto* v : {&X, &W, &Y0})
+            for (float& x : *v) x = u(rng);
+          Y1 = Y0;
+          kernels::rows_wt(backend::scalar{}, X.data(), ldx, n, k, W.data(), m, Y0.data(), ldy, acc);
+          kernels::rows_wt(backend::simd{}, X.data(), ldx, n, k, W.data(), m, Y1.data(), ldy, acc);
+          float worst = 0.0f;
+          for (size_t i = 0; i < Y0.size(); ++i) worst = std::max(worst, std::fabs(Y0[i] - Y1[i]) / (1.0f + std::fabs(Y0[i])));
+          CHECK(worst <= 1e-5f);  // sums of up to 77 products in another order
+          for (size_t b = 0; b < n; ++b)  // the cells between rows are untouched (they were equal before)
+            for (size_t j = m; j < size_t(ldy); ++j) CHECK(Y1[b * size_t(ldy) + j] == Y0[b * size_t(ldy) + j]);
+        }
 }

@@ -8,6 +8,7 @@
 #include "../core/params.hpp"
 #include "../core/tensor.hpp"
 #include "activations.hpp"
+#include "linear.hpp"
 
 namespace ttt::blocks {
 
@@ -41,11 +42,11 @@ struct SwiGLU {
     const int64_t n = x.rows(), I = gate.rows();
     ensure_size(tp.a, n, I);
     ensure_size(tp.up, n, I);
-    mv(tp.a).noalias() = cv(x) * cv(gate).transpose();
+    linear<S>(cv(x), cv(gate), mv(tp.a));
     if (keep_pre) tp.pre = tp.a;
-    mv(tp.up).noalias() = cv(x) * cv(up).transpose();
+    linear<S>(cv(x), cv(up), mv(tp.up));
     act_mul(act, tp.a.data(), tp.up.data(), size_t(tp.a.size()));
-    mv(h).noalias() += cv(tp.a) * cv(down).transpose();
+    linear<S>(cv(tp.a), cv(down), mv(h), /*accumulate=*/true);
   }
 
   /// Buffers of the backward.

@@ -6,6 +6,7 @@
 /// The xsimd overloads of the loops live in kernels/simd.hpp.
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "../core/config.hpp"
 #include "backend.hpp"
@@ -38,6 +39,20 @@ inline void gelu_tanh_grad(backend::scalar, const float* x, float* y, std::size_
 /// g[i] = silu(g[i]) * u[i]  (SwiGLU's inner product)
 inline void silu_mul(backend::scalar, float* g, const float* u, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) g[i] = silu_scalar(g[i]) * u[i];
+}
+
+/// Y[b, j] = sum_i X[b, i] W[j, i] (or += with `accumulate`), b < n, j < m, i < k: a few rows
+/// times the transpose of a torch Linear weight W (m, k), row-major; X and Y row-major with row
+/// strides ldx and ldy. The few-rows product of batched decode (blocks/linear.hpp).
+inline void rows_wt(backend::scalar, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
+                    std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {
+  for (std::size_t b = 0; b < n; ++b)
+    for (std::size_t j = 0; j < m; ++j) {
+      float s = 0.0f;
+      for (std::size_t i = 0; i < k; ++i) s += X[std::ptrdiff_t(b) * ldx + std::ptrdiff_t(i)] * W[j * k + i];
+      float& y = Y[std::ptrdiff_t(b) * ldy + std::ptrdiff_t(j)];
+      y = accumulate ? y + s : s;
+    }
 }
 
 }  // namespace ttt::kernels

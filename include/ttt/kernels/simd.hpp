@@ -4,6 +4,9 @@
 /// SwiGLU); the remainder past the last full batch uses the scalar element functions. A kernel
 /// missing here falls back to its kernels/scalar.hpp loop through the backend tag chain. Each one
 /// is tested against its scalar twin in tests/kernels/test_kernels.cpp.
+#include <algorithm>
+#include <cstddef>
+
 #include <xsimd/xsimd.hpp>
 
 #include "scalar.hpp"
@@ -54,6 +57,55 @@ inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
     (v / (one + xsimd::exp(-v)) * B::load_unaligned(u + i)).store_unaligned(g + i);
   }
   for (; i < n; ++i) g[i] = silu_scalar(g[i]) * u[i];
+}
+
+namespace detail {
+/// rows_wt for rows b0 .. b0+NB-1 and weight row j: NB accumulators over one pass of W's row.
+template <std::size_t NB>
+inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* w, float* y,
+                         std::ptrdiff_t ldy, bool accumulate) {
+  constexpr std::size_t W = fbatch::size;
+  fbatch a[NB];
+  for (std::size_t r = 0; r < NB; ++r) a[r] = fbatch(0.0f);
+  std::size_t i = 0;
+  for (; i + W <= k; i += W) {
+    const fbatch wv = fbatch::load_unaligned(w + i);
+    for (std::size_t r = 0; r < NB; ++r) a[r] = xsimd::fma(fbatch::load_unaligned(X + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i)), wv, a[r]);
+  }
+  for (std::size_t r = 0; r < NB; ++r) {
+    float s = xsimd::hadd(a[r]);
+    for (std::size_t t = i; t < k; ++t) s += X[std::ptrdiff_t(r) * ldx + std::ptrdiff_t(t)] * w[t];
+    float& out = y[std::ptrdiff_t(r) * ldy];
+    out = accumulate ? out + s : s;
+  }
+}
+}  // namespace detail
+
+/// rows_wt (kernels/scalar.hpp) reading W once: for each weight row, every row of X (kept in the
+/// caches) in tiles of up to 8 accumulators; OpenMP over the weight rows when there is enough work.
+inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
+                    std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {
+  const std::ptrdiff_t M = std::ptrdiff_t(m);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (m * k * n >= (std::size_t(1) << 17))
+#endif
+  for (std::ptrdiff_t j = 0; j < M; ++j) {
+    const float* w = W + std::size_t(j) * k;
+    for (std::size_t b0 = 0; b0 < n; b0 += 8) {
+      const float* x = X + std::ptrdiff_t(b0) * ldx;
+      float* y = Y + std::ptrdiff_t(b0) * ldy + j;
+      switch (std::min<std::size_t>(8, n - b0)) {
+        case 8: detail::rows_wt_tile<8>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 7: detail::rows_wt_tile<7>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 6: detail::rows_wt_tile<6>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 5: detail::rows_wt_tile<5>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 4: detail::rows_wt_tile<4>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 3: detail::rows_wt_tile<3>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 2: detail::rows_wt_tile<2>(x, ldx, k, w, y, ldy, accumulate); break;
+        default: detail::rows_wt_tile<1>(x, ldx, k, w, y, ldy, accumulate); break;
+      }
+    }
+  }
 }
 
 }  // namespace ttt::kernels

@@ -18,6 +18,7 @@
 #include "../blocks/activations.hpp"
 #include "../blocks/causal_conv.hpp"
 #include "../blocks/layer_norm.hpp"
+#include "../blocks/linear.hpp"
 #include "../blocks/rope.hpp"
 #include "../core/model_config.hpp"
 #include "../core/parallel.hpp"
@@ -272,17 +273,17 @@ class TTTLayer {
     ensure_size(p.XV, n, C);
     if (share_qk) {
       ensure_size(p.xq, n, C);
-      mv(p.xq).noalias() = cv(X) * cv(q).transpose();
+      blocks::linear<S>(cv(X), cv(q), mv(p.xq));
       for (int64_t b = 0; b < n; ++b) {
         blocks::extend_history(p.xq.row(b), states[size_t(b)]->qk_hist, p.ext);
         blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ.row(b));
         blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK.row(b));
       }
     } else {
-      mv(p.XQ).noalias() = cv(X) * cv(q).transpose();
-      mv(p.XK).noalias() = cv(X) * cv(k).transpose();
+      blocks::linear<S>(cv(X), cv(q), mv(p.XQ));
+      blocks::linear<S>(cv(X), cv(k), mv(p.XK));
     }
-    mv(p.XV).noalias() = cv(X) * cv(v).transpose();
+    blocks::linear<S>(cv(X), cv(v), mv(p.XV));
     p.pos.resize(size_t(n));
     for (int64_t b = 0; b < n; ++b) p.pos[size_t(b)] = pos[size_t(b)] % mb;
     blocks::rope(p.XQ, f, rope, p.pos.data());
@@ -336,11 +337,11 @@ class TTTLayer {
     blocks::layer_norm(O, post_w.data(), post_b.data(), 1e-6, Yn);
     ensure_size(out, n, C);
     if (!use_gate) {
-      mv(out).noalias() = cv(Yn) * cv(o).transpose();
+      blocks::linear<S>(cv(Yn), cv(o), mv(out));
       return;
     }
     ensure_size(G, n, C);
-    mv(G).noalias() = cv(X) * cv(g).transpose();
+    blocks::linear<S>(cv(X), cv(g), mv(G));
     if (gpre) *gpre = G;
     blocks::gelu_into(G.data(), G.data(), size_t(G.size()));
     if (&Y == &Yn) {
@@ -349,7 +350,7 @@ class TTTLayer {
       ensure_size(Y, n, C);
       Y = Yn.cwiseProduct(G);
     }
-    mv(out).noalias() = cv(Y) * cv(o).transpose();
+    blocks::linear<S>(cv(Y), cv(o), mv(out));
   }
 
   /// FLOPs of forward() per token (projections + inner loop), for benchmarks.

@@ -16,6 +16,7 @@
 
 #include "../blocks/activations.hpp"
 #include "../blocks/causal_conv.hpp"
+#include "../blocks/linear.hpp"
 #include "../blocks/rms_norm.hpp"
 #include "../blocks/swiglu.hpp"
 #include "../core/error.hpp"
@@ -316,7 +317,7 @@ void CausalLM<Mixer>::forward_rows(std::span<State* const> states, std::span<con
   if (!logits) return;
   blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
   ensure_size(*logits, B, cfg.vocab_size);
-  mv(*logits).noalias() = cv(w.hn) * cv(head()).transpose();
+  blocks::linear<S>(cv(w.hn), cv(head()), mv(*logits));
 }
 }  // namespace ttt
 
