@@ -181,7 +181,7 @@ TEST_CASE("dense sweep over [-20, 20]") {
 TEST_CASE("rows_wt (a few rows times W^T): simd matches the scalar loop, strides and accumulate") {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (size_t n : {1, 2, 3, 7, 8, 9, 16, 17, 32})
+  for (size_t n : {1, 2, 3, 7, 8, 9, 16, 17, 32, 64})
     for (size_t k : {1, 3, 4, 13, 16, 64, 77})
       for (size_t m : {1, 5, 33})
         for (bool acc : {false, true}) {

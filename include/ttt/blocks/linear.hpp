@@ -2,7 +2,7 @@
 /// \file blocks/linear.hpp
 /// y = x W^T (or y += x W^T): torch's Linear without bias, W in its [out, in] layout, x (n, in)
 /// and y (n, out) row-major views. One row (decode of one sequence) and many rows (prefill,
-/// training) go to Eigen (its GEMV, its GEMM); a few rows in float (batched decode: one token of
+/// training) go to Eigen (its GEMV, its GEMM); 2 to 64 rows in float (batched decode: one token of
 /// each of n sequences) go to kernels::rows_wt, which reads W once for all the rows, where Eigen's
 /// GEMM would pack (copy) W first and run its kernel on a thin panel: 2-4x faster at n = 8
 /// (benchmarks/README.md, "Batched decode"). Both compute the same sums in another order.
@@ -13,8 +13,8 @@
 
 namespace ttt::blocks {
 
-/// Rows from which Eigen's GEMM is used again.
-inline constexpr Eigen::Index kFewRowsMax = 32;
+/// The most rows kernels::rows_wt takes (its W row stays in L1 across all of them; X stays in L2).
+inline constexpr Eigen::Index kFewRowsMax = 64;
 
 template <class S>
 void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false) {
