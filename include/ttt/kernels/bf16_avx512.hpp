@@ -1,0 +1,242 @@
+#pragma once
+/// \file kernels/bf16_avx512.hpp
+/// The x86 AVX-512 kernels of kernels/bf16.hpp (bf16-stored weights, fp32 activations): raw-pointer
+/// functions compiled with `__attribute__((target(...)))`, so the library needs no -m flag; the
+/// caller (`bf16_matmul_nt`) runs them only after the runtime check `cpu_has_avx512bw()`.
+/// Elsewhere (another CPU family, another compiler) this header declares no-op stubs and a check
+/// that says no.
+///
+/// - `bf16_tile_avx512` (decode: n <= 8 rows of X): out(r, j) [+]= sum_p x(r, p) w(j, p) as dot
+///   products along p (W rows are contiguous, PyTorch's [out, in] layout). X comes packed "split":
+///   in each block of 32 inputs, the 16 even ones, then the 16 odd ones. A 512-bit load of 32 bf16
+///   weights, read as 16 uint32 lanes, holds weight 2i in the low half of lane i and weight 2i + 1
+///   in the high half, so `lane << 16` is the even weights as floats and `lane & 0xFFFF0000` the
+///   odd ones: two integer ops widen 32 weights, no shuffle. X and W are read 64-byte aligned with
+///   a row stride that is a multiple of 32, padded with zeros (Bf16Matrix's layout): no remainder
+///   loop over p.
+/// - `bf16_pack_panel` + `bf16_micro` (prefill): 48 rows of W gathered, widened and transposed into
+///   an fp32 panel [k][48], then 8 x 48 outputs per micro-tile in 24 zmm accumulators, one
+///   broadcast of x(r, p) and three panel loads per 24 FMAs (Eigen's AVX-512 GEMM shape, 48 x 8).
+#include <cstdint>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define TTT_BF16_X86_TILES 1
+#include <immintrin.h>
+#endif
+
+namespace ttt::kernels::detail {
+
+#if defined(TTT_BF16_X86_TILES)
+
+/// AVX-512 F + BW (every server AVX-512 CPU since Skylake-SP), enabled by the OS.
+inline bool cpu_has_avx512bw() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  }();
+  return yes;
+}
+// GCC 12 warns (-Wuninitialized) inside its own AVX-512 intrinsics, at their _mm512_undefined_*
+// placeholders, wherever they are inlined: silenced for the tiles only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define TTT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,fma")))
+
+/// The sum of the 16 lanes, by in-register halvings.
+TTT_TARGET_AVX512 inline float bf16_sum16(__m512 a) {
+  a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
+  a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+  a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(1, 0, 3, 2)));
+  a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(a);
+}
+
+/// N rows of split-packed X (stride kp) times R rows of W (stride ldw): N x R results to out
+/// (row stride ldo), prefetching the R rows at `next` meanwhile. S = 2 keeps the even and odd
+/// halves in separate sums (twice the independent FMA chains, for small N x R where the FMA
+/// latency would limit).
+template <int N, int R, int S>
+TTT_TARGET_AVX512 inline void bf16_tile_avx512_nr(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw,
+                                                 const uint16_t* next, float* out, int64_t ldo, bool accumulate) {
+  __m512 acc[N][R][S];
+#pragma GCC unroll 8
+  for (int r = 0; r < N; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j)
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) acc[r][j][s] = _mm512_setzero_ps();
+  const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
+  for (int64_t p = 0; p < kp; p += 32) {
+    __m512 we[R], wo[R];
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(next + j * ldw + p), _MM_HINT_T0);
+      const __m512i v = _mm512_load_si512(static_cast<const void*>(w + j * ldw + p));
+      we[j] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));     // weights p, p+2, ..., p+30
+      wo[j] = _mm512_castsi512_ps(_mm512_and_si512(v, high));    // weights p+1, p+3, ..., p+31
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < N; ++r) {
+      const __m512 xe = _mm512_load_ps(xs + r * kp + p), xo = _mm512_load_ps(xs + r * kp + p + 16);
+#pragma GCC unroll 4
+      for (int j = 0; j < R; ++j) {
+        acc[r][j][0] = _mm512_fmadd_ps(xe, we[j], acc[r][j][0]);
+        acc[r][j][S - 1] = _mm512_fmadd_ps(xo, wo[j], acc[r][j][S - 1]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < N; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < R; ++j) {
+      const __m512 a = S == 2 ? _mm512_add_ps(acc[r][j][0], acc[r][j][S - 1]) : acc[r][j][0];
+      const float sum = bf16_sum16(a);
+      float& o = out[r * ldo + j];
+      o = accumulate ? o + sum : sum;
+    }
+}
+
+/// N rows of X times `rows` rows of W, R at a time, then one at a time for the rest; W has
+/// `ahead` >= rows valid rows from w on (the tiles prefetch into the next block too).
+template <int N>
+TTT_TARGET_AVX512 void bf16_rows_avx512(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows,
+                                        int64_t ahead, float* out, int64_t ldo, bool accumulate) {
+  // accumulators N x R x S + 2R widened weights + 2 activations stay within the 32 zmm registers
+  constexpr int R = N <= 4 ? 4 : 2;
+  constexpr int S = N * R <= 8 ? 2 : 1;
+  // Each tile prefetches the rows of the next one (itself at the very end): the hardware
+  // prefetchers alone left a cold (DRAM) stream at ~10 GB/s on one core.
+  int64_t j = 0;
+  for (; j + R <= rows; j += R) {
+    const uint16_t* next = w + (j + 2 * R <= ahead ? j + R : j) * ldw;
+    bf16_tile_avx512_nr<N, R, S>(xs, kp, w + j * ldw, ldw, next, out + j, ldo, accumulate);
+  }
+  for (; j < rows; ++j) bf16_tile_avx512_nr<N, 1, 2>(xs, kp, w + j * ldw, ldw, w + j * ldw, out + j, ldo, accumulate);
+}
+
+/// The exact tile: n (1..8) rows of split-packed X times `rows` rows of W (`ahead` >= rows of
+/// them valid from w on, for the prefetches).
+inline void bf16_tile_avx512(int64_t n, const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows,
+                             int64_t ahead, float* out, int64_t ldo, bool accumulate) {
+  switch (n) {
+    case 1: return bf16_rows_avx512<1>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 2: return bf16_rows_avx512<2>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 3: return bf16_rows_avx512<3>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 4: return bf16_rows_avx512<4>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 5: return bf16_rows_avx512<5>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 6: return bf16_rows_avx512<6>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 7: return bf16_rows_avx512<7>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    default: return bf16_rows_avx512<8>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+  }
+}
+
+// ---- the GEMM for large n: W packed (widened, transposed) into panels of 48 rows --------------
+
+/// Rows of W per packed panel, and rows of X per micro-tile (8 x 48 outputs in 24 registers).
+inline constexpr int64_t kBf16PanelRows = 48;
+inline constexpr int64_t kBf16MicroRows = 8;
+
+/// Packs W rows [0, rows) (rows <= 48; the missing ones as zeros), inputs [0, kc), of the matrix
+/// at w (row stride ldw, a multiple of 2; w 4-byte aligned) into bp as fp32 [kc rounded up to
+/// even][48]: row p of the panel is W(:, p), the column the micro-tile multiplies by x(r, p).
+/// A gather reads the pair (p, p+1) of 16 rows as 32-bit lanes; shift and AND split it into the
+/// two columns, as in the dot-product tiles.
+TTT_TARGET_AVX512 inline void bf16_pack_panel(const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc, float* bp) {
+  const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i half_stride = _mm512_set1_epi32(int32_t(ldw / 2));
+  __m512i idx[3];
+  __mmask16 valid[3];
+  for (int v = 0; v < 3; ++v) {
+    idx[v] = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * v)), half_stride);
+    const int64_t have = rows - 16 * v;
+    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
+  }
+  for (int64_t p = 0; p < kc; p += 2) {
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) {
+      const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid[v], idx[v], w + p, 4);
+      _mm512_store_ps(bp + p * 48 + 16 * v, _mm512_castsi512_ps(_mm512_slli_epi32(g, 16)));
+      _mm512_store_ps(bp + (p + 1) * 48 + 16 * v, _mm512_castsi512_ps(_mm512_and_si512(g, high)));
+    }
+  }
+}
+
+/// out(r, c) (=|+=) sum_p x(r, p) bp(p, c) for MR rows r (x row stride ldx) and the columns c < 48
+/// that `cols` allows (the rest of the panel is padding): 3 x MR accumulators.
+template <int MR>
+TTT_TARGET_AVX512 void bf16_micro_tile(const float* x, int64_t ldx, const float* bp, int64_t kc, float* out, int64_t ldo,
+                                       int64_t cols, bool add) {
+  __m512 acc[MR][3];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_load_ps(bp + p * 48), b1 = _mm512_load_ps(bp + p * 48 + 16),
+                 b2 = _mm512_load_ps(bp + p * 48 + 32);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512 a = _mm512_set1_ps(x[r * ldx + p]);
+      acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+    }
+  }
+  __mmask16 valid[3];
+#pragma GCC unroll 3
+  for (int v = 0; v < 3; ++v) {
+    const int64_t have = cols - 16 * v;
+    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) {
+      float* o = out + r * ldo + 16 * v;
+      __m512 val = acc[r][v];
+      if (add) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(valid[v], o));
+      _mm512_mask_storeu_ps(o, valid[v], val);
+    }
+}
+
+/// The micro-tile for n (1..8) rows of X.
+inline void bf16_micro(int64_t n, const float* x, int64_t ldx, const float* bp, int64_t kc, float* out, int64_t ldo,
+                       int64_t cols, bool add) {
+  switch (n) {
+    case 1: return bf16_micro_tile<1>(x, ldx, bp, kc, out, ldo, cols, add);
+    case 2: return bf16_micro_tile<2>(x, ldx, bp, kc, out, ldo, cols, add);
+    case 3: return bf16_micro_tile<3>(x, ldx, bp, kc, out, ldo, cols, add);
+    case 4: return bf16_micro_tile<4>(x, ldx, bp, kc, out, ldo, cols, add);
+    case 5: return bf16_micro_tile<5>(x, ldx, bp, kc, out, ldo, cols, add);
+    case 6: return bf16_micro_tile<6>(x, ldx, bp, kc, out, ldo, cols, add);
+    case 7: return bf16_micro_tile<7>(x, ldx, bp, kc, out, ldo, cols, add);
+    default: return bf16_micro_tile<8>(x, ldx, bp, kc, out, ldo, cols, add);
+  }
+}
+
+#undef TTT_TARGET_AVX512
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#else
+
+inline bool cpu_has_avx512bw() { return false; }
+// Never called (the CPU checks above say no); declared so that the dispatcher compiles everywhere.
+inline void bf16_tile_avx512(int64_t, const float*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, float*, int64_t,
+                             bool) {}
+inline constexpr int64_t kBf16PanelRows = 48;
+inline constexpr int64_t kBf16MicroRows = 8;
+inline void bf16_pack_panel(const uint16_t*, int64_t, int64_t, int64_t, float*) {}
+inline void bf16_micro(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool) {}
+
+#endif
+
+}  // namespace ttt::kernels::detail
+
+#undef TTT_BF16_X86_TILES
