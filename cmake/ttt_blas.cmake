@@ -9,8 +9,8 @@
 # linker). Files of the program that include Eigen without linking ttt must get the definition too.
 #
 # The vendor: OpenBLAS (Debian: libopenblas-dev) unless BLA_VENDOR says otherwise
-# (-DBLA_VENDOR=Intel10_64lp for MKL, -DBLA_VENDOR=All for whatever FindBLAS finds first; the
-# reference BLAS of libblas-dev is several times slower than Eigen itself).
+# (-DBLA_VENDOR=Intel10_64lp for MKL, -DBLA_VENDOR=All for whatever FindBLAS finds first, which
+# may be libblas-dev's unoptimised reference BLAS: not measured here, not what the option is for).
 if(NOT TTT_WITH_BLAS)
   return()
 endif()
@@ -22,10 +22,10 @@ set(TTT_BLAS_VENDOR "${BLA_VENDOR}")
 find_package(BLAS)
 if(NOT BLAS_FOUND)
   message(FATAL_ERROR "TTT_WITH_BLAS=ON but no BLAS of vendor '${BLA_VENDOR}' was found: install "
-                      "Debian's OpenBLAS (apt-get install libopenblas-dev; libopenblas-openmp-dev for "
-                      "its OpenMP build), pass another vendor (-DBLA_VENDOR=..., see CMake's FindBLAS), "
+                      "Debian's OpenBLAS (apt-get install libopenblas-dev, or scripts/setup.sh --blas), "
+                      "pass another vendor (-DBLA_VENDOR=..., see CMake's FindBLAS), "
                       "or configure with -DTTT_WITH_BLAS=OFF (the default: Eigen's own products)")
 endif()
-target_compile_definitions(ttt INTERFACE EIGEN_USE_BLAS TTT_WITH_BLAS=1)
+target_compile_definitions(ttt INTERFACE EIGEN_USE_BLAS TTT_WITH_BLAS=1)  # the second for code that asks
 target_link_libraries(ttt INTERFACE BLAS::BLAS)
 message(STATUS "ttt: TTT_WITH_BLAS=ON, Eigen's products through ${BLA_VENDOR}: ${BLAS_LIBRARIES}")
