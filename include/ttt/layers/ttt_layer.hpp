@@ -361,6 +361,19 @@ class TTTLayer {
   }
 
  private:
+  /// The learning-rate (and forgetting) gates of X's rows, the eta table, and the per-head buffers
+  /// of n = X.rows() rows: what forward and forward_rows do between the projections and the heads.
+  void gates_and_buffers(const M& X, Workspace& ws) const {
+    const int64_t n = X.rows();
+    lr_gate(X, ws.sig, ws.LRt);
+    eta_table(ws.eta);
+    if (decay_gate) forget_gate(X, ws.alpha);
+    ensure_size(ws.Zq, n, C);
+    ensure_size(ws.O, n, C);
+    if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
+    if (!rule.is_plain_gd() && ws.oheads.size() != size_t(H)) ws.oheads.resize(size_t(H));
+  }
+
   /// Head h of rows row0 .. row0+n-1 of the workspace's projections: n tokens of the sequence of
   /// `st` from position pos0.
   void run_head(int64_t h, State& st, int64_t pos0, int64_t row0, int64_t n, Workspace& ws) const {
@@ -413,13 +426,7 @@ template <class L, class S, class Opts>
 void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
   const int64_t n = X.rows();
   project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
-  lr_gate(X, ws.sig, ws.LRt);
-  eta_table(ws.eta);
-  if (decay_gate) forget_gate(X, ws.alpha);
-  ensure_size(ws.Zq, n, C);
-  ensure_size(ws.O, n, C);
-  if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
-  if (!rule.is_plain_gd() && ws.oheads.size() != size_t(H)) ws.oheads.resize(size_t(H));
+  gates_and_buffers(X, ws);
   parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
     run_head(h, st, pos0, 0, n, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);
@@ -435,13 +442,7 @@ void TTTLayer<L, S, Opts>::forward_rows(const M& X, std::span<State* const> stat
     throw ShapeError("TTTLayer::forward_rows: " + std::to_string(n) + " rows, " + std::to_string(states.size()) +
                      " states, " + std::to_string(pos.size()) + " positions (one of each per sequence)");
   project_rows(X, states, pos, ws.p);
-  lr_gate(X, ws.sig, ws.LRt);
-  eta_table(ws.eta);
-  if (decay_gate) forget_gate(X, ws.alpha);
-  ensure_size(ws.Zq, n, C);
-  ensure_size(ws.O, n, C);
-  if (ws.heads.size() != size_t(H)) ws.heads.resize(size_t(H));
-  if (!rule.is_plain_gd() && ws.oheads.size() != size_t(H)) ws.oheads.resize(size_t(H));
+  gates_and_buffers(X, ws);
   parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
     for (int64_t b = 0; b < n; ++b) run_head(h, *states[size_t(b)], pos[size_t(b)], b, 1, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);
