@@ -16,10 +16,13 @@ namespace ttt::blocks {
 /// The most rows kernels::rows_wt takes (its W row stays in L1 across all of them; X stays in L2).
 inline constexpr Eigen::Index kFewRowsMax = 64;
 
+/// `few_rows`: the caller is batched decode (rows of different sequences). Only then do 2..64
+/// float rows go to the kernel: every other caller (prefill, training, their tests' bit-for-bit
+/// trajectories) keeps Eigen's summation order.
 template <class S>
-void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false) {
+void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false, bool few_rows = false) {
   if constexpr (std::is_same_v<S, float>) {
-    if (x.rows() >= 2 && x.rows() <= kFewRowsMax && W.outerStride() == W.cols()) {
+    if (few_rows && x.rows() >= 2 && x.rows() <= kFewRowsMax && W.outerStride() == W.cols()) {
       kernels::rows_wt(backend::cpu_default{}, x.data(), x.outerStride(), size_t(x.rows()), size_t(x.cols()), W.data(),
                        size_t(W.rows()), y.data(), y.outerStride(), accumulate);
       return;

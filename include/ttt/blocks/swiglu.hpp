@@ -36,17 +36,19 @@ struct SwiGLU {
     MatT<S> a;    // act(gate x) * up x
   };
 
-  /// h += down(act(gate x) * up x); `keep_pre` keeps gate x in the tape for the backward.
+  /// h += down(act(gate x) * up x); `keep_pre` keeps gate x in the tape for the backward;
+  /// `batched`: rows of different sequences (batched decode: the few-rows products, blocks/linear.hpp).
   template <class X>
-  void forward(const Eigen::MatrixBase<X>& x, Act act, Tape& tp, MatT<S>& h, bool keep_pre = false) const {
+  void forward(const Eigen::MatrixBase<X>& x, Act act, Tape& tp, MatT<S>& h, bool keep_pre = false,
+               bool batched = false) const {
     const int64_t n = x.rows(), I = gate.rows();
     ensure_size(tp.a, n, I);
     ensure_size(tp.up, n, I);
-    linear<S>(cv(x), cv(gate), mv(tp.a));
+    linear<S>(cv(x), cv(gate), mv(tp.a), false, batched);
     if (keep_pre) tp.pre = tp.a;
-    linear<S>(cv(x), cv(up), mv(tp.up));
+    linear<S>(cv(x), cv(up), mv(tp.up), false, batched);
     act_mul(act, tp.a.data(), tp.up.data(), size_t(tp.a.size()));
-    linear<S>(cv(tp.a), cv(down), mv(h), /*accumulate=*/true);
+    linear<S>(cv(tp.a), cv(down), mv(h), /*accumulate=*/true, batched);
   }
 
   /// Buffers of the backward.

@@ -273,17 +273,17 @@ class TTTLayer {
     ensure_size(p.XV, n, C);
     if (share_qk) {
       ensure_size(p.xq, n, C);
-      blocks::linear<S>(cv(X), cv(q), mv(p.xq));
+      blocks::linear<S>(cv(X), cv(q), mv(p.xq), false, true);
       for (int64_t b = 0; b < n; ++b) {
         blocks::extend_history(p.xq.row(b), states[size_t(b)]->qk_hist, p.ext);
         blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ.row(b));
         blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK.row(b));
       }
     } else {
-      blocks::linear<S>(cv(X), cv(q), mv(p.XQ));
-      blocks::linear<S>(cv(X), cv(k), mv(p.XK));
+      blocks::linear<S>(cv(X), cv(q), mv(p.XQ), false, true);
+      blocks::linear<S>(cv(X), cv(k), mv(p.XK), false, true);
     }
-    blocks::linear<S>(cv(X), cv(v), mv(p.XV));
+    blocks::linear<S>(cv(X), cv(v), mv(p.XV), false, true);
     p.pos.resize(size_t(n));
     for (int64_t b = 0; b < n; ++b) p.pos[size_t(b)] = pos[size_t(b)] % mb;
     blocks::rope(p.XQ, f, rope, p.pos.data());
@@ -331,17 +331,18 @@ class TTTLayer {
   /// out = o_proj(Y), Y = post_norm(O) [* gelu(g_proj X)]. Yn: the post-norm output; with use_gate
   /// G = gelu(g_proj X), gpre (optional) keeps g_proj X for the reverse pass, and Y may be Yn
   /// (the product in place).
-  void output(const M& X, const M& O, M& Yn, M& G, M* gpre, M& Y, M& out) const {
+  /// `batched`: rows of different sequences (forward_rows): the few-rows products (blocks/linear.hpp).
+  void output(const M& X, const M& O, M& Yn, M& G, M* gpre, M& Y, M& out, bool batched = false) const {
     const int64_t n = X.rows();
     ensure_size(Yn, n, C);
     blocks::layer_norm(O, post_w.data(), post_b.data(), 1e-6, Yn);
     ensure_size(out, n, C);
     if (!use_gate) {
-      blocks::linear<S>(cv(Yn), cv(o), mv(out));
+      blocks::linear<S>(cv(Yn), cv(o), mv(out), false, batched);
       return;
     }
     ensure_size(G, n, C);
-    blocks::linear<S>(cv(X), cv(g), mv(G));
+    blocks::linear<S>(cv(X), cv(g), mv(G), false, batched);
     if (gpre) *gpre = G;
     blocks::gelu_into(G.data(), G.data(), size_t(G.size()));
     if (&Y == &Yn) {
@@ -350,7 +351,7 @@ class TTTLayer {
       ensure_size(Y, n, C);
       Y = Yn.cwiseProduct(G);
     }
-    blocks::linear<S>(cv(Y), cv(o), mv(out));
+    blocks::linear<S>(cv(Y), cv(o), mv(out), false, batched);
   }
 
   /// FLOPs of forward() per token (projections + inner loop), for benchmarks.
@@ -447,7 +448,7 @@ void TTTLayer<L, S, Opts>::forward_rows(const M& X, std::span<State* const> stat
     for (int64_t b = 0; b < n; ++b) run_head(h, *states[size_t(b)], pos[size_t(b)], b, 1, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);
   });
-  output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);
+  output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out, /*batched=*/true);
 }
 
 }  // namespace ttt

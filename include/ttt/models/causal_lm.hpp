@@ -311,13 +311,13 @@ void CausalLM<Mixer>::forward_rows(std::span<State* const> states, std::span<con
     }
     w.h += w.t;
     blocks::rms_norm(w.h, blk.ffn_norm, cfg.rms_norm_eps, w.xn);
-    blk.mlp.forward(w.xn, act, w.mlp, w.h);
+    blk.mlp.forward(w.xn, act, w.mlp, w.h, /*keep_pre=*/false, /*batched=*/true);
   }
   for (State* s : states) s->pos += 1;
   if (!logits) return;
   blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
   ensure_size(*logits, B, cfg.vocab_size);
-  blocks::linear<S>(cv(w.hn), cv(head()), mv(*logits));
+  blocks::linear<S>(cv(w.hn), cv(head()), mv(*logits), false, /*few_rows=*/true);
 }
 }  // namespace ttt
 
