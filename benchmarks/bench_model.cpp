@@ -8,6 +8,8 @@
 //                         across B; GFLOP/s counts B * flops_per_token per step
 //   Model/<L>/prefill_long/n/chunk   n tokens with max_chunk = chunk (0: one chunk, as before
 //                         chunking); the 32k-token prompt against the 2k one
+//   Model/<L>/bf16/...    prefill, decode and decode_batch with the weights in bf16
+//                         (set_weight_dtype: half the weight bytes per token; the same FLOPs)
 // GFLOP/s come from TTTModel::flops_per_token() (model.hpp). That count includes the LM head
 // (2 C V) for every token; prefill with Logits::last runs the head once, so prefill counts
 // n * (flops_per_token - 2 C V) + 2 C V.
@@ -28,11 +30,12 @@ namespace {
 
 using ttt::Mat;
 
-template <class L>
+template <class L, bool Bf16 = false>
 ttt::TTTModel<L>& bench_model() {  // not const: prefill_long sets max_chunk
   static ttt::TTTModel<L> model = [] {
     ttt::TTTModel<L> m(ttt::ModelConfig::preset_125m(std::string(L::name)));
     m.init_weights(2024);
+    if (Bf16) m.set_weight_dtype(ttt::WeightDtype::bf16);
     return m;
   }();
   return model;
@@ -51,9 +54,9 @@ double head_flops(const ttt::TTTModel<L>& m) {
   return 2.0 * double(m.cfg.hidden_size) * double(m.cfg.vocab_size);
 }
 
-template <class L>
+template <class L, bool Bf16 = false>
 void BM_ModelPrefill(benchmark::State& state) {
-  const auto& model = bench_model<L>();
+  const auto& model = bench_model<L, Bf16>();
   const int64_t n = state.range(0);
   const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
   auto st = model.new_state();
@@ -78,9 +81,9 @@ void BM_ModelPrefill(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(it * flops * 1e-9, benchmark::Counter::kIsRate);
 }
 
-template <class L>
+template <class L, bool Bf16 = false>
 void BM_ModelDecode(benchmark::State& state) {
-  const auto& model = bench_model<L>();
+  const auto& model = bench_model<L, Bf16>();
   constexpr int64_t kPrefill = 512;
   const auto prompt = random_tokens(kPrefill, model.cfg.vocab_size, 12);
   const auto next = random_tokens(1024, model.cfg.vocab_size, 13);
@@ -100,9 +103,9 @@ void BM_ModelDecode(benchmark::State& state) {
       benchmark::Counter(double(state.iterations()) * model.flops_per_token() * 1e-9, benchmark::Counter::kIsRate);
 }
 
-template <class L>
+template <class L, bool Bf16 = false>
 void BM_ModelDecodeBatch(benchmark::State& state) {
-  const auto& model = bench_model<L>();
+  const auto& model = bench_model<L, Bf16>();
   const int64_t B = state.range(0);
   std::vector<typename ttt::TTTModel<L>::State> seqs;
   std::vector<typename ttt::TTTModel<L>::State*> ptrs;
@@ -171,6 +174,18 @@ BENCHMARK(BM_ModelDecodeBatch<Linear>)->Name("Model/Linear/decode_batch")->Unit(
     ->Arg(1)->Arg(8)->Arg(64)->Iterations(32);
 BENCHMARK(BM_ModelDecodeBatch<MLP>)->Name("Model/MLP/decode_batch")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Arg(1)->Arg(8)->Arg(64)->Iterations(32);
+// bf16 weights (issue 15 item 1: decode at most 0.6x the fp32 time per token)
+BENCHMARK(BM_ModelPrefill<Linear, true>)->Name("Model/Linear/bf16/prefill")->Apply(prefill_args)->Arg(2048)
+    ->Iterations(1);
+BENCHMARK(BM_ModelPrefill<MLP, true>)->Name("Model/MLP/bf16/prefill")->Apply(prefill_args)->Arg(2048)->Iterations(1);
+BENCHMARK(BM_ModelDecode<Linear, true>)->Name("Model/Linear/bf16/decode")->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Iterations(48);
+BENCHMARK(BM_ModelDecode<MLP, true>)->Name("Model/MLP/bf16/decode")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Iterations(48);
+BENCHMARK(BM_ModelDecodeBatch<Linear, true>)->Name("Model/Linear/bf16/decode_batch")->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Arg(8)->Iterations(32);
+BENCHMARK(BM_ModelDecodeBatch<MLP, true>)->Name("Model/MLP/bf16/decode_batch")->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Arg(8)->Iterations(32);
 // One run each: a 32k-token prompt of the 125m model takes tens of seconds on 2 cores.
 BENCHMARK(BM_ModelPrefillLong<Linear>)->Name("Model/Linear/prefill_long")->Apply(prefill_args)
     ->Args({2048, 0})->Args({32768, 0})->Args({32768, 2048})->Args({32768, 1024})->Iterations(1);

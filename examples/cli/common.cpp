@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <ttt/core/weight_dtype.hpp>
 #include <ttt/inner/optimizers.hpp>
 #include <ttt/inner/registry.hpp>
 #include <ttt/io/file.hpp>
@@ -73,6 +74,29 @@ void add_update_flags(CLI::App* app, UpdateFlags& u) {
       ->check(CLI::IsMember({"after", "before"}))->capture_default_str();
   app->add_option("--swiglu-hidden", u.hidden, "Hidden width of the swiglu learner (ttt_hidden_size; 0 = 4 x head dim)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 20))->capture_default_str();
+}
+
+void add_dtype_option(CLI::App* app, std::string& dtype) {
+  app->add_option("--dtype", dtype,
+                  "Precision of the weight matrices: fp32, or bf16 (half the bytes per decoded token; "
+                  "fp32 activations and accumulation; TTT checkpoints only)")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            try {
+              ttt::parse_weight_dtype(s, "--dtype");
+            } catch (const ttt::ConfigError& e) {
+              return std::string(e.what()).substr(std::string("--dtype: ").size());  // CLI11 names the option
+            }
+            return {};
+          },
+          "fp32|bf16"))
+      ->capture_default_str();
+}
+
+void check_dtype(const std::string& dtype, const std::string& model) {
+  if (ttt::parse_weight_dtype(dtype, "--dtype") == ttt::WeightDtype::bf16 && is_hier_checkpoint(model))
+    throw UsageError("--dtype bf16: " + model +
+                     " is a hierarchical-transformer checkpoint, which has no bf16 path (TTT checkpoints have one)");
 }
 
 const CLI::Validator& finite_number() {

@@ -63,6 +63,12 @@ inline const std::vector<std::string> kUpdateFlags = {"--inner-optimizer", "--in
 /// when it runs alone. Built without MPI and started as one of N > 1: UsageError.
 std::shared_ptr<ttt::train::Communicator> join_processes();
 
+/// --dtype fp32|bf16 (the weights' precision, core/weight_dtype.hpp) on a subcommand that runs a
+/// model; `check_dtype(dtype, model)` checks it against the checkpoint: bf16 with a hierarchical
+/// one is a UsageError (no bf16 path there).
+void add_dtype_option(CLI::App* app, std::string& dtype);
+void check_dtype(const std::string& dtype, const std::string& model);
+
 /// CLI11 validator: a finite number.
 const CLI::Validator& finite_number();
 

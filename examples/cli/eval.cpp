@@ -25,12 +25,13 @@
 #include "common.hpp"
 #include "hier_model.hpp"
 #include "learners.hpp"
+#include "load.hpp"
 
 namespace ttt_cli {
 namespace {
 
 struct EvalArgs {
-  std::string model, input, out;
+  std::string model, input, out, dtype = "fp32";
   int threads = 0;
   bool grads = false;
 };
@@ -102,7 +103,7 @@ void add_grads(ttt::io::SafeTensorsWriter& w, M& g) {
 /// the batch).
 void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
   ttt::set_inner_threads(a.threads);
-  auto m = HierModel::load(a.model);
+  auto m = load_hier_model(a.model);
   const int64_t V = m.cfg.num_tokens, H = m.cfg.num_hierarchies();
   const auto in = ttt::io::SafeTensors::load(a.input);
   const Batch x = read_batch(in, /*hier=*/true);
@@ -139,7 +140,8 @@ void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
 /// A TTT checkpoint: hidden.{i} of every layer, the next-token loss, decode_logits when the input
 /// has prompt_len. Sequences are independent: one session each, spread over the threads.
 void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
-  Model m = Model::load(a.model);
+  Model m = load_model(a.model);
+  m.set_weight_dtype(ttt::parse_weight_dtype(a.dtype, "--dtype"));
   const ttt::ModelConfig& cfg = m.cfg();
   const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
   const auto in = ttt::io::SafeTensors::load(a.input);
@@ -231,6 +233,9 @@ void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
 }
 
 int run_eval(const EvalArgs& a) {
+  check_dtype(a.dtype, a.model);
+  if (a.grads && a.dtype == "bf16")
+    throw UsageError("--grads needs the fp32 weights (--dtype bf16 is inference only)");
   ttt::io::SafeTensorsWriter w;
   w.set_metadata("producer", "ttt eval");
   if (is_hier_checkpoint(a.model)) eval_hier(a, w);
@@ -253,6 +258,7 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 4096));
   sub->add_flag("--grads", a->grads,
                 "Also write grad.{name}: the gradient of the loss (mean over the batch) for every parameter");
+  add_dtype_option(sub, a->dtype);
   return {sub, [a] { return run_eval(*a); }};
 }
 

@@ -18,12 +18,13 @@
 #include "common.hpp"
 #include "hier_model.hpp"
 #include "learners.hpp"
+#include "load.hpp"
 
 namespace ttt_cli {
 namespace {
 
 struct EvalLossArgs {
-  std::string model, data, out;
+  std::string model, data, out, dtype = "fp32";
   int64_t seq_len = 128, max_windows = 0;
   int threads = 0;
 };
@@ -61,12 +62,14 @@ void check_vocab(const EvalLossArgs& a, int64_t vocab) {
 
 int run_eval_loss(const EvalLossArgs& a) {
   ttt::set_inner_threads(a.threads);
+  check_dtype(a.dtype, a.model);
   if (!is_hier_checkpoint(a.model)) {
-    const Model m = Model::load(a.model);
+    Model m = load_model(a.model);
+    m.set_weight_dtype(ttt::parse_weight_dtype(a.dtype, "--dtype"));
     check_vocab(a, m.cfg().vocab_size);
     return eval_loss(a, m);
   }
-  const auto m = HierModel::load(a.model);
+  const auto m = load_hier_model(a.model);
   check_vocab(a, m.cfg.num_tokens);
   if (a.seq_len > m.cfg.seq_len)
     throw UsageError("--seq-len " + std::to_string(a.seq_len) + " is longer than the model's seq_len " +
@@ -87,6 +90,7 @@ Command add_eval_loss(CLI::App& app) {
   sub->add_option("--out", a->out, "CSV of position,loss (written atomically)");
   sub->add_option("--max-windows", a->max_windows, "Use at most N windows (0 = all)")->check(CLI::NonNegativeNumber);
   sub->add_option("--threads", a->threads, "Threads of the per-head loops (0 = default)")->check(CLI::Range(0, 4096));
+  add_dtype_option(sub, a->dtype);
   return {sub, [a] { return run_eval_loss(*a); }};
 }
 

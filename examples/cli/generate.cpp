@@ -17,9 +17,11 @@
 #include <vector>
 
 #include <ttt/core/parallel.hpp>
+#include <ttt/core/weight_dtype.hpp>
 #include <ttt/io/bpe_tokenizer.hpp>
 #include <ttt/io/tokenizer.hpp>
 #include <ttt/models/any_model.hpp>
+#include <ttt/kernels/bf16.hpp>
 #include <ttt/models/generate.hpp>
 #include <ttt/models/hier/decode.hpp>
 #include <ttt/models/hier/generate.hpp>
@@ -28,6 +30,7 @@
 #include "common.hpp"
 #include "hier_model.hpp"
 #include "learners.hpp"
+#include "load.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -38,6 +41,7 @@ struct GenerateArgs {
   std::vector<std::string> prompt;      // one prompt per --prompt
   int64_t num_samples = 1;              // sequences per prompt (seeds seed, seed + 1, ...)
   std::string tokenizer;  // tokenizer.json; empty: the byte tokenizer
+  std::string dtype = "fp32";
   int64_t max_new_tokens = 32;
   float temperature = 1.0f;
   int top_k = 0;
@@ -137,7 +141,7 @@ void generate_hier(const GenerateArgs& a, const ttt::SamplingOptions& opt, const
   if (!(a.filter_thres >= 0.0 && a.filter_thres < 1.0))
     throw UsageError("--filter-thres must be in [0, 1), got " + std::to_string(a.filter_thres));
   const auto bpe = load_tokenizer(a);
-  const auto m = HierModel::load(a.model);
+  const auto m = load_hier_model(a.model);
   std::vector<std::vector<int64_t>> ids;
   for (const PromptArg& p : prompts) ids.push_back(prompt_tokens(a, p.text, p.ids, bpe.get(), m.cfg.num_tokens));
   std::optional<int64_t> eos = a.eos;
@@ -174,7 +178,12 @@ void generate_hier(const GenerateArgs& a, const ttt::SamplingOptions& opt, const
 /// step per token reads each weight once for all of them) and print one labelled line each.
 void generate_ttt(const GenerateArgs& a, ttt::SamplingOptions opt, const std::vector<PromptArg>& prompts, bool text) {
   const auto bpe = load_tokenizer(a);
-  Model m = Model::load(a.model);
+  Model m = load_model(a.model);
+  if (ttt::parse_weight_dtype(a.dtype, "--dtype") == ttt::WeightDtype::bf16) {
+    m.set_weight_dtype(ttt::WeightDtype::bf16);
+    std::cerr << "weights: bf16 (" << ttt::kernels::bf16_kernel_name(ttt::kernels::bf16_kernel_chosen())
+              << " kernel)\n";
+  }
   std::vector<std::vector<int64_t>> seqs;  // prompt p's samples are p * num_samples ...
   for (const PromptArg& p : prompts) {
     std::vector<int64_t> ids = prompt_tokens(a, p.text, p.ids, bpe.get(), m.cfg().vocab_size);
@@ -254,6 +263,7 @@ int run_generate(const GenerateArgs& a) {
   }
   for (const std::string& ids : a.prompt_ids) prompts.push_back({std::nullopt, parse_id_list(ids)});
   ttt::set_inner_threads(a.threads);
+  check_dtype(a.dtype, a.model);
   if (is_hier_checkpoint(a.model)) generate_hier(a, opt, prompts, text);
   else generate_ttt(a, opt, prompts, text);
   return 0;
@@ -302,6 +312,7 @@ Command add_generate(CLI::App& app) {
                   "(the original's sampler; --greedy / --top-k / --top-p use the library's instead)")
       ->capture_default_str();
   sub->add_option("--threads", a->threads, "Threads of the per-head loops (0 = default)")->check(CLI::Range(0, 4096));
+  add_dtype_option(sub, a->dtype);
   return {sub, [a, o_ids, o_text] {
             if (o_ids->count() == 0 && o_text->count() == 0) throw UsageError("give the prompt with --prompt-ids or --prompt");
             return run_generate(*a);

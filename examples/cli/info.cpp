@@ -12,6 +12,7 @@
 #include "common.hpp"
 #include "hier_model.hpp"
 #include "learners.hpp"
+#include "load.hpp"
 
 namespace ttt_cli {
 namespace {
@@ -25,12 +26,12 @@ void print_config(const std::string& dir, const nlohmann::json& j) {
 
 int run_info(const std::string& dir) {
   if (is_hier_checkpoint(dir)) {
-    auto m = HierModel::load(dir);
+    auto m = load_hier_model(dir);
     print_config(dir, m.cfg.to_json());
     std::cout << "parameters = " << m.num_params() << "\n";
     return 0;
   }
-  const Model m = Model::load(dir);
+  const Model m = load_model(dir);
   print_config(dir, ttt::to_json(m.cfg()));
   std::cout << "learner = " << m.learner() << "\n";
   std::cout << "head_dim = " << m.cfg().head_dim() << "\n";

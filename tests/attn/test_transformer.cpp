@@ -252,6 +252,11 @@ TEST_CASE("transformer: bad input gets a clear error") {
   CHECK_THROWS_WITH_AS(train::loss_and_grad(m, {{1, 2, 3}}, g), doctest::Contains("configuration differs"), ShapeError);
   TransformerModel g2(m.cfg);
   CHECK_THROWS_WITH_AS(train::loss_and_grad(m, {{1}}, g2), doctest::Contains("no next-token position"), ShapeError);
+  TransformerModel m2 = make(-1);  // no bf16 path: refused, nothing changed
+  const Mat before = m2.forward(std::vector<int64_t>{1, 2, 3});
+  CHECK_THROWS_WITH_AS(m2.set_weight_dtype(WeightDtype::bf16), doctest::Contains("has no bf16 path"), ConfigError);
+  CHECK(m2.weight_dtype() == WeightDtype::fp32);
+  CHECK(m2.forward(std::vector<int64_t>{1, 2, 3}) == before);
 }
 
 TEST_CASE("transformer: batched decode (forward_rows, one row at a time through the KV caches) == each sequence alone") {

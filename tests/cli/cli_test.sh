@@ -370,6 +370,12 @@ case_init_generate() {
     run 0 "${g[@]}" --seed 19 --temperature 1.3 --top-k 50 --top-p 0.95 || return
     [ "$(sed -n 3p samples.txt)" = "[2] $(cat out.txt)" ] || fail "$layer: sample [2] differs from seed 19 alone"
     run 2 "${g[@]}" --num-samples 0 && check_err "ttt generate: " "--num-samples"
+    # --dtype bf16: the weights in bf16; a single and a batched run, and the batched line [0] is
+    # the single run's (the same sums per row: the tile kernels take each row on its own)
+    run 0 "${g[@]}" --greedy --dtype bf16 || return
+    [ "$(wc -w <out.txt)" = 12 ] || fail "$layer: --dtype bf16: expected 12 ids, got: $(cat out.txt)"
+    grep -q "^weights: bf16 (" err.txt || fail "$layer: --dtype bf16 does not say so: $(cat err.txt)"
+    run 2 "${g[@]}" --dtype fp16 && check_err "ttt generate: " "--dtype" "fp16" "fp32, bf16"
     run 2 generate --model "m_$layer" --prompt hi --prompt "" && check_err "ttt generate: " "--prompt: prompt 2 is empty"
   done
   run 0 init --out small --vocab 97 || return
@@ -417,6 +423,16 @@ case_train_resume() {
   grep -qE '^loss = [0-9.]+$' out.txt || fail "eval-loss: no 'loss = X' line: $(cat out.txt)"
   [ "$(head -1 pos.csv)" = "position,loss" ] || fail "eval-loss CSV header: $(head -1 pos.csv)"
   [ "$(wc -l <pos.csv)" = 17 ] || fail "eval-loss CSV: expected 16 positions, got $(($(wc -l <pos.csv) - 1))"
+  # bf16 weights: the loss within 2% of fp32's; --grads needs fp32
+  local l32 l16
+  l32=$(sed -n 's/^loss = //p' out.txt)
+  run 0 eval-loss --model part --data corpus --seq-len 16 --dtype bf16 || return
+  l16=$(sed -n 's/^loss = //p' out.txt)
+  awk -v a="$l32" -v b="$l16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 0.02 * a) }' ||
+    fail "eval-loss --dtype bf16: $l16 vs fp32 $l32"
+  run 0 eval --model part --input in.st --out evalbf.st --dtype bf16
+  run 2 eval --model part --input in.st --out evalbf.st --dtype bf16 --grads &&
+    check_err "ttt eval: " "--grads" "fp32"
   # the MLP learner trains and loads too
   run 0 train --data corpus/a.txt --layer mlp --hidden 16 --heads 2 --layers 1 --seq-len 16 --batch 2 --steps 3 --out mlp --quiet &&
     run 0 generate --model mlp --prompt-ids 1,2,3 --max-new-tokens 3 --greedy
@@ -566,6 +582,7 @@ case_custom_learner() {
   cmp -s hier/model.safetensors hier_part/model.safetensors || fail "hier relu_mlp: resumed run's weights differ"
   run 0 info --model hier && { grep -q "^parameters = [0-9]" out.txt || fail "hier relu_mlp info: $(cat out.txt)"; }
   run 0 generate --model hier --prompt-ids 1,2,3 --max-new-tokens 4 --greedy
+  run 2 generate --model hier --prompt-ids 1,2,3 --dtype bf16 && check_err "ttt generate: " "--dtype bf16" "hierarchical"
   run 0 eval-loss --model hier --data corpus --seq-len 16 || return
   st_write hin.st "input_ids|I64|[1,5]|1 5 9 2 7"
   run 0 eval --model hier --input hin.st --out hg.st --grads || return

@@ -288,3 +288,80 @@ TEST_CASE_TEMPLATE("a long input runs in chunks of max_chunk: the same logits an
     CHECK(s2.pos == 90);
   }
 }
+
+// ---- bf16 weights (core/weight_dtype.hpp) -----------------------------------------------------
+
+namespace {
+
+/// The model with its bf16-rounded weights in fp32, without the bf16 copies: the plain twin of a
+/// bf16 model (the same values, Eigen's fp32 products).
+template <class Model>
+Model fp32_twin(const Model& bf16) {
+  Model twin = bf16;
+  twin.set_weight_dtype(WeightDtype::fp32);
+  return twin;
+}
+
+bool bf16_exact(const Mat& w) {
+  for (Eigen::Index i = 0; i < w.size(); ++i)
+    if (kernels::from_bf16(kernels::to_bf16(w.data()[i])) != w.data()[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("bf16 weights == their fp32 twin (the same rounded values), every option", Lrn, inner::Linear,
+                   inner::MLP) {
+  uint64_t seed = 700;
+  for (const ModelConfig& c : option_sweep(std::string(Lrn::name))) {
+    INFO(describe(c));
+    const auto orig = make_model<Lrn>(c, seed++);
+    auto m = orig;
+    m.set_weight_dtype(WeightDtype::bf16);
+    REQUIRE(m.weight_dtype() == WeightDtype::bf16);
+    CHECK(m.head16 != nullptr);
+    CHECK(bf16_exact(m.blocks[0].mixer.q));
+    CHECK(bf16_exact(m.blocks[0].mlp.down));
+    CHECK(bf16_exact(m.head()));
+    const auto twin = fp32_twin(m);
+    CHECK(twin.weight_dtype() == WeightDtype::fp32);
+    // 40 tokens: prefill products of more rows than the dot-product tiles take (the GEMM path),
+    // then decode (one row) across a mini-batch boundary
+    const auto ids = th::random_ids(40 + c.mini_batch_size + 3, c.vocab_size, seed);
+    const Mat got = th::prefill_then_decode(m, ids, 40);
+    const Mat plain = th::prefill_then_decode(twin, ids, 40);
+    CHECK(th::rel_err(got, plain) < 1e-5);
+    // and the rounding itself moved the logits (by about bf16's precision)
+    const double moved = th::rel_err(got, orig.forward(ids));
+    CHECK(moved > 1e-5);
+    CHECK(moved < 2e-2);
+    // batched decode with bf16 weights == each sequence alone with them
+    CHECK(batched_decode_err(m, {1, 5, c.mini_batch_size + 2}, c.mini_batch_size + 2, seed) < 1e-5);
+  }
+}
+
+TEST_CASE("bf16 weights: chunked prefill + decode == one forward; back to fp32; bad requests") {
+  ModelConfig c = th::small_config("mlp");
+  c.share_qk = c.use_gate = c.pre_conv = true;
+  auto m = make_model<inner::MLP>(c, 41);
+  m.set_weight_dtype(WeightDtype::bf16);
+  const auto ids = th::random_ids(61, c.vocab_size, 5);
+  const Mat full = m.forward(ids);
+  for (int64_t P : {1, 7, 30, 60}) CHECK(th::rel_err(th::prefill_then_decode(m, ids, P), full) < 1e-5);
+  m.max_chunk = 13;  // long inputs in chunks
+  CHECK(th::rel_err(m.forward(ids), full) < 1e-5);
+
+  m.set_weight_dtype(WeightDtype::fp32);
+  CHECK(m.weight_dtype() == WeightDtype::fp32);
+  CHECK(m.head16 == nullptr);
+  CHECK(m.blocks[0].mixer.w16 == nullptr);
+  CHECK(m.blocks[0].mlp.w16 == nullptr);
+  CHECK(bf16_exact(m.blocks[1].mixer.g));  // the values stay rounded
+
+  TTTModel<inner::Linear, double> md(th::small_config("linear"));
+  CHECK_THROWS_WITH_AS(md.set_weight_dtype(WeightDtype::bf16), doctest::Contains("need a float model"), ConfigError);
+  CHECK(md.weight_dtype() == WeightDtype::fp32);
+  CHECK_THROWS_WITH_AS(parse_weight_dtype("fp16", "--dtype"),
+                       doctest::Contains("--dtype: unknown weight dtype 'fp16' (valid: fp32, bf16)"), ConfigError);
+  CHECK(parse_weight_dtype("bf16") == WeightDtype::bf16);
+}

@@ -6,9 +6,12 @@
 /// each of n sequences) go to kernels::rows_wt, which reads W once for all the rows, where Eigen's
 /// GEMM would pack (copy) W first and run its kernel on a thin panel: 2-4x faster at n = 8
 /// (benchmarks/README.md, "Batched decode"). Both compute the same sums in another order.
+/// A weight with a bf16 copy (a model run with bf16 weights, core/weight_dtype.hpp) goes to
+/// kernels::bf16_matmul_nt instead, for any number of rows.
 #include <type_traits>
 
 #include "../core/tensor.hpp"
+#include "../kernels/bf16.hpp"
 #include "../kernels/simd.hpp"
 
 namespace ttt::blocks {
@@ -30,6 +33,29 @@ void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false, bool few
   }
   if (accumulate) y.noalias() += x * W.transpose();
   else y.noalias() = x * W.transpose();
+}
+
+/// Round the float weight `w` to bf16 values in place and return its bf16 copy: afterwards the
+/// fp32 products (paths without a bf16 kernel) and the bf16 ones read the same weights.
+inline kernels::Bf16Matrix round_to_bf16(Mat& w) {
+  kernels::Bf16Matrix b(w);
+  w = b.to_float();
+  return b;
+}
+
+/// linear() of a weight that may have a bf16 copy `W16` (its values rounded to bf16; W holds the
+/// same values in S): with one, y [+]= x W16^T in fp32 from the bf16 values, reading half the
+/// bytes; without (null), linear(x, W, y, ...). S = float only may have a copy.
+template <class S>
+void linear(CRefT<S> x, CRefT<S> W, const kernels::Bf16Matrix* W16, RefT<S> y, bool accumulate = false,
+            bool few_rows = false) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (W16) {
+      kernels::bf16_matmul_nt(backend::cpu_default{}, x, *W16, y, accumulate);
+      return;
+    }
+  }
+  linear<S>(x, W, y, accumulate, few_rows);
 }
 
 }  // namespace ttt::blocks

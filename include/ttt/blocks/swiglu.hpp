@@ -3,10 +3,13 @@
 /// The SwiGLU MLP of the Llama-style blocks: y = down(act(gate x) * up x), weights in PyTorch's
 /// [out, in] layout, with its forward (inference and training share it) and its vector-Jacobian
 /// product side by side.
+#include <memory>
 #include <string>
+#include <type_traits>
 
 #include "../core/params.hpp"
 #include "../core/tensor.hpp"
+#include "../core/weight_dtype.hpp"
 #include "activations.hpp"
 #include "linear.hpp"
 
@@ -16,6 +19,13 @@ template <class S>
 struct SwiGLU {
   using Scalar = S;
   MatT<S> gate, up, down;  // [I, C], [I, C], [C, I]
+
+  /// bf16 copies of gate, up, down (set_weight_dtype(bf16); null: fp32), shared by copies; stale
+  /// if the weights change afterwards.
+  struct Bf16Weights {
+    kernels::Bf16Matrix gate, up, down;
+  };
+  std::shared_ptr<const Bf16Weights> w16;
 
   SwiGLU() = default;
   SwiGLU(int64_t C, int64_t I) : gate(MatT<S>::Zero(I, C)), up(MatT<S>::Zero(I, C)), down(MatT<S>::Zero(C, I)) {}
@@ -44,12 +54,31 @@ struct SwiGLU {
     const int64_t n = x.rows(), I = gate.rows();
     ensure_size(tp.a, n, I);
     ensure_size(tp.up, n, I);
-    linear<S>(cv(x), cv(gate), mv(tp.a), false, batched);
+    linear<S>(cv(x), cv(gate), bf(&Bf16Weights::gate), mv(tp.a), false, batched);
     if (keep_pre) tp.pre = tp.a;
-    linear<S>(cv(x), cv(up), mv(tp.up), false, batched);
+    linear<S>(cv(x), cv(up), bf(&Bf16Weights::up), mv(tp.up), false, batched);
     act_mul(act, tp.a.data(), tp.up.data(), size_t(tp.a.size()));
-    linear<S>(cv(tp.a), cv(down), mv(h), /*accumulate=*/true, batched);
+    linear<S>(cv(tp.a), cv(down), bf(&Bf16Weights::down), mv(h), /*accumulate=*/true, batched);
   }
+
+  /// bf16: round the three weights to bf16 values and keep bf16 copies the forward reads; fp32:
+  /// drop them. ConfigError for bf16 in double.
+  void set_weight_dtype(WeightDtype d) {
+    if (d == WeightDtype::fp32) {
+      w16.reset();
+      return;
+    }
+    if constexpr (!std::is_same_v<S, float>) {
+      throw ConfigError("dtype bf16: bf16 weights need a float model (this one is double)");
+    } else {
+      auto b = std::make_shared<Bf16Weights>();
+      b->gate = round_to_bf16(gate), b->up = round_to_bf16(up), b->down = round_to_bf16(down);
+      w16 = std::move(b);
+    }
+  }
+
+  /// The bf16 copy of one weight, or null.
+  const kernels::Bf16Matrix* bf(kernels::Bf16Matrix Bf16Weights::*w) const { return w16 ? &((*w16).*w) : nullptr; }
 
   /// Buffers of the backward.
   struct Grad {

@@ -10,6 +10,7 @@
 /// (`project`, `lr_gate`, `eta_table`, `head_output`, `output`), so the layer is written once.
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -22,6 +23,7 @@
 #include "../blocks/rope.hpp"
 #include "../core/model_config.hpp"
 #include "../core/parallel.hpp"
+#include "../core/weight_dtype.hpp"
 #include "../core/params.hpp"
 #include "../inner/learner.hpp"
 #include "../inner/optimized.hpp"
@@ -75,6 +77,13 @@ class TTTLayer {
   R post_w, post_b;         // [C]    post_norm
   std::vector<S> theta0;    // [H, P] the learner's initial weights, per head in spec order
   blocks::RopeTable rope;   // positions 0 .. mb-1 (RoPE restarts every mini-batch)
+
+  /// bf16 copies of the projections (set_weight_dtype(bf16); null: fp32). Shared by copies of the
+  /// layer; stale if q, k, v, o or g change afterwards (the trainer refuses bf16 models).
+  struct Bf16Weights {
+    kernels::Bf16Matrix q, k, v, o, g;
+  };
+  std::shared_ptr<const Bf16Weights> w16;
 
   /// What the layer carries from one chunk of a sequence to the next.
   struct State {
@@ -221,6 +230,26 @@ class TTTLayer {
     return s;
   }
 
+  /// bf16: round q, k, v, o, g to bf16 values and keep bf16 copies that every product of the
+  /// layer reads (fp32 activations and accumulation); fp32: drop the copies (the weights keep
+  /// their rounded values). The gates, convolutions, norms and the inner learner stay in S.
+  /// ConfigError for bf16 on a double layer.
+  void set_weight_dtype(WeightDtype d) {
+    if (d == WeightDtype::fp32) {
+      w16.reset();
+      return;
+    }
+    if constexpr (!std::is_same_v<S, float>) {
+      throw ConfigError("dtype bf16: bf16 weights need a float model (this one is double)");
+    } else {
+      auto b = std::make_shared<Bf16Weights>();
+      b->q = blocks::round_to_bf16(q), b->k = blocks::round_to_bf16(k), b->v = blocks::round_to_bf16(v);
+      b->o = blocks::round_to_bf16(o), b->g = blocks::round_to_bf16(g);
+      w16 = std::move(b);
+    }
+  }
+  WeightDtype weight_dtype() const { return w16 ? WeightDtype::bf16 : WeightDtype::fp32; }
+
   /// Bytes of State for one sequence.
   int64_t state_bytes() const {
     return int64_t(2 * H * P + H * Q + (share_qk ? (K - 1) * C : 0)) * int64_t(sizeof(S));
@@ -248,16 +277,16 @@ class TTTLayer {
     ensure_size(p.XV, n, C);
     if (share_qk) {
       ensure_size(p.xq, n, C);
-      mv(p.xq).noalias() = cv(X) * cv(q).transpose();
+      blocks::linear<S>(cv(X), cv(q), bf(&Bf16Weights::q), mv(p.xq));
       if (qk_hist) blocks::extend_history(p.xq, *qk_hist, p.ext);
       else blocks::zero_history(p.xq, K, p.ext);
       blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ);
       blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK);
     } else {
-      mv(p.XQ).noalias() = cv(X) * cv(q).transpose();
-      mv(p.XK).noalias() = cv(X) * cv(k).transpose();
+      blocks::linear<S>(cv(X), cv(q), bf(&Bf16Weights::q), mv(p.XQ));
+      blocks::linear<S>(cv(X), cv(k), bf(&Bf16Weights::k), mv(p.XK));
     }
-    mv(p.XV).noalias() = cv(X) * cv(v).transpose();
+    blocks::linear<S>(cv(X), cv(v), bf(&Bf16Weights::v), mv(p.XV));
     p.pos.resize(size_t(n));
     for (int64_t r = 0; r < n; ++r) p.pos[size_t(r)] = (pos0 + r) % mb;
     blocks::rope(p.XQ, f, rope, p.pos.data());
@@ -273,22 +302,25 @@ class TTTLayer {
     ensure_size(p.XV, n, C);
     if (share_qk) {
       ensure_size(p.xq, n, C);
-      blocks::linear<S>(cv(X), cv(q), mv(p.xq), false, true);
+      blocks::linear<S>(cv(X), cv(q), bf(&Bf16Weights::q), mv(p.xq), false, true);
       for (int64_t b = 0; b < n; ++b) {
         blocks::extend_history(p.xq.row(b), states[size_t(b)]->qk_hist, p.ext);
         blocks::causal_conv(p.ext, conv_q, conv_q_b, p.XQ.row(b));
         blocks::causal_conv(p.ext, conv_k, conv_k_b, p.XK.row(b));
       }
     } else {
-      blocks::linear<S>(cv(X), cv(q), mv(p.XQ), false, true);
-      blocks::linear<S>(cv(X), cv(k), mv(p.XK), false, true);
+      blocks::linear<S>(cv(X), cv(q), bf(&Bf16Weights::q), mv(p.XQ), false, true);
+      blocks::linear<S>(cv(X), cv(k), bf(&Bf16Weights::k), mv(p.XK), false, true);
     }
-    blocks::linear<S>(cv(X), cv(v), mv(p.XV), false, true);
+    blocks::linear<S>(cv(X), cv(v), bf(&Bf16Weights::v), mv(p.XV), false, true);
     p.pos.resize(size_t(n));
     for (int64_t b = 0; b < n; ++b) p.pos[size_t(b)] = pos[size_t(b)] % mb;
     blocks::rope(p.XQ, f, rope, p.pos.data());
     blocks::rope(p.XK, f, rope, p.pos.data());
   }
+
+  /// The bf16 copy of one projection, or null (fp32 products).
+  const kernels::Bf16Matrix* bf(kernels::Bf16Matrix Bf16Weights::*w) const { return w16 ? &((*w16).*w) : nullptr; }
 
   /// The learning-rate gate: sig(h, t) = sigmoid(X[t] . w_lr[h] + b_lr[h]), LRt = base_lr * sig / f.
   ///                                                                            sig, LRt: (H, n)
@@ -338,11 +370,11 @@ class TTTLayer {
     blocks::layer_norm(O, post_w.data(), post_b.data(), 1e-6, Yn);
     ensure_size(out, n, C);
     if (!use_gate) {
-      blocks::linear<S>(cv(Yn), cv(o), mv(out), false, batched);
+      blocks::linear<S>(cv(Yn), cv(o), bf(&Bf16Weights::o), mv(out), false, batched);
       return;
     }
     ensure_size(G, n, C);
-    blocks::linear<S>(cv(X), cv(g), mv(G), false, batched);
+    blocks::linear<S>(cv(X), cv(g), bf(&Bf16Weights::g), mv(G), false, batched);
     if (gpre) *gpre = G;
     blocks::gelu_into(G.data(), G.data(), size_t(G.size()));
     if (&Y == &Yn) {
@@ -351,7 +383,7 @@ class TTTLayer {
       ensure_size(Y, n, C);
       Y = Yn.cwiseProduct(G);
     }
-    blocks::linear<S>(cv(Y), cv(o), mv(out), false, batched);
+    blocks::linear<S>(cv(Y), cv(o), bf(&Bf16Weights::o), mv(out), false, batched);
   }
 
   /// FLOPs of forward() per token (projections + inner loop), for benchmarks.

@@ -108,6 +108,14 @@ class AnyModelT {
   int64_t state_bytes() const {
     return std::visit([](const auto& m) { return m.state_bytes(); }, m_);
   }
+  /// TTTModel<L>::set_weight_dtype of the held model (bf16: half the bytes per decoded token;
+  /// core/weight_dtype.hpp).
+  void set_weight_dtype(WeightDtype d) {
+    std::visit([&](auto& m) { m.set_weight_dtype(d); }, m_);
+  }
+  WeightDtype weight_dtype() const {
+    return std::visit([](const auto& m) { return m.weight_dtype(); }, m_);
+  }
   /// Write `dir/config.json` and `dir/model.safetensors` (atomically, creating dir).
   void save(const std::filesystem::path& dir) {
     std::visit([&](auto& m) { save_checkpoint(m, dir); }, m_);

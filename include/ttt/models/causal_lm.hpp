@@ -9,6 +9,7 @@
 /// path. Training is train/model_grad.hpp, on the same weights.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -21,6 +22,7 @@
 #include "../blocks/swiglu.hpp"
 #include "../core/error.hpp"
 #include "../core/params.hpp"
+#include "../core/weight_dtype.hpp"
 #include "../layers/mixer.hpp"
 
 namespace ttt {
@@ -140,6 +142,38 @@ class CausalLM {
 
   const M& head() const { return cfg.tie_word_embeddings ? embed : lm_head; }
 
+  /// Run the weight matrices in bf16 (core/weight_dtype.hpp) or back in fp32. bf16 rounds the
+  /// embedding, the LM head, every block's SwiGLU and the mixers' projections to bf16 values in
+  /// place and keeps bf16 copies that forward / forward_rows read (fp32 activations, fp32
+  /// accumulation); norms, convolutions, gates and the TTT inner learner stay fp32. fp32 drops the
+  /// copies (the weights keep their rounded values: reload for the originals). Inference only: the
+  /// copies go stale if the weights change, so train::train refuses a bf16 model. ConfigError for a
+  /// double model or a mixer without a bf16 path (the attention baselines), nothing changed then.
+  void set_weight_dtype(WeightDtype d) {
+    if (d == WeightDtype::bf16) {
+      if constexpr (!std::is_same_v<S, float>)
+        throw ConfigError("dtype bf16: bf16 weights need a float model (this one is double)");
+      if constexpr (!requires(Mixer& m) { m.set_weight_dtype(d); })
+        throw ConfigError("dtype bf16: this model's sequence mixer has no bf16 path (TTT layers have one; the "
+                          "attention baselines do not)");
+    }
+    if constexpr (std::is_same_v<S, float> && requires(Mixer& m) { m.set_weight_dtype(d); }) {
+      for (auto& b : blocks) {
+        b.mixer.set_weight_dtype(d);
+        b.mlp.set_weight_dtype(d);
+      }
+      if (d == WeightDtype::bf16) {
+        kernels::Bf16Matrix e = blocks::round_to_bf16(embed);
+        head16 = std::make_shared<const kernels::Bf16Matrix>(cfg.tie_word_embeddings ? std::move(e)
+                                                                                    : blocks::round_to_bf16(lm_head));
+      } else {
+        head16.reset();
+      }
+      dtype_ = d;
+    }
+  }
+  WeightDtype weight_dtype() const { return dtype_; }
+
   /// Check that every id is in [0, vocab_size); ShapeError naming the position otherwise.
   void check_ids(std::span<const int64_t> ids) const {
     if (ids.empty()) throw ShapeError("input_ids: empty sequence (need at least one token)");
@@ -153,6 +187,9 @@ class CausalLM {
   /// buffers of a chunk stay in the caches, so a 32k-token prompt runs at the speed of a 2k one
   /// (benchmarks/README.md, "Long prompts"). A chunking computes what one chunk computes.
   int64_t max_chunk = 2048;
+
+  /// The LM head's bf16 copy (set_weight_dtype(bf16)), else null.
+  std::shared_ptr<const kernels::Bf16Matrix> head16;
 
   /// Run the n tokens `ids` of one sequence from the position and state in `st`, advancing it.
   /// logits: (n, V) for Logits::all, (1, V) for Logits::last. hidden (optional): output of each
@@ -186,6 +223,7 @@ class CausalLM {
   void check_state(const State& st) const;
   /// forward() of one chunk (ids checked).
   void forward_chunk(State& st, std::span<const int64_t> ids, M* logits, Logits which, std::vector<M>* hidden) const;
+  WeightDtype dtype_ = WeightDtype::fp32;
 };
 
 template <class Mixer>
@@ -252,7 +290,7 @@ void CausalLM<Mixer>::forward_chunk(State& st, std::span<const int64_t> ids, M* 
     blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
   }
   ensure_size(*logits, w.hn.rows(), cfg.vocab_size);
-  mv(*logits).noalias() = cv(w.hn) * cv(head()).transpose();
+  blocks::linear<S>(cv(w.hn), cv(head()), head16.get(), mv(*logits));
 }
 
 
@@ -317,7 +355,7 @@ void CausalLM<Mixer>::forward_rows(std::span<State* const> states, std::span<con
   if (!logits) return;
   blocks::rms_norm(w.h, norm, cfg.rms_norm_eps, w.hn);
   ensure_size(*logits, B, cfg.vocab_size);
-  blocks::linear<S>(cv(w.hn), cv(head()), mv(*logits), false, /*few_rows=*/true);
+  blocks::linear<S>(cv(w.hn), cv(head()), head16.get(), mv(*logits), false, /*few_rows=*/true);
 }
 }  // namespace ttt
 

@@ -53,6 +53,7 @@
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
 #include "../core/params.hpp"
+#include "../core/weight_dtype.hpp"
 #include "../io/config_json.hpp"
 #include "../io/file.hpp"
 #include "../io/safetensors.hpp"
@@ -411,6 +412,10 @@ TrainResult train_on(Model& model, Data& data, const TrainOptions& opt, Communic
   using Clock = std::chrono::steady_clock;
   const int rank = comm.rank(), ranks = comm.size();
   const bool lead = rank == 0;  // writes the checkpoints, the log and the progress line
+  if constexpr (requires { model.weight_dtype(); })
+    if (model.weight_dtype() != WeightDtype::fp32)
+      throw ConfigError(std::string("train: the model runs with ") + weight_dtype_name(model.weight_dtype()) +
+                        " weights (inference only: set_weight_dtype(WeightDtype::fp32) or reload it)");
   if (opt.steps < 1) throw Error("steps must be >= 1");
   if (opt.batch < 1) throw Error("batch must be >= 1");
   if (opt.accum < 1) throw Error("accum must be >= 1");

@@ -153,6 +153,15 @@ TEST_CASE("train: resume refuses another config, a missing folder, a non-trainin
   o.resume = true;
   CHECK_THROWS_WITH_AS(train::train(m, d2, o), doctest::Contains("data differs"), Error);
   fs::remove_all(a);
+  // a model running with bf16 weights (inference only) is refused before anything is written
+  const fs::path c = scratch("bf16");
+  Model mb(small_cfg());
+  mb.init_weights(1);
+  mb.set_weight_dtype(WeightDtype::bf16);
+  o = small_opts(c);
+  CHECK_THROWS_WITH_AS(train::train(mb, d, o), doctest::Contains("runs with bf16 weights (inference only"),
+                       ConfigError);
+  CHECK(!fs::exists(c));
 }
 
 TEST_CASE("train: a NaN loss stops with a clear message and the previous checkpoint stays loadable") {
