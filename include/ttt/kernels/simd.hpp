@@ -79,13 +79,50 @@ inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, cons
     out = accumulate ? out + s : s;
   }
 }
+
+/// One row x against weight rows w .. w + (NW-1) k: NW accumulators (independent FMA chains), each
+/// weight row's sum in the order rows_wt_tile gives it (so a row's result does not depend on n).
+template <std::size_t NW>
+inline void row_wt_tile(const float* x, std::size_t k, const float* w, float* y, bool accumulate) {
+  constexpr std::size_t W = fbatch::size;
+  fbatch a[NW];
+  for (std::size_t q = 0; q < NW; ++q) a[q] = fbatch(0.0f);
+  std::size_t i = 0;
+  for (; i + W <= k; i += W) {
+    const fbatch xv = fbatch::load_unaligned(x + i);
+    for (std::size_t q = 0; q < NW; ++q) a[q] = xsimd::fma(xv, fbatch::load_unaligned(w + q * k + i), a[q]);
+  }
+  for (std::size_t q = 0; q < NW; ++q) {
+    float s = xsimd::hadd(a[q]);
+    for (std::size_t t = i; t < k; ++t) s += x[t] * w[q * k + t];
+    y[q] = accumulate ? y[q] + s : s;
+  }
+}
 }  // namespace detail
 
 /// rows_wt (kernels/scalar.hpp) reading W once: for each weight row, every row of X (kept in the
-/// caches) in tiles of up to 8 accumulators; OpenMP over the weight rows when there is enough work.
+/// caches) in tiles of up to 8 accumulators; one row of X (decode) takes 4 weight rows at a time.
+/// OpenMP over the weight rows when there is enough work.
 inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
                     std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {
   const std::ptrdiff_t M = std::ptrdiff_t(m);
+  if (n == 1) {
+    constexpr std::ptrdiff_t kNW = 4;
+    const std::ptrdiff_t blocks = (M + kNW - 1) / kNW;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (m * k >= (std::size_t(1) << 17))
+#endif
+    for (std::ptrdiff_t b = 0; b < blocks; ++b) {
+      const std::ptrdiff_t j = b * kNW;
+      const float* w = W + std::size_t(j) * k;
+      if (j + kNW <= M) {
+        detail::row_wt_tile<kNW>(X, k, w, Y + j, accumulate);
+      } else {
+        for (std::ptrdiff_t q = j; q < M; ++q) detail::row_wt_tile<1>(X, k, W + std::size_t(q) * k, Y + q, accumulate);
+      }
+    }
+    return;
+  }
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (m * k * n >= (std::size_t(1) << 17))
 #endif
