@@ -7,7 +7,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-jobs=${JOBS:-2}
+# one compile job more than the cores: a core is not left idle while a job links or waits on the disk
+jobs=${JOBS:-$(($(nproc) + 1))}
+export JOBS=$jobs  # scripts/sanitize.sh and scripts/fuzz.sh build with it too
 fuzz_seconds=${FUZZ_SECONDS:-30}
 
 if [ "$fuzz_seconds" -gt 0 ]; then scripts/setup.sh --fuzz; else scripts/setup.sh; fi
