@@ -20,9 +20,8 @@ namespace ttt::blocks {
 inline constexpr Eigen::Index kFewRowsMax = 64;
 
 /// One float row (decode of one sequence) always goes to the kernel too: Eigen's matrix-vector
-/// product runs on one thread, the kernel splits the weight rows over the OpenMP threads (and a
-/// row's sum is the same whatever tile it is in, so one sequence decodes to the bits it gets in a
-/// batch). `few_rows`: the caller is batched decode (rows of different sequences). Only then do
+/// product runs on one thread, the kernel splits the weight rows over the OpenMP threads (a row's
+/// products are summed in the same order whatever tile it is in). `few_rows`: the caller is batched decode (rows of different sequences). Only then do
 /// 2..64 float rows go to the kernel: every other caller (prefill, training, their tests'
 /// bit-for-bit trajectories) keeps Eigen's summation order.
 template <class S>
