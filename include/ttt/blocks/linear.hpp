@@ -21,9 +21,10 @@ inline constexpr Eigen::Index kFewRowsMax = 64;
 
 /// One float row (decode of one sequence) always goes to the kernel too: Eigen's matrix-vector
 /// product runs on one thread, the kernel splits the weight rows over the OpenMP threads (a row's
-/// products are summed in the same order whatever tile it is in). `few_rows`: the caller is batched decode (rows of different sequences). Only then do
-/// 2..64 float rows go to the kernel: every other caller (prefill, training, their tests'
-/// bit-for-bit trajectories) keeps Eigen's summation order.
+/// products are summed in the same order whatever tile it is in). `few_rows`: the caller is
+/// batched decode (rows of different sequences). Only then do 2..64 float rows go to the kernel:
+/// every other caller (prefill, training, their tests' bit-for-bit trajectories) keeps Eigen's
+/// summation order.
 template <class S>
 void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false, bool few_rows = false) {
   if constexpr (std::is_same_v<S, float>) {
