@@ -5,9 +5,10 @@
 #include "test_helpers.hpp"
 
 using namespace ttt;
+namespace test_checkpoint {
+
 namespace fs = std::filesystem;
 
-namespace {
 fs::path tmpdir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ttt_test_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(p);
@@ -22,7 +23,6 @@ std::string message_of(const std::function<void()>& fn) {
   }
   return "<no error>";
 }
-}  // namespace
 
 TEST_CASE_TEMPLATE("save -> load round trip gives the same logits", Lrn, inner::Linear, inner::MLP) {
   ModelConfig c = th::small_config(std::string(Lrn::name));
@@ -170,3 +170,5 @@ TEST_CASE("state bytes: inner weights + accumulated gradients (+ conv histories)
   TTTModel<inner::Linear> m2(c);
   CHECK(m2.state_bytes() == c.num_hidden_layers * (2 * H * (f * f + f) + 2 * (c.conv_kernel - 1) * c.hidden_size) * 4);
 }
+
+}  // namespace test_checkpoint

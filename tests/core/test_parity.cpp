@@ -5,9 +5,9 @@
 #include "test_helpers.hpp"
 
 using namespace ttt;
-namespace fs = std::filesystem;
+namespace test_parity {
 
-namespace {
+namespace fs = std::filesystem;
 
 /// Mean next-token cross entropy (position t predicts t+1), in double.
 double next_token_loss(const std::vector<Mat>& logits, const std::vector<int64_t>& ids, int64_t L) {
@@ -71,8 +71,6 @@ void check_case(const fs::path& dir) {
   }
 }
 
-}  // namespace
-
 TEST_CASE("parity with every ttt-lm-pytorch reference case") {
   const fs::path root = th::reference_dir() / "ttt-lm-pytorch";
   if (!fs::exists(root)) {
@@ -90,8 +88,6 @@ TEST_CASE("parity with every ttt-lm-pytorch reference case") {
   }
   CHECK(cases >= 3);
 }
-
-namespace {
 
 /// bf16 weights against the official fp32 logits of one case: the relative error of the logits
 /// (all positions, and decode after the prompt).
@@ -115,8 +111,6 @@ void check_case_bf16(const fs::path& dir) {
   }
 }
 
-}  // namespace
-
 TEST_CASE("bf16 weights on every ttt-lm-pytorch reference case: logits within 1e-2 of the official fp32") {
   const fs::path root = th::reference_dir() / "ttt-lm-pytorch";
   if (!fs::exists(root)) {
@@ -130,3 +124,5 @@ TEST_CASE("bf16 weights on every ttt-lm-pytorch reference case: logits within 1e
     else if (cfg.ttt_layer_type == "mlp") check_case_bf16<inner::MLP>(entry.path());
   }
 }
+
+}  // namespace test_parity

@@ -8,7 +8,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_properties {
 
 struct Options {
   bool pre_conv, share_qk, use_gate, tie;
@@ -64,8 +64,6 @@ TTTModel<Lrn> make_model(const ModelConfig& c, uint64_t seed, double scale = 0.1
   th::randomize(m, seed, scale);
   return m;
 }
-
-}  // namespace
 
 TEST_CASE_TEMPLATE("library == literal double-precision port of the reference, every option", Lrn, inner::Linear,
                    inner::MLP) {
@@ -186,8 +184,6 @@ TEST_CASE("mini-batch size 1 is online gradient descent on the inner loss") {
   }
 }
 
-namespace {
-
 /// B sequences of different lengths advanced together by forward_rows (after prefills of their
 /// own lengths) against each sequence run on its own: the largest relative error over all steps.
 template <class Model>
@@ -220,8 +216,6 @@ double batched_decode_err(const Model& m, const std::vector<int64_t>& prompt_len
   }
   return worst;
 }
-
-}  // namespace
 
 TEST_CASE_TEMPLATE("batched decode (forward_rows) == each sequence on its own, every option", Lrn, inner::Linear,
                    inner::MLP) {
@@ -291,8 +285,6 @@ TEST_CASE_TEMPLATE("a long input runs in chunks of max_chunk: the same logits an
 
 // ---- bf16 weights (core/weight_dtype.hpp) -----------------------------------------------------
 
-namespace {
-
 /// The model with its bf16-rounded weights in fp32, without the bf16 copies: the plain twin of a
 /// bf16 model (the same values, Eigen's fp32 products).
 template <class Model>
@@ -307,8 +299,6 @@ bool bf16_exact(const Mat& w) {
     if (kernels::from_bf16(kernels::to_bf16(w.data()[i])) != w.data()[i]) return false;
   return true;
 }
-
-}  // namespace
 
 TEST_CASE_TEMPLATE("bf16 weights == their fp32 twin (the same rounded values), every option", Lrn, inner::Linear,
                    inner::MLP) {
@@ -365,3 +355,5 @@ TEST_CASE("bf16 weights: chunked prefill + decode == one forward; back to fp32; 
                        doctest::Contains("--dtype: unknown weight dtype 'fp16' (valid: fp32, bf16)"), ConfigError);
   CHECK(parse_weight_dtype("bf16") == WeightDtype::bf16);
 }
+
+}  // namespace test_properties

@@ -11,10 +11,10 @@
 #include <ttt/ad/tape.hpp>
 
 using namespace ttt;
+namespace test_ad {
+
 using MD = ad::Matrix<double>;
 using VD = ad::Var<double>;
-
-namespace {
 
 MD randn(Eigen::Index r, Eigen::Index c, std::mt19937_64& rng, double s = 1.0) {
   std::normal_distribution<double> n(0.0, s);
@@ -56,8 +56,6 @@ double fd_check(std::vector<MD> inputs, const std::function<VD(const std::vector
   }
   return worst;
 }
-
-}  // namespace
 
 TEST_CASE("ad: linear algebra, slicing and pointwise ops match finite differences") {
   std::mt19937_64 rng(7);
@@ -168,3 +166,5 @@ TEST_CASE("ad: custom op with a user VJP, parameter sinks, loss shape check") {
   CHECK_THROWS_AS(t.param(W, &wrong), ShapeError);
   CHECK_THROWS_AS(ad::linear(x, t.leaf(MD::Zero(2, 3))), ShapeError);
 }
+
+}  // namespace test_ad

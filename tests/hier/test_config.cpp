@@ -9,9 +9,9 @@
 #include <ttt/models/hier/model.hpp>
 
 using namespace ttt;
-namespace fs = std::filesystem;
+namespace test_config {
 
-namespace {
+namespace fs = std::filesystem;
 
 std::string error_of(const std::string& extra) {
   std::string text = R"({"num_tokens": 11, "dim": 8, "depth": 1, "seq_len": 32, "dim_head": 4, "heads": 2)";
@@ -26,8 +26,6 @@ std::string error_of(const std::string& extra) {
 }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-}  // namespace
 
 TEST_CASE("hier config: invalid combinations are clear errors") {
   CHECK(error_of("") == "");
@@ -90,3 +88,5 @@ TEST_CASE("hier model: input errors, save / load round trip, checkpoint errors")
   CHECK_THROWS_WITH(hier::HierarchicalTransformer::load(dir), doctest::Contains("token_emb.weight"));
   fs::remove_all(dir);
 }
+
+}  // namespace test_config

@@ -13,7 +13,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_decode {
 
 const char* kDecodeCases[] = {
     R"({"num_tokens": 11, "dim": [8, 7, 8], "depth": 2, "seq_len": 40, "dim_head": [4, 6, 4], "heads": [2, 1, 2],
@@ -95,8 +95,6 @@ void check_decode(const char* json, double tol) {
   CHECK(double((l0.row(0) - full.row(0)).norm()) <= tol * double(full.row(0).norm()));
 }
 
-}  // namespace
-
 TEST_CASE("hier decode: token-by-token logits equal the full forward at every position (double)") {
   for (const char* c : kDecodeCases) check_decode<double>(c, 1e-6);  // TTT slots run in float
 }
@@ -120,3 +118,5 @@ TEST_CASE("hier decode: generate_cached gives generate's tokens; errors") {
   hier::Decoder<float> dec(m);
   CHECK_THROWS_WITH_AS(dec.step(11), doctest::Contains("vocabulary"), ShapeError);
 }
+
+}  // namespace test_decode

@@ -21,10 +21,10 @@
 #include "randomize.hpp"
 
 using namespace ttt;
+namespace test_fd {
+
 template <class T>
 using HT = hier::HierarchicalTransformerT<T>;
-
-namespace {
 
 struct Case {
   const char* name;
@@ -81,8 +81,6 @@ void copy_params(HT<Dst>& dst, HT<Src>& src) {
     x = s[i++]->template cast<Dst>();
   });
 }
-
-}  // namespace
 
 TEST_CASE("hier: gradients of the total loss match finite differences on every configuration kind") {
   for (const Case& c : kCases) {
@@ -281,3 +279,5 @@ TEST_CASE("hier: AdamW (ttt/train/optim.hpp) trains the model through visit_para
   MESSAGE("loss " << first << " -> " << last << " after 40 AdamW steps");
   CHECK(last < 0.5 * first);
 }
+
+}  // namespace test_fd

@@ -20,10 +20,10 @@
 #include "randomize.hpp"
 
 using namespace ttt;
+namespace test_mixer {
+
 template <class T>
 using HT = hier::HierarchicalTransformerT<T>;
-
-namespace {
 
 struct Case {
   const char* name;
@@ -78,8 +78,6 @@ void copy_params(HT<Dst>& dst, HT<Src>& src) {
     ++i;
   });
 }
-
-}  // namespace
 
 TEST_CASE("hier mixer: configuration, errors naming the valid mixers, JSON round trip") {
   auto parse = [](const std::string& s) { return hier::HierConfig::from_json(nlohmann::json::parse(s)); };
@@ -282,3 +280,5 @@ TEST_CASE("hier mixer: AdamW trains a hybrid; save / load keeps the mixers") {
   CHECK_THROWS_WITH_AS(hier::HierarchicalTransformer::load(dir), doctest::Contains("tensor 'layers.0.1.attn."), FormatError);
   std::filesystem::remove_all(dir);
 }
+
+}  // namespace test_mixer

@@ -13,9 +13,9 @@
 #include <ttt/core/tensor.hpp>
 
 using namespace ttt;
-namespace fs = std::filesystem;
+namespace test_parity {
 
-namespace {
+namespace fs = std::filesystem;
 
 double rel_err(const float* a, const float* e, size_t n) {
   double num = 0, den = 0;
@@ -101,8 +101,8 @@ void check_case(const std::string& name) {
   MESSAGE(name << ": " << n << " gradients, worst rel err " << worst);
 }
 
-}  // namespace
-
 TEST_CASE("hier parity: flat_full") { check_case("flat_full"); }
 TEST_CASE("hier parity: h12_local") { check_case("h12_local"); }
 TEST_CASE("hier parity: h128_mixed") { check_case("h128_mixed"); }
+
+}  // namespace test_parity

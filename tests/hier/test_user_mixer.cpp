@@ -22,7 +22,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_user_mixer {
 
 struct TanhLinear {  // f(x) = tanh(x W)
   static constexpr std::string_view name = "tanh_linear";
@@ -57,8 +57,6 @@ std::vector<int64_t> tokens(int64_t n, int64_t vocab, uint64_t seed) {
   for (int64_t t = 0; t < n; ++t) out.push_back(tok(rng));
   return out;
 }
-
-}  // namespace
 
 TEST_CASE("hier user mixer: the config names the user's learner; errors list it") {
   const auto j = nlohmann::json::parse(kJson);
@@ -162,3 +160,5 @@ TEST_CASE("hier user mixer: save / load keeps it") {
   CHECK_THROWS_WITH_AS(hier::HierarchicalTransformer::load(dir), doctest::Contains("ttt-tanh_linear-momentum"), ConfigError);
   std::filesystem::remove_all(dir);
 }
+
+}  // namespace test_user_mixer

@@ -17,12 +17,12 @@
 #include "helpers.hpp"
 #include "ttt/io/bpe_tokenizer.hpp"
 
+namespace test_bpe_tokenizer {
+
 namespace fs = std::filesystem;
 using ttt::BpeTokenizer;
 using json = nlohmann::json;
 using Ids = std::vector<int64_t>;
-
-namespace {
 
 const std::string kSp = "\xE2\x96\x81";  // "▁" U+2581
 
@@ -89,8 +89,6 @@ Ids ids_of(const BpeTokenizer& tok, std::initializer_list<std::string> names) {
   }
   return out;
 }
-
-}  // namespace
 
 TEST_CASE("bpe tokenizer: merges by rank, leftmost first, over the whole text") {
   const BpeTokenizer tok = make(small_tokenizer());
@@ -206,7 +204,6 @@ TEST_CASE("bpe tokenizer: merges as pairs, and the older Metaspace layout, give 
   CHECK(make(bare).encode("abc") == strings.encode("abc"));
 }
 
-namespace {
 /// `j` with a token of "▁" after another character (no merge makes it): then BPE runs over the
 /// whole text, not word by word; the ids must not change.
 json with_word_crossing_token(json j) {
@@ -216,7 +213,6 @@ json with_word_crossing_token(json j) {
   j["model"]["vocab"]["x" + kSp + "y"] = n;
   return j;
 }
-}  // namespace
 
 TEST_CASE("bpe tokenizer: cutting the text into words gives the ids of BPE over the whole text") {
   json j = small_tokenizer();  // without "b▁", no merge crosses into a word's "▁"
@@ -299,8 +295,6 @@ TEST_CASE("bpe tokenizer: bad files name the file and what was expected") {
 
 // ---- the real tokenizers ------------------------------------------------------------------------
 
-namespace {
-
 /// Every string of tests/io/data/<expected>: encode == the JavaScript tokenizer's ids (without and
 /// with BOS), decode(ids) == its decoded text; then a text of about 1 MB round-trips.
 void check_against_javascript(const std::string& name, const std::string& expected) {
@@ -354,8 +348,6 @@ void check_against_javascript(const std::string& name, const std::string& expect
                << ms(t1, t2) << " ms");
 }
 
-}  // namespace
-
 TEST_CASE("bpe tokenizer: Llama-2 (data/llama2) gives llama-tokenizer-js's ids") {
   check_against_javascript("llama2", "llama2_expected.json");
 }
@@ -390,3 +382,5 @@ TEST_CASE("bpe tokenizer: Llama-2 in the older Metaspace layout gives the same i
   }
   CHECK(checked >= 250);
 }
+
+}  // namespace test_bpe_tokenizer

@@ -12,12 +12,12 @@
 #include "helpers.hpp"
 #include "ttt/io/checkpoint_weights.hpp"
 
+namespace test_checkpoint_weights {
+
 namespace fs = std::filesystem;
 using ttt::FormatError;
 using ttt::io::SafeTensorsWriter;
 using ttt_test::TempDir;
-
-namespace {
 
 void put(const fs::path& p, const std::string& s) {
   std::ofstream f(p, std::ios::binary);
@@ -45,8 +45,6 @@ const std::string kIndex = R"({"metadata": {"total_size": 36}, "weight_map": {
 std::string error_of(const fs::path& dir) {
   return ttt_test::message_of<FormatError>([&] { ttt::io::load_checkpoint_weights(dir); });
 }
-
-}  // namespace
 
 TEST_CASE("checkpoint weights: shards read as one, equal to the single file; extra files ignored") {
   TempDir t;
@@ -100,3 +98,5 @@ TEST_CASE("checkpoint weights: pytorch_model.bin is refused with the conversion;
   CHECK(e.find("pytorch_model.bin: a PyTorch pickle checkpoint") != std::string::npos);
   CHECK(e.find("save_file(") != std::string::npos);
 }
+
+}  // namespace test_checkpoint_weights

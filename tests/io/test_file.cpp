@@ -12,10 +12,10 @@
 #include "helpers.hpp"
 #include "ttt/io/file.hpp"
 
+namespace test_file {
+
 namespace fs = std::filesystem;
 using ttt_test::TempDir;
-
-namespace {
 
 void put(const fs::path& p, const std::string& s) {
   std::ofstream f(p, std::ios::binary);
@@ -35,8 +35,6 @@ std::string binary_sample() {
   for (int i = 0; i < 3000; ++i) s.push_back(static_cast<char>(i * 7 % 256));  // includes NULs
   return s;
 }
-
-}  // namespace
 
 TEST_CASE("read_file returns every byte") {
   TempDir dir;
@@ -134,3 +132,5 @@ TEST_CASE("write_file_atomic that fails mid-write keeps the old file (RLIMIT_FSI
   CHECK(ttt::io::read_file(p) == "old content");
   CHECK(others(dir.path, "model.safetensors").empty());
 }
+
+}  // namespace test_file

@@ -10,12 +10,13 @@
 
 #include "ttt/io/safetensors.hpp"
 
+namespace test_half {
+
 using ttt::io::bf16_to_float;
 using ttt::io::float_to_bf16;
 using ttt::io::float_to_half;
 using ttt::io::half_to_float;
 
-namespace {
 uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
 
 /// binary16 value by the textbook formula, in double.
@@ -26,7 +27,6 @@ double half_by_formula(uint16_t h) {
   if (e == 0) return sign * std::ldexp(double(m), -24);
   return sign * std::ldexp(double(1024 + m), e - 25);
 }
-}  // namespace
 
 TEST_CASE("half_to_float: known bit patterns") {
   CHECK(half_to_float(0x3C00) == 1.0f);
@@ -133,3 +133,5 @@ TEST_CASE("bf16 conversions") {
     else CHECK(float_to_bf16(f) == x);
   }
 }
+
+}  // namespace test_half

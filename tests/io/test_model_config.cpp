@@ -9,13 +9,13 @@
 #include "ttt/core/presets.hpp"
 #include "ttt/io/config_json.hpp"
 
+namespace test_model_config {
+
 namespace fs = std::filesystem;
 using ttt::ModelConfig;
 
-namespace {
 constexpr const char* src = "cfg.json";
 ModelConfig parse(const std::string& text) { return ttt::config_from_json_text(text, src); }
-}  // namespace
 
 TEST_CASE("config: the reference config.json files load") {
   const fs::path ref = ttt_test::reference_dir();
@@ -115,3 +115,5 @@ TEST_CASE("standard configurations: TTT_STANDARD_CONFIGS by name; 1b is the defa
   CHECK(one_b.num_attention_heads == dflt.num_attention_heads);
   CHECK_THROWS_WITH_AS(ttt::standard_config("2b"), doctest::Contains("'2b' (125m, 350m, 760m, 1b)"), ttt::ConfigError);
 }
+
+}  // namespace test_model_config

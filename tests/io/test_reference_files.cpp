@@ -11,16 +11,16 @@
 #include "helpers.hpp"
 #include "ttt/io/safetensors.hpp"
 
+namespace test_reference_files {
+
 namespace fs = std::filesystem;
 using ttt::io::DType;
 using ttt::io::SafeTensors;
 
-namespace {
 fs::path linear_tiny() {
   const fs::path ref = ttt_test::reference_dir();
   return ref.empty() ? ref : ref / "ttt-lm-pytorch" / "linear_tiny";
 }
-}  // namespace
 
 TEST_CASE("reference: linear_tiny model and expected files") {
   const fs::path dir = linear_tiny();
@@ -105,3 +105,5 @@ TEST_CASE("reference: every truncation of a real file is rejected") {
   CHECK_THROWS_MENTIONING(ttt::FormatError, SafeTensors::parse(full + '\0', "long.safetensors"), "long.safetensors",
                           "data past the end");
 }
+
+}  // namespace test_reference_files

@@ -13,11 +13,11 @@
 #include "helpers.hpp"
 #include "ttt/io/safetensors.hpp"
 
+namespace test_safetensors {
+
 using ttt::io::DType;
 using ttt::io::SafeTensors;
 using ttt::io::SafeTensorsWriter;
-
-namespace {
 
 template <class T>
 std::string le_bytes(const std::vector<T>& v) {
@@ -33,8 +33,6 @@ std::string le_bytes(const std::vector<T>& v) {
 nlohmann::json header_of(const std::string& file) {
   return nlohmann::json::parse(file.substr(8, ttt_test::header_length(file)));
 }
-
-}  // namespace
 
 TEST_CASE("dtype names, sizes and parsing") {
   for (DType d : ttt::io::all_dtypes) CHECK(ttt::io::parse_dtype(ttt::io::dtype_name(d)) == d);
@@ -223,3 +221,5 @@ TEST_CASE("accepted header variants") {
   CHECK(st.read_float("z").empty());
   CHECK(st.metadata().size() == 1);
 }
+
+}  // namespace test_safetensors

@@ -9,11 +9,11 @@
 #include "helpers.hpp"
 #include "ttt/io/safetensors.hpp"
 
+namespace test_safetensors_malformed {
+
 using ttt::io::SafeTensors;
 using ttt_test::st_file;
 using ttt_test::with_length;
-
-namespace {
 
 constexpr const char* src = "bad.safetensors";
 
@@ -25,8 +25,6 @@ std::string one(const std::string& shape, const std::string& offsets, size_t dat
                      offsets + "}}",
                  std::string(data_size, '\0'));
 }
-
-}  // namespace
 
 TEST_CASE("malformed: too short for the length field") {
   for (size_t n = 0; n < 8; ++n)
@@ -194,3 +192,5 @@ TEST_CASE("every single-byte mutation of a small file parses or throws FormatErr
   CHECK(parsed > 0);
   CHECK(rejected > 0);
 }
+
+}  // namespace test_safetensors_malformed

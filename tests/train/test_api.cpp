@@ -9,7 +9,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_api {
 
 template <class L>
 std::vector<double> flat(TTTModel<L>& m) {
@@ -62,7 +62,7 @@ void check_api(const std::string& type) {
   CHECK_THROWS_AS(train::loss_and_grad(model, {{1, 2, 29}}, g_a), ShapeError);
 }
 
-}  // namespace
-
 TEST_CASE("loss_and_grad: batches, overwriting, misuse (Linear)") { check_api<inner::Linear>("linear"); }
 TEST_CASE("loss_and_grad: batches, overwriting, misuse (MLP)") { check_api<inner::MLP>("mlp"); }
+
+}  // namespace test_api

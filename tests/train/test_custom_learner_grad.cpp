@@ -10,7 +10,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_custom_learner_grad {
 
 template <int Broken>
 struct BiasFreeLinear {
@@ -23,12 +23,12 @@ struct BiasFreeLinear {
   }
 };
 
-}  // namespace
-
 // Zq = XQ W - (E o XQ XK^T) G, G = ln_l2_grad(XK W, XV - XK), W_end = W - e XK^T diag(lr) G.
 // Written as a user would: plain Eigen on the scalar S, scratch slots for the temporaries.
+}  // namespace test_custom_learner_grad
+
 template <int Broken>
-struct ttt::train::LearnerGrad<BiasFreeLinear<Broken>> {
+struct ttt::train::LearnerGrad<test_custom_learner_grad::BiasFreeLinear<Broken>> {
   enum : size_t { kZ, kT, kG, kE, kS, kA, kdA, kdG, kdS, kKd, kdZ, kdT };
   template <class S>
   static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
@@ -97,6 +97,8 @@ struct ttt::train::LearnerGrad<BiasFreeLinear<Broken>> {
   }
 };
 
+namespace test_custom_learner_grad {
+
 TEST_CASE("a user learner's backward: checked by gradcheck, used by loss_and_grad") {
   using Good = BiasFreeLinear<0>;
   const auto rf = train::check_learner_forward<Good>(8, 6, 1);
@@ -127,3 +129,5 @@ TEST_CASE("a user learner's backward: checked by gradcheck, used by loss_and_gra
   });
   CHECK(gn > 0);
 }
+
+}  // namespace test_custom_learner_grad

@@ -22,7 +22,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_derived {
 
 using ttt_test::TanhResidual;
 static_assert(inner::InnerLearner<TanhResidual>);
@@ -105,8 +105,6 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
   CHECK(max_rel(got.dlb, want.dlb) < tol<L>(1e-10));
 }
 
-}  // namespace
-
 TEST_CASE("ad::Real: first and second derivatives against finite differences") {
   using R = ad::Real<double>;
   ad::RealTape<double> tape;
@@ -186,7 +184,6 @@ TEST_CASE("a learner written once trains: loss_and_grad == central differences o
   MESSAGE("checked " << checked << " entries, worst relative error " << worst);
 }
 
-namespace {
 // The README's learner, verbatim.
 struct TanhLinear {  // f(x) = tanh(x W)
   static constexpr std::string_view name = "tanh_linear";
@@ -198,7 +195,6 @@ struct TanhLinear {  // f(x) = tanh(x W)
     for (Eigen::Index i = 0; i < Z.size(); ++i) Z.data()[i] = tanh(Z.data()[i]);
   }
 };
-}  // namespace
 
 TEST_CASE("the README's learner trains: the loss of a repeating sequence falls") {
   auto cfg = ttt::ModelConfig::sized("tanh_linear", /*vocab=*/64, /*hidden=*/32, /*layers=*/2, /*heads=*/4,
@@ -264,3 +260,5 @@ TEST_CASE("mini-batches of 2048: hand-written == derived training path; prefill 
   CHECK(std::isfinite(loss));
   CHECK(train::grad_norm(grad) > 0);
 }
+
+}  // namespace test_derived

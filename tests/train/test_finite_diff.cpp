@@ -14,7 +14,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_finite_diff {
 
 struct FdResult {
   int checked = 0, failed = 0;
@@ -130,20 +130,18 @@ void run_all(const std::string& type) {
                << ", max relative (|fd| > 1e-3) " << worst_rel << " at " << worst);
 }
 
-}  // namespace
-
 TEST_CASE("finite differences: TTT-Linear, every option combination") { run_all<inner::Linear>("linear"); }
 TEST_CASE("finite differences: TTT-MLP, every option combination") { run_all<inner::MLP>("mlp"); }
 
 // ---- the comparison can fail: deliberately broken backwards ----------------------------------
 
-namespace {
 template <int Kind>
 struct Broken : inner::PrimalOnly<inner::Linear> {};
-}  // namespace
+
+}  // namespace test_finite_diff
 
 template <int Kind>
-struct ttt::train::LearnerGrad<Broken<Kind>> : LearnerGrad<inner::Linear> {
+struct ttt::train::LearnerGrad<test_finite_diff::Broken<Kind>> : LearnerGrad<inner::Linear> {
   template <class S>
   static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
                        SegmentGrad<S>& o, Scratch<S>& ws) {
@@ -158,7 +156,7 @@ struct ttt::train::LearnerGrad<Broken<Kind>> : LearnerGrad<inner::Linear> {
 // A first-order backward: the inner gradients G treated as constants (no second derivative of the
 // inner loss, as a stop-gradient on the inner step would give).
 template <>
-struct ttt::train::LearnerGrad<Broken<3>> : LearnerGrad<inner::Linear> {
+struct ttt::train::LearnerGrad<test_finite_diff::Broken<3>> : LearnerGrad<inner::Linear> {
   template <class S>
   static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
                        SegmentGrad<S>& o, Scratch<S>& ws) {
@@ -175,6 +173,8 @@ struct ttt::train::LearnerGrad<Broken<3>> : LearnerGrad<inner::Linear> {
   }
 };
 
+namespace test_finite_diff {
+
 TEST_CASE("finite differences catch broken backwards") {
   const ModelConfig cfg = fd_config("linear", 0);
   CHECK(fd_compare<inner::Linear>(cfg, 7).failed == 0);
@@ -189,3 +189,5 @@ TEST_CASE("finite differences catch broken backwards") {
   MESSAGE("broken backwards (no state carry, lr path +1%, keys +0.1%, first-order only): " << r0.failed << ", "
           << r1.failed << ", " << r2.failed << ", " << r3.failed << " of " << r0.checked << " coordinates flagged");
 }
+
+}  // namespace test_finite_diff

@@ -21,7 +21,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_ops {
 
 std::mt19937_64 rng(1234);
 MatD rnd(Eigen::Index r, Eigen::Index c, double s = 1.0) {
@@ -49,8 +49,6 @@ double fd_check(double* x, size_t n, const std::function<double()>& f, const std
   }
   return worst;
 }
-
-}  // namespace
 
 TEST_CASE("ln_l2_grad VJP (second derivative of the inner loss) matches finite differences") {
   const int n = 3, d = 8;
@@ -206,3 +204,5 @@ TEST_CASE("learner mini-batch forward in double equals the library's dual form")
     CHECK(train::check_learner_forward<inner::PrimalOnly<inner::MLP>>(f, n, 3).max_err < 1e-5);
   }
 }
+
+}  // namespace test_ops

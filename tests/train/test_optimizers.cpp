@@ -26,7 +26,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_optimizers {
 
 using ttt_test::TanhResidual;
 
@@ -186,8 +186,6 @@ struct CopyTask {
     }
   }
 };
-
-}  // namespace
 
 TEST_CASE("every learner x optimizer x order: loss_and_grad == central differences (double)") {
   fd_every_combo<inner::Linear>("linear");
@@ -430,3 +428,5 @@ TEST_CASE("the inner update's config keys: checked, and in config.json only when
   CHECK_THROWS_WITH_AS(TTTModel<inner::Linear>{config_from_json(bad)},
                        doctest::Contains("ttt_inner_optimizer 'lion' is not an inner optimizer"), ConfigError);
 }
+
+}  // namespace test_optimizers

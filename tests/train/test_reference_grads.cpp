@@ -8,9 +8,9 @@
 #include "test_helpers.hpp"
 
 using namespace ttt;
-namespace fs = std::filesystem;
+namespace test_reference_grads {
 
-namespace {
+namespace fs = std::filesystem;
 
 template <class Lrn>
 void check_case(const fs::path& dir) {
@@ -45,8 +45,6 @@ void check_case(const fs::path& dir) {
                                   << ", worst relative error " << worst << " (" << worst_name << ")");
 }
 
-}  // namespace
-
 TEST_CASE("gradients of every ttt-lm-pytorch reference case") {
   const fs::path root = th::reference_dir() / "ttt-lm-pytorch";
   if (!fs::exists(root)) {
@@ -67,3 +65,5 @@ TEST_CASE("gradients of every ttt-lm-pytorch reference case") {
   }
   CHECK(cases >= 3);
 }
+
+}  // namespace test_reference_grads

@@ -11,7 +11,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_scan_checkpoint {
 
 template <class L>
 std::vector<float> flat(TTTModel<L>& m) {
@@ -161,8 +161,6 @@ void check_layer_grad(const std::string& type) {
   CHECK_THROWS_AS(opf.backward(Mat::Zero(n + 1, C), dXf, gf), ShapeError);
 }
 
-}  // namespace
-
 TEST_CASE("scan checkpoint groups and block recomputation: same gradients (Linear)") {
   check_groups<inner::Linear>("linear");
 }
@@ -173,3 +171,5 @@ TEST_CASE("LayerGrad: forward, backward against finite differences, float vs dou
 TEST_CASE("LayerGrad: forward, backward against finite differences, float vs double (MLP)") {
   check_layer_grad<inner::MLP>("mlp");
 }
+
+}  // namespace test_scan_checkpoint

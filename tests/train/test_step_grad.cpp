@@ -28,7 +28,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_step_grad {
 
 double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
   double num = 0, den = 1e-12;
@@ -264,12 +264,14 @@ struct NoQueryBase : inner::Linear {
   static constexpr std::string_view name = "no_query_base";
 };
 
-}  // namespace
+}  // namespace test_step_grad
 
 template <>
-struct ttt::train::LearnerGrad<NoQueryBase> : ttt::train::LearnerGrad<ttt::inner::Linear> {
+struct ttt::train::LearnerGrad<test_step_grad::NoQueryBase> : ttt::train::LearnerGrad<ttt::inner::Linear> {
   static constexpr bool query_base = false;
 };
+
+namespace test_step_grad {
 
 TEST_CASE("a LearnerGrad that does not read the queries' base trains momentum and decay after token by token") {
   inner::UpdateRule rule = rule_for("momentum");
@@ -317,3 +319,5 @@ TEST_CASE("a mini-batch of 2048 under momentum and decay (order after): the dual
   paths_agree<inner::SwiGLU, inner::Momentum>(4, 2048, 23, after, Path::update, Path::token);
   paths_agree<inner::LinearAttention, inner::Decay>(4, 2048, 24, after, Path::update, Path::token);
 }
+
+}  // namespace test_step_grad

@@ -13,9 +13,9 @@
 
 using namespace ttt;
 using namespace ttt::train;
-namespace fs = std::filesystem;
+namespace test_data {
 
-namespace {
+namespace fs = std::filesystem;
 
 fs::path scratch(const std::string& name) {
   const fs::path p = fs::temp_directory_path() / ("ttt_test_data_" + std::to_string(::getpid()) + "_" + name);
@@ -28,8 +28,6 @@ void write(const fs::path& p, const std::string& s) {
   std::ofstream(p, std::ios::binary) << s;
 }
 std::vector<int64_t> ids(const std::string& s) { return ByteTokenizer().encode(s); }
-
-}  // namespace
 
 TEST_CASE("load_byte_corpus: a file; a directory recursively, sorted, EOS between non-empty documents") {
   const fs::path d = scratch("dir");
@@ -103,3 +101,5 @@ TEST_CASE("TextData: too little data for seq_len, or for the validation split") 
   CHECK_THROWS_AS(TextData(t, 0, 0.0, 0), Error);
   CHECK_THROWS_AS(TextData(t, 8, 1.0, 0), Error);
 }
+
+}  // namespace test_data

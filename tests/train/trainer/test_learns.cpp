@@ -16,7 +16,7 @@
 
 using namespace ttt;
 
-namespace {
+namespace test_learns {
 
 int64_t env_int(const char* name, int64_t dflt) {
   const char* v = std::getenv(name);
@@ -73,8 +73,6 @@ double copied_half_loss(const Model& m, const CopyTask& task, int64_t windows) {
   return s / double(task.n);
 }
 
-}  // namespace
-
 TEST_CASE("train: a small TTT-Linear model learns to copy (copied-half loss well below log(alphabet))") {
   const uint64_t seed = uint64_t(env_int("TTT_COPY_SEED", 1));
   CopyTask task(env_int("TTT_COPY_ALPHABET", 16), env_int("TTT_COPY_LEN", 16), 6 + seed);
@@ -108,3 +106,5 @@ TEST_CASE("train: a small TTT-Linear model learns to copy (copied-half loss well
   // clicks); seed 1 reaches 0.03. Half of log(alphabet) leaves room for rounding changes.
   CHECK(after < 0.5 * baseline);
 }
+
+}  // namespace test_learns

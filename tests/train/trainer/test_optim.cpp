@@ -12,7 +12,7 @@
 using namespace ttt;
 using namespace ttt::train;
 
-namespace {
+namespace test_optim {
 
 using Model = TTTModel<inner::Linear>;
 
@@ -32,8 +32,6 @@ std::vector<float> flat(Model& m) {
   });
   return out;
 }
-
-}  // namespace
 
 TEST_CASE("AdamW: two steps by hand, weight decay only where no_decay is false") {
   Model m(tiny()), g(tiny());
@@ -156,3 +154,5 @@ TEST_CASE("Accumulation: the sum of two half batches, halved, is the whole batch
   for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(y[i]) * y[i];
   CHECK(std::sqrt(num / den) < 1e-6);
 }
+
+}  // namespace test_optim

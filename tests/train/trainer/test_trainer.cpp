@@ -19,9 +19,9 @@
 
 using namespace ttt;
 using namespace ttt::train;
-namespace fs = std::filesystem;
+namespace test_trainer {
 
-namespace {
+namespace fs = std::filesystem;
 
 using Model = TTTModel<inner::Linear>;
 
@@ -66,8 +66,6 @@ std::vector<float> weights(Model& m) {
 }
 
 std::string slurp(const fs::path& p) { return io::read_file(p); }
-
-}  // namespace
 
 TEST_CASE("train: N steps + resume for N more == 2N steps, bit for bit (losses, weights, log)") {
   const auto tokens = text_tokens();
@@ -293,8 +291,6 @@ TEST_CASE("train: scan checkpointing changes memory, not the run (same losses an
   }
 }
 
-namespace {
-
 /// Runs f(rank, comm) on `n` threads, the ranks of one ThreadGroup; each rank's error ("" if none).
 template <class F>
 std::vector<std::string> run_ranks(int n, F f) {
@@ -319,8 +315,6 @@ TrainOptions dp_opts(const fs::path& out) {
   o.val_windows = 3;
   return o;
 }
-
-}  // namespace
 
 TEST_CASE("train, data parallel: two ranks of one thread == one process of two threads, bit for bit; rank 0 alone writes") {
   const auto tokens = text_tokens();
@@ -452,3 +446,5 @@ TEST_CASE("train, data parallel: the transformer baseline, two ranks == one proc
     CHECK(weights_of(ms[size_t(r)]) == weights_of(m));
   }
 }
+
+}  // namespace test_trainer
