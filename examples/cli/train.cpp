@@ -184,9 +184,8 @@ int run_train(const TrainArgs& a) {
   else tcfg = ttt_train_config(a);
   if (a.warmup > a.steps) throw UsageError("--warmup " + std::to_string(a.warmup) + " is longer than --steps " + std::to_string(a.steps));
   if (a.min_lr > a.lr) throw UsageError("--min-lr must not exceed --lr");
-  // --threads spreads the sequences of a batch; the per-head loops of small models cost more to
-  // share than to run, so they get one thread.
-  ttt::set_inner_threads(1);
+  // --threads: the trainer spreads the sequences of a batch over them, and the threads left over
+  // (more threads than sequences) work inside each sequence (TrainOptions::threads).
   // Under mpirun: every process reads the same data and draws the same batches, computes its share
   // and takes the same step; an error on any of them stops them all (Communicator::abort).
   const std::shared_ptr<ttt::train::Communicator> comm = join_processes();
@@ -304,8 +303,9 @@ Command add_train(CLI::App& app) {
                 "(less memory at long context, same gradients; 0 = keep all)")
       ->check(range(0, int64_t(1) << 30))->capture_default_str();
   s->add_option("--threads", t.threads,
-                "Threads over the sequences of a batch, per process (0 = 1; a resumed run continues bit for bit with the same "
-                "count of processes and threads)")->check(CLI::Range(0, 4096));
+                "Threads per process: over the sequences of a batch, and inside each sequence (heads, products) when there "
+                "are more threads than sequences (0 = 1; a resumed run continues bit for bit with the same count of "
+                "processes and threads)")->check(CLI::Range(0, 4096));
   s->add_flag("--quiet", t.quiet, "No progress line on stderr");
   add_update_flags(s, t.update);
   s->add_option("--arch", t.arch,

@@ -7,6 +7,7 @@
 #include <string>
 #include <type_traits>
 
+#include "../core/parallel.hpp"
 #include "../core/params.hpp"
 #include "../core/tensor.hpp"
 #include "../core/weight_dtype.hpp"
@@ -57,7 +58,9 @@ struct SwiGLU {
     linear<S>(cv(x), cv(gate), bf(&Bf16Weights::gate), mv(tp.a), false, batched);
     if (keep_pre) tp.pre = tp.a;
     linear<S>(cv(x), cv(up), bf(&Bf16Weights::up), mv(tp.up), false, batched);
-    act_mul(act, tp.a.data(), tp.up.data(), size_t(tp.a.size()));
+    parallel_ranges(int64_t(tp.a.size()), int64_t(1) << 15, [&](int64_t b, int64_t e) {
+      act_mul(act, tp.a.data() + b, tp.up.data() + b, size_t(e - b));
+    });
     linear<S>(cv(tp.a), cv(down), bf(&Bf16Weights::down), mv(h), /*accumulate=*/true, batched);
   }
 
@@ -93,13 +96,19 @@ struct SwiGLU {
     g.down.noalias() += dh.transpose() * tp.a;
     ensure_size(b.da, n, I);
     b.da.noalias() = dh * down;
-    if (act == Act::silu) {
-      b.dpre = b.da.cwiseProduct(tp.up).cwiseProduct(silu_grad(tp.pre));
-      b.dup = b.da.cwiseProduct(silu(tp.pre));
-    } else {
-      b.dpre = b.da.cwiseProduct(tp.up).cwiseProduct(tp.pre.unaryExpr([act](S v) { return act_grad(act, v); }));
-      b.dup = b.da.cwiseProduct(tp.pre.unaryExpr([act](S v) { return blocks::act(act, v); }));
-    }
+    ensure_size(b.dpre, n, I);
+    ensure_size(b.dup, n, I);
+    parallel_ranges(n, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(I, 1)), [&](int64_t r0, int64_t r1) {
+      const auto da = b.da.middleRows(r0, r1 - r0), up = tp.up.middleRows(r0, r1 - r0), pre = tp.pre.middleRows(r0, r1 - r0);
+      auto dpre = b.dpre.middleRows(r0, r1 - r0), dup = b.dup.middleRows(r0, r1 - r0);
+      if (act == Act::silu) {
+        dpre = da.cwiseProduct(up).cwiseProduct(silu_grad(pre));
+        dup = da.cwiseProduct(silu(pre));
+      } else {
+        dpre = da.cwiseProduct(up).cwiseProduct(pre.unaryExpr([act](S v) { return act_grad(act, v); }));
+        dup = da.cwiseProduct(pre.unaryExpr([act](S v) { return blocks::act(act, v); }));
+      }
+    });
     g.gate.noalias() += b.dpre.transpose() * x;
     g.up.noalias() += b.dup.transpose() * x;
     ensure_size(dx, n, gate.cols());

@@ -1,10 +1,12 @@
 #pragma once
 /// \file core/parallel.hpp
-/// The library's two kinds of parallelism, in one place:
+/// The library's kinds of parallelism, in one place:
 ///  - `parallel_for(tasks, workers, fn)`: independent tasks (sequences of a batch, shares of a
 ///    gradient) on a few std::threads, exceptions carried back to the caller;
 ///  - `parallel_heads(n, worth_it, fn)`: the OpenMP loop over the heads of a layer (or the query
-///    tiles of attention) inside one task.
+///    tiles of attention) inside one task;
+///  - `parallel_ranges(n, min_n, fn)`: elementwise work (activations, optimizer updates) cut into
+///    one range per OpenMP thread.
 /// A worker of `parallel_for` gives its own OpenMP loops `inner_threads` threads, so that
 /// workers x inner threads stays within the machine (a new std::thread would otherwise start
 /// from OpenMP's default, one thread per core).
@@ -38,6 +40,19 @@ inline void set_inner_threads(int n) {
   (void)n;
 #endif
 }
+
+/// The calling thread's OpenMP loops on `n` threads (n > 0; n <= 0 leaves them) until the end of
+/// the scope, then as they were.
+class InnerThreads {
+ public:
+  explicit InnerThreads(int n) : saved_(max_threads()) { set_inner_threads(n); }
+  ~InnerThreads() { set_inner_threads(saved_); }
+  InnerThreads(const InnerThreads&) = delete;
+  InnerThreads& operator=(const InnerThreads&) = delete;
+
+ private:
+  int saved_;
+};
 
 /// Cores the machine reports (at least 1).
 inline int hardware_threads() {
@@ -78,6 +93,24 @@ void parallel_for(int64_t tasks, int workers, F&& fn, int inner_threads = 0) {
   for (auto& t : pool) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+/// fn(begin, end) over [0, n) cut into one contiguous range per OpenMP thread when n >= min_n, as
+/// fn(0, n) otherwise (or inside a parallel region). For elementwise work, whose result does not
+/// depend on the cut.
+template <class F>
+void parallel_ranges(int64_t n, int64_t min_n, F&& fn) {
+#if defined(_OPENMP)
+  const int64_t T = n >= min_n && !omp_in_parallel() ? std::min<int64_t>(max_threads(), n) : 1;
+  if (T > 1) {
+#pragma omp parallel for schedule(static) num_threads(int(T))
+    for (int64_t t = 0; t < T; ++t) fn(n * t / T, n * (t + 1) / T);
+    return;
+  }
+#else
+  (void)min_n;
+#endif
+  fn(int64_t(0), n);
 }
 
 /// fn(i) for i in [0, n) as an OpenMP loop (static schedule) when `worth_it` and n > 1, in order

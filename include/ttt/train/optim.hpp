@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/parallel.hpp"
 #include "../io/safetensors.hpp"
 #include "../core/params.hpp"
 
@@ -162,14 +163,16 @@ class AdamW {
       const double decay = p.no_decay ? 1.0 : 1.0 - lr * opt.weight_decay;
       float* mk = m_[k].data();
       float* vk = v_[k].data();
-      for (int64_t i = 0; i < p.numel(); ++i) {
-        const double gi = double(g.at(i));
-        const double mi = b1 * double(mk[i]) + (1.0 - b1) * gi;
-        const double vi = b2 * double(vk[i]) + (1.0 - b2) * gi * gi;
-        mk[i] = float(mi), vk[i] = float(vi);
-        const double w = double(p.at(i)) * decay;
-        p.at(i) = float(w - step_size * double(mk[i]) / (std::sqrt(double(vk[i])) / sq_bc2 + opt.eps));
-      }
+      parallel_ranges(p.numel(), int64_t(1) << 14, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const double gi = double(g.at(i));
+          const double mi = b1 * double(mk[i]) + (1.0 - b1) * gi;
+          const double vi = b2 * double(vk[i]) + (1.0 - b2) * gi * gi;
+          mk[i] = float(mi), vk[i] = float(vi);
+          const double w = double(p.at(i)) * decay;
+          p.at(i) = float(w - step_size * double(mk[i]) / (std::sqrt(double(vk[i])) / sq_bc2 + opt.eps));
+        }
+      });
     }
   }
 

@@ -88,9 +88,11 @@ struct TrainOptions {
   bool resume = false;        ///< continue from the checkpoint in `out`
   int64_t stop_after = 0;     ///< stop after this step as if interrupted (0: run all steps)
   bool progress = true;       ///< progress line on stderr
-  /// Threads over the sequences of a micro-batch (each computes the gradient of its share; the
-  /// shares are combined in a fixed order, so a run is reproducible for a given thread count, and
-  /// a resumed run must use the same count to continue bit for bit).
+  /// Threads of a step: over the sequences of a micro-batch first (each computes the gradient of
+  /// its share; the shares are combined in a fixed order), the rest inside each share (its heads
+  /// and large products: a batch of one long sequence uses every thread), and for the validation
+  /// loss. A run is reproducible for a given thread count; a resumed run must use the same count
+  /// to continue bit for bit (Eigen's blocking of a product depends on its thread count).
   int threads = 1;
   /// Inner states the backward keeps (GradOptions::scan_checkpoint_group): 0: every mini-batch's;
   /// G > 1: every G-th, the others recomputed (less memory at long context, same gradients);
@@ -146,11 +148,6 @@ double windows_loss(const Model& model, const std::vector<std::vector<int64_t>>&
   return count ? sum / double(count) : NAN;
 }
 
-/// loss_and_grad of `batch`, its sequences split into `threads` contiguous shares computed at
-/// once; the shares' losses and gradients are combined weighted by their next-token positions.
-/// `scratch` holds the extra gradient models (resized as needed). `Model` is a TTTModel<L> or any
-/// model with a `loss_and_grad(model, batch, grad, GradOptions)` found by argument-dependent
-/// lookup (hier::HierarchicalTransformer has one in hier/model.hpp).
 /// Which of `parts` contiguous shares item i of n belongs to: the one split of a batch over
 /// threads, over ranks, and of the validation windows over ranks.
 inline size_t share_of(size_t i, size_t n, size_t parts) { return i * parts / n; }
@@ -168,12 +165,24 @@ inline std::vector<std::vector<int64_t>> share_windows(const std::vector<std::ve
   return out;
 }
 
+/// loss_and_grad of `batch` on `threads` threads: its sequences split into min(threads, sequences)
+/// contiguous shares computed at once, each share's OpenMP loops (the heads of a layer, the large
+/// products) on threads / shares threads, so that one long sequence uses every thread too. The
+/// shares' losses and gradients are combined weighted by their next-token positions. `scratch`
+/// holds the extra gradient models (resized as needed). `Model` is a TTTModel<L> or any model
+/// with a `loss_and_grad(model, batch, grad, GradOptions)` found by argument-dependent lookup
+/// (hier::HierarchicalTransformer has one in hier/model.hpp).
 template <class Model>
 double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>& batch,
                               Model& grad, std::vector<Model>& scratch, int threads,
                               const GradOptions& go = {}) {
   const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
-  if (T <= 1) return loss_and_grad(model, batch, grad, go);
+  // threads beyond the batch's sequences work inside each share: its heads and its large products
+  const int inner = std::max(1, std::max(threads, 1) / int(T));
+  if (T <= 1) {
+    const InnerThreads scope(inner);
+    return loss_and_grad(model, batch, grad, go);
+  }
   std::vector<std::vector<std::vector<int64_t>>> parts(T);
   std::vector<double> pos(T, 0.0), loss(T, 0.0);
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -184,7 +193,9 @@ double parallel_loss_and_grad(const Model& model, const std::vector<std::vector<
   while (scratch.size() + 1 < T) scratch.emplace_back(model.cfg);
   for (auto& g : scratch) set_ttt_base_lr(g, model.cfg.ttt_base_lr);
   auto target = [&](size_t k) -> Model& { return k == 0 ? grad : scratch[k - 1]; };
-  parallel_for(int64_t(T), int(T), [&](int64_t k) { loss[size_t(k)] = loss_and_grad(model, parts[size_t(k)], target(size_t(k)), go); });
+  parallel_for(
+      int64_t(T), int(T), [&](int64_t k) { loss[size_t(k)] = loss_and_grad(model, parts[size_t(k)], target(size_t(k)), go); },
+      inner);
   double total = 0, out = 0;
   for (double p : pos) total += p;
   for (size_t k = 0; k < T; ++k) {
@@ -599,6 +610,7 @@ TrainResult train_on(Model& model, Data& data, const TrainOptions& opt, Communic
 
     double val = NAN;
     if ((opt.val_every > 0 && step % opt.val_every == 0) || step == end) {
+      const InnerThreads scope(std::max(opt.threads, 1));
       const auto vw = data.val_windows(opt.val_windows);
       if (!vw.empty() && ranks == 1) val = windows_loss(model, vw);
       else if (!vw.empty()) {  // each rank its contiguous share of the windows

@@ -64,6 +64,27 @@ TEST_CASE("AdamW: two steps by hand, weight decay only where no_decay is false")
   });
 }
 
+TEST_CASE("AdamW: the update on two OpenMP threads (each tensor cut into ranges) == on one, bit for bit") {
+  const ModelConfig c = ModelConfig::sized("linear", 300, 64, 1, 2, 64, 4);  // embedding 300 x 64: cut
+  Model m1(c), m2(c), g(c);
+  m1.init_weights(1), g.init_weights(2);
+  copy_params(m1, m2);
+  AdamW a1, a2;
+  a1.init(m1), a2.init(m2);
+  for (int s = 0; s < 2; ++s) {
+    {
+      const InnerThreads one(1);
+      a1.step(m1, g, 1e-2);
+    }
+    const InnerThreads two(2);
+    a2.step(m2, g, 1e-2);
+  }
+  CHECK(flat(m1) == flat(m2));
+  Model m0(c);
+  m0.init_weights(1);
+  CHECK(flat(m1) != flat(m0));  // the steps changed the weights
+}
+
 TEST_CASE("AdamW: state round-trips through safetensors; a wrong model is refused") {
   Model m(tiny()), g(tiny());
   fill(m, 0.3f);

@@ -273,6 +273,34 @@ TEST_CASE("train: two threads over the batch give the one-thread losses (to roun
   CHECK(std::sqrt(num / den) < 1e-4);
 }
 
+TEST_CASE("train: threads beyond the batch work inside the one sequence (heads, products, SwiGLU, AdamW), reproducibly") {
+  const auto tokens = text_tokens();
+  auto run = [&](int threads) {
+    // embedding 259 x 64 and windows of 512 rows x intermediate 128: large enough that AdamW and
+    // the SwiGLU's elementwise work are cut into ranges on two threads
+    ModelConfig c = ModelConfig::sized("mlp", ByteTokenizer::vocab_size, 64, 2, 4, 128, 16);
+    c.ttt_base_lr = 0.5;
+    Model m(c);
+    m.init_weights(3);
+    TextData d(tokens, 512, 0.4, 5);
+    TrainOptions o = small_opts("");
+    o.steps = 3, o.batch = 1, o.val_every = 0, o.save_every = 0;
+    o.threads = threads;
+    return std::pair{train::train(m, d, o).losses, weights(m)};
+  };
+  const auto [l1, w1] = run(1);
+  const auto [l2, w2] = run(2);
+  CHECK(max_threads() == 1);  // the trainer's OpenMP setting is undone (test_main set 1)
+  const auto [l2b, w2b] = run(2);
+  CHECK(l2 == l2b);
+  CHECK(w2 == w2b);
+  REQUIRE(l1.size() == l2.size());
+  for (size_t i = 0; i < l1.size(); ++i) CHECK(l2[i] == doctest::Approx(l1[i]).epsilon(1e-5));  // products blocked for 2 threads
+  double num = 0, den = 0;
+  for (size_t i = 0; i < w1.size(); ++i) num += (w1[i] - w2[i]) * double(w1[i] - w2[i]), den += double(w1[i]) * w1[i];
+  CHECK(std::sqrt(num / den) < 1e-4);
+}
+
 TEST_CASE("train: scan checkpointing changes memory, not the run (same losses and weights, bit for bit)") {
   const auto tokens = text_tokens();
   auto run = [&](int64_t group) {
