@@ -75,7 +75,8 @@ Var<T> attention_naive(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t wind
 }
 
 /// Causal softmax attention per head with ttt::attn's tiled kernels of blocks/attention.hpp
-/// (O(n * window) for a window; the backward recomputes probabilities from the row log-sum-exp).
+/// (O(n * window) for a window; the backward recomputes probabilities from the row log-sum-exp;
+/// the forward splits each head's query tiles over the OpenMP threads, the backward the heads).
 /// Query i sees keys [i - window, i] (window >= 0) or [0, i] (window < 0).  q, k, v: (n, heads * dh)
 template <class T>
   requires(std::is_same_v<T, float> || std::is_same_v<T, double>)
@@ -96,10 +97,12 @@ Var<T> attention(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t window, T 
     const Eigen::Index n = dy.rows(), D = dy.cols();
     const Matrix<T>& O = t.value(*self);
     Matrix<T> dq = Matrix<T>::Zero(n, D), dk = Matrix<T>::Zero(n, D), dv = Matrix<T>::Zero(n, D);
-    for (int64_t h = 0; h < heads; ++h)
+    // heads over the threads (each writes its own columns; a head's backward is one serial sweep)
+    parallel_heads(heads, n >= 64, [&](int64_t h) {
       attn::backward(q.value().middleCols(h * dh, dh), k.value().middleCols(h * dh, dh), v.value().middleCols(h * dh, dh),
                      O.middleCols(h * dh, dh), dy.middleCols(h * dh, dh), lse->data() + h * n, scale, window, 0, 0,
                      dq.middleCols(h * dh, dh), dk.middleCols(h * dh, dh), dv.middleCols(h * dh, dh));
+    });
     t.accumulate(q, dq);
     t.accumulate(k, dk);
     t.accumulate(v, dv);

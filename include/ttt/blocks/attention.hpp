@@ -161,18 +161,21 @@ void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, i
   for (int64_t t = 0; t < tiles; ++t) tile(t * kBlockQ);
 }
 
-/// Runs fn() inside an OpenMP team (of one thread when not already in one): the tile products
-/// then never start an OpenMP team of their own (Eigen parallelises a large enough product that
-/// runs outside a parallel region, which for one 64 x 128 tile costs more than it saves).
+/// Runs fn() with the calling thread's OpenMP loops on one thread (its setting restored after):
+/// the tile products then never start an OpenMP team of their own (Eigen parallelises a large
+/// enough product, which for one 64 x 128 tile costs more than it saves). An earlier form ran fn
+/// in a team of one thread (`omp parallel num_threads(1)`), which is an inactive region: Eigen
+/// sees one thread in the team and may open a nested team of two per tile product. With it the
+/// hierarchical model's training step (its attention backward ran here, head after head) took
+/// 3-4x longer on two threads than on one (flat full attention, 4k tokens: 6.9-9.0 s against
+/// 2.3 s; benchmarks/README.md, Hierarchical transformer).
 template <class F>
 void in_team(F&& fn, double work = 1e9) {
-#if defined(_OPENMP)
-  if (!omp_in_parallel() && work > 5e4) {  // below 50k multiply-adds Eigen stays serial anyway
-#pragma omp parallel num_threads(1)
+  if (work > 5e4 && max_threads() > 1) {  // below 50k multiply-adds Eigen stays serial anyway
+    const InnerThreads one(1);
     fn();
     return;
   }
-#endif
   fn();
 }
 
