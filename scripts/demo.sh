@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# The main job: the long-context scaling study. On a fresh Debian machine: install what is missing
-# (scripts/setup.sh: compiler, Eigen, xsimd, CLI11, gnuplot-nox, ...), build the study in Release
-# with -march=native (TTT_NATIVE=OFF scripts/demo.sh for a portable build), run the default study
-# (TTT-Linear/TTT-MLP on both backbones vs a Transformer, sliding-window attention and linear
-# attention: training, loss by position, time and memory vs context up to 32k), print where the
-# results are; finally check the library against the official PyTorch reference vectors.
-#   scripts/demo.sh                      default study (~10-15 min on 2 cores, build included)
-#   scripts/demo.sh --full               the long version (see docs/study.md)
-#   scripts/demo.sh --task text:PATH     any study option is passed on (examples/study/study --help)
+# The main job: the long-context study. On a fresh Debian machine: install what is missing
+# (scripts/setup.sh: compiler, Eigen, xsimd, CLI11, gnuplot-nox, npm and the Brown corpus, ...),
+# build the study in Release with -march=native (TTT_NATIVE=OFF scripts/demo.sh for a portable
+# build), run its two parts, print where the results are; finally check the library against the
+# official PyTorch reference vectors.
+#   1. real text (the Brown corpus, bytes): every model's learning rate swept on a validation
+#      split, 3 seeds, test loss by token position to 1k tokens; then time and memory vs context
+#      up to 32k tokens -> results/study/brown/
+#   2. multi-query associative recall (Zoology's MQAR): accuracy by number of key-value pairs,
+#      same protocol -> results/study/mqar/
+#   scripts/demo.sh                      default study (~15 min on 2 cores, build included)
+#   scripts/demo.sh --full               the long version of both parts (see docs/study.md)
+#   scripts/demo.sh [--full] --resume    after Ctrl-C: continue, skipping the finished parts
+#   scripts/demo.sh --task text:PATH ... any other options: one study run with them
+#                                        (examples/study/study --help)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 jobs=${JOBS:-2}
 start=$(date +%s)
 
-scripts/setup.sh
+scripts/setup.sh --brown
 echo "== building the study (Release, TTT_NATIVE=${TTT_NATIVE:-ON})"
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=OFF -DTTT_BUILD_EXAMPLES=ON \
   -DTTT_BUILD_BENCHMARKS=OFF -DTTT_NATIVE=${TTT_NATIVE:-ON} >/dev/null
@@ -24,7 +30,19 @@ if ! cmake --build build-demo -j"$jobs" --target study ttt-cli >results/demo-bui
 fi
 echo "   built in $(( $(date +%s) - start )) s"
 
-build-demo/examples/study/study "$@"
+study=build-demo/examples/study/study
+two=1 sfx=
+for a in "$@"; do
+  case $a in --full) sfx=-full ;; --resume) ;; *) two=0 ;; esac
+done
+if [ $two = 1 ]; then
+  echo; echo "== study 1/2: real text (Brown corpus)"
+  $study --task text:data/brown --out results/study/brown$sfx "$@"
+  echo; echo "== study 2/2: multi-query associative recall"
+  $study --task mqar --no-timing --out results/study/mqar$sfx "$@"
+else
+  $study "$@"
+fi
 
 ref=../shared/reference/ttt-lm-pytorch
 if [ -d "$ref" ]; then

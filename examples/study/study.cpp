@@ -91,14 +91,15 @@ class Bar {
 };
 
 struct Options {
-  std::string task = "copy";
+  std::string task = "mqar";
   std::vector<std::string> models = default_model_names();
-  std::vector<int64_t> contexts = {64};                                          // training contexts
+  std::vector<int64_t> contexts;                                                 // training contexts (default: the task's)
   std::vector<int64_t> time_contexts = {512, 1024, 2048, 4096, 8192, 16384, 32768};
-  std::vector<uint64_t> seeds = {0};
-  int64_t tokens = 0;       // training tokens per model and context (0: the setting's default)
-  int64_t batch = 8, eval_seqs = 32, decode = 32;
-  double lr = 1e-2;
+  std::vector<uint64_t> seeds = {0, 1, 2};
+  std::vector<double> lrs = {2e-3, 4e-3, 8e-3, 1.6e-2};  // the sweep's grid (one value: no sweep)
+  int64_t tokens = 0;       // training tokens per run (0: the task's default)
+  int64_t batch = 0, eval_seqs = 32, val_seqs = 16, decode = 32;
+  bool timing = true;
   int threads = 2;
   int time_threads = 1;     // OpenMP threads of the timing runs
   Spec spec;
@@ -188,61 +189,126 @@ Measured spawn_measure(const std::string& exe, const Options& o, const std::stri
 
 struct Entry {
   std::string name;
-  int64_t width = 0, params = 0;
+  int64_t width = 0, params = 0, per_token = 0;  ///< per_token: what the widths match (zoo.hpp)
 };
 
-std::string run_id(const std::string& model, int64_t L, uint64_t seed) {
-  return model + "-L" + std::to_string(L) + "-s" + std::to_string(seed);
+/// The learning rate as it appears in file names and tables ("0.002").
+std::string lr_str(double lr) { return fmt(lr, 3); }
+
+std::string run_id(const std::string& model, int64_t L, uint64_t seed, double lr) {
+  return model + "-L" + std::to_string(L) + "-s" + std::to_string(seed) + "-lr" + lr_str(lr);
 }
 
 int64_t steps_for(const Options& o, int64_t L) { return std::max<int64_t>(1, o.tokens / (o.batch * L)); }
 
-/// a) + b) for one model, context and seed.
-void train_and_eval(const Options& o, const Results& R, const Task& task, const Entry& e, int64_t L, uint64_t seed,
-                    const std::string& label, Bar& bar) {
-  const std::string id = run_id(e.name, L, seed);
+bool is_mqar(const Task& task) { return task.name() == "mqar"; }
+
+/// The validation score the learning-rate sweep minimises: the mean next-token loss of
+/// `o.val_seqs` validation sequences (for recall: the mean loss at the answers, the only
+/// predictable tokens).
+double validation_loss(const Options& o, const Task& task, Model& m, int64_t L, uint64_t seed) {
+  double sum = 0, count = 0;
+  if (is_mqar(task)) {
+    Recalled r;
+    for (int64_t P : MQAR::pair_grid(L + 1)) {
+      std::vector<std::vector<int64_t>> answers;
+      const auto seqs = mqar_batch(std::max<int64_t>(1, o.val_seqs / int64_t(MQAR::pair_grid(L + 1).size())), L + 1, P,
+                                   Split::validation, seed + 7919, answers);
+      for (size_t i = 0; i < seqs.size(); ++i) check_stop(), add_answer_scores(m.logits(seqs[i]), seqs[i], answers[i], r);
+    }
+    return r.loss / double(std::max<int64_t>(1, r.total));
+  }
+  std::vector<double> s;
+  std::vector<int64_t> c;
+  for (const auto& q : batch(task, o.val_seqs, L + 1, Split::validation, seed + 7919)) {
+    check_stop();
+    add_position_losses(m.logits(q), q, s, c);
+  }
+  for (size_t t = 0; t < s.size(); ++t) sum += s[t], count += double(c[t]);
+  return sum / std::max(1.0, count);
+}
+
+/// The test measurement of a trained model, as CSV: loss by position (log2 buckets) for the
+/// language-model tasks; accuracy and loss at the answers for each pair count of recall.
+std::string test_csv(const Options& o, const Task& task, Model& m, int64_t L, uint64_t seed) {
+  if (is_mqar(task)) {
+    std::string csv = "pairs,accuracy,answer_loss,answers\n";
+    for (int64_t P : MQAR::pair_grid(L + 1)) {
+      std::vector<std::vector<int64_t>> answers;
+      const auto seqs = mqar_batch(o.eval_seqs, L + 1, P, Split::test, seed + 1000003, answers);
+      Recalled r;
+      for (size_t i = 0; i < seqs.size(); ++i) check_stop(), add_answer_scores(m.logits(seqs[i]), seqs[i], answers[i], r);
+      csv += std::to_string(P) + "," + fmt(double(r.correct) / double(r.total), 6) + "," + fmt(r.loss / double(r.total), 6) +
+             "," + std::to_string(r.total) + "\n";
+    }
+    return csv;
+  }
+  std::vector<double> sum;
+  std::vector<int64_t> count;
+  for (const auto& q : batch(task, o.eval_seqs, L + 1, Split::test, seed + 1000003)) {
+    check_stop();
+    add_position_losses(m.logits(q), q, sum, count);
+  }
+  std::string csv = "bucket_lo,bucket_hi,loss,tokens\n";
+  for (const auto& k : buckets(sum, count))
+    csv += std::to_string(k.lo) + "," + std::to_string(k.hi) + "," + fmt(k.mean, 6) + "," + std::to_string(k.count) + "\n";
+  return csv;
+}
+
+/// One run: train `e` at context L from `seed` with peak learning rate `lr`, then its validation
+/// score (val/<id>.txt) and its test measurement (test/<id>.csv). A run whose loss stops being
+/// finite ends there (train/<id>.diverged); its scores are infinite / absent. Returns the
+/// validation score.
+double run_one(const Options& o, const Results& R, const Task& task, const Entry& e, int64_t L, uint64_t seed, double lr,
+               const std::string& label, Bar& bar) {
+  const std::string id = run_id(e.name, L, seed, lr);
+  if (R.done("run-" + id)) {
+    bar.show(label + " trained earlier (--resume)", true);
+    if (fs::exists(R.path("train/" + id + ".diverged"))) return INFINITY;
+    return std::stod(ttt::io::read_file(R.path("val/" + id + ".txt")));
+  }
   auto m = make_model(e.name, o.spec, e.width);
   m->init(seed * 1000 + 17);
-  if (!R.done("train-" + id)) {
-    const int64_t steps = steps_for(o, L), warm = std::max<int64_t>(1, steps / 10);
-    ttt::train::CosineSchedule sched{.peak = o.lr, .floor = o.lr * 0.01, .warmup = warm, .total = steps};
-    std::string log = "step,loss,lr,tokens,seconds\n";
-    const auto t0 = clk::now();
-    double ema = NAN;
-    for (int64_t s = 0; s < steps; ++s) {
-      check_stop();
-      const auto b = batch(task, o.batch, L + 1, Split::train, seed, s * o.batch);
-      const double loss = m->train_step(b, sched(s), std::min(1.0, double(s + 1) / double(warm)), o.threads);
-      if (!std::isfinite(loss)) throw ttt::Error(e.name + ": training diverged at step " + std::to_string(s) + " (loss " + fmt(loss) + ")");
-      ema = std::isnan(ema) ? loss : 0.9 * ema + 0.1 * loss;
-      const double sec = since(t0), tok = double((s + 1) * o.batch * L);
-      log += std::to_string(s + 1) + "," + fmt(loss, 6) + "," + fmt(sched(s), 4) + "," + fmt(tok, 10) + "," + fmt(sec, 6) + "\n";
-      bar.show(label + " step " + std::to_string(s + 1) + "/" + std::to_string(steps) + "  loss " + fmt(ema, 4) + "  " +
-                   fmt(tok / sec, 3) + " tok/s  ETA " + hms(sec / double(s + 1) * double(steps - s - 1)),
-               s + 1 == steps);
+  const int64_t steps = steps_for(o, L), warm = std::max<int64_t>(1, steps / 10);
+  ttt::train::CosineSchedule sched{.peak = lr, .floor = lr * 0.01, .warmup = warm, .total = steps};
+  std::string log = "step,loss,lr,tokens,seconds\n";
+  const auto t0 = clk::now();
+  double ema = NAN;
+  for (int64_t s = 0; s < steps; ++s) {
+    check_stop();
+    std::vector<std::vector<int64_t>> targets;  // the answers only, for recall (Zoology's loss)
+    const auto b = batch(task, o.batch, L + 1, Split::train, seed, s * o.batch, &targets);
+    const double loss = m->train_step(b, targets, sched(s), std::min(1.0, double(s + 1) / double(warm)), o.threads);
+    if (!std::isfinite(loss)) {
+      bar.show(label + " diverged at step " + std::to_string(s + 1) + " (loss " + fmt(loss) + ")", true);
+      R.write("train/" + id + ".csv", log);
+      R.write("train/" + id + ".diverged", "loss " + fmt(loss) + " at step " + std::to_string(s + 1) + "\n");
+      R.finish("run-" + id);
+      return INFINITY;
     }
-    R.write("train/" + id + ".csv", log);
-    R.write("weights/" + id + ".bin", m->weights());
-    R.finish("train-" + id);
-  } else {
-    bar.show(label + " trained earlier (--resume): weights from " + R.path("weights/" + id + ".bin").string(), true);
-    m->set_weights(ttt::io::read_file(R.path("weights/" + id + ".bin")), R.path("weights/" + id + ".bin").string());
+    ema = std::isnan(ema) ? loss : 0.9 * ema + 0.1 * loss;
+    const double sec = since(t0), tok = double((s + 1) * o.batch * L);
+    log += std::to_string(s + 1) + "," + fmt(loss, 6) + "," + fmt(sched(s), 4) + "," + fmt(tok, 10) + "," + fmt(sec, 6) + "\n";
+    bar.show(label + " step " + std::to_string(s + 1) + "/" + std::to_string(steps) + "  loss " + fmt(ema, 4) + "  " +
+                 fmt(tok / sec, 3) + " tok/s  ETA " + hms(sec / double(s + 1) * double(steps - s - 1)),
+             s + 1 == steps);
   }
-  if (!R.done("eval-" + id)) {
-    bar.show(label + " loss by position on " + std::to_string(o.eval_seqs) + " held-out sequences", true);
-    std::vector<double> sum;
-    std::vector<int64_t> count;
-    const auto seqs = batch(task, o.eval_seqs, L + 1, Split::held_out, seed + 1000003);
-    for (size_t i = 0; i < seqs.size(); i += 4) {
-      check_stop();
-      m->eval_positions({seqs.begin() + int64_t(i), seqs.begin() + int64_t(std::min(seqs.size(), i + 4))}, sum, count);
-    }
-    std::string csv = "bucket_lo,bucket_hi,loss,tokens\n";
-    for (const auto& k : buckets(sum, count))
-      csv += std::to_string(k.lo) + "," + std::to_string(k.hi) + "," + fmt(k.mean, 6) + "," + std::to_string(k.count) + "\n";
-    R.write("eval/" + id + ".csv", csv);
-    R.finish("eval-" + id);
-  }
+  const double val = validation_loss(o, task, *m, L, seed);
+  R.write("train/" + id + ".csv", log);
+  R.write("weights/" + id + ".bin", m->weights());
+  R.write("val/" + id + ".txt", fmt(val, 8) + "\n");
+  R.write("test/" + id + ".csv", test_csv(o, task, *m, L, seed));
+  R.finish("run-" + id);
+  return val;
+}
+
+/// The learning rate of the sweep (seeds[0]) with the lowest validation score; the first of the
+/// grid when every run diverged.
+double chosen_lr(const std::vector<double>& lrs, const std::vector<double>& val) {
+  size_t best = 0;
+  for (size_t i = 1; i < lrs.size(); ++i)
+    if (val[i] < val[best]) best = i;
+  return lrs[best];
 }
 
 /// c) + d) for one model: every context in its own child process.
@@ -312,58 +378,205 @@ void wide_plot(const Results& R, const std::string& name, const std::string& xna
                             std::to_string(cols.size() + 1) + "] '" + name + ".csv' using 1:i with linespoints lw 2\n");
 }
 
-void summarize(const Options& o, const Results& R, const std::vector<Entry>& zoo, const std::string& command,
+/// "2.31 ± 0.04" (mean ± sample sd over the seeds that finished; "2.31" for one; "diverged" for
+/// none); `scale` multiplies both (100 for percentages).
+std::string pm(const Stat& s, int prec = 3, double scale = 1) {
+  if (s.n == 0) return "diverged";
+  return fmt(scale * s.mean, prec) + (s.n > 1 ? " ± " + fmt(scale * s.sd, 2) : "");
+}
+
+/// A CSV with x, then mean, mean - sd, mean + sd per model, and a gnuplot script drawing each
+/// model's mean as a line over a shaded band of one standard deviation (error bands).
+void band_plot(const Results& R, const std::string& name, const std::string& xname, const std::vector<std::string>& cols,
+               const std::map<int64_t, std::vector<Stat>>& rows, const std::string& gp_settings, const std::string& title,
+               const std::string& xl, const std::string& yl, double scale = 1, const std::string& extra_plot = "") {
+  std::string csv = xname;
+  for (const auto& c : cols) csv += "," + c + "," + c + "_lo," + c + "_hi";
+  csv += "\n";
+  for (const auto& [x, v] : rows) {
+    csv += std::to_string(x);
+    for (const auto& st : v)
+      csv += st.n ? "," + fmt(scale * st.mean, 6) + "," + fmt(scale * (st.mean - st.sd), 6) + "," + fmt(scale * (st.mean + st.sd), 6)
+                  : ",NaN,NaN,NaN";
+    csv += "\n";
+  }
+  R.write(name + ".csv", csv);
+  const std::string M = std::to_string(cols.size() - 1);
+  R.write(name + ".gp", gp_header(name + ".png", title, xl, yl) + "set datafile missing 'NaN'\n" + gp_settings +
+                            "plot for [i=0:" + M + "] '" + name + ".csv' using 1:(column(3+3*i)):(column(4+3*i)) with filledcurves "
+                            "fs transparent solid 0.18 noborder lt (i+1) notitle, \\\n     for [i=0:" + M + "] '" + name +
+                            ".csv' using 1:(column(2+3*i)) with linespoints lw 2 lt (i+1) title columnhead(2+3*i)" + extra_plot + "\n");
+}
+
+/// Models ranked by `score` (lower first), with the pairs whose mean ± sd intervals overlap named:
+/// those the seeds do not separate.
+std::string ranking(const std::vector<std::string>& names, const std::vector<Stat>& score, bool higher_better, int prec,
+                    double scale = 1) {
+  std::vector<size_t> idx;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (score[i].n) idx.push_back(i);
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    return higher_better ? score[a].mean > score[b].mean : score[a].mean < score[b].mean;
+  });
+  std::string out;
+  for (size_t k = 0; k < idx.size(); ++k) out += (k ? (higher_better ? " > " : " < ") : "") + names[idx[k]] + " (" + pm(score[idx[k]], prec, scale) + ")";
+  std::string tied;
+  for (size_t k = 0; k + 1 < idx.size(); ++k) {
+    const Stat &a = score[idx[k]], &b = score[idx[k + 1]];
+    if (a.n > 1 && b.n > 1 && std::abs(a.mean - b.mean) <= a.sd + b.sd) tied += (tied.empty() ? "" : ", ") + names[idx[k]] + " ~ " + names[idx[k + 1]];
+  }
+  const bool one_seed = std::all_of(idx.begin(), idx.end(), [&](size_t i) { return score[i].n < 2; });
+  return out + (one_seed ? "; one seed: no spread, nothing is separated" : tied.empty() ? "; every neighbour separated by more than its two sds" : "; within one sd of each other (not separated by these seeds): " + tied);
+}
+
+void summarize(const Options& o, const Results& R, const Task& task, const std::vector<Entry>& zoo, const std::string& command,
                double wall_s) {
   std::vector<std::string> names;
   for (const auto& e : zoo) names.push_back(e.name);
   std::ostringstream md;
   const auto mach = machine();
+  std::string seeds;
+  for (auto sd : o.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(sd);
+  std::string lrs;
+  for (double lr : o.lrs) lrs += (lrs.empty() ? "" : ", ") + lr_str(lr);
   md << "# Long-context study: " << o.task << "\n\n"
-     << "Command: `" << command << "`  \nSeeds: " << o.seeds[0] << (o.seeds.size() > 1 ? " ..." : "")
+     << "Command: `" << command << "`  \nSeeds: " << seeds << " | learning rates swept: " << lrs
      << " | machine: " << mach["cpu"].get<std::string>() << ", " << mach["cores"].get<unsigned>() << " cores, "
      << mach["memory"].get<std::string>() << " | build: " << mach["compiler"].get<std::string>()
      << (mach.contains("build") ? ", " + mach["build"].get<std::string>() : "") << "  \n"
      << "Models: hidden " << o.spec.hidden << ", " << o.spec.layers << " layers, " << o.spec.heads
      << " heads, byte vocabulary; TTT mini-batch " << o.spec.mini_batch << "; SWA / hier-* window " << o.spec.window
-     << ". Study wall time (this invocation): " << hms(wall_s) << ".\n\n";
+     << "; batch " << o.batch << ", " << o.tokens << " training tokens per run. Matched: the parameters that run per token "
+        "(all but a looked-up embedding table and training-only heads), by each model's feedforward width. Study wall time "
+        "(this invocation): " << hms(wall_s) << ".\n\n"
+     << "Protocol: every model is trained at each learning rate of the grid from seed " << o.seeds[0]
+     << "; the rate with the lowest loss on the validation split (" << o.val_seqs << " sequences"
+     << (is_mqar(task) ? ", loss at the answers" : "") << ") is chosen, and the other seeds train at it. Every number "
+     << "below the sweep table is measured on the test split (" << o.eval_seqs << " sequences"
+     << (is_mqar(task) ? " per pair count" : "") << "), distinct from both; ± is the sample standard deviation over the seeds "
+     << "(n = " << o.seeds.size() << "), the bands in the plots one sd.\n\n";
 
-  // a/b: training and loss by position
-  md << "## Training and held-out loss (matched parameters and tokens)\n\n"
-     << "| model | what | params | SwiGLU width | context | train tokens | train tok/s | final train loss | "
-        "held-out loss | loss first bucket -> last bucket |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  // the sweep
+  md << "## Learning rate (validation loss at each rate, seed " << o.seeds[0] << ")\n\n| model | context |";
+  for (double lr : o.lrs) md << " " << lr_str(lr) << " |";
+  md << " chosen |\n|---|---|";
+  for (size_t i = 0; i < o.lrs.size(); ++i) md << "---|";
+  md << "---|\n";
+  std::map<std::pair<std::string, int64_t>, double> chosen;
+  for (int64_t L : o.contexts)
+    for (const auto& e : zoo) {
+      std::vector<double> val;
+      md << "| " << e.name << " | " << L << " |";
+      for (double lr : o.lrs) {
+        const std::string id = run_id(e.name, L, o.seeds[0], lr);
+        const bool div = fs::exists(R.path("train/" + id + ".diverged"));
+        val.push_back(div ? INFINITY : std::stod(ttt::io::read_file(R.path("val/" + id + ".txt"))));
+        md << " " << (div ? std::string("diverged") : fmt(val.back(), 4)) << " |";
+      }
+      const double c = chosen_lr(o.lrs, val);
+      chosen[{e.name, L}] = c;
+      const bool edge = o.lrs.size() > 2 && (c == *std::min_element(o.lrs.begin(), o.lrs.end()) ||
+                                             c == *std::max_element(o.lrs.begin(), o.lrs.end()));
+      md << " " << lr_str(c) << (edge ? " (grid edge)" : "") << " |\n";
+    }
+  md << "\nA choice at the grid's edge means a better rate may lie outside it (`--lrs`).\n\n";
+
+  auto seed_runs = [&](const Entry& e, int64_t L) {
+    std::vector<std::string> ids;
+    for (uint64_t sd : o.seeds) ids.push_back(run_id(e.name, L, sd, chosen[{e.name, L}]));
+    return ids;
+  };
+  auto finished = [&](const std::string& id) { return !fs::exists(R.path("train/" + id + ".diverged")); };
+
   for (int64_t L : o.contexts) {
-    std::map<int64_t, std::vector<std::string>> rows;  // bucket_hi -> loss per model (seed mean)
+    if (is_mqar(task)) {
+      const auto grid = MQAR::pair_grid(L + 1);
+      md << "## Recall accuracy at context " << L << " (test split, mean ± sd over seeds, %)\n\n"
+         << "| model | params (per token) | lr | train tok/s |";
+      for (int64_t P : grid) md << " " << P << " pairs |";
+      md << " loss at the answers |\n|---|---|---|---|";
+      for (size_t i = 0; i <= grid.size(); ++i) md << "---|";
+      md << "\n";
+      std::map<int64_t, std::vector<Stat>> rows;
+      std::vector<Stat> hardest;
+      for (size_t mi = 0; mi < zoo.size(); ++mi) {
+        const Entry& e = zoo[mi];
+        std::map<int64_t, std::vector<double>> acc;
+        std::vector<double> loss, tok_s;
+        for (const auto& id : seed_runs(e, L)) {
+          if (!finished(id)) continue;
+          const auto tr = read_csv(R.path("train/" + id + ".csv"));
+          tok_s.push_back(tr.back()[3] / tr.back()[4]);
+          double l = 0, n = 0;
+          for (const auto& r : read_csv(R.path("test/" + id + ".csv"))) acc[int64_t(r[0])].push_back(r[1]), l += r[2] * r[3], n += r[3];
+          loss.push_back(l / n);
+        }
+        md << "| " << e.name << " | " << e.params << " (" << e.per_token << ") | " << lr_str(chosen[{e.name, L}]) << " | "
+           << pm(stat_of(tok_s), 3) << " |";
+        for (int64_t P : grid) {
+          const Stat st = stat_of(acc[P]);
+          rows[P].push_back(st);
+          md << " " << pm(st, 3, 100) << " |";
+        }
+        hardest.push_back(stat_of(acc[grid.back()]));
+        md << " " << pm(stat_of(loss), 3) << " |\n";
+      }
+      md << "\nA model at the last row's level has learned that a value follows a query, not which one. Ranked by accuracy at "
+         << grid.back() << " pairs: " << ranking(names, hardest, true, 3, 100) << ".\n\n";
+      md << "| *one of the sequence's P values at random* | | | |";
+      for (int64_t P : grid) md << " " << fmt(100.0 / double(P), 3) << " |";
+      md << " |\n";
+      band_plot(R, "mqar_accuracy_L" + std::to_string(L), "pairs", names, rows, "set logscale x 2\nset yrange [0:100]\n",
+                "recall accuracy (MQAR, context " + std::to_string(L) + "; test split, mean and one sd over seeds)",
+                "key-value pairs in the sequence", "accuracy at the answers (%)", 100,
+                ", \\\n     100.0/x with lines dt 2 lw 1 lc rgb 'gray40' title 'one of the P values at random'");
+      continue;
+    }
+    md << "## Test loss at context " << L << " (matched parameters and tokens; mean ± sd over seeds)\n\n"
+       << "| model | what | params (per token) | feedforward width | lr | train tok/s | final train loss | test loss | first bucket | "
+          "last bucket |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    std::map<int64_t, std::vector<Stat>> rows;  // bucket_hi -> per model
+    std::vector<Stat> last_bucket, test_loss;
     for (size_t mi = 0; mi < zoo.size(); ++mi) {
       const Entry& e = zoo[mi];
-      double tok_s = 0, final_loss = 0, held = 0, first = 0, lastb = 0, tokens = 0;
-      std::map<int64_t, double> by_bucket;
-      for (uint64_t seed : o.seeds) {
-        const auto tr = read_csv(R.path("train/" + run_id(e.name, L, seed) + ".csv"));
-        const auto ev = read_csv(R.path("eval/" + run_id(e.name, L, seed) + ".csv"));
-        tokens = tr.back()[3];
-        tok_s += tr.back()[3] / tr.back()[4];
+      std::vector<double> tok_s, final_loss, held, first, lastb;
+      std::map<int64_t, std::vector<double>> by_bucket;
+      for (const auto& id : seed_runs(e, L)) {
+        if (!finished(id)) continue;
+        const auto tr = read_csv(R.path("train/" + id + ".csv"));
+        const auto ev = read_csv(R.path("test/" + id + ".csv"));
+        tok_s.push_back(tr.back()[3] / tr.back()[4]);
         double f = 0;
         const size_t k = std::min<size_t>(10, tr.size());
         for (size_t i = tr.size() - k; i < tr.size(); ++i) f += tr[i][1] / double(k);
-        final_loss += f;
-        double s = 0, c = 0;
-        for (const auto& r : ev) s += r[2] * r[3], c += r[3], by_bucket[int64_t(r[1])] += r[2];
-        held += s / c, first += ev.front()[2], lastb += ev.back()[2];
+        final_loss.push_back(f);
+        double sm = 0, c = 0;
+        for (const auto& r : ev) sm += r[2] * r[3], c += r[3], by_bucket[int64_t(r[1])].push_back(r[2]);
+        held.push_back(sm / c), first.push_back(ev.front()[2]), lastb.push_back(ev.back()[2]);
       }
-      const double n = double(o.seeds.size());
-      for (auto& [b, v] : by_bucket) {
-        auto& row = rows[b];
-        row.resize(zoo.size(), "NaN");
-        row[mi] = fmt(v / n, 6);
+      for (const auto& [bk, v] : by_bucket) {
+        auto& row = rows[bk];
+        row.resize(zoo.size());
+        row[mi] = stat_of(v);
       }
-      md << "| " << e.name << " | " << describe(e.name, o.spec) << " | " << e.params << " | " << e.width << " | " << L
-         << " | " << int64_t(tokens) << " | " << fmt(tok_s / n, 3) << " | " << fmt(final_loss / n, 4) << " | "
-         << fmt(held / n, 4) << " | " << fmt(first / n, 3) << " -> " << fmt(lastb / n, 3) << " |\n";
+      last_bucket.push_back(stat_of(lastb));
+      test_loss.push_back(stat_of(held));
+      md << "| " << e.name << " | " << describe(e.name, o.spec) << " | " << e.params << " (" << e.per_token << ") | " << e.width << " | "
+         << lr_str(chosen[{e.name, L}]) << " | " << pm(stat_of(tok_s), 3) << " | " << pm(stat_of(final_loss), 4) << " | "
+         << pm(test_loss.back(), 4) << " | " << pm(stat_of(first), 3) << " | " << pm(last_bucket.back(), 3) << " |\n";
     }
+    md << "\nRanked by test loss: " << ranking(names, test_loss, false, 4) << ".  \nRanked by the last bucket (positions "
+       << bucket_lo(bucket_of(L - 1)) << "-" << L - 1 << "): " << ranking(names, last_bucket, false, 3) << ".\n\n";
     const std::string nm = "loss_by_position_L" + std::to_string(L);
-    wide_plot(R, nm, "position", names, rows, "set logscale x 2\n",
-              "held-out loss by token position (" + o.task + ", trained at context " + std::to_string(L) + ")",
+    band_plot(R, nm, "position", names, rows, "set logscale x 2\n",
+              "test loss by token position (" + o.task + ", context " + std::to_string(L) + "; mean and one sd over seeds)",
               "token position (end of log2 bucket)", "mean next-token loss (nats)");
+  }
+  if (!o.timing) {
+    md << "## Files\n\nCSVs, gnuplot scripts (`gnuplot NAME.gp` in this folder re-plots) and PNGs; per-run logs in "
+          "train/, val/, test/ (timing: not run, --no-timing).\n";
+    R.write("summary.md", md.str());
+    return;
   }
 
   // c/d: time and memory
@@ -442,8 +655,8 @@ void summarize(const Options& o, const Results& R, const std::vector<Entry>& zoo
         "of " << o.decode << " one-token steps after it). Peak RSS is that process's wait4 ru_maxrss: the "
         "program, the weights, the repeated prefills' work buffers and the cache.\n\n"
      << "## Files\n\nCSVs, gnuplot scripts (`gnuplot NAME.gp` in this folder re-plots) and PNGs: "
-     << "loss_by_position_L*.{csv,gp,png}, prefill.*, decode.*, state_bytes.*, peak_rss.*; per-run logs in "
-        "train/, eval/, time/.\n";
+     << (is_mqar(task) ? "mqar_accuracy_L*" : "loss_by_position_L*") << ".{csv,gp,png}, prefill.*, decode.*, state_bytes.*, "
+        "peak_rss.*; per-run logs in train/, val/, test/, time/.\n";
   R.write("summary.md", md.str());
 }
 
@@ -505,16 +718,22 @@ int main(int argc, char** argv) {
   Options o;
   std::string models_arg;
   CLI::App app{"study: the long-context scaling study of TTT layers against attention (see README.md)", "study"};
-  app.add_option("--task", o.task, "recall | copy | text:PATH (a text file or folder, byte-level)")->capture_default_str();
+  app.add_option("--task", o.task, "mqar | copy | text:PATH (a text file or folder, byte-level)")->capture_default_str();
   app.add_option("--models", models_arg, "comma-separated subset of: " + join(model_names()) +
-                                             " (default: the first seven; 'hier' = the four hier-* models)");
-  auto* o_ctx = app.add_option("--contexts", o.contexts, "training contexts L")->delimiter(',')->capture_default_str();
+                                             " (default: ttt-linear, ttt-mlp, ttt-linear-mamba, transformer, swa; --full: the first seven; 'hier' = the four hier-* models)");
+  auto* o_ctx = app.add_option("--contexts", o.contexts, "training contexts L (default: mqar 64, text 1024, copy 64; --full: mqar 64,128,256, text 1024,4096)")->delimiter(',');
   auto* o_tctx = app.add_option("--time-contexts", o.time_contexts, "contexts of the time/memory measurements")->delimiter(',');
-  auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation); several: mean over seeds")->delimiter(',');
-  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per model and context (default 1048576; --full 4194304)");
-  app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--lr", o.lr, "peak learning rate (AdamW, cosine, 10% warm-up)")->capture_default_str();
-  app.add_option("--eval-seqs", o.eval_seqs, "held-out sequences for the loss by position")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation): mean and sd over them; the first one runs the learning-rate sweep")
+                      ->delimiter(',')->capture_default_str();
+  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per run (default 524288; --full 2097152)");
+  app.add_option("--batch", o.batch, "sequences per step (default: text 2, otherwise 8)")->check(CLI::Range(1, 4096));
+  auto* o_lrs = app.add_option("--lrs", o.lrs, "the learning-rate grid swept per model and context (AdamW peak, cosine, 10% warm-up)")
+                    ->delimiter(',')->capture_default_str();
+  double one_lr = 0;
+  auto* o_lr = app.add_option("--lr", one_lr, "one peak learning rate for every model: no sweep (same as --lrs X)")->excludes(o_lrs);
+  app.add_option("--eval-seqs", o.eval_seqs, "test sequences (per pair count for mqar)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--val-seqs", o.val_seqs, "validation sequences of the learning-rate choice")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_flag("!--no-timing", o.timing, "train and test only: no prefill/decode timing or memory curves");
   app.add_option("--decode", o.decode, "tokens decoded per timing")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   app.add_option("--threads", o.threads, "training threads (sequences of a batch split over them)")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--time-threads", o.time_threads,
@@ -526,7 +745,7 @@ int main(int argc, char** argv) {
   app.add_option("--window", o.spec.window, "sliding window of the swa model; local window of the hier-* models")->check(CLI::Range(1, 1 << 30))->capture_default_str();
   app.add_option("--mini-batch", o.spec.mini_batch, "TTT mini-batch size")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--out", o.out, "results folder")->capture_default_str();
-  app.add_flag("--full", o.full, "the long version: hidden 128, 4 layers, contexts 512,2048,8192, 4M tokens, seeds 0,1,2");
+  app.add_flag("--full", o.full, "the long version: the seven models at hidden 128, 4 layers, contexts mqar 64,128,256 / text 1024,4096, 2M tokens per run");
   app.add_flag("--resume", o.resume, "skip the parts an interrupted run with the same options finished");
   app.add_flag("!--no-plots", o.plots, "write CSVs and .gp scripts but do not run gnuplot");
   app.add_option("--measure", o.measure)->group("");  // child mode (internal)
@@ -548,16 +767,28 @@ int main(int argc, char** argv) {
         check_model_name(m), o.models.push_back(m);
       }
     }
+    if (o_lr->count()) {
+      if (!(one_lr > 0)) throw ttt::Error("--lr: " + fmt(one_lr) + " is not a positive learning rate");
+      o.lrs = {one_lr};
+    }
+    if (o.lrs.empty()) throw ttt::Error("--lrs needs at least one learning rate");
+    for (double lr : o.lrs)
+      if (!(lr > 0) || lr > 1) throw ttt::Error("--lrs: " + fmt(lr) + " is outside (0, 1]");
+    // the task's defaults (README, "Long-context study"), then --full's
+    const bool text = o.task.rfind("text:", 0) == 0, mqar = o.task == "mqar";
+    if (!o_ctx->count()) o.contexts = {mqar ? 64 : text ? 1024 : 64};
+    if (o.batch <= 0) o.batch = text ? 2 : 8;
+    if (!o_tok->count()) o.tokens = 524288;
     if (o.full) {
+      if (models_arg.empty()) o.models = full_model_names();
       if (!o_hid->count()) o.spec.hidden = 128;
       if (!o_lay->count()) o.spec.layers = 4;
-      if (!o_ctx->count()) o.contexts = {512, 2048, 8192};
-      if (!o_seeds->count()) o.seeds = {0, 1, 2};
-      if (!o_tok->count()) o.tokens = 4194304;
+      if (!o_ctx->count()) o.contexts = mqar ? std::vector<int64_t>{64, 128, 256} : text ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{512, 2048};
+      if (!o_tok->count()) o.tokens = 2097152;
       if (o.out == "results/study/default") o.out = "results/study/full";
     }
-    (void)o_tctx;
-    if (o.tokens <= 0) o.tokens = 1048576;
+    (void)o_tctx, (void)o_seeds;
+    if (o.tokens <= 0) throw ttt::Error("--tokens must be positive");
     o.spec.max_len = 2;  // linear-attn's mini-batch: the longest training sequence, or timing prompt + decode
     for (int64_t L : o.contexts) o.spec.max_len = std::max(o.spec.max_len, L + 1);
     for (int64_t L : o.time_contexts) o.time_max_len = std::max(o.time_max_len, L + o.decode + 8);
@@ -569,12 +800,16 @@ int main(int argc, char** argv) {
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     std::vector<Entry> zoo;
     const auto widths = matched_widths(o.models, o.spec);
-    for (size_t i = 0; i < o.models.size(); ++i) zoo.push_back({o.models[i], widths[i], make_model(o.models[i], o.spec, widths[i])->num_params()});
+    for (size_t i = 0; i < o.models.size(); ++i) {
+      auto m = make_model(o.models[i], o.spec, widths[i]);
+      zoo.push_back({o.models[i], widths[i], m->num_params(), m->per_token_params()});
+    }
     check_before_work(o, *task, zoo);
 
     nlohmann::json settings = {{"task", o.task}, {"models", o.models}, {"contexts", o.contexts},
                                {"time_contexts", o.time_contexts}, {"seeds", o.seeds}, {"tokens", o.tokens},
-                               {"batch", o.batch}, {"lr", o.lr}, {"eval_seqs", o.eval_seqs}, {"decode", o.decode},
+                               {"batch", o.batch}, {"lrs", o.lrs}, {"eval_seqs", o.eval_seqs}, {"val_seqs", o.val_seqs},
+                               {"timing", o.timing}, {"decode", o.decode},
                                {"hidden", o.spec.hidden}, {"layers", o.spec.layers}, {"heads", o.spec.heads},
                                {"window", o.spec.window}, {"mini_batch", o.spec.mini_batch}};
     Results R(o.out, settings, o.resume);
@@ -597,18 +832,22 @@ int main(int argc, char** argv) {
     const auto t0 = clk::now();
     Bar bar;
     try {
-      const size_t runs = o.contexts.size() * o.seeds.size() * zoo.size();
+      const size_t runs = o.contexts.size() * zoo.size() * (o.lrs.size() + o.seeds.size() - 1);
       size_t k = 0;
-      for (uint64_t seed : o.seeds)
-        for (int64_t L : o.contexts)
-          for (const auto& e : zoo) {
-            const std::string label = "[train " + std::to_string(++k) + "/" + std::to_string(runs) + " " + e.name +
-                                      " L=" + std::to_string(L) + (o.seeds.size() > 1 ? " seed " + std::to_string(seed) : "") + "]";
-            train_and_eval(o, R, *task, e, L, seed, label, bar);
-          }
+      for (int64_t L : o.contexts)
+        for (const auto& e : zoo) {
+          auto label = [&](uint64_t seed, double lr, const char* what) {
+            return "[" + std::string(what) + " " + std::to_string(++k) + "/" + std::to_string(runs) + " " + e.name + " L=" +
+                   std::to_string(L) + " seed " + std::to_string(seed) + " lr " + lr_str(lr) + "]";
+          };
+          std::vector<double> val;
+          for (double lr : o.lrs) val.push_back(run_one(o, R, *task, e, L, o.seeds[0], lr, label(o.seeds[0], lr, o.lrs.size() > 1 ? "sweep" : "train"), bar));
+          const double lr = chosen_lr(o.lrs, val);
+          for (size_t i = 1; i < o.seeds.size(); ++i) run_one(o, R, *task, e, L, o.seeds[i], lr, label(o.seeds[i], lr, "seed"), bar);
+        }
       bar.done();
       const std::string exe = fs::read_symlink("/proc/self/exe").string();
-      for (size_t i = 0; i < zoo.size(); ++i)
+      for (size_t i = 0; i < zoo.size() && o.timing; ++i)
         time_model(o, R, exe, zoo[i], "[time " + std::to_string(i + 1) + "/" + std::to_string(zoo.size()) + " " + zoo[i].name + "]", bar);
       bar.done();
     } catch (const Interrupted&) {
@@ -617,14 +856,15 @@ int main(int argc, char** argv) {
                    command.c_str());
       return 130;
     }
-    summarize(o, R, zoo, command, since(t0));
+    summarize(o, R, *task, zoo, command, since(t0));
     const int bad = o.plots ? run_plots(R) : 0;
     R.finish("summary");
     std::printf("\nresults in %s/:\n", o.out.c_str());
-    for (const std::string& f : {std::string("summary.md"), "loss_by_position_L" + std::to_string(o.contexts.front()) + ".png",
-                                std::string("prefill.png"), std::string("decode.png"), std::string("state_bytes.png"),
-                                std::string("peak_rss.png")})
-      std::printf("  %s\n", (fs::path(o.out) / f).c_str());
+    std::vector<std::string> files = {"summary.md"};
+    for (int64_t L : o.contexts) files.push_back((mqar ? "mqar_accuracy_L" : "loss_by_position_L") + std::to_string(L) + ".png");
+    if (o.timing)
+      for (const char* f : {"prefill.png", "decode.png", "state_bytes.png", "peak_rss.png"}) files.push_back(f);
+    for (const auto& f : files) std::printf("  %s\n", (fs::path(o.out) / f).c_str());
     std::printf("  (CSVs and gnuplot scripts beside them; %s took %s)\n", "the study", hms(since(t0)).c_str());
     return bad ? 1 : 0;
   } catch (const std::exception& e) {

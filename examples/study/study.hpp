@@ -93,9 +93,16 @@ inline std::optional<TTTName> parse_ttt_name(const std::string& name) {
   return TTTName{std::string(t->learner), std::string(t->optimizer), mamba, t->order == ttt::inner::QueryOrder::before};
 }
 
-/// The models of a run without --models.
-inline const std::vector<std::string>& default_model_names() {
+/// The models of a --full run without --models: the paper's four TTT models and the three baselines.
+inline const std::vector<std::string>& full_model_names() {
   static const std::vector<std::string> v(model_names().begin(), model_names().begin() + 7);
+  return v;
+}
+
+/// The models of a default run without --models (five of the seven, to fit its 15 minutes; TTT-MLP
+/// on the Mamba backbone and linear attention, whose one mini-batch costs O(L^2), only in --full).
+inline const std::vector<std::string>& default_model_names() {
+  static const std::vector<std::string> v = {"ttt-linear", "ttt-mlp", "ttt-linear-mamba", "transformer", "swa"};
   return v;
 }
 
@@ -139,8 +146,9 @@ inline void check_model_name(const std::string& name) {
 
 // ---- tasks -------------------------------------------------------------------------------------
 
-/// Which split a sequence comes from: training windows, or held-out ones for evaluation.
-enum class Split { train, held_out };
+/// Which split a sequence comes from: training windows; validation ones, on which the learning-rate
+/// sweep chooses; test ones, on which the tables and plots are measured (never seen by a choice).
+enum class Split { train, validation, test };
 
 /// A source of sequences of byte ids (vocabulary 256). `sample(n, rng)` returns n tokens: a model
 /// reads the first n - 1 and each predicts the next.
@@ -150,46 +158,83 @@ class Task {
   virtual std::string name() const = 0;
   /// Throws ttt::Error before any work starts when sequences of n tokens cannot be made.
   virtual void check_length(int64_t n) const = 0;
-  virtual Seq sample(int64_t n, Split split, std::mt19937_64& rng) const = 0;
+  /// n tokens; a task scored at some positions only (masked()) puts them in `answers` (position t:
+  /// the logits of t predict token t + 1), else leaves it alone.
+  virtual Seq sample(int64_t n, Split split, std::mt19937_64& rng, std::vector<int64_t>* answers) const = 0;
+  /// Whether training counts only the answers' next-token loss (Zoology's recall), not every position's.
+  virtual bool masked() const { return false; }
 };
 
-/// Reserved ids of the synthetic tasks: 1 separates the copy task's halves; keys and values of
-/// the recall task come from disjoint ranges so that a key can never be mistaken for a value.
+/// Reserved ids of the synthetic tasks: 1 separates the copy task's halves and fills the gaps
+/// between the recall task's queries; keys and values come from disjoint ranges so that a key can
+/// never be mistaken for a value.
 inline constexpr int64_t kSep = 1;
 inline constexpr int64_t kKeyLo = 16, kKeyHi = 136, kValHi = 256;  // keys [16, 136), values [136, 256)
 
-/// Multi-query associative recall (Zoology's MQAR, arXiv 2312.04927), keys written early and
-/// queried late: the first half of the sequence writes P key-value pairs (distinct keys, P = n/4
-/// at most 120), the second half asks P' random keys of those pairs, each followed by its value.
-/// A value in the query half is predictable only by recalling a pair written up to n tokens back;
-/// the held-out split uses the same rule (the generator's seed decides what is held out).
-class Recall final : public Task {
+/// Multi-query associative recall in the Zoology protocol (Arora et al., arXiv 2312.04927): a
+/// sequence of n tokens starts with P key-value pairs (distinct keys); the rest holds one query per
+/// pair, the P keys in random order at random slots, each followed by its value, the gaps filled
+/// with the separator. A value after a query is predictable only by recalling its pair, written up
+/// to n tokens back; a model is scored by its accuracy there (the argmax at the query's key is the
+/// value), not only its loss. Training sequences draw P per sequence from the grid `pair_grid(n)`
+/// (4, 8, 16, ... up to n / 4 and the 120 keys), a test measures each P of the grid on its own.
+/// Zoology places its queries with power-law gaps; here the slots are uniform, so distances
+/// between a pair and its query range over the whole sequence.
+class MQAR final : public Task {
  public:
-  std::string name() const override { return "recall"; }
+  std::string name() const override { return "mqar"; }
   void check_length(int64_t n) const override {
-    if (n < 9) throw ttt::Error("task recall: sequences of " + std::to_string(n) + " tokens are too short (need >= 9)");
+    if (n < 16) throw ttt::Error("task mqar: sequences of " + std::to_string(n) + " tokens are too short (need >= 16)");
   }
-  static int64_t pairs(int64_t n) { return std::clamp<int64_t>(n / 4, 1, kKeyHi - kKeyLo); }
-  Seq sample(int64_t n, Split, std::mt19937_64& rng) const override {
+  /// The most pairs a sequence of n tokens holds: the writes take at most half of it, and there
+  /// are 120 keys.
+  static int64_t max_pairs(int64_t n) { return std::min<int64_t>(n / 4, kKeyHi - kKeyLo); }
+  /// The pair counts of training and test at n tokens: 4, 8, 16, ... <= max_pairs(n).
+  static std::vector<int64_t> pair_grid(int64_t n) {
+    std::vector<int64_t> g;
+    for (int64_t p = 4; p <= max_pairs(n); p *= 2) g.push_back(p);
+    return g;
+  }
+  Seq sample(int64_t n, Split, std::mt19937_64& rng, std::vector<int64_t>* answers) const override {
     check_length(n);
-    const int64_t P = pairs(n);
+    const auto g = pair_grid(n);
+    const int64_t P = g[std::uniform_int_distribution<size_t>(0, g.size() - 1)(rng)];
+    return sample_pairs(n, P, rng, answers);
+  }
+  bool masked() const override { return true; }
+  /// A sequence with exactly P pairs; `answers` (optional) gets the positions t whose next token
+  /// (t + 1) is a queried value: where the logits of position t are scored.
+  static Seq sample_pairs(int64_t n, int64_t P, std::mt19937_64& rng, std::vector<int64_t>* answers = nullptr) {
+    if (P < 1 || P > max_pairs(n))
+      throw ttt::Error("task mqar: " + std::to_string(P) + " pairs do not fit a sequence of " + std::to_string(n) +
+                       " tokens (1 ... " + std::to_string(max_pairs(n)) + ")");
     std::vector<int64_t> keys(size_t(kKeyHi - kKeyLo));
     for (size_t i = 0; i < keys.size(); ++i) keys[i] = kKeyLo + int64_t(i);
     std::shuffle(keys.begin(), keys.end(), rng);
-    std::uniform_int_distribution<int64_t> val(kKeyHi, kValHi - 1), pick(0, P - 1);
+    keys.resize(size_t(P));
+    std::uniform_int_distribution<int64_t> val(kKeyHi, kValHi - 1);
+    Seq s(size_t(n), kSep);
     std::vector<int64_t> vals(static_cast<size_t>(P));
-    Seq s;
-    s.reserve(size_t(n));
     for (int64_t i = 0; i < P; ++i) {
       vals[size_t(i)] = val(rng);
-      s.push_back(keys[size_t(i)]), s.push_back(vals[size_t(i)]);
+      s[size_t(2 * i)] = keys[size_t(i)], s[size_t(2 * i + 1)] = vals[size_t(i)];
     }
-    while (int64_t(s.size()) < n / 2) s.push_back(kSep);  // pad the write half to n / 2 tokens
-    while (int64_t(s.size()) + 2 <= n) {
-      const int64_t j = pick(rng);
-      s.push_back(keys[size_t(j)]), s.push_back(vals[size_t(j)]);
+    // the query half: (n - 2P) / 2 slots of two tokens, P of them chosen, each pair asked once
+    const int64_t slots = (n - 2 * P) / 2;
+    std::vector<int64_t> slot(static_cast<size_t>(slots));
+    for (int64_t i = 0; i < slots; ++i) slot[size_t(i)] = i;
+    std::shuffle(slot.begin(), slot.end(), rng);
+    slot.resize(size_t(P));
+    std::sort(slot.begin(), slot.end());
+    std::vector<int64_t> order(static_cast<size_t>(P));
+    for (int64_t i = 0; i < P; ++i) order[size_t(i)] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    if (answers) answers->clear();
+    for (int64_t q = 0; q < P; ++q) {
+      const int64_t at = 2 * P + 2 * slot[size_t(q)], j = order[size_t(q)];
+      s[size_t(at)] = keys[size_t(j)], s[size_t(at + 1)] = vals[size_t(j)];
+      if (answers) answers->push_back(at);
     }
-    if (int64_t(s.size()) < n) s.push_back(keys[size_t(pick(rng))]);  // a last query, answered after the end
     return s;
   }
 };
@@ -203,7 +248,7 @@ class Copy final : public Task {
     if (n < 3) throw ttt::Error("task copy: sequences of " + std::to_string(n) + " tokens are too short (need >= 3)");
   }
   static int64_t payload(int64_t n) { return std::max<int64_t>(1, (n - 1) / 2); }
-  Seq sample(int64_t n, Split, std::mt19937_64& rng) const override {
+  Seq sample(int64_t n, Split, std::mt19937_64& rng, std::vector<int64_t>*) const override {
     check_length(n);
     const int64_t m = payload(n);
     std::uniform_int_distribution<int64_t> tok(kKeyLo, kValHi - 1);
@@ -217,26 +262,31 @@ class Copy final : public Task {
 };
 
 /// Byte-level text: a file, or every file under a folder (ttt::train::load_byte_corpus); the last
-/// 5% of the bytes are held out; windows start at random offsets of their split.
+/// 5% of the bytes are the test split, the 5% before them the validation split, the rest training;
+/// windows start at random offsets of their split. Documents of a folder are separated by byte 0
+/// (the byte tokenizer's EOS id, 257, is outside the study's vocabulary of 256).
 class Text final : public Task {
  public:
   explicit Text(const fs::path& path) : path_(path) {
     auto tokens = ttt::train::load_byte_corpus(path);
-    const size_t n_val = tokens.size() / 20;
-    held_.assign(tokens.end() - int64_t(n_val), tokens.end());
-    tokens.resize(tokens.size() - n_val);
+    for (auto& t : tokens)
+      if (t > 255) t = 0;
+    const size_t n5 = tokens.size() / 20;
+    test_.assign(tokens.end() - int64_t(n5), tokens.end());
+    val_.assign(tokens.end() - int64_t(2 * n5), tokens.end() - int64_t(n5));
+    tokens.resize(tokens.size() - 2 * n5);
     train_ = std::move(tokens);
   }
   std::string name() const override { return "text:" + path_.string(); }
   void check_length(int64_t n) const override {
     if (n < 2) throw ttt::Error("task text: sequences need at least 2 tokens");
-    if (int64_t(held_.size()) < n)
-      throw ttt::Error(name() + ": the held-out 5% (" + std::to_string(held_.size()) + " bytes) is shorter than one window of " +
+    if (int64_t(test_.size()) < n)
+      throw ttt::Error(name() + ": the held-out 5% (" + std::to_string(test_.size()) + " bytes) is shorter than one window of " +
                        std::to_string(n) + " tokens; use more text or a shorter --context");
   }
-  Seq sample(int64_t n, Split split, std::mt19937_64& rng) const override {
+  Seq sample(int64_t n, Split split, std::mt19937_64& rng, std::vector<int64_t>*) const override {
     check_length(n);
-    const Seq& t = split == Split::train ? train_ : held_;
+    const Seq& t = split == Split::train ? train_ : split == Split::validation ? val_ : test_;
     const int64_t start = std::uniform_int_distribution<int64_t>(0, int64_t(t.size()) - n)(rng);
     return Seq(t.begin() + start, t.begin() + start + n);
   }
@@ -244,31 +294,61 @@ class Text final : public Task {
 
  private:
   fs::path path_;
-  Seq train_, held_;
+  Seq train_, val_, test_;
 };
 
 inline const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> v = {"recall", "copy", "text:PATH"};
+  static const std::vector<std::string> v = {"mqar", "copy", "text:PATH"};
   return v;
 }
 
-/// The task of a name: "recall", "copy" or "text:PATH". ttt::Error listing the valid names else.
+/// The task of a name: "mqar", "copy" or "text:PATH". ttt::Error listing the valid names else.
 inline std::unique_ptr<Task> make_task(const std::string& name) {
-  if (name == "recall") return std::make_unique<Recall>();
+  if (name == "mqar") return std::make_unique<MQAR>();
   if (name == "copy") return std::make_unique<Copy>();
   if (name.rfind("text:", 0) == 0 && name.size() > 5) return std::make_unique<Text>(name.substr(5));
   throw ttt::Error("unknown task '" + name + "'; valid tasks: " + join(task_names()));
 }
 
-/// `count` sequences of n tokens; sequence i is drawn from a generator seeded by (seed, i), so a
-/// batch does not depend on how many were drawn before it (resume draws the same data).
-inline std::vector<Seq> batch(const Task& task, int64_t count, int64_t n, Split split, uint64_t seed, int64_t first = 0) {
+/// The generator of sequence i of (seed, split): a batch does not depend on how many sequences
+/// were drawn before it (resume draws the same data).
+inline std::mt19937_64 sequence_rng(uint64_t seed, int64_t i, Split split, uint32_t salt = 0) {
+  std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(i), uint32_t(uint64_t(i) >> 32),
+                   uint32_t(split == Split::train ? 0x7a11 : split == Split::validation ? 0x5a1d : 0x4e1d), salt};
+  return std::mt19937_64(ss);
+}
+
+/// `count` sequences of n tokens; sequence i is drawn from sequence_rng(seed, first + i, split).
+/// `targets` (optional; filled for a masked() task only, else cleared): per sequence the n - 1
+/// training targets, the next token at its answers and -1 (not counted) elsewhere.
+inline std::vector<Seq> batch(const Task& task, int64_t count, int64_t n, Split split, uint64_t seed, int64_t first = 0,
+                              std::vector<std::vector<int64_t>>* targets = nullptr) {
   std::vector<Seq> out;
+  if (targets) targets->clear();
+  std::vector<int64_t> answers;
   for (int64_t i = 0; i < count; ++i) {
-    std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(first + i), uint32_t((first + i) >> 32),
-                     uint32_t(split == Split::train ? 0x7a11 : 0x4e1d)};
-    std::mt19937_64 rng(ss);
-    out.push_back(task.sample(n, split, rng));
+    auto rng = sequence_rng(seed, first + i, split);
+    answers.clear();
+    out.push_back(task.sample(n, split, rng, &answers));
+    if (targets && task.masked()) {
+      std::vector<int64_t> t(size_t(n - 1), -1);
+      for (int64_t a : answers)
+        if (a + 1 < n) t[size_t(a)] = out.back()[size_t(a + 1)];
+      targets->push_back(std::move(t));
+    }
+  }
+  return out;
+}
+
+/// `count` recall sequences of n tokens with exactly P pairs each; answers[i]: the scored
+/// positions of sequence i (MQAR::sample_pairs).
+inline std::vector<Seq> mqar_batch(int64_t count, int64_t n, int64_t P, Split split, uint64_t seed,
+                                   std::vector<std::vector<int64_t>>& answers) {
+  std::vector<Seq> out;
+  answers.assign(size_t(count), {});
+  for (int64_t i = 0; i < count; ++i) {
+    auto rng = sequence_rng(seed, i, split, uint32_t(P));
+    out.push_back(MQAR::sample_pairs(n, P, rng, &answers[size_t(i)]));
   }
   return out;
 }
@@ -318,6 +398,46 @@ inline void add_position_losses(const ttt::Mat& logits, const Seq& ids, std::vec
     sum[size_t(t)] += row_loss[size_t(t)];
     count[size_t(t)] += 1;
   }
+}
+
+/// The recall scores of one sequence: at each answer position t (the query's key; ids[t + 1] is
+/// its value), whether the argmax of logits row t is the value, and that row's cross entropy.
+struct Recalled {
+  int64_t correct = 0, total = 0;
+  double loss = 0;  ///< summed over the answers
+};
+inline void add_answer_scores(const ttt::Mat& logits, const Seq& ids, const std::vector<int64_t>& answers, Recalled& r) {
+  for (int64_t t : answers) {
+    Eigen::Index arg = 0;
+    logits.row(t).maxCoeff(&arg);
+    r.correct += int64_t(arg) == ids[size_t(t + 1)];
+    r.total += 1;
+    double row_loss = 0;
+    const int64_t y = ids[size_t(t + 1)];
+    ttt::blocks::cross_entropy(logits.row(t), std::span<const int64_t>(&y, 1), &row_loss);
+    r.loss += row_loss;
+  }
+}
+
+// ---- statistics over seeds ---------------------------------------------------------------------
+
+/// Mean and sample standard deviation (n - 1; 0 for one value) of the finite values; n counts them.
+struct Stat {
+  double mean = NAN, sd = NAN;
+  int64_t n = 0;
+};
+inline Stat stat_of(const std::vector<double>& v) {
+  Stat s;
+  double sum = 0;
+  for (double x : v)
+    if (std::isfinite(x)) sum += x, ++s.n;
+  if (s.n == 0) return s;
+  s.mean = sum / double(s.n);
+  double ss = 0;
+  for (double x : v)
+    if (std::isfinite(x)) ss += (x - s.mean) * (x - s.mean);
+  s.sd = s.n > 1 ? std::sqrt(ss / double(s.n - 1)) : 0.0;
+  return s;
 }
 
 // ---- results folder --------------------------------------------------------------------------------

@@ -37,16 +37,24 @@ class Model {
  public:
   virtual ~Model() = default;
   virtual int64_t num_params() = 0;
+  /// The parameters that run for every token at inference, what the zoo matches: all of them but
+  /// an embedding table that is only looked up (a tied one is the output head and counts) and the
+  /// hierarchical model's training-only heads (the compressors' reconstruction heads, to_recon,
+  /// and the hierarchical predictions, to_hierarchical_preds).
+  virtual int64_t per_token_params() = 0;
   virtual void init(uint64_t seed) = 0;
   /// Bytes a sequence's state holds after `context` tokens (TTT: fixed; attention: KV cache).
   virtual int64_t state_bytes(int64_t context) const = 0;
   /// About the bytes of work buffers a prefill of `context` tokens needs besides the state (the
   /// memory check before any work starts). Default: 24 rows of hidden floats per token.
   virtual int64_t prefill_bytes(int64_t context) const = 0;
-  /// One optimiser step on `batch` (split over `threads` threads); returns the mean loss.
-  virtual double train_step(const std::vector<Seq>& batch, double lr, double ttt_lr_scale, int threads) = 0;
-  /// Adds each sequence's next-token losses to sum[t], count[t].
-  virtual void eval_positions(const std::vector<Seq>& seqs, std::vector<double>& sum, std::vector<int64_t>& count) = 0;
+  /// One optimiser step on `batch` (split over `threads` threads); returns the mean loss. `targets`
+  /// (empty: every next token): what each position predicts, -1 where not counted (the
+  /// hierarchical models train on the original's loss of every position and ignore them).
+  virtual double train_step(const std::vector<Seq>& batch, const std::vector<std::vector<int64_t>>& targets, double lr,
+                            double ttt_lr_scale, int threads) = 0;
+  /// The logits (n - 1, V) of a sequence of n tokens read without its last one: row t predicts s[t + 1].
+  virtual ttt::Mat logits(const Seq& s) = 0;
   /// Prefill `prompt`, then decode 4 untimed and `decode` timed tokens one at a time (greedy).
   virtual Timing time(const Seq& prompt, int64_t decode) = 0;
   /// Every parameter's floats, in visit_params order (for resuming after training).
@@ -75,6 +83,16 @@ class Wrap final : public Model {
   explicit Wrap(const Cfg& c) : cfg_(c), m_(c), g_(c), base_lr_(c.ttt_base_lr) {}
 
   int64_t num_params() override { return m_.num_params(); }
+  int64_t per_token_params() override {
+    int64_t n = 0;
+    m_.visit_params([&](const auto& p) {
+      const std::string& k = p.name;
+      if (k.find("token_emb.") == std::string::npos && k.find("to_recon") == std::string::npos &&
+          k.find("to_hierarchical_preds") == std::string::npos)
+        n += p.numel();
+    });
+    return n;
+  }
   void init(uint64_t seed) override {
     m_.init_weights(seed);
     opt_ = ttt::train::AdamW({.weight_decay = 0.1});
@@ -90,7 +108,8 @@ class Wrap final : public Model {
     else return context * cfg_.hidden_size * 4 * 24;
   }
 
-  double train_step(const std::vector<Seq>& batch, double lr, double ttt_lr_scale, int threads) override {
+  double train_step(const std::vector<Seq>& batch, const std::vector<std::vector<int64_t>>& targets, double lr,
+                    double ttt_lr_scale, int threads) override {
     using ttt::train::set_ttt_base_lr;  // or hier::set_ttt_base_lr, by argument-dependent lookup
     using ttt::train::loss_and_grad;    // or hier::loss_and_grad (the original's total loss)
     if constexpr (kTTT) {
@@ -100,18 +119,33 @@ class Wrap final : public Model {
     // Sequences split into `threads` contiguous shares; shares combined in a fixed order.
     const size_t T = size_t(std::clamp<int64_t>(threads, 1, int64_t(batch.size())));
     while (extra_.size() + 1 < T) extra_.emplace_back(cfg_);
-    std::vector<std::vector<Seq>> parts(T);
+    const bool masked = !kHier && !targets.empty();
+    std::vector<std::vector<Seq>> parts(T), tparts(T);
     std::vector<double> loss(T), pos(T);
-    for (size_t i = 0; i < batch.size(); ++i) parts[i * T / batch.size()].push_back(batch[i]);
-    for (size_t k = 0; k < T; ++k)
-      for (const auto& s : parts[k]) pos[k] += double(s.size() - 1);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const size_t k = i * T / batch.size();
+      parts[k].push_back(batch[i]);
+      if (masked) tparts[k].push_back(targets[i]);
+    }
+    for (size_t k = 0; k < T; ++k) {  // the positions a share counts: its weight in the batch's mean
+      for (const auto& s : parts[k]) pos[k] += masked ? 0.0 : double(s.size() - 1);
+      for (const auto& t : tparts[k]) pos[k] += double(std::count_if(t.begin(), t.end(), [](int64_t y) { return y >= 0; }));
+    }
     auto grad = [&](size_t k) -> M& { return k == 0 ? g_ : extra_[k - 1]; };
     if constexpr (kTTT)
       for (auto& e : extra_) set_ttt_base_lr(e, base_lr_ * ttt_lr_scale);
     // One task per share, each into its own gradient; the threads split the batch, so their
     // OpenMP (head) loops get one thread each.
     ttt::parallel_for(
-        int64_t(T), int(T), [&](int64_t k) { loss[size_t(k)] = loss_and_grad(m_, parts[size_t(k)], grad(size_t(k))); },
+        int64_t(T), int(T),
+        [&](int64_t k) {
+          if constexpr (!kHier)
+            if (masked) {
+              loss[size_t(k)] = ttt::train::loss_and_grad(m_, parts[size_t(k)], tparts[size_t(k)], grad(size_t(k)));
+              return;
+            }
+          loss[size_t(k)] = loss_and_grad(m_, parts[size_t(k)], grad(size_t(k)));
+        },
         /*inner_threads=*/1);
     double total = 0, out = 0;
     for (double p : pos) total += p;
@@ -125,17 +159,15 @@ class Wrap final : public Model {
     return out;
   }
 
-  void eval_positions(const std::vector<Seq>& seqs, std::vector<double>& sum, std::vector<int64_t>& count) override {
-    ttt::Mat logits;
-    for (const auto& s : seqs) {
-      if constexpr (kHier) {
-        logits = m_.forward(std::span<const int64_t>(s.data(), s.size() - 1));
-      } else {
-        auto st = m_.new_state();
-        m_.forward(st, std::span<const int64_t>(s.data(), s.size() - 1), &logits, ttt::Logits::all);
-      }
-      add_position_losses(logits, s, sum, count);
+  ttt::Mat logits(const Seq& s) override {
+    ttt::Mat out;
+    if constexpr (kHier) {
+      out = m_.forward(std::span<const int64_t>(s.data(), s.size() - 1));
+    } else {
+      auto st = m_.new_state();
+      m_.forward(st, std::span<const int64_t>(s.data(), s.size() - 1), &out, ttt::Logits::all);
     }
+    return out;
   }
 
   /// Prefill: the fastest of repeated runs from a fresh state (repeated until about 0.3 s are
@@ -287,18 +319,21 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
   return std::make_unique<detail::Wrap<ttt::TransformerModel, ttt::AttnConfig>>(a);
 }
 
-/// SwiGLU widths that give every model about the parameter count of the largest one at the
-/// base width 8C/3 (rounded to 8): the rest of a model's parameters differ with the mixer.
+/// Feedforward widths (SwiGLU; GELU for hier-*) that give every model about the per-token
+/// parameter count (Model::per_token_params) of the largest one at the base width 8C/3 (rounded
+/// to 8): the rest of a model's parameters differ with the mixer. Matching the per-token count
+/// keeps a flat baseline from absorbing the hierarchical model's training-only reconstruction
+/// heads (8 x 256 x 64 weights at the (1, 2, 8) level 8 alone) into a wider feedforward.
 inline std::vector<int64_t> matched_widths(const std::vector<std::string>& names, const Spec& s) {
   const int64_t base = (8 * s.hidden / 3 + 7) / 8 * 8;
   std::vector<int64_t> n;
-  for (const auto& m : names) n.push_back(make_model(m, s, base)->num_params());
+  for (const auto& m : names) n.push_back(make_model(m, s, base)->per_token_params());
   const int64_t target = *std::max_element(n.begin(), n.end());
   std::vector<int64_t> w;
   for (size_t i = 0; i < names.size(); ++i) {
     // parameters per unit of width, measured (3 hidden x layers for SwiGLU; 2 hidden x layers x
     // hierarchies for the hierarchical models' GELU feedforward)
-    const double per_unit = double(make_model(names[i], s, base + 64)->num_params() - n[i]) / 64.0;
+    const double per_unit = double(make_model(names[i], s, base + 64)->per_token_params() - n[i]) / 64.0;
     w.push_back(std::max<int64_t>(1, base + int64_t(std::llround(double(target - n[i]) / per_unit))));
   }
   return w;

@@ -32,13 +32,15 @@ fs::path temp_dir(const std::string& name) {
 }  // namespace
 
 TEST_CASE("task generators are deterministic from the seed, and seeds and splits differ") {
-  for (const std::string name : {"recall", "copy"}) {
+  for (const std::string name : {"mqar", "copy"}) {
     auto task = make_task(name);
     CHECK(task->name() == name);
     const auto a = batch(*task, 6, 257, Split::train, 7), b = batch(*task, 6, 257, Split::train, 7);
     CHECK(a == b);
     CHECK(a != batch(*task, 6, 257, Split::train, 8));
-    CHECK(a != batch(*task, 6, 257, Split::held_out, 7));
+    CHECK(a != batch(*task, 6, 257, Split::test, 7));
+    CHECK(a != batch(*task, 6, 257, Split::validation, 7));
+    CHECK(batch(*task, 6, 257, Split::validation, 7) != batch(*task, 6, 257, Split::test, 7));
     // sequence i does not depend on how many were drawn before it (resume draws the same data)
     const auto tail = batch(*task, 3, 257, Split::train, 7, 3);
     CHECK(std::vector<Seq>(a.begin() + 3, a.end()) == tail);
@@ -49,38 +51,79 @@ TEST_CASE("task generators are deterministic from the seed, and seeds and splits
   }
 }
 
-TEST_CASE("recall: distinct keys written early, every query's value is the one written for its key") {
-  auto task = make_task("recall");
-  for (int64_t n : {9, 10, 64, 257, 1000, 4097}) {
-    for (const auto& s : batch(*task, 4, n, Split::train, uint64_t(n))) {
-      REQUIRE(int64_t(s.size()) == n);
-      const int64_t P = Recall::pairs(n);
-      std::map<int64_t, int64_t> written;
-      for (int64_t i = 0; i < P; ++i) {
-        const int64_t k = s[size_t(2 * i)], v = s[size_t(2 * i + 1)];
-        CHECK((k >= kKeyLo && k < kKeyHi));
-        CHECK((v >= kKeyHi && v < kValHi));
-        CHECK(written.count(k) == 0);  // keys are distinct
-        written[k] = v;
+TEST_CASE("mqar (Zoology): P distinct keys written first, each asked once later, answered by its value; targets") {
+  for (int64_t n : {16, 17, 64, 257, 1000, 4097}) {
+    const auto grid = MQAR::pair_grid(n);
+    REQUIRE(!grid.empty());
+    CHECK(grid.front() == 4);
+    CHECK(grid.back() <= std::min<int64_t>(n / 4, 120));
+    CHECK(grid.back() * 2 > std::min<int64_t>(n / 4, 120));  // the grid reaches the most that fit
+    for (int64_t P : grid) {
+      std::vector<std::vector<int64_t>> answers;
+      const auto seqs = mqar_batch(3, n, P, Split::test, uint64_t(n), answers);
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const Seq& s = seqs[i];
+        REQUIRE(int64_t(s.size()) == n);
+        std::map<int64_t, int64_t> written;
+        for (int64_t j = 0; j < P; ++j) {
+          const int64_t k = s[size_t(2 * j)], v = s[size_t(2 * j + 1)];
+          CHECK((k >= kKeyLo && k < kKeyHi));
+          CHECK((v >= kKeyHi && v < kValHi));
+          CHECK(written.count(k) == 0);  // keys are distinct
+          written[k] = v;
+        }
+        REQUIRE(int64_t(answers[i].size()) == P);
+        std::set<int64_t> asked;
+        for (int64_t t : answers[i]) {
+          CHECK(t >= 2 * P);                              // asked after every pair is written
+          CHECK(t + 1 < n);
+          REQUIRE(written.count(s[size_t(t)]) == 1);      // the query is a written key
+          CHECK(s[size_t(t + 1)] == written[s[size_t(t)]]);  // answered by its value
+          asked.insert(s[size_t(t)]);
+        }
+        CHECK(int64_t(asked.size()) == P);  // each pair asked once
+        // everything else after the writes is the separator
+        std::set<int64_t> at(answers[i].begin(), answers[i].end());
+        for (int64_t t = 2 * P; t < n; ++t)
+          if (!at.count(t) && !at.count(t - 1)) CHECK(s[size_t(t)] == kSep);
       }
-      int64_t queries = 0;
-      for (int64_t t = 2 * P; t + 1 < n; ++t) {
-        if (s[size_t(t)] < kKeyLo || s[size_t(t)] >= kKeyHi) continue;  // separator or value
-        REQUIRE(written.count(s[size_t(t)]) == 1);                      // only written keys are asked
-        CHECK(s[size_t(t + 1)] == written[s[size_t(t)]]);               // the answer is in the data
-        ++queries, ++t;
-      }
-      CHECK(queries >= (n - std::max(2 * P, n / 2)) / 2 - 1);
-      CHECK(2 * P <= (n + 1) / 2);  // written in the first half
     }
+    CHECK(error_of([&] { MQAR::sample_pairs(n, grid.back() * 4, *std::make_unique<std::mt19937_64>(1)); }).find("do not fit") !=
+          std::string::npos);
   }
-  CHECK(error_of([&] { task->check_length(8); }).find("too short") != std::string::npos);
+  // training batches: P from the grid, targets the value at the answers and -1 elsewhere
+  auto task = make_task("mqar");
+  CHECK(task->masked());
+  CHECK_FALSE(make_task("copy")->masked());
+  std::vector<std::vector<int64_t>> targets;
+  const auto seqs = batch(*task, 8, 129, Split::train, 3, 0, &targets);
+  REQUIRE(targets.size() == 8);
+  std::set<int64_t> pair_counts;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    REQUIRE(targets[i].size() == 128);
+    int64_t counted = 0;
+    for (size_t t = 0; t < 128; ++t)
+      if (targets[i][t] >= 0) {
+        CHECK(targets[i][t] == seqs[i][t + 1]);
+        CHECK((seqs[i][t] >= kKeyLo && seqs[i][t] < kKeyHi));
+        CHECK((targets[i][t] >= kKeyHi && targets[i][t] < kValHi));
+        ++counted;
+      }
+    pair_counts.insert(counted);
+    const auto g = MQAR::pair_grid(129);
+    CHECK(std::count(g.begin(), g.end(), counted) == 1);
+  }
+  CHECK(pair_counts.size() > 1);  // a mixture of pair counts
+  std::vector<std::vector<int64_t>> none;
+  batch(*make_task("copy"), 2, 20, Split::train, 3, 0, &none);
+  CHECK(none.empty());
+  CHECK(error_of([&] { task->check_length(15); }).find("too short") != std::string::npos);
 }
 
 TEST_CASE("copy: after the separator every token repeats the one m + 1 back") {
   auto task = make_task("copy");
   for (int64_t n : {3, 4, 17, 256, 1025}) {
-    for (const auto& s : batch(*task, 3, n, Split::held_out, 5)) {
+    for (const auto& s : batch(*task, 3, n, Split::test, 5)) {
       const int64_t m = Copy::payload(n);
       REQUIRE(int64_t(s.size()) == n);
       CHECK(s[size_t(m)] == kSep);
@@ -90,21 +133,28 @@ TEST_CASE("copy: after the separator every token repeats the one m + 1 back") {
   }
 }
 
-TEST_CASE("text: windows come from the file, the last 5% held out; short text is refused with a message") {
+TEST_CASE("text: windows come from the file: the last 5% test, the 5% before validation; short text is refused") {
   const fs::path d = temp_dir("text");
   std::string text;
   for (int i = 0; i < 2000; ++i) text += "line " + std::to_string(i) + " of the corpus\n";
   std::ofstream(d / "a.txt") << text;
   auto task = make_task("text:" + (d / "a.txt").string());
-  const size_t cut = text.size() - text.size() / 20;
+  const size_t cut = text.size() - text.size() / 20, vcut = text.size() - 2 * (text.size() / 20);
   for (const auto& s : batch(*task, 5, 100, Split::train, 1)) {
     std::string w;
     for (int64_t t : s) w += char(t);
     const size_t at = text.find(w);
     REQUIRE(at != std::string::npos);
+    CHECK(at + w.size() <= vcut);
+  }
+  for (const auto& s : batch(*task, 5, 100, Split::validation, 1)) {
+    std::string w;
+    for (int64_t t : s) w += char(t);
+    const size_t at = text.find(w, vcut);
+    CHECK(at != std::string::npos);
     CHECK(at + w.size() <= cut);
   }
-  for (const auto& s : batch(*task, 5, 100, Split::held_out, 1)) {
+  for (const auto& s : batch(*task, 5, 100, Split::test, 1)) {
     std::string w;
     for (int64_t t : s) w += char(t);
     CHECK(text.find(w, cut) != std::string::npos);
@@ -117,9 +167,9 @@ TEST_CASE("text: windows come from the file, the last 5% held out; short text is
 }
 
 TEST_CASE("unknown task and model names list the valid ones") {
-  std::string e = error_of([] { make_task("recal"); });
-  CHECK(e.find("unknown task 'recal'") != std::string::npos);
-  CHECK(e.find("recall, copy, text:PATH") != std::string::npos);
+  std::string e = error_of([] { make_task("recall"); });
+  CHECK(e.find("unknown task 'recall'") != std::string::npos);
+  CHECK(e.find("mqar, copy, text:PATH") != std::string::npos);
   CHECK(error_of([] { make_task("text:"); }).find("valid tasks") != std::string::npos);
   CHECK(error_of([] { make_task("text:/no/such/file"); }).find("/no/such/file") != std::string::npos);
   e = error_of([] { check_model_name("mamba"); });
@@ -196,7 +246,7 @@ TEST_CASE("per-position cross entropy: uniform logits give log V, a confident ri
 
 TEST_CASE("results: atomic files, resume skips finished parts, refuses other settings, a fresh run clears markers") {
   const fs::path d = temp_dir("results");
-  const nlohmann::json s = {{"task", "recall"}, {"tokens", 100}};
+  const nlohmann::json s = {{"task", "mqar"}, {"tokens", 100}};
   {
     Results r(d, s, false);
     CHECK_FALSE(r.done("train-a"));
@@ -226,5 +276,57 @@ TEST_CASE("results: atomic files, resume skips finished parts, refuses other set
     Results r(d, other, true);
     CHECK_FALSE(r.done("train-a"));
   }
+  fs::remove_all(d);
+}
+
+TEST_CASE("statistics over seeds: mean and sample sd of the finite values") {
+  const Stat a = stat_of({1.0, 2.0, 3.0});
+  CHECK(a.n == 3);
+  CHECK(a.mean == doctest::Approx(2.0));
+  CHECK(a.sd == doctest::Approx(1.0));
+  const Stat b = stat_of({2.0, INFINITY, NAN, 4.0});  // a diverged seed does not count
+  CHECK(b.n == 2);
+  CHECK(b.mean == doctest::Approx(3.0));
+  CHECK(b.sd == doctest::Approx(std::sqrt(2.0)));
+  const Stat c = stat_of({5.0});
+  CHECK(c.n == 1);
+  CHECK(c.sd == 0.0);
+  CHECK(stat_of({}).n == 0);
+  CHECK(std::isnan(stat_of({INFINITY}).mean));
+}
+
+TEST_CASE("recall scores: the argmax at each answer against the value, and the answer's loss") {
+  const Seq ids = {20, 140, 1, 20, 140, 1};
+  const std::vector<int64_t> answers = {3};
+  ttt::Mat lg = ttt::Mat::Zero(5, 256);
+  Recalled r;
+  add_answer_scores(lg, ids, answers, r);  // a tie: argmax is id 0, wrong; loss log 256
+  CHECK(r.total == 1);
+  CHECK(r.correct == 0);
+  CHECK(r.loss == doctest::Approx(std::log(256.0)));
+  lg(3, 140) = 30;
+  add_answer_scores(lg, ids, answers, r);
+  CHECK(r.total == 2);
+  CHECK(r.correct == 1);
+  CHECK(r.loss == doctest::Approx(std::log(256.0)).epsilon(1e-6));
+}
+
+TEST_CASE("text from a folder: documents separated by byte 0, every id a byte") {
+  const fs::path d = temp_dir("folder");
+  std::string one(30000, 'a'), two(30000, 'b');
+  std::ofstream(d / "1.txt") << one;
+  std::ofstream(d / "2.txt") << two;
+  auto task = make_task("text:" + d.string());
+  bool saw_sep = false;
+  for (const auto& s : batch(*task, 16, 2000, Split::train, 2))
+    for (size_t t = 0; t < s.size(); ++t) {
+      CHECK((s[t] >= 0 && s[t] < 256));
+      if (s[t] == 0) {
+        saw_sep = true;
+        REQUIRE(t > 0);
+        CHECK(s[t - 1] == 'a');
+      }
+    }
+  CHECK(saw_sep);
   fs::remove_all(d);
 }

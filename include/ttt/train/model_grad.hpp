@@ -60,8 +60,10 @@ class ModelGrad {
 
   explicit ModelGrad(GradOptions opt = {}) : opt_(opt) {}
 
-  /// See `loss_and_grad`: the mean next-token loss of `batch`; `grad` overwritten.
-  double operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad);
+  /// See `loss_and_grad`: the mean next-token loss of `batch`; `grad` overwritten. `targets`
+  /// (optional): what each position predicts instead of the next id, negative where not counted.
+  double operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad,
+                    const std::vector<std::vector<int64_t>>* targets = nullptr);
 
   /// Bytes of activations and mixer tapes held by the last call.
   int64_t tape_bytes() const {
@@ -140,9 +142,10 @@ class ModelGrad {
     }
   }
 
-  /// Sum over positions t < n-1 of the cross entropy of predicting ids[t+1]; gradients scaled by
-  /// `scale` (1 / number of positions of the batch) are added to the gradient model.
-  double sequence(std::span<const int64_t> ids, S scale) {
+  /// Sum over positions t < n-1 of the cross entropy of predicting targets[t] (ids[t+1] unless
+  /// given; negative: not counted); gradients scaled by `scale` (1 / counted positions of the
+  /// batch) are added to the gradient model.
+  double sequence(std::span<const int64_t> ids, std::span<const int64_t> targets, S scale) {
     const Model& m = *m_;
     const int64_t n = int64_t(ids.size()), C = m.cfg.hidden_size;
     const double eps = m.cfg.rms_norm_eps;
@@ -158,7 +161,7 @@ class ModelGrad {
     const M& head = m.head();
     ensure_size(dlogits_, n - 1, m.cfg.vocab_size);
     dlogits_.noalias() = hn_.topRows(n - 1) * head.transpose();  // logits, then their gradient
-    const double loss = blocks::cross_entropy_grad(dlogits_, ids.subspan(1), scale);
+    const double loss = blocks::cross_entropy_grad(dlogits_, targets, scale);
     // reverse
     M& dhead = m.cfg.tie_word_embeddings ? g_->embed : g_->lm_head;
     dhead.noalias() += dlogits_.transpose() * hn_.topRows(n - 1);
@@ -177,16 +180,35 @@ class ModelGrad {
 };
 
 template <class Model>
-double ModelGrad<Model>::operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad) {
+double ModelGrad<Model>::operator()(const Model& model, const std::vector<std::vector<int64_t>>& batch, Model& grad,
+                                    const std::vector<std::vector<int64_t>>* targets) {
   if (!model.same_shape(grad))
     throw ShapeError("loss_and_grad: the gradient model's configuration differs from the model's");
+  if (targets && targets->size() != batch.size())
+    throw ShapeError("loss_and_grad: " + std::to_string(targets->size()) + " target rows for a batch of " +
+                     std::to_string(batch.size()) + " sequences");
   int64_t positions = 0;
-  for (const auto& seq : batch) {
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto& seq = batch[i];
     model.check_ids(seq);
-    positions += int64_t(seq.size()) - 1;
+    if (!targets) {
+      positions += int64_t(seq.size()) - 1;
+      continue;
+    }
+    const auto& tg = (*targets)[i];
+    if (seq.size() >= 2 && tg.size() != seq.size() - 1)
+      throw ShapeError("loss_and_grad: sequence " + std::to_string(i) + " has " + std::to_string(seq.size()) +
+                       " ids, so " + std::to_string(seq.size() - 1) + " targets, not " + std::to_string(tg.size()));
+    for (int64_t y : tg) {
+      if (y >= model.cfg.vocab_size)
+        throw ShapeError("loss_and_grad: target " + std::to_string(y) + " of sequence " + std::to_string(i) +
+                         " is outside the vocabulary [0, " + std::to_string(model.cfg.vocab_size) + ")");
+      positions += y >= 0;
+    }
   }
   if (positions <= 0)
-    throw ShapeError("loss_and_grad: the batch has no next-token position (need sequences of >= 2 tokens)");
+    throw ShapeError(targets ? "loss_and_grad: no target is counted (every target negative)"
+                             : "loss_and_grad: the batch has no next-token position (need sequences of >= 2 tokens)");
   zero_params(grad);
   m_ = &model;
   g_ = &grad;
@@ -200,8 +222,12 @@ double ModelGrad<Model>::operator()(const Model& model, const std::vector<std::v
   block_in_.resize(recompute() ? nb : 0);
   const double scale = 1.0 / double(positions);
   double sum = 0;
-  for (const auto& seq : batch)
-    if (seq.size() >= 2) sum += sequence(std::span<const int64_t>(seq.data(), seq.size()), S(scale));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const auto& seq = batch[i];
+    if (seq.size() < 2) continue;
+    const std::span<const int64_t> ids(seq.data(), seq.size());
+    sum += sequence(ids, targets ? std::span<const int64_t>((*targets)[i]) : ids.subspan(1), S(scale));
+  }
   return sum * scale;
 }
 
@@ -236,6 +262,17 @@ double loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>
     copy_params(g, grad);
     return loss;
   }
+}
+
+/// As above with the targets given: targets[i][t] is what position t of sequence i predicts
+/// (batch[i][t + 1] in the form above; size batch[i].size() - 1); a negative target is not counted
+/// (torch's ignore_index), and the loss is the mean over the counted ones. For tasks scored on
+/// some positions only (associative recall: the answers).
+template <class Model>
+double loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>& batch,
+                     const std::vector<std::vector<int64_t>>& targets, Model& grad, const GradOptions& opt = {}) {
+  ModelGrad<Model> run(opt);
+  return run(model, batch, grad, &targets);
 }
 
 }  // namespace ttt::train
