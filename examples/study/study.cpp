@@ -104,6 +104,7 @@ struct Options {
   int time_threads = 1;     // OpenMP threads of the timing runs
   Spec spec;
   std::string out = "results/study/default";
+  std::string match = "per-token";  // feedforward widths: matched per-token parameters, or none (all at 8C/3)
   bool full = false, resume = false, plots = true;
   // child mode: time one model at one context
   std::string measure;
@@ -446,9 +447,11 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
      << (mach.contains("build") ? ", " + mach["build"].get<std::string>() : "") << "  \n"
      << "Models: hidden " << o.spec.hidden << ", " << o.spec.layers << " layers, " << o.spec.heads
      << " heads, byte vocabulary; TTT mini-batch " << o.spec.mini_batch << "; SWA / hier-* window " << o.spec.window
-     << "; batch " << o.batch << ", " << o.tokens << " training tokens per run. Matched: the parameters that run per token "
-        "(all but a looked-up embedding table and training-only heads), by each model's feedforward width. Study wall time "
-        "(this invocation): " << hms(wall_s) << ".\n\n"
+     << "; batch " << o.batch << ", " << o.tokens << " training tokens per run. "
+     << (o.match == "none" ? std::string("Not matched (--match none): every feedforward 8 hidden / 3 wide. ")
+                           : std::string("Matched: the parameters that run per token (all but a looked-up embedding table and "
+                                         "training-only heads), by each model's feedforward width. "))
+     << "Study wall time (this invocation): " << hms(wall_s) << ".\n\n"
      << "Protocol: every model is trained at each learning rate of the grid from seed " << o.seeds[0]
      << "; the rate with the lowest loss on the validation split (" << o.val_seqs << " sequences"
      << (is_mqar(task) ? ", loss at the answers" : "") << ") is chosen, and the other seeds train at it. Every number "
@@ -521,11 +524,11 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
         hardest.push_back(stat_of(acc[grid.back()]));
         md << " " << pm(stat_of(loss), 3) << " |\n";
       }
-      md << "\nA model at the last row's level has learned that a value follows a query, not which one. Ranked by accuracy at "
-         << grid.back() << " pairs: " << ranking(names, hardest, true, 3, 100) << ".\n\n";
       md << "| *one of the sequence's P values at random* | | | |";
       for (int64_t P : grid) md << " " << fmt(100.0 / double(P), 3) << " |";
       md << " |\n";
+      md << "\nA model at the last row's level has learned that a value follows a query, not which one. Ranked by accuracy at "
+         << grid.back() << " pairs: " << ranking(names, hardest, true, 3, 100) << ".\n\n";
       band_plot(R, "mqar_accuracy_L" + std::to_string(L), "pairs", names, rows, "set logscale x 2\nset yrange [0:100]\n",
                 "recall accuracy (MQAR, context " + std::to_string(L) + "; test split, mean and one sd over seeds)",
                 "key-value pairs in the sequence", "accuracy at the answers (%)", 100,
@@ -745,6 +748,9 @@ int main(int argc, char** argv) {
   app.add_option("--window", o.spec.window, "sliding window of the swa model; local window of the hier-* models")->check(CLI::Range(1, 1 << 30))->capture_default_str();
   app.add_option("--mini-batch", o.spec.mini_batch, "TTT mini-batch size")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--out", o.out, "results folder")->capture_default_str();
+  app.add_option("--match", o.match,
+                 "per-token: feedforward widths that match the parameters run per token (zoo.hpp); none: every model at "
+                 "width 8 hidden / 3, parameter counts as they fall")->capture_default_str();
   app.add_flag("--full", o.full, "the long version: the seven models at hidden 128, 4 layers, contexts mqar 64,128,256 / text 1024,4096, 2M tokens per run");
   app.add_flag("--resume", o.resume, "skip the parts an interrupted run with the same options finished");
   app.add_flag("!--no-plots", o.plots, "write CSVs and .gp scripts but do not run gnuplot");
@@ -799,7 +805,10 @@ int main(int argc, char** argv) {
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     std::vector<Entry> zoo;
-    const auto widths = matched_widths(o.models, o.spec);
+    if (o.match != "per-token" && o.match != "none")
+      throw ttt::Error("--match: '" + o.match + "' is not one of per-token, none");
+    const auto widths = o.match == "none" ? std::vector<int64_t>(o.models.size(), (8 * o.spec.hidden / 3 + 7) / 8 * 8)
+                                          : matched_widths(o.models, o.spec);
     for (size_t i = 0; i < o.models.size(); ++i) {
       auto m = make_model(o.models[i], o.spec, widths[i]);
       zoo.push_back({o.models[i], widths[i], m->num_params(), m->per_token_params()});
@@ -809,7 +818,7 @@ int main(int argc, char** argv) {
     nlohmann::json settings = {{"task", o.task}, {"models", o.models}, {"contexts", o.contexts},
                                {"time_contexts", o.time_contexts}, {"seeds", o.seeds}, {"tokens", o.tokens},
                                {"batch", o.batch}, {"lrs", o.lrs}, {"eval_seqs", o.eval_seqs}, {"val_seqs", o.val_seqs},
-                               {"timing", o.timing}, {"decode", o.decode},
+                               {"timing", o.timing}, {"match", o.match}, {"decode", o.decode},
                                {"hidden", o.spec.hidden}, {"layers", o.spec.layers}, {"heads", o.spec.heads},
                                {"window", o.spec.window}, {"mini_batch", o.spec.mini_batch}};
     Results R(o.out, settings, o.resume);
@@ -821,10 +830,10 @@ int main(int argc, char** argv) {
                 (long long)o.tokens, join([&] { std::vector<std::string> v; for (auto s : o.seeds) v.push_back(std::to_string(s)); return v; }()).c_str(),
                 o.out.c_str());
     const std::string state_col = "state@" + std::to_string(o.time_contexts.back());
-    std::printf("%-18s %-56s %10s %8s %14s\n", "model", "what", "params", "width", state_col.c_str());
+    std::printf("%-18s %-56s %10s %10s %8s %14s\n", "model", "what", "params", "per token", "width", state_col.c_str());
     for (const auto& e : zoo)
-      std::printf("%-18s %-56s %10lld %8lld %14s\n", e.name.c_str(), describe(e.name, o.spec).c_str(), (long long)e.params,
-                  (long long)e.width, bytes_str(double(make_model(e.name, o.spec, e.width)->state_bytes(o.time_contexts.back()))).c_str());
+      std::printf("%-18s %-56s %10lld %10lld %8lld %14s\n", e.name.c_str(), describe(e.name, o.spec).c_str(), (long long)e.params,
+                  (long long)e.per_token, (long long)e.width, bytes_str(double(make_model(e.name, o.spec, e.width)->state_bytes(o.time_contexts.back()))).c_str());
     std::fflush(stdout);
 
     std::signal(SIGINT, on_sigint);
