@@ -130,7 +130,10 @@ int child_measure(const Options& o) {
   for (auto& t : prompt) t = int64_t(rng() % 256);
   const int64_t base = rss_bytes();
   const Timing t = m->time(prompt, o.decode);
-  std::printf("%.9g %.9g %lld\n", t.prefill_s, t.decode_s, (long long)base);
+  // the peak of this program's own memory (VmHWM, after the exec): wait4's ru_maxrss would count
+  // the parent's pages at the fork (the text task's corpus, ~110 MiB)
+  const std::string hwm = first_line_with("/proc/self/status", "VmHWM");
+  std::printf("%.9g %.9g %lld %lld\n", t.prefill_s, t.decode_s, (long long)base, hwm.empty() ? -1LL : std::stoll(hwm) * 1024);
   return 0;
 }
 
@@ -139,7 +142,7 @@ struct Measured {
   int64_t base_rss = 0, peak_rss = 0;
 };
 
-/// Runs this program again in child mode; its peak RSS comes from wait4's rusage.
+/// Runs this program again in child mode; its peak RSS is the VmHWM it reports (wait4's rusage if it cannot).
 Measured spawn_measure(const std::string& exe, const Options& o, const std::string& model, int64_t width, int64_t context) {
   std::vector<std::string> args = {exe, "--measure", model, "--max-len", std::to_string(o.time_max_len), "--measure-context", std::to_string(context),
                                    "--measure-width", std::to_string(width), "--hidden", std::to_string(o.spec.hidden),
@@ -178,11 +181,11 @@ Measured spawn_measure(const std::string& exe, const Options& o, const std::stri
     throw ttt::Error("timing " + model + " at context " + std::to_string(context) + " failed (child status " +
                      std::to_string(status) + ")");
   Measured m;
-  long long base = 0;
-  if (std::sscanf(text.c_str(), "%lf %lf %lld", &m.t.prefill_s, &m.t.decode_s, &base) != 3)
+  long long base = 0, hwm = -1;
+  if (std::sscanf(text.c_str(), "%lf %lf %lld %lld", &m.t.prefill_s, &m.t.decode_s, &base, &hwm) != 4)
     throw ttt::Error("timing " + model + ": unexpected child output '" + text + "'");
   m.base_rss = base;
-  m.peak_rss = int64_t(ru.ru_maxrss) * 1024;
+  m.peak_rss = hwm >= 0 ? int64_t(hwm) : int64_t(ru.ru_maxrss) * 1024;
   return m;
 }
 
@@ -655,7 +658,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
   }
   md << "\nEach (model, context) is measured in its own child process (this program re-run in `--measure` "
         "mode, " << o.time_threads << " OpenMP thread(s): random weights; prefill = the fastest of up to 15 runs from an empty state; decode = the median "
-        "of " << o.decode << " one-token steps after it). Peak RSS is that process's wait4 ru_maxrss: the "
+        "of " << o.decode << " one-token steps after it). Peak RSS is that process's VmHWM (after the exec): the "
         "program, the weights, the repeated prefills' work buffers and the cache.\n\n"
      << "## Files\n\nCSVs, gnuplot scripts (`gnuplot NAME.gp` in this folder re-plots) and PNGs: "
      << (is_mqar(task) ? "mqar_accuracy_L*" : "loss_by_position_L*") << ".{csv,gp,png}, prefill.*, decode.*, state_bytes.*, "
@@ -728,7 +731,7 @@ int main(int argc, char** argv) {
   auto* o_tctx = app.add_option("--time-contexts", o.time_contexts, "contexts of the time/memory measurements")->delimiter(',');
   auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation): mean and sd over them; the first one runs the learning-rate sweep")
                       ->delimiter(',')->capture_default_str();
-  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per run (default 524288; --full 2097152)");
+  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per run (default 524288; --full 1048576)");
   app.add_option("--batch", o.batch, "sequences per step (default: text 2, otherwise 8)")->check(CLI::Range(1, 4096));
   auto* o_lrs = app.add_option("--lrs", o.lrs, "the learning-rate grid swept per model and context (AdamW peak, cosine, 10% warm-up)")
                     ->delimiter(',')->capture_default_str();
@@ -751,7 +754,7 @@ int main(int argc, char** argv) {
   app.add_option("--match", o.match,
                  "per-token: feedforward widths that match the parameters run per token (zoo.hpp); none: every model at "
                  "width 8 hidden / 3, parameter counts as they fall")->capture_default_str();
-  app.add_flag("--full", o.full, "the long version: the seven models at hidden 128, 4 layers, contexts mqar 64,128,256 / text 1024,4096, 2M tokens per run");
+  app.add_flag("--full", o.full, "the long version: the seven models at hidden 128, 4 layers, contexts mqar 64,128,256 / text 1024,4096, 1M tokens per run");
   app.add_flag("--resume", o.resume, "skip the parts an interrupted run with the same options finished");
   app.add_flag("!--no-plots", o.plots, "write CSVs and .gp scripts but do not run gnuplot");
   app.add_option("--measure", o.measure)->group("");  // child mode (internal)
@@ -790,7 +793,7 @@ int main(int argc, char** argv) {
       if (!o_hid->count()) o.spec.hidden = 128;
       if (!o_lay->count()) o.spec.layers = 4;
       if (!o_ctx->count()) o.contexts = mqar ? std::vector<int64_t>{64, 128, 256} : text ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{512, 2048};
-      if (!o_tok->count()) o.tokens = 2097152;
+      if (!o_tok->count()) o.tokens = 1048576;  // about 7.3 hours for both tasks on 2 cores (docs/study.md)
       if (o.out == "results/study/default") o.out = "results/study/full";
     }
     (void)o_tctx, (void)o_seeds;
