@@ -40,6 +40,10 @@ after=$(cksum "$out/train/$first.csv" "$out/weights/$first.bin")
 grep -q "trained earlier" "$work/second.err" || { echo "FAIL: resume did not say it skipped"; cat "$work/second.err"; exit 1; }
 [ -s "$out/summary.md" ] && ls "$out"/test/ttt-mlp-L32-s1-lr*.csv >/dev/null 2>&1 && [ -s "$out/time/ttt-mlp.csv" ] ||
   { echo "FAIL: resumed run did not finish"; exit 1; }
+# the summary: the sweep table with a choice per model, mean ± sd over the two seeds, the ranking
+grep -q "## Learning rate" "$out/summary.md" && grep -q "| ttt-mlp | 32 | .* | 0.0" "$out/summary.md" &&
+  grep -q " ± " "$out/summary.md" && grep -q "Ranked by accuracy" "$out/summary.md" ||
+  { echo "FAIL: summary lacks the sweep, the spread or the ranking"; cat "$out/summary.md"; exit 1; }
 # other settings with --resume are refused, naming the option
 if "$study" --models ttt-linear,ttt-mlp --lrs 0.005,0.01 --seeds 0,1 --tokens 4096 --contexts 32 --out "$out" --resume 2>"$work/third.err"; then
   echo "FAIL: resume with other settings accepted"; exit 1
