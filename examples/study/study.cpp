@@ -1,16 +1,20 @@
 // study: the long-context scaling study of TTT layers against attention (the project's main job).
 //
-//   study [--task recall|copy|text:PATH] [--models a,b,...] [--full] [--resume] [--out DIR] ...
+//   study [--task mqar|copy|text:PATH] [--models a,b,...] [--lrs ...] [--seeds ...] [--full] [--resume] ...
 //
-// For every model of the zoo, at matched parameter count and matched training tokens:
-//   a) train at context L (byte vocabulary, AdamW, cosine schedule), with a progress bar;
-//   b) loss by token position on held-out sequences, in log-spaced buckets;
+// For every model of the zoo, at matched per-token parameters and matched training tokens:
+//   a) train at context L (byte vocabulary, AdamW, cosine schedule) at each learning rate of the
+//      grid from the first seed, choose the rate by the validation split, train the other seeds
+//      at it; a progress bar per run;
+//   b) measure every run on the test split: loss by token position in log-spaced buckets, or for
+//      recall (mqar) the accuracy at the answers per number of key-value pairs;
 //   c) prefill and decode time per token at contexts 512 ... 32k (one child process per
 //      measurement, so that its peak RSS belongs to that model and context alone);
 //   d) state bytes (TTT) vs KV-cache bytes (attention) and the measured peak RSS;
-//   e) CSVs, gnuplot scripts, PNGs and summary.md in one results folder.
-// Every part writes its files atomically when it finishes; after Ctrl-C, `--resume` (same
-// options) skips the finished parts. See README.md, "Long-context study".
+//   e) CSVs, gnuplot scripts, PNGs and summary.md (mean ± sd over seeds, error bands) in one
+//      results folder.
+// Every run writes its files atomically when it finishes; after Ctrl-C, `--resume` (same
+// options) skips the finished ones. See docs/study.md.
 #include <atomic>
 #include <chrono>
 #include <csignal>
