@@ -9,7 +9,7 @@
 #      up to 32k tokens -> results/study/brown/
 #   2. multi-query associative recall (Zoology's MQAR): accuracy by number of key-value pairs,
 #      same protocol -> results/study/mqar/
-#   scripts/demo.sh                      default study (~15 min on 2 cores, build included)
+#   scripts/demo.sh                      default study (707 s measured on 2 cores, build included)
 #   scripts/demo.sh --full               the long version of both parts (see docs/study.md)
 #   scripts/demo.sh [--full] --resume    after Ctrl-C: continue, skipping the finished parts
 #   scripts/demo.sh --task text:PATH ... any other options: one study run with them
