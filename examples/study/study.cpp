@@ -211,27 +211,34 @@ int64_t steps_for(const Options& o, int64_t L) { return std::max<int64_t>(1, o.t
 
 bool is_mqar(const Task& task) { return task.name() == "mqar"; }
 
+/// Adds the recall scores of `count` sequences of n tokens with P pairs each (split, seed) to `r`.
+void add_recall(Model& m, int64_t count, int64_t n, int64_t P, Split split, uint64_t seed, Recalled& r) {
+  std::vector<std::vector<int64_t>> answers;
+  const auto seqs = mqar_batch(count, n, P, split, seed, answers);
+  for (size_t i = 0; i < seqs.size(); ++i) check_stop(), add_answer_scores(m.logits(seqs[i]), seqs[i], answers[i], r);
+}
+
+/// Adds the next-token losses of `count` sequences of n tokens (split, seed) to sum[t], count[t].
+void add_positions(const Task& task, Model& m, int64_t count, int64_t n, Split split, uint64_t seed,
+                   std::vector<double>& sum, std::vector<int64_t>& counts) {
+  for (const auto& q : batch(task, count, n, split, seed)) check_stop(), add_position_losses(m.logits(q), q, sum, counts);
+}
+
 /// The validation score the learning-rate sweep minimises: the mean next-token loss of
 /// `o.val_seqs` validation sequences (for recall: the mean loss at the answers, the only
 /// predictable tokens).
 double validation_loss(const Options& o, const Task& task, Model& m, int64_t L, uint64_t seed) {
-  double sum = 0, count = 0;
   if (is_mqar(task)) {
     Recalled r;
-    for (int64_t P : MQAR::pair_grid(L + 1)) {
-      std::vector<std::vector<int64_t>> answers;
-      const auto seqs = mqar_batch(std::max<int64_t>(1, o.val_seqs / int64_t(MQAR::pair_grid(L + 1).size())), L + 1, P,
-                                   Split::validation, seed + 7919, answers);
-      for (size_t i = 0; i < seqs.size(); ++i) check_stop(), add_answer_scores(m.logits(seqs[i]), seqs[i], answers[i], r);
-    }
+    const auto grid = MQAR::pair_grid(L + 1);
+    for (int64_t P : grid)
+      add_recall(m, std::max<int64_t>(1, o.val_seqs / int64_t(grid.size())), L + 1, P, Split::validation, seed + 7919, r);
     return r.loss / double(std::max<int64_t>(1, r.total));
   }
   std::vector<double> s;
   std::vector<int64_t> c;
-  for (const auto& q : batch(task, o.val_seqs, L + 1, Split::validation, seed + 7919)) {
-    check_stop();
-    add_position_losses(m.logits(q), q, s, c);
-  }
+  add_positions(task, m, o.val_seqs, L + 1, Split::validation, seed + 7919, s, c);
+  double sum = 0, count = 0;
   for (size_t t = 0; t < s.size(); ++t) sum += s[t], count += double(c[t]);
   return sum / std::max(1.0, count);
 }
@@ -242,10 +249,8 @@ std::string test_csv(const Options& o, const Task& task, Model& m, int64_t L, ui
   if (is_mqar(task)) {
     std::string csv = "pairs,accuracy,answer_loss,answers\n";
     for (int64_t P : MQAR::pair_grid(L + 1)) {
-      std::vector<std::vector<int64_t>> answers;
-      const auto seqs = mqar_batch(o.eval_seqs, L + 1, P, Split::test, seed + 1000003, answers);
       Recalled r;
-      for (size_t i = 0; i < seqs.size(); ++i) check_stop(), add_answer_scores(m.logits(seqs[i]), seqs[i], answers[i], r);
+      add_recall(m, o.eval_seqs, L + 1, P, Split::test, seed + 1000003, r);
       csv += std::to_string(P) + "," + fmt(double(r.correct) / double(r.total), 6) + "," + fmt(r.loss / double(r.total), 6) +
              "," + std::to_string(r.total) + "\n";
     }
@@ -253,14 +258,18 @@ std::string test_csv(const Options& o, const Task& task, Model& m, int64_t L, ui
   }
   std::vector<double> sum;
   std::vector<int64_t> count;
-  for (const auto& q : batch(task, o.eval_seqs, L + 1, Split::test, seed + 1000003)) {
-    check_stop();
-    add_position_losses(m.logits(q), q, sum, count);
-  }
+  add_positions(task, m, o.eval_seqs, L + 1, Split::test, seed + 1000003, sum, count);
   std::string csv = "bucket_lo,bucket_hi,loss,tokens\n";
   for (const auto& k : buckets(sum, count))
     csv += std::to_string(k.lo) + "," + std::to_string(k.hi) + "," + fmt(k.mean, 6) + "," + std::to_string(k.count) + "\n";
   return csv;
+}
+
+bool diverged(const Results& R, const std::string& id) { return fs::exists(R.path("train/" + id + ".diverged")); }
+
+/// A finished run's validation score as run_one stored it; infinite when it diverged.
+double stored_validation(const Results& R, const std::string& id) {
+  return diverged(R, id) ? INFINITY : std::stod(ttt::io::read_file(R.path("val/" + id + ".txt")));
 }
 
 /// One run: train `e` at context L from `seed` with peak learning rate `lr`, then its validation
@@ -272,8 +281,7 @@ double run_one(const Options& o, const Results& R, const Task& task, const Entry
   const std::string id = run_id(e.name, L, seed, lr);
   if (R.done("run-" + id)) {
     bar.show(label + " trained earlier (--resume)", true);
-    if (fs::exists(R.path("train/" + id + ".diverged"))) return INFINITY;
-    return std::stod(ttt::io::read_file(R.path("val/" + id + ".txt")));
+    return stored_validation(R, id);
   }
   auto m = make_model(e.name, o.spec, e.width);
   m->init(seed * 1000 + 17);
@@ -479,9 +487,8 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
       md << "| " << e.name << " | " << L << " |";
       for (double lr : o.lrs) {
         const std::string id = run_id(e.name, L, o.seeds[0], lr);
-        const bool div = fs::exists(R.path("train/" + id + ".diverged"));
-        val.push_back(div ? INFINITY : std::stod(ttt::io::read_file(R.path("val/" + id + ".txt"))));
-        md << " " << (div ? std::string("diverged") : fmt(val.back(), 4)) << " |";
+        val.push_back(stored_validation(R, id));
+        md << " " << (diverged(R, id) ? std::string("diverged") : fmt(val.back(), 4)) << " |";
       }
       const double c = chosen_lr(o.lrs, val);
       chosen[{e.name, L}] = c;
@@ -496,7 +503,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
     for (uint64_t sd : o.seeds) ids.push_back(run_id(e.name, L, sd, chosen[{e.name, L}]));
     return ids;
   };
-  auto finished = [&](const std::string& id) { return !fs::exists(R.path("train/" + id + ".diverged")); };
+  auto finished = [&](const std::string& id) { return !diverged(R, id); };
 
   for (int64_t L : o.contexts) {
     if (is_mqar(task)) {
