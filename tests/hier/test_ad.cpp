@@ -3,11 +3,14 @@
 // user-given VJP; parameters' gradient sinks.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <random>
 #include <vector>
 
 #include <ttt/ad/ops.hpp>
+#include <ttt/blocks/activations.hpp>
 #include <ttt/ad/tape.hpp>
 
 using namespace ttt;
@@ -165,6 +168,87 @@ TEST_CASE("ad: custom op with a user VJP, parameter sinks, loss shape check") {
   MD wrong = MD::Zero(3, 3);
   CHECK_THROWS_AS(t.param(W, &wrong), ShapeError);
   CHECK_THROWS_AS(ad::linear(x, t.leaf(MD::Zero(2, 3))), ShapeError);
+}
+
+TEST_CASE("ad: the vectorised exact GELU (Eigen's erf) equals its scalar twin act(Act::gelu); act_mul too") {
+  Eigen::VectorXf x(4001), u(4001);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x[i] = -10.0f + 20.0f * float(i) / 4000.0f, u[i] = 0.5f + float(i % 7);
+  const Eigen::VectorXf y = blocks::gelu_erf(x), dy = blocks::gelu_erf_grad(x);
+  float e = 0, eg = 0;
+  for (Eigen::Index i = 0; i < x.size(); ++i) {
+    e = std::max(e, std::abs(y[i] - blocks::act(blocks::Act::gelu, x[i])) / std::max(1.0f, std::abs(x[i])));
+    eg = std::max(eg, std::abs(dy[i] - blocks::act_grad(blocks::Act::gelu, x[i])));
+  }
+  CHECK(e <= 2e-6f);
+  CHECK(eg <= 2e-6f);
+  Eigen::VectorXf g = x;
+  blocks::act_mul(blocks::Act::gelu, g.data(), u.data(), size_t(g.size()));
+  float em = 0;
+  for (Eigen::Index i = 0; i < x.size(); ++i)
+    em = std::max(em, std::abs(g[i] - blocks::act(blocks::Act::gelu, x[i]) * u[i]) / std::max(1.0f, std::abs(x[i] * u[i])));
+  CHECK(em <= 2e-6f);
+  // double: Eigen's erf is std::erf per element, so the two agree to the last bits
+  const Eigen::VectorXd xd = x.cast<double>(), yd = blocks::gelu_erf(xd);
+  for (Eigen::Index i = 0; i < xd.size(); ++i) CHECK(std::abs(yd[i] - blocks::act(blocks::Act::gelu, xd[i])) <= 1e-15 * std::max(1.0, std::abs(xd[i])));
+}
+
+TEST_CASE("ad: the row-parallel ops give the same bits on one thread and on two (large inputs)") {
+  std::mt19937_64 rng(7);
+  const ad::Matrix<float> X = randn(1031, 96, rng).cast<float>(), Y = randn(1031, 96, rng).cast<float>(),
+                          g = randn(1, 96, rng).cast<float>(), bb = randn(1, 96, rng).cast<float>(),
+                          W = randn(40, 96 * 3, rng).cast<float>(), cb = randn(1, 40, rng).cast<float>(),
+                          R = randn(1031, 96, rng).cast<float>(), cs = randn(1031, 12, rng).cast<float>(),
+                          sn = randn(1031, 12, rng).cast<float>();
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < 1031; ++i) idx.push_back(i % 5 == 0 ? -1 : (i * 7) % 1031);
+  auto run = [&](int threads) {
+    InnerThreads scope(threads);
+    ad::Tape<float> t;
+    ad::Matrix<float> gx = ad::Matrix<float>::Zero(1031, 96), gg = ad::Matrix<float>::Zero(1, 96);
+    const ad::Var<float> x = t.param(X, &gx), y = t.constant(Y), w = t.param(g, &gg), b = t.constant(bb);
+    const ad::Var<float> a = ad::add(ad::gelu(x), ad::silu(y));
+    const ad::Var<float> n1 = ad::layer_norm(a, w, b), n2 = ad::l2_rms_norm(a, w);
+    const ad::Var<float> c = ad::concat_cols(std::vector<ad::Var<float>>{ad::cols(n1, 0, 48), ad::cols(n2, 48, 48)});
+    const ad::Var<float> r = ad::rotary(ad::gather_rows(c, idx), 4, cs, sn, ad::Matrix<float>());
+    const ad::Var<float> v = ad::causal_conv1d(ad::add_row(r, b), t.constant(W), t.constant(cb), 3, 1);
+    t.backward(ad::sum(ad::mul(v, t.constant(R.leftCols(40)))));
+    return std::vector<ad::Matrix<float>>{v.value(), gx, gg};
+  };
+  // Eigen's own products stay on one thread (their blocking may depend on the thread count): what
+  // is compared is the row-parallel code
+  Eigen::setNbThreads(1);
+  const auto one = run(1), two = run(2);
+  Eigen::setNbThreads(0);  // back to OpenMP's count (nothing in the library sets it)
+  for (size_t i = 0; i < one.size(); ++i) CHECK(one[i] == two[i]);
+}
+
+TEST_CASE("ad: an inference tape computes the same values, frees the intermediates it is told to, refuses gradients") {
+  std::mt19937_64 rng(6);
+  const MD X = randn(5, 4, rng), W1 = randn(6, 4, rng), W2 = randn(3, 6, rng);
+  ad::Tape<double> g;
+  const VD yg = ad::linear(ad::gelu(ad::linear(g.constant(X), g.param(W1, nullptr))), g.param(W2, nullptr));
+  ad::Tape<double> t{ad::no_grad};
+  CHECK(t.inference());
+  CHECK_FALSE(g.inference());
+  const VD x = t.leaf(X), w1 = t.param(W1, nullptr), w2 = t.param(W2, nullptr);
+  CHECK_FALSE(x.requires_grad());  // a leaf of an inference tape needs no gradient
+  const size_t mark = t.size();
+  const VD h = ad::linear(x, w1), a = ad::gelu(h), y = ad::linear(a, w2);
+  CHECK(y.value() == yg.value());  // bit for bit: the same ops
+  t.release(mark, {y});
+  CHECK(y.value() == yg.value());                     // kept
+  CHECK_THROWS_AS((void)h.value(), Error);            // freed: reading it is an error, not garbage
+  CHECK_THROWS_AS((void)a.value(), Error);
+  CHECK(x.value() == X);                              // leaves and parameters stay
+  CHECK(w1.value() == W1);
+  CHECK_THROWS_AS(t.backward(ad::sum(y)), Error);     // no gradients on it
+  MD sink = MD::Zero(6, 4);
+  CHECK_THROWS_AS(t.param(W1, &sink), Error);
+  // on a gradient tape release does nothing (backward still needs the values)
+  const size_t gm = g.size();
+  const VD z = ad::gelu(yg);
+  g.release(gm, {});
+  CHECK(z.value().size() == yg.value().size());
 }
 
 }  // namespace test_ad

@@ -249,6 +249,25 @@ TEST_CASE("hier mixer: the float model equals the double one") {
   }
 }
 
+TEST_CASE("hier mixer: forward on an inference tape (TTT layers' own forward) equals the gradient tape's logits") {
+  for (const Case& c : kMixCases) {
+    INFO("case: " << std::string(c.name));
+    const hier::HierConfig cfg = config(c);
+    HT<double> m(cfg);
+    randomize(m, 9);
+    const auto ids = batch_of(cfg, 1, 17, 2)[0];
+    ad::Tape<double> tape;  // a gradient tape: every intermediate kept, the TTT layers through LayerGrad
+    const hier::HierParams<double>& p = m;
+    hier::detail::Leaves<double, inner::Builtin> leaves(tape, p, nullptr);
+    const ad::Matrix<double> ref = hier::detail::build(p, leaves, ids).logits.value();
+    hier::ForwardExtras<double> ex;
+    ex.phases = true;  // the decoder's taps read rows before they are freed
+    const ad::Matrix<double> got = m.forward(ids, &ex);
+    CHECK((got - ref).norm() <= 1e-12 * ref.norm());
+    CHECK(ex.hidden_embeds.size() == size_t(cfg.num_hierarchies()));
+  }
+}
+
 TEST_CASE("hier mixer: AdamW trains a hybrid; save / load keeps the mixers") {
   const hier::HierConfig cfg = config(kMixCases[0]);
   hier::HierarchicalTransformer m(cfg);

@@ -20,10 +20,11 @@ namespace ttt::ad {
 template <class T>
 Var<T> linear(Var<T> x, Var<T> W) {
   detail::check<T>(x.cols() == W.cols(), "linear", "x " + detail::shp(x) + " and W " + detail::shp(W) + " (W is [out, in])");
-  Matrix<T> y = x.value() * W.value().transpose();
+  Matrix<T> y;
+  y.noalias() = x.value() * W.value().transpose();
   return x.tape->record(std::move(y), x.requires_grad() || W.requires_grad(), [x, W](const Matrix<T>& dy, Tape<T>& t) {
-    if (t.requires_grad(x)) t.accumulate(x, dy * W.value());
-    if (t.requires_grad(W)) t.accumulate(W, dy.transpose() * x.value());
+    t.accumulate_product(x, dy, W.value());
+    t.accumulate_product(W, dy.transpose(), x.value());
   });
 }
 
@@ -31,7 +32,10 @@ Var<T> linear(Var<T> x, Var<T> W) {
 template <class T>
 Var<T> add_row(Var<T> x, Var<T> b) {
   detail::check<T>(b.rows() == 1 && b.cols() == x.cols(), "add_row", "x " + detail::shp(x) + ", b " + detail::shp(b));
-  Matrix<T> y = x.value().rowwise() + b.value().row(0);
+  Matrix<T> y(x.rows(), x.cols());
+  detail::by_rows(x.rows(), x.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+    y.middleRows(r0, r1 - r0) = x.value().middleRows(r0, r1 - r0).rowwise() + b.value().row(0);
+  });
   return x.tape->record(std::move(y), x.requires_grad() || b.requires_grad(), [x, b](const Matrix<T>& dy, Tape<T>& t) {
     t.accumulate(x, dy);
     if (t.requires_grad(b)) t.accumulate(b, dy.colwise().sum());
@@ -47,7 +51,10 @@ Var<T> linear(Var<T> x, Var<T> W, Var<T> b) {
 template <class T>
 Var<T> add(Var<T> a, Var<T> b) {
   detail::check<T>(a.rows() == b.rows() && a.cols() == b.cols(), "add", detail::shp(a) + " + " + detail::shp(b));
-  Matrix<T> y = a.value() + b.value();
+  Matrix<T> y(a.rows(), a.cols());
+  detail::by_rows(a.rows(), a.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+    y.middleRows(r0, r1 - r0) = a.value().middleRows(r0, r1 - r0) + b.value().middleRows(r0, r1 - r0);
+  });
   return a.tape->record(std::move(y), a.requires_grad() || b.requires_grad(), [a, b](const Matrix<T>& dy, Tape<T>& t) {
     t.accumulate(a, dy);
     t.accumulate(b, dy);
@@ -99,7 +106,10 @@ template <class T>
 Var<T> cols(Var<T> x, Eigen::Index c0, Eigen::Index n) {
   detail::check<T>(c0 >= 0 && n >= 0 && c0 + n <= x.cols(), "cols", "columns [" + std::to_string(c0) + ", " +
                    std::to_string(c0 + n) + ") of " + detail::shp(x));
-  Matrix<T> y = x.value().middleCols(c0, n);
+  Matrix<T> y(x.rows(), n);
+  detail::by_rows(x.rows(), n, [&](Eigen::Index r0, Eigen::Index r1) {
+    y.middleRows(r0, r1 - r0) = x.value().block(r0, c0, r1 - r0, n);
+  });
   return x.tape->record(std::move(y), x.requires_grad(), [x, c0, n](const Matrix<T>& dy, Tape<T>& t) {
     t.grad_buffer(x).middleCols(c0, n) += dy;
   });
@@ -117,11 +127,13 @@ Var<T> concat_cols(const std::vector<Var<T>>& parts) {
     rg = rg || p.requires_grad();
   }
   Matrix<T> y(parts[0].rows(), c);
-  c = 0;
-  for (const auto& p : parts) {
-    y.middleCols(c, p.cols()) = p.value();
-    c += p.cols();
-  }
+  detail::by_rows(y.rows(), y.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+    Eigen::Index c0 = 0;
+    for (const auto& p : parts) {
+      y.block(r0, c0, r1 - r0, p.cols()) = p.value().middleRows(r0, r1 - r0);
+      c0 += p.cols();
+    }
+  });
   return parts[0].tape->record(std::move(y), rg, [parts](const Matrix<T>& dy, Tape<T>& t) {
     Eigen::Index c0 = 0;
     for (const auto& p : parts) {
@@ -166,12 +178,14 @@ Var<T> gather_rows(Var<T> x, std::vector<int64_t> idx) {
     detail::check<T>(idx[i] < n, "gather_rows", "index " + std::to_string(idx[i]) + " at " + std::to_string(i) +
                      " outside the " + std::to_string(n) + " rows of the input");
   Matrix<T> y(Eigen::Index(idx.size()), x.cols());
-  for (size_t i = 0; i < idx.size(); ++i) {
-    if (idx[i] < 0)
-      y.row(Eigen::Index(i)).setZero();
-    else
-      y.row(Eigen::Index(i)) = x.value().row(idx[i]);
-  }
+  detail::by_rows(y.rows(), y.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+    for (Eigen::Index i = r0; i < r1; ++i) {
+      if (idx[size_t(i)] < 0)
+        y.row(i).setZero();
+      else
+        y.row(i) = x.value().row(idx[size_t(i)]);
+    }
+  });
   return x.tape->record(std::move(y), x.requires_grad(), [x, idx = std::move(idx)](const Matrix<T>& dy, Tape<T>& t) {
     Matrix<T>& g = t.grad_buffer(x);
     for (size_t i = 0; i < idx.size(); ++i)

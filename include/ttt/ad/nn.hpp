@@ -23,21 +23,40 @@ namespace ttt::ad {
 
 // ---- pointwise --------------------------------------------------------------------------------
 
-/// GELU with the exact erf form (torch.nn.GELU()): blocks::act / act_grad with Act::gelu.
+/// GELU with the exact erf form (torch.nn.GELU()): blocks::gelu_erf / gelu_erf_grad, vectorised
+/// (the scalar act(Act::gelu) per element: ~12 ns each, 25x the vectorised form with AVX-512).
 template <class T>
 Var<T> gelu(Var<T> x) {
-  Matrix<T> y = x.value().unaryExpr([](T v) { return blocks::act(blocks::Act::gelu, v); });
+  const Matrix<T>& xv = x.value();
+  Matrix<T> y(xv.rows(), xv.cols());
+  detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+    y.middleRows(r0, r1 - r0) = blocks::gelu_erf(xv.middleRows(r0, r1 - r0));
+  });
   return x.tape->record(std::move(y), x.requires_grad(), [x](const Matrix<T>& dy, Tape<T>& t) {
-    t.accumulate(x, dy.cwiseProduct(x.value().unaryExpr([](T v) { return blocks::act_grad(blocks::Act::gelu, v); })));
+    const Matrix<T>& xv = x.value();
+    Matrix<T> g(xv.rows(), xv.cols());
+    detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+      g.middleRows(r0, r1 - r0) = dy.middleRows(r0, r1 - r0).cwiseProduct(blocks::gelu_erf_grad(xv.middleRows(r0, r1 - r0)));
+    });
+    t.accumulate(x, g);
   });
 }
 
 /// SiLU: x * sigmoid(x), blocks::silu / silu_grad.
 template <class T>
 Var<T> silu(Var<T> x) {
-  Matrix<T> y = blocks::silu(x.value());
+  const Matrix<T>& xv = x.value();
+  Matrix<T> y(xv.rows(), xv.cols());
+  detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+    y.middleRows(r0, r1 - r0) = blocks::silu(xv.middleRows(r0, r1 - r0));
+  });
   return x.tape->record(std::move(y), x.requires_grad(), [x](const Matrix<T>& dy, Tape<T>& t) {
-    t.accumulate(x, dy.cwiseProduct(blocks::silu_grad(x.value())));
+    const Matrix<T>& xv = x.value();
+    Matrix<T> g(xv.rows(), xv.cols());
+    detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+      g.middleRows(r0, r1 - r0) = dy.middleRows(r0, r1 - r0).cwiseProduct(blocks::silu_grad(xv.middleRows(r0, r1 - r0)));
+    });
+    t.accumulate(x, g);
   });
 }
 
@@ -54,10 +73,12 @@ Var<T> l2_rms_norm(Var<T> x, Var<T> gamma) {
   detail::check<T>(gamma.rows() == 1 && gamma.cols() == C, "l2_rms_norm", "x " + detail::shp(x) + ", gamma " + detail::shp(gamma));
   const T s = std::sqrt(T(C)), eps = T(1e-12);
   Matrix<T> y(x.rows(), C);
-  for (Eigen::Index r = 0; r < x.rows(); ++r) {
-    const T nrm = std::max(x.value().row(r).norm(), eps);
-    y.row(r) = (x.value().row(r) / nrm * s).cwiseProduct(gamma.value().row(0));
-  }
+  detail::by_rows(x.rows(), C, [&](Eigen::Index r0, Eigen::Index r1) {
+    for (Eigen::Index r = r0; r < r1; ++r) {
+      const T nrm = std::max(x.value().row(r).norm(), eps);
+      y.row(r) = (x.value().row(r) / nrm * s).cwiseProduct(gamma.value().row(0));
+    }
+  });
   return x.tape->record(std::move(y), x.requires_grad() || gamma.requires_grad(), [x, gamma, s, eps](const Matrix<T>& dy, Tape<T>& t) {
     const Eigen::Index n = x.rows(), C = x.cols();
     Matrix<T> dx(n, C), dg = Matrix<T>::Zero(1, C);
@@ -83,8 +104,11 @@ Var<T> layer_norm(Var<T> x, Var<T> w, Var<T> b, T eps = T(1e-5)) {
   const Eigen::Index C = x.cols();
   detail::check<T>(w.rows() == 1 && w.cols() == C && b.rows() == 1 && b.cols() == C, "layer_norm",
                    "x " + detail::shp(x) + ", weight " + detail::shp(w) + ", bias " + detail::shp(b));
-  Matrix<T> y;
-  blocks::layer_norm(x.value(), w.value().data(), b.value().data(), double(eps), y);
+  const Matrix<T>& xv = x.value();
+  Matrix<T> y(xv.rows(), C);
+  detail::by_rows(xv.rows(), C, [&](Eigen::Index r0, Eigen::Index r1) {
+    blocks::layer_norm(xv.middleRows(r0, r1 - r0), w.value().data(), b.value().data(), double(eps), y.middleRows(r0, r1 - r0));
+  });
   const bool rg = x.requires_grad() || w.requires_grad() || b.requires_grad();
   return x.tape->record(std::move(y), rg, [x, w, b, eps](const Matrix<T>& dy, Tape<T>& t) {
     // the block adds into its outputs: the gradient buffers directly, a scratch dx when x needs none
@@ -120,7 +144,8 @@ Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
   auto unfold = [k, stride](const Matrix<T>& xv) {  // (m, in * k)
     const Eigen::Index n = xv.rows(), in = xv.cols(), m = (n + stride - 1) / stride;
     Matrix<T> Xc(m, in * k);
-    for (Eigen::Index r = 0; r < m; ++r)
+    detail::by_rows(m, in * k, [&](Eigen::Index r0, Eigen::Index r1) {
+    for (Eigen::Index r = r0; r < r1; ++r)
       for (int64_t j = 0; j < k; ++j) {
         const Eigen::Index s = r * stride - k + 1 + j;
         T* dst = Xc.data() + r * in * k + j;
@@ -131,6 +156,7 @@ Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
           for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = src[i];
         }
       }
+    });
     return Xc;
   };
   Matrix<T> y = b.value().replicate(m, 1);
@@ -148,14 +174,18 @@ Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
       Matrix<T> dXc;
       dXc.noalias() = dy * W.value();  // (m, in * k)
       Matrix<T>& gx = t.grad_buffer(x);
-      for (Eigen::Index r = 0; r < dy.rows(); ++r)
-        for (int64_t j = 0; j < k; ++j) {
-          const Eigen::Index s = r * stride - k + 1 + j;
-          if (s < 0 || s >= n) continue;
-          const T* src = dXc.data() + r * in * k + j;
-          T* dst = gx.data() + s * in;
-          for (Eigen::Index i = 0; i < in; ++i) dst[i] += src[i * k];
-        }
+      // rows of x receive from several output rows: split the columns instead (the same sums in
+      // the same order whatever the cut)
+      detail::by_rows(in, dy.rows() * k, [&](Eigen::Index i0, Eigen::Index i1) {
+        for (Eigen::Index r = 0; r < dy.rows(); ++r)
+          for (int64_t j = 0; j < k; ++j) {
+            const Eigen::Index s = r * stride - k + 1 + j;
+            if (s < 0 || s >= n) continue;
+            const T* src = dXc.data() + r * in * k + j;
+            T* dst = gx.data() + s * in;
+            for (Eigen::Index i = i0; i < i1; ++i) dst[i] += src[i * k];
+          }
+      });
     }
   });
 }
@@ -184,11 +214,15 @@ Var<T> rotary(Var<T> x, int64_t heads, const Matrix<T>& cos, const Matrix<T>& si
   }
   auto apply = [heads, dh, half](const Matrix<T>& in, const Matrix<T>& c, const Matrix<T>& s, T sign) {
     Matrix<T> y(in.rows(), in.cols());
-    for (int64_t h = 0; h < heads; ++h) {
-      const auto x1 = in.middleCols(h * dh, half).array(), x2 = in.middleCols(h * dh + half, half).array();
-      y.middleCols(h * dh, half) = x1 * c.array() - sign * x2 * s.array();
-      y.middleCols(h * dh + half, half) = x2 * c.array() + sign * x1 * s.array();
-    }
+    detail::by_rows(in.rows(), in.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+      const Eigen::Index m = r1 - r0;
+      const auto cr = c.middleRows(r0, m).array(), sr = s.middleRows(r0, m).array();
+      for (int64_t h = 0; h < heads; ++h) {
+        const auto x1 = in.block(r0, h * dh, m, half).array(), x2 = in.block(r0, h * dh + half, m, half).array();
+        y.block(r0, h * dh, m, half) = x1 * cr - sign * x2 * sr;
+        y.block(r0, h * dh + half, m, half) = x2 * cr + sign * x1 * sr;
+      }
+    });
     return y;
   };
   Matrix<T> y = apply(x.value(), *C, *S, T(1));

@@ -21,10 +21,22 @@
 /// \endcode
 /// In `custom`, `dx[i]` arrives as zeros of input i's shape (only for inputs that need a
 /// gradient; the others are empty matrices) and the VJP adds into it.
+///
+/// An inference tape (`Tape<T> tape{ad::no_grad}`) records no VJPs and can give memory back: after
+/// a stretch of ops whose intermediates nothing reads again, `release(mark, {kept...})` drops the
+/// values of the ops recorded since `mark = tape.size()` except the kept ones (on a tape that
+/// records gradients it does nothing: backward needs them). Reading a released value throws.
+/// \code
+///   Tape<float> tape{no_grad};
+///   const size_t mark = tape.size();
+///   Var<float> y = relu(linear(x, w));     // linear's output is an intermediate
+///   tape.release(mark, {y});               // its matrix is freed now, y's kept
+/// \endcode
 #include <Eigen/Core>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <utility>
@@ -39,6 +51,10 @@ using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
 
 template <class T>
 class Tape;
+
+/// Tag of an inference tape (see the file comment).
+struct NoGrad {};
+inline constexpr NoGrad no_grad{};
 
 /// A handle to a node of a tape: cheap to copy, valid while the tape lives.
 template <class T>
@@ -63,16 +79,19 @@ class Tape {
   using CustomVjp = std::function<void(const M& dout, std::span<M> dinputs)>;
 
   Tape() = default;
+  /// An inference tape: nothing on it needs a gradient, `release` frees values, `backward` throws.
+  explicit Tape(NoGrad) : no_grad_(true) {}
   Tape(const Tape&) = delete;
   Tape& operator=(const Tape&) = delete;
 
   /// A value with no gradient (copied into the tape).
   Var<T> constant(M v) { return push(std::move(v), nullptr, false, nullptr); }
   /// A value with a gradient, read after `backward` with `grad`.
-  Var<T> leaf(M v) { return push(std::move(v), nullptr, true, nullptr); }
+  Var<T> leaf(M v) { return push(std::move(v), nullptr, !no_grad_, nullptr); }
   /// A parameter: the tape keeps a reference to `v` (which must outlive the tape); `backward` adds
   /// d loss / d v into `*grad_sink` (same shape) when it is not null.
   Var<T> param(const M& v, M* grad_sink) {
+    if (grad_sink && no_grad_) throw Error("ad::Tape::param: an inference tape (ad::no_grad) takes no gradient sink");
     if (grad_sink && (grad_sink->rows() != v.rows() || grad_sink->cols() != v.cols()))
       throw ShapeError("ad::Tape::param: gradient sink has shape [" + std::to_string(grad_sink->rows()) + ", " +
                        std::to_string(grad_sink->cols()) + "], parameter [" + std::to_string(v.rows()) + ", " +
@@ -85,7 +104,30 @@ class Tape {
 
   /// Record an op: its value, whether it needs a gradient, and its VJP (used only when it does).
   Var<T> record(M value, bool needs_grad, Backward back) {
-    return push(std::move(value), nullptr, needs_grad, needs_grad ? std::move(back) : nullptr);
+    Var<T> v = push(std::move(value), nullptr, needs_grad, needs_grad ? std::move(back) : nullptr);
+    nodes_.back().op = true;
+    return v;
+  }
+
+  /// True for an inference tape (constructed with ad::no_grad).
+  bool inference() const { return no_grad_; }
+
+  /// On an inference tape: free the values of the ops recorded at or after node `mark` (a
+  /// `size()` taken earlier), except `keep`; leaves, constants and parameters stay. A released
+  /// value must not be read again (value() throws). On a gradient tape: nothing.
+  void release(size_t mark, std::initializer_list<Var<T>> keep) { release(mark, std::span<const Var<T>>(keep.begin(), keep.size())); }
+  void release(size_t mark, std::span<const Var<T>> keep) {
+    if (!no_grad_) return;
+    for (const Var<T>& v : keep) check_owner(v, "release");
+    for (size_t i = mark; i < nodes_.size(); ++i) {
+      Node& n = nodes_[i];
+      if (!n.op || n.released) continue;
+      bool kept = false;
+      for (const Var<T>& v : keep) kept = kept || size_t(v.id) == i;
+      if (kept) continue;
+      n.own = M();
+      n.released = true;
+    }
   }
 
   /// An op with a user-given VJP (see the file comment).
@@ -111,6 +153,7 @@ class Tape {
 
   const M& value(Var<T> v) const {
     const Node& n = nodes_[size_t(v.id)];
+    if (n.released) throw Error("ad::Tape: the value of node " + std::to_string(v.id) + " was released (Tape::release)");
     return n.ext ? *n.ext : n.own;
   }
   bool requires_grad(Var<T> v) const { return nodes_[size_t(v.id)].requires_grad; }
@@ -125,6 +168,17 @@ class Tape {
     else
       n.grad += g;
   }
+  /// Add the product a * b into v's gradient without a temporary (the product is written into the
+  /// gradient by the GEMM itself: `=` on first use, `+=` after); no-op when v needs none.
+  template <class A, class B>
+  void accumulate_product(Var<T> v, const A& a, const B& b) {
+    Node& n = nodes_[size_t(v.id)];
+    if (!n.requires_grad) return;
+    if (n.grad.size() == 0)
+      n.grad.noalias() = a * b;
+    else
+      n.grad.noalias() += a * b;
+  }
   /// v's gradient buffer, zero-filled on first use (for ops that scatter into parts of it).
   M& grad_buffer(Var<T> v) {
     Node& n = nodes_[size_t(v.id)];
@@ -135,6 +189,7 @@ class Tape {
   /// Reverse pass from a 1 x 1 `loss` (seeded with `seed`). Parameter gradients go to their sinks.
   void backward(Var<T> loss, T seed = T(1)) {
     check_owner(loss, "backward");
+    if (no_grad_) throw Error("ad::Tape::backward: an inference tape (ad::no_grad) has no gradients");
     if (value(loss).size() != 1)
       throw ShapeError("ad::Tape::backward: the loss must be 1 x 1, got [" + std::to_string(value(loss).rows()) +
                        ", " + std::to_string(value(loss).cols()) + "]");
@@ -175,6 +230,8 @@ class Tape {
     M* sink = nullptr;
     Backward back;
     bool requires_grad = false;
+    bool op = false;        // recorded by record / custom (release may free it)
+    bool released = false;  // freed by release
   };
   Node& push_node(bool rg, Backward back) {
     nodes_.emplace_back();
@@ -190,6 +247,7 @@ class Tape {
     return {this, int64_t(nodes_.size()) - 1};
   }
   std::deque<Node> nodes_;
+  bool no_grad_ = false;
 };
 
 }  // namespace ttt::ad

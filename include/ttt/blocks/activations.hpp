@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>  // Array::erf, vectorised for float
 
 #include "../kernels/simd.hpp"
 
@@ -68,6 +69,23 @@ auto gelu(const Eigen::MatrixBase<X>& x) {
   using S = typename X::Scalar;
   const auto a = x.array();
   return (S(0.5) * a * (S(1) + (S(kSqrt2OverPi) * (a + S(0.044715) * a.cube())).tanh())).matrix();
+}
+/// GELU, exact erf form (torch.nn.GELU()): 0.5 x (1 + erf(x / sqrt 2)). Eigen's erf is vectorised
+/// for float (a rational approximation, within ~1e-6 of std::erf here); the plain twin is the
+/// scalar act(Act::gelu, x) below (tests/hier/test_ad.cpp checks one against the other).
+template <class X>
+auto gelu_erf(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  return (S(0.5) * a * (S(1) + (a * S(0.70710678118654752440)).erf())).matrix();
+}
+/// d gelu_erf / dx = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi).
+template <class X>
+auto gelu_erf_grad(const Eigen::MatrixBase<X>& x) {
+  using S = typename X::Scalar;
+  const auto a = x.array();
+  return (S(0.5) * (S(1) + (a * S(0.70710678118654752440)).erf()) + a * S(0.39894228040143267794) * (S(-0.5) * a.square()).exp())
+      .matrix();
 }
 template <class X>
 auto gelu_grad(const Eigen::MatrixBase<X>& x) {
@@ -170,6 +188,11 @@ void act_mul(Act a, S* g, const S* u, std::size_t n) {
         kernels::gelu_tanh(backend::cpu_default{}, g, g, n);
         for (std::size_t i = 0; i < n; ++i) g[i] *= u[i];
         return;
+      case Act::gelu: {
+        Eigen::Map<Eigen::VectorXf> gv(g, Eigen::Index(n));
+        gv = gelu_erf(gv).cwiseProduct(Eigen::Map<const Eigen::VectorXf>(u, Eigen::Index(n)));
+        return;
+      }
       default: break;
     }
   }

@@ -146,24 +146,28 @@ ad::Var<T> attention(const HierConfig& cfg, Leaves<T, Ls>& P, const typename Hie
   // double for T = double (so that the double model is exact: xPos cancels in q.k)
   using R = std::conditional_t<std::is_same_v<T, float>, float, double>;
   M cs(m, half), sn(m, half), fq, fk;
-  for (int64_t t = 0; t < m; ++t)
-    for (int64_t i = 0; i < half; ++i) {
-      const R ang = R(t) * R(a.inv_freq(0, i));
-      cs(t, i) = T(std::cos(double(ang)));
-      sn(t, i) = T(std::sin(double(ang)));
-    }
+  ad::detail::by_rows(m, 32 * half, [&](Eigen::Index t0, Eigen::Index t1) {  // (a cos and a sin cost ~30 adds each)
+    for (Eigen::Index t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        const R ang = R(t) * R(a.inv_freq(0, i));
+        cs(t, i) = T(std::cos(double(ang)));
+        sn(t, i) = T(std::sin(double(ang)));
+      }
+  });
   if (!a.local) {
     // xPos: q * scale^power, k / scale^power, power = (t - m // 2) / 512 (cancels in q.k up to rounding)
     fq.resize(m, half);
     fk.resize(m, half);
-    for (int64_t t = 0; t < m; ++t) {
-      const R power = (R(t) - R(m / 2)) / R(512);
-      for (int64_t i = 0; i < half; ++i) {
-        const R f = R(std::pow(double(a.xpos_scale(0, i)), double(power)));
-        fq(t, i) = T(f);
-        fk(t, i) = T(R(1) / f);
+    ad::detail::by_rows(m, 32 * half, [&](Eigen::Index t0, Eigen::Index t1) {
+      for (Eigen::Index t = t0; t < t1; ++t) {
+        const R power = (R(t) - R(m / 2)) / R(512);
+        for (int64_t i = 0; i < half; ++i) {
+          const R f = R(std::pow(double(a.xpos_scale(0, i)), double(power)));
+          fq(t, i) = T(f);
+          fk(t, i) = T(R(1) / f);
+        }
       }
-    }
+    });
   }
   q = ad::rotary(q, heads, cs, sn, fq);
   k = ad::rotary(k, heads, cs, sn, fk);
@@ -178,6 +182,13 @@ ad::Var<T> attention(const HierConfig& cfg, Leaves<T, Ls>& P, const typename Hie
 template <class T, class L>
 ad::Var<T> ttt_op(const TTTLayer<L, T>& layer, TTTLayer<L, T>* glayer, ad::Var<T> xn) {
   using M = ad::Matrix<T>;
+  if (xn.tape->inference()) {  // no gradient: the layer's own forward (no per-mini-batch tape)
+    auto state = layer.new_state();
+    typename TTTLayer<L, T>::Workspace ws;
+    M Y;
+    layer.forward(xn.value(), state, 0, ws, Y);
+    return xn.tape->record(std::move(Y), false, nullptr);
+  }
   auto op = std::make_shared<train::LayerGrad<L, T>>(layer);
   M Y;
   op->forward(xn.value(), Y);
@@ -215,6 +226,7 @@ ad::Var<T> block(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierPar
   using V = ad::Var<T>;
   const int64_t L = x.rows(), a = cfg.axial(h);
   auto run = [&](V z, int64_t phase) {
+    const size_t mark = P.tape.size();  // an inference tape frees the phase's intermediates below
     typename ForwardExtras<T>::PhaseRows* tap = nullptr;
     if (P.tap) {
       P.tap->phase_rows.push_back({P.layer, h, phase, z.value(), M(), M()});
@@ -225,9 +237,12 @@ ad::Var<T> block(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierPar
     else if (b.has_attn) z = ad::add(detail::attention(cfg, P, b, h, detail::token_shift(z), xn), z);
     if (tap) tap->mid = z.value();
     const V f = ad::linear(ad::gelu(ad::linear(ad::l2_rms_norm(detail::token_shift(z), P(b.ff_gamma)), P(b.ff_w1))), P(b.ff_w2));
-    return ad::add(f, z);
+    const V out = ad::add(f, z);
+    P.tape.release(mark, {out});
+    return out;
   };
   if (a == 1) return run(x, 0);
+  const size_t mark = P.tape.size();
   // 'b (n a) d -> (b a) n d' after zero-padding the end to a multiple of a
   const int64_t m = (L + a - 1) / a;
   std::vector<V> phases;
@@ -238,7 +253,9 @@ ad::Var<T> block(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierPar
   }
   std::vector<int64_t> back(static_cast<size_t>(L));
   for (int64_t t = 0; t < L; ++t) back[size_t(t)] = (t % a) * m + t / a;
-  return ad::gather_rows(ad::concat_rows(phases), std::move(back));
+  const V out = ad::gather_rows(ad::concat_rows(phases), std::move(back));
+  P.tape.release(mark, {out});
+  return out;
 }
 
 /// The whole model on one sequence `ids` (checked: 1 .. seq_len tokens inside the vocabulary),
@@ -273,6 +290,8 @@ Graph<T> build(const HierParams<T, Ls>& p, Leaves<T, Ls>& P, const std::vector<i
   }
   g.token_embeds = tok;
   const int64_t pi = cfg.predict_index();
+  // an inference tape keeps, from one layer to the next, only the rows of each hierarchy
+  const size_t mark = P.tape.size();
   for (int64_t l = 0; l < cfg.depth; ++l) {
     P.layer = l;
     for (int64_t h = 0; h < H; ++h) {
@@ -280,7 +299,10 @@ Graph<T> build(const HierParams<T, Ls>& p, Leaves<T, Ls>& P, const std::vector<i
                              h, tok[size_t(h)]);
       if (P.tap) P.tap->block_out[size_t(l)][size_t(h)] = tok[size_t(h)].value();
     }
-    if (!cfg.need_merge()) continue;
+    if (!cfg.need_merge()) {
+      P.tape.release(mark, tok);
+      continue;
+    }
     const auto& mg = p.merges[size_t(l)];
     V pooled = ad::l2_rms_norm(detail::hierarchical_cat(cfg, tok), P(mg.gamma));
     pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
@@ -296,6 +318,7 @@ Graph<T> build(const HierParams<T, Ls>& p, Leaves<T, Ls>& P, const std::vector<i
     } else {
       tok[size_t(pi)] = ad::add(tok[size_t(pi)], pooled);
     }
+    P.tape.release(mark, tok);
   }
   for (int64_t h = 0; h < H; ++h)
     g.embeds.push_back(ad::layer_norm(tok[size_t(h)], P(p.norm_w[size_t(h)]), P(p.norm_b[size_t(h)])));
@@ -309,7 +332,7 @@ Graph<T> build(const HierParams<T, Ls>& p, Leaves<T, Ls>& P, const std::vector<i
 /// Logits (n, V) of one sequence (n <= seq_len); with `extras`, its taps filled in.
 template <class T, class Ls>
 ad::Matrix<T> forward_logits(const HierParams<T, Ls>& p, const std::vector<int64_t>& ids, ForwardExtras<T>* extras = nullptr) {
-  ad::Tape<T> tape;
+  ad::Tape<T> tape{ad::no_grad};  // no gradient: intermediates are freed as the forward goes
   detail::Leaves<T, Ls> leaves(tape, p, nullptr);
   if (extras && extras->phases) {
     leaves.tap = extras;
