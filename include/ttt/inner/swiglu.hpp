@@ -185,9 +185,10 @@ struct LearnerGrad<inner::SwiGLU> {
             nullptr};
   }
 
-  /// The forward of one mini-batch, every intermediate kept in its slot; Zq written.
+  /// The forward of one mini-batch, every intermediate kept in its slot; Zq written unless
+  /// `output` is false (the backward's recomputation, which needs K2 but not Zq).
   template <class S, class Z>
-  static void run_forward(const S* th, inner::Dims d, const Segment<S>& s, Scratch<S>& ws, Z&& Zq) {
+  static void run_forward(const S* th, inner::Dims d, const Segment<S>& s, Scratch<S>& ws, Z&& Zq, bool output = true) {
     const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
     const Eigen::Index n = s.XQ.rows();
     Eigen::Map<const MatT<S>> W1(th, f, h), W3(th + f * h, f, h), W2(th + 2 * f * h, h, f);
@@ -227,6 +228,7 @@ struct LearnerGrad<inner::SwiGLU> {
     }
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
     K2.noalias() = Hq * H.transpose();
+    if (!output) return;
     EK = E.cwiseProduct(K2);
     detail::query_base<S>(s, Hq, W2, shift(d, s, 2 * f * h), Zq);
     Zq.noalias() -= EK * G;
@@ -258,7 +260,7 @@ struct LearnerGrad<inner::SwiGLU> {
                        SegmentGrad<S>& o, Scratch<S>& ws) {
     const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
     const Eigen::Index n = s.XQ.rows();
-    run_forward(th, d, s, ws, ws(kZq, n, f));
+    run_forward(th, d, s, ws, ws(kZq, n, f), false);
     Eigen::Map<const MatT<S>> W1(th, f, h), W3(th + f * h, f, h), W2(th + 2 * f * h, h, f);
     S* dW1_ = dth0;
     S* dW3_ = dth0 + f * h;
