@@ -249,7 +249,7 @@ TEST_CASE("hier mixer: the float model equals the double one") {
   }
 }
 
-TEST_CASE("hier mixer: forward on an inference tape (TTT layers' own forward) equals the gradient tape's logits") {
+TEST_CASE("hier mixer: forward and loss without a gradient (inference tape, TTT layers' own forward) equal the gradient tape's") {
   for (const Case& c : kMixCases) {
     INFO("case: " << std::string(c.name));
     const hier::HierConfig cfg = config(c);
@@ -265,6 +265,14 @@ TEST_CASE("hier mixer: forward on an inference tape (TTT layers' own forward) eq
     const ad::Matrix<double> got = m.forward(ids, &ex);
     CHECK((got - ref).norm() <= 1e-12 * ref.norm());
     CHECK(ex.hidden_embeds.size() == size_t(cfg.num_hierarchies()));
+    // the loss without a gradient (an inference tape, freed per sequence) equals the one with
+    const auto batch = batch_of(cfg, 3, 16, 4);
+    HT<double> g(cfg);
+    const hier::Losses a = m.loss(batch), b = m.loss(batch, &g);
+    CHECK(std::abs(a.total - b.total) <= 1e-12 * std::abs(b.total));
+    CHECK(std::abs(a.ce - b.ce) <= 1e-12 * std::abs(b.ce));
+    CHECK(std::abs(a.recon - b.recon) <= 1e-12 * std::max(1.0, std::abs(b.recon)));
+    CHECK(std::abs(a.ar - b.ar) <= 1e-12 * std::max(1.0, std::abs(b.ar)));
   }
 }
 

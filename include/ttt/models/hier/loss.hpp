@@ -57,14 +57,17 @@ void check_same_shape(const HierParams<T, Ls>& p, HierParams<T, Ls>& g) {
 ///   recon = sum over hierarchies c > 1 of the mean cross entropy of to_recon(embeds) against
 ///           the c tokens each row covers (left-padded with 0; always ignoring 0, as the original)
 ///   ar    = sum over hierarchies c > 1 of 1 - mean cosine(Linear(e)[:-1], e[1:])
-/// With `grad`, d total / d parameter is ADDED into grad's parameters.
+/// With `grad`, d total / d parameter is ADDED into grad's parameters. Without, it runs on an
+/// inference tape (ad::no_grad): each sequence's intermediates are freed once its loss terms are
+/// formed, and the TTT mixers run their layer's plain forward.
 template <class T, class Ls>
 Losses loss(const HierParams<T, Ls>& p, const std::vector<std::vector<int64_t>>& batch, HierParams<T, Ls>* grad = nullptr) {
   using V = ad::Var<T>;
   const HierConfig& cfg = p.cfg;
   if (batch.empty()) throw ShapeError("HierarchicalTransformer::loss: empty batch");
   if (grad) detail::check_same_shape(p, *grad);
-  ad::Tape<T> tape;
+  ad::Tape<T> grad_tape, eval_tape{ad::no_grad};
+  ad::Tape<T>& tape = grad ? grad_tape : eval_tape;
   detail::Leaves<T, Ls> leaves(tape, p, grad);
   const int64_t H = cfg.num_hierarchies(), Vn = cfg.num_tokens;
   std::vector<V> ce_parts;
@@ -77,8 +80,11 @@ Losses loss(const HierParams<T, Ls>& p, const std::vector<std::vector<int64_t>>&
       throw ShapeError("HierarchicalTransformer::loss: sequence " + std::to_string(b) + " has " +
                        std::to_string(seq.size()) + " tokens; the loss needs at least 2");
     const std::vector<int64_t> in(seq.begin(), seq.end() - 1), labels(seq.begin() + 1, seq.end());
+    const size_t mark = tape.size();
+    std::vector<V> terms_b;  // this sequence's 1 x 1 loss terms: all an inference tape keeps of it
     detail::Graph<T> g = detail::build(p, leaves, in);
     ce_parts.push_back(ad::cross_entropy_sum(g.logits, labels, cfg.ignore_index));
+    terms_b.push_back(ce_parts.back());
     ce_count += ad::count_targets(labels, cfg.ignore_index);
     const int64_t n = int64_t(in.size());
     for (int64_t h = 0; h < H; ++h) {
@@ -96,12 +102,17 @@ Losses loss(const HierParams<T, Ls>& p, const std::vector<std::vector<int64_t>>&
           }
           rec_count[size_t(h)] += ad::count_targets(tgt, 0);
           rec_parts[size_t(h)].push_back(ad::cross_entropy_sum(ad::cols(rl, i * Vn, Vn), std::move(tgt), int64_t(0)));
+          terms_b.push_back(rec_parts[size_t(h)].back());
         }
       }
       const V pred = ad::linear(e, leaves(p.hpred_w[size_t(h)]), leaves(p.hpred_b[size_t(h)]));
-      if (Lh > 1) ar_parts[size_t(h)].push_back(ad::cosine_sum(ad::rows(pred, 0, Lh - 1), ad::rows(e, 1, Lh - 1)));
+      if (Lh > 1) {
+        ar_parts[size_t(h)].push_back(ad::cosine_sum(ad::rows(pred, 0, Lh - 1), ad::rows(e, 1, Lh - 1)));
+        terms_b.push_back(ar_parts[size_t(h)].back());
+      }
       ar_count[size_t(h)] += Lh - 1;
     }
+    tape.release(mark, terms_b);  // (nothing on a gradient tape)
   }
   auto total_of = [](const std::vector<V>& parts) { return parts.size() == 1 ? parts[0] : ad::sum(ad::concat_rows(parts)); };
   // PyTorch's mean: sum over the non-ignored targets / their count (0 / 0 = nan when none)
