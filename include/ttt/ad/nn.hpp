@@ -23,41 +23,36 @@ namespace ttt::ad {
 
 // ---- pointwise --------------------------------------------------------------------------------
 
+namespace detail {
+/// An activation op: y = act(x) and the VJP dy o act'(x), both row-parallel (by_rows). act and
+/// grad map a block of rows of x to an Eigen expression of its shape.
+template <class T, class Act, class Grad>
+Var<T> activation(Var<T> x, Act act, Grad grad) {
+  const Matrix<T>& xv = x.value();
+  Matrix<T> y(xv.rows(), xv.cols());
+  by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) { y.middleRows(r0, r1 - r0) = act(xv.middleRows(r0, r1 - r0)); });
+  return x.tape->record(std::move(y), x.requires_grad(), [x, grad](const Matrix<T>& dy, Tape<T>& t) {
+    const Matrix<T>& xv = x.value();
+    Matrix<T> g(xv.rows(), xv.cols());
+    by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
+      g.middleRows(r0, r1 - r0) = dy.middleRows(r0, r1 - r0).cwiseProduct(grad(xv.middleRows(r0, r1 - r0)));
+    });
+    t.accumulate(x, g);
+  });
+}
+}  // namespace detail
+
 /// GELU with the exact erf form (torch.nn.GELU()): blocks::gelu_erf / gelu_erf_grad, vectorised
 /// (the scalar act(Act::gelu) per element: ~12 ns each, 25x the vectorised form with AVX-512).
 template <class T>
 Var<T> gelu(Var<T> x) {
-  const Matrix<T>& xv = x.value();
-  Matrix<T> y(xv.rows(), xv.cols());
-  detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
-    y.middleRows(r0, r1 - r0) = blocks::gelu_erf(xv.middleRows(r0, r1 - r0));
-  });
-  return x.tape->record(std::move(y), x.requires_grad(), [x](const Matrix<T>& dy, Tape<T>& t) {
-    const Matrix<T>& xv = x.value();
-    Matrix<T> g(xv.rows(), xv.cols());
-    detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
-      g.middleRows(r0, r1 - r0) = dy.middleRows(r0, r1 - r0).cwiseProduct(blocks::gelu_erf_grad(xv.middleRows(r0, r1 - r0)));
-    });
-    t.accumulate(x, g);
-  });
+  return detail::activation<T>(x, [](const auto& b) { return blocks::gelu_erf(b); }, [](const auto& b) { return blocks::gelu_erf_grad(b); });
 }
 
 /// SiLU: x * sigmoid(x), blocks::silu / silu_grad.
 template <class T>
 Var<T> silu(Var<T> x) {
-  const Matrix<T>& xv = x.value();
-  Matrix<T> y(xv.rows(), xv.cols());
-  detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
-    y.middleRows(r0, r1 - r0) = blocks::silu(xv.middleRows(r0, r1 - r0));
-  });
-  return x.tape->record(std::move(y), x.requires_grad(), [x](const Matrix<T>& dy, Tape<T>& t) {
-    const Matrix<T>& xv = x.value();
-    Matrix<T> g(xv.rows(), xv.cols());
-    detail::by_rows(xv.rows(), xv.cols(), [&](Eigen::Index r0, Eigen::Index r1) {
-      g.middleRows(r0, r1 - r0) = dy.middleRows(r0, r1 - r0).cwiseProduct(blocks::silu_grad(xv.middleRows(r0, r1 - r0)));
-    });
-    t.accumulate(x, g);
-  });
+  return detail::activation<T>(x, [](const auto& b) { return blocks::silu(b); }, [](const auto& b) { return blocks::silu_grad(b); });
 }
 
 // ---- norms ------------------------------------------------------------------------------------
@@ -145,17 +140,17 @@ Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
     const Eigen::Index n = xv.rows(), in = xv.cols(), m = (n + stride - 1) / stride;
     Matrix<T> Xc(m, in * k);
     detail::by_rows(m, in * k, [&](Eigen::Index r0, Eigen::Index r1) {
-    for (Eigen::Index r = r0; r < r1; ++r)
-      for (int64_t j = 0; j < k; ++j) {
-        const Eigen::Index s = r * stride - k + 1 + j;
-        T* dst = Xc.data() + r * in * k + j;
-        if (s < 0 || s >= n) {
-          for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = T(0);
-        } else {
-          const T* src = xv.data() + s * in;
-          for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = src[i];
+      for (Eigen::Index r = r0; r < r1; ++r)
+        for (int64_t j = 0; j < k; ++j) {
+          const Eigen::Index s = r * stride - k + 1 + j;
+          T* dst = Xc.data() + r * in * k + j;
+          if (s < 0 || s >= n) {
+            for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = T(0);
+          } else {
+            const T* src = xv.data() + s * in;
+            for (Eigen::Index i = 0; i < in; ++i) dst[i * k] = src[i];
+          }
         }
-      }
     });
     return Xc;
   };

@@ -258,6 +258,27 @@ ad::Var<T> block(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierPar
   return out;
 }
 
+/// The merge after a layer: the hierarchies' rows side by side, normed, through the merge MLP,
+/// added back to every hierarchy (hierarchy_merge_all; strided ones read every s-th row) or to
+/// the predicting one.
+template <class T, class Ls>
+void merge(const HierConfig& cfg, Leaves<T, Ls>& P, const typename HierParams<T, Ls>::Merge& mg, std::vector<ad::Var<T>>& tok) {
+  ad::Var<T> pooled = ad::l2_rms_norm(hierarchical_cat(cfg, tok), P(mg.gamma));
+  pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
+  if (!cfg.hierarchy_merge_all) {
+    tok[size_t(cfg.predict_index())] = ad::add(tok[size_t(cfg.predict_index())], pooled);
+    return;
+  }
+  int64_t c0 = 0;
+  for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
+    const int64_t d = cfg.dim_of(h), s = cfg.stride(h), Lh = tok[size_t(h)].rows();
+    std::vector<int64_t> idx(static_cast<size_t>(Lh));
+    for (int64_t k = 0; k < Lh; ++k) idx[size_t(k)] = k * s < pooled.rows() ? k * s : -1;
+    tok[size_t(h)] = ad::add(tok[size_t(h)], ad::gather_rows(ad::cols(pooled, c0, d), std::move(idx)));
+    c0 += d;
+  }
+}
+
 /// The whole model on one sequence `ids` (checked: 1 .. seq_len tokens inside the vocabulary),
 /// its parameters entering through P (and its taps, P.tap).
 template <class T, class Ls>
@@ -299,25 +320,7 @@ Graph<T> build(const HierParams<T, Ls>& p, Leaves<T, Ls>& P, const std::vector<i
                              h, tok[size_t(h)]);
       if (P.tap) P.tap->block_out[size_t(l)][size_t(h)] = tok[size_t(h)].value();
     }
-    if (!cfg.need_merge()) {
-      P.tape.release(mark, tok);
-      continue;
-    }
-    const auto& mg = p.merges[size_t(l)];
-    V pooled = ad::l2_rms_norm(detail::hierarchical_cat(cfg, tok), P(mg.gamma));
-    pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
-    if (cfg.hierarchy_merge_all) {
-      int64_t c0 = 0;
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t d = cfg.dim_of(h), s = cfg.stride(h), Lh = tok[size_t(h)].rows();
-        std::vector<int64_t> idx(static_cast<size_t>(Lh));
-        for (int64_t k = 0; k < Lh; ++k) idx[size_t(k)] = k * s < pooled.rows() ? k * s : -1;
-        tok[size_t(h)] = ad::add(tok[size_t(h)], ad::gather_rows(ad::cols(pooled, c0, d), std::move(idx)));
-        c0 += d;
-      }
-    } else {
-      tok[size_t(pi)] = ad::add(tok[size_t(pi)], pooled);
-    }
+    if (cfg.need_merge()) detail::merge(cfg, P, p.merges[size_t(l)], tok);
     P.tape.release(mark, tok);
   }
   for (int64_t h = 0; h < H; ++h)
