@@ -1,0 +1,175 @@
+// The CUDA scans (kernels/cuda/scan.cuh) on a GPU, timed with CUDA events (Google Benchmark's
+// manual time): TTT-Linear's and TTT-MLP's prefill scan (fp32 and bf16 inputs) at the
+// 125m-shaped model's heads (12 heads of 64) for 2k, 8k and 32k tokens and batches 1..64, next
+// to cuBLAS's fp32 GEMM (SGEMM) of the same FLOPs measured in the same run; decode ms/token at
+// batch 1 and 64. benchmarks/README.md has the numbers and the command (scripts/gpu_check.sh).
+//
+// FLOPs per token and head, mini-batch b, head dim f (inner::Linear / inner::MLP's
+// flops_per_token, the counts the CPU benchmarks use):
+//   TTT-Linear  6 f^2 + 2 b f + 20 f      (Z, XQ W, the gradient's step; the dual form's two
+//                                          masked products; LayerNorm rows)
+//   TTT-MLP     56 f^2 + 20 b f + 60 f    (seven f x 4f products, the masked products of both layers)
+// The GEMM of the same FLOPs is square: n = cbrt(FLOPs / 2) rounded to a multiple of 32.
+#include <benchmark/benchmark.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ttt/kernels/cuda/scan.cuh>
+
+namespace {
+
+using ttt::cuda::Learner;
+
+constexpr int kHeads = 12, kF = 64, kMiniBatch = 16;
+
+double flops_per_token(Learner l, int f, int b) {
+  const double F = f, B = b;
+  return l == Learner::linear ? 6 * F * F + 2 * B * F + 20 * F : 56 * F * F + 20 * B * F + 60 * F;
+}
+
+struct Device {
+  void* p = nullptr;
+  explicit Device(size_t bytes) { ttt::cuda::check(cudaMalloc(&p, bytes), "cudaMalloc"); }
+  Device(const Device&) = delete;
+  ~Device() { cudaFree(p); }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+// Fills n floats with small values (a deterministic pattern; the timing does not depend on them).
+__global__ void fill(float* x, size_t n, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] = scale * (float((i * 2654435761u) % 1000u) / 500.f - 1.f);
+}
+__global__ void fill(__nv_bfloat16* x, size_t n, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] = __float2bfloat16(scale * (float((i * 2654435761u) % 1000u) / 500.f - 1.f));
+}
+template <class T>
+void fill_buffer(T* x, size_t n, float scale) {
+  fill<<<256, 256>>>(x, n, scale);
+  ttt::cuda::check(cudaGetLastError(), "fill");
+}
+
+// Times `run` with CUDA events per iteration.
+template <class F>
+void timed(benchmark::State& state, F run) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a), cudaEventCreate(&b);
+  run();  // warm-up
+  ttt::cuda::check(cudaDeviceSynchronize(), "warm-up");
+  for (auto _ : state) {
+    cudaEventRecord(a);
+    run();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    state.SetIterationTime(ms / 1e3);
+  }
+  ttt::cuda::check(cudaGetLastError(), "benchmark");
+  cudaEventDestroy(a), cudaEventDestroy(b);
+}
+
+// The tensors of one scan: B sequences x 12 heads of 64, L rows.
+template <class T>
+struct ScanProblem {
+  int BH, L, P;
+  Device q, k, v, lr, eta, lnw, lnb, theta, gacc, z;
+  ScanProblem(Learner l, int B, int L_)
+      : BH(B * kHeads), L(L_), P(ttt::cuda::state_size(l, kF)),
+        q(sizeof(T) * size_t(BH) * L * kF), k(sizeof(T) * size_t(BH) * L * kF), v(sizeof(T) * size_t(BH) * L * kF),
+        lr(sizeof(float) * size_t(BH) * L), eta(sizeof(float) * size_t(L)), lnw(sizeof(float) * kHeads * kF),
+        lnb(sizeof(float) * kHeads * kF), theta(sizeof(float) * size_t(BH) * P), gacc(sizeof(float) * size_t(BH) * P),
+        z(sizeof(float) * size_t(BH) * L * kF) {
+    fill_buffer(q.as<T>(), size_t(BH) * L * kF, 1.f), fill_buffer(k.as<T>(), size_t(BH) * L * kF, 1.f);
+    fill_buffer(v.as<T>(), size_t(BH) * L * kF, 1.f), fill_buffer(lr.as<float>(), size_t(BH) * L, 0.01f);
+    fill_buffer(eta.as<float>(), size_t(L), 0.5f), fill_buffer(lnw.as<float>(), kHeads * kF, 1.f);
+    fill_buffer(lnb.as<float>(), kHeads * kF, 0.1f), fill_buffer(theta.as<float>(), size_t(BH) * P, 0.02f);
+    ttt::cuda::check(cudaMemset(gacc.p, 0, sizeof(float) * size_t(BH) * P), "cudaMemset");
+  }
+  ttt::cuda::ScanArgs<T> args(int rows, int pos0) const {
+    ttt::cuda::ScanArgs<T> a;
+    a.BH = BH, a.heads = kHeads, a.L = rows, a.f = kF, a.mini_batch = kMiniBatch, a.pos0 = pos0;
+    a.XQ = q.as<T>(), a.XK = k.as<T>(), a.XV = v.as<T>(), a.token_eta = eta.as<float>(), a.lr = lr.as<float>();
+    a.ln_w = lnw.as<float>(), a.ln_b = lnb.as<float>(), a.theta = theta.as<float>(), a.gacc = gacc.as<float>();
+    a.Zq = z.as<float>();
+    return a;
+  }
+};
+
+// Prefill scan: args = {batch, tokens}.
+template <Learner K, class T>
+void BM_scan(benchmark::State& state) {
+  const int B = int(state.range(0)), L = int(state.range(1));
+  ScanProblem<T> p(K, B, L);
+  const auto a = p.args(L, 0);
+  timed(state, [&] { ttt::cuda::scan(K, a); });
+  const double flops = flops_per_token(K, kF, kMiniBatch) * double(p.BH) * L;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(double(B) * L, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["on_chip"] = ttt::cuda::state_fits_on_chip(K, kF, kMiniBatch) ? 1 : 0;
+}
+
+// Decode: one token per sequence per step, 64 steps per iteration (every position of 4
+// mini-batches); args = {batch}. Reports ms per token step.
+template <Learner K>
+void BM_decode(benchmark::State& state) {
+  const int B = int(state.range(0)), steps = 64;
+  ScanProblem<float> p(K, B, 1);
+  timed(state, [&] {
+    for (int t = 0; t < steps; ++t) ttt::cuda::decode(K, p.args(1, t));
+  });
+  state.counters["ms/token"] =
+      benchmark::Counter(1e3 / steps, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["tokens/s"] = benchmark::Counter(double(B) * steps, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// cuBLAS SGEMM (fp32, no tensor cores) of the FLOPs of BM_scan<K> at {batch, tokens}: a square
+// n x n x n product, n = cbrt(FLOPs / 2) rounded to a multiple of 32.
+template <Learner K>
+void BM_cublas_same_flops(benchmark::State& state) {
+  const int B = int(state.range(0)), L = int(state.range(1));
+  const double flops = flops_per_token(K, kF, kMiniBatch) * double(B) * kHeads * L;
+  const int n = std::max(32, int(std::lround(std::cbrt(flops / 2) / 32)) * 32);
+  Device a(sizeof(float) * size_t(n) * n), b(sizeof(float) * size_t(n) * n), c(sizeof(float) * size_t(n) * n);
+  fill_buffer(a.as<float>(), size_t(n) * n, 1.f), fill_buffer(b.as<float>(), size_t(n) * n, 1.f);
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasCreate failed");
+  cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH);  // plain fp32: no TF32 tensor cores
+  const float one = 1, zero = 0;
+  timed(state, [&] {
+    if (cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.as<float>(), n, b.as<float>(), n, &zero,
+                    c.as<float>(), n) != CUBLAS_STATUS_SUCCESS)
+      throw std::runtime_error("cublasSgemm failed");
+  });
+  cublasDestroy(h);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["n"] = n;
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  for (int B : {1, 8, 64}) b->Args({B, 2048});
+  b->Args({1, 8192})->Args({1, 32768})->Args({8, 8192});
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK(BM_scan<Learner::linear, float>)->Apply(shapes);
+BENCHMARK(BM_scan<Learner::linear, __nv_bfloat16>)->Apply(shapes);
+BENCHMARK(BM_cublas_same_flops<Learner::linear>)->Apply(shapes);
+BENCHMARK(BM_scan<Learner::mlp, float>)->Apply(shapes);
+BENCHMARK(BM_scan<Learner::mlp, __nv_bfloat16>)->Apply(shapes);
+BENCHMARK(BM_cublas_same_flops<Learner::mlp>)->Apply(shapes);
+BENCHMARK(BM_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode<Learner::mlp>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,147 @@
+#pragma once
+/// \file kernels/cuda/scan.cuh
+/// The TTT scans on the GPU, compiled in the user's own .cu translation unit: TTT-Linear's and
+/// TTT-MLP's prefill scan and decode step. One thread block per (sequence, head) walks the rows
+/// of a chunk mini-batch by mini-batch, running the block phases of kernels/tile/linear.hpp or
+/// kernels/tile/mlp.hpp (the same source the CPU tests run on a HostBlock against the library's
+/// dual forms), fp32 arithmetic and state, fp32 / bf16 / fp16 inputs.
+///
+/// - **prefill** (`scan`): the inner weights are copied into shared memory at the chunk's start and
+///   stay there for the whole chunk (written back at its end), with the mini-batch's tiles beside
+///   them; where they do not fit (TTT-MLP at head dim 128: 0.5 MiB per head) they are read and
+///   written in global memory (L2) and only the tiles are on chip.
+/// - **decode** (`decode`): the same phases with the state in global memory, for a step of one (or
+///   a few) tokens for a batch of sequences.
+/// A chunk may start mid-mini-batch from a carried state (theta, gacc), as on the CPU, so chunked
+/// prefill followed by decode equals one forward.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+#include "../../core/error.hpp"
+#include "../tile/linear.hpp"
+#include "../tile/mlp.hpp"
+
+namespace ttt::cuda {
+
+/// The inner learner a scan runs.
+enum class Learner { linear, mlp };
+
+/// Values of one head's state: W, b (TTT-Linear) or W1, b1, W2, b2 (TTT-MLP, hidden 4f).
+inline int state_size(Learner l, int f) { return l == Learner::linear ? f * f + f : 8 * f * f + 5 * f; }
+
+/// One chunk of rows for BH = sequences x heads, row-major, device pointers; block i is sequence
+/// i / heads, head i % heads. T: float, __nv_bfloat16 or __half (cuda_bf16.h / cuda_fp16.h).
+template <class T>
+struct ScanArgs {
+  int BH = 0, heads = 1;             ///< blocks; heads (ln_w, ln_b are per head)
+  int L = 0, f = 0;                  ///< rows of the chunk; head dim
+  int mini_batch = 16, pos0 = 0;     ///< mini-batch size; position of the chunk's first row
+  const T* XQ = nullptr;             ///< [BH, L, f] queries (after RoPE)
+  const T* XK = nullptr;             ///< [BH, L, f] keys
+  const T* XV = nullptr;             ///< [BH, L, f] values
+  const float* token_eta = nullptr;  ///< [L] the eta factor of each row's position
+  const float* lr = nullptr;         ///< [BH, L] the learning-rate gate per row
+  const float* ln_w = nullptr;       ///< [heads, f] the inner loss's LayerNorm weight
+  const float* ln_b = nullptr;       ///< [heads, f] ... and bias
+  float* theta = nullptr;            ///< [BH, state_size] at the current mini-batch's start (in/out)
+  float* gacc = nullptr;             ///< [BH, state_size] the accumulated gradient (in/out)
+  float* Zq = nullptr;               ///< [BH, L, f] out: the inner model's output for the queries
+};
+
+/// A CUDA thread block as tile/block.hpp's Block: every thread runs its share, then a barrier.
+struct DeviceBlock {
+  template <class F>
+  __device__ void each(F&& f) const {
+    f(int(threadIdx.x), int(blockDim.x));
+    __syncthreads();
+  }
+};
+
+/// The kernel: block blockIdx.x runs one head's scan (a template so that several .cu files can
+/// include this header).
+template <Learner K, class T>
+__global__ void scan_kernel(ScanArgs<T> a, bool state_on_chip) {
+  extern __shared__ float ws[];
+  const int bh = blockIdx.x, f = a.f, P = K == Learner::linear ? f * f + f : 8 * f * f + 5 * f;
+  const size_t rows = size_t(bh) * size_t(a.L) * size_t(f);
+  const float *ln_w = a.ln_w + (bh % a.heads) * f, *ln_b = a.ln_b + (bh % a.heads) * f;
+  const float* lr = a.lr + size_t(bh) * a.L;
+  float *theta = a.theta + size_t(bh) * P, *gacc = a.gacc + size_t(bh) * P;
+  if constexpr (K == Learner::linear)
+    tile::linear_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, a.pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
+                            a.token_eta, lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
+  else
+    tile::mlp_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, a.pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
+                         a.token_eta, lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
+}
+
+/// Throws ttt::Error naming `what` unless `e` is cudaSuccess.
+inline void check(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) throw Error(what + ": " + cudaGetErrorString(e));
+}
+
+/// Bytes of shared memory a scan takes (state on chip or not).
+inline size_t scan_shared_bytes(Learner l, int f, int mini_batch, bool state_on_chip) {
+  return sizeof(float) * (l == Learner::linear ? tile::linear_scan_workspace(f, mini_batch, state_on_chip)
+                                               : tile::mlp_scan_workspace(f, mini_batch, state_on_chip));
+}
+
+/// Where the scan keeps the state.
+enum class State { automatic, on_chip, global };
+
+namespace detail {
+template <Learner K, class T>
+void launch(const ScanArgs<T>& a, State where, int threads, cudaStream_t stream, const char* what) {
+  const std::string name = std::string("cuda::") + what + (K == Learner::linear ? " (TTT-Linear)" : " (TTT-MLP)");
+  if (a.BH < 1 || a.heads < 1 || a.L < 0 || a.f < 1 || a.mini_batch < 1 || a.pos0 < 0 || threads < 1 || threads > 1024)
+    throw Error(name + ": BH, heads, f and mini_batch must be >= 1, L and pos0 >= 0, threads in [1, 1024] (got BH " +
+                std::to_string(a.BH) + ", heads " + std::to_string(a.heads) + ", L " + std::to_string(a.L) + ", f " +
+                std::to_string(a.f) + ", mini_batch " + std::to_string(a.mini_batch) + ", pos0 " +
+                std::to_string(a.pos0) + ", threads " + std::to_string(threads) + ")");
+  if (a.BH % a.heads != 0)
+    throw Error(name + ": BH (" + std::to_string(a.BH) + ") is not a multiple of heads (" + std::to_string(a.heads) + ")");
+  if (a.L == 0) return;
+  int device = 0, max_bytes = 0;
+  check(cudaGetDevice(&device), name);
+  check(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), name);
+  const bool chip = where == State::on_chip ||
+                    (where == State::automatic && scan_shared_bytes(K, a.f, a.mini_batch, true) <= size_t(max_bytes));
+  const size_t bytes = scan_shared_bytes(K, a.f, a.mini_batch, chip);
+  if (bytes > size_t(max_bytes))
+    throw Error(name + ": head dim " + std::to_string(a.f) + " with mini-batch " + std::to_string(a.mini_batch) +
+                " needs " + std::to_string(bytes) + " bytes of shared memory per block" +
+                (chip ? " with the state on chip" : "") + "; this device allows " + std::to_string(max_bytes));
+  auto kernel = scan_kernel<K, T>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), name);
+  kernel<<<a.BH, threads, bytes, stream>>>(a, chip);
+  check(cudaGetLastError(), name + " launch");
+}
+}  // namespace detail
+
+/// Whether a prefill scan keeps the state on chip on the current device (State::automatic).
+inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
+  int device = 0, max_bytes = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  return scan_shared_bytes(l, f, mini_batch, true) <= size_t(max_bytes);
+}
+
+/// The prefill scan over a chunk (asynchronous on `stream`): the state on chip where it fits
+/// (State::automatic), or where `where` says. Bad arguments and launch errors throw ttt::Error.
+template <class T>
+void scan(Learner l, const ScanArgs<T>& a, State where = State::automatic, int threads = 256,
+          cudaStream_t stream = nullptr) {
+  if (l == Learner::linear) detail::launch<Learner::linear>(a, where, threads, stream, "scan");
+  else detail::launch<Learner::mlp>(a, where, threads, stream, "scan");
+}
+
+/// A decode step (usually a.L = 1 token per sequence): the state stays in global memory.
+template <class T>
+void decode(Learner l, const ScanArgs<T>& a, int threads = 256, cudaStream_t stream = nullptr) {
+  if (l == Learner::linear) detail::launch<Learner::linear>(a, State::global, threads, stream, "decode");
+  else detail::launch<Learner::mlp>(a, State::global, threads, stream, "decode");
+}
+
+}  // namespace ttt::cuda

@@ -1,0 +1,69 @@
+#pragma once
+/// \file kernels/tile/linear.hpp
+/// TTT-Linear's scan over one head, written as a thread block's phases (tile/block.hpp): the
+/// kernel of kernels/cuda/scan.cuh runs it with a CUDA block, the CPU tests with a HostBlock
+/// against inner::Linear::dual_form. The state theta = (W [f, f], b [f]) is at the current
+/// mini-batch's start, the accumulated gradient gacc = (gW, gb) zero at a mini-batch's start
+/// (inner/linear.hpp). Per segment of n <= mini_batch rows of one mini-batch:
+///
+///   Z = XK W + b,   G = ln_l2_grad(Z, XV - XK)                        (row by row)
+///   A[t, j] = eta_t lr_j (XQ[t].XK[j] + 1), j <= t
+///   Zq = XQ W + b - A G - eta_t (XQ gW + gb)                          (the last term mid-mini-batch)
+///   D = XK^T diag(lr) G; at the mini-batch's end W -= eta_end (gacc + D), gacc = 0; else gacc += D
+///
+/// A chunk may start and end anywhere (pos0): the carried (theta, gacc) make chunked prefill and
+/// decode equal to one forward, as on the CPU.
+#include <cstddef>
+
+#include "block.hpp"
+#include "rows.hpp"
+
+namespace ttt::tile {
+
+/// Values of the workspace the scan needs: the state when it is kept there, five mini_batch x f
+/// tiles and the mini_batch x mini_batch matrix A.
+inline size_t linear_scan_workspace(int f, int mini_batch, bool state_in_workspace) {
+  return (state_in_workspace ? size_t(f) * f + f : 0) + 5 * size_t(mini_batch) * f + size_t(mini_batch) * mini_batch;
+}
+
+/// One head's scan over a chunk of L rows starting at position pos0 (row-major [L, f] inputs of
+/// type T, fp32 or narrower on the GPU; compute type S). theta, gacc: the carried state (in/out).
+/// `ws`: linear_scan_workspace(f, mini_batch, state_in_workspace) values (shared memory on the
+/// GPU); `state_in_workspace`: W and b are copied there for the chunk (on chip) and back at its
+/// end, else they are read and written where theta is (decode: state in global memory).
+template <class Block, class S, class T>
+TTT_HOST_DEVICE void linear_scan_block(const Block& blk, int L, int f, int mini_batch, int pos0, const T* XQ,
+                                       const T* XK, const T* XV, const S* token_eta, const S* lr, const S* ln_w,
+                                       const S* ln_b, S* theta, S* gacc, S* Zq, S* ws, bool state_in_workspace) {
+  const int mb = mini_batch, P = f * f + f;
+  S* W = state_in_workspace ? ws : theta;
+  S* Q = ws + (state_in_workspace ? P : 0);
+  S *K = Q + mb * f, *Tg = K + mb * f, *Z = Tg + mb * f, *G = Z + mb * f, *A = G + mb * f;
+  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, theta, W); });
+  for (int r0 = 0; r0 < L;) {
+    const int phase = (pos0 + r0) % mb;
+    const int n = mb - phase < L - r0 ? mb - phase : L - r0;
+    const bool fresh = phase == 0, ends = phase + n == mb;
+    const T *q = XQ + size_t(r0) * f, *k = XK + size_t(r0) * f, *v = XV + size_t(r0) * f;
+    const S *eta = token_eta + r0, *lr_ = lr + r0;
+    blk.each([&](int tid, int nt) {
+      for (int o = tid; o < n * f; o += nt) {
+        const S kv = static_cast<S>(k[o]);
+        Q[o] = static_cast<S>(q[o]), K[o] = kv, Tg[o] = static_cast<S>(v[o]) - kv;
+      }
+    });
+    blk.each([&](int tid, int nt) { gemm_share(tid, nt, n, f, f, MatRef<S>{K, f}, MatRef<S>{W, f}, W + f * f, Z); });
+    blk.each([&](int tid, int nt) {
+      for (int r = tid; r < n; r += nt) ln_l2_grad_row(Z + r * f, Tg + r * f, ln_w, ln_b, f, G + r * f);
+      dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A);
+    });
+    blk.each([&](int tid, int nt) {
+      dual_out_share(tid, nt, n, f, f, Q, W, gacc, fresh, A, G, eta, Zq + size_t(r0) * f, f, [](int, S v) { return v; });
+    });
+    blk.each([&](int tid, int nt) { update_share(tid, nt, n, f, f, K, G, lr_, fresh, ends, eta[n - 1], W, gacc); });
+    r0 += n;
+  }
+  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, W, theta); });
+}
+
+}  // namespace ttt::tile
