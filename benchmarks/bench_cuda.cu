@@ -2,7 +2,9 @@
 // manual time): TTT-Linear's and TTT-MLP's prefill scan (fp32 and bf16 inputs) at the
 // 125m-shaped model's heads (12 heads of 64) for 2k, 8k and 32k tokens and batches 1..64, next
 // to cuBLAS's fp32 GEMM (SGEMM) of the same FLOPs measured in the same run; decode ms/token at
-// batch 1 and 64. benchmarks/README.md has the numbers and the command (scripts/gpu_check.sh).
+// batch 1 and 64; the 125m-shaped model (models/cuda/model.hpp, random weights): prefill tokens/s
+// at 2k, 8k and 32k tokens, decode ms/token at batch 1 and 64. benchmarks/README.md has the
+// numbers and the command (scripts/gpu_check.sh).
 //
 // FLOPs per token and head, mini-batch b, head dim f (inner::Linear / inner::MLP's
 // flops_per_token, the counts the CPU benchmarks use):
@@ -15,11 +17,13 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <ttt/kernels/cuda/scan.cuh>
+#include <ttt/models/cuda/model.cuh>  // this program's one .cu file: it defines the model's members
 
 namespace {
 
@@ -86,12 +90,12 @@ struct ScanProblem {
   ScanProblem(Learner l, int B, int L_)
       : BH(B * kHeads), L(L_), P(ttt::cuda::state_size(l, kF)),
         q(sizeof(T) * size_t(BH) * L * kF), k(sizeof(T) * size_t(BH) * L * kF), v(sizeof(T) * size_t(BH) * L * kF),
-        lr(sizeof(float) * size_t(BH) * L), eta(sizeof(float) * size_t(L)), lnw(sizeof(float) * kHeads * kF),
+        lr(sizeof(float) * size_t(BH) * L), eta(sizeof(float) * kMiniBatch), lnw(sizeof(float) * kHeads * kF),
         lnb(sizeof(float) * kHeads * kF), theta(sizeof(float) * size_t(BH) * P), gacc(sizeof(float) * size_t(BH) * P),
         z(sizeof(float) * size_t(BH) * L * kF) {
     fill_buffer(q.as<T>(), size_t(BH) * L * kF, 1.f), fill_buffer(k.as<T>(), size_t(BH) * L * kF, 1.f);
     fill_buffer(v.as<T>(), size_t(BH) * L * kF, 1.f), fill_buffer(lr.as<float>(), size_t(BH) * L, 0.01f);
-    fill_buffer(eta.as<float>(), size_t(L), 0.5f), fill_buffer(lnw.as<float>(), kHeads * kF, 1.f);
+    fill_buffer(eta.as<float>(), kMiniBatch, 0.5f), fill_buffer(lnw.as<float>(), kHeads * kF, 1.f);
     fill_buffer(lnb.as<float>(), kHeads * kF, 0.1f), fill_buffer(theta.as<float>(), size_t(BH) * P, 0.02f);
     ttt::cuda::check(cudaMemset(gacc.p, 0, sizeof(float) * size_t(BH) * P), "cudaMemset");
   }
@@ -155,6 +159,81 @@ void BM_cublas_same_flops(benchmark::State& state) {
   state.counters["n"] = n;
 }
 
+// ---- the 125m-shaped model (768 wide, 12 layers of 12 heads, SwiGLU 2048, vocabulary 32000) ----
+
+// Random weights of that shape (normal(0, 0.02) for the matrices, ones for the norms).
+ttt::cuda::ModelWeights model_125m(Learner l) {
+  ttt::cuda::ModelWeights w;
+  w.learner = l == Learner::linear ? "linear" : "mlp";
+  w.C = 768, w.H = kHeads, w.f = kF, w.mini_batch = kMiniBatch, w.I = 2048, w.V = 32000;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> N(0.f, 0.02f);
+  auto randn = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = N(rng);
+    return v;
+  };
+  const size_t C = size_t(w.C);
+  w.embed = randn(size_t(w.V) * C), w.norm.assign(C, 1.f);
+  for (int i = 0; i < 12; ++i) {
+    ttt::cuda::LayerWeights L;
+    L.seq_norm.assign(C, 1.f), L.ffn_norm.assign(C, 1.f);
+    L.q = randn(C * C), L.k = randn(C * C), L.v = randn(C * C), L.o = randn(C * C);
+    L.lr_w = randn(size_t(kHeads) * C), L.lr_b.assign(kHeads, 0.f), L.token_idx.assign(kMiniBatch, 0.f);
+    L.ln_w.assign(C, 1.f), L.ln_b.assign(C, 0.f), L.post_w.assign(C, 1.f), L.post_b.assign(C, 0.f);
+    L.theta0 = randn(size_t(kHeads) * ttt::cuda::state_size(l, kF));
+    L.gate = randn(size_t(w.I) * C), L.up = randn(size_t(w.I) * C), L.down = randn(C * size_t(w.I));
+    w.layers.push_back(std::move(L));
+  }
+  return w;
+}
+
+// FLOPs of one token through the model: per layer the projections q, k, v, o (8 C^2), the
+// learning-rate gate (2 C H), the scan (H x flops_per_token), SwiGLU (6 C I); then the LM head (2 C V).
+double model_flops_per_token(Learner l) {
+  const double C = 768, I = 2048, V = 32000;
+  return 12 * (8 * C * C + 2 * C * kHeads + kHeads * flops_per_token(l, kF, kMiniBatch) + 6 * C * I) + 2 * C * V;
+}
+
+// Prefill of one prompt of `tokens` (the last row's logits); args = {tokens}.
+template <Learner K>
+void BM_model_prefill(benchmark::State& state) {
+  const int L = int(state.range(0));
+  static const ttt::cuda::Model model(model_125m(K));
+  std::vector<int64_t> ids(static_cast<size_t>(L));
+  for (int t = 0; t < L; ++t) ids[size_t(t)] = (t * 7919) % 32000;
+  std::vector<float> logits(32000);
+  timed(state, [&] {
+    auto st = model.new_state(1);
+    model.forward(st, ids.data(), L, logits.data(), ttt::cuda::LogitRows::last);
+  });
+  state.counters["tokens/s"] = benchmark::Counter(double(L), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(model_flops_per_token(K) * L * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Decode: one token for each of `batch` sequences per step, 32 steps after a prompt of 64 tokens;
+// args = {batch}. Reports ms per step (every sequence gets one token per step).
+template <Learner K>
+void BM_model_decode(benchmark::State& state) {
+  const int B = int(state.range(0)), steps = 32;
+  static const ttt::cuda::Model model(model_125m(K));
+  std::vector<int64_t> prompt(size_t(B) * 64), next(static_cast<size_t>(B));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int64_t((i * 7919) % 32000);
+  std::vector<float> logits(size_t(B) * 32000);
+  auto st = model.new_state(B);
+  model.forward(st, prompt.data(), 64, nullptr, ttt::cuda::LogitRows::none);
+  timed(state, [&] {
+    for (int s = 0; s < steps; ++s) {
+      for (int b = 0; b < B; ++b) next[size_t(b)] = (s * 31 + b) % 32000;
+      model.forward(st, next.data(), 1, logits.data());
+    }
+  });
+  state.counters["ms/token"] =
+      benchmark::Counter(1e3 / steps, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["tokens/s"] = benchmark::Counter(double(B) * steps, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int B : {1, 8, 64}) b->Args({B, 2048});
   b->Args({1, 8192})->Args({1, 32768})->Args({8, 8192});
@@ -169,6 +248,10 @@ BENCHMARK(BM_scan<Learner::mlp, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::mlp>)->Apply(shapes);
 BENCHMARK(BM_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode<Learner::mlp>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_model_prefill<Learner::linear>)->Arg(2048)->Arg(8192)->Arg(32768)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_model_prefill<Learner::mlp>)->Arg(2048)->Arg(8192)->Arg(32768)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_model_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_model_decode<Learner::mlp>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

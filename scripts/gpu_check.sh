@@ -1,38 +1,38 @@
 #!/usr/bin/env bash
-# The GPU check (issue 11), for a machine with an NVIDIA GPU: builds the CUDA test and benchmark
-# with nvcc straight from the include folder (no CMake; device machines may have no network and
-# no Debian packages), runs the parity test (tests/cuda/test_scan.cu: the GPU scans against the
-# same block phases on the host, fp32 / bf16 / fp16 inputs, prefill in chunks, prefill + decode)
-# and the benchmark (benchmarks/bench_cuda.cu, Google Benchmark + cuBLAS), then prints one summary.
-# A few minutes at most.
-#   scripts/gpu_check.sh [OUT_DIR]            build here and run (the device tool: OUT_DIR=$OUT)
-#   scripts/gpu_check.sh --build BIN_DIR      only build, for sm_80 and sm_90, on a machine with
-#                                             nvcc and no GPU; copies Google Benchmark's library
-#                                             and headers beside the programs
-#   TTT_GPU_BIN=BIN_DIR scripts/gpu_check.sh [OUT_DIR]   run the programs built by --build
-#                                             (rebuilt here if they do not start)
+# The GPU check (issue 11), for a machine with an NVIDIA GPU: runs the parity tests
+# (tests/cuda/test_scan.cu: the GPU scans against the same block phases on the host, fp32 / bf16 /
+# fp16 inputs, prefill in chunks, prefill + decode; tests/cuda/test_model.cpp: the GPU model's
+# logits against the CPU model's) and the benchmark (benchmarks/bench_cuda.cu: the scans next to
+# cuBLAS, the 125m-shaped model's prefill and decode), then prints one summary. A few minutes.
+#   scripts/gpu_check.sh --build BIN_DIR      build the three programs (CMake, sm_80 and sm_90) on
+#                                             any machine with nvcc and the project's packages (no
+#                                             GPU needed) into BIN_DIR, with the shared libraries
+#                                             they need that a bare GPU machine may lack
+#   TTT_GPU_BIN=BIN_DIR scripts/gpu_check.sh [OUT_DIR]   run them on the GPU machine (the device
+#                                             tool: OUT_DIR=$OUT)
+#   scripts/gpu_check.sh [OUT_DIR]            no BIN_DIR: build test_scan and bench_cuda here with
+#                                             nvcc from the include folder alone (a machine without
+#                                             the project's packages: test_model needs the CPU
+#                                             library and is skipped) and run them
 #   TTT_GPU_BENCH_ARGS='...'                  extra arguments for the benchmark
 # Exit status: 0 every check passed, 1 a check failed, 77 no GPU / no nvcc.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 
-# build DIR ARCH_FLAGS...: the two programs into DIR (the benchmark only where Google Benchmark's
-# header is: the system's, or the copy in DIR/include)
+# build DIR ARCH_FLAGS...: test_scan and (where Google Benchmark's header is) bench_cuda into DIR
+# with nvcc alone
 build() {
   local dir=$1
   shift
   mkdir -p "$dir"
   [ -x "$nvcc" ] || { echo "gpu_check: no nvcc (install the CUDA toolkit)"; return 77; }
-  local inc=() lib=(-lbenchmark)
-  if [ -f "$dir/include/benchmark/benchmark.h" ]; then inc=(-I"$dir/include"); lib=(-L"$dir" -l:libbenchmark.so.1debian); fi
   "$nvcc" -std=c++17 -O3 "$@" -I"$root/include" "$root/tests/cuda/test_scan.cu" -o "$dir/test_scan" \
     2>"$dir/test_scan.build.txt" &
-  local t=$!
-  local b=
-  if [ -f "$dir/include/benchmark/benchmark.h" ] || [ -f /usr/include/benchmark/benchmark.h ]; then
-    "$nvcc" -std=c++17 -O3 "$@" -I"$root/include" "${inc[@]}" "$root/benchmarks/bench_cuda.cu" "${lib[@]}" -lcublas \
-      -Xlinker -rpath='$ORIGIN' -o "$dir/bench_cuda" 2>"$dir/bench_cuda.build.txt" &
+  local t=$! b=
+  if [ -f /usr/include/benchmark/benchmark.h ]; then
+    "$nvcc" -std=c++17 -O3 "$@" -I"$root/include" "$root/benchmarks/bench_cuda.cu" -lbenchmark -lcublas \
+      -o "$dir/bench_cuda" 2>"$dir/bench_cuda.build.txt" &
     b=$!
   else
     echo "gpu_check: no Google Benchmark header: the benchmark is not built"
@@ -44,17 +44,24 @@ build() {
 }
 
 if [ "${1:-}" = --build ]; then
-  dir=${2:?usage: scripts/gpu_check.sh --build BIN_DIR}
-  mkdir -p "$dir/include"
-  if [ -f /usr/include/benchmark/benchmark.h ]; then
-    cp -r /usr/include/benchmark "$dir/include/"
-    cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$dir/" 2>/dev/null || cp -L "$(ldconfig -p | awk '/libbenchmark.so /{print $NF; exit}')" "$dir/libbenchmark.so.1debian"
-  fi
+  dir=$(mkdir -p "${2:?usage: scripts/gpu_check.sh --build BIN_DIR}" && cd "$2" && pwd)
+  [ -x "$nvcc" ] || { echo "gpu_check: no nvcc (install the CUDA toolkit)"; exit 77; }
   start=$(date +%s)
-  build "$dir" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
-  rc=$?
+  gen=()
+  cdir=${TTT_GPU_CMAKE_DIR:-$root/build-cuda}  # the CMake build tree (not in BIN_DIR, which travels)
+  command -v ninja >/dev/null && [ ! -f "$cdir/CMakeCache.txt" ] && gen=(-G Ninja)
+  cmake "${gen[@]}" -S "$root" -B "$cdir" -DCMAKE_BUILD_TYPE=Release -DTTT_ENABLE_CUDA=ON \
+    -DCMAKE_CUDA_COMPILER="$nvcc" -DTTT_BUILD_TESTS=ON -DTTT_BUILD_BENCHMARKS=ON -DTTT_BUILD_EXAMPLES=OFF >/dev/null || exit 1
+  cmake --build "$cdir" -j"${JOBS:-2}" --target test_cuda_scan test_cuda_model bench_cuda || exit 1
+  cp "$cdir/tests/cuda/test_cuda_scan" "$dir/test_scan"
+  cp "$cdir/tests/cuda/test_cuda_model" "$dir/test_model"
+  cp "$cdir/benchmarks/bench_cuda" "$dir/bench_cuda"
+  # the shared libraries a bare GPU machine may lack (Google Benchmark, OpenMP)
+  for p in "$dir/test_model" "$dir/bench_cuda"; do
+    ldd "$p" | awk '/libbenchmark|libgomp/ {print $3}' | while read -r l; do cp -L "$l" "$dir/"; done
+  done
   echo "gpu_check: built in $(($(date +%s) - start)) s into $dir"
-  exit $rc
+  exit 0
 fi
 
 out=${1:-$root/build-gpu}
@@ -65,7 +72,8 @@ summary=()
 bin=${TTT_GPU_BIN:-}
 if [ -n "$bin" ]; then
   export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-  if ldd "$bin/test_scan" "$bin/bench_cuda" 2>/dev/null | grep -q "not found"; then
+  if ldd "$bin/test_scan" "$bin/test_model" "$bin/bench_cuda" 2>/dev/null | grep -q "not found"; then
+    ldd "$bin/test_scan" "$bin/test_model" "$bin/bench_cuda" 2>/dev/null | grep "not found"
     echo "gpu_check: the programs in $bin do not start here; building them"
     bin=
   else
@@ -74,7 +82,6 @@ if [ -n "$bin" ]; then
 fi
 if [ -z "$bin" ]; then
   bin=$out/bin
-  [ -n "${TTT_GPU_BIN:-}" ] && [ -d "$TTT_GPU_BIN/include" ] && mkdir -p "$bin" && cp -r "$TTT_GPU_BIN/include" "$TTT_GPU_BIN"/libbenchmark.so* "$bin/" 2>/dev/null
   arch=(-arch=native)
   "$nvcc" -arch=native --version >/dev/null 2>&1 || arch=(-arch=sm_90)
   start=$(date +%s)
@@ -91,6 +98,16 @@ start=$(date +%s)
 rc=${PIPESTATUS[0]}
 summary+=("test_scan: $(tail -1 "$out/test_scan.txt") (exit $rc, $(($(date +%s) - start)) s)")
 if [ "$rc" = 77 ]; then status=77; elif [ "$rc" != 0 ]; then status=1; fi
+
+if [ -x "$bin/test_model" ] && [ "$status" != 77 ]; then
+  start=$(date +%s)
+  "$bin/test_model" 2>&1 | tee "$out/test_model.txt"
+  rc=${PIPESTATUS[0]}
+  summary+=("test_model: $(tail -1 "$out/test_model.txt") (exit $rc, $(($(date +%s) - start)) s)")
+  [ "$rc" != 0 ] && status=1
+else
+  summary+=("test_model: not built (it needs the CPU library: scripts/gpu_check.sh --build on a machine with the packages)")
+fi
 
 if [ -x "$bin/bench_cuda" ] && [ "$status" != 77 ]; then
   start=$(date +%s)

@@ -2,7 +2,7 @@
 // (tile::HostBlock; tests/kernels/test_tile.cpp checks those against the library's dual forms):
 // TTT-Linear and TTT-MLP, sequences x heads x head dims 16..128, mini-batches 8..64, a prefill in
 // two chunks cut mid-mini-batch (the carried state), a prefill followed by decode token by token
-// (== one forward), the state on chip and in global memory, fp32 / bf16 / fp16 inputs (the host
+// (== one forward; decode reads per-sequence positions), the state on chip and in global memory, fp32 / bf16 / fp16 inputs (the host
 // runs on the same rounded values: 1e-4 relative; against fp32 inputs the stated bounds below).
 // Exit 0 pass, 1 fail, 77 no CUDA device (the build machines compile it; scripts/gpu_check.sh
 // runs it where a GPU is).
@@ -21,7 +21,7 @@
 namespace {
 
 using ttt::cuda::Learner;
-using ttt::cuda::State;
+using ttt::cuda::StateIn;
 
 template <class T>
 struct DeviceBuffer {
@@ -52,7 +52,7 @@ enum class Mode { two_chunks, prefill_then_decode };
 struct Case {
   Learner learner;
   int B, H, f, mb, L, cut, threads;
-  State where;
+  StateIn where;
   Mode mode;
 };
 
@@ -79,8 +79,8 @@ double run(const Case& c, unsigned seed, double* vs_fp32) {
   const auto XQ = randn(size_t(BH) * L * f, 1), XK = randn(size_t(BH) * L * f, 1), XV = randn(size_t(BH) * L * f, 1);
   const float s0 = c.learner == Learner::linear ? 0.3f : 0.3f / std::sqrt(float(f));
   const auto theta0 = randn(size_t(BH) * P, s0), ln_w = randn(size_t(c.H) * f, 0.5f), ln_b = randn(size_t(c.H) * f, 0.5f);
-  std::vector<float> token_eta(static_cast<size_t>(L)), lr(static_cast<size_t>(BH) * L);
-  for (int t = 0; t < L; ++t) token_eta[size_t(t)] = 1.f / float(t % c.mb + 1);
+  std::vector<float> token_eta(static_cast<size_t>(c.mb)), lr(static_cast<size_t>(BH) * L);
+  for (int t = 0; t < c.mb; ++t) token_eta[size_t(t)] = 1.f / float(t + 1);
   for (auto& x : lr) x = 0.02f + 0.01f * std::fabs(N(rng));
 
   // host: the block phases on one thread block of c.threads shares, the whole sequence at once
@@ -131,13 +131,17 @@ double run(const Case& c, unsigned seed, double* vs_fp32) {
       return y;
     };
     DeviceBuffer<T> q(as_T(slice(XQ, f))), k(as_T(slice(XK, f))), v(as_T(slice(XV, f)));
-    DeviceBuffer<float> l(slice(lr, 1)), te(std::vector<float>(token_eta.begin() + a, token_eta.begin() + a + n));
+    DeviceBuffer<float> l(slice(lr, 1)), te(token_eta);
+    DeviceBuffer<int> pos(std::vector<int>(size_t(c.B), a));  // decode: each sequence's position
     DeviceBuffer<float> z(std::vector<float>(size_t(BH) * n * f, 0.f));
     ttt::cuda::ScanArgs<T> args;
     args.BH = BH, args.heads = c.H, args.L = n, args.f = f, args.mini_batch = c.mb, args.pos0 = a;
     args.XQ = q.p, args.XK = k.p, args.XV = v.p, args.token_eta = te.p, args.lr = l.p, args.ln_w = lnw_d.p, args.ln_b = lnb_d.p;
     args.theta = theta_d.p, args.gacc = gacc_d.p, args.Zq = z.p;
-    if (c.mode == Mode::prefill_then_decode && ci > 0) ttt::cuda::decode(c.learner, args, c.threads);
+    if (c.mode == Mode::prefill_then_decode && ci > 0) {
+      args.pos0 = 0, args.pos = pos.p;
+      ttt::cuda::decode(c.learner, args, c.threads);
+    }
     else ttt::cuda::scan(c.learner, args, c.where, c.threads);
     ttt::cuda::check(cudaDeviceSynchronize(), "scan");
     const auto zh = z.get();
@@ -153,7 +157,7 @@ double run(const Case& c, unsigned seed, double* vs_fp32) {
 }
 
 const char* name(Learner l) { return l == Learner::linear ? "linear" : "mlp   "; }
-const char* name(State s) { return s == State::automatic ? "auto  " : s == State::on_chip ? "chip  " : "global"; }
+const char* name(StateIn s) { return s == StateIn::automatic ? "auto  " : s == StateIn::on_chip ? "chip  " : "global"; }
 
 }  // namespace
 
@@ -170,12 +174,12 @@ int main() {
   const Learner lin = Learner::linear, mlp = Learner::mlp;
   const Mode two = Mode::two_chunks, dec = Mode::prefill_then_decode;
   const Case cases[] = {
-      {lin, 1, 1, 16, 16, 16, 0, 32, State::automatic, two},    {lin, 2, 3, 16, 16, 45, 7, 64, State::automatic, two},
-      {lin, 2, 2, 64, 16, 100, 37, 128, State::automatic, two}, {lin, 1, 4, 128, 16, 64, 16, 256, State::automatic, two},
-      {lin, 1, 2, 64, 64, 130, 65, 256, State::automatic, two}, {lin, 2, 2, 64, 16, 50, 37, 256, State::global, two},
-      {lin, 2, 3, 64, 16, 40, 21, 256, State::automatic, dec},  {mlp, 1, 2, 16, 16, 45, 7, 64, State::automatic, two},
-      {mlp, 2, 2, 64, 16, 70, 37, 256, State::automatic, two},  {mlp, 2, 2, 64, 16, 70, 37, 256, State::global, two},
-      {mlp, 1, 2, 128, 16, 40, 19, 256, State::automatic, two}, {mlp, 1, 2, 32, 8, 30, 13, 128, State::automatic, dec},
+      {lin, 1, 1, 16, 16, 16, 0, 32, StateIn::automatic, two},    {lin, 2, 3, 16, 16, 45, 7, 64, StateIn::automatic, two},
+      {lin, 2, 2, 64, 16, 100, 37, 128, StateIn::automatic, two}, {lin, 1, 4, 128, 16, 64, 16, 256, StateIn::automatic, two},
+      {lin, 1, 2, 64, 64, 130, 65, 256, StateIn::automatic, two}, {lin, 2, 2, 64, 16, 50, 37, 256, StateIn::global, two},
+      {lin, 2, 3, 64, 16, 40, 21, 256, StateIn::automatic, dec},  {mlp, 1, 2, 16, 16, 45, 7, 64, StateIn::automatic, two},
+      {mlp, 2, 2, 64, 16, 70, 37, 256, StateIn::automatic, two},  {mlp, 2, 2, 64, 16, 70, 37, 256, StateIn::global, two},
+      {mlp, 1, 2, 128, 16, 40, 19, 256, StateIn::automatic, two}, {mlp, 1, 2, 32, 8, 30, 13, 128, StateIn::automatic, dec},
   };
   double worst = 0, worst_bf16 = 0, worst_fp16 = 0;
   try {

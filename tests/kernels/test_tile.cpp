@@ -47,8 +47,9 @@ struct Head {
     std::mt19937_64 rng(seed);
     XQ = randn<S>(size_t(L * f), rng), XK = randn<S>(size_t(L * f), rng), XV = randn<S>(size_t(L * f), rng);
     theta0 = randn<S>(size_t(P), rng, 0.3), ln_w = randn<S>(size_t(f), rng, 0.5), ln_b = randn<S>(size_t(f), rng, 0.5);
-    token_eta.resize(size_t(L)), lr.resize(size_t(L));
-    for (int t = 0; t < L; ++t) token_eta[size_t(t)] = S(1.0 / (t % mb + 1)), lr[size_t(t)] = S(0.02 + 0.01 * (t % 5));
+    token_eta.resize(size_t(mb)), lr.resize(size_t(L));
+    for (int t = 0; t < mb; ++t) token_eta[size_t(t)] = S(1.0 / (t + 1) + 0.01 * (t % 3));
+    for (int t = 0; t < L; ++t) lr[size_t(t)] = S(0.02 + 0.01 * (t % 5));
   }
 };
 
@@ -62,12 +63,12 @@ std::vector<S> library_scan(const Head<S>& h) {
   for (int r0 = 0; r0 < h.L;) {
     const int phase = r0 % h.mb, n = std::min(h.mb - phase, h.L - r0);
     const M q(h.XQ.data() + r0 * h.f, n, h.f), k(h.XK.data() + r0 * h.f, n, h.f), v(h.XV.data() + r0 * h.f, n, h.f);
-    inner::Segment<S> s{q, k, v, h.token_eta.data() + r0, h.lr.data() + r0, h.ln_w.data(), h.ln_b.data(), phase == 0};
+    inner::Segment<S> s{q, k, v, h.token_eta.data() + phase, h.lr.data() + r0, h.ln_w.data(), h.ln_b.data(), phase == 0};
     MatT<S> Z(n, h.f);
     Learner::template dual_form<S>(theta.data(), gacc.data(), s, Z, ws);
     std::copy(Z.data(), Z.data() + n * h.f, out.begin() + r0 * h.f);
     if (phase + n == h.mb) {
-      const S eta_end = h.token_eta[size_t(r0 + n - 1)];
+      const S eta_end = h.token_eta[size_t(h.mb - 1)];
       for (int e = 0; e < h.P; ++e) theta[size_t(e)] -= eta_end * gacc[size_t(e)], gacc[size_t(e)] = S(0);
     }
     r0 += n;
@@ -87,7 +88,7 @@ std::vector<S> block_scan(const Head<S>& h, const std::vector<int>& cuts, int nt
   for (size_t i = 0; i + 1 < cuts.size(); ++i) {
     const int a = cuts[i], n = cuts[i + 1] - cuts[i];
     scan(blk, n, h.f, h.mb, a, h.XQ.data() + a * h.f, h.XK.data() + a * h.f, h.XV.data() + a * h.f,
-         h.token_eta.data() + a, h.lr.data() + a, h.ln_w.data(), h.ln_b.data(), theta.data(), gacc.data(),
+         h.token_eta.data(), h.lr.data() + a, h.ln_w.data(), h.ln_b.data(), theta.data(), gacc.data(),
          out.data() + a * h.f, ws.data(), state_in_ws);
   }
   out.insert(out.end(), theta.begin(), theta.end());

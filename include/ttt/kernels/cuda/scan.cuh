@@ -41,7 +41,8 @@ struct ScanArgs {
   const T* XQ = nullptr;             ///< [BH, L, f] queries (after RoPE)
   const T* XK = nullptr;             ///< [BH, L, f] keys
   const T* XV = nullptr;             ///< [BH, L, f] values
-  const float* token_eta = nullptr;  ///< [L] the eta factor of each row's position
+  const int* pos = nullptr;          ///< [BH / heads] each sequence's pos0 (null: pos0 for all)
+  const float* token_eta = nullptr;  ///< [mini_batch] the eta factor by position in a mini-batch
   const float* lr = nullptr;         ///< [BH, L] the learning-rate gate per row
   const float* ln_w = nullptr;       ///< [heads, f] the inner loss's LayerNorm weight
   const float* ln_b = nullptr;       ///< [heads, f] ... and bias
@@ -69,11 +70,12 @@ __global__ void scan_kernel(ScanArgs<T> a, bool state_on_chip) {
   const float *ln_w = a.ln_w + (bh % a.heads) * f, *ln_b = a.ln_b + (bh % a.heads) * f;
   const float* lr = a.lr + size_t(bh) * a.L;
   float *theta = a.theta + size_t(bh) * P, *gacc = a.gacc + size_t(bh) * P;
+  const int pos0 = a.pos ? a.pos[bh / a.heads] : a.pos0;
   if constexpr (K == Learner::linear)
-    tile::linear_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, a.pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
+    tile::linear_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
                             a.token_eta, lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
   else
-    tile::mlp_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, a.pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
+    tile::mlp_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
                          a.token_eta, lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
 }
 
@@ -89,11 +91,11 @@ inline size_t scan_shared_bytes(Learner l, int f, int mini_batch, bool state_on_
 }
 
 /// Where the scan keeps the state.
-enum class State { automatic, on_chip, global };
+enum class StateIn { automatic, on_chip, global };
 
 namespace detail {
 template <Learner K, class T>
-void launch(const ScanArgs<T>& a, State where, int threads, cudaStream_t stream, const char* what) {
+void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t stream, const char* what) {
   const std::string name = std::string("cuda::") + what + (K == Learner::linear ? " (TTT-Linear)" : " (TTT-MLP)");
   if (a.BH < 1 || a.heads < 1 || a.L < 0 || a.f < 1 || a.mini_batch < 1 || a.pos0 < 0 || threads < 1 || threads > 1024)
     throw Error(name + ": BH, heads, f and mini_batch must be >= 1, L and pos0 >= 0, threads in [1, 1024] (got BH " +
@@ -106,8 +108,8 @@ void launch(const ScanArgs<T>& a, State where, int threads, cudaStream_t stream,
   int device = 0, max_bytes = 0;
   check(cudaGetDevice(&device), name);
   check(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), name);
-  const bool chip = where == State::on_chip ||
-                    (where == State::automatic && scan_shared_bytes(K, a.f, a.mini_batch, true) <= size_t(max_bytes));
+  const bool chip = where == StateIn::on_chip ||
+                    (where == StateIn::automatic && scan_shared_bytes(K, a.f, a.mini_batch, true) <= size_t(max_bytes));
   const size_t bytes = scan_shared_bytes(K, a.f, a.mini_batch, chip);
   if (bytes > size_t(max_bytes))
     throw Error(name + ": head dim " + std::to_string(a.f) + " with mini-batch " + std::to_string(a.mini_batch) +
@@ -120,7 +122,7 @@ void launch(const ScanArgs<T>& a, State where, int threads, cudaStream_t stream,
 }
 }  // namespace detail
 
-/// Whether a prefill scan keeps the state on chip on the current device (State::automatic).
+/// Whether a prefill scan keeps the state on chip on the current device (StateIn::automatic).
 inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
   int device = 0, max_bytes = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
@@ -129,9 +131,9 @@ inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
 }
 
 /// The prefill scan over a chunk (asynchronous on `stream`): the state on chip where it fits
-/// (State::automatic), or where `where` says. Bad arguments and launch errors throw ttt::Error.
+/// (StateIn::automatic), or where `where` says. Bad arguments and launch errors throw ttt::Error.
 template <class T>
-void scan(Learner l, const ScanArgs<T>& a, State where = State::automatic, int threads = 256,
+void scan(Learner l, const ScanArgs<T>& a, StateIn where = StateIn::automatic, int threads = 256,
           cudaStream_t stream = nullptr) {
   if (l == Learner::linear) detail::launch<Learner::linear>(a, where, threads, stream, "scan");
   else detail::launch<Learner::mlp>(a, where, threads, stream, "scan");
@@ -140,8 +142,8 @@ void scan(Learner l, const ScanArgs<T>& a, State where = State::automatic, int t
 /// A decode step (usually a.L = 1 token per sequence): the state stays in global memory.
 template <class T>
 void decode(Learner l, const ScanArgs<T>& a, int threads = 256, cudaStream_t stream = nullptr) {
-  if (l == Learner::linear) detail::launch<Learner::linear>(a, State::global, threads, stream, "decode");
-  else detail::launch<Learner::mlp>(a, State::global, threads, stream, "decode");
+  if (l == Learner::linear) detail::launch<Learner::linear>(a, StateIn::global, threads, stream, "decode");
+  else detail::launch<Learner::mlp>(a, StateIn::global, threads, stream, "decode");
 }
 
 }  // namespace ttt::cuda

@@ -37,23 +37,36 @@ struct MatRef {
   TTT_HOST_DEVICE S operator()(int r, int c) const { return t ? p[c * ld + r] : p[r * ld + c]; }
 };
 
+/// Rows per thread in the products below: each value read from B (or W) serves kRows outputs.
+inline constexpr int kRows = 4;
+
 /// The share of thread `tid` of `nt` in C (m x n, row-major, leading dimension n) = A B (+ bias
-/// row), k terms; `post(o, value)` gives what is stored. Output o = r * n + c, so neighbouring
-/// threads take neighbouring columns: B's row is read contiguously and A's entry is one value for
-/// them. A transposed B (read down a column of its storage) is summed in a rotated order,
+/// row), k terms; `post(o, value)` gives what is stored at C[o]. A thread computes one column c of
+/// kRows consecutive rows (a row past m repeats the last one and is not stored); neighbouring
+/// threads take neighbouring columns, so B's row is read contiguously and A's entries are one value
+/// for them. A transposed B (read down a column of its storage) is summed in a rotated order,
 /// i = (step + c) mod k, so that neighbouring threads read different shared-memory banks.
 template <class S, class Post>
 TTT_HOST_DEVICE void gemm_share(int tid, int nt, int m, int n, int k, MatRef<S> A, MatRef<S> B, const S* bias, S* C,
                                 Post post) {
-  for (int o = tid; o < m * n; o += nt) {
-    const int r = o / n, c = o % n;
-    S acc = bias ? bias[c] : S(0);
+  const int quads = (m + kRows - 1) / kRows;
+  for (int o = tid; o < quads * n; o += nt) {
+    const int r0 = (o / n) * kRows, c = o % n;
+    int r[kRows];
+    S acc[kRows];
+    for (int j = 0; j < kRows; ++j) r[j] = r0 + j < m ? r0 + j : m - 1, acc[j] = bias ? bias[c] : S(0);
     if (B.t) {
-      for (int s = 0, i = c % k; s < k; ++s, i = i + 1 == k ? 0 : i + 1) acc += A(r, i) * B(i, c);
+      for (int s = 0, i = c % k; s < k; ++s, i = i + 1 == k ? 0 : i + 1) {
+        const S b = B(i, c);
+        for (int j = 0; j < kRows; ++j) acc[j] += A(r[j], i) * b;
+      }
     } else {
-      for (int i = 0; i < k; ++i) acc += A(r, i) * B(i, c);
+      for (int i = 0; i < k; ++i) {
+        const S b = B(i, c);
+        for (int j = 0; j < kRows; ++j) acc[j] += A(r[j], i) * b;
+      }
     }
-    C[o] = post(o, acc);
+    for (int j = 0; j < kRows && r0 + j < m; ++j) C[(r0 + j) * n + c] = post((r0 + j) * n + c, acc[j]);
   }
 }
 template <class S>
@@ -83,45 +96,73 @@ TTT_HOST_DEVICE void dual_mask_share(int tid, int nt, int n, int d, const S* x, 
 ///   out[t] = x_t W + b - sum_{j<=t} A[t, j] G[j] - eta_t (x_t gW + gb)   (the last term unless fresh)
 /// W: k x m then b: m (one block of the state), gW, gb likewise in the accumulated gradient.
 /// `post(o, value)` gives what is stored at out[t * ldo + c].
+/// A thread computes one column of kRows consecutive rows, as gemm_share (A's zeros above the
+/// diagonal enter the last sum for the quad's earlier rows).
 template <class S, class Post>
 TTT_HOST_DEVICE void dual_out_share(int tid, int nt, int n, int k, int m, const S* x, const S* W, const S* gW,
                                     bool fresh, const S* A, const S* G, const S* token_eta, S* out, int ldo, Post post) {
   const S *b = W + k * m, *gb = gW + k * m;
-  for (int o = tid; o < n * m; o += nt) {
-    const int t = o / m, c = o % m;
-    S acc = b[c];
-    for (int i = 0; i < k; ++i) acc += x[t * k + i] * W[i * m + c];
-    if (!fresh) {
-      S g = gb[c];
-      for (int i = 0; i < k; ++i) g += x[t * k + i] * gW[i * m + c];
-      acc -= token_eta[t] * g;
+  const int quads = (n + kRows - 1) / kRows;
+  for (int o = tid; o < quads * m; o += nt) {
+    const int t0 = (o / m) * kRows, c = o % m;
+    int t[kRows];
+    S acc[kRows];
+    for (int j = 0; j < kRows; ++j) t[j] = t0 + j < n ? t0 + j : n - 1, acc[j] = b[c];
+    for (int i = 0; i < k; ++i) {
+      const S w = W[i * m + c];
+      for (int j = 0; j < kRows; ++j) acc[j] += x[t[j] * k + i] * w;
     }
-    for (int j = 0; j <= t; ++j) acc -= A[t * n + j] * G[j * m + c];
-    out[t * ldo + c] = post(o, acc);
+    if (!fresh) {
+      S g[kRows];
+      for (int j = 0; j < kRows; ++j) g[j] = gb[c];
+      for (int i = 0; i < k; ++i) {
+        const S w = gW[i * m + c];
+        for (int j = 0; j < kRows; ++j) g[j] += x[t[j] * k + i] * w;
+      }
+      for (int j = 0; j < kRows; ++j) acc[j] -= token_eta[t[j]] * g[j];
+    }
+    for (int l = 0; l <= t[kRows - 1]; ++l) {
+      const S gl = G[l * m + c];
+      for (int j = 0; j < kRows; ++j) acc[j] -= A[t[j] * n + l] * gl;
+    }
+    for (int j = 0; j < kRows && t0 + j < n; ++j) out[(t0 + j) * ldo + c] = post((t0 + j) * m + c, acc[j]);
   }
 }
 
 /// The state's step for one segment of n rows (its share over the k m + m entries of W then b):
 ///   D = x^T diag(lr) G (and lr^T G for b); at the mini-batch's end (`ends`) W -= eta_end (gacc + D)
 ///   and gacc = 0, else gacc += D. `fresh`: gacc is zero on entry (not read).
+/// A thread takes one column c of kRows consecutive rows i of W (each lr_j G[j, c] serves them
+/// all); the threads after those take b.
 template <class S>
 TTT_HOST_DEVICE void update_share(int tid, int nt, int n, int k, int m, const S* x, const S* G, const S* lr, bool fresh,
                                   bool ends, S eta_end, S* W, S* gacc) {
-  for (int e = tid; e < k * m + m; e += nt) {
-    S d = 0;
-    if (e < k * m) {
-      const int i = e / m, c = e % m;
-      for (int j = 0; j < n; ++j) d += x[j * k + i] * (lr[j] * G[j * m + c]);
-    } else {
-      const int c = e - k * m;
-      for (int j = 0; j < n; ++j) d += lr[j] * G[j * m + c];
-    }
+  const int quads = (k + kRows - 1) / kRows;
+  auto step = [&](int e, S d) {
     const S g = fresh ? d : gacc[e] + d;
     if (ends) {
       W[e] -= eta_end * g;
       if (!fresh) gacc[e] = S(0);
     } else {
       gacc[e] = g;
+    }
+  };
+  for (int o = tid; o < quads * m + m; o += nt) {
+    if (o < quads * m) {
+      const int i0 = (o / m) * kRows, c = o % m;
+      int i[kRows];
+      S d[kRows];
+      for (int q = 0; q < kRows; ++q) i[q] = i0 + q < k ? i0 + q : k - 1, d[q] = S(0);
+      for (int j = 0; j < n; ++j) {
+        const S g = lr[j] * G[j * m + c];
+        for (int q = 0; q < kRows; ++q) d[q] += x[j * k + i[q]] * g;
+      }
+      for (int q = 0; q < kRows && i0 + q < k; ++q) step((i0 + q) * m + c, d[q]);
+    } else {
+      const int c = o - quads * m;
+      S d = 0;
+      for (int j = 0; j < n; ++j) d += lr[j] * G[j * m + c];
+      step(k * m + c, d);
     }
   }
 }

@@ -27,7 +27,9 @@ inline size_t linear_scan_workspace(int f, int mini_batch, bool state_in_workspa
 }
 
 /// One head's scan over a chunk of L rows starting at position pos0 (row-major [L, f] inputs of
-/// type T, fp32 or narrower on the GPU; compute type S). theta, gacc: the carried state (in/out).
+/// type T, fp32 or narrower on the GPU; compute type S). token_eta: the mini_batch_size entries
+/// of the eta table (position p in its mini-batch reads token_eta[p]); lr: one per row.
+/// theta, gacc: the carried state (in/out).
 /// `ws`: linear_scan_workspace(f, mini_batch, state_in_workspace) values (shared memory on the
 /// GPU); `state_in_workspace`: W and b are copied there for the chunk (on chip) and back at its
 /// end, else they are read and written where theta is (decode: state in global memory).
@@ -45,7 +47,7 @@ TTT_HOST_DEVICE void linear_scan_block(const Block& blk, int L, int f, int mini_
     const int n = mb - phase < L - r0 ? mb - phase : L - r0;
     const bool fresh = phase == 0, ends = phase + n == mb;
     const T *q = XQ + size_t(r0) * f, *k = XK + size_t(r0) * f, *v = XV + size_t(r0) * f;
-    const S *eta = token_eta + r0, *lr_ = lr + r0;
+    const S *eta = token_eta + phase, *lr_ = lr + r0;
     blk.each([&](int tid, int nt) {
       for (int o = tid; o < n * f; o += nt) {
         const S kv = static_cast<S>(k[o]);

@@ -45,7 +45,7 @@ TTT_HOST_DEVICE void mlp_scan_block(const Block& blk, int L, int f, int mini_bat
     const int n = mb - phase < L - r0 ? mb - phase : L - r0;
     const bool fresh = phase == 0, ends = phase + n == mb;
     const T *q = XQ + size_t(r0) * f, *k = XK + size_t(r0) * f, *v = XV + size_t(r0) * f;
-    const S *eta = token_eta + r0, *lr_ = lr + r0;
+    const S *eta = token_eta + phase, *lr_ = lr + r0;
     blk.each([&](int tid, int nt) {
       for (int o = tid; o < n * f; o += nt) {
         const S kv = static_cast<S>(k[o]);
