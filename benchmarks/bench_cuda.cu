@@ -109,13 +109,13 @@ struct ScanProblem {
   }
 };
 
-// Prefill scan: args = {batch, tokens}.
+// Prefill scan: args = {batch, tokens, threads per block}.
 template <Learner K, class T>
 void BM_scan(benchmark::State& state) {
-  const int B = int(state.range(0)), L = int(state.range(1));
+  const int B = int(state.range(0)), L = int(state.range(1)), threads = int(state.range(2));
   ScanProblem<T> p(K, B, L);
   const auto a = p.args(L, 0);
-  timed(state, [&] { ttt::cuda::scan(K, a); });
+  timed(state, [&] { ttt::cuda::scan(K, a, ttt::cuda::StateIn::automatic, threads); });
   const double flops = flops_per_token(K, kF, kMiniBatch) * double(p.BH) * L;
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["tokens/s"] = benchmark::Counter(double(B) * L, benchmark::Counter::kIsIterationInvariantRate);
@@ -235,15 +235,15 @@ void BM_model_decode(benchmark::State& state) {
 }
 
 void shapes(benchmark::internal::Benchmark* b) {
-  for (int B : {1, 8, 64}) b->Args({B, 2048});
-  b->Args({1, 8192})->Args({1, 32768})->Args({8, 8192});
+  for (int B : {1, 8, 64}) b->Args({B, 2048, 256});
+  b->Args({1, 8192, 256})->Args({1, 32768, 256})->Args({8, 8192, 256});
   b->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK(BM_scan<Learner::linear, float>)->Apply(shapes);
+BENCHMARK(BM_scan<Learner::linear, float>)->Apply(shapes)->Args({1, 2048, 128})->Args({1, 2048, 512});
 BENCHMARK(BM_scan<Learner::linear, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::linear>)->Apply(shapes);
-BENCHMARK(BM_scan<Learner::mlp, float>)->Apply(shapes);
+BENCHMARK(BM_scan<Learner::mlp, float>)->Apply(shapes)->Args({1, 2048, 512})->Args({1, 2048, 1024});
 BENCHMARK(BM_scan<Learner::mlp, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::mlp>)->Apply(shapes);
 BENCHMARK(BM_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);

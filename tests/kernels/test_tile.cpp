@@ -136,7 +136,7 @@ TEST_CASE("tile: the block scans of TTT-Linear and TTT-MLP == the library's dual
   check_scans<float>(32, 8, 21, 2e-5, 7);
 }
 
-TEST_CASE("tile: the LayerNorm row == blocks::layer_norm, the LN-L2 gradient row == blocks::ln_l2_grad") {
+TEST_CASE("tile: the LayerNorm row == blocks::layer_norm, the LN-L2 gradient (row and block) == blocks::ln_l2_grad") {
   std::mt19937_64 rng(3);
   const int f = 24, n = 3;
   const auto x = randn<double>(size_t(n * f), rng, 2.0), t = randn<double>(size_t(n * f), rng);
@@ -152,4 +152,15 @@ TEST_CASE("tile: the LayerNorm row == blocks::layer_norm, the LN-L2 gradient row
   blocks::ln_l2_grad(X, T, g.data(), b.data(), G);
   CHECK(rel_err(y, std::vector<double>(Y.data(), Y.data() + n * f)) < 1e-12);
   CHECK(rel_err(gr, std::vector<double>(G.data(), G.data() + n * f)) < 1e-12);
+  // the block version (parallel partial sums): any thread count, rows of any width
+  std::vector<double> part(size_t(n) * 4 * tile::kLnParts);
+  for (int nt : {1, 2, 5, 48, 64, 1024}) {
+    std::vector<double> gb(size_t(n * f), -1.0);
+    int ran = 0;
+    tile::ln_l2_grad_block(tile::HostBlock{nt}, n, f, x.data(), t.data(), g.data(), b.data(), gb.data(), part.data(),
+                           [&](int, int) { ++ran; });
+    INFO("threads " << nt);
+    CHECK(ran == nt);
+    CHECK(rel_err(gb, std::vector<double>(G.data(), G.data() + n * f)) < 1e-12);
+  }
 }

@@ -94,6 +94,28 @@ inline size_t scan_shared_bytes(Learner l, int f, int mini_batch, bool state_on_
 enum class StateIn { automatic, on_chip, global };
 
 namespace detail {
+inline constexpr int kMaxDevices = 64;
+
+/// The current device and its opt-in shared memory per block (queried once per device).
+inline int max_shared_bytes(int& device, const std::string& name) {
+  static int bytes[kMaxDevices] = {};
+  check(cudaGetDevice(&device), name);
+  if (device < 0 || device >= kMaxDevices) throw Error(name + ": device " + std::to_string(device) + " out of range");
+  if (bytes[device] == 0)
+    check(cudaDeviceGetAttribute(&bytes[device], cudaDevAttrMaxSharedMemoryPerBlockOptin, device), name);
+  return bytes[device];
+}
+
+/// Raises the kernel's dynamic shared memory limit to `bytes` on `device` (once per size: the
+/// call costs more than a decode step's kernel).
+template <class Kernel>
+void allow_shared(Kernel kernel, int device, size_t bytes, const std::string& name) {
+  static size_t allowed[kMaxDevices] = {};
+  if (bytes <= 48 * 1024 || bytes <= allowed[device]) return;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), name);
+  allowed[device] = bytes;
+}
+
 template <Learner K, class T>
 void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t stream, const char* what) {
   const std::string name = std::string("cuda::") + what + (K == Learner::linear ? " (TTT-Linear)" : " (TTT-MLP)");
@@ -105,9 +127,8 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
   if (a.BH % a.heads != 0)
     throw Error(name + ": BH (" + std::to_string(a.BH) + ") is not a multiple of heads (" + std::to_string(a.heads) + ")");
   if (a.L == 0) return;
-  int device = 0, max_bytes = 0;
-  check(cudaGetDevice(&device), name);
-  check(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), name);
+  int device = 0;
+  const int max_bytes = max_shared_bytes(device, name);
   const bool chip = where == StateIn::on_chip ||
                     (where == StateIn::automatic && scan_shared_bytes(K, a.f, a.mini_batch, true) <= size_t(max_bytes));
   const size_t bytes = scan_shared_bytes(K, a.f, a.mini_batch, chip);
@@ -116,7 +137,7 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
                 " needs " + std::to_string(bytes) + " bytes of shared memory per block" +
                 (chip ? " with the state on chip" : "") + "; this device allows " + std::to_string(max_bytes));
   auto kernel = scan_kernel<K, T>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), name);
+  allow_shared(kernel, device, bytes, name);
   kernel<<<a.BH, threads, bytes, stream>>>(a, chip);
   check(cudaGetLastError(), name + " launch");
 }
@@ -124,10 +145,8 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
 
 /// Whether a prefill scan keeps the state on chip on the current device (StateIn::automatic).
 inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
-  int device = 0, max_bytes = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&max_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
-  return scan_shared_bytes(l, f, mini_batch, true) <= size_t(max_bytes);
+  int device = 0;
+  return scan_shared_bytes(l, f, mini_batch, true) <= size_t(detail::max_shared_bytes(device, "cuda::state_fits_on_chip"));
 }
 
 /// The prefill scan over a chunk (asynchronous on `stream`): the state on chip where it fits

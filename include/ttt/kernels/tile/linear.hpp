@@ -21,9 +21,10 @@
 namespace ttt::tile {
 
 /// Values of the workspace the scan needs: the state when it is kept there, five mini_batch x f
-/// tiles and the mini_batch x mini_batch matrix A.
+/// tiles, the mini_batch x mini_batch matrix A and the LayerNorm's partial sums.
 inline size_t linear_scan_workspace(int f, int mini_batch, bool state_in_workspace) {
-  return (state_in_workspace ? size_t(f) * f + f : 0) + 5 * size_t(mini_batch) * f + size_t(mini_batch) * mini_batch;
+  return (state_in_workspace ? size_t(f) * f + f : 0) + 5 * size_t(mini_batch) * f + size_t(mini_batch) * mini_batch +
+         4 * size_t(kLnParts) * mini_batch;
 }
 
 /// One head's scan over a chunk of L rows starting at position pos0 (row-major [L, f] inputs of
@@ -40,7 +41,7 @@ TTT_HOST_DEVICE void linear_scan_block(const Block& blk, int L, int f, int mini_
   const int mb = mini_batch, P = f * f + f;
   S* W = state_in_workspace ? ws : theta;
   S* Q = ws + (state_in_workspace ? P : 0);
-  S *K = Q + mb * f, *Tg = K + mb * f, *Z = Tg + mb * f, *G = Z + mb * f, *A = G + mb * f;
+  S *K = Q + mb * f, *Tg = K + mb * f, *Z = Tg + mb * f, *G = Z + mb * f, *A = G + mb * f, *part = A + mb * mb;
   if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, theta, W); });
   for (int r0 = 0; r0 < L;) {
     const int phase = (pos0 + r0) % mb;
@@ -55,10 +56,8 @@ TTT_HOST_DEVICE void linear_scan_block(const Block& blk, int L, int f, int mini_
       }
     });
     blk.each([&](int tid, int nt) { gemm_share(tid, nt, n, f, f, MatRef<S>{K, f}, MatRef<S>{W, f}, W + f * f, Z); });
-    blk.each([&](int tid, int nt) {
-      for (int r = tid; r < n; r += nt) ln_l2_grad_row(Z + r * f, Tg + r * f, ln_w, ln_b, f, G + r * f);
-      dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A);
-    });
+    ln_l2_grad_block(blk, n, f, Z, Tg, ln_w, ln_b, G, part,
+                     [&](int tid, int nt) { dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A); });
     blk.each([&](int tid, int nt) {
       dual_out_share(tid, nt, n, f, f, Q, W, gacc, fresh, A, G, eta, Zq + size_t(r0) * f, f, [](int, S v) { return v; });
     });

@@ -19,11 +19,12 @@
 namespace ttt::tile {
 
 /// Values of the workspace the MLP scan needs: the state when kept there (2 f h + h + f), five
-/// mini_batch x f tiles... (Q, K, target, Z2, G2), three mini_batch x h (Z1 -> gelu'(Z1) -> G1,
-/// X2, X2q) and the two mini_batch x mini_batch matrices.
+/// mini_batch x f tiles (Q, K, target, Z2, G2), three mini_batch x h (Z1 -> gelu'(Z1) -> G1,
+/// X2, X2q), the two mini_batch x mini_batch matrices and the LayerNorm's partial sums.
 inline size_t mlp_scan_workspace(int f, int mini_batch, bool state_in_workspace) {
   const size_t h = 4 * size_t(f), mb = size_t(mini_batch);
-  return (state_in_workspace ? 2 * size_t(f) * h + h + size_t(f) : 0) + 5 * mb * size_t(f) + 3 * mb * h + 2 * mb * mb;
+  return (state_in_workspace ? 2 * size_t(f) * h + h + size_t(f) : 0) + 5 * mb * size_t(f) + 3 * mb * h + 2 * mb * mb +
+         4 * size_t(kLnParts) * mb;
 }
 
 /// One head's TTT-MLP scan over a chunk of L rows from position pos0; arguments as
@@ -39,6 +40,7 @@ TTT_HOST_DEVICE void mlp_scan_block(const Block& blk, int L, int f, int mini_bat
   S* Q = ws + (state_in_workspace ? P : 0);
   S *K = Q + mb * f, *Tg = K + mb * f, *Z2 = Tg + mb * f, *G2 = Z2 + mb * f;
   S *H1 = G2 + mb * f, *X2 = H1 + mb * h, *X2q = X2 + mb * h, *A1 = X2q + mb * h, *A2 = A1 + mb * mb;
+  S* part = A2 + mb * mb;
   if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, theta, W1); });
   for (int r0 = 0; r0 < L;) {
     const int phase = (pos0 + r0) % mb;
@@ -61,9 +63,7 @@ TTT_HOST_DEVICE void mlp_scan_block(const Block& blk, int L, int f, int mini_bat
       dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A1);
     });
     blk.each([&](int tid, int nt) { gemm_share(tid, nt, n, f, h, MatRef<S>{X2, h}, MatRef<S>{W2, f}, W2 + h * f, Z2); });
-    blk.each([&](int tid, int nt) {
-      for (int r = tid; r < n; r += nt) ln_l2_grad_row(Z2 + r * f, Tg + r * f, ln_w, ln_b, f, G2 + r * f);
-    });
+    ln_l2_grad_block(blk, n, f, Z2, Tg, ln_w, ln_b, G2, part, [](int, int) {});
     // G1 = (G2 W2^T) * gelu'(Z1), in place of gelu'(Z1)
     blk.each([&](int tid, int nt) {
       gemm_share(tid, nt, n, h, f, MatRef<S>{G2, f}, MatRef<S>{W2, f, true}, static_cast<const S*>(nullptr), H1,
