@@ -109,7 +109,7 @@ struct ScanProblem {
   }
 };
 
-// Prefill scan: args = {batch, tokens, threads per block}.
+// Prefill scan: args = {batch, tokens, threads per block (0: cuda::default_threads)}.
 template <Learner K, class T>
 void BM_scan(benchmark::State& state) {
   const int B = int(state.range(0)), L = int(state.range(1)), threads = int(state.range(2));
@@ -235,15 +235,15 @@ void BM_model_decode(benchmark::State& state) {
 }
 
 void shapes(benchmark::internal::Benchmark* b) {
-  for (int B : {1, 8, 64}) b->Args({B, 2048, 256});
-  b->Args({1, 8192, 256})->Args({1, 32768, 256})->Args({8, 8192, 256});
+  for (int B : {1, 8, 64}) b->Args({B, 2048, 0});
+  b->Args({1, 8192, 0})->Args({1, 32768, 0})->Args({8, 8192, 0});
   b->UseManualTime()->Unit(benchmark::kMillisecond);
 }
 
-BENCHMARK(BM_scan<Learner::linear, float>)->Apply(shapes)->Args({1, 2048, 128})->Args({1, 2048, 512});
+BENCHMARK(BM_scan<Learner::linear, float>)->Apply(shapes)->Args({1, 2048, 256})->Args({64, 2048, 512});
 BENCHMARK(BM_scan<Learner::linear, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::linear>)->Apply(shapes);
-BENCHMARK(BM_scan<Learner::mlp, float>)->Apply(shapes)->Args({1, 2048, 512})->Args({1, 2048, 1024});
+BENCHMARK(BM_scan<Learner::mlp, float>)->Apply(shapes)->Args({1, 2048, 256})->Args({64, 2048, 256});
 BENCHMARK(BM_scan<Learner::mlp, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::mlp>)->Apply(shapes);
 BENCHMARK(BM_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);

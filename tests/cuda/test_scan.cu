@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <exception>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <ttt/kernels/cuda/scan.cuh>
@@ -88,7 +89,7 @@ double run(const Case& c, unsigned seed, double* vs_fp32) {
     std::vector<float> theta = theta0, gacc(size_t(BH) * P, 0.f), Z(size_t(BH) * L * f);
     const bool lin = c.learner == Learner::linear;
     std::vector<float> ws(lin ? ttt::tile::linear_scan_workspace(f, c.mb, true) : ttt::tile::mlp_scan_workspace(f, c.mb, true));
-    const ttt::tile::HostBlock blk{c.threads};
+    const ttt::tile::HostBlock blk{c.threads ? c.threads : 256};  // 0: the launch picks (any count computes this)
     for (int bh = 0; bh < BH; ++bh) {
       const size_t o = size_t(bh) * L * f;
       const float *lw = ln_w.data() + (bh % c.H) * f, *lb = ln_b.data() + (bh % c.H) * f, *l = lr.data() + size_t(bh) * L;
@@ -161,7 +162,9 @@ const char* name(StateIn s) { return s == StateIn::automatic ? "auto  " : s == S
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // `test_scan quick`: two small fp32 cases (for compute-sanitizer's racecheck, which is slow)
+  const bool quick = argc > 1 && std::string(argv[1]) == "quick";
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("SKIP: no CUDA device\n");
@@ -180,14 +183,19 @@ int main() {
       {lin, 2, 3, 64, 16, 40, 21, 256, StateIn::automatic, dec},  {mlp, 1, 2, 16, 16, 45, 7, 64, StateIn::automatic, two},
       {mlp, 2, 2, 64, 16, 70, 37, 256, StateIn::automatic, two},  {mlp, 2, 2, 64, 16, 70, 37, 256, StateIn::global, two},
       {mlp, 1, 2, 128, 16, 40, 19, 256, StateIn::automatic, two}, {mlp, 1, 2, 32, 8, 30, 13, 128, StateIn::automatic, dec},
+      {lin, 2, 3, 64, 16, 70, 29, 0, StateIn::automatic, dec},  {mlp, 2, 3, 64, 16, 70, 29, 0, StateIn::automatic, dec},
   };
   double worst = 0, worst_bf16 = 0, worst_fp16 = 0;
   try {
     unsigned seed = 1;
     for (const Case& c : cases) {
+      if (quick && seed != 1 && seed != 8) {
+        ++seed;
+        continue;
+      }
       const double e = run<float>(c, seed, nullptr);
       double vb = 0, vh = 0;
-      const double eb = run<__nv_bfloat16>(c, seed, &vb), eh = run<__half>(c, seed, &vh);
+      const double eb = quick ? 0 : run<__nv_bfloat16>(c, seed, &vb), eh = quick ? 0 : run<__half>(c, seed, &vh);
       ++seed;
       std::printf("%s B %d H %d f %3d mb %2d L %3d cut %3d threads %3d state %s %s: fp32 %.1e | bf16 %.1e (vs fp32 "
                   "inputs %.1e) | fp16 %.1e (vs fp32 inputs %.1e)\n",

@@ -90,6 +90,20 @@ inline size_t scan_shared_bytes(Learner l, int f, int mini_batch, bool state_on_
                                                : tile::mlp_scan_workspace(f, mini_batch, state_on_chip));
 }
 
+/// Threads per block when a launch passes 0, from measurements on an H200 (12 heads of 64, 2k
+/// tokens; benchmarks/README.md, "CUDA"): a prefill with fewer blocks than multiprocessors gains
+/// from more threads per block (TTT-Linear 512: 1.72 ms against 1.89 at 256 for one sequence), but
+/// with many blocks the registers limit how many blocks share a multiprocessor and 256 wins (6.86
+/// ms against 10.9 at 512 for 64 sequences); TTT-MLP's on-chip state leaves room for one block per
+/// multiprocessor anyway, and 1024 threads win at every batch (9.1 ms against 12.9 for one
+/// sequence, 54 against 78 for 64). Decode steps are short: 256 (at 64 sequences 0.15 ms against
+/// 0.37 at 512).
+inline int default_threads(Learner l, int blocks, bool on_chip, bool decode, int multiprocessors) {
+  if (decode) return 256;
+  if (l == Learner::mlp) return on_chip ? 1024 : 256;
+  return blocks < multiprocessors ? 512 : 256;
+}
+
 /// Where the scan keeps the state.
 enum class StateIn { automatic, on_chip, global };
 
@@ -106,6 +120,13 @@ inline int max_shared_bytes(int& device, const std::string& name) {
   return bytes[device];
 }
 
+/// The device's multiprocessors (queried once per device).
+inline int multiprocessors(int device, const std::string& name) {
+  static int count[kMaxDevices] = {};
+  if (count[device] == 0) check(cudaDeviceGetAttribute(&count[device], cudaDevAttrMultiProcessorCount, device), name);
+  return count[device];
+}
+
 /// Raises the kernel's dynamic shared memory limit to `bytes` on `device` (once per size: the
 /// call costs more than a decode step's kernel).
 template <class Kernel>
@@ -117,10 +138,11 @@ void allow_shared(Kernel kernel, int device, size_t bytes, const std::string& na
 }
 
 template <Learner K, class T>
-void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t stream, const char* what) {
+void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t stream, bool decode) {
+  const char* what = decode ? "decode" : "scan";
   const std::string name = std::string("cuda::") + what + (K == Learner::linear ? " (TTT-Linear)" : " (TTT-MLP)");
-  if (a.BH < 1 || a.heads < 1 || a.L < 0 || a.f < 1 || a.mini_batch < 1 || a.pos0 < 0 || threads < 1 || threads > 1024)
-    throw Error(name + ": BH, heads, f and mini_batch must be >= 1, L and pos0 >= 0, threads in [1, 1024] (got BH " +
+  if (a.BH < 1 || a.heads < 1 || a.L < 0 || a.f < 1 || a.mini_batch < 1 || a.pos0 < 0 || threads < 0 || threads > 1024)
+    throw Error(name + ": BH, heads, f and mini_batch must be >= 1, L and pos0 >= 0, threads 0 (default) or in [1, 1024] (got BH " +
                 std::to_string(a.BH) + ", heads " + std::to_string(a.heads) + ", L " + std::to_string(a.L) + ", f " +
                 std::to_string(a.f) + ", mini_batch " + std::to_string(a.mini_batch) + ", pos0 " +
                 std::to_string(a.pos0) + ", threads " + std::to_string(threads) + ")");
@@ -131,6 +153,7 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
   const int max_bytes = max_shared_bytes(device, name);
   const bool chip = where == StateIn::on_chip ||
                     (where == StateIn::automatic && scan_shared_bytes(K, a.f, a.mini_batch, true) <= size_t(max_bytes));
+  if (threads == 0) threads = default_threads(K, a.BH, chip, decode, multiprocessors(device, name));
   const size_t bytes = scan_shared_bytes(K, a.f, a.mini_batch, chip);
   if (bytes > size_t(max_bytes))
     throw Error(name + ": head dim " + std::to_string(a.f) + " with mini-batch " + std::to_string(a.mini_batch) +
@@ -150,19 +173,20 @@ inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
 }
 
 /// The prefill scan over a chunk (asynchronous on `stream`): the state on chip where it fits
-/// (StateIn::automatic), or where `where` says. Bad arguments and launch errors throw ttt::Error.
+/// (StateIn::automatic), or where `where` says; threads per block 0: default_threads. Bad arguments
+/// and launch errors throw ttt::Error.
 template <class T>
-void scan(Learner l, const ScanArgs<T>& a, StateIn where = StateIn::automatic, int threads = 256,
+void scan(Learner l, const ScanArgs<T>& a, StateIn where = StateIn::automatic, int threads = 0,
           cudaStream_t stream = nullptr) {
-  if (l == Learner::linear) detail::launch<Learner::linear>(a, where, threads, stream, "scan");
-  else detail::launch<Learner::mlp>(a, where, threads, stream, "scan");
+  if (l == Learner::linear) detail::launch<Learner::linear>(a, where, threads, stream, false);
+  else detail::launch<Learner::mlp>(a, where, threads, stream, false);
 }
 
 /// A decode step (usually a.L = 1 token per sequence): the state stays in global memory.
 template <class T>
-void decode(Learner l, const ScanArgs<T>& a, int threads = 256, cudaStream_t stream = nullptr) {
-  if (l == Learner::linear) detail::launch<Learner::linear>(a, StateIn::global, threads, stream, "decode");
-  else detail::launch<Learner::mlp>(a, StateIn::global, threads, stream, "decode");
+void decode(Learner l, const ScanArgs<T>& a, int threads = 0, cudaStream_t stream = nullptr) {
+  if (l == Learner::linear) detail::launch<Learner::linear>(a, StateIn::global, threads, stream, true);
+  else detail::launch<Learner::mlp>(a, StateIn::global, threads, stream, true);
 }
 
 }  // namespace ttt::cuda
