@@ -20,10 +20,9 @@
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <vector>
-
 #include <ttt/kernels/cuda/scan.cuh>
 #include <ttt/models/cuda/model.cuh>  // this program's one .cu file: it defines the model's members
+#include <vector>
 
 namespace {
 
@@ -88,10 +87,18 @@ struct ScanProblem {
   int BH, L, P;
   Device q, k, v, lr, eta, lnw, lnb, theta, gacc, z;
   ScanProblem(Learner l, int B, int L_)
-      : BH(B * kHeads), L(L_), P(ttt::cuda::state_size(l, kF)),
-        q(sizeof(T) * size_t(BH) * L * kF), k(sizeof(T) * size_t(BH) * L * kF), v(sizeof(T) * size_t(BH) * L * kF),
-        lr(sizeof(float) * size_t(BH) * L), eta(sizeof(float) * kMiniBatch), lnw(sizeof(float) * kHeads * kF),
-        lnb(sizeof(float) * kHeads * kF), theta(sizeof(float) * size_t(BH) * P), gacc(sizeof(float) * size_t(BH) * P),
+      : BH(B * kHeads),
+        L(L_),
+        P(ttt::cuda::state_size(l, kF)),
+        q(sizeof(T) * size_t(BH) * L * kF),
+        k(sizeof(T) * size_t(BH) * L * kF),
+        v(sizeof(T) * size_t(BH) * L * kF),
+        lr(sizeof(float) * size_t(BH) * L),
+        eta(sizeof(float) * kMiniBatch),
+        lnw(sizeof(float) * kHeads * kF),
+        lnb(sizeof(float) * kHeads * kF),
+        theta(sizeof(float) * size_t(BH) * P),
+        gacc(sizeof(float) * size_t(BH) * P),
         z(sizeof(float) * size_t(BH) * L * kF) {
     fill_buffer(q.as<T>(), size_t(BH) * L * kF, 1.f), fill_buffer(k.as<T>(), size_t(BH) * L * kF, 1.f);
     fill_buffer(v.as<T>(), size_t(BH) * L * kF, 1.f), fill_buffer(lr.as<float>(), size_t(BH) * L, 0.01f);
@@ -248,8 +255,18 @@ BENCHMARK(BM_scan<Learner::mlp, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::mlp>)->Apply(shapes);
 BENCHMARK(BM_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode<Learner::mlp>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_model_prefill<Learner::linear>)->Arg(2048)->Arg(8192)->Arg(32768)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_model_prefill<Learner::mlp>)->Arg(2048)->Arg(8192)->Arg(32768)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_model_prefill<Learner::linear>)
+    ->Arg(2048)
+    ->Arg(8192)
+    ->Arg(32768)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_model_prefill<Learner::mlp>)
+    ->Arg(2048)
+    ->Arg(8192)
+    ->Arg(32768)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_model_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_model_decode<Learner::mlp>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
 

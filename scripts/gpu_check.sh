@@ -7,14 +7,15 @@
 #   scripts/gpu_check.sh --build BIN_DIR      build the three programs (CMake, sm_80 and sm_90) on
 #                                             any machine with nvcc and the project's packages (no
 #                                             GPU needed) into BIN_DIR, with the shared libraries
-#                                             they need that a bare GPU machine may lack
+#                                             they need that a bare GPU machine may lack and the
+#                                             reference vectors (../shared/reference) if present
 #   TTT_GPU_BIN=BIN_DIR scripts/gpu_check.sh [OUT_DIR]   run them on the GPU machine (the device
 #                                             tool: OUT_DIR=$OUT)
 #   scripts/gpu_check.sh [OUT_DIR]            no BIN_DIR: build test_scan and bench_cuda here with
 #                                             nvcc from the include folder alone (a machine without
 #                                             the project's packages: test_model needs the CPU
 #                                             library and is skipped) and run them
-#   TTT_GPU_BENCH_ARGS='...'                  extra arguments for the benchmark
+#   TTT_GPU_BENCH_ARGS='...'                  extra arguments for the benchmark (split at spaces)
 # Exit status: 0 every check passed, 1 a check failed, 77 no GPU / no nvcc.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,6 +61,9 @@ if [ "${1:-}" = --build ]; then
   for p in "$dir/test_model" "$dir/bench_cuda"; do
     ldd "$p" | awk '/libbenchmark|libgomp/ {print $3}' | while read -r l; do cp -L "$l" "$dir/"; done
   done
+  # the official code's reference vectors travel with the programs (test_model checks them)
+  ref=$root/../shared/reference/ttt-lm-pytorch
+  if [ -d "$ref" ]; then rm -rf "$dir/reference" && mkdir -p "$dir/reference" && cp -r "$ref" "$dir/reference/"; fi
   echo "gpu_check: built in $(($(date +%s) - start)) s into $dir"
   exit 0
 fi
@@ -101,6 +105,7 @@ if [ "$rc" = 77 ]; then status=77; elif [ "$rc" != 0 ]; then status=1; fi
 
 if [ -x "$bin/test_model" ] && [ "$status" != 77 ]; then
   start=$(date +%s)
+  [ -d "$bin/reference" ] && export TTT_REFERENCE_DIR="$bin/reference"
   "$bin/test_model" 2>&1 | tee "$out/test_model.txt"
   rc=${PIPESTATUS[0]}
   summary+=("test_model: $(tail -1 "$out/test_model.txt") (exit $rc, $(($(date +%s) - start)) s)")

@@ -22,6 +22,11 @@
 #include <ttt/models/hier/model.hpp>
 #include <ttt/train/model_grad.hpp>
 
+#if defined(TTT_WITH_CUDA)
+#include <ttt/models/cuda/export.hpp>
+#include <ttt/models/cuda/model.hpp>
+#endif
+
 #include "common.hpp"
 #include "hier_model.hpp"
 #include "learners.hpp"
@@ -31,7 +36,7 @@ namespace ttt_cli {
 namespace {
 
 struct EvalArgs {
-  std::string model, input, out, dtype = "fp32";
+  std::string model, input, out, dtype = "fp32", device = "cpu";
   int threads = 0;
   bool grads = false;
 };
@@ -137,15 +142,15 @@ void eval_hier(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
   if (g) add_grads(w, *g);
 }
 
-/// A TTT checkpoint: hidden.{i} of every layer, the next-token loss, decode_logits when the input
-/// has prompt_len. Sequences are independent: one session each, spread over the threads.
-void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
-  Model m = load_model(a.model);
-  m.set_weight_dtype(ttt::parse_weight_dtype(a.dtype, "--dtype"));
-  const ttt::ModelConfig& cfg = m.cfg();
-  const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
+/// A TTT checkpoint's input: input_ids checked against the vocabulary, prompt_len (optional).
+struct TTTInput {
+  Batch x;
+  std::optional<int64_t> P;
+};
+TTTInput read_ttt_input(const EvalArgs& a, int64_t V) {
   const auto in = ttt::io::SafeTensors::load(a.input);
-  const Batch x = read_batch(in, /*hier=*/false);
+  TTTInput r{read_batch(in, /*hier=*/false), std::nullopt};
+  const Batch& x = r.x;
   const std::string& src = x.src;
   const int64_t B = x.B, L = x.L;
   for (int64_t b = 0; b < B; ++b)
@@ -167,6 +172,36 @@ void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
       throw ttt::ShapeError(src + ": tensor 'prompt_len' is " + std::to_string(*P) + ", expected 1 <= P < L = " +
                             std::to_string(L));
   }
+  r.P = P;
+  return r;
+}
+
+/// What both devices write after the logits: hidden.{i}, prompt_len and decode_logits, the loss.
+void add_ttt_outputs(ttt::io::SafeTensorsWriter& w, const TTTInput& in, int64_t V, int64_t C,
+                     const std::vector<std::vector<float>>& hidden, const std::vector<float>& dec, double loss_sum) {
+  const Batch& x = in.x;
+  const int64_t B = x.B, L = x.L;
+  for (size_t i = 0; i < hidden.size(); ++i) w.add("hidden." + std::to_string(i), {B, L, C}, hidden[i]);
+  if (in.P) {
+    const int64_t p = *in.P;
+    w.add_int64("prompt_len", {1}, std::span<const int64_t>(&p, 1));
+    w.add("decode_logits", {B, L - p, V}, dec);
+  }
+  if (L >= 2) add_scalar(w, "loss", loss_sum / double(B * (L - 1)));
+  else std::cerr << "ttt eval: note: sequences of length 1 have no next-token loss; 'loss' not written\n";
+}
+
+/// A TTT checkpoint: hidden.{i} of every layer, the next-token loss, decode_logits when the input
+/// has prompt_len. Sequences are independent: one session each, spread over the threads.
+void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
+  Model m = load_model(a.model);
+  m.set_weight_dtype(ttt::parse_weight_dtype(a.dtype, "--dtype"));
+  const ttt::ModelConfig& cfg = m.cfg();
+  const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
+  const TTTInput input = read_ttt_input(a, V);
+  const Batch& x = input.x;
+  const std::optional<int64_t>& P = input.P;
+  const int64_t B = x.B, L = x.L;
   const int64_t D = P ? L - *P : 0;  // decode_logits rows per sequence
   check_grads(a, x, " (a next-token loss)");
 
@@ -206,19 +241,9 @@ void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
   ttt::parallel_for(B, workers, run_sequence, std::max(1, total_threads / workers));
 
   add_ids_logits(w, x, V, logits);
-  for (int64_t i = 0; i < NL; ++i) w.add("hidden." + std::to_string(i), {B, L, C}, hidden[size_t(i)]);
-  if (P) {
-    const int64_t p = *P;
-    w.add_int64("prompt_len", {1}, std::span<const int64_t>(&p, 1));
-    w.add("decode_logits", {B, D, V}, dec);
-  }
-  if (L >= 2) {
-    double sum = 0.0;
-    for (double v : seq_loss) sum += v;
-    add_scalar(w, "loss", sum / double(B * (L - 1)));
-  } else {
-    std::cerr << "ttt eval: note: sequences of length 1 have no next-token loss; 'loss' not written\n";
-  }
+  double sum = 0.0;
+  for (double v : seq_loss) sum += v;
+  add_ttt_outputs(w, input, V, C, hidden, dec, sum);
   if (a.grads) {
     // grad.{name}: d loss / d parameter over the whole batch (the mean over all B * (L - 1)
     // next-token positions; tied embeddings: the embedding's gradient includes the head's).
@@ -232,13 +257,76 @@ void eval_ttt(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
   }
 }
 
+/// --device cuda: a TTT-Linear or TTT-MLP checkpoint on the GPU (ttt::cuda::Model, docs/cuda.md),
+/// the batch as one batch state: the same tensors as eval_ttt.
+void eval_ttt_cuda(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
+#if !defined(TTT_WITH_CUDA)
+  (void)w;
+  throw UsageError("--device cuda: this ttt was built without CUDA (configure with -DTTT_ENABLE_CUDA=ON where nvcc is)");
+#else
+  Model m = load_model(a.model);
+  const ttt::ModelConfig& cfg = m.cfg();
+  const int64_t V = cfg.vocab_size, C = cfg.hidden_size, NL = cfg.num_hidden_layers;
+  const TTTInput input = read_ttt_input(a, V);
+  const Batch& x = input.x;
+  const int64_t B = x.B, L = x.L;
+  std::unique_ptr<ttt::cuda::Model> gpu;
+  std::visit(
+      [&](const auto& model) {
+        using L_ = typename std::decay_t<decltype(model)>::Learner;
+        if constexpr (std::is_same_v<L_, ttt::inner::Linear> || std::is_same_v<L_, ttt::inner::MLP>)
+          gpu = std::make_unique<ttt::cuda::Model>(ttt::cuda::export_weights(model));
+        else
+          throw UsageError("--device cuda: " + a.model + " has learner '" + cfg.ttt_layer_type +
+                           "'; the GPU runs linear and mlp");
+      },
+      m.variant());
+  std::vector<float> logits(size_t(B * L * V)), hid(size_t(NL * B * L * C));
+  auto st = gpu->new_state(int(B));
+  gpu->forward(st, x.ids.data(), int(L), logits.data(), ttt::cuda::LogitRows::all, 0, int(B), hid.data());
+  std::vector<std::vector<float>> hidden;
+  for (int64_t i = 0; i < NL; ++i) hidden.emplace_back(hid.begin() + i * B * L * C, hid.begin() + (i + 1) * B * L * C);
+  double sum = 0.0;
+  for (int64_t b = 0; b < B && L >= 2; ++b) {
+    const Eigen::Map<const ttt::Mat> lg(logits.data() + b * L * V, L, V);
+    sum += ttt::blocks::cross_entropy(lg.topRows(L - 1), x.seq(b).subspan(1));
+  }
+  std::vector<float> dec;
+  if (input.P) {  // prefill P tokens of every sequence (entry 0), then tokens P .. L-2 one step at a time
+    const int64_t P = *input.P, D = L - P;
+    dec.resize(size_t(B * D * V));
+    std::vector<int64_t> prompt, next(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) prompt.insert(prompt.end(), x.ids.begin() + b * L, x.ids.begin() + b * L + P);
+    std::vector<float> step(size_t(B * V));
+    auto ds = gpu->new_state(int(B));
+    gpu->forward(ds, prompt.data(), int(P), step.data(), ttt::cuda::LogitRows::last);
+    for (int64_t t = P;; ++t) {
+      for (int64_t b = 0; b < B; ++b)
+        std::copy(step.begin() + b * V, step.begin() + (b + 1) * V, dec.begin() + (b * D + t - P) * V);
+      if (t + 1 >= L) break;
+      for (int64_t b = 0; b < B; ++b) next[size_t(b)] = x.ids[size_t(b * L + t)];
+      gpu->forward(ds, next.data(), 1, step.data());
+    }
+  }
+  add_ids_logits(w, x, V, logits);
+  add_ttt_outputs(w, input, V, C, hidden, dec, sum);
+#endif
+}
+
 int run_eval(const EvalArgs& a) {
   check_dtype(a.dtype, a.model);
   if (a.grads && a.dtype == "bf16")
     throw UsageError("--grads needs the fp32 weights (--dtype bf16 is inference only)");
+  const bool cuda = a.device == "cuda";
+  if (cuda && (a.grads || a.dtype != "fp32" || is_hier_checkpoint(a.model)))
+    throw UsageError(std::string("--device cuda: ") +
+                     (a.grads ? "--grads needs --device cpu (the GPU model is inference only)"
+                      : a.dtype != "fp32" ? "--dtype bf16 needs --device cpu (the GPU model is fp32)"
+                                          : a.model + " is a hierarchical checkpoint; the GPU runs TTT checkpoints"));
   ttt::io::SafeTensorsWriter w;
   w.set_metadata("producer", "ttt eval");
   if (is_hier_checkpoint(a.model)) eval_hier(a, w);
+  else if (cuda) eval_ttt_cuda(a, w);
   else eval_ttt(a, w);
   w.save(a.out);
   return 0;
@@ -259,6 +347,10 @@ Command add_eval(CLI::App& app) {
   sub->add_flag("--grads", a->grads,
                 "Also write grad.{name}: the gradient of the loss (mean over the batch) for every parameter");
   add_dtype_option(sub, a->dtype);
+  sub->add_option("--device", a->device,
+                  "cpu, or cuda: a TTT-Linear / TTT-MLP checkpoint on the GPU (built with TTT_ENABLE_CUDA; fp32, "
+                  "docs/cuda.md)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   return {sub, [a] { return run_eval(*a); }};
 }
 

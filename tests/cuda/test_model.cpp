@@ -4,6 +4,8 @@
 // a whole prompt, of a prompt in chunks cut mid-mini-batch followed by decode steps, and of
 // batched decode for sequences whose prompts have different lengths (each at its own position),
 // against forward / forward_rows on the CPU. fp32: 1e-4 relative to the largest logit.
+// The official code's reference vectors (logits, decode logits) where the reference folder is
+// (argument 1, $TTT_REFERENCE_DIR or the build's ../shared/reference).
 // Bad input: ids outside the vocabulary, options the GPU does not run. Exit 0 pass, 1 fail, 77 no
 // CUDA device (the build machines compile it; scripts/gpu_check.sh runs it where a GPU is).
 #include <cuda_runtime.h>
@@ -11,16 +13,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <random>
 #include <string>
-#include <vector>
-
 #include <ttt/inner/linear.hpp>
 #include <ttt/inner/mlp.hpp>
+#include <ttt/io/safetensors_reader.hpp>
+#include <ttt/models/checkpoint.hpp>
 #include <ttt/models/cuda/export.hpp>
 #include <ttt/models/cuda/model.hpp>
 #include <ttt/models/ttt_model.hpp>
+#include <vector>
 
 namespace {
 
@@ -28,7 +33,8 @@ int failures = 0;
 
 double rel_err(const float* a, const float* b, size_t n) {
   double num = 0, den = 1e-30;
-  for (size_t i = 0; i < n; ++i) num = std::max(num, std::abs(double(a[i]) - b[i])), den = std::max(den, std::abs(double(b[i])));
+  for (size_t i = 0; i < n; ++i)
+    num = std::max(num, std::abs(double(a[i]) - b[i])), den = std::max(den, std::abs(double(b[i])));
   return num / den;
 }
 
@@ -117,6 +123,52 @@ void compare(const std::string& learner, bool gate, bool tied, const std::string
                           std::to_string(worst));
 }
 
+// ||a - e|| / ||e|| (the reference README's measure)
+double norm_err(const float* a, const float* e, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) num += (double(a[i]) - e[i]) * (double(a[i]) - e[i]), den += double(e[i]) * e[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// One case of the official code's reference vectors (../shared/reference/ttt-lm-pytorch/*): the
+// GPU model loaded from its checkpoint, the batch's logits in one forward; decode cases: prefill
+// then one token at a time. 1e-4 (the README's tolerance for logits).
+template <class L>
+void reference_case(const std::filesystem::path& dir) {
+  const auto cpu = ttt::load_checkpoint<ttt::TTTModel<L>>(dir);
+  const ttt::cuda::Model gpu(ttt::cuda::export_weights(cpu));
+  const auto ex = ttt::io::SafeTensors::load(dir / "expected.safetensors");
+  const auto shape = ex.info("input_ids").shape;
+  const int B = int(shape[0]), T = int(shape[1]), V = int(cpu.cfg.vocab_size);
+  const auto ids = ex.read_int("input_ids");
+  const auto logits = ex.read_float("logits", {B, T, V});
+  std::vector<float> got(size_t(B) * T * V);
+  auto st = gpu.new_state(B);
+  gpu.forward(st, ids.data(), T, got.data());
+  const double e = norm_err(got.data(), logits.data(), got.size());
+  check(e < 1e-4, "reference " + dir.filename().string() + ": logits of " + std::to_string(B) + " x " +
+                      std::to_string(T) + " tokens, ||error|| / ||expected|| " + std::to_string(e));
+  if (!ex.contains("prompt_len")) return;
+  const int P = int(ex.read_int("prompt_len")[0]);
+  const auto dec = ex.read_float("decode_logits", {B, T - P, V});
+  std::vector<float> out(size_t(B) * (T - P) * V), step(size_t(B) * V);
+  auto ds = gpu.new_state(B);
+  std::vector<int64_t> prompt, next(static_cast<size_t>(B));
+  for (int b = 0; b < B; ++b) prompt.insert(prompt.end(), ids.begin() + size_t(b) * T, ids.begin() + size_t(b) * T + P);
+  gpu.forward(ds, prompt.data(), P, step.data(), ttt::cuda::LogitRows::last);
+  for (int t = P;; ++t) {
+    for (int b = 0; b < B; ++b)
+      std::copy(step.begin() + size_t(b) * V, step.begin() + size_t(b + 1) * V,
+                out.begin() + (size_t(b) * (T - P) + (t - P)) * V);
+    if (t >= T - 1) break;
+    for (int b = 0; b < B; ++b) next[size_t(b)] = ids[size_t(b) * T + t];
+    gpu.forward(ds, next.data(), 1, step.data());
+  }
+  const double d = norm_err(out.data(), dec.data(), out.size());
+  check(d < 1e-4, "reference " + dir.filename().string() + ": prefill " + std::to_string(P) + " then " +
+                      std::to_string(T - P - 1) + " decode steps, ||error|| / ||expected|| " + std::to_string(d));
+}
+
 template <class F>
 void refused(F f, const std::string& needle, const std::string& what) {
   try {
@@ -131,7 +183,7 @@ void refused(F f, const std::string& needle, const std::string& what) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("SKIP: no CUDA device\n");
@@ -144,6 +196,25 @@ int main() {
     compare<ttt::inner::MLP>("mlp", true, true, "gelu_pytorch_tanh", 4);
     compare<ttt::inner::Linear>("linear", true, true, "silu", 6, true);
     compare<ttt::inner::MLP>("mlp", false, false, "relu", 7, true);
+    // the official code's reference vectors (argument 1, $TTT_REFERENCE_DIR, or the build's path)
+    const char* env = std::getenv("TTT_REFERENCE_DIR");
+    const std::filesystem::path ref = std::filesystem::path(argc > 1 ? argv[1]
+                                                            : env    ? env
+                                                                     : TTT_REFERENCE_DIR) /
+                                      "ttt-lm-pytorch";
+    int cases = 0;
+    if (std::filesystem::exists(ref)) {
+      for (const auto& entry : std::filesystem::directory_iterator(ref)) {
+        if (!std::filesystem::exists(entry.path() / "expected.safetensors")) continue;
+        const auto cfg = ttt::load_checkpoint_config(entry.path());
+        if (cfg.ttt_layer_type == "linear")
+          reference_case<ttt::inner::Linear>(entry.path());
+        else
+          reference_case<ttt::inner::MLP>(entry.path());
+        ++cases;
+      }
+    }
+    std::printf("%s reference vectors: %d case(s) in %s\n", cases ? "ok  " : "SKIP", cases, ref.string().c_str());
     // bad input
     ttt::TTTModel<ttt::inner::Linear> cpu(tiny("linear", false, true, "silu"));
     cpu.init_weights(5);

@@ -10,14 +10,13 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
-#include <vector>
-
 #include <ttt/blocks/layer_norm.hpp>
 #include <ttt/blocks/ln_l2.hpp>
 #include <ttt/inner/linear.hpp>
 #include <ttt/inner/mlp.hpp>
 #include <ttt/kernels/tile/linear.hpp>
 #include <ttt/kernels/tile/mlp.hpp>
+#include <vector>
 
 using namespace ttt;
 
@@ -34,7 +33,8 @@ std::vector<S> randn(size_t n, std::mt19937_64& rng, double scale = 1.0) {
 template <class S>
 double rel_err(const std::vector<S>& a, const std::vector<S>& b) {
   double num = 0, den = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) num = std::max(num, std::abs(double(a[i]) - double(b[i]))), den = std::max(den, std::abs(double(b[i])));
+  for (size_t i = 0; i < a.size(); ++i)
+    num = std::max(num, std::abs(double(a[i]) - double(b[i]))), den = std::max(den, std::abs(double(b[i])));
   return num / std::max(1.0, den);
 }
 
@@ -63,7 +63,8 @@ std::vector<S> library_scan(const Head<S>& h) {
   for (int r0 = 0; r0 < h.L;) {
     const int phase = r0 % h.mb, n = std::min(h.mb - phase, h.L - r0);
     const M q(h.XQ.data() + r0 * h.f, n, h.f), k(h.XK.data() + r0 * h.f, n, h.f), v(h.XV.data() + r0 * h.f, n, h.f);
-    inner::Segment<S> s{q, k, v, h.token_eta.data() + phase, h.lr.data() + r0, h.ln_w.data(), h.ln_b.data(), phase == 0};
+    inner::Segment<S> s{q,         k, v, h.token_eta.data() + phase, h.lr.data() + r0, h.ln_w.data(), h.ln_b.data(),
+                        phase == 0};
     MatT<S> Z(n, h.f);
     Learner::template dual_form<S>(theta.data(), gacc.data(), s, Z, ws);
     std::copy(Z.data(), Z.data() + n * h.f, out.begin() + r0 * h.f);
@@ -87,9 +88,9 @@ std::vector<S> block_scan(const Head<S>& h, const std::vector<int>& cuts, int nt
   const tile::HostBlock blk{nt};
   for (size_t i = 0; i + 1 < cuts.size(); ++i) {
     const int a = cuts[i], n = cuts[i + 1] - cuts[i];
-    scan(blk, n, h.f, h.mb, a, h.XQ.data() + a * h.f, h.XK.data() + a * h.f, h.XV.data() + a * h.f,
-         h.token_eta.data(), h.lr.data() + a, h.ln_w.data(), h.ln_b.data(), theta.data(), gacc.data(),
-         out.data() + a * h.f, ws.data(), state_in_ws);
+    scan(blk, n, h.f, h.mb, a, h.XQ.data() + a * h.f, h.XK.data() + a * h.f, h.XV.data() + a * h.f, h.token_eta.data(),
+         h.lr.data() + a, h.ln_w.data(), h.ln_b.data(), theta.data(), gacc.data(), out.data() + a * h.f, ws.data(),
+         state_in_ws);
   }
   out.insert(out.end(), theta.begin(), theta.end());
   out.insert(out.end(), gacc.begin(), gacc.end());
@@ -107,8 +108,8 @@ void check_scans(int f, int mb, int L, double tol, uint64_t seed) {
         for (bool on_chip : {true, false}) {
           INFO("TTT-Linear f " << f << " mb " << mb << " L " << L << " threads " << nt << " cuts " << cuts.size()
                                << (on_chip ? " state in workspace" : " state in place"));
-          const auto got = block_scan(h, cuts, nt, on_chip, [](auto&&... a) { tile::linear_scan_block(a...); },
-                                      tile::linear_scan_workspace);
+          const auto got = block_scan(
+              h, cuts, nt, on_chip, [](auto&&... a) { tile::linear_scan_block(a...); }, tile::linear_scan_workspace);
           CHECK(rel_err(got, ref) < tol);
         }
   }
@@ -120,8 +121,8 @@ void check_scans(int f, int mb, int L, double tol, uint64_t seed) {
         for (bool on_chip : {true, false}) {
           INFO("TTT-MLP f " << f << " mb " << mb << " L " << L << " threads " << nt << " cuts " << cuts.size()
                             << (on_chip ? " state in workspace" : " state in place"));
-          const auto got = block_scan(h, cuts, nt, on_chip, [](auto&&... a) { tile::mlp_scan_block(a...); },
-                                      tile::mlp_scan_workspace);
+          const auto got = block_scan(
+              h, cuts, nt, on_chip, [](auto&&... a) { tile::mlp_scan_block(a...); }, tile::mlp_scan_workspace);
           CHECK(rel_err(got, ref) < tol);
         }
   }

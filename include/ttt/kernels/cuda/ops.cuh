@@ -70,7 +70,7 @@ static __global__ void layer_norm_rows(const float* x, const float* w, const flo
 /// Rotates the interleaved pairs of every head of X [B * n, H * f] in place (blocks/rope.hpp):
 /// row b * n + t is at position (pos[b] + t) % mini_batch; cos, sin: [mini_batch, f / 2].
 static __global__ void rope_rows(float* X, int n, int H, int f, int mini_batch, const int* pos, const float* cos_t,
-                          const float* sin_t) {
+                                 const float* sin_t) {
   const size_t r = blockIdx.x;
   const int b = int(r / n), t = int(r % n), p = (pos[b] + t) % mini_batch, half = f / 2;
   for (int e = threadIdx.x; e < H * half; e += blockDim.x) {
@@ -104,8 +104,8 @@ static __global__ void to_heads(const float* X, int n, int H, int f, float* Xh) 
 
 /// O [B, n, H * f] = XQ + LN_h(Zq) per head (the inner loss's LayerNorm weights ln_w, ln_b [H, f],
 /// eps 1e-6); XQh, Zq in the scan's layout [B, H, n, f]. One block per (b, h, t) row.
-static __global__ void head_output(const float* XQh, const float* Zq, const float* ln_w, const float* ln_b, int n, int H,
-                            int f, float* O) {
+static __global__ void head_output(const float* XQh, const float* Zq, const float* ln_w, const float* ln_b, int n,
+                                   int H, int f, float* O) {
   const size_t row = blockIdx.x;  // (b * H + h) * n + t
   const size_t bh = row / n, t = row % n, b = bh / H, h = bh % H;
   const float* z = Zq + row * f;
@@ -113,7 +113,8 @@ static __global__ void head_output(const float* XQh, const float* Zq, const floa
   row_moments(z, f, mu, var);
   const float inv = 1.f / sqrtf(var + 1e-6f);
   for (int c = threadIdx.x; c < f; c += blockDim.x)
-    O[(b * n + t) * size_t(H) * f + h * f + c] = ln_w[h * f + c] * (z[c] - mu) * inv + ln_b[h * f + c] + XQh[row * f + c];
+    O[(b * n + t) * size_t(H) * f + h * f + c] =
+        ln_w[h * f + c] * (z[c] - mu) * inv + ln_b[h * f + c] + XQh[row * f + c];
 }
 
 /// The depthwise causal convolution of blocks/causal_conv.hpp over [history; X] per sequence:
@@ -172,10 +173,18 @@ static __global__ void act_mul(Act act, float* a, const float* u, size_t n) {
     const float x = a[i];
     float y;
     switch (act) {
-      case Act::silu: y = x / (1.f + expf(-x)); break;
-      case Act::gelu: y = 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); break;
-      case Act::gelu_tanh: y = gelu_tanh(x); break;
-      default: y = x > 0.f ? x : 0.f; break;
+      case Act::silu:
+        y = x / (1.f + expf(-x));
+        break;
+      case Act::gelu:
+        y = 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+        break;
+      case Act::gelu_tanh:
+        y = gelu_tanh(x);
+        break;
+      default:
+        y = x > 0.f ? x : 0.f;
+        break;
     }
     a[i] = y * u[i];
   }

@@ -75,8 +75,8 @@ __global__ void scan_kernel(ScanArgs<T> a, bool state_on_chip) {
     tile::linear_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
                             a.token_eta, lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
   else
-    tile::mlp_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, pos0, a.XQ + rows, a.XK + rows, a.XV + rows,
-                         a.token_eta, lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
+    tile::mlp_scan_block(DeviceBlock{}, a.L, f, a.mini_batch, pos0, a.XQ + rows, a.XK + rows, a.XV + rows, a.token_eta,
+                         lr, ln_w, ln_b, theta, gacc, a.Zq + rows, ws, state_on_chip);
 }
 
 /// Throws ttt::Error naming `what` unless `e` is cudaSuccess.
@@ -142,12 +142,15 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
   const char* what = decode ? "decode" : "scan";
   const std::string name = std::string("cuda::") + what + (K == Learner::linear ? " (TTT-Linear)" : " (TTT-MLP)");
   if (a.BH < 1 || a.heads < 1 || a.L < 0 || a.f < 1 || a.mini_batch < 1 || a.pos0 < 0 || threads < 0 || threads > 1024)
-    throw Error(name + ": BH, heads, f and mini_batch must be >= 1, L and pos0 >= 0, threads 0 (default) or in [1, 1024] (got BH " +
-                std::to_string(a.BH) + ", heads " + std::to_string(a.heads) + ", L " + std::to_string(a.L) + ", f " +
-                std::to_string(a.f) + ", mini_batch " + std::to_string(a.mini_batch) + ", pos0 " +
-                std::to_string(a.pos0) + ", threads " + std::to_string(threads) + ")");
+    throw Error(
+        name +
+        ": BH, heads, f and mini_batch must be >= 1, L and pos0 >= 0, threads 0 (default) or in [1, 1024] (got BH " +
+        std::to_string(a.BH) + ", heads " + std::to_string(a.heads) + ", L " + std::to_string(a.L) + ", f " +
+        std::to_string(a.f) + ", mini_batch " + std::to_string(a.mini_batch) + ", pos0 " + std::to_string(a.pos0) +
+        ", threads " + std::to_string(threads) + ")");
   if (a.BH % a.heads != 0)
-    throw Error(name + ": BH (" + std::to_string(a.BH) + ") is not a multiple of heads (" + std::to_string(a.heads) + ")");
+    throw Error(name + ": BH (" + std::to_string(a.BH) + ") is not a multiple of heads (" + std::to_string(a.heads) +
+                ")");
   if (a.L == 0) return;
   int device = 0;
   const int max_bytes = max_shared_bytes(device, name);
@@ -169,7 +172,8 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
 /// Whether a prefill scan keeps the state on chip on the current device (StateIn::automatic).
 inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
   int device = 0;
-  return scan_shared_bytes(l, f, mini_batch, true) <= size_t(detail::max_shared_bytes(device, "cuda::state_fits_on_chip"));
+  return scan_shared_bytes(l, f, mini_batch, true) <=
+         size_t(detail::max_shared_bytes(device, "cuda::state_fits_on_chip"));
 }
 
 /// The prefill scan over a chunk (asynchronous on `stream`): the state on chip where it fits
@@ -178,15 +182,19 @@ inline bool state_fits_on_chip(Learner l, int f, int mini_batch) {
 template <class T>
 void scan(Learner l, const ScanArgs<T>& a, StateIn where = StateIn::automatic, int threads = 0,
           cudaStream_t stream = nullptr) {
-  if (l == Learner::linear) detail::launch<Learner::linear>(a, where, threads, stream, false);
-  else detail::launch<Learner::mlp>(a, where, threads, stream, false);
+  if (l == Learner::linear)
+    detail::launch<Learner::linear>(a, where, threads, stream, false);
+  else
+    detail::launch<Learner::mlp>(a, where, threads, stream, false);
 }
 
 /// A decode step (usually a.L = 1 token per sequence): the state stays in global memory.
 template <class T>
 void decode(Learner l, const ScanArgs<T>& a, int threads = 0, cudaStream_t stream = nullptr) {
-  if (l == Learner::linear) detail::launch<Learner::linear>(a, StateIn::global, threads, stream, true);
-  else detail::launch<Learner::mlp>(a, StateIn::global, threads, stream, true);
+  if (l == Learner::linear)
+    detail::launch<Learner::linear>(a, StateIn::global, threads, stream, true);
+  else
+    detail::launch<Learner::mlp>(a, StateIn::global, threads, stream, true);
 }
 
 }  // namespace ttt::cuda

@@ -100,7 +100,8 @@ TTT_HOST_DEVICE void dual_mask_share(int tid, int nt, int n, int d, const S* x, 
 /// diagonal enter the last sum for the quad's earlier rows).
 template <class S, class Post>
 TTT_HOST_DEVICE void dual_out_share(int tid, int nt, int n, int k, int m, const S* x, const S* W, const S* gW,
-                                    bool fresh, const S* A, const S* G, const S* token_eta, S* out, int ldo, Post post) {
+                                    bool fresh, const S* A, const S* G, const S* token_eta, S* out, int ldo,
+                                    Post post) {
   const S *b = W + k * m, *gb = gW + k * m;
   const int quads = (n + kRows - 1) / kRows;
   for (int o = tid; o < quads * m; o += nt) {
@@ -167,10 +168,52 @@ TTT_HOST_DEVICE void update_share(int tid, int nt, int n, int k, int m, const S*
   }
 }
 
+/// Where a chunk's segment starting at row r0 lies: rows r0 .. r0 + n - 1 of the chunk are
+/// positions phase .. phase + n - 1 of one mini-batch (the chunk's first row is at position pos0
+/// of its sequence); `fresh`: it starts the mini-batch, `ends`: it completes it.
+struct SegmentRows {
+  int phase, n;
+  bool fresh, ends;
+};
+TTT_HOST_DEVICE inline SegmentRows segment_at(int pos0, int r0, int L, int mini_batch) {
+  const int phase = (pos0 + r0) % mini_batch;
+  const int n = mini_batch - phase < L - r0 ? mini_batch - phase : L - r0;
+  return {phase, n, phase == 0, phase + n == mini_batch};
+}
+
+/// A segment's inputs in the compute type (its share of the n x f values): Q = q, K = k and the
+/// reconstruction target T = v - k.
+template <class S, class T>
+TTT_HOST_DEVICE void load_share(int tid, int nt, int n, int f, const T* q, const T* k, const T* v, S* Q, S* K, S* Tg) {
+  for (int o = tid; o < n * f; o += nt) {
+    const S kv = static_cast<S>(k[o]);
+    Q[o] = static_cast<S>(q[o]), K[o] = kv, Tg[o] = static_cast<S>(v[o]) - kv;
+  }
+}
+
 /// Copies n values (any input type convertible to S), its share.
 template <class S, class T>
 TTT_HOST_DEVICE void copy_share(int tid, int nt, int n, const T* from, S* to) {
   for (int o = tid; o < n; o += nt) to[o] = static_cast<S>(from[o]);
+}
+
+/// The frame of one head's scan over a chunk of L rows from position pos0: the P values of the
+/// state copied from theta into W (the workspace) when `state_in_workspace` and back at the end;
+/// for each segment its inputs loaded into Q, K, Tg (load_share), then `body(seg, r0)` runs the
+/// learner's phases on rows r0 .. r0 + seg.n - 1.
+template <class Block, class S, class T, class Body>
+TTT_HOST_DEVICE void scan_segments(const Block& blk, int L, int f, int mini_batch, int pos0, const T* XQ, const T* XK,
+                                   const T* XV, S* theta, S* W, int P, bool state_in_workspace, S* Q, S* K, S* Tg,
+                                   Body body) {
+  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, theta, W); });
+  for (int r0 = 0; r0 < L;) {
+    const SegmentRows seg = segment_at(pos0, r0, L, mini_batch);
+    const size_t at = size_t(r0) * f;
+    blk.each([&](int tid, int nt) { load_share(tid, nt, seg.n, f, XQ + at, XK + at, XV + at, Q, K, Tg); });
+    body(seg, r0);
+    r0 += seg.n;
+  }
+  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, W, theta); });
 }
 
 /// tanh-approximated GELU (blocks/activations.hpp's gelu) and the reference's derivative

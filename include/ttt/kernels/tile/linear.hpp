@@ -42,29 +42,22 @@ TTT_HOST_DEVICE void linear_scan_block(const Block& blk, int L, int f, int mini_
   S* W = state_in_workspace ? ws : theta;
   S* Q = ws + (state_in_workspace ? P : 0);
   S *K = Q + mb * f, *Tg = K + mb * f, *Z = Tg + mb * f, *G = Z + mb * f, *A = G + mb * f, *part = A + mb * mb;
-  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, theta, W); });
-  for (int r0 = 0; r0 < L;) {
-    const int phase = (pos0 + r0) % mb;
-    const int n = mb - phase < L - r0 ? mb - phase : L - r0;
-    const bool fresh = phase == 0, ends = phase + n == mb;
-    const T *q = XQ + size_t(r0) * f, *k = XK + size_t(r0) * f, *v = XV + size_t(r0) * f;
-    const S *eta = token_eta + phase, *lr_ = lr + r0;
-    blk.each([&](int tid, int nt) {
-      for (int o = tid; o < n * f; o += nt) {
-        const S kv = static_cast<S>(k[o]);
-        Q[o] = static_cast<S>(q[o]), K[o] = kv, Tg[o] = static_cast<S>(v[o]) - kv;
-      }
-    });
-    blk.each([&](int tid, int nt) { gemm_share(tid, nt, n, f, f, MatRef<S>{K, f}, MatRef<S>{W, f}, W + f * f, Z); });
-    ln_l2_grad_block(blk, n, f, Z, Tg, ln_w, ln_b, G, part,
-                     [&](int tid, int nt) { dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A); });
-    blk.each([&](int tid, int nt) {
-      dual_out_share(tid, nt, n, f, f, Q, W, gacc, fresh, A, G, eta, Zq + size_t(r0) * f, f, [](int, S v) { return v; });
-    });
-    blk.each([&](int tid, int nt) { update_share(tid, nt, n, f, f, K, G, lr_, fresh, ends, eta[n - 1], W, gacc); });
-    r0 += n;
-  }
-  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, W, theta); });
+  scan_segments(
+      blk, L, f, mb, pos0, XQ, XK, XV, theta, W, P, state_in_workspace, Q, K, Tg, [&](const SegmentRows& seg, int r0) {
+        const int n = seg.n;
+        const bool fresh = seg.fresh, ends = seg.ends;
+        const S *eta = token_eta + seg.phase, *lr_ = lr + r0;
+        S* zq = Zq + size_t(r0) * f;
+        blk.each([&](int tid, int nt) {
+          gemm_share(tid, nt, n, f, f, MatRef<S>{K, f}, MatRef<S>{W, f}, W + f * f, Z);
+        });
+        ln_l2_grad_block(blk, n, f, Z, Tg, ln_w, ln_b, G, part,
+                         [&](int tid, int nt) { dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A); });
+        blk.each([&](int tid, int nt) {
+          dual_out_share(tid, nt, n, f, f, Q, W, gacc, fresh, A, G, eta, zq, f, [](int, S v) { return v; });
+        });
+        blk.each([&](int tid, int nt) { update_share(tid, nt, n, f, f, K, G, lr_, fresh, ends, eta[n - 1], W, gacc); });
+      });
 }
 
 }  // namespace ttt::tile

@@ -30,9 +30,9 @@ inline size_t mlp_scan_workspace(int f, int mini_batch, bool state_in_workspace)
 /// One head's TTT-MLP scan over a chunk of L rows from position pos0; arguments as
 /// linear_scan_block's.
 template <class Block, class S, class T>
-TTT_HOST_DEVICE void mlp_scan_block(const Block& blk, int L, int f, int mini_batch, int pos0, const T* XQ,
-                                    const T* XK, const T* XV, const S* token_eta, const S* lr, const S* ln_w,
-                                    const S* ln_b, S* theta, S* gacc, S* Zq, S* ws, bool state_in_workspace) {
+TTT_HOST_DEVICE void mlp_scan_block(const Block& blk, int L, int f, int mini_batch, int pos0, const T* XQ, const T* XK,
+                                    const T* XV, const S* token_eta, const S* lr, const S* ln_w, const S* ln_b,
+                                    S* theta, S* gacc, S* Zq, S* ws, bool state_in_workspace) {
   const int mb = mini_batch, h = 4 * f, P1 = f * h + h, P = 2 * f * h + h + f;
   S* W1 = state_in_workspace ? ws : theta;
   S* W2 = W1 + P1;  // then b2
@@ -41,50 +41,43 @@ TTT_HOST_DEVICE void mlp_scan_block(const Block& blk, int L, int f, int mini_bat
   S *K = Q + mb * f, *Tg = K + mb * f, *Z2 = Tg + mb * f, *G2 = Z2 + mb * f;
   S *H1 = G2 + mb * f, *X2 = H1 + mb * h, *X2q = X2 + mb * h, *A1 = X2q + mb * h, *A2 = A1 + mb * mb;
   S* part = A2 + mb * mb;
-  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, theta, W1); });
-  for (int r0 = 0; r0 < L;) {
-    const int phase = (pos0 + r0) % mb;
-    const int n = mb - phase < L - r0 ? mb - phase : L - r0;
-    const bool fresh = phase == 0, ends = phase + n == mb;
-    const T *q = XQ + size_t(r0) * f, *k = XK + size_t(r0) * f, *v = XV + size_t(r0) * f;
-    const S *eta = token_eta + phase, *lr_ = lr + r0;
-    blk.each([&](int tid, int nt) {
-      for (int o = tid; o < n * f; o += nt) {
-        const S kv = static_cast<S>(k[o]);
-        Q[o] = static_cast<S>(q[o]), K[o] = kv, Tg[o] = static_cast<S>(v[o]) - kv;
-      }
-    });
-    // keys: Z1 (into H1) and X2 = gelu(Z1), H1 = gelu'(Z1); A1
-    blk.each([&](int tid, int nt) {
-      gemm_share(tid, nt, n, h, f, MatRef<S>{K, f}, MatRef<S>{W1, h}, W1 + f * h, H1, [&](int o, S z) {
-        X2[o] = gelu_tanh_hd(z);
-        return gelu_bwd_ref_hd(z);
+  scan_segments(
+      blk, L, f, mb, pos0, XQ, XK, XV, theta, W1, P, state_in_workspace, Q, K, Tg, [&](const SegmentRows& seg, int r0) {
+        const int n = seg.n;
+        const bool fresh = seg.fresh, ends = seg.ends;
+        const S *eta = token_eta + seg.phase, *lr_ = lr + r0;
+        S* zq = Zq + size_t(r0) * f;
+        // keys: Z1 (into H1) and X2 = gelu(Z1), H1 = gelu'(Z1); A1
+        blk.each([&](int tid, int nt) {
+          gemm_share(tid, nt, n, h, f, MatRef<S>{K, f}, MatRef<S>{W1, h}, W1 + f * h, H1, [&](int o, S z) {
+            X2[o] = gelu_tanh_hd(z);
+            return gelu_bwd_ref_hd(z);
+          });
+          dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A1);
+        });
+        blk.each([&](int tid, int nt) {
+          gemm_share(tid, nt, n, f, h, MatRef<S>{X2, h}, MatRef<S>{W2, f}, W2 + h * f, Z2);
+        });
+        ln_l2_grad_block(blk, n, f, Z2, Tg, ln_w, ln_b, G2, part, [](int, int) {});
+        // G1 = (G2 W2^T) * gelu'(Z1), in place of gelu'(Z1)
+        blk.each([&](int tid, int nt) {
+          gemm_share(tid, nt, n, h, f, MatRef<S>{G2, f}, MatRef<S>{W2, f, true}, static_cast<const S*>(nullptr), H1,
+                     [&](int o, S g) { return g * H1[o]; });
+        });
+        // queries, layer 1: X2q = gelu(dual output)
+        blk.each([&](int tid, int nt) {
+          dual_out_share(tid, nt, n, f, h, Q, W1, gW1, fresh, A1, H1, eta, X2q, h,
+                         [](int, S z) { return gelu_tanh_hd(z); });
+        });
+        blk.each([&](int tid, int nt) { dual_mask_share(tid, nt, n, h, X2q, X2, eta, lr_, A2); });
+        blk.each([&](int tid, int nt) {
+          dual_out_share(tid, nt, n, h, f, X2q, W2, gW2, fresh, A2, G2, eta, zq, f, [](int, S z) { return z; });
+        });
+        blk.each([&](int tid, int nt) {
+          update_share(tid, nt, n, f, h, K, H1, lr_, fresh, ends, eta[n - 1], W1, gW1);
+          update_share(tid, nt, n, h, f, X2, G2, lr_, fresh, ends, eta[n - 1], W2, gW2);
+        });
       });
-      dual_mask_share(tid, nt, n, f, Q, K, eta, lr_, A1);
-    });
-    blk.each([&](int tid, int nt) { gemm_share(tid, nt, n, f, h, MatRef<S>{X2, h}, MatRef<S>{W2, f}, W2 + h * f, Z2); });
-    ln_l2_grad_block(blk, n, f, Z2, Tg, ln_w, ln_b, G2, part, [](int, int) {});
-    // G1 = (G2 W2^T) * gelu'(Z1), in place of gelu'(Z1)
-    blk.each([&](int tid, int nt) {
-      gemm_share(tid, nt, n, h, f, MatRef<S>{G2, f}, MatRef<S>{W2, f, true}, static_cast<const S*>(nullptr), H1,
-                 [&](int o, S g) { return g * H1[o]; });
-    });
-    // queries, layer 1: X2q = gelu(dual output)
-    blk.each([&](int tid, int nt) {
-      dual_out_share(tid, nt, n, f, h, Q, W1, gW1, fresh, A1, H1, eta, X2q, h, [](int, S z) { return gelu_tanh_hd(z); });
-    });
-    blk.each([&](int tid, int nt) { dual_mask_share(tid, nt, n, h, X2q, X2, eta, lr_, A2); });
-    blk.each([&](int tid, int nt) {
-      dual_out_share(tid, nt, n, h, f, X2q, W2, gW2, fresh, A2, G2, eta, Zq + size_t(r0) * f, f,
-                     [](int, S z) { return z; });
-    });
-    blk.each([&](int tid, int nt) {
-      update_share(tid, nt, n, f, h, K, H1, lr_, fresh, ends, eta[n - 1], W1, gW1);
-      update_share(tid, nt, n, h, f, X2, G2, lr_, fresh, ends, eta[n - 1], W2, gW2);
-    });
-    r0 += n;
-  }
-  if (state_in_workspace) blk.each([&](int tid, int nt) { copy_share(tid, nt, P, W1, theta); });
 }
 
 }  // namespace ttt::tile

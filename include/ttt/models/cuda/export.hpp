@@ -43,7 +43,8 @@ ModelWeights export_weights(const CausalLM<TTTLayer<L, float, Opts>>& model) {
     l.seq_norm = flat(b.seq_norm), l.ffn_norm = flat(b.ffn_norm);
     l.q = flat(t.q), l.v = flat(t.v), l.o = flat(t.o);
     if (c.share_qk) {
-      l.conv_q = flat(t.conv_q), l.conv_k = flat(t.conv_k), l.conv_q_b = flat(t.conv_q_b), l.conv_k_b = flat(t.conv_k_b);
+      l.conv_q = flat(t.conv_q), l.conv_k = flat(t.conv_k), l.conv_q_b = flat(t.conv_q_b),
+      l.conv_k_b = flat(t.conv_k_b);
     } else {
       l.k = flat(t.k);
     }

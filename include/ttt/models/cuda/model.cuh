@@ -53,13 +53,14 @@ struct DeviceArray {
   }
   void upload(const std::vector<T>& h, const char* what) {
     reserve(h.size(), what);
-    check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), std::string("cudaMemcpy (") + what + ")");
+    check(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice),
+          std::string("cudaMemcpy (") + what + ")");
   }
 };
 
 struct DeviceLayer {
-  DeviceArray<float> seq_norm, ffn_norm, q, k, v, o, g, lr_w, lr_b, eta, ln_w, ln_b, post_w, post_b, theta0, gate,
-      up, down, conv_q, conv_k, conv_q_b, conv_k_b, conv_norm, conv_w, conv_b;
+  DeviceArray<float> seq_norm, ffn_norm, q, k, v, o, g, lr_w, lr_b, eta, ln_w, ln_b, post_w, post_b, theta0, gate, up,
+      down, conv_q, conv_k, conv_q_b, conv_k_b, conv_norm, conv_w, conv_b;
 };
 
 }  // namespace detail
@@ -80,7 +81,7 @@ struct Model::Impl {
 struct State::Impl {
   int B = 0;
   std::vector<int64_t> pos;
-  std::vector<detail::DeviceArray<float>> theta, gacc;  // per layer [B * H * P]
+  std::vector<detail::DeviceArray<float>> theta, gacc;         // per layer [B * H * P]
   std::vector<detail::DeviceArray<float>> qk_hist, conv_hist;  // per layer [B, K-1, C] (share_qk, pre_conv)
   // work buffers, grown on demand
   detail::DeviceArray<int> ids, dpos;
@@ -99,9 +100,15 @@ Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 int Model::vocab_size() const { return impl->shape.V; }
 int Model::hidden_size() const { return impl->shape.C; }
+int Model::num_layers() const { return int(impl->layers.size()); }
 
 Model::Model(const ModelWeights& w) : impl(std::make_unique<Impl>()) {
   Impl& m = *impl;
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess || devices == 0)
+    throw Error(std::string("cuda::Model: no CUDA device (") +
+                (e != cudaSuccess ? cudaGetErrorString(e) : "none found") + ")");
   const int C = w.C, H = w.H, f = w.f, I = w.I, V = w.V, mb = w.mini_batch;
   auto need = [](bool ok, const std::string& what) {
     if (!ok) throw Error("cuda::Model: " + what);
@@ -169,7 +176,9 @@ Model::Model(const ModelWeights& w) : impl(std::make_unique<Impl>()) {
     } else {
       d.k.upload(L.k, "k");
     }
-    if (w.pre_conv) d.conv_norm.upload(L.conv_norm, "conv_norm"), d.conv_w.upload(L.conv_w, "conv_w"), d.conv_b.upload(L.conv_b, "conv_b");
+    if (w.pre_conv)
+      d.conv_norm.upload(L.conv_norm, "conv_norm"), d.conv_w.upload(L.conv_w, "conv_w"),
+          d.conv_b.upload(L.conv_b, "conv_b");
     if (w.use_gate) d.g.upload(L.g, "g");
     d.lr_w.upload(L.lr_w, "lr_w"), d.lr_b.upload(L.lr_b, "lr_b");
     std::vector<float> eta(static_cast<size_t>(mb));  // token_eta = clamp(1/(t+1) + learnable_token_idx[t], 0)
@@ -197,7 +206,8 @@ State Model::new_state(int batch) const {
     detail::DeviceArray<float> th, ga;
     th.reserve(per * batch, "state"), ga.reserve(per * batch, "state");
     for (int b = 0; b < batch; ++b)
-      check(cudaMemcpy(th.p + b * per, L.theta0.p, per * sizeof(float), cudaMemcpyDeviceToDevice), "cudaMemcpy (state)");
+      check(cudaMemcpy(th.p + b * per, L.theta0.p, per * sizeof(float), cudaMemcpyDeviceToDevice),
+            "cudaMemcpy (state)");
     check(cudaMemset(ga.p, 0, per * batch * sizeof(float)), "cudaMemset (state)");
     st.theta.push_back(std::move(th)), st.gacc.push_back(std::move(ga));
     const size_t hist = size_t(batch) * (m.shape.conv_kernel - 1) * m.shape.C;
@@ -213,14 +223,16 @@ State Model::new_state(int batch) const {
   return s;
 }
 
-void Model::forward(State& s, const int64_t* ids, int n, float* logits, LogitRows which, int first, int count) const {
+void Model::forward(State& s, const int64_t* ids, int n, float* logits, LogitRows which, int first, int count,
+                    float* hidden) const {
   const Impl& m = *impl;
   if (!s.impl) throw Error("cuda::Model::forward: the state is empty (use new_state)");
   State::Impl& st = *s.impl;
   if (count < 0) count = st.B - first;
   if (first < 0 || count < 1 || first + count > st.B || n < 1)
-    throw Error("cuda::Model::forward: sequences " + std::to_string(first) + " .. " + std::to_string(first + count - 1) +
-                " of a batch of " + std::to_string(st.B) + ", " + std::to_string(n) + " tokens each (need n >= 1)");
+    throw Error("cuda::Model::forward: sequences " + std::to_string(first) + " .. " +
+                std::to_string(first + count - 1) + " of a batch of " + std::to_string(st.B) + ", " +
+                std::to_string(n) + " tokens each (need n >= 1)");
   if (st.theta.size() != m.layers.size())
     throw Error("cuda::Model::forward: the state has " + std::to_string(st.theta.size()) + " layers, the model " +
                 std::to_string(m.layers.size()));
@@ -280,8 +292,10 @@ void Model::forward(State& s, const int64_t* ids, int n, float* logits, LogitRow
     a.BH = B * H, a.heads = H, a.L = n, a.f = f, a.mini_batch = mb, a.pos = st.dpos.p;
     a.XQ = Qh, a.XK = Kh, a.XV = Vh, a.token_eta = L.eta.p, a.lr = LRt, a.ln_w = L.ln_w.p, a.ln_b = L.ln_b.p;
     a.theta = st.theta[li].p + size_t(first) * H * m.P, a.gacc = st.gacc[li].p + size_t(first) * H * m.P, a.Zq = Zq;
-    if (n == 1) decode(m.learner, a);
-    else scan(m.learner, a);
+    if (n == 1)
+      decode(m.learner, a);
+    else
+      scan(m.learner, a);
     ops::head_output<<<B * H * n, T>>>(Qh, Zq, L.ln_w.p, L.ln_b.p, n, H, f, O);
     ops::layer_norm_rows<<<rows, T>>>(O, L.post_w.p, L.post_b.p, C, 1e-6f, Y);
     if (m.shape.use_gate) {
@@ -294,6 +308,9 @@ void Model::forward(State& s, const int64_t* ids, int n, float* logits, LogitRow
     ops::linear(m.blas, xn, rows, C, L.up.p, I, U);
     ops::act_mul<<<ops::grid_for(size_t(rows) * I), 256>>>(m.act, A, U, size_t(rows) * I);
     ops::linear(m.blas, A, rows, I, L.down.p, C, h, 1.f);  // h += down(act(gate) * up)
+    if (hidden)
+      check(cudaMemcpy(hidden + li * RC, h, RC * sizeof(float), cudaMemcpyDeviceToHost),
+            "cuda::Model::forward (hidden)");
   }
   check(cudaGetLastError(), "cuda::Model::forward");
   for (int b = 0; b < B; ++b) st.pos[size_t(first + b)] += n;
@@ -314,7 +331,8 @@ void Model::forward(State& s, const int64_t* ids, int n, float* logits, LogitRow
   ops::rms_norm_rows<<<out_rows, T>>>(src, m.norm.p, C, eps, xn);
   float* lo = st.logits.reserve(size_t(out_rows) * V, "logits");
   ops::linear(m.blas, xn, out_rows, C, head, V, lo);
-  check(cudaMemcpy(logits, lo, size_t(out_rows) * V * sizeof(float), cudaMemcpyDeviceToHost), "cuda::Model::forward (logits)");
+  check(cudaMemcpy(logits, lo, size_t(out_rows) * V * sizeof(float), cudaMemcpyDeviceToHost),
+        "cuda::Model::forward (logits)");
 }
 
 }  // namespace ttt::cuda

@@ -64,8 +64,12 @@ class Model {
   /// ids is count x n (row-major, host memory); each sequence continues from its own position.
   /// logits (host memory, or null): count x n x V for LogitRows::all, count x V for last.
   /// n == 1 is a decode step (the state stays in global memory); longer chunks are prefill.
-  void forward(State& st, const int64_t* ids, int n, float* logits, LogitRows which = LogitRows::all,
-               int first = 0, int count = -1) const;
+  /// hidden (host memory, or null): layers x count x n x C, each block's output (before the final
+  /// norm), as CausalLM::forward's `hidden`.
+  void forward(State& st, const int64_t* ids, int n, float* logits, LogitRows which = LogitRows::all, int first = 0,
+               int count = -1, float* hidden = nullptr) const;
+
+  int num_layers() const;
 
   int vocab_size() const;
   int hidden_size() const;

@@ -25,9 +25,9 @@ struct LayerWeights {
   std::vector<float> conv_q, conv_k;      ///< [C, K]
   std::vector<float> conv_q_b, conv_k_b;  ///< [C]
   // pre_conv: x += conv(RMSNorm(x)) before the TTT layer
-  std::vector<float> conv_norm;           ///< [C]
-  std::vector<float> conv_w;              ///< [C, K]
-  std::vector<float> conv_b;              ///< [C]
+  std::vector<float> conv_norm;  ///< [C]
+  std::vector<float> conv_w;     ///< [C, K]
+  std::vector<float> conv_b;     ///< [C]
 };
 
 struct ModelWeights {
@@ -37,7 +37,7 @@ struct ModelWeights {
   std::string hidden_act = "silu";  ///< the SwiGLU activation: silu, gelu, gelu_new / gelu_pytorch_tanh, relu
   bool use_gate = false;
   bool share_qk = false, pre_conv = false;
-  int conv_kernel = 4;  ///< K of the share_qk and pre_conv convolutions
+  int conv_kernel = 4;         ///< K of the share_qk and pre_conv convolutions
   std::vector<float> embed;    ///< [V, C]
   std::vector<float> lm_head;  ///< [V, C], empty when tied to the embedding
   std::vector<float> norm;     ///< [C] the final RMSNorm
