@@ -145,10 +145,18 @@ void BM_decode(benchmark::State& state) {
 
 // cuBLAS SGEMM (fp32, no tensor cores) of the FLOPs of BM_scan<K> at {batch, tokens}: a square
 // n x n x n product, n = cbrt(FLOPs / 2) rounded to a multiple of 32.
-template <Learner K>
+// FLOPs per token of one TTT layer of the 125m shape (BM_layer): projections, gate, scan.
+double layer_flops_per_token(Learner l) {
+  const double C = 768;
+  return 8 * C * C + 2 * C * kHeads + kHeads * flops_per_token(l, kF, kMiniBatch);
+}
+
+// `Layer`: the FLOPs of BM_layer<K> instead of BM_scan<K>'s.
+template <Learner K, bool Layer = false>
 void BM_cublas_same_flops(benchmark::State& state) {
   const int B = int(state.range(0)), L = int(state.range(1));
-  const double flops = flops_per_token(K, kF, kMiniBatch) * double(B) * kHeads * L;
+  const double flops =
+      (Layer ? layer_flops_per_token(K) : flops_per_token(K, kF, kMiniBatch) * kHeads) * double(B) * L;
   const int n = std::max(32, int(std::lround(std::cbrt(flops / 2) / 32)) * 32);
   Device a(sizeof(float) * size_t(n) * n), b(sizeof(float) * size_t(n) * n), c(sizeof(float) * size_t(n) * n);
   fill_buffer(a.as<float>(), size_t(n) * n, 1.f), fill_buffer(b.as<float>(), size_t(n) * n, 1.f);
@@ -168,11 +176,12 @@ void BM_cublas_same_flops(benchmark::State& state) {
 
 // ---- the 125m-shaped model (768 wide, 12 layers of 12 heads, SwiGLU 2048, vocabulary 32000) ----
 
-// Random weights of that shape (normal(0, 0.02) for the matrices, ones for the norms).
-ttt::cuda::ModelWeights model_125m(Learner l) {
+// Random weights of that shape (normal(0, 0.02) for the matrices, ones for the norms). `layers`,
+// `I` and `V` other than 12, 2048 and 32000: the one-layer model that BM_layer times.
+ttt::cuda::ModelWeights model_125m(Learner l, int layers = 12, int I = 2048, int V = 32000) {
   ttt::cuda::ModelWeights w;
   w.learner = l == Learner::linear ? "linear" : "mlp";
-  w.C = 768, w.H = kHeads, w.f = kF, w.mini_batch = kMiniBatch, w.I = 2048, w.V = 32000;
+  w.C = 768, w.H = kHeads, w.f = kF, w.mini_batch = kMiniBatch, w.I = I, w.V = V;
   std::mt19937 rng(1);
   std::normal_distribution<float> N(0.f, 0.02f);
   auto randn = [&](size_t n) {
@@ -182,7 +191,7 @@ ttt::cuda::ModelWeights model_125m(Learner l) {
   };
   const size_t C = size_t(w.C);
   w.embed = randn(size_t(w.V) * C), w.norm.assign(C, 1.f);
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < layers; ++i) {
     ttt::cuda::LayerWeights L;
     L.seq_norm.assign(C, 1.f), L.ffn_norm.assign(C, 1.f);
     L.q = randn(C * C), L.k = randn(C * C), L.v = randn(C * C), L.o = randn(C * C);
@@ -217,6 +226,26 @@ void BM_model_prefill(benchmark::State& state) {
   state.counters["tokens/s"] = benchmark::Counter(double(L), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] =
       benchmark::Counter(model_flops_per_token(K) * L * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// One TTT layer of the 125m shape with what runs per token around it (the RMSNorm before it, the
+// residual): a one-layer model with a SwiGLU of width 16 (1.5% of the layer's FLOPs; its norm and
+// three small products are timed with it) and no logits, so the time is the layer's: projections,
+// gates, RoPE, the scan, the norms, o_proj. FLOPs per token: 8 C^2 + 2 C H + H flops_per_token
+// (the SwiGLU's not counted). args = {batch, tokens}.
+template <Learner K>
+void BM_layer(benchmark::State& state) {
+  const int B = int(state.range(0)), L = int(state.range(1));
+  static const ttt::cuda::Model model(model_125m(K, 1, 16, 16));
+  std::vector<int64_t> ids(size_t(B) * L);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int64_t(i % 16);
+  timed(state, [&] {
+    auto st = model.new_state(B);
+    model.forward(st, ids.data(), L, nullptr, ttt::cuda::LogitRows::none);
+  });
+  const double flops = layer_flops_per_token(K);
+  state.counters["tokens/s"] = benchmark::Counter(double(B) * L, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * B * L * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Decode: one token for each of `batch` sequences per step, 32 steps after a prompt of 64 tokens;
@@ -255,6 +284,10 @@ BENCHMARK(BM_scan<Learner::mlp, __nv_bfloat16>)->Apply(shapes);
 BENCHMARK(BM_cublas_same_flops<Learner::mlp>)->Apply(shapes);
 BENCHMARK(BM_decode<Learner::linear>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode<Learner::mlp>)->Arg(1)->Arg(64)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_layer<Learner::linear>)->Args({1, 2048})->Args({8, 2048})->Args({64, 2048})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_layer<Learner::mlp>)->Args({1, 2048})->Args({8, 2048})->Args({64, 2048})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_cublas_same_flops<Learner::linear, true>)->Args({1, 2048})->Args({8, 2048})->Args({64, 2048})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_cublas_same_flops<Learner::mlp, true>)->Args({1, 2048})->Args({8, 2048})->Args({64, 2048})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_model_prefill<Learner::linear>)
     ->Arg(2048)
     ->Arg(8192)
