@@ -127,13 +127,14 @@ inline int multiprocessors(int device, const std::string& name) {
   return count[device];
 }
 
-/// Raises the kernel's dynamic shared memory limit to `bytes` on `device` (once per size: the
-/// call costs more than a decode step's kernel).
-template <class Kernel>
-void allow_shared(Kernel kernel, int device, size_t bytes, const std::string& name) {
+/// Raises scan_kernel<K, T>'s dynamic shared memory limit to `bytes` on `device` (once per kernel
+/// and size: the call costs more than a decode step's kernel). One record per kernel: the
+/// template's static belongs to this <K, T> alone.
+template <Learner K, class T>
+void allow_shared(int device, size_t bytes, const std::string& name) {
   static size_t allowed[kMaxDevices] = {};
   if (bytes <= 48 * 1024 || bytes <= allowed[device]) return;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), name);
+  check(cudaFuncSetAttribute(scan_kernel<K, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), name);
   allowed[device] = bytes;
 }
 
@@ -162,9 +163,8 @@ void launch(const ScanArgs<T>& a, StateIn where, int threads, cudaStream_t strea
     throw Error(name + ": head dim " + std::to_string(a.f) + " with mini-batch " + std::to_string(a.mini_batch) +
                 " needs " + std::to_string(bytes) + " bytes of shared memory per block" +
                 (chip ? " with the state on chip" : "") + "; this device allows " + std::to_string(max_bytes));
-  auto kernel = scan_kernel<K, T>;
-  allow_shared(kernel, device, bytes, name);
-  kernel<<<a.BH, threads, bytes, stream>>>(a, chip);
+  allow_shared<K, T>(device, bytes, name);
+  scan_kernel<K, T><<<a.BH, threads, bytes, stream>>>(a, chip);
   check(cudaGetLastError(), name + " launch");
 }
 }  // namespace detail
