@@ -5,7 +5,9 @@
 //                              forward's work, without keeping anything)
 //   Train/<L>/step/n/G         ttt::train::loss_and_grad (float): forward + backward, no optimizer
 //                              step; G = scan checkpoint group (0: every mini-batch's inner state
-//                              kept; G > 1: every G-th, the rest recomputed in the reverse pass)
+//                              kept and, for TTT-MLP, its inner forward's intermediates; 1: every
+//                              state, each mini-batch's inner forward recomputed in the reverse
+//                              pass; G > 1: every G-th state, the rest recomputed too)
 // Counters: items_per_second (tokens/s); GFLOP/s from the FLOP counts below; peak_MiB: peak RSS
 // growth of one call measured in a fresh child process (this program re-executed with
 // --peak-rss ..., getrusage(RUSAGE_SELF).ru_maxrss minus the RSS before the call), so the
@@ -14,10 +16,11 @@
 //
 // FLOP counts (napkin math, per sequence of n tokens):
 //   forward = n * TTTModel::flops_per_token()  (projections, SwiGLU, inner loop, LM head)
-//   step    = 3 * forward + (inner-loop FLOPs of the forward) * (1 + recompute)
+//   step    = 3 * forward + (inner-loop FLOPs of the forward) * (recompute + groups)
 //     the backward of a matrix product costs two products (3x in all); the learner's backward
-//     recomputes its mini-batch's forward (+1x inner loop), and with G > 1 the group's forward
-//     once more (+(G-1)/G x inner loop).
+//     recomputes its mini-batch's forward (recompute = 1 x inner loop; 0 for TTT-MLP at G = 0,
+//     which keeps it; TTT-Linear recomputes only Z = XK W + b, counted as 1 all the same), and
+//     with G > 1 the group's forward once more (groups = (G-1)/G x inner loop).
 //   Train/<L>/step/<optimizer>/<order>/n   the same step (G = 0) under another inner update
 //                              (ttt_inner_optimizer, ttt_query_order). Tokens/s only: the FLOP
 //                              counts above are gd's. Under order `before`, and under `after`
@@ -166,7 +169,8 @@ void BM_Step(benchmark::State& state) {
   const double it = double(state.iterations());
   state.SetItemsProcessed(int64_t(it) * n);
   const double fwd = double(n) * model.flops_per_token(), inner = double(n) * inner_flops_per_token(model);
-  const double flops = 3.0 * fwd + inner * (1.0 + (G > 1 ? double(G - 1) / double(G) : 0.0));
+  const double recompute = G == 0 && L::name == "mlp" ? 0.0 : 1.0;
+  const double flops = 3.0 * fwd + inner * (recompute + (G > 1 ? double(G - 1) / double(G) : 0.0));
   state.counters["GFLOP/s"] = benchmark::Counter(it * flops * 1e-9, benchmark::Counter::kIsRate);
   state.counters["tape_MiB"] = double(run.tape_bytes()) / (1024.0 * 1024.0);
   state.counters["peak_MiB"] = peak_mib(L::name.data(), n, G);
@@ -215,7 +219,7 @@ BENCHMARK(BM_Step<Linear>)->Name("Train/Linear/step")->Unit(benchmark::kMillisec
 BENCHMARK(BM_Forward<MLP>)->Name("Train/MLP/forward")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Arg(2048)->Iterations(3);
 BENCHMARK(BM_Step<MLP>)->Name("Train/MLP/step")->Unit(benchmark::kMillisecond)->UseRealTime()
-    ->Args({2048, 0})->Args({2048, 4})->Args({2048, 11})->Iterations(2);
+    ->Args({2048, 0})->Args({2048, 1})->Args({2048, 4})->Args({2048, 11})->Iterations(2);
 
 }  // namespace
 

@@ -300,7 +300,8 @@ Command add_train(CLI::App& app) {
   s->add_option("--seed", t.seed, "Seed of the initialisation and of the data order")->capture_default_str();
   s->add_option("--scan-checkpoint-group", t.scan_group,
                 "Backward keeps the inner state of every N-th mini-batch and recomputes the others "
-                "(less memory at long context, same gradients; 0 = keep all)")
+                "(less memory at long context, same gradients; 0 = keep all, the inner forward's intermediates "
+                "too; 1 = every state, the inner forward recomputed)")
       ->check(range(0, int64_t(1) << 30))->capture_default_str();
   s->add_option("--threads", t.threads,
                 "Threads per process: over the sequences of a batch, and inside each sequence (heads, products) when there "

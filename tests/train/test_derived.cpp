@@ -74,13 +74,24 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
     MatD Zq, dXQ, dXK, dXV;
     std::vector<double> the, dth, dte, dlr, dlw, dlb;
   };
-  auto run = [&](auto grad_tag) {
+  // kept: the forward's intermediates kept in a store of their own (train::Scratch), as a
+  // group-0 tape does, and the backward reads them instead of recomputing
+  auto run = [&](auto grad_tag, bool kept = false) {
     using G = typename decltype(grad_tag)::type;
     Out o;
     o.Zq = MatD(n, f);
     o.the.assign(size_t(P), 0.0);
-    train::Scratch<double> ws;
+    train::Scratch<double> ws, store;
+    if (kept) ws.keep(&store, train::kept_slots<G>(), false);
     G::template forward<double>(th.data(), d, rs.view(), o.Zq, o.the.data(), ws);
+    if (kept) {
+      ws.release();
+      // another mini-batch's forward in between, as in a scan: the store must be untouched
+      MatD z(n, f);
+      std::vector<double> e(size_t(P));
+      G::template forward<double>(dthe.data(), d, rs.view(), z, e.data(), ws);
+      ws.keep(&store, train::kept_slots<G>(), true);
+    }
     o.dXQ = o.dXK = o.dXV = MatD::Zero(n, f);
     o.dth.assign(size_t(P), 0.0);
     o.dte.assign(size_t(n), 0.0);
@@ -93,6 +104,14 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
   };
   const Out want = run(std::type_identity<train::LearnerGrad<L>>{});
   const Out got = run(std::type_identity<train::DerivedGrad<L>>{});
+  if constexpr (train::kept_slots<train::LearnerGrad<L>>() > 0) {  // bit for bit: the same arithmetic
+    const Out k = run(std::type_identity<train::LearnerGrad<L>>{}, true);
+    CHECK(k.Zq == want.Zq);
+    CHECK(k.the == want.the);
+    CHECK(k.dth == want.dth);
+    CHECK((k.dXQ == want.dXQ && k.dXK == want.dXK && k.dXV == want.dXV));
+    CHECK((k.dte == want.dte && k.dlr == want.dlr && k.dlw == want.dlw && k.dlb == want.dlb));
+  }
   CHECK(max_rel(got.Zq, want.Zq) < tol<L>(1e-12));
   CHECK(max_rel(got.the, want.the) < tol<L>(1e-12));
   CHECK(max_rel(got.dth, want.dth) < tol<L>(1e-10));

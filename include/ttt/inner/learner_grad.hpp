@@ -72,10 +72,17 @@ using SegmentGradD = SegmentGrad<double>;
 /// Reusable matrices for a learner's forward/backward: slot i as an (r, c) row-major matrix. A
 /// slot's buffer grows when a larger shape is asked for (the first mini-batch) and is reused
 /// afterwards; a view stays valid until its slot is asked for with a larger shape.
+///
+/// Kept forwards: a LearnerGrad that declares `static constexpr size_t kept_slots = K` keeps its
+/// forward's intermediates in slots [0, K) and its backward starts with
+/// `if (!ws.forward_kept()) <recompute them>`. With scan_checkpoint_group 0 the layer points those
+/// slots at a store of the mini-batch's own (`keep`): the forward fills it, and the backward of
+/// the same mini-batch finds it filled and skips the recomputation (memory for speed).
 template <class S>
 class Scratch {
  public:
   Eigen::Map<MatT<S>> operator()(size_t i, Eigen::Index r, Eigen::Index c) {
+    if (i < kept_n_) return (*kept_)(i, r, c);
     if (bufs_.size() <= i) bufs_.resize(i + 1);
     auto& b = bufs_[i];
     if (b.size() < size_t(r * c)) b.resize(size_t(r * c));
@@ -88,9 +95,31 @@ class Scratch {
     return m;
   }
 
+  /// Slots [0, n) are `store`'s until `release`; `filled`: it holds this mini-batch's forward.
+  void keep(Scratch* store, size_t n, bool filled) { kept_ = store, kept_n_ = n, filled_ = filled; }
+  void release() { kept_ = nullptr, kept_n_ = 0, filled_ = false; }
+  /// Whether the forward's intermediates (the learner's kept slots) are already in place.
+  bool forward_kept() const { return filled_; }
+  /// Bytes held by the slots.
+  int64_t bytes() const {
+    int64_t n = 0;
+    for (const auto& b : bufs_) n += int64_t(b.capacity());
+    return n * int64_t(sizeof(S));
+  }
+
  private:
   std::vector<std::vector<S>> bufs_;
+  Scratch* kept_ = nullptr;
+  size_t kept_n_ = 0;
+  bool filled_ = false;
 };
+
+/// The learner's LearnerGrad keeps its forward's intermediates in slots [0, kept_slots) (see Scratch).
+template <class G>
+constexpr size_t kept_slots() {
+  if constexpr (requires { G::kept_slots; }) return size_t(G::kept_slots);
+  else return 0;
+}
 
 template <class L>
 struct DerivedGrad;  // inner/derived.hpp

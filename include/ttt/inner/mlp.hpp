@@ -155,6 +155,7 @@ struct LearnerGrad<inner::MLP> {
   enum Slot : size_t { kZ1, kX2, kZ2, kT, kG2, kGp, kM, kG1, kE, kK1, kK2, kA, kZ1q, kX2q, kZq,
                        kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
+  static constexpr size_t kept_slots = kZq;  // run_forward's intermediates (Scratch: kept forwards)
 
   /// The queries' affine base of layer 1 and layer 2 (Segment::query_shift), and their
   /// cotangents when `o` is given.
@@ -215,9 +216,10 @@ struct LearnerGrad<inner::MLP> {
     const Eigen::Index n = s.XQ.rows();
     run_forward(th, f, s, ws, Zq);
     std::copy(th, th + 2 * f * h + h + f, th_end);
-    detail::end_state<S>(s, s.XK, ws(kG1, n, h), th_end, th_end + f * h, ws(kM, n, h));  // M is free now
+    // temporaries outside the kept slots (the backward reads M and T)
+    detail::end_state<S>(s, s.XK, ws(kG1, n, h), th_end, th_end + f * h, ws(kdM, n, h));
     detail::end_state<S>(s, ws(kX2, n, h), ws(kG2, n, f), th_end + f * h + h, th_end + 2 * f * h + h,
-                         ws(kT, n, f));
+                         ws(kdT, n, f));
   }
 
   template <class S>
@@ -225,7 +227,7 @@ struct LearnerGrad<inner::MLP> {
                        SegmentGrad<S>& o, Scratch<S>& ws) {
     const int64_t h = inner::MLP::expansion * f;
     const Eigen::Index n = s.XQ.rows();
-    run_forward(th, f, s, ws, ws(kZq, n, f), false);
+    if (!ws.forward_kept()) run_forward(th, f, s, ws, ws(kZq, n, f), false);
     Eigen::Map<const MatT<S>> W1(th, f, h);
     Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
     S* dW1 = dth0;

@@ -176,6 +176,7 @@ struct LearnerGrad<inner::SwiGLU> {
                        kGl, kdE, kdG, kdGA, kdGB, kdHq, kdH, kdAq, kdBq, kdM, kdA, kdB, kdZ, kdT, kZero, kJunk,
                        kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
+  static constexpr size_t kept_slots = kZq;  // run_forward's intermediates (Scratch: kept forwards)
 
   /// The queries' affine base of the map at offset k of theta (Segment::query_shift; no biases),
   /// and its cotangent when `o` is given.
@@ -260,7 +261,7 @@ struct LearnerGrad<inner::SwiGLU> {
                        SegmentGrad<S>& o, Scratch<S>& ws) {
     const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
     const Eigen::Index n = s.XQ.rows();
-    run_forward(th, d, s, ws, ws(kZq, n, f), false);
+    if (!ws.forward_kept()) run_forward(th, d, s, ws, ws(kZq, n, f), false);
     Eigen::Map<const MatT<S>> W1(th, f, h), W3(th + f * h, f, h), W2(th + 2 * f * h, h, f);
     S* dW1_ = dth0;
     S* dW3_ = dth0 + f * h;

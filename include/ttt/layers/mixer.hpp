@@ -53,9 +53,13 @@ namespace ttt::train {
 /// How gradients are computed (memory against recomputation); the result does not depend on it.
 struct GradOptions {
   /// Inner states kept by a TTT layer's forward, as the reference's `scan_checkpoint_group_size`:
-  /// -1: the model config's `scan_checkpoint_group_size`; 0 or 1: the start of every mini-batch;
-  /// G > 1: the start of every group of G mini-batches, the group's inner forward recomputed in the
-  /// reverse pass (memory per head: (mini-batches / G + G) states instead of one per mini-batch).
+  /// -1: the model config's `scan_checkpoint_group_size`; 0: everything, as the reference without
+  /// checkpointing: the state at the start of every mini-batch and, for learners that declare them
+  /// (MLP, SwiGLU: train::Scratch), each mini-batch's inner forward intermediates, so the reverse
+  /// pass does not recompute them (TTT-MLP at f = 64: about one more state per mini-batch and
+  /// head); 1: the state at the start of every mini-batch, its inner forward recomputed in the
+  /// reverse pass; G > 1: the start of every group of G mini-batches, the group's inner forward
+  /// recomputed (memory per head: (mini-batches / G + G) states instead of one per mini-batch).
   int64_t scan_checkpoint_group = -1;
   /// Keep only each block's input in the forward and recompute one block's forward at a time in
   /// the reverse pass (one more forward; activations of one block instead of all). Attention

@@ -36,12 +36,16 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
 
   /// What the reverse pass of one layer needs.
   struct Tape {
-    int64_t n = 0, group = 1;
+    int64_t n = 0, group = 1;  // group 0: every mini-batch's state and (kKept) forward intermediates
+    bool plain_gd = true;
     M X;                                  // (n, C) the layer's input
     typename Layer::Proj p;               // XQ, XK, XV (and the share_qk conv input)
     M sig, LRt, alpha;                    // (H, n); alpha: the forgetting gate (decay_gate)
     M Zq, O, Yn, G, gpre, Y;              // (n, C)
     std::vector<std::vector<S>> ckpt;     // [h] inner states at checkpoints, P + Q each
+    // [h][mini-batch] the learner's forward intermediates (group 0, a learner with kept slots:
+    // train::Scratch), read once by the reverse pass
+    mutable std::vector<std::vector<train::Scratch<S>>> kept;
     std::vector<S> eta;                   // (mb) token_eta
     bool ready = false;
   };
@@ -72,7 +76,11 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
                        &tp.O, &tp.Yn, &tp.G, &tp.gpre, &tp.Y})
       n += int64_t(m->size());
     for (const auto& c : tp.ckpt) n += int64_t(c.size());
-    return n * int64_t(sizeof(S));
+    int64_t kept = 0;
+    if (keeps(tp))
+      for (const auto& h : tp.kept)
+        for (const auto& k : h) kept += k.bytes();
+    return n * int64_t(sizeof(S)) + kept;
   }
 
  private:
@@ -97,6 +105,11 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
 
   /// Whether the learner's LearnerGrad is hand-written (not the derived default).
   static constexpr bool hand_grad = !std::is_base_of_v<train::DerivedGrad<L>, train::LearnerGrad<L>>;
+  /// Slots of the learner's forward that a group-0 tape keeps per mini-batch (train::Scratch).
+  static constexpr size_t kKept = train::kept_slots<train::LearnerGrad<L>>();
+  /// Whether the tape keeps every mini-batch's forward intermediates: group 0 (everything kept, as
+  /// the reference without scan checkpointing), plain gd, a learner that declares kept slots.
+  static bool keeps(const Tape& tp) { return kKept > 0 && tp.group == 0 && tp.plain_gd; }
 
   /// One mini-batch forward from state (P + Q values) to next: the learner's LearnerGrad for
   /// plain gd; for a learner with a hand-written LearnerGrad under the order `before` or an
@@ -147,23 +160,27 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   }
 
   static void head_forward(const Layer& w, int64_t h, Tape& tp, HeadBuffers& hb) {
-    const int64_t n = tp.n, mb = w.mb, P = w.P + w.Q, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
+    const int64_t n = tp.n, mb = w.mb, P = w.P + w.Q, f = w.f, nseg = ceil_div(n, mb), G = std::max<int64_t>(tp.group, 1);
     grow(hb.theta, size_t(P)), grow(hb.next, size_t(P));
     std::copy(w.theta0.begin() + h * w.P, w.theta0.begin() + (h + 1) * w.P, hb.theta.begin());
     std::fill(hb.theta.begin() + w.P, hb.theta.begin() + P, S(0));  // the optimizer's state starts at 0
     auto& ck = tp.ckpt[size_t(h)];
     grow(ck, size_t(ceil_div(nseg, G) * P));
+    const bool keep = keeps(tp);
+    if (keep && tp.kept[size_t(h)].size() < size_t(nseg)) tp.kept[size_t(h)].resize(size_t(nseg));
     for (int64_t si = 0; si < nseg; ++si) {
       const int64_t r0 = si * mb, len = std::min(mb, n - r0);
       if (si % G == 0) std::copy(hb.theta.begin(), hb.theta.begin() + P, ck.begin() + (si / G) * P);
+      if (keep) hb.scratch.keep(&tp.kept[size_t(h)][size_t(si)], kKept, false);
       segment_forward(w, hb.theta.data(), segment(w, tp, h, r0, len), RefT<S>(tp.Zq.block(r0, h * f, len, f)),
                       hb.next.data(), hb);
+      hb.scratch.release();
       std::swap(hb.theta, hb.next);
     }
   }
 
   static void head_backward(const Layer& w, Layer& g, int64_t h, const Tape& tp, Buffers& b, HeadBuffers& hb) {
-    const int64_t n = tp.n, mb = w.mb, P = w.P + w.Q, f = w.f, nseg = ceil_div(n, mb), G = tp.group;
+    const int64_t n = tp.n, mb = w.mb, P = w.P + w.Q, f = w.f, nseg = ceil_div(n, mb), G = std::max<int64_t>(tp.group, 1);
     auto dZq = b.dZq.block(0, h * f, n, f);
     dZq.setZero();
     blocks::layer_norm_bwd(tp.Zq.block(0, h * f, n, f), w.ln_w.row(h).data(), 1e-6, b.dO.block(0, h * f, n, f), dZq,
@@ -199,8 +216,10 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
                                 g.ln_w.row(h).data(),
                                 g.ln_b.row(h).data(),
                                 w.decay_gate ? b.dAlpha.row(h).data() + r0 : nullptr};
+        if (keeps(tp)) hb.scratch.keep(&tp.kept[size_t(h)][size_t(si)], kKept, true);
         segment_backward(w, states + (si - s0) * P, segment(w, tp, h, r0, len), CRefT<S>(dZq.middleRows(r0, len)),
                          hb.dtheta.data(), hb.dprev.data(), o, hb);
+        hb.scratch.release();
         std::swap(hb.dtheta, hb.dprev);
       }
     }
@@ -212,7 +231,9 @@ template <class L, class S, class Opts>
 void MixerGrad<TTTLayer<L, S, Opts>>::forward(const Layer& w, CRefT<S> X, M& out, Tape& tp, Buffers& b, int64_t group) {
   const int64_t n = X.rows(), H = w.H;
   tp.n = n;
-  tp.group = std::max<int64_t>(group, 1);
+  tp.group = std::max<int64_t>(group, 0);
+  tp.plain_gd = w.rule.is_plain_gd();
+  if (keeps(tp) && tp.kept.size() != size_t(H)) tp.kept.resize(size_t(H));
   ensure_size(tp.X, n, w.C);
   tp.X = X;
   w.project(tp.X, nullptr, 0, tp.p);
@@ -334,7 +355,7 @@ class LayerGrad {
   using Matrix = MatT<S>;
 
   explicit LayerGrad(const Layer& layer, int64_t scan_checkpoint_group = 0)
-      : layer_(&layer), group_(std::max<int64_t>(scan_checkpoint_group, 1)) {
+      : layer_(&layer), group_(std::max<int64_t>(scan_checkpoint_group, 0)) {
     static_assert(HasLearnerGrad<L>,
                   "ttt::train::LayerGrad: no backward for this inner learner: write its apply as a template over the "
                   "scalar (`template <class S> static void apply(const S*, int64_t, ttt::CRefT<S>, ttt::RefT<S>)`) "
@@ -371,7 +392,7 @@ class LayerGrad {
   /// gradient layer.
   explicit LayerGrad(const TTTLayer<L, float>& layer, int64_t scan_checkpoint_group = 0)
     requires(!std::is_same_v<S, float>)
-      : layer_(&twin_), group_(std::max<int64_t>(scan_checkpoint_group, 1)), float_layer_(&layer) {}
+      : layer_(&twin_), group_(std::max<int64_t>(scan_checkpoint_group, 0)), float_layer_(&layer) {}
   void backward(CRefT<S> dY, Matrix& dX, TTTLayer<L, float>& grad)
     requires(!std::is_same_v<S, float>)
   {

@@ -216,7 +216,7 @@ double ModelGrad<Model>::operator()(const Model& model, const std::vector<std::v
   if constexpr (requires { model.cfg.scan_checkpoint_group_size; })
     group_ = std::max<int64_t>(opt_.scan_checkpoint_group >= 0 ? opt_.scan_checkpoint_group
                                                                : model.cfg.scan_checkpoint_group_size,
-                               1);
+                               0);
   const size_t nb = model.blocks.size();
   tapes_.resize(recompute() ? 1 : nb);
   block_in_.resize(recompute() ? nb : 0);

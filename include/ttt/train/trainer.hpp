@@ -94,8 +94,10 @@ struct TrainOptions {
   /// loss. A run is reproducible for a given thread count; a resumed run must use the same count
   /// to continue bit for bit (Eigen's blocking of a product depends on its thread count).
   int threads = 1;
-  /// Inner states the backward keeps (GradOptions::scan_checkpoint_group): 0: every mini-batch's;
-  /// G > 1: every G-th, the others recomputed (less memory at long context, same gradients);
+  /// Inner states the backward keeps (GradOptions::scan_checkpoint_group): 0: every mini-batch's
+  /// and its inner forward's intermediates (MLP, SwiGLU); 1: every mini-batch's state, the inner
+  /// forward recomputed; G > 1: every G-th, the others recomputed (less memory at long context,
+  /// same gradients);
   /// -1: the model config's `scan_checkpoint_group_size`.
   int64_t scan_checkpoint_group = -1;
   nlohmann::json args = nlohmann::json::object();  ///< recorded in trainer.json

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "../../core/error.hpp"
+#include "../tile/block.hpp"
 
 namespace ttt::cuda::ops {
 
@@ -146,15 +147,10 @@ static __global__ void advance_history(const float* X, float* hist, int n, int C
     }
 }
 
-/// tanh-approximated GELU (blocks/activations.hpp's gelu).
-__device__ inline float gelu_tanh(float x) {
-  return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-}
-
-/// Y *= gelu_tanh(G), n values (the gate).
+/// Y *= gelu_tanh(G), n values (the gate; the scans' tanh-approximated GELU, tile/block.hpp).
 static __global__ void gate_mul(float* Y, const float* G, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    Y[i] *= gelu_tanh(G[i]);
+    Y[i] *= tile::gelu_tanh_hd(G[i]);
 }
 
 /// SwiGLU's activations (blocks::Act).
@@ -180,7 +176,7 @@ static __global__ void act_mul(Act act, float* a, const float* u, size_t n) {
         y = 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
         break;
       case Act::gelu_tanh:
-        y = gelu_tanh(x);
+        y = tile::gelu_tanh_hd(x);
         break;
       default:
         y = x > 0.f ? x : 0.f;
