@@ -21,7 +21,11 @@ cuda=()
 nvcc=$(command -v nvcc || true)
 [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
 [ -n "$nvcc" ] && cuda=(-DTTT_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
+# Ninja where it is (scripts/setup.sh installs it) and the build folder is new: it keeps both cores
+# busy to the end of the build (a folder made with another generator keeps it)
+gen=()
+[ ! -f build/CMakeCache.txt ] && command -v ninja >/dev/null && gen=(-G Ninja)
+cmake "${gen[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
   -DTTT_BUILD_BENCHMARKS=ON "${cuda[@]}" >/dev/null
 cmake --build build -j"$jobs"
 # OpenMP threads that wait by sleeping, not spinning: ctest -j runs tests side by side, and a

@@ -88,7 +88,7 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
       ws.release();
       // another mini-batch's forward in between, as in a scan: the store must be untouched
       MatD z(n, f);
-      std::vector<double> e(size_t(P));
+      std::vector<double> e(static_cast<size_t>(P));
       G::template forward<double>(dthe.data(), d, rs.view(), z, e.data(), ws);
       ws.keep(&store, train::kept_slots<G>(), true);
     }

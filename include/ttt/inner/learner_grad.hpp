@@ -31,6 +31,10 @@
 ///   // (out.d_query_keep, out.d_query_shift). Then momentum and decay in the order `after`
 ///   // train on this dual form (inner/update_grad.hpp); without it, token by token.
 ///   static constexpr bool query_base = true;
+///   // Optional: forward leaves its intermediates in ws's slots [0, kept_slots) and backward
+///   // recomputes them only `if (!ws.forward_kept())`; at scan_checkpoint_group 0 the layer keeps
+///   // them per mini-batch (Scratch), so the reverse pass skips the recomputation.
+///   static constexpr size_t kept_slots = 5;
 /// };
 /// \endcode
 ///
