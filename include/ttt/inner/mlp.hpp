@@ -152,10 +152,12 @@ namespace ttt::train {
 // ---- TTT-MLP: f(x) = gelu(x W1 + b1) W2 + b2 ---------------------------------------------------
 template <>
 struct LearnerGrad<inner::MLP> {
-  enum Slot : size_t { kZ1, kX2, kZ2, kT, kG2, kGp, kM, kG1, kE, kK1, kK2, kA, kZ1q, kX2q, kZq,
+  // slots [0, kX2): the products' outputs, kept per mini-batch at scan_checkpoint_group 0;
+  // from kX2 on: elementwise functions of them (`elementwise`) and the backward's own
+  enum Slot : size_t { kZ1, kZ2, kG2, kM, kE, kK1, kK2, kZ1q, kX2, kT, kGp, kG1, kA, kX2q, kZq,
                        kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
-  static constexpr size_t kept_slots = kZq;  // run_forward's intermediates (Scratch: kept forwards)
+  static constexpr size_t kept_slots = kX2;  // run_forward's products (Scratch: kept forwards)
 
   /// The queries' affine base of layer 1 and layer 2 (Segment::query_shift), and their
   /// cotangents when `o` is given.
@@ -171,6 +173,21 @@ struct LearnerGrad<inner::MLP> {
     S* d = o ? o->d_query_shift : nullptr;
     return {th + k + h * f, detail::offset(s.query_shift, k), detail::offset(s.query_shift, k + h * f),
             detail::offset(d, k), detail::offset(d, k + h * f)};
+  }
+
+  /// The intermediates that are elementwise functions of the kept ones (Z1, M, Z1q): X2 =
+  /// gelu(Z1), T = XV - XK, gp = gelu'(Z1), G1 = M o gp, X2q = gelu(Z1q); the backward of a
+  /// kept forward recomputes them (cheap next to the products, and 4 (n x 4f) buffers less kept).
+  template <class S>
+  static void elementwise(const Segment<S>& s, Scratch<S>& ws, int64_t f, Eigen::Index n) {
+    const int64_t h = inner::MLP::expansion * f;
+    auto Z1 = ws(kZ1, n, h), M = ws(kM, n, h), Z1q = ws(kZ1q, n, h);
+    auto X2 = ws(kX2, n, h), T = ws(kT, n, f), gp = ws(kGp, n, h), G1 = ws(kG1, n, h), X2q = ws(kX2q, n, h);
+    X2 = blocks::gelu(Z1);
+    T = s.XV - s.XK;
+    gp = blocks::gelu_bwd_ref(Z1);
+    G1 = M.cwiseProduct(gp);
+    X2q = blocks::gelu(Z1q);
   }
 
   /// The forward of one mini-batch, every intermediate kept in its slot; Zq written unless
@@ -227,7 +244,8 @@ struct LearnerGrad<inner::MLP> {
                        SegmentGrad<S>& o, Scratch<S>& ws) {
     const int64_t h = inner::MLP::expansion * f;
     const Eigen::Index n = s.XQ.rows();
-    if (!ws.forward_kept()) run_forward(th, f, s, ws, ws(kZq, n, f), false);
+    if (ws.forward_kept()) elementwise(s, ws, f, n);
+    else run_forward(th, f, s, ws, ws(kZq, n, f), false);
     Eigen::Map<const MatT<S>> W1(th, f, h);
     Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
     S* dW1 = dth0;
