@@ -169,7 +169,8 @@ void BM_Step(benchmark::State& state) {
   const double it = double(state.iterations());
   state.SetItemsProcessed(int64_t(it) * n);
   const double fwd = double(n) * model.flops_per_token(), inner = double(n) * inner_flops_per_token(model);
-  const double recompute = G == 0 && L::name == "mlp" ? 0.0 : 1.0;
+  // G = 0 keeps the inner forward of a learner that declares kept slots (inner/learner_grad.hpp)
+  const double recompute = G == 0 && ttt::train::kept_slots<ttt::train::LearnerGrad<L>>() > 0 ? 0.0 : 1.0;
   const double flops = 3.0 * fwd + inner * (recompute + (G > 1 ? double(G - 1) / double(G) : 0.0));
   state.counters["GFLOP/s"] = benchmark::Counter(it * flops * 1e-9, benchmark::Counter::kIsRate);
   state.counters["tape_MiB"] = double(run.tape_bytes()) / (1024.0 * 1024.0);

@@ -57,9 +57,10 @@ struct GradOptions {
   /// checkpointing: the state at the start of every mini-batch and, for learners that declare them
   /// (MLP, SwiGLU: train::Scratch), each mini-batch's inner forward intermediates, so the reverse
   /// pass does not recompute them (TTT-MLP at f = 64: about half an inner state more per
-  /// mini-batch and head); 1: the state at the start of every mini-batch, its inner forward recomputed in the
-  /// reverse pass; G > 1: the start of every group of G mini-batches, the group's inner forward
-  /// recomputed (memory per head: (mini-batches / G + G) states instead of one per mini-batch).
+  /// mini-batch and head); 1: the state at the start of every mini-batch, its inner forward
+  /// recomputed in the reverse pass; G > 1: the start of every group of G mini-batches, the
+  /// group's inner forward recomputed (memory per head: (mini-batches / G + G) states instead of
+  /// one per mini-batch).
   int64_t scan_checkpoint_group = -1;
   /// Keep only each block's input in the forward and recompute one block's forward at a time in
   /// the reverse pass (one more forward; activations of one block instead of all). Attention
