@@ -17,19 +17,30 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$build" \
   -DTTT_BUILD_FUZZERS=ON -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=OFF -DTTT_BUILD_BENCHMARKS=OFF
 cmake --build "$build" --target fuzz_safetensors fuzz_config -j"$jobs"
 
+# the two fuzzers side by side (each is one process on one core): FUZZ_SECONDS of wall time in all
+# instead of twice that; each one's output goes to its log, printed when both are done
+fuzz() {
+  local name=$1 corpus="$build/fuzz-corpus/$1" artifacts="$build/fuzz-artifacts/$1/" max_len=16384
+  mkdir -p "$corpus" "$artifacts"  # the corpus grows across runs; the committed seeds stay read-only
+  [ "$name" = config ] && max_len=4096
+  "$build/tests/fuzz/fuzz_$name" \
+    -max_total_time="$seconds" -max_len="$max_len" -timeout=20 -rss_limit_mb=2048 \
+    -print_final_stats=1 -dict="$root/tests/fuzz/$name.dict" -artifact_prefix="$artifacts" \
+    "$corpus" "$root/tests/fuzz/corpus/$name" > "$build/fuzz-$name.log" 2>&1
+}
+# JOBS=1: one after the other
+declare -A pid rc
+for name in safetensors config; do
+  echo "== fuzz_$name for ${seconds}s (log: $build/fuzz-$name.log)"
+  fuzz "$name" & pid[$name]=$!
+  if [ "$jobs" -lt 2 ]; then rc[$name]=0; wait "${pid[$name]}" || rc[$name]=$?; fi
+done
 status=0
 for name in safetensors config; do
-  corpus="$build/fuzz-corpus/$name"      # grows across runs; the committed seeds stay read-only
-  artifacts="$build/fuzz-artifacts/$name/"
-  mkdir -p "$corpus" "$artifacts"
-  max_len=16384
-  [ "$name" = config ] && max_len=4096
-  echo "== fuzz_$name for ${seconds}s"
-  if ! "$build/tests/fuzz/fuzz_$name" \
-      -max_total_time="$seconds" -max_len="$max_len" -timeout=20 -rss_limit_mb=2048 \
-      -print_final_stats=1 -dict="$root/tests/fuzz/$name.dict" -artifact_prefix="$artifacts" \
-      "$corpus" "$root/tests/fuzz/corpus/$name"; then
-    echo "!! fuzz_$name found a problem; reproducer in $artifacts" >&2
+  if [ -z "${rc[$name]:-}" ]; then rc[$name]=0; wait "${pid[$name]}" || rc[$name]=$?; fi
+  tail -n 12 "$build/fuzz-$name.log"
+  if [ "${rc[$name]}" -ne 0 ]; then
+    echo "!! fuzz_$name found a problem (exit ${rc[$name]}); reproducer in $build/fuzz-artifacts/$name/, log $build/fuzz-$name.log" >&2
     status=1
   fi
 done

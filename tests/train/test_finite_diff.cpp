@@ -135,41 +135,39 @@ TEST_CASE("finite differences: TTT-MLP, every option combination") { run_all<inn
 
 // ---- the comparison can fail: deliberately broken backwards ----------------------------------
 
-template <int Kind>
+// One learner whose backward is broken in the way `broken_kind` says (one model type to compile,
+// not one per kind): 0 the inner-state cotangent not carried back, 1 the learning-rate path 1%
+// off, 2 the keys 0.1% off, 3 first order only (the inner gradients G treated as constants: no
+// second derivative of the inner loss, as a stop-gradient on the inner step would give).
+int broken_kind = 0;
 struct Broken : inner::PrimalOnly<inner::Linear> {};
 
 }  // namespace test_finite_diff
 
-template <int Kind>
-struct ttt::train::LearnerGrad<test_finite_diff::Broken<Kind>> : LearnerGrad<inner::Linear> {
-  template <class S>
-  static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
-                       SegmentGrad<S>& o, Scratch<S>& ws) {
-    std::vector<S> zero(size_t(f * f + f), S(0));
-    LearnerGrad<inner::Linear>::backward(th, f, s, dZq, Kind == 0 ? zero.data() : dth_end, dth0, o, ws);
-    if constexpr (Kind == 1)
-      for (Eigen::Index t = 0; t < s.XQ.rows(); ++t) o.d_lr[t] *= S(1.01);  // 1% off on the learning-rate path
-    if constexpr (Kind == 2) o.dXK *= S(1.001);  // 0.1% off on the keys
-  }
-};
-
-// A first-order backward: the inner gradients G treated as constants (no second derivative of the
-// inner loss, as a stop-gradient on the inner step would give).
 template <>
-struct ttt::train::LearnerGrad<test_finite_diff::Broken<3>> : LearnerGrad<inner::Linear> {
+struct ttt::train::LearnerGrad<test_finite_diff::Broken> : LearnerGrad<inner::Linear> {
   template <class S>
   static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
                        SegmentGrad<S>& o, Scratch<S>& ws) {
-    const Eigen::Index n = s.XQ.rows();
-    Eigen::Map<const MatT<S>> W(th, f, f);
-    inner_grad(th, f, s, ws);
-    auto G = ws(kG, n, f), E = ws(kE, n, n), K = ws(kK, n, n);
-    detail::eta_matrix(s, E);
-    detail::kernel<S>(s.XQ, s.XK, K);
-    auto dG = ws.zero(kdG, n, f), dE = ws.zero(kdE, n, n);
-    detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G, E, K, W, dth_end, dth_end + f * f, dZq, dth0, dth0 + f * f, o.dXQ,
-                               o.dXK, dG, dE, o, ws, kBwd);
-    detail::eta_matrix_bwd<S>(s, dE, o);
+    const int kind = test_finite_diff::broken_kind;
+    if (kind == 3) {
+      const Eigen::Index n = s.XQ.rows();
+      Eigen::Map<const MatT<S>> W(th, f, f);
+      inner_grad(th, f, s, ws);
+      auto G = ws(kG, n, f), E = ws(kE, n, n), K = ws(kK, n, n);
+      detail::eta_matrix(s, E);
+      detail::kernel<S>(s.XQ, s.XK, K);
+      auto dG = ws.zero(kdG, n, f), dE = ws.zero(kdE, n, n);
+      detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G, E, K, W, dth_end, dth_end + f * f, dZq, dth0, dth0 + f * f,
+                                 o.dXQ, o.dXK, dG, dE, o, ws, kBwd);
+      detail::eta_matrix_bwd<S>(s, dE, o);
+      return;
+    }
+    std::vector<S> zero(size_t(f * f + f), S(0));
+    LearnerGrad<inner::Linear>::backward(th, f, s, dZq, kind == 0 ? zero.data() : dth_end, dth0, o, ws);
+    if (kind == 1)
+      for (Eigen::Index t = 0; t < s.XQ.rows(); ++t) o.d_lr[t] *= S(1.01);
+    if (kind == 2) o.dXK *= S(1.001);
   }
 };
 
@@ -178,16 +176,15 @@ namespace test_finite_diff {
 TEST_CASE("finite differences catch broken backwards") {
   const ModelConfig cfg = fd_config("linear", 0);
   CHECK(fd_compare<inner::Linear>(cfg, 7).failed == 0);
-  const FdResult r0 = fd_compare<Broken<0>>(cfg, 7);  // inner-state cotangent not carried back
-  const FdResult r1 = fd_compare<Broken<1>>(cfg, 7);
-  const FdResult r2 = fd_compare<Broken<2>>(cfg, 7);
-  const FdResult r3 = fd_compare<Broken<3>>(cfg, 7);  // first-order only
-  CHECK(r0.failed > 0);
-  CHECK(r1.failed > 0);
-  CHECK(r2.failed > 0);
-  CHECK(r3.failed > 0);
-  MESSAGE("broken backwards (no state carry, lr path +1%, keys +0.1%, first-order only): " << r0.failed << ", "
-          << r1.failed << ", " << r2.failed << ", " << r3.failed << " of " << r0.checked << " coordinates flagged");
+  FdResult r[4];
+  for (int kind = 0; kind < 4; ++kind) {
+    broken_kind = kind;
+    r[kind] = fd_compare<Broken>(cfg, 7);
+    CHECK_MESSAGE(r[kind].failed > 0, "broken kind " << kind);
+  }
+  broken_kind = 0;
+  MESSAGE("broken backwards (no state carry, lr path +1%, keys +0.1%, first-order only): " << r[0].failed << ", "
+          << r[1].failed << ", " << r[2].failed << ", " << r[3].failed << " of " << r[0].checked << " coordinates flagged");
 }
 
 }  // namespace test_finite_diff
