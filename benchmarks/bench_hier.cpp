@@ -8,6 +8,9 @@
 // Benchmarks, one sequence of n tokens:
 //   Hier/<model>/prefill/n   HierarchicalTransformer::forward (every position's logits, as the
 //                            original's forward)
+//   Hier/<model>/prefill_decoder/n  hier::Decoder::prefill: the prompt through Decoder::advance in
+//                            chunks of 1,024 tokens (the caches filled, the last position's logits:
+//                            what a prefill before decoding needs; work buffers of one chunk)
 //   Hier/<model>/train/n     loss (CE + recon + hierarchical AR) and its gradient (one training
 //                            step without the optimiser), n + 1 tokens
 //   Hier/<model>/decode/n    hier::Decoder::step with n tokens already in the caches (filled by
@@ -74,6 +77,19 @@ void BM_Prefill(benchmark::State& state, int64_t k, int64_t n) {
   state.counters["GFLOP/s"] = benchmark::Counter(it * m.forward_flops(n) * 1e-9, benchmark::Counter::kIsRate);
 }
 
+void BM_PrefillDecoder(benchmark::State& state, int64_t k, int64_t n) {
+  const Model& m = bench_model(k);
+  const auto ids = random_tokens(n, 11);
+  for (auto _ : state) {
+    ttt::hier::Decoder<float> dec(m);
+    const auto logits = dec.prefill(ids);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  const double it = double(state.iterations());
+  state.SetItemsProcessed(int64_t(it) * n);
+  state.counters["GFLOP/s"] = benchmark::Counter(it * m.forward_flops(n) * 1e-9, benchmark::Counter::kIsRate);
+}
+
 void BM_Train(benchmark::State& state, int64_t k, int64_t n) {
   const Model& m = bench_model(k);
   const std::vector<std::vector<int64_t>> batch = {random_tokens(n + 1, 12)};
@@ -112,6 +128,8 @@ int main(int argc, char** argv) {
     for (int64_t n : {1024, 4096, 16384}) {
       auto name = [&](const char* kind) { return "Hier/" + std::string(kNames[k]) + "/" + kind + "/" + std::to_string(n); };
       benchmark::RegisterBenchmark(name("prefill").c_str(), BM_Prefill, k, n)
+          ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(n >= 16384 ? 1 : 3);
+      benchmark::RegisterBenchmark(name("prefill_decoder").c_str(), BM_PrefillDecoder, k, n)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(n >= 16384 ? 1 : 3);
       benchmark::RegisterBenchmark(name("train").c_str(), BM_Train, k, n)
           ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);

@@ -73,22 +73,41 @@ void check_decode(const char* json, double tol) {
     worst = std::max(worst, err);
   }
   MESSAGE(json << "\n  worst relative error over 37 positions: " << worst);
-  // prefill of P tokens at once, then steps: the same logits and the same state as stepping
+  // prefill of P tokens, then steps: the same logits and the same state as stepping. chunk 0 is
+  // one forward over the prompt (the plain twin); chunks of 1, 2, 3, 5 and the default go through
+  // advance(), with chunk boundaries inside phases, strides and windows
   double worst_prefill = 0;
-  for (size_t P : {size_t(1), size_t(2), size_t(5), size_t(13), size_t(36)}) {
-    hier::Decoder<T> pd(m);
-    ad::Matrix<T> l = pd.prefill(std::span<const int64_t>(ids.data(), P));
-    for (size_t t = P - 1; t < ids.size(); ++t) {
-      if (t >= P) l = pd.step(ids[t]);
-      const double err = double((l.row(0) - full.row(Eigen::Index(t))).norm() / full.row(Eigen::Index(t)).norm());
-      INFO("prefill " << P << ", position " << t);
-      CHECK(err <= tol);
-      CHECK(pd.state_bytes() == hier::Decoder<T>::state_bytes_at(m, int64_t(t) + 1));
-      worst_prefill = std::max(worst_prefill, err);
+  for (int64_t chunk : {int64_t(0), int64_t(1), int64_t(2), int64_t(3), int64_t(5), hier::Decoder<T>::kPrefillChunk})
+    for (size_t P : {size_t(1), size_t(2), size_t(5), size_t(13), size_t(36)}) {
+      hier::Decoder<T> pd(m);
+      ad::Matrix<T> l = pd.prefill(std::span<const int64_t>(ids.data(), P), chunk);
+      for (size_t t = P - 1; t < ids.size(); ++t) {
+        if (t >= P) l = pd.step(ids[t]);
+        const double err = double((l.row(0) - full.row(Eigen::Index(t))).norm() / full.row(Eigen::Index(t)).norm());
+        INFO("prefill " << P << " in chunks of " << chunk << ", position " << t);
+        CHECK(err <= tol);
+        CHECK(pd.state_bytes() == hier::Decoder<T>::state_bytes_at(m, int64_t(t) + 1));
+        worst_prefill = std::max(worst_prefill, err);
+      }
+      CHECK_THROWS_WITH_AS(pd.prefill(std::span<const int64_t>(ids.data(), 2)), doctest::Contains("reset()"), Error);
     }
-    CHECK_THROWS_WITH_AS(pd.prefill(std::span<const int64_t>(ids.data(), 2)), doctest::Contains("reset()"), Error);
+  MESSAGE("  after a prefill of 1, 2, 5, 13 or 36 tokens (one forward, or chunks of 1, 2, 3, 5, "
+          << hier::Decoder<T>::kPrefillChunk << "): worst relative error " << worst_prefill);
+  // advance() in pieces of 4, 1, 7, 2, ...: every piece's last logits, the same state
+  {
+    hier::Decoder<T> ad_(m);
+    size_t t = 0;
+    for (size_t piece : {size_t(4), size_t(1), size_t(7), size_t(2), size_t(9), size_t(3), size_t(11)}) {
+      const size_t n = std::min(piece, ids.size() - t);
+      const ad::Matrix<T> l = ad_.advance(std::span<const int64_t>(ids.data() + t, n));
+      t += n;
+      const double err = double((l.row(0) - full.row(Eigen::Index(t - 1))).norm() / full.row(Eigen::Index(t - 1)).norm());
+      INFO("advance to position " << t - 1);
+      CHECK(err <= tol);
+      CHECK(ad_.state_bytes() == hier::Decoder<T>::state_bytes_at(m, int64_t(t)));
+    }
+    CHECK(t == ids.size());
   }
-  MESSAGE("  after a prefill of 1, 2, 5, 13 or 36 tokens: worst relative error " << worst_prefill);
   // a fresh sequence after reset
   dec.reset();
   const ad::Matrix<T> l0 = dec.step(ids[0]);
@@ -117,6 +136,18 @@ TEST_CASE("hier decode: generate_cached gives generate's tokens; errors") {
                        ShapeError);
   hier::Decoder<float> dec(m);
   CHECK_THROWS_WITH_AS(dec.step(11), doctest::Contains("vocabulary"), ShapeError);
+  // errors leave the state as it was: a bad id anywhere in a prompt or a piece, too long, a bad chunk
+  const std::vector<int64_t> bad = {1, 2, 11, 3};
+  CHECK_THROWS_WITH_AS(dec.prefill(bad), doctest::Contains("token id 11"), ShapeError);
+  CHECK_THROWS_WITH_AS(dec.prefill(bad, 0), doctest::Contains("11"), ShapeError);
+  CHECK_THROWS_WITH_AS(dec.prefill(prompt, -1), doctest::Contains("chunk -1"), ShapeError);
+  CHECK_THROWS_WITH_AS(dec.prefill(std::vector<int64_t>(41, 1)), doctest::Contains("seq_len = 40"), ShapeError);
+  CHECK_THROWS_WITH_AS(dec.advance(bad), doctest::Contains("token id 11"), ShapeError);
+  CHECK_THROWS_WITH_AS(dec.advance({}), doctest::Contains("no tokens"), ShapeError);
+  CHECK(dec.position() == 0);
+  dec.prefill(prompt);
+  CHECK_THROWS_WITH_AS(dec.advance(std::vector<int64_t>(36, 1)), doctest::Contains("past seq_len"), ShapeError);
+  CHECK(dec.position() == 5);
 }
 
 }  // namespace test_decode

@@ -15,7 +15,7 @@
 ///
 /// \code
 ///   ttt::hier::Decoder<float> dec(model);
-///   dec.prefill(prompt);                              // one forward over the prompt
+///   dec.prefill(prompt);                              // the prompt, in chunks of 1,024 tokens
 ///   ttt::ad::Matrix<float> logits = dec.step(next);  // (1, V), then one token at a time
 /// \endcode
 #include <algorithm>
@@ -69,13 +69,19 @@ class Decoder {
 
   int64_t position() const { return t_; }
 
-  /// Feed a whole prompt at once (a fresh sequence only: after construction or reset()); returns
-  /// the logits (1, V) of its last position, as `step` on each token in turn would (up to
-  /// rounding). One forward of the model over the prompt (Extras::phases) gives every phase's
-  /// rows; from them the caches are filled: the token-shift rows, the keys (rotated with the
-  /// decoder's positions) and values of the rows a window keeps, a TTT layer's state after the
-  /// phase (TTTLayer::forward over its rows), the latest rows of the merges and the final rows.
-  M prefill(std::span<const int64_t> ids);
+  /// Feed a whole prompt (a fresh sequence only: after construction or reset()); returns the
+  /// logits (1, V) of its last position, as `step` on each token in turn would (up to rounding).
+  /// With `chunk` > 0 (the default, kPrefillChunk tokens) the prompt goes through `advance` in
+  /// chunks: the work buffers are one chunk's, whatever the prompt's length. With `chunk` = 0, one
+  /// forward of the model over the whole prompt (Extras::phases, every position's intermediates
+  /// at once) gives every phase's rows, and from them the caches are filled: the token-shift
+  /// rows, the keys (rotated with the decoder's positions) and values of the rows a window keeps,
+  /// a TTT layer's state after the phase (TTTLayer::forward over its rows), the latest rows of the
+  /// merges and the final rows; that path is the chunked one's plain twin (tests/hier/test_decode.cpp).
+  M prefill(std::span<const int64_t> ids, int64_t chunk = kPrefillChunk);
+
+  /// Tokens per `advance` call in `prefill` (its work buffers: a few rows of this many per layer).
+  static constexpr int64_t kPrefillChunk = 1024;
 
   /// Bytes of the state after `t` tokens (what state_bytes() reports then), from the
   /// configuration alone: hierarchy h has ceil(t / s) rows, phase j of a of them every a-th.
@@ -118,8 +124,15 @@ class Decoder {
     return n * int64_t(sizeof(T));
   }
 
-  /// Feed the token at the next position; returns its logits (1, V).
-  M step(int64_t token);
+  /// Feed the token at the next position; returns its logits (1, V). advance() of one token.
+  M step(int64_t token) { return advance(std::span<const int64_t>(&token, 1)); }
+
+  /// Feed `ids` at the next positions (any number, at any position); returns the logits (1, V)
+  /// of the last. Every hierarchy's new rows go through the blocks together, phase by phase: the
+  /// token shifts read the previous row of the same phase, attention takes the new rows against
+  /// the cache and each other (causal, within the window) in blocks of kQueryBlock queries, a TTT
+  /// layer continues its state over the phase's new rows, the merges pool each new position.
+  M advance(std::span<const int64_t> ids);
 
  private:
   /// A TTT mixer's per-phase state and buffers.
@@ -143,69 +156,100 @@ class Decoder {
     typename TTTSlots::type ttt;  // the TTT mixer's state and buffers (monostate: none)
   };
 
-  /// token_shift of one row: first ceil(d / 2) channels of x, the rest from the previous row.
-  static V shift(ad::Tape<T>& tp, V x, const M& prev) {
-    const Eigen::Index d = x.cols(), h1 = (d + 1) / 2;
-    if (d - h1 == 0) return x;
-    return ad::concat_cols(std::vector<V>{ad::cols(x, 0, h1), tp.constant(prev.rightCols(d - h1))});
+  static constexpr Eigen::Index kQueryBlock = 64;  ///< query rows per score block in advance's attention
+
+  /// token_shift of rows Z that follow `prev` in their phase: the first ceil(d / 2) channels of each
+  /// row, the rest from the row before it (the first from `prev`); `prev` becomes Z's last row.
+  static V shift_rows(ad::Tape<T>& tp, V z, M& prev) {
+    const Eigen::Index d = z.cols(), h1 = (d + 1) / 2, m = z.rows();
+    M before(m, d);
+    before.row(0) = prev;
+    if (m > 1) before.bottomRows(m - 1) = z.value().topRows(m - 1);
+    prev = z.value().bottomRows(1);
+    if (d - h1 == 0) return z;
+    return ad::concat_cols(std::vector<V>{ad::cols(z, 0, h1), tp.constant(before.rightCols(d - h1))});
   }
 
-  template <class Layer>
-  static M ttt_row(const Layer& layer, TTTSlot<Layer>& slot, int64_t pos, const M& xn) {
-    M out;
-    layer.forward(xn, slot.state, pos, slot.ws, out);
-    return out;
-  }
-
-  V block(ad::Tape<T>& tp, int64_t l, int64_t h, Phase& ph, int64_t i, V z) {
-    const HierConfig& c = m_->cfg;
+  /// One block of layer l, hierarchy h over rows Z of one phase at phase positions i0, i0 + 1, ...
+  /// (the phase's next rows): attention or TTT mixer, then the feedforward, each with its shift.
+  M block_rows(int64_t l, int64_t h, Phase& ph, int64_t i0, const M& Z) {
     const auto& b = m_->layers[size_t(l)][size_t(h)];
+    ad::Tape<T> tp{ad::no_grad};
     auto P = [&](const M& w) { return tp.param(w, nullptr); };
+    V z = tp.constant(Z);
     if (b.has_attn) {
-      const V sh = shift(tp, z, ph.prev_in);
-      ph.prev_in = z.value();
+      const V sh = shift_rows(tp, z, ph.prev_in);
       V o;
       if (b.ttt()) {
         const V xn = ad::layer_norm(sh, P(b.attn.norm_w), P(b.attn.norm_b));
-        M row;
+        M out;
         b.with_ttt([&](const auto& layer) {
-          using Layer = std::decay_t<decltype(layer)>;
-          row = ttt_row(layer, std::get<TTTSlot<Layer>>(ph.ttt), i, xn.value());
+          auto& slot = std::get<TTTSlot<std::decay_t<decltype(layer)>>>(ph.ttt);
+          layer.forward(xn.value(), slot.state, i0, slot.ws, out);
         });
-        o = tp.constant(row);
+        o = tp.constant(std::move(out));
       } else {
-        o = attend(tp, b, h, ph, i, sh);
+        o = attend_rows(tp, b, h, ph, i0, sh);
       }
       z = ad::add(o, z);
     }
-    const V sh2 = shift(tp, z, ph.prev_mid);
-    ph.prev_mid = z.value();
+    const V sh2 = shift_rows(tp, z, ph.prev_mid);
     const V f = ad::linear(ad::gelu(ad::linear(ad::l2_rms_norm(sh2, P(b.ff_gamma)), P(b.ff_w1))), P(b.ff_w2));
-    (void)c;
-    return ad::add(f, z);
+    return ad::add(f, z).value();
   }
 
-  /// Attention of the phase row at position i against the cache (which it joins).
-  V attend(ad::Tape<T>& tp, const typename Model::Block& b, int64_t h, Phase& ph, int64_t i, V z) {
+  /// Attention of a phase's new rows (positions i0, i0 + 1, ...) against the cache and each other:
+  /// row r sees positions up to i0 + r (a window: the last w + 1 of them). The keys and values of
+  /// the rows join the cache (a window keeps its last w + 1).
+  V attend_rows(ad::Tape<T>& tp, const typename Model::Block& b, int64_t h, Phase& ph, int64_t i0, V z) {
     const HierConfig& c = m_->cfg;
     const auto& a = b.attn;
     auto P = [&](const M& w) { return tp.param(w, nullptr); };
-    const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), inner = heads * dh;
+    const int64_t heads = c.heads_of(h), dh = c.dim_head_of(h), inner = heads * dh, m = z.rows();
     const V xn = a.local ? ad::layer_norm(z, P(a.norm_w), P(a.norm_b)) : ad::l2_rms_norm(z, P(a.norm_w));
     const M qkv = ad::linear(xn, P(a.qkv)).value();
-    const M q = rotate(a, h, qkv.leftCols(inner), i, false), k = rotate(a, h, qkv.middleCols(inner, inner), i, true);
-    // append to the cache; a window keeps the last w + 1 rows
-    const std::optional<int64_t> w = c.window(h);
-    append_kv(ph, k, qkv.rightCols(inner), a.local ? *w + 1 : -1);
-    const T scale = T(1) / std::sqrt(T(dh));
-    M o(1, inner);
-    const auto K = ph.keys.middleRows(ph.lo, ph.n), Vc = ph.values.middleRows(ph.lo, ph.n);  // (n, inner)
-    Eigen::Matrix<T, Eigen::Dynamic, 1> sc(ph.n);
-    for (int64_t hd = 0; hd < heads; ++hd) {
-      sc.noalias() = K.middleCols(hd * dh, dh) * q.row(0).segment(hd * dh, dh).transpose();
-      sc = ((sc.array() - sc.maxCoeff()) * scale).exp();  // scale > 0: max of the scaled = scaled max
-      o.row(0).segment(hd * dh, dh).noalias() = (sc.transpose() * Vc.middleCols(hd * dh, dh)) / sc.sum();
+    M q(m, inner), k(m, inner);
+    for (int64_t r = 0; r < m; ++r) {
+      q.row(r) = rotate(a, h, qkv.row(r).leftCols(inner), i0 + r, false);
+      k.row(r) = rotate(a, h, qkv.row(r).middleCols(inner, inner), i0 + r, true);
     }
+    // the keys this chunk's queries may see: the cache's rows (positions i0 - n0 ... i0 - 1), then the new ones
+    const std::optional<int64_t> w = c.window(h);
+    const int64_t keep = a.local ? *w + 1 : -1, n0 = ph.n, nk = n0 + m;
+    M K(nk, inner), Vs(nk, inner);
+    if (n0 > 0) {  // (an empty cache has no columns yet)
+      K.topRows(n0) = ph.keys.middleRows(ph.lo, n0);
+      Vs.topRows(n0) = ph.values.middleRows(ph.lo, n0);
+    }
+    K.bottomRows(m) = k;
+    Vs.bottomRows(m) = qkv.rightCols(inner);
+    const T scale = T(1) / std::sqrt(T(dh));
+    M o(m, inner);
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> sc;
+    for (int64_t r0 = 0; r0 < m; r0 += kQueryBlock) {
+      const int64_t rb = std::min<int64_t>(kQueryBlock, m - r0);
+      // key columns [lo, hi) cover what rows r0 .. r0 + rb - 1 see; row r sees [first(r), n0 + r]
+      const int64_t hi = n0 + r0 + rb;
+      auto first = [&](int64_t r) { return keep > 0 ? std::max<int64_t>(0, n0 + r - (keep - 1)) : int64_t(0); };
+      const int64_t lo = first(r0);
+      for (int64_t hd = 0; hd < heads; ++hd) {
+        sc.noalias() = q.middleRows(r0, rb).middleCols(hd * dh, dh) * K.middleRows(lo, hi - lo).middleCols(hd * dh, dh).transpose();
+        // the masked softmax, row by row: row r sees columns [a0, a1) (scale > 0: max of the
+        // scaled = scaled max); the columns it does not see are zeros
+        for (int64_t r = 0; r < rb; ++r) {
+          const int64_t a0 = first(r0 + r) - lo, a1 = n0 + r0 + r - lo + 1;
+          auto row = sc.row(r);
+          auto seg = row.segment(a0, a1 - a0);
+          seg = ((seg.array() - seg.maxCoeff()) * scale).exp();
+          seg /= seg.sum();
+          row.head(a0).setZero();
+          row.tail(row.size() - a1).setZero();
+        }
+        o.middleRows(r0, rb).middleCols(hd * dh, dh).noalias() =
+            sc * Vs.middleRows(lo, hi - lo).middleCols(hd * dh, dh);
+      }
+    }
+    for (int64_t r = 0; r < m; ++r) append_kv(ph, k.row(r), Vs.row(n0 + r), keep);
     return ad::linear(tp.constant(std::move(o)), P(a.out));
   }
 
@@ -266,12 +310,25 @@ class Decoder {
 };
 
 template <class T, class Learners>
-typename Decoder<T, Learners>::M Decoder<T, Learners>::prefill(std::span<const int64_t> ids) {
+typename Decoder<T, Learners>::M Decoder<T, Learners>::prefill(std::span<const int64_t> ids, int64_t chunk) {
   const HierConfig& c = m_->cfg;
   if (t_ != 0)
     throw Error("hier::Decoder::prefill: the sequence is at position " + std::to_string(t_) +
                 "; prefill starts a sequence (call reset() first, or step() to continue)");
   if (ids.empty()) throw ShapeError("hier::Decoder::prefill: empty prompt");
+  if (chunk < 0) throw ShapeError("hier::Decoder::prefill: chunk " + std::to_string(chunk) + " (expected > 0, or 0 for one forward)");
+  if (chunk > 0) {
+    if (int64_t(ids.size()) > c.seq_len)
+      throw ShapeError("hier::Decoder::prefill: a prompt of " + std::to_string(ids.size()) + " tokens is longer than seq_len = " +
+                       std::to_string(c.seq_len));
+    for (int64_t id : ids)  // every id checked before the state changes
+      if (id < 0 || id >= c.num_tokens)
+        throw ShapeError("hier::Decoder: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                         std::to_string(c.num_tokens) + ")");
+    M last;
+    for (size_t i = 0; i < ids.size(); i += size_t(chunk)) last = advance(ids.subspan(i, std::min(ids.size() - i, size_t(chunk))));
+    return last;
+  }
   typename Model::Extras x;
   x.phases = true;
   const M logits = m_->forward(std::vector<int64_t>(ids.begin(), ids.end()), &x);  // checks length and ids
@@ -312,67 +369,127 @@ typename Decoder<T, Learners>::M Decoder<T, Learners>::prefill(std::span<const i
 }
 
 template <class T, class Learners>
-typename Decoder<T, Learners>::M Decoder<T, Learners>::step(int64_t token) {
+typename Decoder<T, Learners>::M Decoder<T, Learners>::advance(std::span<const int64_t> ids) {
   const HierConfig& c = m_->cfg;
-  if (t_ >= c.seq_len)
-    throw ShapeError("hier::Decoder: position " + std::to_string(t_) + " is past seq_len = " + std::to_string(c.seq_len));
-  if (token < 0 || token >= c.num_tokens)
-    throw ShapeError("hier::Decoder: token id " + std::to_string(token) + " is outside the vocabulary [0, " +
-                     std::to_string(c.num_tokens) + ")");
-  const int64_t H = c.num_hierarchies(), t = t_;
-  ad::Tape<T> tp;
-  auto P = [&](const M& w) { return tp.param(w, nullptr); };
-  hist_.pop_front();
-  hist_.push_back(m_->emb.row(token));
-  std::vector<std::optional<V>> row(static_cast<size_t>(H));  // the new row of each hierarchy this step
+  const int64_t R = int64_t(ids.size()), t0 = t_, H = c.num_hierarchies(), D = c.token_dim();
+  if (R == 0) throw ShapeError("hier::Decoder::advance: no tokens");
+  if (t0 + R > c.seq_len)
+    throw ShapeError("hier::Decoder: position " + std::to_string(std::max(t0, c.seq_len)) + " is past seq_len = " +
+                     std::to_string(c.seq_len));
+  for (int64_t id : ids)
+    if (id < 0 || id >= c.num_tokens)
+      throw ShapeError("hier::Decoder: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                       std::to_string(c.num_tokens) + ")");
+  // the embeddings of positions t0 - nh ... t0 + R - 1 (the history holds the nh before t0, zeros before 0)
+  const int64_t nh = int64_t(hist_.size());
+  M E(nh + R, D);
+  for (int64_t i = 0; i < nh; ++i) E.row(i) = hist_[size_t(i)];
+  for (int64_t r = 0; r < R; ++r) E.row(nh + r) = m_->emb.row(ids[size_t(r)]);
+  auto emb_at = [&](int64_t pos) { return E.row(pos - (t0 - nh)); };
+  for (int64_t i = 0; i < nh; ++i) hist_[size_t(i)] = E.row(R + i);
+
+  // each hierarchy's new rows: positions t0 <= t < t0 + R with t % s == 0, compressed and normed
+  std::vector<int64_t> first(static_cast<size_t>(H)), count(static_cast<size_t>(H));  // first new position, number of new rows
+  std::vector<M> rows(static_cast<size_t>(H));
   for (int64_t h = 0; h < H; ++h) {
     const int64_t ch = c.compression(h), s = c.stride(h);
-    if (t % s) continue;
+    first[size_t(h)] = (t0 + s - 1) / s * s;
+    count[size_t(h)] = first[size_t(h)] < t0 + R ? (t0 + R - 1 - first[size_t(h)]) / s + 1 : 0;
+    const int64_t n = count[size_t(h)];
+    if (n == 0) continue;
     const auto& cp = m_->compress[size_t(h)];
-    V x = tp.constant(hist_.back());
+    ad::Tape<T> tp{ad::no_grad};
+    auto P = [&](const M& w) { return tp.param(w, nullptr); };
+    V x;
     if (ch == 1) {
+      M X(n, D);
+      for (int64_t r = 0; r < n; ++r) X.row(r) = emb_at(first[size_t(h)] + r * s);
+      x = tp.constant(std::move(X));
       if (cp.has_proj) x = ad::linear(x, P(cp.proj));
     } else {
-      // the conv's row at t reads the last c embeddings [t - c + 1, t] (zeros before 0), unfolded
-      // in W's column order (in, k): xc(0, i c + j) = emb(t - c + 1 + j)(i)
-      const int64_t D = c.token_dim();
-      M xc(1, D * ch);
-      for (int64_t j = 0; j < ch; ++j) {
-        const M& e = hist_[hist_.size() - size_t(ch) + size_t(j)];
-        for (int64_t i = 0; i < D; ++i) xc(0, i * ch + j) = e(0, i);
+      // the conv's row at t reads the embeddings [t - c + 1, t], unfolded in W's column order
+      // (in, k): xc(r, i c + j) = emb(t - c + 1 + j)(i)
+      M xc(n, D * ch);
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t t = first[size_t(h)] + r * s;
+        for (int64_t j = 0; j < ch; ++j) {
+          const auto e = emb_at(t - ch + 1 + j);
+          for (int64_t i = 0; i < D; ++i) xc(r, i * ch + j) = e(i);
+        }
       }
       const V cv = ad::linear(tp.constant(std::move(xc)), P(cp.conv_w), P(cp.conv_b));
       x = ad::linear(ad::silu(cv), P(cp.pw_w), P(cp.pw_b));
     }
-    row[size_t(h)] = ad::layer_norm(x, P(m_->post_w[size_t(h)]), P(m_->post_b[size_t(h)]));
+    rows[size_t(h)] = ad::layer_norm(x, P(m_->post_w[size_t(h)]), P(m_->post_b[size_t(h)])).value();
   }
+
   const int64_t p = c.predict_index();
   for (int64_t l = 0; l < c.depth; ++l) {
+    const std::vector<M> before = latest_[size_t(l)];  // each hierarchy's latest row before t0
     for (int64_t h = 0; h < H; ++h) {
-      if (!row[size_t(h)]) continue;
-      const int64_t k = t / c.stride(h), a = c.axial(h);
-      row[size_t(h)] = block(tp, l, h, phases_[size_t(l)][size_t(h)][size_t(k % a)], k / a, *row[size_t(h)]);
-      latest_[size_t(l)][size_t(h)] = row[size_t(h)]->value();
+      const int64_t n = count[size_t(h)];
+      if (n == 0) continue;
+      // row r is row k0 + r of the hierarchy: phase (k0 + r) % a, phase position (k0 + r) / a
+      const int64_t a = c.axial(h), k0 = first[size_t(h)] / c.stride(h);
+      M out(n, c.dim_of(h));
+      for (int64_t j = 0; j < a; ++j) {
+        const int64_t r0 = ((j - k0) % a + a) % a;  // the first new row of phase j
+        if (r0 >= n) continue;
+        const int64_t m = (n - 1 - r0) / a + 1;
+        M Z(m, c.dim_of(h));
+        for (int64_t q = 0; q < m; ++q) Z.row(q) = rows[size_t(h)].row(r0 + q * a);
+        const M Y = block_rows(l, h, phases_[size_t(l)][size_t(h)][size_t(j)], (k0 + r0) / a, Z);
+        for (int64_t q = 0; q < m; ++q) out.row(r0 + q * a) = Y.row(q);
+      }
+      rows[size_t(h)] = std::move(out);
+      latest_[size_t(l)][size_t(h)] = rows[size_t(h)].bottomRows(1);
     }
     if (!c.need_merge()) continue;
-    const auto& mg = m_->merges[size_t(l)];
-    std::vector<V> parts;
-    for (int64_t h = 0; h < H; ++h) parts.push_back(tp.constant(latest_[size_t(l)][size_t(h)]));
-    V pooled = ad::l2_rms_norm(ad::concat_cols(parts), P(mg.gamma));
-    pooled = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2));
-    if (c.hierarchy_merge_all) {
+    // the merge at each new position t that has a row to add to (every hierarchy with a row at t
+    // under merge_all, else the predicting one, stride 1): the pooled latest rows of every hierarchy
+    // at t (before this layer's merge), through the merge's MLP
+    std::vector<int64_t> at;
+    for (int64_t t = t0; t < t0 + R; ++t) {
+      bool any = false;
+      for (int64_t h = 0; h < H; ++h)
+        if ((c.hierarchy_merge_all || h == p) && t % c.stride(h) == 0) any = true;
+      if (any) at.push_back(t);
+    }
+    M cat(int64_t(at.size()), c.sum_dims());
+    for (size_t q = 0; q < at.size(); ++q) {
       int64_t c0 = 0;
       for (int64_t h = 0; h < H; ++h) {
-        if (row[size_t(h)]) row[size_t(h)] = ad::add(*row[size_t(h)], ad::cols(pooled, c0, c.dim_of(h)));
+        const int64_t s = c.stride(h), latest = at[q] / s * s;  // the position of h's latest row at t
+        auto dst = cat.row(int64_t(q)).middleCols(c0, c.dim_of(h));
+        if (latest >= t0) dst = rows[size_t(h)].row((latest - first[size_t(h)]) / s);
+        else dst = before[size_t(h)].row(0);
         c0 += c.dim_of(h);
       }
-    } else {
-      row[size_t(p)] = ad::add(*row[size_t(p)], pooled);
+    }
+    const auto& mg = m_->merges[size_t(l)];
+    ad::Tape<T> tp{ad::no_grad};
+    auto P = [&](const M& w) { return tp.param(w, nullptr); };
+    V pooled = ad::l2_rms_norm(tp.constant(std::move(cat)), P(mg.gamma));
+    const M add = ad::linear(ad::silu(ad::linear(pooled, P(mg.w1), P(mg.b1))), P(mg.w2), P(mg.b2)).value();
+    for (size_t q = 0; q < at.size(); ++q) {
+      if (c.hierarchy_merge_all) {
+        int64_t c0 = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t s = c.stride(h);
+          if (at[q] % s == 0) rows[size_t(h)].row((at[q] - first[size_t(h)]) / s) += add.row(int64_t(q)).middleCols(c0, c.dim_of(h));
+          c0 += c.dim_of(h);
+        }
+      } else {
+        rows[size_t(p)].row(at[q] - first[size_t(p)]) += add.row(int64_t(q));
+      }
     }
   }
+  ad::Tape<T> tp{ad::no_grad};
+  auto P = [&](const M& w) { return tp.param(w, nullptr); };
   for (int64_t h = 0; h < H; ++h)
-    if (row[size_t(h)])
-      final_[size_t(h)] = ad::layer_norm(*row[size_t(h)], P(m_->norm_w[size_t(h)]), P(m_->norm_b[size_t(h)])).value();
+    if (count[size_t(h)] > 0)
+      final_[size_t(h)] =
+          ad::layer_norm(tp.constant(rows[size_t(h)].bottomRows(1)), P(m_->norm_w[size_t(h)]), P(m_->norm_b[size_t(h)])).value();
   M pe;
   if (c.predict_use_all_hierarchy) {
     pe.resize(1, c.sum_dims());
@@ -384,7 +501,7 @@ typename Decoder<T, Learners>::M Decoder<T, Learners>::step(int64_t token) {
   } else {
     pe = final_[size_t(p)];
   }
-  ++t_;
+  t_ = t0 + R;
   return pe * m_->to_logits.transpose();
 }
 
