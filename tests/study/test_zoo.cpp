@@ -87,7 +87,10 @@ TEST_CASE("hier-* models: training steps lower the loss on a copy task; timing r
     const Timing t = m->time(prompt, 3);
     CHECK(t.prefill_s > 0);
     CHECK(t.decode_s > 0);
-    CHECK(m->prefill_bytes(1 << 15) > m->prefill_bytes(1 << 10));
+    // the decoder's prefill runs in chunks of 1,024 tokens (hier::Decoder::kPrefillChunk): its
+    // work buffers grow up to one chunk and no further
+    CHECK(m->prefill_bytes(1 << 9) < m->prefill_bytes(1 << 10));
+    CHECK(m->prefill_bytes(1 << 15) == m->prefill_bytes(1 << 10));
   }
 }
 

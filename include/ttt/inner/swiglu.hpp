@@ -172,11 +172,57 @@ namespace ttt::train {
 // chain, second-order terms included.
 template <>
 struct LearnerGrad<inner::SwiGLU> {
-  enum Slot : size_t { kA, kB, kSg, kH, kZ, kT, kG, kM, kGA, kGB, kE, kK1, kK2, kEK, kAq, kBq, kHq, kZq,
+  // slots [0, kSg): the products' outputs (and G, E), kept per mini-batch at scan_checkpoint_group
+  // 0; from kSg on: elementwise functions of them (`elementwise`) and the backward's own
+  enum Slot : size_t { kA, kB, kZ, kG, kM, kE, kK1, kK2, kAq, kBq, kSg, kH, kT, kGA, kGB, kHq, kEK, kZq,
                        kGl, kdE, kdG, kdGA, kdGB, kdHq, kdH, kdAq, kdBq, kdM, kdA, kdB, kdZ, kdT, kZero, kJunk,
                        kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
-  static constexpr size_t kept_slots = kZq;  // run_forward's intermediates (Scratch: kept forwards)
+  static constexpr size_t kept_slots = kSg;  // run_forward's products (Scratch: kept forwards)
+
+  // The elementwise steps of the forward, shared by run_forward and elementwise (so the values a
+  // kept forward's backward recomputes are the forward's, bit for bit).
+  /// Sg = sigmoid(A), H = silu(A) o B.
+  template <class S, class Mat>
+  static void keys_hidden(const Mat& A, const Mat& B, Mat& Sg, Mat& H) {
+    for (Eigen::Index i = 0; i < A.size(); ++i) {
+      const S a = A.data()[i], sg = blocks::sigmoid(a);
+      Sg.data()[i] = sg;
+      H.data()[i] = a * sg * B.data()[i];
+    }
+  }
+  /// GA = M o B o silu'(A), GB = M o silu(A).
+  template <class S, class Mat>
+  static void hidden_grads(const Mat& A, const Mat& B, const Mat& Sg, const Mat& M, Mat& GA, Mat& GB) {
+    for (Eigen::Index i = 0; i < A.size(); ++i) {
+      const S a = A.data()[i], sg = Sg.data()[i], m = M.data()[i];
+      GA.data()[i] = m * B.data()[i] * sg * (S(1) + a * (S(1) - sg));
+      GB.data()[i] = m * a * sg;
+    }
+  }
+  /// Hq = silu(Aq) o Bq.
+  template <class S, class Mat>
+  static void queries_hidden(const Mat& Aq, const Mat& Bq, Mat& Hq) {
+    for (Eigen::Index i = 0; i < Aq.size(); ++i) {
+      const S a = Aq.data()[i];
+      Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
+    }
+  }
+
+  /// The intermediates that are elementwise functions of the kept ones (A, B, M, Aq, Bq): Sg, H,
+  /// T = XV - XK, GA, GB, Hq; the backward of a kept forward recomputes them (cheap next to the
+  /// products, and 5 (n x hidden) buffers less kept per mini-batch).
+  template <class S>
+  static void elementwise(inner::Dims d, const Segment<S>& s, Scratch<S>& ws, Eigen::Index n) {
+    const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
+    auto A = ws(kA, n, h), B = ws(kB, n, h), M = ws(kM, n, h), Aq = ws(kAq, n, h), Bq = ws(kBq, n, h);
+    auto Sg = ws(kSg, n, h), H = ws(kH, n, h), T = ws(kT, n, f), GA = ws(kGA, n, h), GB = ws(kGB, n, h);
+    auto Hq = ws(kHq, n, h);
+    keys_hidden<S>(A, B, Sg, H);
+    T = s.XV - s.XK;
+    hidden_grads<S>(A, B, Sg, M, GA, GB);
+    queries_hidden<S>(Aq, Bq, Hq);
+  }
 
   /// The queries' affine base of the map at offset k of theta (Segment::query_shift; no biases),
   /// and its cotangent when `o` is given.
@@ -200,21 +246,13 @@ struct LearnerGrad<inner::SwiGLU> {
     // keys: A = XK W1, B = XK W3, Sg = sigmoid(A), H = silu(A) B, Z = H W2, G = ln_l2_grad(Z, XV - XK)
     A.noalias() = s.XK * W1;
     B.noalias() = s.XK * W3;
-    for (Eigen::Index i = 0; i < n * h; ++i) {
-      const S a = A.data()[i], sg = blocks::sigmoid(a);
-      Sg.data()[i] = sg;
-      H.data()[i] = a * sg * B.data()[i];
-    }
+    keys_hidden<S>(A, B, Sg, H);
     Zk.noalias() = H * W2;
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Zk, T, s.ln_w, s.ln_b, G);
     // M = G W2^T, GA = M B silu'(A), GB = M silu(A)
     M.noalias() = G * W2.transpose();
-    for (Eigen::Index i = 0; i < n * h; ++i) {
-      const S a = A.data()[i], sg = Sg.data()[i], m = M.data()[i];
-      GA.data()[i] = m * B.data()[i] * sg * (S(1) + a * (S(1) - sg));
-      GB.data()[i] = m * a * sg;
-    }
+    hidden_grads<S>(A, B, Sg, M, GA, GB);
     // the queries' hidden layer: Aq = XQ W1 - (E o K1) GA, Bq = XQ W3 - (E o K1) GB, Hq = silu(Aq) Bq
     detail::eta_matrix(s, E);
     K1.noalias() = s.XQ * s.XK.transpose();
@@ -223,10 +261,7 @@ struct LearnerGrad<inner::SwiGLU> {
     Aq.noalias() -= EK * GA;
     detail::query_base<S>(s, s.XQ, W3, shift(d, s, f * h), Bq);
     Bq.noalias() -= EK * GB;
-    for (Eigen::Index i = 0; i < n * h; ++i) {
-      const S a = Aq.data()[i];
-      Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
-    }
+    queries_hidden<S>(Aq, Bq, Hq);
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
     K2.noalias() = Hq * H.transpose();
     if (!output) return;
@@ -261,7 +296,8 @@ struct LearnerGrad<inner::SwiGLU> {
                        SegmentGrad<S>& o, Scratch<S>& ws) {
     const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
     const Eigen::Index n = s.XQ.rows();
-    if (!ws.forward_kept()) run_forward(th, d, s, ws, ws(kZq, n, f), false);
+    if (ws.forward_kept()) elementwise(d, s, ws, n);
+    else run_forward(th, d, s, ws, ws(kZq, n, f), false);
     Eigen::Map<const MatT<S>> W1(th, f, h), W3(th + f * h, f, h), W2(th + 2 * f * h, h, f);
     S* dW1_ = dth0;
     S* dW3_ = dth0 + f * h;
