@@ -28,19 +28,18 @@ fuzz() {
     -print_final_stats=1 -dict="$root/tests/fuzz/$name.dict" -artifact_prefix="$artifacts" \
     "$corpus" "$root/tests/fuzz/corpus/$name" > "$build/fuzz-$name.log" 2>&1
 }
-# JOBS=1: one after the other
-declare -A pid rc
 for name in safetensors config; do
   echo "== fuzz_$name for ${seconds}s (log: $build/fuzz-$name.log)"
-  fuzz "$name" & pid[$name]=$!
-  if [ "$jobs" -lt 2 ]; then rc[$name]=0; wait "${pid[$name]}" || rc[$name]=$?; fi
+  { rc=0; fuzz "$name" || rc=$?; echo "$rc" > "$build/fuzz-$name.rc"; } &
+  if [ "$jobs" -lt 2 ]; then wait; fi  # JOBS=1: one after the other
 done
+wait
 status=0
 for name in safetensors config; do
-  if [ -z "${rc[$name]:-}" ]; then rc[$name]=0; wait "${pid[$name]}" || rc[$name]=$?; fi
+  rc=$(cat "$build/fuzz-$name.rc")
   tail -n 12 "$build/fuzz-$name.log"
-  if [ "${rc[$name]}" -ne 0 ]; then
-    echo "!! fuzz_$name found a problem (exit ${rc[$name]}); reproducer in $build/fuzz-artifacts/$name/, log $build/fuzz-$name.log" >&2
+  if [ "$rc" -ne 0 ]; then
+    echo "!! fuzz_$name found a problem (exit $rc); reproducer in $build/fuzz-artifacts/$name/, log $build/fuzz-$name.log" >&2
     status=1
   fi
 done

@@ -29,6 +29,10 @@ using namespace ttt;
 using std::size_t;
 
 constexpr float kTol = 2e-6f;
+// gelu_tanh_grad_dx (a second derivative) has 1 - t^2 with t = tanh(u) near -1 for x around -3.7:
+// the tanh's few-ulp difference is amplified there (max 1.8e-6 at x = -3.70 over the 2e7 points,
+// SSE2 and AVX-512 builds; gelu_tanh_dx: 4.7e-7); its own bound leaves 2.8x headroom.
+constexpr float kTolGradDx = 5e-6f;
 constexpr size_t kSizes[] = {0, 1, 7, 15, 17, 64, 65, 1000};
 constexpr size_t kPad = 4;  // guard cells either side of the data
 constexpr float kSentinel = 12345.0f;
@@ -43,6 +47,8 @@ using map_fn = void (*)(backend::simd, const float*, float*, size_t);
 using inplace_fn = void (*)(backend::simd, float*, const float*, size_t);
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh = &kernels::gelu_tanh;
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh_grad = &kernels::gelu_tanh_grad;
+[[maybe_unused]] constexpr map_fn simd_gelu_tanh_dx = &kernels::gelu_tanh_dx;
+[[maybe_unused]] constexpr map_fn simd_gelu_tanh_grad_dx = &kernels::gelu_tanh_grad_dx;
 [[maybe_unused]] constexpr inplace_fn simd_silu_mul = &kernels::silu_mul;
 using rows_wt_fn = void (*)(backend::simd, const float*, std::ptrdiff_t, size_t, size_t, const float*, size_t, float*,
                             std::ptrdiff_t, bool);
@@ -90,30 +96,30 @@ struct Guarded {
 };
 
 /// Every got[i] within kTol * (1 + |want[i]|) of want[i] (NaN fails).
-void check_close(const char* what, const std::vector<float>& x, const float* want, const float* got) {
+void check_close(const char* what, const std::vector<float>& x, const float* want, const float* got, float tol = kTol) {
   const size_t n = x.size();
   size_t bad = 0, first = 0;
   for (size_t i = 0; i < n; ++i) {
     const float err = std::fabs(got[i] - want[i]);
-    if (!(err <= kTol * (1.0f + std::fabs(want[i]))) && bad++ == 0) first = i;
+    if (!(err <= tol * (1.0f + std::fabs(want[i]))) && bad++ == 0) first = i;
   }
   if (bad == 0) return;
   INFO(std::string(what) << ", n = " << n << ": " << bad << " value(s) off; first at i = " << first
                         << ", x = " << x[first] << ", scalar " << want[first] << ", simd " << got[first]
                         << ", |diff| " << std::fabs(got[first] - want[first]) << " > "
-                        << kTol * (1.0f + std::fabs(want[first])));
+                        << tol * (1.0f + std::fabs(want[first])));
   CHECK(bad == 0);
 }
 
 /// simd vs scalar for a kernel of the form k(tag, const float* x, float* y, n).
 template <class Kernel>
-void check_map(const char* what, Kernel kernel, const std::vector<float>& x) {
+void check_map(const char* what, Kernel kernel, const std::vector<float>& x, float tol = kTol) {
   std::vector<float> want(x.size());
   kernel(backend::scalar{}, x.data(), want.data(), x.size());
   for (size_t shift : {size_t(0), size_t(1)}) {
     Guarded in(x, shift), out(std::vector<float>(x.size(), 0.0f), shift);
     kernel(backend::simd{}, in.data(), out.data(), x.size());
-    check_close(what, x, want.data(), out.data());
+    check_close(what, x, want.data(), out.data(), tol);
     CHECK(out.guards_intact());
     CHECK(std::equal(x.begin(), x.end(), in.data()));  // input left alone
   }
@@ -122,6 +128,10 @@ void check_map(const char* what, Kernel kernel, const std::vector<float>& x) {
 const auto gelu_tanh = [](auto tag, const float* x, float* y, size_t n) { kernels::gelu_tanh(tag, x, y, n); };
 const auto gelu_tanh_grad = [](auto tag, const float* x, float* y, size_t n) {
   kernels::gelu_tanh_grad(tag, x, y, n);
+};
+const auto gelu_tanh_dx = [](auto tag, const float* x, float* y, size_t n) { kernels::gelu_tanh_dx(tag, x, y, n); };
+const auto gelu_tanh_grad_dx = [](auto tag, const float* x, float* y, size_t n) {
+  kernels::gelu_tanh_grad_dx(tag, x, y, n);
 };
 
 void check_silu_mul(const std::vector<float>& g, const std::vector<float>& u) {
@@ -165,6 +175,31 @@ TEST_CASE("gelu_tanh_grad: simd matches scalar") {
   for (size_t n : kSizes) check_map("gelu_tanh_grad", gelu_tanh_grad, inputs(n));
 }
 
+TEST_CASE("gelu_tanh_dx, gelu_tanh_grad_dx (the backwards): simd matches scalar") {
+  for (size_t n : kSizes) {
+    check_map("gelu_tanh_dx", gelu_tanh_dx, inputs(n));
+    check_map("gelu_tanh_grad_dx", gelu_tanh_grad_dx, inputs(n), kTolGradDx);
+  }
+}
+
+TEST_CASE("the scalar backwards are the derivatives of their forwards (central differences in double)") {
+  // the forwards in double with the kernels' constants
+  const auto gelu = [](double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); };
+  const auto gelu_bwd = [](double x) {
+    const double t = std::tanh(0.79788456 * x * (1.0 + 0.044715 * x * x));
+    return 0.5 * x * ((1.0 - t * t) * (0.79788456 + 0.1070322243 * x * x)) + 0.5 * (1.0 + t);
+  };
+  const double eps = 1e-5;
+  for (float x : inputs(400)) {
+    const double xd = double(x);
+    const double fd1 = (gelu(xd + eps) - gelu(xd - eps)) / (2 * eps), fd2 = (gelu_bwd(xd + eps) - gelu_bwd(xd - eps)) / (2 * eps);
+    CAPTURE(x);
+    CHECK(std::fabs(kernels::gelu_tanh_dx_scalar(x) - fd1) <= 1e-5 * (1 + std::fabs(fd1)));
+    CHECK(std::fabs(kernels::gelu_tanh_grad_dx_scalar(x) - fd2) <= 1e-5 * (1 + std::fabs(fd2)));
+    CHECK(std::fabs(kernels::gelu_tanh_grad_scalar(x) - (gelu_bwd(xd))) <= 1e-6 * (1 + std::fabs(gelu_bwd(xd))));
+  }
+}
+
 TEST_CASE("silu_mul: simd matches scalar") {
   for (size_t n : kSizes) check_silu_mul(inputs(n), factors(n));
 }
@@ -175,6 +210,8 @@ TEST_CASE("dense sweep over [-20, 20]") {
   for (size_t i = 0; i < n; ++i) x[i] = float(-20.0 + 40.0 * double(i) / double(n - 1));
   check_map("gelu_tanh", gelu_tanh, x);
   check_map("gelu_tanh_grad", gelu_tanh_grad, x);
+  check_map("gelu_tanh_dx", gelu_tanh_dx, x);
+  check_map("gelu_tanh_grad_dx", gelu_tanh_grad_dx, x, kTolGradDx);
   check_silu_mul(x, std::vector<float>(n, 1.0f));
 }
 

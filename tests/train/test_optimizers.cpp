@@ -314,14 +314,21 @@ TEST_CASE("the copy task: a tiny model learns it under every learner x optimizer
   const std::vector<Combo> all = {{"gd", "after"},    {"gd", "before"},    {"momentum", "after"}, {"momentum", "before"},
                                   {"decay", "after"}, {"decay", "before"}, {"muon", "before"},    {"adam", "after"},
                                   {"adam", "before"}};
-  std::vector<Combo> no_decay_after;
+  std::vector<Combo> no_decay_after, swiglu_200;
   for (const auto& c : all)
     if (!(c.optimizer == "decay" && c.order == "after")) no_decay_after.push_back(c);
+  for (const auto& c : no_decay_after)
+    if (c.optimizer != "adam") swiglu_200.push_back(c);
   CopyTask::check<inner::Linear>("linear", all);
   CopyTask::check<inner::MLP>("mlp", no_decay_after);
-  CopyTask::check<inner::SwiGLU>("swiglu", no_decay_after);
+  CopyTask::check<inner::SwiGLU>("swiglu", swiglu_200);
   CopyTask::check<inner::MLP>("mlp", {{"decay", "after"}}, 400);
   CopyTask::check<inner::SwiGLU>("swiglu", {{"decay", "after"}}, 400);
+  // SwiGLU under adam sits on a plateau near the baseline whose length depends on the weights'
+  // init: with init_weights(1..6) it leaves it after 100-300 steps (after) and 100-250 (before),
+  // so at 200 steps the check was a coin flip (a change of the FFN's rounding moved one run from
+  // 0.46 to 2.70); at 600 steps every one of those seeds ended at 0.11-0.46 (after).
+  CopyTask::check<inner::SwiGLU>("swiglu", {{"adam", "after"}, {"adam", "before"}}, 600);
 }
 
 TEST_CASE("the copy task, muon after: every learner" * doctest::skip()) {

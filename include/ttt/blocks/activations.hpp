@@ -141,6 +141,22 @@ void gelu_bwd_ref_into(const S* x, S* y, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) y[i] = gelu_bwd_ref(x[i]);
 }
 
+/// y = gelu_grad(x) (the backward of gelu) on buffers: the SIMD kernel for float (one tanh per
+/// element; the Eigen expression above evaluates it at each use of t).
+template <class S>
+void gelu_grad_into(const S* x, S* y, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_dx(backend::cpu_default{}, x, y, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) y[i] = gelu_grad(x[i]);
+}
+/// y = gelu_bwd_ref_grad(x) (the backward of gelu_bwd_ref) on buffers: the SIMD kernel for float.
+template <class S>
+void gelu_bwd_ref_grad_into(const S* x, S* y, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_grad_dx(backend::cpu_default{}, x, y, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) y[i] = gelu_bwd_ref_grad(x[i]);
+}
+
 // ---- the SwiGLU activation ----------------------------------------------------------------------
 
 /// The activation of the SwiGLU MLP, by its Hugging Face name.

@@ -175,19 +175,32 @@ struct LearnerGrad<inner::MLP> {
             detail::offset(d, k), detail::offset(d, k + h * f)};
   }
 
-  /// The intermediates that are elementwise functions of the kept ones (Z1, M, Z1q): X2 =
-  /// gelu(Z1), T = XV - XK, gp = gelu'(Z1), G1 = M o gp, X2q = gelu(Z1q); the backward of a
-  /// kept forward recomputes them (cheap next to the products, and 4 (n x 4f) buffers less kept).
+  // The elementwise steps of the forward, shared by run_forward and elementwise (so the values a
+  // kept forward's backward recomputes are the forward's, bit for bit); floats through the SIMD
+  // kernels (one tanh per element).
+  /// The keys' hidden activations X2 = gelu(Z1) and the inner gradient's gp = gelu_bwd(Z1).
+  template <class S>
+  static void keys_hidden(Scratch<S>& ws, Eigen::Index n, int64_t h) {
+    const S* Z1 = ws(kZ1, n, h).data();
+    blocks::gelu_into(Z1, ws(kX2, n, h).data(), size_t(n * h));
+    blocks::gelu_bwd_ref_into(Z1, ws(kGp, n, h).data(), size_t(n * h));
+  }
+  /// The queries' hidden activations X2q = gelu(Z1q).
+  template <class S>
+  static void queries_hidden(Scratch<S>& ws, Eigen::Index n, int64_t h) {
+    blocks::gelu_into(ws(kZ1q, n, h).data(), ws(kX2q, n, h).data(), size_t(n * h));
+  }
+
+  /// The intermediates that are elementwise functions of the kept ones (Z1, M, Z1q): X2, gp,
+  /// T = XV - XK, G1 = M o gp, X2q; the backward of a kept forward recomputes them (cheap next to
+  /// the products, and 4 (n x 4f) buffers less kept).
   template <class S>
   static void elementwise(const Segment<S>& s, Scratch<S>& ws, int64_t f, Eigen::Index n) {
     const int64_t h = inner::MLP::expansion * f;
-    auto Z1 = ws(kZ1, n, h), M = ws(kM, n, h), Z1q = ws(kZ1q, n, h);
-    auto X2 = ws(kX2, n, h), T = ws(kT, n, f), gp = ws(kGp, n, h), G1 = ws(kG1, n, h), X2q = ws(kX2q, n, h);
-    X2 = blocks::gelu(Z1);
-    T = s.XV - s.XK;
-    gp = blocks::gelu_bwd_ref(Z1);
-    G1 = M.cwiseProduct(gp);
-    X2q = blocks::gelu(Z1q);
+    keys_hidden(ws, n, h);
+    ws(kT, n, f) = s.XV - s.XK;
+    ws(kG1, n, h) = ws(kM, n, h).cwiseProduct(ws(kGp, n, h));
+    queries_hidden(ws, n, h);
   }
 
   /// The forward of one mini-batch, every intermediate kept in its slot; Zq written unless
@@ -206,12 +219,11 @@ struct LearnerGrad<inner::MLP> {
     auto K2 = ws(kK2, n, n), A = ws(kA, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
     Z1.noalias() = s.XK * W1;  // (n, 4f)
     Z1.rowwise() += b1;
-    X2 = blocks::gelu(Z1);
+    keys_hidden(ws, n, h);  // X2, gp
     Z2.noalias() = X2 * W2;  // (n, f)
     Z2.rowwise() += b2;
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Z2, T, s.ln_w, s.ln_b, G2);
-    gp = blocks::gelu_bwd_ref(Z1);
     M.noalias() = G2 * W2.transpose();
     G1 = M.cwiseProduct(gp);
     detail::eta_matrix(s, E);
@@ -219,7 +231,7 @@ struct LearnerGrad<inner::MLP> {
     A = E.cwiseProduct(K1);
     detail::query_base<S>(s, s.XQ, W1, shift1(th, f, s), Z1q);
     Z1q.noalias() -= A * G1;
-    X2q = blocks::gelu(Z1q);
+    queries_hidden(ws, n, h);  // X2q
     detail::kernel<S>(X2q, X2, K2);
     if (!output) return;
     A = E.cwiseProduct(K2);
@@ -261,7 +273,8 @@ struct LearnerGrad<inner::MLP> {
     detail::dual_linear_bwd<S>(s, X2q, X2, G2, E, K2, W2, dth_end + f * h + h, dth_end + 2 * f * h + h, dZq, dW2, db2,
                                dX2q, dX2, dG2, dE, o, ws, kBwd, shift2(th, f, s, &o));
     auto dZ1q = ws(kdZ1q, n, h);
-    dZ1q = dX2q.cwiseProduct(blocks::gelu_grad(Z1q));
+    blocks::gelu_grad_into(Z1q.data(), dZ1q.data(), size_t(n * h));
+    dZ1q.array() *= dX2q.array();
     // layer 1 on the queries (and W1_end, b1_end)
     detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G1, E, K1, W1, dth_end, dth_end + f * h, dZ1q, dW1, db1, o.dXQ, o.dXK,
                                dG1, dE, o, ws, kBwd, shift1(th, f, s, &o));
@@ -272,7 +285,8 @@ struct LearnerGrad<inner::MLP> {
     dG2.noalias() += dM * W2;
     Eigen::Map<MatT<S>>(dW2, h, f).noalias() += dM.transpose() * G2;
     auto dZ1 = ws(kdZ1, n, h);
-    dZ1 = dG1.cwiseProduct(M).cwiseProduct(blocks::gelu_bwd_ref_grad(Z1));
+    blocks::gelu_bwd_ref_grad_into(Z1.data(), dZ1.data(), size_t(n * h));
+    dZ1.array() *= dG1.array() * M.array();
     // G2 = ln_l2_grad(Z2, XV - XK)
     auto dZ2 = ws.zero(kdZ2, n, f), dT = ws.zero(kdT, n, f);
     blocks::ln_l2_grad_bwd(Z2, T, s.ln_w, s.ln_b, dG2, dZ2, dT, o.d_ln_w, o.d_ln_b);
@@ -282,7 +296,8 @@ struct LearnerGrad<inner::MLP> {
     Eigen::Map<MatT<S>>(dW2, h, f).noalias() += X2.transpose() * dZ2;
     Eigen::Map<RowT<S>>(db2, f) += dZ2.colwise().sum();
     dX2.noalias() += dZ2 * W2.transpose();
-    dZ1 += dX2.cwiseProduct(blocks::gelu_grad(Z1));
+    blocks::gelu_grad_into(Z1.data(), gp.data(), size_t(n * h));  // gp is dead by now
+    dZ1.array() += dX2.array() * gp.array();
     Eigen::Map<MatT<S>>(dW1, f, h).noalias() += s.XK.transpose() * dZ1;
     Eigen::Map<RowT<S>>(db1, h) += dZ1.colwise().sum();
     o.dXK.noalias() += dZ1 * W1.transpose();

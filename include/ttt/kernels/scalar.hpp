@@ -23,6 +23,19 @@ TTT_HOST_DEVICE inline float gelu_tanh_grad_scalar(float x) {
   const float t = std::tanh(0.79788456f * x * (1.0f + 0.044715f * x * x));
   return 0.5f * x * ((1.0f - t * t) * (0.79788456f + 0.1070322243f * x * x)) + 0.5f * (1.0f + t);
 }
+/// d gelu_tanh / dx (torch's constants: the exact derivative of gelu_tanh_scalar), one tanh.
+TTT_HOST_DEVICE inline float gelu_tanh_dx_scalar(float x) {
+  constexpr float k = 0.7978845608028654f;
+  const float t = std::tanh(k * (x + 0.044715f * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
+}
+/// d gelu_tanh_grad / dx (the derivative of the reference's `gelu_bwd`), one tanh.
+TTT_HOST_DEVICE inline float gelu_tanh_grad_dx_scalar(float x) {
+  constexpr float c1 = 0.79788456f, c2 = 0.1070322243f;
+  const float t = std::tanh(c1 * x * (1.0f + 0.044715f * x * x)), s = 1.0f - t * t;
+  const float dt = s * (c1 + 3.0f * c1 * 0.044715f * x * x), p = c1 + c2 * x * x;
+  return 0.5f * s * p - x * t * dt * p + x * s * c2 * x + 0.5f * dt;
+}
 /// x sigmoid(x)
 TTT_HOST_DEVICE inline float silu_scalar(float x) { return x / (1.0f + std::exp(-x)); }
 /// 1 / (1 + exp(-x))
@@ -35,6 +48,14 @@ inline void gelu_tanh(backend::scalar, const float* x, float* y, std::size_t n) 
 /// y[i] = gelu_tanh'(x[i])
 inline void gelu_tanh_grad(backend::scalar, const float* x, float* y, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) y[i] = gelu_tanh_grad_scalar(x[i]);
+}
+/// y[i] = gelu_tanh_dx(x[i]) (the backward of gelu_tanh)
+inline void gelu_tanh_dx(backend::scalar, const float* x, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = gelu_tanh_dx_scalar(x[i]);
+}
+/// y[i] = gelu_tanh_grad_dx(x[i]) (the backward of gelu_tanh_grad)
+inline void gelu_tanh_grad_dx(backend::scalar, const float* x, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = gelu_tanh_grad_dx_scalar(x[i]);
 }
 /// g[i] = silu(g[i]) * u[i]  (SwiGLU's inner product)
 inline void silu_mul(backend::scalar, float* g, const float* u, std::size_t n) {

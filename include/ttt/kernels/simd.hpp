@@ -47,6 +47,32 @@ inline void gelu_tanh_grad(backend::simd, const float* x, float* y, std::size_t 
       gelu_tanh_grad_scalar);
 }
 
+inline void gelu_tanh_dx(backend::simd, const float* x, float* y, std::size_t n) {
+  using B = detail::fbatch;
+  detail::simd_map(
+      x, y, n,
+      [](B v) {
+        const B k(0.7978845608028654f), c(0.044715f), c3(3.0f * 0.044715f), half(0.5f), one(1.0f);
+        const B t = xsimd::tanh(k * (v + c * v * v * v));
+        return half * (one + t) + half * v * (one - t * t) * k * (one + c3 * v * v);
+      },
+      gelu_tanh_dx_scalar);
+}
+
+inline void gelu_tanh_grad_dx(backend::simd, const float* x, float* y, std::size_t n) {
+  using B = detail::fbatch;
+  detail::simd_map(
+      x, y, n,
+      [](B v) {
+        const B c1(0.79788456f), c2(0.1070322243f), c(0.044715f), c13(3.0f * 0.79788456f * 0.044715f), half(0.5f),
+            one(1.0f);
+        const B t = xsimd::tanh(c1 * v * (one + c * v * v)), s = one - t * t;
+        const B dt = s * (c1 + c13 * v * v), p = c1 + c2 * v * v;
+        return half * s * p - v * t * dt * p + v * s * c2 * v + half * dt;
+      },
+      gelu_tanh_grad_dx_scalar);
+}
+
 inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
   using B = detail::fbatch;
   constexpr std::size_t W = B::size;

@@ -158,6 +158,14 @@ class Decoder {
 
   static constexpr Eigen::Index kQueryBlock = 64;  ///< query rows per score block in advance's attention
 
+  /// ShapeError naming the first token id outside the vocabulary.
+  void check_ids(std::span<const int64_t> ids) const {
+    for (int64_t id : ids)
+      if (id < 0 || id >= m_->cfg.num_tokens)
+        throw ShapeError("hier::Decoder: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                         std::to_string(m_->cfg.num_tokens) + ")");
+  }
+
   /// token_shift of rows Z that follow `prev` in their phase: the first ceil(d / 2) channels of each
   /// row, the rest from the row before it (the first from `prev`); `prev` becomes Z's last row.
   static V shift_rows(ad::Tape<T>& tp, V z, M& prev) {
@@ -321,10 +329,7 @@ typename Decoder<T, Learners>::M Decoder<T, Learners>::prefill(std::span<const i
     if (int64_t(ids.size()) > c.seq_len)
       throw ShapeError("hier::Decoder::prefill: a prompt of " + std::to_string(ids.size()) + " tokens is longer than seq_len = " +
                        std::to_string(c.seq_len));
-    for (int64_t id : ids)  // every id checked before the state changes
-      if (id < 0 || id >= c.num_tokens)
-        throw ShapeError("hier::Decoder: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                         std::to_string(c.num_tokens) + ")");
+    check_ids(ids);  // every id checked before the state changes
     M last;
     for (size_t i = 0; i < ids.size(); i += size_t(chunk)) last = advance(ids.subspan(i, std::min(ids.size() - i, size_t(chunk))));
     return last;
@@ -376,10 +381,7 @@ typename Decoder<T, Learners>::M Decoder<T, Learners>::advance(std::span<const i
   if (t0 + R > c.seq_len)
     throw ShapeError("hier::Decoder: position " + std::to_string(std::max(t0, c.seq_len)) + " is past seq_len = " +
                      std::to_string(c.seq_len));
-  for (int64_t id : ids)
-    if (id < 0 || id >= c.num_tokens)
-      throw ShapeError("hier::Decoder: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                       std::to_string(c.num_tokens) + ")");
+  check_ids(ids);
   // the embeddings of positions t0 - nh ... t0 + R - 1 (the history holds the nh before t0, zeros before 0)
   const int64_t nh = int64_t(hist_.size());
   M E(nh + R, D);
