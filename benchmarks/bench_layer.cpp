@@ -1,5 +1,7 @@
 // One TTT layer of the 125m shape (C = 768, H = 12, f = 64, mini-batch b = 16), Linear and MLP:
 //   BM_LayerPrefill<L>/n   n tokens from a fresh state per iteration (tokens/s, GFLOP/s)
+//   BM_LayerVsGemm<L>/n    the same prefill, then a square fp32 GEMM of the same FLOPs, alternating
+//                          in one run: the layer's rate as a fraction of the GEMM's (of_gemm)
 //   BM_LayerDecode<L>      one token per iteration with a warm state (time per token)
 //   BM_Learner*            one head, one mini-batch of 16 tokens: dual form vs primal form (inner
 //                          gradient by hand or derived); BM_LearnerTrain: the training forward +
@@ -10,6 +12,8 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -83,6 +87,51 @@ void BM_LayerPrefill(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_counters(state, int64_t(state.iterations()) * n, layer.flops_per_token());
+}
+
+// ---- layer against a GEMM of the same FLOPs (issue 15, item 3) ----------------------------------
+/// Each iteration times the prefill of n tokens (as BM_LayerPrefill) and then a square fp32 GEMM
+/// (Eigen, row-major ttt::Mat, C = A B with sides s = cbrt(FLOPs / 2)) of the same FLOPs, in
+/// the same process and thread setting. Reported time: the layer's. Counters: layer_GFLOPs and
+/// gemm_GFLOPs (each from its own summed time), of_gemm = gemm time / layer time (the layer's
+/// rate as a fraction of the GEMM rate; 1.0 = the layer's FLOPs run at GEMM speed).
+template <class L>
+void BM_LayerVsGemm(benchmark::State& state) {
+  const auto& layer = bench_layer<L>();
+  const int64_t n = state.range(0);
+  const Mat X = random_rows(n, layer.C, 42);
+  typename ttt::TTTLayer<L>::Workspace ws;
+  Mat out;
+  const double flops = double(n) * layer.flops_per_token();
+  const auto side = Eigen::Index(std::llround(std::cbrt(flops / 2.0)));
+  const Mat A = random_rows(side, side, 1), B = random_rows(side, side, 2);
+  Mat C(side, side);
+  {  // untimed warm-up of both
+    auto st = layer.new_state();
+    layer.forward(X, st, 0, ws, out);
+    C.noalias() = A * B;
+  }
+  double t_layer = 0, t_gemm = 0;
+  using clock = std::chrono::steady_clock;
+  for (auto _ : state) {
+    auto st = layer.new_state();
+    const auto t0 = clock::now();
+    layer.forward(X, st, 0, ws, out);
+    const auto t1 = clock::now();
+    C.noalias() = A * B;
+    const auto t2 = clock::now();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(C.data());
+    benchmark::ClobberMemory();
+    const double dl = std::chrono::duration<double>(t1 - t0).count(), dg = std::chrono::duration<double>(t2 - t1).count();
+    state.SetIterationTime(dl);
+    t_layer += dl, t_gemm += dg;
+  }
+  const double it = double(state.iterations());
+  state.SetItemsProcessed(int64_t(it) * n);
+  state.counters["layer_GFLOPs"] = it * flops * 1e-9 / t_layer;
+  state.counters["gemm_GFLOPs"] = it * 2.0 * double(side) * double(side) * double(side) * 1e-9 / t_gemm;
+  state.counters["of_gemm"] = state.counters["layer_GFLOPs"] / state.counters["gemm_GFLOPs"];
 }
 
 // ---- layer: decode -------------------------------------------------------------------------------
@@ -204,6 +253,8 @@ BENCHMARK(BM_LayerPrefill<Linear>)->Name("Layer/Linear/prefill")->Arg(512)->Arg(
 BENCHMARK(BM_LayerPrefill<MLP>)->Name("Layer/MLP/prefill")->Arg(512)->Arg(2048)->Arg(8192)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 // the inner optimizers (primal form; gd above is the dual form) and the SwiGLU learner (gd: its dual form)
+BENCHMARK(BM_LayerVsGemm<Linear>)->Name("Layer/Linear/vs_gemm")->Arg(2048)->Unit(benchmark::kMillisecond)->UseManualTime();
+BENCHMARK(BM_LayerVsGemm<MLP>)->Name("Layer/MLP/vs_gemm")->Arg(2048)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_LayerPrefill<Linear, 1>)->Name("Layer/Linear/prefill/momentum")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 2>)->Name("Layer/Linear/prefill/decay")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 3>)->Name("Layer/Linear/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
