@@ -1,17 +1,21 @@
 #pragma once
 /// \file blocks/layer_norm.hpp
 /// LayerNorm over each row (biased variance, as torch): y = gamma (x - mean) / sqrt(var + eps) +
-/// beta, and its vector-Jacobian product. Moments in two passes of plain loops (no temporaries).
+/// beta, and its vector-Jacobian product. Moments in two passes (no temporaries). For float and
+/// double the row sums and the forward's row go through Eigen's vectorised reductions and
+/// expressions; the plain loops (`*_plain`, any scalar: ad::Real takes them) are their twins
+/// (tests/kernels/test_norms.cpp).
 #include <cmath>
+#include <concepts>
 #include <utility>
 
 #include "eigen_out.hpp"
 
 namespace ttt::blocks {
 
-/// Mean and biased variance of row r.
+/// Mean and biased variance of row r: plain loops.
 template <class X>
-std::pair<typename X::Scalar, typename X::Scalar> row_moments(const Eigen::MatrixBase<X>& x, Eigen::Index r) {
+std::pair<typename X::Scalar, typename X::Scalar> row_moments_plain(const Eigen::MatrixBase<X>& x, Eigen::Index r) {
   using S = typename X::Scalar;
   const Eigen::Index d = x.cols();
   S mu = 0;
@@ -22,18 +26,53 @@ std::pair<typename X::Scalar, typename X::Scalar> row_moments(const Eigen::Matri
   return {mu, var / S(d)};
 }
 
+/// Mean and biased variance of row r (vectorised for float and double).
+template <class X>
+std::pair<typename X::Scalar, typename X::Scalar> row_moments(const Eigen::MatrixBase<X>& x, Eigen::Index r) {
+  using S = typename X::Scalar;
+  if constexpr (std::floating_point<S>) {
+    const auto row = x.row(r).array();
+    const S mu = row.sum() / S(x.cols());
+    return {mu, (row - mu).square().sum() / S(x.cols())};
+  } else {
+    return row_moments_plain(x, r);
+  }
+}
+
+/// layer_norm below in plain loops.
+template <class X, class Y>
+void layer_norm_plain(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, const typename X::Scalar* beta,
+                      double eps, const Eigen::MatrixBase<Y>& y_) {
+  using S = typename X::Scalar;
+  const Eigen::Index d = x.cols();
+  auto& y = detail::out(y_, x.rows(), d);
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    const auto moments = row_moments_plain(x, r);
+    const S mu = moments.first, var = moments.second;
+    const S inv = S(1) / std::sqrt(var + S(eps));
+    for (Eigen::Index c = 0; c < d; ++c) y(r, c) = gamma[c] * ((x(r, c) - mu) * inv) + (beta ? beta[c] : S(0));
+  }
+}
+
 /// y = layer_norm(x; gamma, beta).                x, y: (n, d); gamma, beta: d values (beta may be null)
 template <class X, class Y>
 void layer_norm(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, const typename X::Scalar* beta,
                 double eps, const Eigen::MatrixBase<Y>& y_) {
   using S = typename X::Scalar;
-  const Eigen::Index d = x.cols();
-  auto& y = detail::out(y_, x.rows(), d);
-  for (Eigen::Index r = 0; r < x.rows(); ++r) {
-    const auto moments = row_moments(x, r);
-    const S mu = moments.first, var = moments.second;
-    const S inv = S(1) / std::sqrt(var + S(eps));
-    for (Eigen::Index c = 0; c < d; ++c) y(r, c) = gamma[c] * ((x(r, c) - mu) * inv) + (beta ? beta[c] : S(0));
+  if constexpr (!std::floating_point<S>) {
+    layer_norm_plain(x, gamma, beta, eps, y_);
+  } else {
+    const Eigen::Index d = x.cols();
+    auto& y = detail::out(y_, x.rows(), d);
+    const Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>> g(gamma, d);
+    for (Eigen::Index r = 0; r < x.rows(); ++r) {
+      const auto moments = row_moments(x, r);
+      const S mu = moments.first, inv = S(1) / std::sqrt(moments.second + S(eps));
+      if (beta)
+        y.row(r).array() = g * ((x.row(r).array() - mu) * inv) + Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(beta, d);
+      else
+        y.row(r).array() = g * ((x.row(r).array() - mu) * inv);
+    }
   }
 }
 

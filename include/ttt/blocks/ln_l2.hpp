@@ -6,21 +6,22 @@
 ///   xh = (z - mean) / s,  s = sqrt(var + eps),  gx = (gamma xh + beta - target) gamma,
 ///   G  = (D gx - sum(gx) - xh sum(gx xh)) / (D s)      = d/dz 0.5 ||gamma LN(z) + beta - target||^2
 #include <cmath>
+#include <concepts>
 
 #include "eigen_out.hpp"
 #include "layer_norm.hpp"
 
 namespace ttt::blocks {
 
-/// G = ln_l2_grad(Z, target).                         Z, target, G: (n, f); gamma, beta: (f)
+/// ln_l2_grad below in plain loops (any scalar; ad::Real takes them).
 template <class Z, class T, class G>
-void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& target, const typename Z::Scalar* gamma,
-                const typename Z::Scalar* beta, const Eigen::MatrixBase<G>& G_, double eps = 1e-6) {
+void ln_l2_grad_plain(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& target, const typename Z::Scalar* gamma,
+                      const typename Z::Scalar* beta, const Eigen::MatrixBase<G>& G_, double eps = 1e-6) {
   using S = typename Z::Scalar;
   const Eigen::Index d = z.cols();
   auto& g = detail::out(G_, z.rows(), d);
   for (Eigen::Index r = 0; r < z.rows(); ++r) {
-    const auto moments = row_moments(z, r);
+    const auto moments = row_moments_plain(z, r);
     const S mu = moments.first, var = moments.second;
     using std::sqrt;  // or the scalar's own sqrt, by argument-dependent lookup (ad::Real)
     const S stdv = sqrt(var + S(eps));
@@ -36,6 +37,31 @@ void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& targe
     for (Eigen::Index c = 0; c < d; ++c) {
       const S xhat = (z(r, c) - mu) / stdv;
       g(r, c) = (S(d) * g(r, c) - s1 - xhat * s2) * scale;
+    }
+  }
+}
+
+/// G = ln_l2_grad(Z, target).                         Z, target, G: (n, f); gamma, beta: (f)
+/// Float and double: each row through Eigen's vectorised expressions and reductions.
+template <class Z, class T, class G>
+void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& target, const typename Z::Scalar* gamma,
+                const typename Z::Scalar* beta, const Eigen::MatrixBase<G>& G_, double eps = 1e-6) {
+  using S = typename Z::Scalar;
+  if constexpr (!std::floating_point<S>) {
+    ln_l2_grad_plain(z, target, gamma, beta, G_, eps);
+  } else {
+    const Eigen::Index d = z.cols();
+    auto& g = detail::out(G_, z.rows(), d);
+    using RowA = Eigen::Array<S, 1, Eigen::Dynamic>;
+    const Eigen::Map<const RowA> gm(gamma, d), bt(beta, d);
+    for (Eigen::Index r = 0; r < z.rows(); ++r) {
+      const auto moments = row_moments(z, r);
+      const S mu = moments.first, stdv = std::sqrt(moments.second + S(eps));
+      const auto xhat = (z.row(r).array() - mu) / stdv;
+      auto gr = g.row(r).array();
+      gr = (gm * xhat + bt - target.row(r).array()) * gm;  // gx
+      const S s1 = gr.sum(), s2 = (gr * xhat).sum();
+      gr = (S(d) * gr - s1 - xhat * s2) * (S(1) / (S(d) * stdv));
     }
   }
 }

@@ -367,7 +367,9 @@ class TTTLayer {
   void output(const M& X, const M& O, M& Yn, M& G, M* gpre, M& Y, M& out, bool batched = false) const {
     const int64_t n = X.rows();
     ensure_size(Yn, n, C);
-    blocks::layer_norm(O, post_w.data(), post_b.data(), 1e-6, Yn);
+    parallel_ranges(n, std::max<int64_t>(2, (int64_t(1) << 15) / C), [&](int64_t r0, int64_t r1) {  // rows over the threads
+      blocks::layer_norm(O.middleRows(r0, r1 - r0), post_w.data(), post_b.data(), 1e-6, Yn.middleRows(r0, r1 - r0));
+    });
     ensure_size(out, n, C);
     if (!use_gate) {
       blocks::linear<S>(cv(Yn), cv(o), bf(&Bf16Weights::o), mv(out), false, batched);
@@ -376,13 +378,13 @@ class TTTLayer {
     ensure_size(G, n, C);
     blocks::linear<S>(cv(X), cv(g), bf(&Bf16Weights::g), mv(G), false, batched);
     if (gpre) *gpre = G;
-    blocks::gelu_into(G.data(), G.data(), size_t(G.size()));
-    if (&Y == &Yn) {
-      Yn.array() *= G.array();
-    } else {
-      ensure_size(Y, n, C);
-      Y = Yn.cwiseProduct(G);
-    }
+    if (&Y != &Yn) ensure_size(Y, n, C);
+    parallel_ranges(n * C, int64_t(1) << 15, [&](int64_t b, int64_t e) {  // elements over the threads
+      blocks::gelu_into(G.data() + b, G.data() + b, size_t(e - b));
+      auto g = Eigen::Map<const Eigen::ArrayX<S>>(G.data() + b, e - b);
+      if (&Y == &Yn) Eigen::Map<Eigen::ArrayX<S>>(Yn.data() + b, e - b) *= g;
+      else Eigen::Map<Eigen::ArrayX<S>>(Y.data() + b, e - b) = Eigen::Map<const Eigen::ArrayX<S>>(Yn.data() + b, e - b) * g;
+    });
     blocks::linear<S>(cv(Y), cv(o), bf(&Bf16Weights::o), mv(out), false, batched);
   }
 
