@@ -1,11 +1,12 @@
 // Training step of a small TTT language model (hidden 256, 4 layers, 4 heads, intermediate 688,
-// mini-batch 16, byte vocabulary 259 as `ttt train` builds it), TTT-Linear and TTT-MLP, random
+// mini-batch 16, byte vocabulary 259 as `ttt train` builds it), TTT-Linear, TTT-MLP and SwiGLU
+// fast weights (its default hidden width, 4f; forward and G = 0 / 1 steps only), random
 // weights (init_weights) and random tokens, one sequence of n tokens per iteration:
 //   Train/<L>/forward/n        TTTModel::forward over the sequence, all logits (the training
 //                              forward's work, without keeping anything)
 //   Train/<L>/step/n/G         ttt::train::loss_and_grad (float): forward + backward, no optimizer
 //                              step; G = scan checkpoint group (0: every mini-batch's inner state
-//                              kept and, for TTT-MLP, its inner forward's intermediates; 1: every
+//                              kept and, for TTT-MLP and SwiGLU, their inner forward's products; 1: every
 //                              state, each mini-batch's inner forward recomputed in the reverse
 //                              pass; G > 1: every G-th state, the rest recomputed too)
 // Counters: items_per_second (tokens/s); GFLOP/s from the FLOP counts below; peak_MiB: peak RSS
@@ -47,6 +48,7 @@
 
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
+#include "ttt/inner/swiglu.hpp"
 #include "ttt/models/ttt_model.hpp"
 #include "ttt/core/model_config.hpp"
 #include "ttt/train/model_grad.hpp"
@@ -95,7 +97,7 @@ std::vector<int64_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
 template <class L>
 double inner_flops_per_token(const ttt::TTTModel<L>& m) {
   return double(m.cfg.num_hidden_layers) * double(m.cfg.num_attention_heads) *
-         ttt::inner::flops_per_token<L>(m.cfg.head_dim(), m.cfg.mini_batch_size);
+         ttt::inner::flops_per_token<L>(ttt::inner::Dims(m.cfg.head_dim(), m.cfg.ttt_hidden_size), m.cfg.mini_batch_size);
 }
 
 long rss_kib() {
@@ -194,6 +196,7 @@ void BM_StepRule(benchmark::State& state, const char* opt, const char* order) {
 
 using ttt::inner::Linear;
 using ttt::inner::MLP;
+using ttt::inner::SwiGLU;
 
 /// Train/<L>/step/<optimizer>/<order>: registered from main (the names are built at run time).
 template <class L>
@@ -221,6 +224,10 @@ BENCHMARK(BM_Forward<MLP>)->Name("Train/MLP/forward")->Unit(benchmark::kMillisec
     ->Arg(2048)->Iterations(3);
 BENCHMARK(BM_Step<MLP>)->Name("Train/MLP/step")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Args({2048, 0})->Args({2048, 1})->Args({2048, 4})->Args({2048, 11})->Iterations(2);
+BENCHMARK(BM_Forward<SwiGLU>)->Name("Train/SwiGLU/forward")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Arg(2048)->Iterations(3);
+BENCHMARK(BM_Step<SwiGLU>)->Name("Train/SwiGLU/step")->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Args({2048, 0})->Args({2048, 1})->Iterations(2);
 
 }  // namespace
 
@@ -229,6 +236,7 @@ int main(int argc, char** argv) {
     const int64_t n = std::atoll(argv[3]), G = std::atoll(argv[4]);
     if (std::strcmp(argv[2], "linear") == 0) return peak_rss_child<Linear>(n, G);
     if (std::strcmp(argv[2], "mlp") == 0) return peak_rss_child<MLP>(n, G);
+    if (std::strcmp(argv[2], "swiglu") == 0) return peak_rss_child<SwiGLU>(n, G);
     return 2;
   }
   register_step_rules<Linear>();
