@@ -126,35 +126,38 @@ auto silu_grad(const Eigen::MatrixBase<X>& x) {
   return (s * (S(1) + x.array() * (S(1) - s))).matrix();
 }
 
-/// y = gelu(x) on buffers (y may be x): the SIMD kernel for float.
+namespace detail {
+/// y[i] = op(x[i]) on buffers of n elements (y may be x): for float the SIMD kernel `simd`
+/// (called on the default CPU backend), otherwise the scalar form `op` in a loop.
+template <class S, class Simd, class Op>
+void map_into(const S* x, S* y, std::size_t n, Simd simd, Op op) {
+  if constexpr (std::is_same_v<S, float>) simd(backend::cpu_default{}, x, y, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) y[i] = op(x[i]);
+}
+}  // namespace detail
+
+/// y = gelu(x) on buffers (y may be x).
 template <class S>
 void gelu_into(const S* x, S* y, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh(backend::cpu_default{}, x, y, n);
-  else
-    for (std::size_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
+  detail::map_into(x, y, n, [](auto... a) { kernels::gelu_tanh(a...); }, [](const S& v) { return gelu(v); });
 }
-/// y = gelu_bwd_ref(x) on buffers: the SIMD kernel for float.
+/// y = gelu_bwd_ref(x) on buffers.
 template <class S>
 void gelu_bwd_ref_into(const S* x, S* y, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_grad(backend::cpu_default{}, x, y, n);
-  else
-    for (std::size_t i = 0; i < n; ++i) y[i] = gelu_bwd_ref(x[i]);
+  detail::map_into(x, y, n, [](auto... a) { kernels::gelu_tanh_grad(a...); }, [](const S& v) { return gelu_bwd_ref(v); });
 }
-
-/// y = gelu_grad(x) (the backward of gelu) on buffers: the SIMD kernel for float (one tanh per
-/// element; the Eigen expression above evaluates it at each use of t).
+/// y = gelu_grad(x) (the backward of gelu) on buffers: for float one tanh per element (the Eigen
+/// expression above evaluates it at each use of t).
 template <class S>
 void gelu_grad_into(const S* x, S* y, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_dx(backend::cpu_default{}, x, y, n);
-  else
-    for (std::size_t i = 0; i < n; ++i) y[i] = gelu_grad(x[i]);
+  detail::map_into(x, y, n, [](auto... a) { kernels::gelu_tanh_dx(a...); }, [](const S& v) { return gelu_grad(v); });
 }
-/// y = gelu_bwd_ref_grad(x) (the backward of gelu_bwd_ref) on buffers: the SIMD kernel for float.
+/// y = gelu_bwd_ref_grad(x) (the backward of gelu_bwd_ref) on buffers.
 template <class S>
 void gelu_bwd_ref_grad_into(const S* x, S* y, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_grad_dx(backend::cpu_default{}, x, y, n);
-  else
-    for (std::size_t i = 0; i < n; ++i) y[i] = gelu_bwd_ref_grad(x[i]);
+  detail::map_into(x, y, n, [](auto... a) { kernels::gelu_tanh_grad_dx(a...); },
+                   [](const S& v) { return gelu_bwd_ref_grad(v); });
 }
 
 // ---- the SwiGLU activation ----------------------------------------------------------------------

@@ -64,14 +64,14 @@ void layer_norm(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, 
   } else {
     const Eigen::Index d = x.cols();
     auto& y = detail::out(y_, x.rows(), d);
-    const Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>> g(gamma, d);
+    using RowA = Eigen::Array<S, 1, Eigen::Dynamic>;
+    const Eigen::Map<const RowA> g(gamma, d);
     for (Eigen::Index r = 0; r < x.rows(); ++r) {
       const auto moments = row_moments(x, r);
       const S mu = moments.first, inv = S(1) / std::sqrt(moments.second + S(eps));
-      if (beta)
-        y.row(r).array() = g * ((x.row(r).array() - mu) * inv) + Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(beta, d);
-      else
-        y.row(r).array() = g * ((x.row(r).array() - mu) * inv);
+      const auto scaled = g * ((x.row(r).array() - mu) * inv);
+      if (beta) y.row(r).array() = scaled + Eigen::Map<const RowA>(beta, d);
+      else y.row(r).array() = scaled;
     }
   }
 }

@@ -73,28 +73,34 @@ struct MLP {
 
   template <class S>
   struct Workspace {
-    MatT<S> Z1, X2, Z2, G1, G2, target, gprime, A, Z1q, X2q, WG, WG2;
+    MatT<S> XKQ, Z1, X2, Z2, G1, G2, target, gprime, A, X2q, WG, WG2;
   };
 
   /// Dual form: the linear recipe twice (see inner/linear.hpp), the second time on the hidden
-  /// activations X2 = gelu(Z1) (keys) and X2q = gelu(Z1q) (queries).
+  /// activations X2 = gelu(Z1) (keys) and X2q = gelu(Z1q) (queries). The keys' and the queries'
+  /// first-layer products are one product of the stacked rows [XK; XQ] (W1 packed once).
   template <class S>
   static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols(), h = expansion * f;
     const View<const S> p(theta0, f);
     View<S> g(gacc, f);
-    for (MatT<S>* m : {&ws.Z1, &ws.X2, &ws.G1, &ws.gprime, &ws.Z1q, &ws.X2q, &ws.WG}) ensure_size(*m, n, h);
+    for (MatT<S>* m : {&ws.X2, &ws.G1, &ws.gprime, &ws.X2q, &ws.WG}) ensure_size(*m, n, h);
     for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.A, n, n);
-    // keys: forward and the inner-loss gradients at theta0
-    mv(ws.Z1).noalias() = s.XK * cv(p.W1);
+    ensure_size(ws.XKQ, 2 * n, f);
+    ensure_size(ws.Z1, 2 * n, h);
+    ws.XKQ.topRows(n) = s.XK;
+    ws.XKQ.bottomRows(n) = s.XQ;
+    mv(ws.Z1).noalias() = cv(ws.XKQ) * cv(p.W1);  // rows 0..n-1: XK W1 (keys), n..2n-1: XQ W1 (queries)
     ws.Z1.rowwise() += p.b1;
-    blocks::gelu_into(ws.Z1.data(), ws.X2.data(), size_t(n * h));
+    RefT<S> Z1k = mv(ws.Z1.topRows(n)), Z1q = mv(ws.Z1.bottomRows(n));
+    // keys: forward and the inner-loss gradients at theta0
+    blocks::gelu_into(Z1k.data(), ws.X2.data(), size_t(n * h));
     mv(ws.Z2).noalias() = cv(ws.X2) * cv(p.W2);
     ws.Z2.rowwise() += p.b2;
     ws.target = s.XV - s.XK;
     blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
-    blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(n * h));
+    blocks::gelu_bwd_ref_into(Z1k.data(), ws.gprime.data(), size_t(n * h));
     mv(ws.G1).noalias() = cv(ws.G2) * cv(p.W2).transpose();
     ws.G1.array() *= ws.gprime.array();
     auto mask = [&](MatT<S>& A) {
@@ -104,15 +110,13 @@ struct MLP {
     // layer 1 on the queries
     mv(ws.A).noalias() = s.XQ * s.XK.transpose();
     mask(ws.A);
-    mv(ws.Z1q).noalias() = s.XQ * cv(p.W1);
-    ws.Z1q.rowwise() += p.b1;
-    mv(ws.Z1q).noalias() -= cv(ws.A) * cv(ws.G1);
+    Z1q.noalias() -= cv(ws.A) * cv(ws.G1);
     if (!s.fresh) {
       mv(ws.WG).noalias() = s.XQ * cv(g.W1);
       ws.WG.rowwise() += g.b1;
-      for (int64_t t = 0; t < n; ++t) ws.Z1q.row(t) -= s.token_eta[t] * ws.WG.row(t);
+      for (int64_t t = 0; t < n; ++t) Z1q.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
-    blocks::gelu_into(ws.Z1q.data(), ws.X2q.data(), size_t(n * h));
+    blocks::gelu_into(Z1q.data(), ws.X2q.data(), size_t(n * h));
     // layer 2
     mv(ws.A).noalias() = cv(ws.X2q) * cv(ws.X2).transpose();
     mask(ws.A);
