@@ -108,6 +108,23 @@ TEST_CASE_TEMPLATE("dual form == primal form, every option", Lrn, inner::Linear,
   }
 }
 
+TEST_CASE_TEMPLATE("the plain GD step fused into the dual form == the step after it, every option", Lrn,
+                   inner::Linear, inner::MLP) {
+  uint64_t seed = 150;
+  for (const ModelConfig& c : option_sweep(std::string(Lrn::name))) {
+    INFO(describe(c));
+    auto fused = make_model<Lrn>(c, seed);
+    auto plain = make_model<Lrn>(c, seed);
+    ++seed;
+    for (auto& b : plain.blocks) b.mixer.fuse_gd_step = false;
+    const auto ids = th::random_ids(3 * c.mini_batch_size + 5, c.vocab_size, seed);
+    std::vector<Mat> hf, hp;
+    CHECK(th::rel_err(fused.forward(ids, &hf), plain.forward(ids, &hp)) < 1e-6);
+    REQUIRE(hf.size() == hp.size());
+    for (size_t i = 0; i < hf.size(); ++i) CHECK(th::rel_err(hf[i], hp[i]) < 1e-6);
+  }
+}
+
 TEST_CASE_TEMPLATE("prefill P tokens then decode one at a time == full forward, for every P", Lrn, inner::Linear,
                    inner::MLP) {
   uint64_t seed = 200;

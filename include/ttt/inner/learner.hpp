@@ -23,7 +23,11 @@
 ///     (then a float-only `apply` is enough for inference);
 ///   - `template <class S> dual_form(theta0, gacc, segment, Zq, ws)` with a `template <class S>
 ///     struct Workspace` (inner/linear.hpp); without it the layer runs the primal form
-///     (inner/primal.hpp);
+///     (inner/primal.hpp); with `static constexpr bool fuses_gd_step = true` besides, the dual
+///     form promises to add `segment.gscale` times the gradient to gacc, and to write gacc only
+///     after its last read of theta0 when `segment.fresh`: under plain GD the layer then passes
+///     gacc = theta0 and gscale = -eta for a whole mini-batch, and the step needs no pass of its
+///     own (TTTLayer::fuse_gd_step = false is the plain twin);
 ///   - a specialisation of `ttt::train::LearnerGrad` (inner/learner_grad.hpp) for training.
 #include <concepts>
 #include <cstdint>
@@ -101,6 +105,10 @@ struct Segment {
   /// shift laid out as theta (P; 0 when null). Read by the hand-written LearnerGrads only.
   const S* query_keep = nullptr;
   const S* query_shift = nullptr;
+  /// The factor of the gradient accumulated into gacc (1: gacc += sum lr_s grad_s). A learner with
+  /// `fuses_gd_step` honours it, and the layer then takes a complete fresh mini-batch's plain GD
+  /// step inside the dual form: gacc = theta0 (the same memory) and gscale = -eta_b.
+  S gscale = S(1);
 };
 
 // ---- the named requirements --------------------------------------------------------------------

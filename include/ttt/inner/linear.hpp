@@ -12,6 +12,7 @@ namespace ttt::inner {
 
 struct Linear {
   static constexpr std::string_view name = "linear";
+  static constexpr bool fuses_gd_step = true;  // dual_form honours Segment::gscale, writes gacc last
 
   static std::vector<ParamSpec> param_specs(int64_t f) {
     return {{"W1", {f, f}, ParamSpec::Init::normal}, {"b1", {1, f}, ParamSpec::Init::zeros}};
@@ -71,10 +72,10 @@ struct Linear {
       ws.WG.rowwise() += gb;
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
-    // gacc += XK^T diag(lr) G
+    // gacc += gscale XK^T diag(lr) G (after the last read of theta0: see fuses_gd_step)
     for (int64_t t = 0; t < n; ++t) ws.G.row(t) *= s.lr[t];
-    gW.noalias() += s.XK.transpose() * cv(ws.G);
-    gb += ws.G.colwise().sum();
+    gW.noalias() += s.gscale * (s.XK.transpose() * cv(ws.G));
+    gb += s.gscale * ws.G.colwise().sum();
   }
 
   /// Per token and head, mini-batch b: Z (2f^2), XQ W (2f^2), XQ XK^T and M G (2bf each on

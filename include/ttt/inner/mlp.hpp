@@ -15,6 +15,7 @@ namespace ttt::inner {
 struct MLP {
   static constexpr std::string_view name = "mlp";
   static constexpr int64_t expansion = 4;
+  static constexpr bool fuses_gd_step = true;  // dual_form honours Segment::gscale, writes gacc last
 
   static std::vector<ParamSpec> param_specs(int64_t f) {
     const int64_t h = expansion * f;
@@ -133,10 +134,10 @@ struct MLP {
       ws.G1.row(t) *= s.lr[t];
       ws.G2.row(t) *= s.lr[t];
     }
-    mv(g.W1).noalias() += s.XK.transpose() * cv(ws.G1);
-    g.b1 += ws.G1.colwise().sum();
-    mv(g.W2).noalias() += cv(ws.X2).transpose() * cv(ws.G2);
-    g.b2 += ws.G2.colwise().sum();
+    mv(g.W1).noalias() += s.gscale * (s.XK.transpose() * cv(ws.G1));
+    g.b1 += s.gscale * ws.G1.colwise().sum();
+    mv(g.W2).noalias() += s.gscale * (cv(ws.X2).transpose() * cv(ws.G2));
+    g.b2 += s.gscale * ws.G2.colwise().sum();
   }
 
   /// Per token and head, seven f x 4f products of the dual form at 8f^2 FLOPs each: Z1 and Z2 on the

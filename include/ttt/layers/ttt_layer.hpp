@@ -58,6 +58,9 @@ class TTTLayer {
   double base_lr = 1.0;
   bool share_qk = false, use_gate = false;
   bool decay_gate = false;  // the optimizer reads a learned forgetting gate
+  /// Plain GD with a learner that has `fuses_gd_step`: a whole mini-batch's step is taken inside
+  /// its dual form (no separate pass over gacc). false: the plain twin, step after the dual form.
+  bool fuse_gd_step = true;
   inner::Dims dims;          // f and the learner's hidden width (ttt_hidden_size)
   std::vector<inner::ParamSpec> specs;
   inner::UpdateRule rule;   // the inner optimizer and query order
@@ -421,7 +424,7 @@ class TTTLayer {
     while (r0 < end) {
       const int64_t p = (pos0 + r0 - row0) % mb;
       const int64_t len = std::min(end - r0, mb - p);
-      const inner::Segment<S> seg{CRefT<S>(ws.p.XQ.block(r0, h * f, len, f)),
+      inner::Segment<S> seg{CRefT<S>(ws.p.XQ.block(r0, h * f, len, f)),
                                   CRefT<S>(ws.p.XK.block(r0, h * f, len, f)),
                                   CRefT<S>(ws.p.XV.block(r0, h * f, len, f)),
                                   eta + p,
@@ -432,9 +435,19 @@ class TTTLayer {
                                   decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
       if (rule.is_plain_gd()) {
-        if constexpr (inner::HasDualForm<L, S>) inner::dual_form<L, S>(theta, gacc, dims, seg, Zq, hw);
-        else inner::primal_segment<L, S>(theta, gacc, dims, seg, Zq, hw);
-        if (p + len == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
+        bool fused = false;  // a whole mini-batch: its step W <- W - eta[b-1] * sum_s lr_s grad_s in the dual form
+        if constexpr (inner::HasDualForm<L, S>) {
+          if constexpr (requires { requires L::fuses_gd_step; }) {
+            if (p == 0 && len == mb && fuse_gd_step) {
+              fused = true;
+              seg.gscale = -eta[mb - 1];
+            }
+          }
+          inner::dual_form<L, S>(theta, fused ? theta : gacc, dims, seg, Zq, hw);
+        } else {
+          inner::primal_segment<L, S>(theta, gacc, dims, seg, Zq, hw);
+        }
+        if (p + len == mb && !fused) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
           inner::GD::step(inner::Step<S>{specs, rule, theta, nullptr, gacc, eta[mb - 1], S(0), theta, nullptr});
           std::fill(gacc, gacc + P, S(0));
         }
