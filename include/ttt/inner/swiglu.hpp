@@ -25,6 +25,7 @@ namespace ttt::inner {
 
 struct SwiGLU {
   static constexpr std::string_view name = "swiglu";
+  static constexpr bool fuses_gd_step = true;  // dual_form honours Segment::gscale, writes gacc last
 
   static int64_t hidden(Dims d) { return d.hidden > 0 ? d.hidden : 4 * d.f; }
 
@@ -78,7 +79,8 @@ struct SwiGLU {
   ///   Aq = XQ W1 - M dA,  Bq = XQ W3 - M dB,  Hq = silu(Aq) * Bq,
   ///   Zq = Hq W2 - tril(eta_t lr_s Hq[t].H[s]) G
   /// (minus eta_t times the carried gradient's share when the segment starts mid-mini-batch), then
-  /// gacc += (XK^T diag(lr) dA, XK^T diag(lr) dB, H^T diag(lr) G).
+  /// gacc += gscale (XK^T diag(lr) dA, XK^T diag(lr) dB, H^T diag(lr) G) (after the last read of
+  /// theta0: see fuses_gd_step).
   template <class S>
   static void dual_form(const S* theta0, S* gacc, Dims d, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = d.f, h = hidden(d);
@@ -138,9 +140,9 @@ struct SwiGLU {
       ws.dB.row(t) *= s.lr[t];
       ws.G.row(t) *= s.lr[t];
     }
-    g1.noalias() += s.XK.transpose() * cv(ws.dA);
-    g3.noalias() += s.XK.transpose() * cv(ws.dB);
-    g2.noalias() += cv(ws.H).transpose() * cv(ws.G);
+    g1.noalias() += s.gscale * (s.XK.transpose() * cv(ws.dA));
+    g3.noalias() += s.gscale * (s.XK.transpose() * cv(ws.dB));
+    g2.noalias() += s.gscale * (cv(ws.H).transpose() * cv(ws.G));
   }
 
   /// Per token and head, the dual form's ten f x h products at 2fh FLOPs each (A, B, Z, dH on the
