@@ -18,10 +18,9 @@ Each row: the fastest of --reps timed runs after one untimed warm-up; wall-clock
 Prints one line per row and, with --json FILE, writes them (written to FILE.tmp, then renamed).
 """
 import argparse
-import json
-import os
 import sys
-import time
+
+from torch_timing import best_of, write_json
 
 CONFIGS = {
     "flat-full": dict(hierarchies=1, window_sizes=None),
@@ -68,21 +67,13 @@ def main():
                         out = model(ids, return_loss=True)  # (total loss, breakdown)
                         (out[0] if isinstance(out, tuple) else out).backward()
 
-                once()  # warm-up
-                best = float("inf")
-                for _ in range(a.reps):
-                    t0 = time.perf_counter()
-                    once()
-                    best = min(best, time.perf_counter() - t0)
+                best = best_of(once, a.reps)
                 row = dict(model=name, kind=kind, tokens=n, ms=best * 1e3, threads=a.threads, torch=torch.__version__)
                 rows.append(row)
                 print(f"{name:11s} {kind:8s} {n:6d} tokens {best * 1e3:10.1f} ms  ({a.threads} threads, torch {torch.__version__})",
                       flush=True)
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, a.json)
+        write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import (a configuration object that keeps its keyword arguments, an nn.Module ba
 placeholder output classes, the standard logger).
 """
 import argparse
-import json
 import logging as _logging
 import os
 import sys
-import time
 import types
+
+from torch_timing import best_of, write_json
 
 FLOPS_NOTE = "tokens/s only; the GFLOP/s of a row come from bench_layer's count for the same shape"
 
@@ -109,12 +109,7 @@ def main():
                 with torch.no_grad():
                     layer(x, position_ids=pos)
 
-            once()  # warm-up
-            best = float("inf")
-            for _ in range(a.reps):
-                t0 = time.perf_counter()
-                once()
-                best = min(best, time.perf_counter() - t0)
+            best = best_of(once, a.reps)
             row = dict(layer=kind, tokens=n, threads=a.threads, seconds=best, tokens_per_s=n / best)
             rows.append(row)
             print(f"torch {kind:6s} prefill n={n:6d} threads={a.threads}: {best * 1e3:9.1f} ms  "
@@ -122,10 +117,7 @@ def main():
     meta = dict(torch=torch.__version__, ttt_py=os.path.abspath(official.__file__), transformers_standins=stand_ins,
                 reps=a.reps, note=FLOPS_NOTE)
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(dict(meta=meta, rows=rows), fh, indent=1)
-        os.replace(tmp, a.json)
+        write_json(a.json, dict(meta=meta, rows=rows))
 
 
 if __name__ == "__main__":
