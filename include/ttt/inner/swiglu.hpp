@@ -71,7 +71,7 @@ struct SwiGLU {
 
   template <class S>
   struct Workspace {
-    MatT<S> A, B, H, Z, G, target, dA, dB, K, Aq, Bq, Hq, WG, WG2;
+    MatT<S> XKQ, A, B, H, Z, G, target, dA, dB, K, Hq, WG, WG2;  // A, B: keys' rows, then queries'
   };
 
   /// Dual form (as TTT-MLP's, inner/mlp.hpp, with no biases and two first-layer maps): every key's
@@ -86,12 +86,19 @@ struct SwiGLU {
     const int64_t n = s.XQ.rows(), f = d.f, h = hidden(d);
     const Eigen::Map<const MatT<S>> W1(theta0, f, h), W3(theta0 + f * h, f, h), W2(theta0 + 2 * f * h, h, f);
     Eigen::Map<MatT<S>> g1(gacc, f, h), g3(gacc + f * h, f, h), g2(gacc + 2 * f * h, h, f);
-    for (MatT<S>* m : {&ws.A, &ws.B, &ws.H, &ws.dA, &ws.dB, &ws.Aq, &ws.Bq, &ws.Hq, &ws.WG}) ensure_size(*m, n, h);
+    for (MatT<S>* m : {&ws.H, &ws.dA, &ws.dB, &ws.Hq, &ws.WG}) ensure_size(*m, n, h);
+    for (MatT<S>* m : {&ws.A, &ws.B}) ensure_size(*m, 2 * n, h);
     for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.K, n, n);
+    ensure_size(ws.XKQ, 2 * n, f);
+    // the keys' and the queries' first-layer products, each one product of the stacked rows
+    // [XK; XQ] (W1 and W3 packed once)
+    ws.XKQ.topRows(n) = s.XK;
+    ws.XKQ.bottomRows(n) = s.XQ;
+    mv(ws.A).noalias() = cv(ws.XKQ) * cv(W1);
+    mv(ws.B).noalias() = cv(ws.XKQ) * cv(W3);
+    RefT<S> Aq = mv(ws.A.bottomRows(n)), Bq = mv(ws.B.bottomRows(n));
     // keys: forward and the inner-loss gradient at theta0
-    ws.A.noalias() = s.XK * W1;
-    ws.B.noalias() = s.XK * W3;
     for (int64_t i = 0; i < n * h; ++i) {
       const S a = ws.A.data()[i], sg = blocks::sigmoid(a);
       ws.H.data()[i] = a * sg * ws.B.data()[i];
@@ -111,19 +118,17 @@ struct SwiGLU {
     // the queries' hidden layer
     ws.K.noalias() = s.XQ * s.XK.transpose();
     mask(ws.K);
-    ws.Aq.noalias() = s.XQ * W1;
-    ws.Aq.noalias() -= cv(ws.K) * cv(ws.dA);
-    ws.Bq.noalias() = s.XQ * W3;
-    ws.Bq.noalias() -= cv(ws.K) * cv(ws.dB);
+    Aq.noalias() -= cv(ws.K) * cv(ws.dA);
+    Bq.noalias() -= cv(ws.K) * cv(ws.dB);
     if (!s.fresh) {
       ws.WG.noalias() = s.XQ * g1;
-      for (int64_t t = 0; t < n; ++t) ws.Aq.row(t) -= s.token_eta[t] * ws.WG.row(t);
+      for (int64_t t = 0; t < n; ++t) Aq.row(t) -= s.token_eta[t] * ws.WG.row(t);
       ws.WG.noalias() = s.XQ * g3;
-      for (int64_t t = 0; t < n; ++t) ws.Bq.row(t) -= s.token_eta[t] * ws.WG.row(t);
+      for (int64_t t = 0; t < n; ++t) Bq.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
     for (int64_t i = 0; i < n * h; ++i) {
-      const S a = ws.Aq.data()[i];
-      ws.Hq.data()[i] = a * blocks::sigmoid(a) * ws.Bq.data()[i];
+      const S a = Aq.data()[i];
+      ws.Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
     }
     // the output layer
     ws.K.noalias() = cv(ws.Hq) * cv(ws.H).transpose();
