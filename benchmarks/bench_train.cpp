@@ -30,6 +30,10 @@
 //                              the step's reverse, inner/update_grad.hpp); adam and muon under
 //                              `after` run token by token (inner/token_step_grad.hpp; muon's
 //                              Newton-Schulz at every token: n = 64 there).
+//   Train/LinearAttention/{forward,step}/n   linear attention (inner/linear_attention.hpp): the
+//                              same model with the whole sequence as one mini-batch
+//                              (mini_batch_size 4096), G = 0; its mini-batch runs in blocks of 64
+//                              rows, so the counts above hold with the learner's flops_per_token.
 // Run with OMP_NUM_THREADS=1 (the per-head loops are tiny at f = 64; `ttt train` runs them on
 // one thread and spreads the sequences of a batch over threads instead).
 #include <benchmark/benchmark.h>
@@ -44,9 +48,11 @@
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "ttt/inner/linear.hpp"
+#include "ttt/inner/linear_attention.hpp"
 #include "ttt/inner/mlp.hpp"
 #include "ttt/inner/swiglu.hpp"
 #include "ttt/models/ttt_model.hpp"
@@ -57,10 +63,14 @@ namespace {
 
 using ttt::Mat;
 
+/// Linear attention's mini-batch is the whole sequence: the longest one benchmarked.
+constexpr int64_t kLinearAttentionLength = 4096;
+
 template <class L>
 ttt::ModelConfig bench_config() {
+  const bool whole = std::is_same_v<L, ttt::inner::LinearAttention>;
   return ttt::ModelConfig::sized(std::string(L::name), /*vocab=*/259, /*hidden=*/256, /*layers=*/4, /*heads=*/4,
-                                 /*intermediate=*/688, /*mini_batch=*/16);
+                                 /*intermediate=*/688, /*mini_batch=*/whole ? kLinearAttentionLength : 16);
 }
 
 /// bench_config under optimizer `opt` and order `order` (weights as bench_model's, the decay gate
@@ -195,6 +205,7 @@ void BM_StepRule(benchmark::State& state, const char* opt, const char* order) {
 }
 
 using ttt::inner::Linear;
+using ttt::inner::LinearAttention;
 using ttt::inner::MLP;
 using ttt::inner::SwiGLU;
 
@@ -228,6 +239,10 @@ BENCHMARK(BM_Forward<SwiGLU>)->Name("Train/SwiGLU/forward")->Unit(benchmark::kMi
     ->Arg(2048)->Iterations(3);
 BENCHMARK(BM_Step<SwiGLU>)->Name("Train/SwiGLU/step")->Unit(benchmark::kMillisecond)->UseRealTime()
     ->Args({2048, 0})->Args({2048, 1})->Iterations(2);
+BENCHMARK(BM_Forward<LinearAttention>)->Name("Train/LinearAttention/forward")->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Arg(1024)->Arg(kLinearAttentionLength)->Iterations(2);
+BENCHMARK(BM_Step<LinearAttention>)->Name("Train/LinearAttention/step")->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Args({1024, 0})->Args({kLinearAttentionLength, 0})->Iterations(2);
 
 }  // namespace
 
@@ -237,6 +252,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[2], "linear") == 0) return peak_rss_child<Linear>(n, G);
     if (std::strcmp(argv[2], "mlp") == 0) return peak_rss_child<MLP>(n, G);
     if (std::strcmp(argv[2], "swiglu") == 0) return peak_rss_child<SwiGLU>(n, G);
+    if (std::strcmp(argv[2], "linear_attention") == 0) return peak_rss_child<LinearAttention>(n, G);
     return 2;
   }
   register_step_rules<Linear>();

@@ -181,6 +181,13 @@ TEST_CASE("derived training forward and reverse == hand-written LearnerGrad (eve
     }
 }
 
+TEST_CASE("linear attention's training forward and reverse in blocks == the derived ones, over several blocks") {
+  // its mini-batch is the whole sequence, run in blocks of kBlock rows carrying the (f x f) prefix
+  // and suffix states: a block boundary exactly at the end, one row past it, a short last block
+  constexpr int64_t B = train::LearnerGrad<inner::LinearAttention>::kBlock;
+  for (int64_t n : {B, B + 1, 2 * B + 37}) derived_learner_grad_matches<inner::LinearAttention>(inner::Dims{3}, n);
+}
+
 TEST_CASE("a learner written once (apply only): forward == the layer's float path, backward == finite differences") {
   for (int64_t n : {1, 3, 6}) {
     const auto rf = train::check_learner_forward<TanhResidual>(5, n, 2);

@@ -101,13 +101,24 @@ struct LinearAttention {
 
 namespace ttt::train {
 
-/// The training backward of linear attention's mini-batch (one n x n dual form; training contexts
-/// are short), with the plain L2 inner loss:
-///   G = XK W - XV,  Zq = XQ W - (E o XQ XK^T) G,  W_end = W - e XK^T diag(lr) G.
+/// The training forward and backward of linear attention's mini-batch, with the plain L2 inner loss:
+///   G = XK W - XV,  Zq = query_base(XQ; W) - (E o XQ XK^T) G,  W_end = W - e XK^T diag(lr) G,
+/// E(t, j) = token_eta[t] lr[j] (j <= t), e = token_eta[n-1]. The mini-batch is the whole sequence
+/// (thousands of rows in training), so both run in sub-blocks of kBlock rows, as the inference dual
+/// form does: O(n (kBlock f + f^2)) time and O(n f) memory instead of n x n matrices. With
+/// S_c = sum_{j before block c} lr_j XK[j]^T G[j] (f x f), a block's queries read
+///   Zq[t] = base[t] - token_eta[t] (XQ[t] S_c + sum_{j in c, j <= t} lr_j (XQ[t] . XK[j]) G[j]),
+/// and W_end = W - e S_end. The reverse runs the blocks backwards carrying
+/// R_c = e dW_end^T + sum_{t after block c} token_eta[t] dZq[t]^T XQ[t] (f x f), through which the
+/// later queries and the end state reach a block's keys and values:
+///   dXK[j] -= lr_j G[j] R,  dG[j] -= lr_j XK[j] R^T,  d_lr[j] -= (XK[j] R^T) . G[j].
+/// Its plain twin is the derived reverse (inner/derived.hpp; tests/train/test_derived.cpp, with
+/// sequences of several blocks).
 template <>
 struct LearnerGrad<inner::LinearAttention> {
-  enum Slot : size_t { kG, kE, kK, kGl, kdG, kdE, kdS, kKd, kGd, kBase };
+  enum Slot : size_t { kG, kGl, kS, kR, kK, kdS, kQS, kUS, kKR, kGR, kdG, kBase };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
+  static constexpr int64_t kBlock = inner::LinearAttention::kBlock;
 
   /// The queries' affine base (Segment::query_shift; no bias), and its cotangent when `o` is given.
   template <class S>
@@ -115,65 +126,113 @@ struct LearnerGrad<inner::LinearAttention> {
     return {nullptr, s.query_shift, nullptr, o ? o->d_query_shift : nullptr, nullptr};
   }
 
+  /// G = XK W - XV, Gl = diag(lr) G, and the prefix states before each block: rows [c f, (c+1) f)
+  /// of slot kS hold S_c (block c's), the last f rows S_end.
   template <class S>
-  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
-    const Eigen::Index n = s.XQ.rows();
+  static void prefix(const S* th, int64_t f, const Segment<S>& s, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows(), blocks = (n + kBlock - 1) / kBlock;
     Eigen::Map<const MatT<S>> W(th, f, f);
-    auto G = ws(kG, n, f), A = ws(kK, n, n);
+    auto G = ws(kG, n, f), Gl = ws(kGl, n, f), P = ws(kS, (blocks + 1) * f, f);
     G.noalias() = s.XK * W;
     G -= s.XV;
-    A.noalias() = s.XQ * s.XK.transpose();
-    for (Eigen::Index t = 0; t < n; ++t)
-      for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * A(t, j) : S(0);
+    for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = s.lr[j] * G.row(j);
+    P.topRows(f).setZero();
+    for (Eigen::Index c = 0; c < blocks; ++c) {
+      const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
+      P.middleRows((c + 1) * f, f) = P.middleRows(c * f, f);
+      P.middleRows((c + 1) * f, f).noalias() += s.XK.middleRows(r0, b).transpose() * Gl.middleRows(r0, b);
+    }
+  }
+
+  template <class S>
+  static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
+    const Eigen::Index n = s.XQ.rows(), blocks = (n + kBlock - 1) / kBlock;
+    Eigen::Map<const MatT<S>> W(th, f, f);
+    prefix(th, f, s, ws);
+    auto G = ws(kG, n, f), P = ws(kS, (blocks + 1) * f, f);
     detail::query_base<S>(s, s.XQ, W, shift(s), Zq);
-    Zq.noalias() -= A * G;
-    auto Gl = ws(kGl, n, f);
-    const S e = s.token_eta[n - 1];
-    for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (e * s.lr[j]);
+    for (Eigen::Index c = 0; c < blocks; ++c) {
+      const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
+      const auto Xq = s.XQ.middleRows(r0, b), Xk = s.XK.middleRows(r0, b);
+      auto A = ws(kK, b, b), QS = ws(kQS, b, f);
+      A.noalias() = Xq * Xk.transpose();
+      for (Eigen::Index t = 0; t < b; ++t)
+        for (Eigen::Index j = 0; j < b; ++j) A(t, j) = j <= t ? s.lr[r0 + j] * A(t, j) : S(0);
+      QS.noalias() = Xq * P.middleRows(c * f, f);  // XQ[t] S_c + sum_{j <= t} lr_j (XQ[t] . XK[j]) G[j]
+      QS.noalias() += A * G.middleRows(r0, b);
+      for (Eigen::Index t = 0; t < b; ++t) Zq.row(r0 + t) -= s.token_eta[r0 + t] * QS.row(t);
+    }
     Eigen::Map<MatT<S>> We(th_end, f, f);
-    We = W;
-    We.noalias() -= s.XK.transpose() * Gl;
+    We = W - s.token_eta[n - 1] * P.bottomRows(f);
   }
 
   template <class S>
   static void backward(const S* th, int64_t f, const Segment<S>& s, CRefT<S> dZq, const S* dth_end, S* dth0,
                        SegmentGrad<S>& o, Scratch<S>& ws) {
-    const Eigen::Index n = s.XQ.rows();
+    const Eigen::Index n = s.XQ.rows(), blocks = (n + kBlock - 1) / kBlock;
     Eigen::Map<const MatT<S>> W(th, f, f), dWe(dth_end, f, f);
     Eigen::Map<MatT<S>> dW(dth0, f, f);
-    auto G = ws(kG, n, f), E = ws(kE, n, n), K = ws(kK, n, n);
-    G.noalias() = s.XK * W;
-    G -= s.XV;
-    detail::eta_matrix(s, E);
-    K.noalias() = s.XQ * s.XK.transpose();
-    // Zq = query_base(XQ; W) - (E o K) G
+    prefix(th, f, s, ws);
+    auto G = ws(kG, n, f), P = ws(kS, (blocks + 1) * f, f);
+    // Zq's base, and W_end = W - e S_end: dW, and e's cotangent
     detail::query_base_bwd<S>(s, s.XQ, W, shift(s, &o), dZq, dth0, nullptr, o.dXQ, o, ws, kBase);
-    auto dG = ws.zero(kdG, n, f), dE = ws(kdE, n, n), dS = ws(kdS, n, n);
-    dS.noalias() = -(dZq * G.transpose());  // d(E o K), lower triangle
-    for (Eigen::Index t = 0; t < n; ++t)
-      for (Eigen::Index j = 0; j < n; ++j) {
-        if (j > t) dS(t, j) = S(0);
-        dE(t, j) = dS(t, j) * K(t, j);
-        K(t, j) *= E(t, j);  // K now holds E o K
-        dS(t, j) *= E(t, j);  // dS now holds d(XQ XK^T)
-      }
-    dG.noalias() -= K.transpose() * dZq;
-    o.dXQ.noalias() += dS * s.XK;
-    o.dXK.noalias() += dS.transpose() * s.XQ;
-    detail::eta_matrix_bwd<S>(s, dE, o);
-    // W_end = W - e XK^T diag(lr) G
     dW += dWe;
     const S e = s.token_eta[n - 1];
-    auto Kd = ws(kKd, n, f), Gd = ws(kGd, n, f);
-    Kd.noalias() = s.XK * dWe;             // (n, f)
-    Gd.noalias() = G * dWe.transpose();    // (n, f)
-    for (Eigen::Index j = 0; j < n; ++j) {
-      const S lj = s.lr[j];
-      dG.row(j) -= (e * lj) * Kd.row(j);
-      o.dXK.row(j) -= (e * lj) * Gd.row(j);
-      const S kg = Kd.row(j).dot(G.row(j));
-      o.d_lr[j] -= e * kg;
-      o.d_token_eta[n - 1] -= lj * kg;
+    o.d_token_eta[n - 1] -= dWe.cwiseProduct(P.bottomRows(f)).sum();
+    auto dG = ws.zero(kdG, n, f), R = ws(kR, f, f);
+    R = e * dWe.transpose();
+    for (Eigen::Index c = blocks - 1; c >= 0; --c) {
+      const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
+      const auto Xq = s.XQ.middleRows(r0, b), Xk = s.XK.middleRows(r0, b), U = dZq.middleRows(r0, b);
+      const auto Gc = G.middleRows(r0, b);
+      const auto Sc = P.middleRows(c * f, f);
+      auto dGc = dG.middleRows(r0, b);
+      auto dXQc = o.dXQ.middleRows(r0, b);
+      auto dXKc = o.dXK.middleRows(r0, b);
+      // keys of this block through the later queries and the end state (R)
+      auto KR = ws(kKR, b, f), GR = ws(kGR, b, f);
+      KR.noalias() = Xk * R.transpose();
+      GR.noalias() = Gc * R;
+      for (Eigen::Index j = 0; j < b; ++j) {
+        const S lj = s.lr[r0 + j];
+        o.d_lr[r0 + j] -= KR.row(j).dot(Gc.row(j));
+        dGc.row(j) -= lj * KR.row(j);
+        dXKc.row(j) -= lj * GR.row(j);
+      }
+      // queries of this block through the earlier blocks' state S_c
+      auto QS = ws(kQS, b, f), US = ws(kUS, b, f);
+      QS.noalias() = Xq * Sc;
+      US.noalias() = U * Sc.transpose();
+      for (Eigen::Index t = 0; t < b; ++t) {
+        o.d_token_eta[r0 + t] -= U.row(t).dot(QS.row(t));
+        dXQc.row(t) -= s.token_eta[r0 + t] * US.row(t);
+      }
+      // within the block: Zq -= (E o K) G, K = Xq Xk^T
+      auto K = ws(kK, b, b), dS = ws(kdS, b, b);
+      K.noalias() = Xq * Xk.transpose();
+      dS.noalias() = U * Gc.transpose();
+      for (Eigen::Index t = 0; t < b; ++t) {
+        const S et = s.token_eta[r0 + t];
+        for (Eigen::Index j = 0; j < b; ++j) {
+          if (j > t) {
+            dS(t, j) = K(t, j) = S(0);
+            continue;
+          }
+          const S lj = s.lr[r0 + j], dst = -dS(t, j);  // d(E o K)(t, j)
+          const S dE = dst * K(t, j);
+          o.d_token_eta[r0 + t] += dE * lj;
+          o.d_lr[r0 + j] += dE * et;
+          K(t, j) *= et * lj;  // K now holds E o K
+          dS(t, j) = dst * et * lj;  // dS now holds d(Xq Xk^T)
+        }
+      }
+      dGc.noalias() -= K.transpose() * U;
+      dXQc.noalias() += dS * Xk;
+      dXKc.noalias() += dS.transpose() * Xq;
+      // this block's queries join R for the blocks before it
+      auto Ue = ws(kUS, b, f);  // US is no longer needed
+      for (Eigen::Index t = 0; t < b; ++t) Ue.row(t) = s.token_eta[r0 + t] * U.row(t);
+      R.noalias() += Ue.transpose() * Xq;
     }
     // G = XK W - XV
     o.dXK.noalias() += dG * W.transpose();
