@@ -100,7 +100,7 @@ inline const std::vector<std::string>& full_model_names() {
 }
 
 /// The models of a default run without --models (five of the seven, to fit its 15 minutes; TTT-MLP
-/// on the Mamba backbone and linear attention, whose one mini-batch costs O(L^2), only in --full).
+/// on the Mamba backbone and linear attention only in --full).
 inline const std::vector<std::string>& default_model_names() {
   static const std::vector<std::string> v = {"ttt-linear", "ttt-mlp", "ttt-linear-mamba", "transformer", "swa"};
   return v;

@@ -63,6 +63,15 @@ inline void ensure_size(RowT<S>& v, Eigen::Index n) {
   if (v.size() != n) v.resize(n);
 }
 
+/// out = [A; B], the rows of A above those of B (sized as ensure_size does): one product
+/// [A; B] W packs W once for both (the keys' and the queries' first layer in a dual form).
+template <class S>
+inline void stack_rows(CRefT<S> A, CRefT<S> B, MatT<S>& out) {
+  ensure_size(out, A.rows() + B.rows(), A.cols());
+  out.topRows(A.rows()) = A;
+  out.bottomRows(B.rows()) = B;
+}
+
 /// A matrix cast to scalar T (a copy), or the matrix itself when it already is T.
 template <class T, class S>
 MatT<T> cast_to(const MatT<S>& m) {

@@ -88,10 +88,8 @@ struct MLP {
     for (MatT<S>* m : {&ws.X2, &ws.G1, &ws.gprime, &ws.X2q, &ws.WG}) ensure_size(*m, n, h);
     for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.A, n, n);
-    ensure_size(ws.XKQ, 2 * n, f);
     ensure_size(ws.Z1, 2 * n, h);
-    ws.XKQ.topRows(n) = s.XK;
-    ws.XKQ.bottomRows(n) = s.XQ;
+    stack_rows(s.XK, s.XQ, ws.XKQ);
     mv(ws.Z1).noalias() = cv(ws.XKQ) * cv(p.W1);  // rows 0..n-1: XK W1 (keys), n..2n-1: XQ W1 (queries)
     ws.Z1.rowwise() += p.b1;
     RefT<S> Z1k = mv(ws.Z1.topRows(n)), Z1q = mv(ws.Z1.bottomRows(n));

@@ -90,11 +90,9 @@ struct SwiGLU {
     for (MatT<S>* m : {&ws.A, &ws.B}) ensure_size(*m, 2 * n, h);
     for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.K, n, n);
-    ensure_size(ws.XKQ, 2 * n, f);
     // the keys' and the queries' first-layer products, each one product of the stacked rows
     // [XK; XQ] (W1 and W3 packed once)
-    ws.XKQ.topRows(n) = s.XK;
-    ws.XKQ.bottomRows(n) = s.XQ;
+    stack_rows(s.XK, s.XQ, ws.XKQ);
     mv(ws.A).noalias() = cv(ws.XKQ) * cv(W1);
     mv(ws.B).noalias() = cv(ws.XKQ) * cv(W3);
     RefT<S> Aq = mv(ws.A.bottomRows(n)), Bq = mv(ws.B.bottomRows(n));

@@ -425,14 +425,14 @@ class TTTLayer {
       const int64_t p = (pos0 + r0 - row0) % mb;
       const int64_t len = std::min(end - r0, mb - p);
       inner::Segment<S> seg{CRefT<S>(ws.p.XQ.block(r0, h * f, len, f)),
-                                  CRefT<S>(ws.p.XK.block(r0, h * f, len, f)),
-                                  CRefT<S>(ws.p.XV.block(r0, h * f, len, f)),
-                                  eta + p,
-                                  ws.LRt.row(h).data() + r0,
-                                  ln_w.row(h).data(),
-                                  ln_b.row(h).data(),
-                                  p == 0,
-                                  decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
+                            CRefT<S>(ws.p.XK.block(r0, h * f, len, f)),
+                            CRefT<S>(ws.p.XV.block(r0, h * f, len, f)),
+                            eta + p,
+                            ws.LRt.row(h).data() + r0,
+                            ln_w.row(h).data(),
+                            ln_b.row(h).data(),
+                            p == 0,
+                            decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
       if (rule.is_plain_gd()) {
         bool fused = false;  // a whole mini-batch: its step W <- W - eta[b-1] * sum_s lr_s grad_s in the dual form
