@@ -70,8 +70,13 @@ void scale_add(M& acc, M& g, double s_acc, double s_g) {
   std::vector<ttt::ParamRef> a, b;
   acc.visit_params([&](ttt::ParamRef p) { a.push_back(std::move(p)); });
   g.visit_params([&](ttt::ParamRef p) { b.push_back(std::move(p)); });
-  for (size_t k = 0; k < a.size(); ++k)
-    for (int64_t i = 0; i < a[k].numel(); ++i) a[k].at(i) = float(s_acc * a[k].at(i) + s_g * b[k].at(i));
+  for (size_t k = 0; k < a.size(); ++k) {
+    const ttt::ParamRef &x = a[k], &y = b[k];
+    const bool same = x.same_layout(y);  // models of one configuration
+    x.for_range(0, x.numel(), [&](int64_t i, float& v) {
+      v = float(s_acc * v + s_g * (same ? y.data[&v - x.data] : y.at(i)));
+    });
+  }
 }
 
 /// `Cfg` builds `M` (ModelConfig for TTTModel, AttnConfig for TransformerModel, HierConfig for

@@ -171,4 +171,26 @@ TEST_CASE("state bytes: inner weights + accumulated gradients (+ conv histories)
   CHECK(m2.state_bytes() == c.num_hidden_layers * (2 * H * (f * f + f) + 2 * (c.conv_kernel - 1) * c.hidden_size) * 4);
 }
 
+TEST_CASE("ParamRef::for_range walks the entries at(i) walks, for strided per-head tensors and any range") {
+  // 3 blocks of 5 values, 7 apart (a learner's parameter inside the flat per-head states)
+  std::vector<float> buf(21);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = float(i);
+  ParamRef p;
+  p.data = buf.data(), p.blocks = 3, p.block_size = 5, p.stride = 7;
+  for (int64_t b = 0; b <= p.numel(); ++b)
+    for (int64_t e = b; e <= p.numel(); ++e) {
+      std::vector<int64_t> seen;
+      p.for_range(b, e, [&](int64_t i, float& x) {
+        CHECK(&x == &p.at(i));
+        seen.push_back(i);
+      });
+      REQUIRE(int64_t(seen.size()) == e - b);
+      for (int64_t k = 0; k < e - b; ++k) CHECK(seen[size_t(k)] == b + k);
+    }
+  ParamRef q = p;
+  CHECK(p.same_layout(q));
+  q.stride = 5;
+  CHECK(!p.same_layout(q));
+}
+
 }  // namespace test_checkpoint

@@ -4,6 +4,7 @@
 /// a model's ParamRefs is the one place that ties C++ members to Hugging Face names: checkpoint
 /// loading and saving, initialisation, the optimiser, parameter counts and casts between float
 /// and double models all go through it.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -43,6 +44,22 @@ struct BasicParamRef {
       std::memcpy(dst + b * block_size, data + b * stride, size_t(block_size) * sizeof(S));
   }
   S& at(int64_t i) const { return data[(i / block_size) * stride + i % block_size]; }
+  /// fn(i, at(i)) for the entries i in [b, e), in order, walking the blocks (one division per
+  /// call, not two per entry as `at` costs: the optimiser's and the gradient's loops).
+  template <class F>
+  void for_range(int64_t b, int64_t e, F&& fn) const {
+    if (b >= e) return;
+    for (int64_t blk = b / block_size, off = b % block_size; b < e; ++blk, off = 0) {
+      S* d = data + blk * stride + off;
+      const int64_t n = std::min(block_size - off, e - b);
+      for (int64_t j = 0; j < n; ++j) fn(b + j, d[j]);
+      b += n;
+    }
+  }
+  /// Whether `o` lays its entries out as this one does (then entry x here is o.data[&x - data]).
+  bool same_layout(const BasicParamRef& o) const {
+    return blocks == o.blocks && block_size == o.block_size && stride == o.stride;
+  }
 };
 
 /// The parameters of a float model (checkpoints, the optimiser).

@@ -78,7 +78,7 @@ template <class Model>
 double grad_norm(Model& grad) {
   double s = 0;
   grad.visit_params([&](const ParamRef& p) {
-    for (int64_t i = 0; i < p.numel(); ++i) s += double(p.at(i)) * double(p.at(i));
+    p.for_range(0, p.numel(), [&](int64_t, float x) { s += double(x) * double(x); });
   });
   return std::sqrt(s);
 }
@@ -87,7 +87,7 @@ double grad_norm(Model& grad) {
 template <class Model>
 void scale_grad(Model& grad, double s) {
   grad.visit_params([&](const ParamRef& p) {
-    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = float(double(p.at(i)) * s);
+    p.for_range(0, p.numel(), [&](int64_t, float& x) { x = float(double(x) * s); });
   });
 }
 
@@ -163,15 +163,16 @@ class AdamW {
       const double decay = p.no_decay ? 1.0 : 1.0 - lr * opt.weight_decay;
       float* mk = m_[k].data();
       float* vk = v_[k].data();
+      const bool same = p.same_layout(g);  // the gradient model has the model's layout
       parallel_ranges(p.numel(), int64_t(1) << 14, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const double gi = double(g.at(i));
+        p.for_range(b, e, [&](int64_t i, float& pi) {
+          const double gi = double(same ? g.data[&pi - p.data] : g.at(i));
           const double mi = b1 * double(mk[i]) + (1.0 - b1) * gi;
           const double vi = b2 * double(vk[i]) + (1.0 - b2) * gi * gi;
           mk[i] = float(mi), vk[i] = float(vi);
-          const double w = double(p.at(i)) * decay;
-          p.at(i) = float(w - step_size * double(mk[i]) / (std::sqrt(double(vk[i])) / sq_bc2 + opt.eps));
-        }
+          const double w = double(pi) * decay;
+          pi = float(w - step_size * double(mk[i]) / (std::sqrt(double(vk[i])) / sq_bc2 + opt.eps));
+        });
       });
     }
   }
