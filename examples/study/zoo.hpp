@@ -72,10 +72,7 @@ void scale_add(M& acc, M& g, double s_acc, double s_g) {
   g.visit_params([&](ttt::ParamRef p) { b.push_back(std::move(p)); });
   for (size_t k = 0; k < a.size(); ++k) {
     const ttt::ParamRef &x = a[k], &y = b[k];
-    const bool same = x.same_layout(y);  // models of one configuration
-    x.for_range(0, x.numel(), [&](int64_t i, float& v) {
-      v = float(s_acc * v + s_g * (same ? y.data[&v - x.data] : y.at(i)));
-    });
+    x.for_pair(y, 0, x.numel(), [&](int64_t, float& v, float w) { v = float(s_acc * v + s_g * w); });
   }
 }
 

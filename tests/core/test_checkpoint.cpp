@@ -171,7 +171,7 @@ TEST_CASE("state bytes: inner weights + accumulated gradients (+ conv histories)
   CHECK(m2.state_bytes() == c.num_hidden_layers * (2 * H * (f * f + f) + 2 * (c.conv_kernel - 1) * c.hidden_size) * 4);
 }
 
-TEST_CASE("ParamRef::for_range walks the entries at(i) walks, for strided per-head tensors and any range") {
+TEST_CASE("ParamRef::for_range, for_pair and fill walk the entries at(i) walks, for strided per-head tensors and any range") {
   // 3 blocks of 5 values, 7 apart (a learner's parameter inside the flat per-head states)
   std::vector<float> buf(21);
   for (size_t i = 0; i < buf.size(); ++i) buf[i] = float(i);
@@ -189,8 +189,39 @@ TEST_CASE("ParamRef::for_range walks the entries at(i) walks, for strided per-he
     }
   ParamRef q = p;
   CHECK(p.same_layout(q));
-  q.stride = 5;
-  CHECK(!p.same_layout(q));
+  std::vector<float> dense(15);  // the same tensor stored contiguously: another layout
+  ParamRef d = p;
+  d.data = dense.data(), d.stride = 5;
+  CHECK(!p.same_layout(d));
+  for (const ParamRef* o : {&q, &d})  // for_pair pairs entry i with o's entry i, either layout
+    for (int64_t b = 0; b <= p.numel(); ++b)
+      for (int64_t e = b; e <= p.numel(); ++e) {
+        int64_t next = b;
+        p.for_pair(*o, b, e, [&](int64_t i, float& x, float& y) {
+          CHECK(i == next++);
+          CHECK(&x == &p.at(i));
+          CHECK(&y == &o->at(i));
+        });
+        CHECK(next == e);
+      }
+  p.fill(-1.0f);  // the entries, not the gaps between the blocks
+  for (size_t i = 0; i < buf.size(); ++i) CHECK(buf[i] == (i % 7 < 5 ? -1.0f : float(i)));
+}
+
+TEST_CASE("inner states and the learners' work buffers are allocated at Eigen's alignment") {
+  // Eigen's vectorised sums over a view start at its first aligned entry: buffers at a fixed
+  // alignment make them split the same way in every run (a run reproduces bit for bit).
+  auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % EIGEN_MAX_ALIGN_BYTES == 0; };
+  train::Scratch<float> ws;
+  for (size_t i = 0; i < 6; ++i)
+    for (Eigen::Index r : {1, 3, 17}) CHECK(aligned(ws(i, r, 5).data()));
+  ModelConfig c = th::small_config("linear");
+  TTTModel<inner::Linear> m(c);
+  auto st = m.new_state();
+  for (const auto& l : st.layers) {
+    CHECK(aligned(l.theta.data()));
+    CHECK(aligned(l.gacc.data()));
+  }
 }
 
 }  // namespace test_checkpoint

@@ -54,7 +54,7 @@ struct KVCacheT {
   MatT<T> K, V;       ///< (capacity, width); rows [0, rows()) valid, ring order when window >= 0
   // reusable buffers of attend()
   MatT<T> acc;
-  std::vector<T> mx, sm;
+  aligned_vector<T> mx, sm;
 
   KVCacheT() = default;
   KVCacheT(int64_t width_, int64_t window_) : window(window_), width(width_) {

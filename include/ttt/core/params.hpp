@@ -44,6 +44,10 @@ struct BasicParamRef {
       std::memcpy(dst + b * block_size, data + b * stride, size_t(block_size) * sizeof(S));
   }
   S& at(int64_t i) const { return data[(i / block_size) * stride + i % block_size]; }
+  /// Every entry set to v (a gradient accumulator's zero).
+  void fill(S v) const {
+    for (int64_t b = 0; b < blocks; ++b) std::fill_n(data + b * stride, block_size, v);
+  }
   /// fn(i, at(i)) for the entries i in [b, e), in order, walking the blocks (one division per
   /// call, not two per entry as `at` costs: the optimiser's and the gradient's loops).
   template <class F>
@@ -59,6 +63,14 @@ struct BasicParamRef {
   /// Whether `o` lays its entries out as this one does (then entry x here is o.data[&x - data]).
   bool same_layout(const BasicParamRef& o) const {
     return blocks == o.blocks && block_size == o.block_size && stride == o.stride;
+  }
+  /// fn(i, at(i), o.at(i)) for the entries i in [b, e), in order: this tensor and `o`, one of
+  /// the same size (its gradient, its twin in another model), walked together; when `o` has this
+  /// layout its entry is found by the offset, else by o.at(i).
+  template <class F>
+  void for_pair(const BasicParamRef& o, int64_t b, int64_t e, F&& fn) const {
+    if (same_layout(o)) for_range(b, e, [&](int64_t i, S& x) { fn(i, x, o.data[&x - data]); });
+    else for_range(b, e, [&](int64_t i, S& x) { fn(i, x, o.at(i)); });
   }
 };
 

@@ -34,6 +34,15 @@ using CMapMat = Eigen::Map<const Mat>;
 using MapRow = Eigen::Map<RowVec>;
 using CMapRow = Eigen::Map<const RowVec>;
 
+/// Flat storage for values the library views as matrices (Eigen::Map over a state, a work
+/// buffer): allocated at Eigen's own alignment. Eigen's vectorised reductions (a sum, a dot
+/// product) over a view whose alignment it cannot see start their packets at the first aligned
+/// entry, so the same values summed from a 16-byte-aligned std::vector buffer split differently
+/// from one run to the next as the heap's history changes the address, and a run is not
+/// reproducible bit for bit; at Eigen's alignment the split is the same in every run.
+template <class S>
+using aligned_vector = std::vector<S, Eigen::aligned_allocator<S>>;
+
 /// A read-only view (Eigen::Ref) of a matrix, a block of one or a Map, of scalar S; `mv` the same,
 /// writable. The library multiplies views: `C.noalias() = cv(A) * cv(B).transpose()` with C a
 /// view too, so each shape of product (A B, A B^T, A^T B) and of assignment is compiled once,

@@ -35,7 +35,7 @@ void derived_forward(const S* state0, inner::Dims f, const std::vector<inner::Pa
                      S* state_end) {
   const Eigen::Index n = s.XQ.rows();
   const int64_t P = inner::param_count(specs);
-  std::vector<S> gacc(size_t(P), S(0));
+  aligned_vector<S> gacc(size_t(P), S(0));
   inner::OptimizedWorkspace<S> ws;
   inner::optimized_segment<L, S>(state0, state0 + P, gacc.data(), f, specs, rule, opt, s, Zq, ws);
   inner::optimizer_step<S>(opt, specs, rule, state0, state0 + P, gacc.data(), s.token_eta[n - 1],

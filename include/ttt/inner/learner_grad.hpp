@@ -112,7 +112,7 @@ class Scratch {
   }
 
  private:
-  std::vector<std::vector<S>> bufs_;
+  std::vector<aligned_vector<S>> bufs_;
   Scratch* kept_ = nullptr;
   size_t kept_n_ = 0;
   bool filled_ = false;

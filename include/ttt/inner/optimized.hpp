@@ -18,7 +18,7 @@ namespace ttt::inner {
 template <class S>
 struct OptimizedWorkspace {
   MatT<S> Z, G, target;
-  std::vector<S> theta_t, state_t;
+  aligned_vector<S> theta_t, state_t;
 };
 
 /// The weights and optimizer state after the tokens accumulated in gacc, at token_eta `eta` and

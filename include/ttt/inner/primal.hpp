@@ -18,7 +18,7 @@ namespace ttt::inner {
 template <class S>
 struct PrimalWorkspace {
   MatT<S> Z, G, target;
-  std::vector<S> theta_t;
+  aligned_vector<S> theta_t;
 };
 
 /// The per-head buffers a learner's mini-batch needs in scalar S: its own Workspace for a dual

@@ -31,7 +31,7 @@ namespace ttt::train {
 /// Buffers of `token_step_backward`, reused from call to call.
 template <class S>
 struct TokenStepBuffers {
-  std::vector<S> gaccs, run, theta, state, dtheta, dstate, dgacc, R, negR, buf, zeros, junk;
+  aligned_vector<S> gaccs, run, theta, state, dtheta, dstate, dgacc, R, negR, buf, zeros, junk;
   MatT<S> junk_rows, zero_row;
   inner::OptimizedWorkspace<S> ows;
 };

@@ -44,7 +44,7 @@ bool update_fast(const inner::UpdateRule& rule, const inner::UpdateReverse<S>& r
 /// Buffers of `update_forward` / `update_backward`, reused from call to call.
 template <class S>
 struct UpdateBuffers {
-  std::vector<S> gacc, dgacc, dtheta, zeros, theta, state, eta0, eta1, junk, keep, shift, dkeep, dshift, junkP;
+  aligned_vector<S> gacc, dgacc, dtheta, zeros, theta, state, eta0, eta1, junk, keep, shift, dkeep, dshift, junkP;
   MatT<S> dZ0;
   inner::OptimizedWorkspace<S> ows;
 };

@@ -134,7 +134,7 @@ struct MixerGrad<AttentionLayer<S>> {
 
   struct Tape {
     M X, XQ, XK, XV, A;
-    std::vector<S> lse;  // [H, n]
+    aligned_vector<S> lse;  // [H, n]
     blocks::RopeTable rope;
     std::vector<int64_t> rows;
   };

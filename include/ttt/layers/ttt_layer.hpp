@@ -78,7 +78,7 @@ class TTTLayer {
   R token_idx;              // [mb]   learnable_token_idx
   M ln_w, ln_b;             // [H, f] ttt_norm_weight / ttt_norm_bias
   R post_w, post_b;         // [C]    post_norm
-  std::vector<S> theta0;    // [H, P] the learner's initial weights, per head in spec order
+  aligned_vector<S> theta0; // [H, P] the learner's initial weights, per head in spec order
   blocks::RopeTable rope;   // positions 0 .. mb-1 (RoPE restarts every mini-batch)
 
   /// bf16 copies of the projections (set_weight_dtype(bf16); null: fp32). Shared by copies of the
@@ -90,9 +90,9 @@ class TTTLayer {
 
   /// What the layer carries from one chunk of a sequence to the next.
   struct State {
-    std::vector<S> theta;  // [H, P] inner weights at the start of the current mini-batch
-    std::vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
-    std::vector<S> ostate; // [H, Q] the inner optimizer's state at the start of the mini-batch
+    aligned_vector<S> theta;  // [H, P] inner weights at the start of the current mini-batch
+    aligned_vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
+    aligned_vector<S> ostate; // [H, Q] the inner optimizer's state at the start of the mini-batch
     M qk_hist;             // [K-1, C] share_qk: the last K-1 outputs of q_proj
   };
 
@@ -107,7 +107,7 @@ class TTTLayer {
   struct Workspace {
     Proj p;
     M sig, LRt, Zq, O, Y, G, alpha;
-    std::vector<S> eta;
+    aligned_vector<S> eta;
     std::vector<HeadWorkspace> heads;
     std::vector<inner::OptimizedWorkspace<S>> oheads;
   };
@@ -350,7 +350,7 @@ class TTTLayer {
   }
 
   /// token_eta[t] = clamp(1/(t+1) + learnable_token_idx[t], 0) for t < mini_batch_size.
-  void eta_table(std::vector<S>& eta) const {
+  void eta_table(aligned_vector<S>& eta) const {
     eta.resize(size_t(mb));
     for (int64_t t = 0; t < mb; ++t) eta[size_t(t)] = std::max(S(1) / S(t + 1) + token_idx[t], S(0));
   }

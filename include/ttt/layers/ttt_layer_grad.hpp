@@ -42,16 +42,16 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
     typename Layer::Proj p;               // XQ, XK, XV (and the share_qk conv input)
     M sig, LRt, alpha;                    // (H, n); alpha: the forgetting gate (decay_gate)
     M Zq, O, Yn, G, gpre, Y;              // (n, C)
-    std::vector<std::vector<S>> ckpt;     // [h] inner states at checkpoints, P + Q each
+    std::vector<aligned_vector<S>> ckpt;  // [h] inner states at checkpoints, P + Q each
     // [h][mini-batch] the learner's forward intermediates (group 0, a learner with kept slots:
     // train::Scratch), read once by the reverse pass
     mutable std::vector<std::vector<train::Scratch<S>>> kept;
-    std::vector<S> eta;                   // (mb) token_eta
+    aligned_vector<S> eta;                // (mb) token_eta
     bool ready = false;
   };
   /// Per-head buffers of one forward or backward call.
   struct HeadBuffers {
-    std::vector<S> theta, next, dtheta, dprev, grp, deta;
+    aligned_vector<S> theta, next, dtheta, dprev, grp, deta;
     train::Scratch<S> scratch;
     train::UpdateBuffers<S> update;
     train::TokenStepBuffers<S> token;
@@ -325,9 +325,7 @@ namespace train {
 /// Set every parameter of a layer (used as a gradient accumulator) to zero.
 template <class L, class S, class Opts>
 void zero_grad(TTTLayer<L, S, Opts>& g) {
-  g.visit_params("", [](const auto& p) {
-    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = S(0);
-  });
+  g.visit_params("", [](const auto& p) { p.fill(S(0)); });
 }
 
 /// Gradients through one TTT layer, for code that puts TTT layers into its own network (an

@@ -42,9 +42,7 @@ namespace ttt::train {
 /// Sets every parameter of a model (used as a gradient accumulator) to zero.
 template <class Model>
 void zero_params(Model& m) {
-  m.visit_params([](const auto& p) {
-    for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = 0;
-  });
+  m.visit_params([](const auto& p) { p.fill(0); });
 }
 
 /// The loss and gradient of a whole model, with buffers kept from call to call (a training loop

@@ -108,7 +108,7 @@ void add_grad(Model& acc, Model& g) {
   if (a.size() != b.size()) throw ShapeError("add_grad: models of different configurations");
   for (size_t k = 0; k < a.size(); ++k) {
     if (a[k].numel() != b[k].numel()) throw ShapeError("add_grad: tensor '" + a[k].name + "' differs in size");
-    for (int64_t i = 0; i < a[k].numel(); ++i) a[k].at(i) += b[k].at(i);
+    a[k].for_pair(b[k], 0, a[k].numel(), [](int64_t, float& x, float y) { x += y; });
   }
 }
 
@@ -163,10 +163,9 @@ class AdamW {
       const double decay = p.no_decay ? 1.0 : 1.0 - lr * opt.weight_decay;
       float* mk = m_[k].data();
       float* vk = v_[k].data();
-      const bool same = p.same_layout(g);  // the gradient model has the model's layout
       parallel_ranges(p.numel(), int64_t(1) << 14, [&](int64_t b, int64_t e) {
-        p.for_range(b, e, [&](int64_t i, float& pi) {
-          const double gi = double(same ? g.data[&pi - p.data] : g.at(i));
+        p.for_pair(g, b, e, [&](int64_t i, float& pi, float gf) {
+          const double gi = double(gf);
           const double mi = b1 * double(mk[i]) + (1.0 - b1) * gi;
           const double vi = b2 * double(vk[i]) + (1.0 - b2) * gi * gi;
           mk[i] = float(mi), vk[i] = float(vi);

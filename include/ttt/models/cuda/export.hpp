@@ -52,7 +52,7 @@ ModelWeights export_weights(const CausalLM<TTTLayer<L, float, Opts>>& model) {
     if (c.use_gate) l.g = flat(t.g);
     l.lr_w = flat(t.lr_w), l.lr_b = flat(t.lr_b), l.token_idx = flat(t.token_idx);
     l.ln_w = flat(t.ln_w), l.ln_b = flat(t.ln_b), l.post_w = flat(t.post_w), l.post_b = flat(t.post_b);
-    l.theta0 = t.theta0;
+    l.theta0.assign(t.theta0.begin(), t.theta0.end());
     l.gate = flat(b.mlp.gate), l.up = flat(b.mlp.up), l.down = flat(b.mlp.down);
     w.layers.push_back(std::move(l));
   }

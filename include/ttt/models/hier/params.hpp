@@ -161,9 +161,7 @@ struct HierParams {
           const ModelConfig mc = ttt_config(h);
           with_mixer_learner<Learners>(cfg, h, [&]<class L>() { b.ttt_layer.template emplace<TTTLayer<L, T>>(mc); });
           b.with_ttt([](auto& l) {
-            l.visit_params("", [](const auto& p) {
-              for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = T(0);
-            });
+            l.visit_params("", [](const auto& p) { p.fill(T(0)); });
           });
         } else if (b.has_attn) {
           b.attn.local = cfg.local_attn(h);
@@ -359,9 +357,7 @@ struct HierParams {
   /// Set every parameter to zero (a gradient accumulator).
   void zero() {
     visit([](const std::string&, M& m, const std::vector<int64_t>&, Init, int64_t) { m.setZero(); });
-    visit_ttt([](const auto& p) {
-      for (int64_t i = 0; i < p.numel(); ++i) p.at(i) = T(0);
-    });
+    visit_ttt([](const auto& p) { p.fill(T(0)); });
   }
 };
 
