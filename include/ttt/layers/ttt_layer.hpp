@@ -93,7 +93,7 @@ class TTTLayer {
     aligned_vector<S> theta;  // [H, P] inner weights at the start of the current mini-batch
     aligned_vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
     aligned_vector<S> ostate; // [H, Q] the inner optimizer's state at the start of the mini-batch
-    M qk_hist;             // [K-1, C] share_qk: the last K-1 outputs of q_proj
+    M qk_hist;                // [K-1, C] share_qk: the last K-1 outputs of q_proj
   };
 
   /// The projections of a chunk (kept by the training forward for its reverse pass).
