@@ -101,6 +101,7 @@ struct Options {
   std::vector<int64_t> time_contexts = {512, 1024, 2048, 4096, 8192, 16384, 32768};
   std::vector<uint64_t> seeds = {0, 1, 2};
   std::vector<double> lrs = {2e-3, 4e-3, 8e-3, 1.6e-2};  // the sweep's grid (one value: no sweep)
+  int edge_steps = -1;      // rates added beyond the grid's edge (sweep_rates; -1: 0, --full 2)
   int64_t tokens = 0;       // training tokens per run (0: the task's default)
   int64_t batch = 0, eval_seqs = 32, val_seqs = 16, decode = 32;
   bool timing = true;
@@ -318,13 +319,10 @@ double run_one(const Options& o, const Results& R, const Task& task, const Entry
   return val;
 }
 
-/// The learning rate of the sweep (seeds[0]) with the lowest validation score; the first of the
-/// grid when every run diverged.
-double chosen_lr(const std::vector<double>& lrs, const std::vector<double>& val) {
-  size_t best = 0;
-  for (size_t i = 1; i < lrs.size(); ++i)
-    if (val[i] < val[best]) best = i;
-  return lrs[best];
+/// The sweep of model `e` at context L (sweep_rates: the grid, then rates beyond its edge) from
+/// the runs of seeds[0] that finished; none may be missing.
+Sweep stored_sweep(const Options& o, const Results& R, const Entry& e, int64_t L) {
+  return sweep_rates(o.lrs, o.edge_steps, [&](double lr) { return stored_validation(R, run_id(e.name, L, o.seeds[0], lr)); });
 }
 
 /// c) + d) for one model: every context in its own child process.
@@ -456,7 +454,8 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
   std::string lrs;
   for (double lr : o.lrs) lrs += (lrs.empty() ? "" : ", ") + lr_str(lr);
   md << "# Long-context study: " << o.task << "\n\n"
-     << "Command: `" << command << "`  \nSeeds: " << seeds << " | learning rates swept: " << lrs
+     << "Command: `" << command << "`  \nSeeds: " << seeds << " | learning-rate grid: " << lrs
+     << (o.edge_steps > 0 && o.lrs.size() > 1 ? " (and up to " + std::to_string(o.edge_steps) + " rates beyond its edge)" : std::string())
      << " | machine: " << mach["cpu"].get<std::string>() << ", " << mach["cores"].get<unsigned>() << " cores, "
      << mach["memory"].get<std::string>() << " | build: " << mach["compiler"].get<std::string>()
      << (mach.contains("build") ? ", " + mach["build"].get<std::string>() : "") << "  \n"
@@ -469,34 +468,47 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
      << "Study wall time (this invocation): " << hms(wall_s) << ".\n\n"
      << "Protocol: every model is trained at each learning rate of the grid from seed " << o.seeds[0]
      << "; the rate with the lowest loss on the validation split (" << o.val_seqs << " sequences"
-     << (is_mqar(task) ? ", loss at the answers" : "") << ") is chosen, and the other seeds train at it. Every number "
+     << (is_mqar(task) ? ", loss at the answers" : "") << ") is chosen"
+     << (o.edge_steps > 0 && o.lrs.size() > 1
+             ? " (while it is the lowest or highest rate swept, the rate half or twice it runs too, up to " +
+                   std::to_string(o.edge_steps) + " beyond the grid)"
+             : std::string())
+     << ", and the other seeds train at it. Every number "
      << "below the sweep table is measured on the test split (" << o.eval_seqs << " sequences"
      << (is_mqar(task) ? " per pair count" : "") << "), distinct from both; ± is the sample standard deviation over the seeds "
      << "(n = " << o.seeds.size() << "), the bands in the plots one sd.\n\n";
 
   // the sweep
+  std::map<std::pair<std::string, int64_t>, Sweep> sweeps;
+  std::vector<double> columns;  // every rate any sweep ran, ascending
+  for (int64_t L : o.contexts)
+    for (const auto& e : zoo) {
+      const Sweep& s = sweeps[{e.name, L}] = stored_sweep(o, R, e, L);
+      for (double lr : s.lrs)
+        if (std::find(columns.begin(), columns.end(), lr) == columns.end()) columns.push_back(lr);
+    }
+  std::sort(columns.begin(), columns.end());
   md << "## Learning rate (validation loss at each rate, seed " << o.seeds[0] << ")\n\n| model | context |";
-  for (double lr : o.lrs) md << " " << lr_str(lr) << " |";
+  for (double lr : columns) md << " " << lr_str(lr) << " |";
   md << " chosen |\n|---|---|";
-  for (size_t i = 0; i < o.lrs.size(); ++i) md << "---|";
+  for (size_t i = 0; i < columns.size(); ++i) md << "---|";
   md << "---|\n";
   std::map<std::pair<std::string, int64_t>, double> chosen;
   for (int64_t L : o.contexts)
     for (const auto& e : zoo) {
-      std::vector<double> val;
+      const Sweep& s = sweeps[{e.name, L}];
       md << "| " << e.name << " | " << L << " |";
-      for (double lr : o.lrs) {
+      for (double lr : columns) {
         const std::string id = run_id(e.name, L, o.seeds[0], lr);
-        val.push_back(stored_validation(R, id));
-        md << " " << (diverged(R, id) ? std::string("diverged") : fmt(val.back(), 4)) << " |";
+        const bool ran = std::find(s.lrs.begin(), s.lrs.end(), lr) != s.lrs.end();
+        md << " " << (!ran ? std::string("·") : diverged(R, id) ? std::string("diverged") : fmt(stored_validation(R, id), 4)) << " |";
       }
-      const double c = chosen_lr(o.lrs, val);
-      chosen[{e.name, L}] = c;
-      const bool edge = o.lrs.size() > 2 && (c == *std::min_element(o.lrs.begin(), o.lrs.end()) ||
-                                             c == *std::max_element(o.lrs.begin(), o.lrs.end()));
-      md << " " << lr_str(c) << (edge ? " (grid edge)" : "") << " |\n";
+      chosen[{e.name, L}] = s.chosen;
+      md << " " << lr_str(s.chosen) << (s.edge ? " (edge)" : "") << " |\n";
     }
-  md << "\nA choice at the grid's edge means a better rate may lie outside it (`--lrs`).\n\n";
+  md << "\n· = not run (a rate beyond the grid runs only where the choice reached that edge). "
+     << "A choice at the edge of the rates swept means a better rate may lie beyond them (`--lrs`"
+     << (o.lrs.size() > 1 ? ", `--edge-steps`" : "") << ").\n\n";
 
   auto seed_runs = [&](const Entry& e, int64_t L) {
     std::vector<std::string> ids;
@@ -748,6 +760,9 @@ int main(int argc, char** argv) {
                     ->delimiter(',')->capture_default_str();
   double one_lr = 0;
   auto* o_lr = app.add_option("--lr", one_lr, "one peak learning rate for every model: no sweep (same as --lrs X)")->excludes(o_lrs);
+  app.add_option("--edge-steps", o.edge_steps,
+                 "while the chosen rate is the lowest (highest) one swept, also run half (twice) it, up to N rates beyond "
+                 "the grid per model and context (default 0; --full 2)")->check(CLI::Range(0, 16));
   app.add_option("--eval-seqs", o.eval_seqs, "test sequences (per pair count for mqar)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   app.add_option("--val-seqs", o.val_seqs, "validation sequences of the learning-rate choice")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   app.add_flag("!--no-timing", o.timing, "train and test only: no prefill/decode timing or memory curves");
@@ -805,9 +820,11 @@ int main(int argc, char** argv) {
       if (!o_lay->count()) o.spec.layers = 4;
       if (!o_ctx->count()) o.contexts = mqar ? std::vector<int64_t>{64, 128, 256} : text ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{512, 2048};
       if (!o_tok->count()) o.tokens = 1048576;  // about 7 hours for both tasks on 2 cores (docs/study.md)
+      if (o.edge_steps < 0) o.edge_steps = 2;
       if (o.out == "results/study/default") o.out = "results/study/full";
     }
     (void)o_tctx, (void)o_seeds;
+    if (o.edge_steps < 0) o.edge_steps = 0;
     if (o.tokens <= 0) throw ttt::Error("--tokens must be positive");
     o.spec.max_len = 2;  // linear-attn's mini-batch: the longest training sequence, or timing prompt + decode
     for (int64_t L : o.contexts) o.spec.max_len = std::max(o.spec.max_len, L + 1);
@@ -831,7 +848,7 @@ int main(int argc, char** argv) {
 
     nlohmann::json settings = {{"task", o.task}, {"models", o.models}, {"contexts", o.contexts},
                                {"time_contexts", o.time_contexts}, {"seeds", o.seeds}, {"tokens", o.tokens},
-                               {"batch", o.batch}, {"lrs", o.lrs}, {"eval_seqs", o.eval_seqs}, {"val_seqs", o.val_seqs},
+                               {"batch", o.batch}, {"lrs", o.lrs}, {"edge_steps", o.edge_steps}, {"eval_seqs", o.eval_seqs}, {"val_seqs", o.val_seqs},
                                {"timing", o.timing}, {"match", o.match}, {"decode", o.decode},
                                {"hidden", o.spec.hidden}, {"layers", o.spec.layers}, {"heads", o.spec.heads},
                                {"window", o.spec.window}, {"mini_batch", o.spec.mini_batch}};
@@ -855,7 +872,7 @@ int main(int argc, char** argv) {
     const auto t0 = clk::now();
     Bar bar;
     try {
-      const size_t runs = o.contexts.size() * zoo.size() * (o.lrs.size() + o.seeds.size() - 1);
+      size_t runs = o.contexts.size() * zoo.size() * (o.lrs.size() + o.seeds.size() - 1);  // + those beyond the grid
       size_t k = 0;
       for (int64_t L : o.contexts)
         for (const auto& e : zoo) {
@@ -863,9 +880,11 @@ int main(int argc, char** argv) {
             return "[" + std::string(what) + " " + std::to_string(++k) + "/" + std::to_string(runs) + " " + e.name + " L=" +
                    std::to_string(L) + " seed " + std::to_string(seed) + " lr " + lr_str(lr) + "]";
           };
-          std::vector<double> val;
-          for (double lr : o.lrs) val.push_back(run_one(o, R, *task, e, L, o.seeds[0], lr, label(o.seeds[0], lr, o.lrs.size() > 1 ? "sweep" : "train"), bar));
-          const double lr = chosen_lr(o.lrs, val);
+          size_t ran = 0;
+          const double lr = sweep_rates(o.lrs, o.edge_steps, [&](double r) {
+                              if (++ran > o.lrs.size()) ++runs;
+                              return run_one(o, R, *task, e, L, o.seeds[0], r, label(o.seeds[0], r, o.lrs.size() > 1 ? "sweep" : "train"), bar);
+                            }).chosen;
           for (size_t i = 1; i < o.seeds.size(); ++i) run_one(o, R, *task, e, L, o.seeds[i], lr, label(o.seeds[i], lr, "seed"), bar);
         }
       bar.done();

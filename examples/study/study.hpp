@@ -440,6 +440,45 @@ inline Stat stat_of(const std::vector<double>& v) {
   return s;
 }
 
+// ---- the learning-rate sweep -------------------------------------------------------------------
+
+/// The learning-rate sweep of one model and context. The grid's rates run first, in its order;
+/// the choice is the rate with the lowest validation score (the earliest on a tie, and so the
+/// grid's first when every run diverged). Then, while the choice is the lowest (highest) rate
+/// swept so far and fewer than `edge_steps` rates have been added, the rate half that lowest
+/// (twice that highest) runs too and the choice is made again: a choice at the grid's edge says
+/// that a better rate may lie beyond it, and this looks there. A grid of one rate is no sweep.
+struct Sweep {
+  std::vector<double> lrs, scores;  ///< in the order they ran: the grid's, then the added ones
+  double chosen = 0;
+  int added = 0;                    ///< rates beyond the grid
+  bool edge = false;                ///< the choice is still the lowest or highest swept (3+ rates)
+};
+
+/// `score(lr)` trains a run (or reads a finished one) and returns its validation score, infinite
+/// when the run diverged.
+template <class Score>
+Sweep sweep_rates(const std::vector<double>& grid, int edge_steps, Score&& score) {
+  Sweep s;
+  auto choose = [&] {
+    size_t best = 0;
+    for (size_t i = 1; i < s.scores.size(); ++i)
+      if (s.scores[i] < s.scores[best]) best = i;
+    s.chosen = s.lrs[best];
+  };
+  for (double lr : grid) s.lrs.push_back(lr), s.scores.push_back(score(lr));
+  choose();
+  auto lo = [&] { return *std::min_element(s.lrs.begin(), s.lrs.end()); };
+  auto hi = [&] { return *std::max_element(s.lrs.begin(), s.lrs.end()); };
+  while (grid.size() > 1 && s.added < edge_steps && (s.chosen == lo() || (s.chosen == hi() && hi() * 2 <= 1))) {
+    const double lr = s.chosen == lo() ? lo() / 2 : hi() * 2;  // rates stay in (0, 1]
+    s.lrs.push_back(lr), s.scores.push_back(score(lr)), ++s.added;
+    choose();
+  }
+  s.edge = s.lrs.size() > 2 && (s.chosen == lo() || s.chosen == hi());
+  return s;
+}
+
 // ---- results folder --------------------------------------------------------------------------------
 
 /// The results folder. A part (one model's training, its evaluation, its timing, the summary)

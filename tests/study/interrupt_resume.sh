@@ -1,6 +1,7 @@
 #!/bin/sh
 # Ctrl-C during the study keeps the finished parts and says how to resume; --resume then skips
-# them (their files are not rewritten) and finishes the rest.
+# them (their files are not rewritten) and finishes the rest. With a grid of two rates the choice
+# is always at its edge, so --edge-steps 1 adds one rate beyond it per model.
 #   interrupt_resume.sh STUDY_BINARY WORK_DIR
 set -u
 study=$1
@@ -8,7 +9,7 @@ work=$2
 rm -rf "$work"
 mkdir -p "$work"
 out=$work/out
-set -- --models ttt-linear,ttt-mlp --lrs 0.005,0.01 --seeds 0,1 --tokens 24576 --contexts 32 --batch 4 \
+set -- --models ttt-linear,ttt-mlp --lrs 0.005,0.01 --edge-steps 1 --seeds 0,1 --tokens 24576 --contexts 32 --batch 4 \
   --time-contexts 32,64 --decode 2 --eval-seqs 2 --val-seqs 2 --no-plots --out "$out"
 first=ttt-linear-L32-s0-lr0.005
 "$study" "$@" >"$work/first.out" 2>"$work/first.err" &
@@ -44,6 +45,13 @@ grep -q "trained earlier" "$work/second.err" || { echo "FAIL: resume did not say
 grep -q "## Learning rate" "$out/summary.md" && grep -q "| ttt-mlp | 32 | .* | 0.0" "$out/summary.md" &&
   grep -q " ± " "$out/summary.md" && grep -q "Ranked by accuracy" "$out/summary.md" ||
   { echo "FAIL: summary lacks the sweep, the spread or the ranking"; cat "$out/summary.md"; exit 1; }
+# the rate beyond the grid: one more seed-0 run per model, a third column of the sweep table
+for m in ttt-linear ttt-mlp; do
+  n=$(ls "$out"/parts/run-$m-L32-s0-lr*.done | wc -l)
+  [ "$n" -eq 3 ] || { echo "FAIL: $m ran $n rates from seed 0, expected the grid's 2 and 1 beyond it"; exit 1; }
+done
+grep -q "^| model | context | 0.0[0-9]* | 0.0[0-9]* | 0.0[0-9]* | chosen |" "$out/summary.md" ||
+  { echo "FAIL: the sweep table lacks the rate beyond the grid"; cat "$out/summary.md"; exit 1; }
 # other settings with --resume are refused, naming the option
 if "$study" --models ttt-linear,ttt-mlp --lrs 0.005,0.01 --seeds 0,1 --tokens 4096 --contexts 32 --out "$out" --resume 2>"$work/third.err"; then
   echo "FAIL: resume with other settings accepted"; exit 1

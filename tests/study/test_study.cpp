@@ -1,5 +1,5 @@
 // The study's model-independent pieces (examples/study/study.hpp): task generators, position
-// buckets, name errors, atomic result files and resume markers.
+// buckets, name errors, atomic result files and resume markers, the learning-rate sweep.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -293,6 +293,64 @@ TEST_CASE("statistics over seeds: mean and sample sd of the finite values") {
   CHECK(c.sd == 0.0);
   CHECK(stat_of({}).n == 0);
   CHECK(std::isnan(stat_of({INFINITY}).mean));
+}
+
+TEST_CASE("learning-rate sweep: the grid, then half or twice the edge while the choice sits there") {
+  const std::vector<double> grid = {0.002, 0.004, 0.008, 0.016};
+  // a validation score with its minimum at `best` (log2 distance), infinite above `diverge`
+  auto bowl = [](double best, double diverge = 2.0) {
+    return [=](double lr) { return lr > diverge ? INFINITY : std::pow(std::log2(lr) - std::log2(best), 2.0); };
+  };
+  SUBCASE("an interior choice adds nothing") {
+    const Sweep s = sweep_rates(grid, 2, bowl(0.004));
+    CHECK(s.lrs == grid);
+    CHECK(s.chosen == 0.004);
+    CHECK(s.added == 0);
+    CHECK_FALSE(s.edge);
+  }
+  SUBCASE("below the grid: down by halves until the choice is interior") {
+    std::vector<double> calls;
+    const Sweep s = sweep_rates(grid, 3, [&](double lr) { calls.push_back(lr); return bowl(0.001)(lr); });
+    CHECK(calls == std::vector<double>{0.002, 0.004, 0.008, 0.016, 0.001, 0.0005});  // each rate once, in this order
+    CHECK(s.lrs == calls);
+    CHECK(s.scores.size() == calls.size());
+    CHECK(s.chosen == 0.001);
+    CHECK(s.added == 2);
+    CHECK_FALSE(s.edge);
+  }
+  SUBCASE("the limit reached at the edge: flagged") {
+    const Sweep s = sweep_rates(grid, 2, bowl(1e-4));
+    CHECK(s.lrs.back() == 0.0005);
+    CHECK(s.chosen == 0.0005);
+    CHECK(s.added == 2);
+    CHECK(s.edge);
+  }
+  SUBCASE("above the grid: up by doubles; a diverged run is never chosen") {
+    const Sweep s = sweep_rates(grid, 4, bowl(0.1, 0.05));
+    CHECK(s.lrs == std::vector<double>{0.002, 0.004, 0.008, 0.016, 0.032, 0.064});
+    CHECK(std::isinf(s.scores.back()));
+    CHECK(s.chosen == 0.032);
+    CHECK_FALSE(s.edge);
+  }
+  SUBCASE("every run diverged: the grid's first, one rate below it tried") {
+    const Sweep s = sweep_rates(grid, 2, [](double) { return INFINITY; });
+    CHECK(s.lrs.size() == 5);
+    CHECK(s.lrs.back() == 0.001);
+    CHECK(s.chosen == 0.002);
+  }
+  SUBCASE("no steps: the grid only, an edge choice flagged; one rate: no sweep; rates stay at most 1") {
+    const Sweep a = sweep_rates(grid, 0, bowl(1e-4));
+    CHECK(a.lrs == grid);
+    CHECK(a.chosen == 0.002);
+    CHECK(a.edge);
+    const Sweep b = sweep_rates({0.01}, 2, bowl(1e-4));
+    CHECK(b.lrs == std::vector<double>{0.01});
+    CHECK_FALSE(b.edge);
+    const Sweep c = sweep_rates({0.25, 0.5, 1.0}, 2, bowl(4.0, 8.0));
+    CHECK(c.lrs.size() == 3);
+    CHECK(c.chosen == 1.0);
+    CHECK(c.edge);
+  }
 }
 
 TEST_CASE("recall scores: the argmax at each answer against the value, and the answer's loss") {
