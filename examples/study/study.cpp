@@ -455,7 +455,9 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
   for (double lr : o.lrs) lrs += (lrs.empty() ? "" : ", ") + lr_str(lr);
   md << "# Long-context study: " << o.task << "\n\n"
      << "Command: `" << command << "`  \nSeeds: " << seeds << " | learning-rate grid: " << lrs
-     << (o.edge_steps > 0 && o.lrs.size() > 1 ? " (and up to " + std::to_string(o.edge_steps) + " rates beyond its edge)" : std::string())
+     << (o.edge_steps > 0 && o.lrs.size() > 1
+             ? " (and up to " + std::to_string(o.edge_steps) + (o.edge_steps == 1 ? " rate" : " rates") + " beyond its edge)"
+             : std::string())
      << " | machine: " << mach["cpu"].get<std::string>() << ", " << mach["cores"].get<unsigned>() << " cores, "
      << mach["memory"].get<std::string>() << " | build: " << mach["compiler"].get<std::string>()
      << (mach.contains("build") ? ", " + mach["build"].get<std::string>() : "") << "  \n"
@@ -506,7 +508,9 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
       chosen[{e.name, L}] = s.chosen;
       md << " " << lr_str(s.chosen) << (s.edge ? " (edge)" : "") << " |\n";
     }
-  md << "\n· = not run (a rate beyond the grid runs only where the choice reached that edge). "
+  bool gaps = false;
+  for (const auto& [key, sw] : sweeps) gaps |= sw.lrs.size() < columns.size();
+  md << "\n" << (gaps ? "· = not run (a rate beyond the grid runs only where the choice reached that edge). " : "")
      << "A choice at the edge of the rates swept means a better rate may lie beyond them (`--lrs`"
      << (o.lrs.size() > 1 ? ", `--edge-steps`" : "") << ").\n\n";
 
@@ -555,6 +559,29 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
       md << " |\n";
       md << "\nA model at the last row's level has learned that a value follows a query, not which one. Ranked by accuracy at "
          << grid.back() << " pairs: " << ranking(names, hardest, true, 3, 100) << ".\n\n";
+      if (o.seeds.size() > 1) {  // a mean over seeds that disagree hides how: every seed's numbers
+        md << "Every seed (accuracy %, seeds ";
+        for (size_t i = 0; i < o.seeds.size(); ++i) md << (i ? " / " : "") << o.seeds[i];
+        md << "):\n\n| model |";
+        for (int64_t P : grid) md << " " << P << " pairs |";
+        md << "\n|---|";
+        for (size_t i = 0; i < grid.size(); ++i) md << "---|";
+        md << "\n";
+        for (const auto& e : zoo) {
+          std::map<int64_t, std::string> cell;
+          for (const auto& id : seed_runs(e, L)) {
+            std::map<int64_t, double> acc;
+            if (finished(id))
+              for (const auto& r : read_csv(R.path("test/" + id + ".csv"))) acc[int64_t(r[0])] = r[1];
+            for (int64_t P : grid)
+              cell[P] += (cell[P].empty() ? "" : " / ") + (acc.count(P) ? fmt(100 * acc[P], 3) : std::string("diverged"));
+          }
+          md << "| " << e.name << " |";
+          for (int64_t P : grid) md << " " << cell[P] << " |";
+          md << "\n";
+        }
+        md << "\n";
+      }
       band_plot(R, "mqar_accuracy_L" + std::to_string(L), "pairs", names, rows, "set logscale x 2\nset yrange [0:100]\n",
                 "recall accuracy (MQAR, context " + std::to_string(L) + "; test split, mean and one sd over seeds)",
                 "key-value pairs in the sequence", "accuracy at the answers (%)", 100,

@@ -45,6 +45,9 @@ grep -q "trained earlier" "$work/second.err" || { echo "FAIL: resume did not say
 grep -q "## Learning rate" "$out/summary.md" && grep -q "| ttt-mlp | 32 | .* | 0.0" "$out/summary.md" &&
   grep -q " ± " "$out/summary.md" && grep -q "Ranked by accuracy" "$out/summary.md" ||
   { echo "FAIL: summary lacks the sweep, the spread or the ranking"; cat "$out/summary.md"; exit 1; }
+# every seed's accuracy beside the mean
+grep -q "^Every seed (accuracy %, seeds 0 / 1)" "$out/summary.md" && grep -q "^| ttt-mlp | [0-9.]* / [0-9.]* |" "$out/summary.md" ||
+  { echo "FAIL: summary lacks every seed's accuracy"; cat "$out/summary.md"; exit 1; }
 # the rate beyond the grid: one more seed-0 run per model, a third column of the sweep table
 for m in ttt-linear ttt-mlp; do
   n=$(ls "$out"/parts/run-$m-L32-s0-lr*.done | wc -l)
