@@ -56,7 +56,10 @@ std::string hms(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   const int64_t t = int64_t(s + 0.5);
   char b[32];
-  std::snprintf(b, sizeof b, "%d:%02d", int(t / 60), int(t % 60));
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%d:%02d:%02d", int(t / 3600), int(t / 60 % 60), int(t % 60));
+  else
+    std::snprintf(b, sizeof b, "%d:%02d", int(t / 60), int(t % 60));
   return b;
 }
 
@@ -900,19 +903,33 @@ int main(int argc, char** argv) {
     Bar bar;
     try {
       size_t runs = o.contexts.size() * zoo.size() * (o.lrs.size() + o.seeds.size() - 1);  // + those beyond the grid
-      size_t k = 0;
+      size_t k = 0, trained = 0;  // runs labelled; runs trained (not skipped) by this invocation
+      double trained_s = 0;
       for (int64_t L : o.contexts)
         for (const auto& e : zoo) {
           auto label = [&](uint64_t seed, double lr, const char* what) {
             return "[" + std::string(what) + " " + std::to_string(++k) + "/" + std::to_string(runs) + " " + e.name + " L=" +
                    std::to_string(L) + " seed " + std::to_string(seed) + " lr " + lr_str(lr) + "]";
           };
+          // one run, then (when it trained) how long the rest of the study may take at this invocation's pace
+          auto train = [&](uint64_t seed, double r, const char* what) {
+            const bool earlier = R.done("run-" + run_id(e.name, L, seed, r));
+            const auto t = clk::now();
+            const double v = run_one(o, R, *task, e, L, seed, r, label(seed, r, what), bar);
+            if (!earlier && k < runs) {
+              trained_s += since(t), ++trained;
+              bar.done();
+              std::fprintf(stderr, "study: %zu of %zu runs done, about %s of training left at this invocation's %s per run\n", k, runs,
+                           hms(trained_s / double(trained) * double(runs - k)).c_str(), hms(trained_s / double(trained)).c_str());
+            }
+            return v;
+          };
           size_t ran = 0;
           const double lr = sweep_rates(o.lrs, o.edge_steps, [&](double r) {
                               if (++ran > o.lrs.size()) ++runs;
-                              return run_one(o, R, *task, e, L, o.seeds[0], r, label(o.seeds[0], r, o.lrs.size() > 1 ? "sweep" : "train"), bar);
+                              return train(o.seeds[0], r, o.lrs.size() > 1 ? "sweep" : "train");
                             }).chosen;
-          for (size_t i = 1; i < o.seeds.size(); ++i) run_one(o, R, *task, e, L, o.seeds[i], lr, label(o.seeds[i], lr, "seed"), bar);
+          for (size_t i = 1; i < o.seeds.size(); ++i) train(o.seeds[i], lr, "seed");
         }
       bar.done();
       const std::string exe = fs::read_symlink("/proc/self/exe").string();

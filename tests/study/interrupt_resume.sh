@@ -39,6 +39,8 @@ after=$(cksum "$out/train/$first.csv" "$out/weights/$first.bin")
 [ "$before" = "$after" ] || { echo "FAIL: the finished part was redone"; exit 1; }
 [ -n "$(find "$out/weights/$first.bin" ! -newermt 2000-01-02)" ] || { echo "FAIL: weights rewritten on resume"; exit 1; }
 grep -q "trained earlier" "$work/second.err" || { echo "FAIL: resume did not say it skipped"; cat "$work/second.err"; exit 1; }
+grep -q "^study: [0-9]* of [0-9]* runs done, about [0-9:]* of training left" "$work/second.err" ||
+  { echo "FAIL: no estimate of the time left after a run"; cat "$work/second.err"; exit 1; }
 [ -s "$out/summary.md" ] && ls "$out"/test/ttt-mlp-L32-s1-lr*.csv >/dev/null 2>&1 && [ -s "$out/time/ttt-mlp.csv" ] ||
   { echo "FAIL: resumed run did not finish"; exit 1; }
 # the summary: the sweep table with a choice per model, mean ± sd over the two seeds, the ranking
