@@ -596,12 +596,18 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
           "last bucket |\n|---|---|---|---|---|---|---|---|---|---|\n";
     std::map<int64_t, std::vector<Stat>> rows;  // bucket_hi -> per model
     std::vector<Stat> last_bucket, test_loss;
+    std::vector<std::pair<std::string, std::string>> every_seed;  // per model: "a / b / c" of test loss, last bucket
     for (size_t mi = 0; mi < zoo.size(); ++mi) {
       const Entry& e = zoo[mi];
       std::vector<double> tok_s, final_loss, held, first, lastb;
       std::map<int64_t, std::vector<double>> by_bucket;
+      auto& [seeds_loss, seeds_last] = every_seed.emplace_back();
       for (const auto& id : seed_runs(e, L)) {
-        if (!finished(id)) continue;
+        const std::string sep = seeds_loss.empty() ? "" : " / ";
+        if (!finished(id)) {
+          seeds_loss += sep + "diverged", seeds_last += sep + "diverged";
+          continue;
+        }
         const auto tr = read_csv(R.path("train/" + id + ".csv"));
         const auto ev = read_csv(R.path("test/" + id + ".csv"));
         tok_s.push_back(tr.back()[3] / tr.back()[4]);
@@ -612,6 +618,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
         double sm = 0, c = 0;
         for (const auto& r : ev) sm += r[2] * r[3], c += r[3], by_bucket[int64_t(r[1])].push_back(r[2]);
         held.push_back(sm / c), first.push_back(ev.front()[2]), lastb.push_back(ev.back()[2]);
+        seeds_loss += sep + fmt(held.back(), 4), seeds_last += sep + fmt(lastb.back(), 3);
       }
       for (const auto& [bk, v] : by_bucket) {
         auto& row = rows[bk];
@@ -626,6 +633,14 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
     }
     md << "\nRanked by test loss: " << ranking(names, test_loss, false, 4) << ".  \nRanked by the last bucket (positions "
        << bucket_lo(bucket_of(L - 1)) << "-" << L - 1 << "): " << ranking(names, last_bucket, false, 3) << ".\n\n";
+    if (o.seeds.size() > 1) {  // beside the means: every seed's numbers
+      md << "Every seed (seeds ";
+      for (size_t i = 0; i < o.seeds.size(); ++i) md << (i ? " / " : "") << o.seeds[i];
+      md << "):\n\n| model | test loss | last bucket |\n|---|---|---|\n";
+      for (size_t mi = 0; mi < zoo.size(); ++mi)
+        md << "| " << zoo[mi].name << " | " << every_seed[mi].first << " | " << every_seed[mi].second << " |\n";
+      md << "\n";
+    }
     const std::string nm = "loss_by_position_L" + std::to_string(L);
     band_plot(R, nm, "position", names, rows, "set logscale x 2\n",
               "test loss by token position (" + o.task + ", context " + std::to_string(L) + "; mean and one sd over seeds)",
