@@ -104,7 +104,7 @@ struct Options {
   std::vector<int64_t> time_contexts = {512, 1024, 2048, 4096, 8192, 16384, 32768};
   std::vector<uint64_t> seeds = {0, 1, 2};
   std::vector<double> lrs = {2e-3, 4e-3, 8e-3, 1.6e-2};  // the sweep's grid (one value: no sweep)
-  int edge_steps = -1;      // rates added beyond the grid's edge (sweep_rates; -1: 0, --full 2)
+  int edge_steps = 0;       // rates added beyond the grid's edge (sweep_rates; --full 2)
   int64_t tokens = 0;       // training tokens per run (0: the task's default)
   int64_t batch = 0, eval_seqs = 32, val_seqs = 16, decode = 32;
   bool timing = true;
@@ -505,8 +505,8 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
       md << "| " << e.name << " | " << L << " |";
       for (double lr : columns) {
         const std::string id = run_id(e.name, L, o.seeds[0], lr);
-        const bool ran = std::find(s.lrs.begin(), s.lrs.end(), lr) != s.lrs.end();
-        md << " " << (!ran ? std::string("·") : diverged(R, id) ? std::string("diverged") : fmt(stored_validation(R, id), 4)) << " |";
+        const auto at = std::find(s.lrs.begin(), s.lrs.end(), lr);  // its score: read once, by stored_sweep
+        md << " " << (at == s.lrs.end() ? std::string("·") : diverged(R, id) ? std::string("diverged") : fmt(s.scores[size_t(at - s.lrs.begin())], 4)) << " |";
       }
       chosen[{e.name, L}] = s.chosen;
       md << " " << lr_str(s.chosen) << (s.edge ? " (edge)" : "") << " |\n";
@@ -805,7 +805,7 @@ int main(int argc, char** argv) {
                     ->delimiter(',')->capture_default_str();
   double one_lr = 0;
   auto* o_lr = app.add_option("--lr", one_lr, "one peak learning rate for every model: no sweep (same as --lrs X)")->excludes(o_lrs);
-  app.add_option("--edge-steps", o.edge_steps,
+  auto* o_edge = app.add_option("--edge-steps", o.edge_steps,
                  "while the chosen rate is the lowest (highest) one swept, also run half (twice) it, up to N rates beyond "
                  "the grid per model and context (default 0; --full 2)")->check(CLI::Range(0, 16));
   app.add_option("--eval-seqs", o.eval_seqs, "test sequences (per pair count for mqar)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
@@ -865,11 +865,10 @@ int main(int argc, char** argv) {
       if (!o_lay->count()) o.spec.layers = 4;
       if (!o_ctx->count()) o.contexts = mqar ? std::vector<int64_t>{64, 128, 256} : text ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{512, 2048};
       if (!o_tok->count()) o.tokens = 1048576;  // about 7 hours for both tasks on 2 cores (docs/study.md)
-      if (o.edge_steps < 0) o.edge_steps = 2;
+      if (!o_edge->count()) o.edge_steps = 2;
       if (o.out == "results/study/default") o.out = "results/study/full";
     }
     (void)o_tctx, (void)o_seeds;
-    if (o.edge_steps < 0) o.edge_steps = 0;
     if (o.tokens <= 0) throw ttt::Error("--tokens must be positive");
     o.spec.max_len = 2;  // linear-attn's mini-batch: the longest training sequence, or timing prompt + decode
     for (int64_t L : o.contexts) o.spec.max_len = std::max(o.spec.max_len, L + 1);
