@@ -5,6 +5,7 @@
 #include <cmath>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -99,20 +100,48 @@ void check_dtype(const std::string& dtype, const std::string& model) {
                      " is a hierarchical-transformer checkpoint, which has no bf16 path (TTT checkpoints have one)");
 }
 
+namespace {
+/// The number `s` spells, whole; nullopt when it spells none (trailing text included).
+std::optional<double> number_in(const std::string& s) {
+  try {
+    size_t used = 0;
+    const double d = std::stod(s, &used);
+    if (used == s.size()) return d;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+/// A validator of numbers that pass `ok`, whose message says "must be <what>, got <s>". Text that
+/// is no number passes here: the option's conversion (or finite_number, checked with it) names it.
+CLI::Validator bound(bool (*ok)(double), const char* what, const char* name) {
+  return CLI::Validator(
+      [ok, what](std::string& s) -> std::string {
+        const auto d = number_in(s);
+        return !d || ok(*d) ? std::string() : "must be " + std::string(what) + ", got " + s;
+      },
+      name);
+}
+}  // namespace
+
 const CLI::Validator& finite_number() {
   static const CLI::Validator v(
       [](std::string& s) -> std::string {
-        double d = 0;
-        try {
-          size_t used = 0;
-          d = std::stod(s, &used);
-          if (used != s.size()) return "'" + s + "' is not a number";
-        } catch (const std::exception&) {
-          return "'" + s + "' is not a number";
-        }
-        return std::isfinite(d) ? std::string() : "'" + s + "' is not a finite number";
+        const auto d = number_in(s);
+        if (!d) return "'" + s + "' is not a number";
+        return std::isfinite(*d) ? std::string() : "'" + s + "' is not a finite number";
       },
       "NUMBER");
+  return v;
+}
+
+const CLI::Validator& positive_number() {
+  static const CLI::Validator v = bound([](double d) { return d > 0; }, "> 0", "POSITIVE");
+  return v;
+}
+
+const CLI::Validator& non_negative_number() {
+  static const CLI::Validator v = bound([](double d) { return d >= 0; }, ">= 0", "NONNEGATIVE");
   return v;
 }
 

@@ -69,8 +69,11 @@ std::shared_ptr<ttt::train::Communicator> join_processes();
 void add_dtype_option(CLI::App* app, std::string& dtype);
 void check_dtype(const std::string& dtype, const std::string& model);
 
-/// CLI11 validator: a finite number.
+/// CLI11 validators: a finite number; a number > 0; a number >= 0 (CLI11's PositiveNumber and
+/// NonNegativeNumber name the largest double in their message; these say "must be > 0, got -1").
 const CLI::Validator& finite_number();
+const CLI::Validator& positive_number();
+const CLI::Validator& non_negative_number();
 
 /// Default intermediate_size: about 8/3 of the hidden size (SwiGLU), a multiple of 16.
 inline int64_t default_intermediate(int64_t hidden) { return std::max<int64_t>(16, (hidden * 8 / 3 + 15) / 16 * 16); }

@@ -88,7 +88,7 @@ Command add_eval_loss(CLI::App& app) {
   sub->add_option("--seq-len", a->seq_len, "Tokens per window (consecutive windows of seq-len + 1 tokens share one)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 30))->required();
   sub->add_option("--out", a->out, "CSV of position,loss (written atomically)");
-  sub->add_option("--max-windows", a->max_windows, "Use at most N windows (0 = all)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-windows", a->max_windows, "Use at most N windows (0 = all)")->check(non_negative_number());
   sub->add_option("--threads", a->threads, "Threads of the per-head loops (0 = default)")->check(CLI::Range(0, 4096));
   add_dtype_option(sub, a->dtype);
   return {sub, [a] { return run_eval_loss(*a); }};

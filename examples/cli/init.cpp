@@ -87,11 +87,12 @@ Command add_init(CLI::App& app) {
   sub->add_option("--layers", a->layers, "num_hidden_layers")->capture_default_str()->excludes(preset);
   sub->add_option("--heads", a->heads, "num_attention_heads")->capture_default_str()->excludes(preset);
   CLI::Option* vocab =
-      sub->add_option("--vocab", a->vocab, "vocab_size (>= 259 fits the byte tokenizer; --preset: 32000)")->capture_default_str();
+      sub->add_option("--vocab", a->vocab, "vocab_size (>= 259 fits the byte tokenizer; --preset: 32000)")
+          ->check(positive_number())->capture_default_str();
   sub->add_option("--intermediate", a->intermediate, "intermediate_size (0 = about 8/3 of hidden)")
-      ->capture_default_str()->excludes(preset);
+      ->check(non_negative_number())->capture_default_str()->excludes(preset);
   sub->add_option("--mini-batch", a->mini_batch, "mini_batch_size")->capture_default_str();
-  sub->add_option("--max-position", a->max_position, "max_position_embeddings")->capture_default_str();
+  sub->add_option("--max-position", a->max_position, "max_position_embeddings")->check(positive_number())->capture_default_str();
   sub->add_option("--conv-kernel", a->conv_kernel, "conv_kernel")->capture_default_str();
   sub->add_option("--base-lr", a->base_lr, "ttt_base_lr")->check(finite_number())->capture_default_str();
   sub->add_option("--rope-theta", a->rope_theta, "rope_theta")->check(finite_number())->capture_default_str();

@@ -267,36 +267,36 @@ Command add_train(CLI::App& app) {
                                 "trainer.json, log.csv")->required();
   s->add_flag("--resume", t.resume, "Continue the run in --out (same model flags and data)");
   s->add_option("--layer", t.layer, "Inner learner")->check(CLI::IsMember(learner_names()))->capture_default_str();
-  s->add_option("--hidden", t.hidden, "hidden_size")->check(CLI::PositiveNumber)->capture_default_str();
-  s->add_option("--layers", t.layers, "num_hidden_layers")->check(CLI::PositiveNumber)->capture_default_str();
-  s->add_option("--heads", t.heads, "num_attention_heads")->check(CLI::PositiveNumber)->capture_default_str();
+  s->add_option("--hidden", t.hidden, "hidden_size")->check(positive_number())->capture_default_str();
+  s->add_option("--layers", t.layers, "num_hidden_layers")->check(positive_number())->capture_default_str();
+  s->add_option("--heads", t.heads, "num_attention_heads")->check(positive_number())->capture_default_str();
   s->add_option("--intermediate", t.intermediate, "intermediate_size (0 = about 8/3 of hidden)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  s->add_option("--mini-batch", t.mini_batch, "mini_batch_size of the TTT layers")->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
+  s->add_option("--mini-batch", t.mini_batch, "mini_batch_size of the TTT layers")->check(positive_number())->capture_default_str();
   s->add_option("--base-lr", t.base_lr, "ttt_base_lr (warmed up from 0 over --ttt-warmup steps)")->check(finite)->capture_default_str();
   s->add_flag("--pre-conv", t.pre_conv, "pre_conv = true (Mamba backbone)");
-  s->add_option("--conv-kernel", t.conv_kernel, "conv_kernel")->check(CLI::PositiveNumber)->capture_default_str();
+  s->add_option("--conv-kernel", t.conv_kernel, "conv_kernel")->check(positive_number())->capture_default_str();
   s->add_flag("--share-qk", t.share_qk, "share_qk = true");
   s->add_flag("--use-gate", t.use_gate, "use_gate = true");
   s->add_option("--seq-len", t.seq_len, "Tokens per training sequence")->check(range(1, int64_t(1) << 30))->capture_default_str();
   s->add_option("--batch", t.batch, "Sequences per micro-batch")->check(range(1, int64_t(1) << 30))->capture_default_str();
   s->add_option("--accum", t.accum, "Micro-batches per step (gradient accumulation)")->check(range(1, int64_t(1) << 20))->capture_default_str();
   s->add_option("--steps", t.steps, "Optimiser steps (length of the schedule)")->check(range(1, int64_t(1) << 40))->capture_default_str();
-  s->add_option("--lr", t.lr, "Peak learning rate")->check(finite & CLI::PositiveNumber)->capture_default_str();
-  s->add_option("--min-lr", t.min_lr, "Floor of the cosine schedule")->check(finite & CLI::NonNegativeNumber)->capture_default_str();
+  s->add_option("--lr", t.lr, "Peak learning rate")->check(finite & positive_number())->capture_default_str();
+  s->add_option("--min-lr", t.min_lr, "Floor of the cosine schedule")->check(finite & non_negative_number())->capture_default_str();
   s->add_option("--warmup", t.warmup, "Linear warm-up steps (-1 = 10% of --steps)")->check(range(-1, int64_t(1) << 40))->capture_default_str();
   s->add_option("--ttt-warmup", t.ttt_warmup, "Warm-up steps of ttt_base_lr from 0 (-1 = --warmup)")->check(range(-1, int64_t(1) << 40))->capture_default_str();
   s->add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay (not on norms, biases, token index)")
-      ->check(finite & CLI::NonNegativeNumber)->capture_default_str();
+      ->check(finite & non_negative_number())->capture_default_str();
   s->add_option("--beta1", t.beta1, "AdamW beta1")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
   s->add_option("--beta2", t.beta2, "AdamW beta2")->check(CLI::Range(0.0, 0.999999))->capture_default_str();
-  s->add_option("--clip", t.clip, "Global gradient-norm clip (0 = off)")->check(finite & CLI::NonNegativeNumber)->capture_default_str();
+  s->add_option("--clip", t.clip, "Global gradient-norm clip (0 = off)")->check(finite & non_negative_number())->capture_default_str();
   s->add_option("--val-fraction", t.val_fraction, "Fraction of the tokens (the last ones) held out for validation")
       ->check(CLI::Range(0.0, 0.99))->capture_default_str();
-  s->add_option("--val-every", t.val_every, "Validation loss every N steps (0 = only at the end)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  s->add_option("--val-windows", t.val_windows, "Validation windows")->check(CLI::PositiveNumber)->capture_default_str();
-  s->add_option("--save-every", t.save_every, "Checkpoint every N steps (0 = only at the end)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  s->add_option("--stop-after", t.stop_after, "Stop after step N as if interrupted (--resume continues)")->check(CLI::NonNegativeNumber);
+  s->add_option("--val-every", t.val_every, "Validation loss every N steps (0 = only at the end)")->check(non_negative_number())->capture_default_str();
+  s->add_option("--val-windows", t.val_windows, "Validation windows")->check(positive_number())->capture_default_str();
+  s->add_option("--save-every", t.save_every, "Checkpoint every N steps (0 = only at the end)")->check(non_negative_number())->capture_default_str();
+  s->add_option("--stop-after", t.stop_after, "Stop after step N as if interrupted (--resume continues)")->check(non_negative_number());
   s->add_option("--seed", t.seed, "Seed of the initialisation and of the data order")->capture_default_str();
   s->add_option("--scan-checkpoint-group", t.scan_group,
                 "Backward keeps the inner state of every N-th mini-batch and recomputes the others "
@@ -321,15 +321,15 @@ Command add_train(CLI::App& app) {
       ->delimiter(',');
   s->add_option("--strides", t.strides, "--arch hier: hierarchical_stride, e.g. 1,1,2")->delimiter(',');
   s->add_option("--mixer", t.mixer, "--arch hier: attention or ttt-<learner>[-<inner optimizer>][-before] (" + ttt::inner::builtin_names<Learners>() + "; " + ttt::inner::optimizer_names<ttt::inner::BuiltinOptimizers>() + "), one or one per hierarchy")->delimiter(',');
-  s->add_option("--dim-head", t.dim_head, "--arch hier: dim_head (default hidden / heads)")->check(CLI::PositiveNumber);
-  s->add_option("--ff-mult", t.ff_mult, "--arch hier: ff_mult")->check(finite & CLI::PositiveNumber)->capture_default_str();
+  s->add_option("--dim-head", t.dim_head, "--arch hier: dim_head (default hidden / heads)")->check(positive_number());
+  s->add_option("--ff-mult", t.ff_mult, "--arch hier: ff_mult")->check(finite & positive_number())->capture_default_str();
   s->add_flag("--merge-all", t.merge_all, "--arch hier: hierarchy_merge_all = true");
-  s->add_option("--predict-hierarchy", t.predict_hierarchy, "--arch hier: predict_hierarchy")->check(CLI::PositiveNumber);
+  s->add_option("--predict-hierarchy", t.predict_hierarchy, "--arch hier: predict_hierarchy")->check(positive_number());
   s->add_flag("--predict-use-all", t.predict_use_all, "--arch hier: predict_use_all_hierarchy = true");
   s->add_option("--recon-weight", t.recon_weight, "--arch hier: recon_loss_weight")
-      ->check(finite & CLI::NonNegativeNumber)->capture_default_str();
+      ->check(finite & non_negative_number())->capture_default_str();
   s->add_option("--ar-weight", t.ar_weight, "--arch hier: hierarchical_ar_loss_weight")
-      ->check(finite & CLI::NonNegativeNumber)->capture_default_str();
+      ->check(finite & non_negative_number())->capture_default_str();
   s->add_option("--ignore-index", t.ignore_index, "--arch hier: ignore_index of the cross entropy")->capture_default_str();
   return {s, [a, s] {
             for (const CLI::Option* op : s->get_options())

@@ -847,13 +847,10 @@ int main(int argc, char** argv) {
         check_model_name(m), o.models.push_back(m);
       }
     }
-    if (o_lr->count()) {
-      if (!(one_lr > 0)) throw ttt::Error("--lr: " + fmt(one_lr) + " is not a positive learning rate");
-      o.lrs = {one_lr};
-    }
+    if (o_lr->count()) o.lrs = {one_lr};
     if (o.lrs.empty()) throw ttt::Error("--lrs needs at least one learning rate");
     for (double lr : o.lrs)
-      if (!(lr > 0) || lr > 1) throw ttt::Error("--lrs: " + fmt(lr) + " is outside (0, 1]");
+      if (!(lr > 0) || lr > 1) throw ttt::Error(std::string(o_lr->count() ? "--lr" : "--lrs") + ": " + fmt(lr) + " is outside (0, 1]");
     // the task's defaults (README, "Long-context study"), then --full's
     const bool text = o.task.rfind("text:", 0) == 0, mqar = o.task == "mqar";
     if (!o_ctx->count()) o.contexts = {mqar ? 64 : text ? 1024 : 64};

@@ -248,6 +248,8 @@ case_usage_errors() {
   run 2 init --out m2 --layer transformer && check_err "ttt init: " "--layer"
   run 2 init --out m2 --hidden 64 --heads 3 && check_err "ttt init: " "num_attention_heads"
   run 2 init --out m2 --hidden abc && check_err "ttt init: " "--hidden"
+  run 2 init --out m2 --intermediate -5 && check_err "ttt init: " "--intermediate" "must be >= 0, got -5"
+  run 2 init --out m2 --vocab 0 && check_err "ttt init: " "--vocab" "must be > 0, got 0"
   run 2 init --out model && check_err "ttt init: " "--force"
   # bad flags are reported before the model is read
   run 2 generate --model /nonexistent --prompt-ids 1 --top-p 2 && check_err "ttt generate: " "--top-p"
@@ -464,6 +466,9 @@ case_train_errors() {
   run 2 train --data corpus --out o3 "${m[@]}" --layer foo && check_err "ttt train: " "--layer"
   run 2 train --data corpus --out o3 "${m[@]}" --steps 0 && check_err "ttt train: " "--steps"
   run 2 train --data corpus --out o3 "${m[@]}" --lr nan && check_err "ttt train: " "--lr"
+  run 2 train --data corpus --out o3 "${m[@]}" --lr -1 && check_err "ttt train: " "--lr" "must be > 0, got -1"
+  run 2 train --data corpus --out o3 "${m[@]}" --weight-decay -0.5 && check_err "ttt train: " "--weight-decay" "must be >= 0, got -0.5"
+  run 2 train --data corpus --out o3 "${m[@]}" --val-windows 0 && check_err "ttt train: " "--val-windows" "must be > 0, got 0"
   run 2 train --out o3 "${m[@]}" && check_err "ttt train: " "--data"
   run 2 train --data corpus --out o3 --hidden 15 --heads 2 --steps 2 && check_err "ttt train: " "hidden_size"
   run 2 train --data corpus --out o3 "${m[@]}" --bogus && check_err "ttt train: " "--bogus"
