@@ -914,8 +914,8 @@ int main(int argc, char** argv) {
     Bar bar;
     try {
       size_t runs = o.contexts.size() * zoo.size() * (o.lrs.size() + o.seeds.size() - 1);  // + those beyond the grid
-      size_t k = 0, trained = 0;  // runs labelled; runs trained (not skipped) by this invocation
-      double trained_s = 0;
+      size_t k = 0;                   // runs labelled
+      std::vector<double> trained_s;  // seconds of each run this invocation trained (not skipped)
       for (int64_t L : o.contexts)
         for (const auto& e : zoo) {
           auto label = [&](uint64_t seed, double lr, const char* what) {
@@ -928,10 +928,11 @@ int main(int argc, char** argv) {
             const auto t = clk::now();
             const double v = run_one(o, R, *task, e, L, seed, r, label(seed, r, what), bar);
             if (!earlier && k < runs) {
-              trained_s += since(t), ++trained;
+              trained_s.push_back(since(t));
               bar.done();
-              std::fprintf(stderr, "study: %zu of %zu runs done, about %s of training left at this invocation's %s per run\n", k, runs,
-                           hms(trained_s / double(trained) * double(runs - k)).c_str(), hms(trained_s / double(trained)).c_str());
+              const double per_run = median(trained_s);  // a run slowed by a pause or another job moves it little
+              std::fprintf(stderr, "study: %zu of %zu runs done, about %s of training left at this invocation's %s per run (median)\n",
+                           k, runs, hms(per_run * double(runs - k)).c_str(), hms(per_run).c_str());
             }
             return v;
           };

@@ -440,6 +440,15 @@ inline Stat stat_of(const std::vector<double>& v) {
   return s;
 }
 
+/// The median of `v` (the mean of the middle two for an even count); NaN for none.
+inline double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  const size_t h = v.size() / 2;
+  std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(h), v.end());
+  if (v.size() % 2) return v[h];
+  return 0.5 * (v[h] + *std::max_element(v.begin(), v.begin() + std::ptrdiff_t(h)));
+}
+
 // ---- the learning-rate sweep -------------------------------------------------------------------
 
 /// The learning-rate sweep of one model and context. The grid's rates run first, in its order;

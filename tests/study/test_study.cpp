@@ -295,6 +295,14 @@ TEST_CASE("statistics over seeds: mean and sample sd of the finite values") {
   CHECK(std::isnan(stat_of({INFINITY}).mean));
 }
 
+TEST_CASE("median: the middle value, or the mean of the middle two") {
+  CHECK(median({3.0, 1.0, 2.0}) == 2.0);
+  CHECK(median({4.0, 1.0, 3.0, 2.0}) == 2.5);
+  CHECK(median({100.0, 1.0, 1.5}) == 1.5);  // one slow run (a pause) does not move it
+  CHECK(median({7.0}) == 7.0);
+  CHECK(std::isnan(median({})));
+}
+
 TEST_CASE("learning-rate sweep: the grid, then half or twice the edge while the choice sits there") {
   const std::vector<double> grid = {0.002, 0.004, 0.008, 0.016};
   // a validation score with its minimum at `best` (log2 distance), infinite above `diverge`
