@@ -563,9 +563,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
       md << "\nA model at the last row's level has learned that a value follows a query, not which one. Ranked by accuracy at "
          << grid.back() << " pairs: " << ranking(names, hardest, true, 3, 100) << ".\n\n";
       if (o.seeds.size() > 1) {  // a mean over seeds that disagree hides how: every seed's numbers
-        md << "Every seed (accuracy %, seeds ";
-        for (size_t i = 0; i < o.seeds.size(); ++i) md << (i ? " / " : "") << o.seeds[i];
-        md << "):\n\n| model |";
+        md << "Every seed (accuracy %, seeds " << join_ints(o.seeds, " / ") << "):\n\n| model |";
         for (int64_t P : grid) md << " " << P << " pairs |";
         md << "\n|---|";
         for (size_t i = 0; i < grid.size(); ++i) md << "---|";
@@ -634,9 +632,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
     md << "\nRanked by test loss: " << ranking(names, test_loss, false, 4) << ".  \nRanked by the last bucket (positions "
        << bucket_lo(bucket_of(L - 1)) << "-" << L - 1 << "): " << ranking(names, last_bucket, false, 3) << ".\n\n";
     if (o.seeds.size() > 1) {  // beside the means: every seed's numbers
-      md << "Every seed (seeds ";
-      for (size_t i = 0; i < o.seeds.size(); ++i) md << (i ? " / " : "") << o.seeds[i];
-      md << "):\n\n| model | test loss | last bucket |\n|---|---|---|\n";
+      md << "Every seed (seeds " << join_ints(o.seeds, " / ") << "):\n\n| model | test loss | last bucket |\n|---|---|---|\n";
       for (size_t mi = 0; mi < zoo.size(); ++mi)
         md << "| " << zoo[mi].name << " | " << every_seed[mi].first << " | " << every_seed[mi].second << " |\n";
       md << "\n";
@@ -898,8 +894,7 @@ int main(int argc, char** argv) {
     R.write("run.json", run.dump(2) + "\n");
 
     std::printf("study: task %s, %zu models, training contexts %s, %lld tokens each, seeds %s -> %s\n", o.task.c_str(),
-                zoo.size(), join([&] { std::vector<std::string> v; for (auto L : o.contexts) v.push_back(std::to_string(L)); return v; }()).c_str(),
-                (long long)o.tokens, join([&] { std::vector<std::string> v; for (auto s : o.seeds) v.push_back(std::to_string(s)); return v; }()).c_str(),
+                zoo.size(), join_ints(o.contexts).c_str(), (long long)o.tokens, join_ints(o.seeds).c_str(),
                 o.out.c_str());
     const std::string state_col = "state@" + std::to_string(o.time_contexts.back());
     std::printf("%-18s %-56s %10s %10s %8s %14s\n", "model", "what", "params", "per token", "width", state_col.c_str());

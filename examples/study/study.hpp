@@ -53,6 +53,14 @@ inline std::string join(const std::vector<std::string>& v, const std::string& se
   return s;
 }
 
+/// "0 / 1 / 2": integers (seeds, contexts) joined by `sep`.
+template <class I>
+std::string join_ints(const std::vector<I>& v, const std::string& sep = ", ") {
+  std::vector<std::string> s;
+  for (const I& x : v) s.push_back(std::to_string(x));
+  return join(s, sep);
+}
+
 // ---- the model zoo's names (zoo.hpp builds the models) ------------------------------------
 
 /// Sizes shared by every model of a study; each model gets its own SwiGLU width
