@@ -452,8 +452,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
   for (const auto& e : zoo) names.push_back(e.name);
   std::ostringstream md;
   const auto mach = machine();
-  std::string seeds;
-  for (auto sd : o.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(sd);
+  const std::string seeds = join_ints(o.seeds);
   std::string lrs;
   for (double lr : o.lrs) lrs += (lrs.empty() ? "" : ", ") + lr_str(lr);
   md << "# Long-context study: " << o.task << "\n\n"
@@ -523,6 +522,25 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
     return ids;
   };
   auto finished = [&](const std::string& id) { return !diverged(R, id); };
+  // every seed's training loss in eighths of its run: a plateau that one seed left and another did not
+  auto curves = [&](int64_t L) {
+    constexpr int kParts = 8;
+    md << "Training loss" << (is_mqar(task) ? " at the answers" : "") << " of every seed at the chosen rate, the mean over each "
+       << "eighth of the run's " << steps_for(o, L) << " steps:\n\n| model | seed |";
+    for (int k = 1; k <= kParts; ++k) md << " " << k << "/8 |";
+    md << "\n|---|---|";
+    for (int k = 0; k < kParts; ++k) md << "---|";
+    md << "\n";
+    for (const auto& e : zoo)
+      for (size_t i = 0; i < o.seeds.size(); ++i) {
+        const auto ids = seed_runs(e, L);
+        const auto span = loss_by_span(read_csv(R.path("train/" + ids[i] + ".csv")), steps_for(o, L), kParts);
+        md << "| " << e.name << " | " << o.seeds[i] << " |";
+        for (double v : span) md << " " << (std::isnan(v) ? std::string("diverged") : fmt(v, 3)) << " |";
+        md << "\n";
+      }
+    md << "\n";
+  };
 
   for (int64_t L : o.contexts) {
     if (is_mqar(task)) {
@@ -583,6 +601,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
         }
         md << "\n";
       }
+      curves(L);
       band_plot(R, "mqar_accuracy_L" + std::to_string(L), "pairs", names, rows, "set logscale x 2\nset yrange [0:100]\n",
                 "recall accuracy (MQAR, context " + std::to_string(L) + "; test split, mean and one sd over seeds)",
                 "key-value pairs in the sequence", "accuracy at the answers (%)", 100,
@@ -637,6 +656,7 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
         md << "| " << zoo[mi].name << " | " << every_seed[mi].first << " | " << every_seed[mi].second << " |\n";
       md << "\n";
     }
+    curves(L);
     const std::string nm = "loss_by_position_L" + std::to_string(L);
     band_plot(R, nm, "position", names, rows, "set logscale x 2\n",
               "test loss by token position (" + o.task + ", context " + std::to_string(L) + "; mean and one sd over seeds)",

@@ -457,6 +457,22 @@ inline double median(std::vector<double> v) {
   return 0.5 * (v[h] + *std::max_element(v.begin(), v.begin() + std::ptrdiff_t(h)));
 }
 
+/// A training log's loss (column 1 of rows that start with the step, counted from 1) averaged over
+/// each of `parts` equal spans of the `steps` a run takes: where a mean over seeds hides that one
+/// seed left a plateau and another did not. A span with no logged step (a run that diverged
+/// before it) is NaN.
+inline std::vector<double> loss_by_span(const std::vector<std::vector<double>>& log, int64_t steps, int parts) {
+  std::vector<double> sum(size_t(parts), 0.0), n(size_t(parts), 0.0);
+  for (const auto& r : log) {
+    const int64_t s = int64_t(r[0]) - 1;  // steps 1 .. steps
+    if (s < 0 || s >= steps) continue;
+    const size_t k = size_t(s * parts / steps);
+    sum[k] += r[1], n[k] += 1;
+  }
+  for (size_t k = 0; k < sum.size(); ++k) sum[k] = n[k] > 0 ? sum[k] / n[k] : NAN;
+  return sum;
+}
+
 // ---- the learning-rate sweep -------------------------------------------------------------------
 
 /// The learning-rate sweep of one model and context. The grid's rates run first, in its order;

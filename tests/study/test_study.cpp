@@ -303,6 +303,24 @@ TEST_CASE("median: the middle value, or the mean of the middle two") {
   CHECK(std::isnan(median({})));
 }
 
+TEST_CASE("training loss by span: the mean over equal spans of the steps; a span never reached is NaN") {
+  std::vector<std::vector<double>> log;
+  for (int s = 1; s <= 16; ++s) log.push_back({double(s), double(s), 0.01, 0, 0});  // loss = step
+  const auto q = loss_by_span(log, 16, 4);
+  REQUIRE(q.size() == 4);
+  CHECK(q[0] == doctest::Approx(2.5));   // steps 1-4
+  CHECK(q[3] == doctest::Approx(14.5));  // steps 13-16
+  const auto u = loss_by_span(log, 10, 3);  // uneven spans of 10 steps: 1-4, 5-7, 8-10; steps past 10 ignored
+  CHECK(u[0] == doctest::Approx(2.5));
+  CHECK(u[1] == doctest::Approx(6.0));
+  CHECK(u[2] == doctest::Approx(9.0));
+  log.resize(5);  // a run that diverged at step 6
+  const auto d = loss_by_span(log, 16, 4);
+  CHECK(d[1] == doctest::Approx(5.0));
+  CHECK(std::isnan(d[2]));
+  CHECK(std::isnan(d[3]));
+}
+
 TEST_CASE("learning-rate sweep: the grid, then half or twice the edge while the choice sits there") {
   const std::vector<double> grid = {0.002, 0.004, 0.008, 0.016};
   // a validation score with its minimum at `best` (log2 distance), infinite above `diverge`
