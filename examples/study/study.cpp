@@ -877,7 +877,7 @@ int main(int argc, char** argv) {
       if (!o_hid->count()) o.spec.hidden = 128;
       if (!o_lay->count()) o.spec.layers = 4;
       if (!o_ctx->count()) o.contexts = mqar ? std::vector<int64_t>{64, 128, 256} : text ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{512, 2048};
-      if (!o_tok->count()) o.tokens = 1048576;  // about 7 hours for both tasks on 2 cores (docs/study.md)
+      if (!o_tok->count()) o.tokens = 1048576;  // about 9 hours for both tasks on 2 cores (docs/study.md)
       if (!o_edge->count()) o.edge_steps = 2;
       if (o.out == "results/study/default") o.out = "results/study/full";
     }
