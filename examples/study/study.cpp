@@ -531,14 +531,15 @@ void summarize(const Options& o, const Results& R, const Task& task, const std::
     md << "\n|---|---|";
     for (int k = 0; k < kParts; ++k) md << "---|";
     md << "\n";
-    for (const auto& e : zoo)
-      for (size_t i = 0; i < o.seeds.size(); ++i) {
-        const auto ids = seed_runs(e, L);
+    for (const auto& e : zoo) {
+      const auto ids = seed_runs(e, L);
+      for (size_t i = 0; i < ids.size(); ++i) {
         const auto span = loss_by_span(read_csv(R.path("train/" + ids[i] + ".csv")), steps_for(o, L), kParts);
         md << "| " << e.name << " | " << o.seeds[i] << " |";
         for (double v : span) md << " " << (std::isnan(v) ? std::string("diverged") : fmt(v, 3)) << " |";
         md << "\n";
       }
+    }
     md << "\n";
   };
 
