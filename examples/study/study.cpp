@@ -929,9 +929,19 @@ int main(int argc, char** argv) {
     const auto t0 = clk::now();
     Bar bar;
     try {
-      size_t runs = o.contexts.size() * zoo.size() * (o.lrs.size() + o.seeds.size() - 1);  // + those beyond the grid
+      const size_t per_pair = o.lrs.size() + o.seeds.size() - 1;  // the grid's runs of one (context, model)
+      size_t runs = o.contexts.size() * zoo.size() * per_pair;      // + those beyond the grid, counted as they come
       size_t k = 0;                   // runs labelled
       std::vector<double> trained_s;  // seconds of each run this invocation trained (not skipped)
+      // runs that --resume will skip in the (context, model) pairs not yet begun (at most the grid's count
+      // each), so the time left counts only runs to train
+      std::vector<size_t> done_in;  // [pair]: its runs finished earlier
+      for (int64_t L : o.contexts)
+        for (const auto& e : zoo)
+          done_in.push_back(std::min(per_pair, R.done_with_prefix("run-" + e.name + "-L" + std::to_string(L) + "-s")));
+      std::vector<size_t> skip_after(done_in.size(), 0);  // [pair]: those in the pairs after it
+      for (size_t i = done_in.size() - 1; i-- > 0;) skip_after[i] = skip_after[i + 1] + done_in[i + 1];
+      size_t pair = 0;
       for (int64_t L : o.contexts)
         for (const auto& e : zoo) {
           auto label = [&](uint64_t seed, double lr, const char* what) {
@@ -947,8 +957,9 @@ int main(int argc, char** argv) {
               trained_s.push_back(since(t));
               bar.done();
               const double per_run = median(trained_s);  // a run slowed by a pause or another job moves it little
+              const size_t left = runs - k - std::min(runs - k, skip_after[pair]);
               std::fprintf(stderr, "study: %zu of %zu runs done, about %s of training left at this invocation's %s per run (median)\n",
-                           k, runs, hms(per_run * double(runs - k)).c_str(), hms(per_run).c_str());
+                           k, runs, hms(per_run * double(left)).c_str(), hms(per_run).c_str());
             }
             return v;
           };
@@ -958,6 +969,7 @@ int main(int argc, char** argv) {
                               return train(o.seeds[0], r, o.lrs.size() > 1 ? "sweep" : "train");
                             }).chosen;
           for (size_t i = 1; i < o.seeds.size(); ++i) train(o.seeds[i], lr, "seed");
+          ++pair;
         }
       bar.done();
       const std::string exe = fs::read_symlink("/proc/self/exe").string();

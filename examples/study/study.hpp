@@ -542,6 +542,16 @@ class Results {
   fs::path path(const std::string& file) const { return dir_ / file; }
   bool done(const std::string& part) const { return resume_ && fs::exists(dir_ / "parts" / (part + ".done")); }
   void finish(const std::string& part) const { write("parts/" + part + ".done", part + "\n"); }
+  /// How many finished parts' names start with `prefix` (0 without resume: nothing counts as done).
+  size_t done_with_prefix(const std::string& prefix) const {
+    size_t n = 0;
+    if (!resume_) return n;
+    for (const auto& e : fs::directory_iterator(dir_ / "parts")) {
+      const std::string name = e.path().filename().string();
+      n += name.starts_with(prefix) && name.ends_with(".done");
+    }
+    return n;
+  }
   /// Atomic: the file is either its old content or `text`, never half written.
   void write(const std::string& file, const std::string& text) const {
     fs::create_directories((dir_ / file).parent_path());

@@ -262,6 +262,12 @@ TEST_CASE("results: atomic files, resume skips finished parts, refuses other set
     Results r(d, s, true);
     CHECK(r.done("train-a"));
     CHECK_FALSE(r.done("train-b"));
+    r.finish("train-ab");
+    r.finish("time-a");
+    CHECK(r.done_with_prefix("train-a") == 2);
+    CHECK(r.done_with_prefix("train-") == 2);
+    CHECK(r.done_with_prefix("time-") == 1);
+    CHECK(r.done_with_prefix("eval-") == 0);
   }
   nlohmann::json other = s;
   other["tokens"] = 200;
