@@ -202,8 +202,10 @@ void MixerGrad<AttentionLayer<S>>::backward(const Layer& w, Layer& g, CRefT<S> d
 #if defined(TTT_PRECOMPILED)
 namespace ttt {
 extern template class AttentionLayer<float>;
-extern template class AttentionLayer<double>;
 extern template struct MixerGrad<AttentionLayer<float>>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
+extern template class AttentionLayer<double>;
 extern template struct MixerGrad<AttentionLayer<double>>;
+#endif
 }  // namespace ttt
 #endif

@@ -507,12 +507,14 @@ void TTTLayer<L, S, Opts>::forward_rows(const M& X, std::span<State* const> stat
 #include "../inner/swiglu.hpp"
 namespace ttt {
 extern template class TTTLayer<inner::Linear, float>;
-extern template class TTTLayer<inner::Linear, double>;
 extern template class TTTLayer<inner::MLP, float>;
 extern template class TTTLayer<inner::SwiGLU, float>;
 extern template class TTTLayer<inner::LinearAttention, float>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
+extern template class TTTLayer<inner::Linear, double>;
 extern template class TTTLayer<inner::MLP, double>;
 extern template class TTTLayer<inner::SwiGLU, double>;
 extern template class TTTLayer<inner::LinearAttention, double>;
+#endif
 }  // namespace ttt
 #endif

@@ -427,12 +427,14 @@ class LayerGrad {
 #include "../inner/swiglu.hpp"
 namespace ttt {
 extern template struct MixerGrad<TTTLayer<inner::Linear, float>>;
-extern template struct MixerGrad<TTTLayer<inner::Linear, double>>;
 extern template struct MixerGrad<TTTLayer<inner::MLP, float>>;
 extern template struct MixerGrad<TTTLayer<inner::SwiGLU, float>>;
 extern template struct MixerGrad<TTTLayer<inner::LinearAttention, float>>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
+extern template struct MixerGrad<TTTLayer<inner::Linear, double>>;
 extern template struct MixerGrad<TTTLayer<inner::MLP, double>>;
 extern template struct MixerGrad<TTTLayer<inner::SwiGLU, double>>;
 extern template struct MixerGrad<TTTLayer<inner::LinearAttention, double>>;
+#endif
 }  // namespace ttt
 #endif

@@ -368,14 +368,16 @@ void CausalLM<Mixer>::forward_rows(std::span<State* const> states, std::span<con
 #include "../layers/ttt_layer.hpp"
 namespace ttt {
 extern template class CausalLM<TTTLayer<inner::Linear, float>>;
-extern template class CausalLM<TTTLayer<inner::Linear, double>>;
 extern template class CausalLM<TTTLayer<inner::MLP, float>>;
 extern template class CausalLM<TTTLayer<inner::SwiGLU, float>>;
 extern template class CausalLM<TTTLayer<inner::LinearAttention, float>>;
+extern template class CausalLM<AttentionLayer<float>>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
+extern template class CausalLM<TTTLayer<inner::Linear, double>>;
 extern template class CausalLM<TTTLayer<inner::MLP, double>>;
 extern template class CausalLM<TTTLayer<inner::SwiGLU, double>>;
 extern template class CausalLM<TTTLayer<inner::LinearAttention, double>>;
-extern template class CausalLM<AttentionLayer<float>>;
 extern template class CausalLM<AttentionLayer<double>>;
+#endif
 }  // namespace ttt
 #endif

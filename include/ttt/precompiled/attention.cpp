@@ -7,14 +7,18 @@
 
 namespace ttt {
 template class AttentionLayer<float>;
-template class AttentionLayer<double>;
 template struct MixerGrad<AttentionLayer<float>>;
-template struct MixerGrad<AttentionLayer<double>>;
 template class CausalLM<AttentionLayer<float>>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)
+template class AttentionLayer<double>;
+template struct MixerGrad<AttentionLayer<double>>;
 template class CausalLM<AttentionLayer<double>>;
+#endif
 }  // namespace ttt
 
 namespace ttt::train {
 template class ModelGrad<TransformerModelT<float>>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)
 template class ModelGrad<TransformerModelT<double>>;
+#endif
 }  // namespace ttt::train

@@ -8,10 +8,12 @@
 namespace ttt::hier {
 template ad::Matrix<float> forward_logits<float>(const HierParams<float>&, const std::vector<int64_t>&,
                                                  ForwardExtras<float>*);
+template Losses loss<float>(const HierParams<float>&, const std::vector<std::vector<int64_t>>&, HierParams<float>*);
+template class Decoder<float>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)
 template ad::Matrix<double> forward_logits<double>(const HierParams<double>&, const std::vector<int64_t>&,
                                                    ForwardExtras<double>*);
-template Losses loss<float>(const HierParams<float>&, const std::vector<std::vector<int64_t>>&, HierParams<float>*);
 template Losses loss<double>(const HierParams<double>&, const std::vector<std::vector<int64_t>>&, HierParams<double>*);
-template class Decoder<float>;
 template class Decoder<double>;
+#endif
 }  // namespace ttt::hier

@@ -144,6 +144,7 @@ GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, 
 #include "../inner/mlp.hpp"
 #include "../inner/swiglu.hpp"
 namespace ttt::train {
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
 extern template GradCheckResult check_learner_forward<inner::Linear>(int64_t, int64_t, uint64_t);
 extern template GradCheckResult check_learner_forward<inner::MLP>(int64_t, int64_t, uint64_t);
 extern template GradCheckResult check_learner_forward<inner::SwiGLU>(int64_t, int64_t, uint64_t);
@@ -152,5 +153,6 @@ extern template GradCheckResult check_learner_backward<inner::Linear>(int64_t, i
 extern template GradCheckResult check_learner_backward<inner::MLP>(int64_t, int64_t, uint64_t, double);
 extern template GradCheckResult check_learner_backward<inner::SwiGLU>(int64_t, int64_t, uint64_t, double);
 extern template GradCheckResult check_learner_backward<inner::LinearAttention>(int64_t, int64_t, uint64_t, double);
+#endif
 }  // namespace ttt::train
 #endif

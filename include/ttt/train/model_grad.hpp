@@ -284,14 +284,16 @@ double loss_and_grad(const Model& model, const std::vector<std::vector<int64_t>>
 #include "../models/ttt_model.hpp"
 namespace ttt::train {
 extern template class ModelGrad<TTTModel<inner::Linear, float>>;
-extern template class ModelGrad<TTTModel<inner::Linear, double>>;
 extern template class ModelGrad<TTTModel<inner::MLP, float>>;
 extern template class ModelGrad<TTTModel<inner::SwiGLU, float>>;
 extern template class ModelGrad<TTTModel<inner::LinearAttention, float>>;
+extern template class ModelGrad<TransformerModelT<float>>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
+extern template class ModelGrad<TTTModel<inner::Linear, double>>;
 extern template class ModelGrad<TTTModel<inner::MLP, double>>;
 extern template class ModelGrad<TTTModel<inner::SwiGLU, double>>;
 extern template class ModelGrad<TTTModel<inner::LinearAttention, double>>;
-extern template class ModelGrad<TransformerModelT<float>>;
 extern template class ModelGrad<TransformerModelT<double>>;
+#endif
 }  // namespace ttt::train
 #endif

@@ -535,6 +535,8 @@ std::vector<int64_t> generate_cached(const HierarchicalTransformerT<T, Learners>
 #if defined(TTT_PRECOMPILED)
 namespace ttt::hier {
 extern template class Decoder<float>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
 extern template class Decoder<double>;
+#endif
 }  // namespace ttt::hier
 #endif

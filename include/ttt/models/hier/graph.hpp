@@ -358,7 +358,9 @@ ad::Matrix<T> forward_logits(const HierParams<T, Ls>& p, const std::vector<int64
 namespace ttt::hier {
 extern template ad::Matrix<float> forward_logits<float>(const HierParams<float>&, const std::vector<int64_t>&,
                                                         ForwardExtras<float>*);
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
 extern template ad::Matrix<double> forward_logits<double>(const HierParams<double>&, const std::vector<int64_t>&,
                                                           ForwardExtras<double>*);
+#endif
 }  // namespace ttt::hier
 #endif

@@ -171,7 +171,9 @@ double loss_and_grad(const HierarchicalTransformerT<T, Ls>& model, const std::ve
 #if defined(TTT_PRECOMPILED)
 namespace ttt::hier {
 extern template Losses loss<float>(const HierParams<float>&, const std::vector<std::vector<int64_t>>&, HierParams<float>*);
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double and the learner checks: tests (TTT_PRECOMPILED_DOUBLE)
 extern template Losses loss<double>(const HierParams<double>&, const std::vector<std::vector<int64_t>>&,
                                     HierParams<double>*);
+#endif
 }  // namespace ttt::hier
 #endif
