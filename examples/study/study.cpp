@@ -811,12 +811,12 @@ int main(int argc, char** argv) {
   CLI::App app{"study: the long-context scaling study of TTT layers against attention (see README.md)", "study"};
   app.add_option("--task", o.task, "mqar | copy | text:PATH (a text file or folder, byte-level)")->capture_default_str();
   app.add_option("--models", models_arg, "comma-separated subset of: " + join(model_names()) +
-                                             " (default: ttt-linear, ttt-mlp, ttt-linear-mamba, transformer, swa; --full: the first seven; 'hier' = the four hier-* models)");
+                                             " (default: " + join(default_model_names()) + "; --full: the first seven; 'hier' = the four hier-* models)");
   auto* o_ctx = app.add_option("--contexts", o.contexts, "training contexts L (default: mqar 64, text 1024, copy 64; --full: mqar 64,128,256, text 1024,4096)")->delimiter(',');
   auto* o_tctx = app.add_option("--time-contexts", o.time_contexts, "contexts of the time/memory measurements")->delimiter(',');
   auto* o_seeds = app.add_option("--seeds", o.seeds, "seeds (data and initialisation): mean and sd over them; the first one runs the learning-rate sweep")
                       ->delimiter(',')->capture_default_str();
-  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per run (default: text 262144, other tasks 524288; --full 1048576)");
+  auto* o_tok = app.add_option("--tokens", o.tokens, "training tokens per run (default 524288; --full 1048576)");
   app.add_option("--batch", o.batch, "sequences per step (default: text 2, otherwise 8)")->check(CLI::Range(1, 4096));
   auto* o_lrs = app.add_option("--lrs", o.lrs, "the learning-rate grid swept per model and context (AdamW peak, cosine, 10% warm-up)")
                     ->delimiter(',')->capture_default_str();
@@ -872,8 +872,7 @@ int main(int argc, char** argv) {
     const bool text = o.task.rfind("text:", 0) == 0, mqar = o.task == "mqar";
     if (!o_ctx->count()) o.contexts = {mqar ? 64 : text ? 1024 : 64};
     if (o.batch <= 0) o.batch = text ? 2 : 8;
-    // text at half the recall budget: the default's two parts and its build fit in 15 minutes on 2 cores
-    if (!o_tok->count()) o.tokens = text ? 262144 : 524288;
+    if (!o_tok->count()) o.tokens = 524288;
     if (o.full) {
       if (models_arg.empty()) o.models = full_model_names();
       if (!o_hid->count()) o.spec.hidden = 128;
