@@ -897,7 +897,7 @@ int main(int argc, char** argv) {
     if (o.match != "per-token" && o.match != "none")
       throw ttt::Error("--match: '" + o.match + "' is not one of per-token, none");
     const auto widths = o.match == "none" ? std::vector<int64_t>(o.models.size(), (8 * o.spec.hidden / 3 + 7) / 8 * 8)
-                                          : matched_widths(o.models, o.spec);
+                                          : matched_widths(o.models, o.spec, full_model_names());
     for (size_t i = 0; i < o.models.size(); ++i) {
       auto m = make_model(o.models[i], o.spec, widths[i]);
       zoo.push_back({o.models[i], widths[i], m->num_params(), m->per_token_params()});

@@ -327,14 +327,18 @@ inline std::unique_ptr<Model> make_model(const std::string& name, const Spec& s,
 
 /// Feedforward widths (SwiGLU; GELU for hier-*) that give every model about the per-token
 /// parameter count (Model::per_token_params) of the largest one at the base width 8C/3 (rounded
-/// to 8): the rest of a model's parameters differ with the mixer. Matching the per-token count
-/// keeps a flat baseline from absorbing the hierarchical model's training-only reconstruction
-/// heads (8 x 256 x 64 weights at the (1, 2, 8) level 8 alone) into a wider feedforward.
-inline std::vector<int64_t> matched_widths(const std::vector<std::string>& names, const Spec& s) {
+/// to 8), among `names` and `reference`: the rest of a model's parameters differ with the mixer.
+/// Matching the per-token count keeps a flat baseline from absorbing the hierarchical model's
+/// training-only reconstruction heads (8 x 256 x 64 weights at the (1, 2, 8) level 8 alone) into
+/// a wider feedforward. With a fixed `reference` (the study passes its seven standard models) a
+/// model has the same size whichever others run beside it.
+inline std::vector<int64_t> matched_widths(const std::vector<std::string>& names, const Spec& s,
+                                           const std::vector<std::string>& reference = {}) {
   const int64_t base = (8 * s.hidden / 3 + 7) / 8 * 8;
   std::vector<int64_t> n;
   for (const auto& m : names) n.push_back(make_model(m, s, base)->per_token_params());
-  const int64_t target = *std::max_element(n.begin(), n.end());
+  int64_t target = *std::max_element(n.begin(), n.end());
+  for (const auto& m : reference) target = std::max(target, make_model(m, s, base)->per_token_params());
   std::vector<int64_t> w;
   for (size_t i = 0; i < names.size(); ++i) {
     // parameters per unit of width, measured (3 hidden x layers for SwiGLU; 2 hidden x layers x

@@ -45,6 +45,20 @@ TEST_CASE("hier-* models: matched per-token parameter counts with the TTT and at
   }
 }
 
+TEST_CASE("matched widths with a reference set: a model's size does not depend on the others run beside it") {
+  const Spec s = small_spec();
+  const std::vector<std::string> reference = {"ttt-linear", "ttt-mlp", "transformer", "swa"};
+  const auto all = matched_widths(reference, s);
+  const auto two = matched_widths({"ttt-linear", "swa"}, s, reference);
+  CHECK(two[0] == all[0]);
+  CHECK(two[1] == all[3]);
+  // without the reference the target is the largest of the two, and TTT-MLP (its inner MLP's
+  // weights run per token) is larger than both: the widths shrink
+  const auto alone = matched_widths({"ttt-linear", "swa"}, s);
+  CHECK(alone[0] < two[0]);
+  CHECK(alone[1] < two[1]);
+}
+
 TEST_CASE("hier-* models: state bytes as the decoder holds them; local windows and TTT keep them flat") {
   const Spec s = small_spec();
   for (const std::string name : {"hier-local", "hier-1-2", "hier-1-2-8", "hier-ttt"}) {
