@@ -8,4 +8,4 @@ set title "measured peak RSS of one process: prefill + decode at the context"
 set xlabel "context (tokens)"
 set ylabel "MiB"
 set logscale x 2
-plot for [i=2:6] 'peak_rss.csv' using 1:i with linespoints lw 2
+plot for [i=2:5] 'peak_rss.csv' using 1:i with linespoints lw 2

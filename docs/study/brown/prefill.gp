@@ -9,4 +9,4 @@ set xlabel "context (tokens)"
 set ylabel "microseconds per token"
 set logscale x 2
 set logscale y 10
-plot for [i=2:6] 'prefill.csv' using 1:i with linespoints lw 2
+plot for [i=2:5] 'prefill.csv' using 1:i with linespoints lw 2

@@ -9,4 +9,4 @@ set xlabel "context (tokens)"
 set ylabel "bytes"
 set logscale x 2
 set logscale y 10
-plot for [i=2:6] 'state_bytes.csv' using 1:i with linespoints lw 2
+plot for [i=2:5] 'state_bytes.csv' using 1:i with linespoints lw 2
