@@ -27,10 +27,8 @@ nvcc=$(command -v nvcc || true)
 # busy to the end of the build (a folder made with another generator keeps it)
 gen=()
 [ ! -f build/CMakeCache.txt ] && command -v ninja >/dev/null && gen=(-G Ninja)
-# the library's double instances (the tests' finite differences, on tiny shapes) at -O1: a quarter
-# less of their compile time
 cmake "${gen[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
-  -DTTT_BUILD_BENCHMARKS=ON -DTTT_PRECOMPILED_DOUBLE_OPTIONS=-O1 "${cuda[@]}" >/dev/null
+  -DTTT_BUILD_BENCHMARKS=ON "${cuda[@]}" >/dev/null
 cmake --build build -j"$jobs"
 echo "== test suite (ctest) $(at)"
 # OpenMP threads that wait by sleeping, not spinning: ctest -j runs tests side by side, and a
