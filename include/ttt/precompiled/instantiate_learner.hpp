@@ -10,28 +10,25 @@
 #include <ttt/train/gradcheck.hpp>
 #include <ttt/train/model_grad.hpp>
 
-// Built with TTT_PRECOMPILED_DOUBLE=OFF (TTT_PRECOMPILED_FLOAT_ONLY), float alone: a program that
-// runs models in float (the study, scripts/demo.sh) builds the library in about half the time.
-#define TTT_INSTANTIATE_LEARNER_FLOAT(L)                                                              \
+// One scalar's instances of L (layer, its reverse pass, the language model and its gradient).
+#define TTT_INSTANTIATE_LEARNER_IN(L, S)                                                              \
   namespace ttt {                                                                                     \
-  template class TTTLayer<L, float>;                                                                  \
-  template struct MixerGrad<TTTLayer<L, float>>;                                                      \
-  template class CausalLM<TTTLayer<L, float>>;                                                        \
+  template class TTTLayer<L, S>;                                                                      \
+  template struct MixerGrad<TTTLayer<L, S>>;                                                          \
+  template class CausalLM<TTTLayer<L, S>>;                                                            \
   namespace train {                                                                                   \
-  template class ModelGrad<TTTModel<L, float>>;                                                       \
+  template class ModelGrad<TTTModel<L, S>>;                                                           \
   }                                                                                                   \
   }
+#define TTT_INSTANTIATE_LEARNER_FLOAT(L) TTT_INSTANTIATE_LEARNER_IN(L, float)
 #define TTT_INSTANTIATE_LEARNER_DOUBLE(L)                                                             \
-  namespace ttt {                                                                                     \
-  template class TTTLayer<L, double>;                                                                 \
-  template struct MixerGrad<TTTLayer<L, double>>;                                                     \
-  template class CausalLM<TTTLayer<L, double>>;                                                       \
-  namespace train {                                                                                   \
-  template class ModelGrad<TTTModel<L, double>>;                                                      \
+  TTT_INSTANTIATE_LEARNER_IN(L, double)                                                               \
+  namespace ttt::train {                                                                              \
   template GradCheckResult check_learner_forward<L>(int64_t, int64_t, uint64_t);                      \
   template GradCheckResult check_learner_backward<L>(int64_t, int64_t, uint64_t, double);             \
-  }                                                                                                   \
   }
+// Built with TTT_PRECOMPILED_DOUBLE=OFF (TTT_PRECOMPILED_FLOAT_ONLY), float alone: a program that
+// runs models in float (the study, scripts/demo.sh) builds the library in about half the time.
 #if defined(TTT_PRECOMPILED_FLOAT_ONLY)
 #define TTT_INSTANTIATE_LEARNER(L) TTT_INSTANTIATE_LEARNER_FLOAT(L)
 #else
