@@ -1,5 +1,5 @@
-// ttt::precompiled: the hierarchical transformer's forward,
-// loss (with gradients) and cached decoder, in float and double (see linear.cpp).
+// ttt::precompiled: the hierarchical transformer's forward, loss (with gradients) and cached
+// decoder, in float (see linear.cpp; double: double/hier.cpp).
 #include <ttt/models/hier/decode.hpp>
 #include <ttt/models/hier/graph.hpp>
 #include <ttt/models/hier/loss.hpp>
@@ -10,10 +10,4 @@ template ad::Matrix<float> forward_logits<float>(const HierParams<float>&, const
                                                  ForwardExtras<float>*);
 template Losses loss<float>(const HierParams<float>&, const std::vector<std::vector<int64_t>>&, HierParams<float>*);
 template class Decoder<float>;
-#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)
-template ad::Matrix<double> forward_logits<double>(const HierParams<double>&, const std::vector<int64_t>&,
-                                                   ForwardExtras<double>*);
-template Losses loss<double>(const HierParams<double>&, const std::vector<std::vector<int64_t>>&, HierParams<double>*);
-template class Decoder<double>;
-#endif
 }  // namespace ttt::hier

@@ -1,7 +1,7 @@
-// The instances of one learner L (TTT layer, its reverse pass, the language model and its gradient,
-// the learner checks) in float and double (float alone with TTT_PRECOMPILED_FLOAT_ONLY);
-// <learner>.cpp expands it once per learner, in its own translation unit so that the learners
-// compile in parallel.
+// The instances of one learner L (TTT layer, its reverse pass, the language model and its gradient)
+// in float, and in double with the learner checks: <learner>.cpp expands the float macro and
+// double/<learner>.cpp the double one (the double units are compiled apart: the top CMakeLists.txt,
+// ttt_precompiled_double).
 #pragma once
 #include <ttt/layers/ttt_layer.hpp>
 #include <ttt/layers/ttt_layer_grad.hpp>
@@ -27,10 +27,3 @@
   template GradCheckResult check_learner_forward<L>(int64_t, int64_t, uint64_t);                      \
   template GradCheckResult check_learner_backward<L>(int64_t, int64_t, uint64_t, double);             \
   }
-// Built with TTT_PRECOMPILED_DOUBLE=OFF (TTT_PRECOMPILED_FLOAT_ONLY), float alone: a program that
-// runs models in float (the study, scripts/demo.sh) builds the library in about half the time.
-#if defined(TTT_PRECOMPILED_FLOAT_ONLY)
-#define TTT_INSTANTIATE_LEARNER(L) TTT_INSTANTIATE_LEARNER_FLOAT(L)
-#else
-#define TTT_INSTANTIATE_LEARNER(L) TTT_INSTANTIATE_LEARNER_FLOAT(L) TTT_INSTANTIATE_LEARNER_DOUBLE(L)
-#endif

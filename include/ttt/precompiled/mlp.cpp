@@ -1,8 +1,8 @@
-// ttt::precompiled, inner::MLP: programs that link ttt::precompiled (TTT_PRECOMPILED) see these
-// instances as `extern template` and take them from here instead of compiling them again
-// (docs/architecture.md, "Build time").
+// ttt::precompiled, inner::MLP in float (double: double/mlp.cpp): programs that link
+// ttt::precompiled (TTT_PRECOMPILED) see these instances as `extern template` and take them from
+// here instead of compiling them again (docs/architecture.md, "Build time").
 #include <ttt/inner/mlp.hpp>
 
 #include "instantiate_learner.hpp"
 
-TTT_INSTANTIATE_LEARNER(ttt::inner::MLP)
+TTT_INSTANTIATE_LEARNER_FLOAT(ttt::inner::MLP)

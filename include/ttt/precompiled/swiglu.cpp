@@ -1,8 +1,8 @@
-// ttt::precompiled, inner::SwiGLU: programs that link ttt::precompiled (TTT_PRECOMPILED) see these
-// instances as `extern template` and take them from here instead of compiling them again
-// (docs/architecture.md, "Build time").
+// ttt::precompiled, inner::SwiGLU in float (double: double/swiglu.cpp): programs that link
+// ttt::precompiled (TTT_PRECOMPILED) see these instances as `extern template` and take them from
+// here instead of compiling them again (docs/architecture.md, "Build time").
 #include <ttt/inner/swiglu.hpp>
 
 #include "instantiate_learner.hpp"
 
-TTT_INSTANTIATE_LEARNER(ttt::inner::SwiGLU)
+TTT_INSTANTIATE_LEARNER_FLOAT(ttt::inner::SwiGLU)
