@@ -28,8 +28,9 @@ nvcc=$(command -v nvcc || true)
 gen=()
 [ ! -f build/CMakeCache.txt ] && command -v ninja >/dev/null && gen=(-G Ninja)
 # -O1 for the library's double instances (the tests' finite differences, on tiny shapes) and for
-# the `ttt` tool and the study (their models run in the library's -O3 float instances): 95 s less
-# compile (README, Tests) for a few seconds more of ctest
+# the `ttt` tool and the study (the tool's models run in the library's -O3 float instances): less
+# compile (ttt 93 against 140 s, the study 76 against 115 s: docs/architecture.md, Build time) for
+# some seconds more of ctest (study_interrupt_resume 27 against 13 s)
 cmake "${gen[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
   -DTTT_BUILD_BENCHMARKS=ON -DTTT_PRECOMPILED_DOUBLE_OPTIONS=-O1 \
   -DTTT_TOOLS_OPTIONS=-O1 "${cuda[@]}" >/dev/null
