@@ -9,7 +9,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 # two jobs: a fresh-clone run with nproc + 1 = 3 jobs took 30:33 against 28:10 with 2 (2 cores)
 jobs=${JOBS:-2}
-fuzz_seconds=${FUZZ_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-20}
 t0=$(date +%s)
 at() { echo "($(( $(date +%s) - t0 )) s since the start)"; }  # where a slow CI run spent its time
 
@@ -30,10 +30,11 @@ gen=()
 # -O1 for the library's double instances (the tests' finite differences, on tiny shapes) and for
 # the `ttt` tool and the study (the tool's models run in the library's -O3 float instances): less
 # compile (ttt 93 against 140 s, the study 76 against 115 s: docs/architecture.md, Build time) for
-# some seconds more of ctest (study_interrupt_resume 27 against 13 s)
+# some seconds more of ctest (study_interrupt_resume 27 against 13 s); the benchmarks at -O1 too
+# (built and smoke-run here, not timed: bench_layer 34 against 48 s; benchmarks/README.md)
 cmake "${gen[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release -DTTT_BUILD_TESTS=ON -DTTT_BUILD_EXAMPLES=ON \
   -DTTT_BUILD_BENCHMARKS=ON -DTTT_PRECOMPILED_DOUBLE_OPTIONS=-O1 \
-  -DTTT_TOOLS_OPTIONS=-O1 "${cuda[@]}" >/dev/null
+  -DTTT_TOOLS_OPTIONS=-O1 -DTTT_BENCH_OPTIONS=-O1 "${cuda[@]}" >/dev/null
 cmake --build build -j"$jobs"
 echo "== test suite (ctest) $(at)"
 # OpenMP threads that wait by sleeping, not spinning: ctest -j runs tests side by side, and a

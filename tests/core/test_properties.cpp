@@ -1,7 +1,12 @@
 // Properties of the TTT layer and model on configurations the reference vectors do not cover:
 // the literal double-precision port of the reference (reference_impl.hpp) on every option;
-// dual form == primal form; chunked prefill + decode == one full forward, for every split point.
+// dual form == primal form; chunked prefill + decode == one full forward, for every split point;
+// the parameter walk through a FunctionRef (core/function_ref.hpp).
 #include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 
 #include "reference_impl.hpp"
 #include "test_helpers.hpp"
@@ -371,6 +376,44 @@ TEST_CASE("bf16 weights: chunked prefill + decode == one forward; back to fp32; 
   CHECK_THROWS_WITH_AS(parse_weight_dtype("fp16", "--dtype"),
                        doctest::Contains("--dtype: unknown weight dtype 'fp16' (valid: fp32, bf16)"), ConfigError);
   CHECK(parse_weight_dtype("bf16") == WeightDtype::bf16);
+}
+
+TEST_CASE("FunctionRef calls the callable it refers to; a model's walk through it is the walk of any visitor") {
+  int sum = 0;
+  auto add = [&](int x) { sum += x; };
+  FunctionRef<void(int)> r(add);
+  r(2);
+  r(3);
+  const FunctionRef<void(int)> copy = r;  // a copy refers to the same callable
+  copy(1);
+  CHECK(sum == 6);
+  const auto twice = [](int x) { return 2 * x; };  // a const callable, a result
+  CHECK(FunctionRef<int(int)>(twice)(4) == 8);
+  struct Counter {
+    int n = 0;
+    void operator()(const std::string&) { ++n; }
+  } counter;
+  FunctionRef<void(const std::string&)> c(counter);
+  c("a");
+  c(std::string("b"));
+  CHECK(counter.n == 2);
+
+  // the model's walk (visit_param_refs, one compiled walk) through a lambda, a named ParamVisitor
+  // and a visitor taking its ParamRef by value: the same tensors in the same order, every weight
+  ModelConfig cfg = th::small_config("mlp");
+  cfg.pre_conv = true;
+  TTTModel<inner::MLP> model(cfg);
+  std::vector<std::string> a, b, v;
+  int64_t numel = 0;
+  model.visit_params([&](const ParamRef& p) { a.push_back(p.name), numel += p.numel(); });
+  auto named = [&](const ParamRef& p) { b.push_back(p.name); };
+  model.visit_params(ParamVisitor<float>(named));
+  model.visit_params([&](ParamRef p) { v.push_back(std::move(p.name)); });
+  CHECK(a == b);
+  CHECK(a == v);
+  CHECK(numel == model.num_params());
+  CHECK(a.front() == "model.embed_tokens.weight");
+  CHECK(std::find(a.begin(), a.end(), "model.layers.0.seq_modeling_block.W1") != a.end());
 }
 
 }  // namespace test_properties

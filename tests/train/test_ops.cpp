@@ -186,7 +186,8 @@ TEST_CASE("SwiGLU and cross-entropy VJPs match finite differences") {
 }
 
 TEST_CASE("learner mini-batch backward matches finite differences (Linear, MLP)") {
-  for (auto [f, n] : {std::pair<int64_t, int64_t>{4, 5}, {6, 1}, {3, 2}, {8, 8}}) {
+  for (const auto& fn : {std::pair<int64_t, int64_t>{4, 5}, {6, 1}, {3, 2}, {8, 8}}) {
+    const int64_t f = fn.first, n = fn.second;
     const auto rl = train::check_learner_backward<inner::Linear>(f, n, uint64_t(f * 10 + n));
     const auto rm = train::check_learner_backward<inner::MLP>(f, n, uint64_t(f * 10 + n));
     INFO("f=" << f << " n=" << n << ": linear " << rl.max_err << " at " << rl.worst << ", mlp " << rm.max_err
@@ -197,7 +198,8 @@ TEST_CASE("learner mini-batch backward matches finite differences (Linear, MLP)"
 }
 
 TEST_CASE("learner mini-batch forward in double equals the library's dual form") {
-  for (auto [f, n] : {std::pair<int64_t, int64_t>{8, 6}, {4, 1}, {16, 16}}) {
+  for (const auto& fn : {std::pair<int64_t, int64_t>{8, 6}, {4, 1}, {16, 16}}) {
+    const int64_t f = fn.first, n = fn.second;
     INFO("f=" << f << " n=" << n);
     CHECK(train::check_learner_forward<inner::Linear>(f, n, 3).max_err < 1e-5);
     CHECK(train::check_learner_forward<inner::MLP>(f, n, 3).max_err < 1e-5);

@@ -99,7 +99,8 @@ struct SwiGLU {
     ensure_size(b.dpre, n, I);
     ensure_size(b.dup, n, I);
     parallel_ranges(n, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(I, 1)), [&](int64_t r0, int64_t r1) {
-      const auto da = b.da.middleRows(r0, r1 - r0), up = tp.up.middleRows(r0, r1 - r0), pre = tp.pre.middleRows(r0, r1 - r0);
+      const auto da = b.da.middleRows(r0, r1 - r0);
+      const auto up = tp.up.middleRows(r0, r1 - r0), pre = tp.pre.middleRows(r0, r1 - r0);
       auto dpre = b.dpre.middleRows(r0, r1 - r0), dup = b.dup.middleRows(r0, r1 - r0);
       if (act == Act::silu) {  // one exp per element: s = sigmoid(pre) first (in dup's rows)
         dup = (S(1) + (-pre.array()).exp()).inverse().matrix();

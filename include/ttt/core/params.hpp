@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "function_ref.hpp"
 
 namespace ttt {
 
@@ -76,6 +77,12 @@ struct BasicParamRef {
 
 /// The parameters of a float model (checkpoints, the optimiser).
 using ParamRef = BasicParamRef<float>;
+
+/// What a model's parameter walk calls for each tensor: any callable taking a BasicParamRef<S>
+/// (by value or `const&`; its data pointer is not const, so a `const&` may write the tensor). A model's visit_params(fn) wraps fn in one and calls its walk,
+/// a non-template member compiled once per model type (core/function_ref.hpp).
+template <class S>
+using ParamVisitor = FunctionRef<void(const BasicParamRef<S>&)>;
 
 inline int64_t shape_numel(const std::vector<int64_t>& s) {
   int64_t n = 1;

@@ -183,7 +183,8 @@ struct LearnerGrad<inner::LinearAttention> {
     R = e * dWe.transpose();
     for (Eigen::Index c = blocks - 1; c >= 0; --c) {
       const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
-      const auto Xq = s.XQ.middleRows(r0, b), Xk = s.XK.middleRows(r0, b), U = dZq.middleRows(r0, b);
+      const auto Xq = s.XQ.middleRows(r0, b), Xk = s.XK.middleRows(r0, b);
+      const auto U = dZq.middleRows(r0, b);
       const auto Gc = G.middleRows(r0, b);
       const auto Sc = P.middleRows(c * f, f);
       auto dGc = dG.middleRows(r0, b);

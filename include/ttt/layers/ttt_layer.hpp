@@ -173,50 +173,13 @@ class TTTLayer {
     theta0.assign(o.theta0.begin(), o.theta0.end());
   }
 
-  /// Every parameter under its Hugging Face name (`prefix` = "model.layers.{i}.seq_modeling_block.").
+  /// Every parameter under its Hugging Face name (`prefix` = "model.layers.{i}.seq_modeling_block."):
+  /// fn(const BasicParamRef<S>&) for each (the walk is `visit_param_refs`, compiled once per layer type).
   template <class F>
   void visit_params(const std::string& prefix, F&& fn) {
-    using I = ParamInit;
-    fn(make_param(prefix + "learnable_token_idx", {mb}, token_idx.data(), I::zeros, 0, true));
-    fn(make_param(prefix + "learnable_ttt_lr_weight", {H, 1, C}, lr_w.data(), I::normal));
-    fn(make_param(prefix + "learnable_ttt_lr_bias", {H, 1}, lr_b.data(), I::zeros, 0, true));
-    if (decay_gate) {
-      fn(make_param(prefix + "learnable_ttt_decay_weight", {H, 1, C}, decay_w.data(), I::normal));
-      fn(make_param(prefix + "learnable_ttt_decay_bias", {H, 1}, decay_b.data(), I::constant, -4.0, true));
-    }
-    fn(make_param(prefix + "ttt_norm_weight", {H, f}, ln_w.data(), I::ones, 0, true));
-    fn(make_param(prefix + "ttt_norm_bias", {H, f}, ln_b.data(), I::zeros, 0, true));
-    int64_t off = 0;
-    for (const auto& s : specs) {
-      BasicParamRef<S> p;
-      p.name = prefix + s.name;
-      p.shape = {H};
-      p.shape.insert(p.shape.end(), s.shape.begin(), s.shape.end());
-      p.data = theta0.data() + off;
-      p.blocks = H;
-      p.block_size = s.numel();
-      p.stride = P;
-      p.init = s.init == inner::ParamSpec::Init::zeros ? I::zeros : I::normal;
-      if (s.init == inner::ParamSpec::Init::normal_fan_in) p.init = I::normal_fan_in, p.init_scale = double(s.shape[0]);
-      p.no_decay = s.init == inner::ParamSpec::Init::zeros;  // biases
-      fn(p);
-      off += s.numel();
-    }
-    fn(make_param(prefix + "q_proj.weight", {C, C}, q.data()));
-    if (!share_qk) fn(make_param(prefix + "k_proj.weight", {C, C}, k.data()));
-    fn(make_param(prefix + "v_proj.weight", {C, C}, v.data()));
-    fn(make_param(prefix + "o_proj.weight", {C, C}, o.data()));
-    if (share_qk) {
-      // conv weights are stored [C, 1, K] in the checkpoint, [C, K] here: same memory.
-      fn(make_param(prefix + "conv_q.weight", {C, 1, K}, conv_q.data(), I::uniform_fan_in, double(K)));
-      fn(make_param(prefix + "conv_q.bias", {C}, conv_q_b.data(), I::uniform_fan_in, double(K), true));
-      fn(make_param(prefix + "conv_k.weight", {C, 1, K}, conv_k.data(), I::uniform_fan_in, double(K)));
-      fn(make_param(prefix + "conv_k.bias", {C}, conv_k_b.data(), I::uniform_fan_in, double(K), true));
-    }
-    if (use_gate) fn(make_param(prefix + "g_proj.weight", {C, C}, g.data()));
-    fn(make_param(prefix + "post_norm.weight", {C}, post_w.data(), I::ones, 0, true));
-    fn(make_param(prefix + "post_norm.bias", {C}, post_b.data(), I::zeros, 0, true));
+    visit_param_refs(prefix, ParamVisitor<S>(fn));
   }
+  void visit_param_refs(const std::string& prefix, ParamVisitor<S> fn);
 
   /// Whether `other` has this layer's shape (a gradient layer for it).
   bool same_shape(const TTTLayer& other) const {
@@ -470,6 +433,50 @@ class TTTLayer {
 
 // Out of the class body (not inline), so that programs can take it from the precompiled
 // instances (ttt::precompiled) instead of compiling it in every translation unit.
+template <class L, class S, class Opts>
+void TTTLayer<L, S, Opts>::visit_param_refs(const std::string& prefix, ParamVisitor<S> fn) {
+  using I = ParamInit;
+  fn(make_param(prefix + "learnable_token_idx", {mb}, token_idx.data(), I::zeros, 0, true));
+  fn(make_param(prefix + "learnable_ttt_lr_weight", {H, 1, C}, lr_w.data(), I::normal));
+  fn(make_param(prefix + "learnable_ttt_lr_bias", {H, 1}, lr_b.data(), I::zeros, 0, true));
+  if (decay_gate) {
+    fn(make_param(prefix + "learnable_ttt_decay_weight", {H, 1, C}, decay_w.data(), I::normal));
+    fn(make_param(prefix + "learnable_ttt_decay_bias", {H, 1}, decay_b.data(), I::constant, -4.0, true));
+  }
+  fn(make_param(prefix + "ttt_norm_weight", {H, f}, ln_w.data(), I::ones, 0, true));
+  fn(make_param(prefix + "ttt_norm_bias", {H, f}, ln_b.data(), I::zeros, 0, true));
+  int64_t off = 0;
+  for (const auto& s : specs) {
+    BasicParamRef<S> p;
+    p.name = prefix + s.name;
+    p.shape = {H};
+    p.shape.insert(p.shape.end(), s.shape.begin(), s.shape.end());
+    p.data = theta0.data() + off;
+    p.blocks = H;
+    p.block_size = s.numel();
+    p.stride = P;
+    p.init = s.init == inner::ParamSpec::Init::zeros ? I::zeros : I::normal;
+    if (s.init == inner::ParamSpec::Init::normal_fan_in) p.init = I::normal_fan_in, p.init_scale = double(s.shape[0]);
+    p.no_decay = s.init == inner::ParamSpec::Init::zeros;  // biases
+    fn(p);
+    off += s.numel();
+  }
+  fn(make_param(prefix + "q_proj.weight", {C, C}, q.data()));
+  if (!share_qk) fn(make_param(prefix + "k_proj.weight", {C, C}, k.data()));
+  fn(make_param(prefix + "v_proj.weight", {C, C}, v.data()));
+  fn(make_param(prefix + "o_proj.weight", {C, C}, o.data()));
+  if (share_qk) {
+    // conv weights are stored [C, 1, K] in the checkpoint, [C, K] here: same memory.
+    fn(make_param(prefix + "conv_q.weight", {C, 1, K}, conv_q.data(), I::uniform_fan_in, double(K)));
+    fn(make_param(prefix + "conv_q.bias", {C}, conv_q_b.data(), I::uniform_fan_in, double(K), true));
+    fn(make_param(prefix + "conv_k.weight", {C, 1, K}, conv_k.data(), I::uniform_fan_in, double(K)));
+    fn(make_param(prefix + "conv_k.bias", {C}, conv_k_b.data(), I::uniform_fan_in, double(K), true));
+  }
+  if (use_gate) fn(make_param(prefix + "g_proj.weight", {C, C}, g.data()));
+  fn(make_param(prefix + "post_norm.weight", {C}, post_w.data(), I::ones, 0, true));
+  fn(make_param(prefix + "post_norm.bias", {C}, post_b.data(), I::zeros, 0, true));
+}
+
 template <class L, class S, class Opts>
 void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspace& ws, M& out) const {
   const int64_t n = X.rows();

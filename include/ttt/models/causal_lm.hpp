@@ -89,32 +89,13 @@ class CausalLM {
   /// The mixer-specific model option pre_conv (TTT models) is on.
   bool pre_conv() const { return Mixer::kPreConv && cfg.pre_conv; }
 
-  /// Every parameter under its Hugging Face name, in the reference's order.
+  /// Every parameter under its Hugging Face name, in the reference's order: fn(const BasicParamRef<S>&)
+  /// for each (the walk is `visit_param_refs`, compiled once per model type).
   template <class F>
   void visit_params(F&& fn) {
-    using I = ParamInit;
-    const int64_t C = cfg.hidden_size, V = cfg.vocab_size, K = cfg.conv_kernel;
-    const double std = cfg.initializer_range;
-    fn(make_param("model.embed_tokens.weight", {V, C}, embed.data(), I::normal, std));
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      Block& b = blocks[i];
-      const std::string pre = "model.layers." + std::to_string(i) + ".";
-      b.mixer.visit_params(pre + Mixer::kPrefix, [&](auto p) {
-        if (p.init == I::normal) p.init_scale = std;
-        fn(std::move(p));
-      });
-      b.mlp.visit_params(pre + "mlp.", std, fn);
-      if (pre_conv()) {
-        fn(make_param(pre + "conv.norm.weight", {C}, b.conv_norm.data(), I::ones, 0, true));
-        fn(make_param(pre + "conv.conv.weight", {C, 1, K}, b.conv_w.data(), I::uniform_fan_in, double(K)));
-        fn(make_param(pre + "conv.conv.bias", {C}, b.conv_b.data(), I::uniform_fan_in, double(K), true));
-      }
-      fn(make_param(pre + "seq_norm.weight", {C}, b.seq_norm.data(), I::ones, 0, true));
-      fn(make_param(pre + "ffn_norm.weight", {C}, b.ffn_norm.data(), I::ones, 0, true));
-    }
-    fn(make_param("model.norm.weight", {C}, norm.data(), I::ones, 0, true));
-    if (!cfg.tie_word_embeddings) fn(make_param("lm_head.weight", {V, C}, lm_head.data(), I::normal, std));
+    visit_param_refs(ParamVisitor<S>(fn));
   }
+  void visit_param_refs(ParamVisitor<S> fn);
 
   /// Initialise every parameter as the reference does for training from scratch.
   void init_weights(uint64_t seed) {
@@ -225,6 +206,32 @@ class CausalLM {
   void forward_chunk(State& st, std::span<const int64_t> ids, M* logits, Logits which, std::vector<M>* hidden) const;
   WeightDtype dtype_ = WeightDtype::fp32;
 };
+
+template <class Mixer>
+void CausalLM<Mixer>::visit_param_refs(ParamVisitor<S> fn) {
+  using I = ParamInit;
+  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, K = cfg.conv_kernel;
+  const double std = cfg.initializer_range;
+  fn(make_param("model.embed_tokens.weight", {V, C}, embed.data(), I::normal, std));
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    Block& b = blocks[i];
+    const std::string pre = "model.layers." + std::to_string(i) + ".";
+    b.mixer.visit_params(pre + Mixer::kPrefix, [&](BasicParamRef<S> p) {
+      if (p.init == I::normal) p.init_scale = std;
+      fn(p);
+    });
+    b.mlp.visit_params(pre + "mlp.", std, fn);
+    if (pre_conv()) {
+      fn(make_param(pre + "conv.norm.weight", {C}, b.conv_norm.data(), I::ones, 0, true));
+      fn(make_param(pre + "conv.conv.weight", {C, 1, K}, b.conv_w.data(), I::uniform_fan_in, double(K)));
+      fn(make_param(pre + "conv.conv.bias", {C}, b.conv_b.data(), I::uniform_fan_in, double(K), true));
+    }
+    fn(make_param(pre + "seq_norm.weight", {C}, b.seq_norm.data(), I::ones, 0, true));
+    fn(make_param(pre + "ffn_norm.weight", {C}, b.ffn_norm.data(), I::ones, 0, true));
+  }
+  fn(make_param("model.norm.weight", {C}, norm.data(), I::ones, 0, true));
+  if (!cfg.tie_word_embeddings) fn(make_param("lm_head.weight", {V, C}, lm_head.data(), I::normal, std));
+}
 
 template <class Mixer>
 void CausalLM<Mixer>::forward(State& st, std::span<const int64_t> ids, M* logits, Logits which,

@@ -28,6 +28,7 @@
 // The hierarchical transformer's forward, loss (with gradients) and cached decoder.
 #define TTT_INSTANTIATE_HIER(S)                                                                       \
   namespace ttt::hier {                                                                               \
+  template struct HierParams<S>;                                                                      \
   template ad::Matrix<S> forward_logits<S>(const HierParams<S>&, const std::vector<int64_t>&,         \
                                            ForwardExtras<S>*);                                        \
   template Losses loss<S>(const HierParams<S>&, const std::vector<std::vector<int64_t>>&, HierParams<S>*); \

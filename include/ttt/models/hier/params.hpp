@@ -19,6 +19,7 @@
 
 #include "../../ad/tape.hpp"
 #include "../../core/error.hpp"
+#include "../../core/function_ref.hpp"
 #include "../../core/params.hpp"
 #include "../../inner/linear.hpp"
 #include "../../inner/mlp.hpp"
@@ -193,75 +194,16 @@ struct HierParams {
     to_logits = M::Zero(Vn, cfg.logit_in());
   }
 
-  /// f(name, matrix, pytorch_shape, init, fan_in) for every parameter, in state_dict order.
+  /// What `visit` calls for each parameter: f(name, matrix, pytorch_shape, init, fan_in).
+  using TensorVisitor = FunctionRef<void(const std::string&, M&, const std::vector<int64_t>&, Init, int64_t)>;
+
+  /// f(name, matrix, pytorch_shape, init, fan_in) for every parameter, in state_dict order (the
+  /// walk is `visit_tensors`, compiled once per model type: core/function_ref.hpp).
   template <class F>
   void visit(F&& f) {
-    const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim();
-    auto vec = [](const M& m) { return std::vector<int64_t>{m.cols()}; };
-    auto mat = [](const M& m) { return std::vector<int64_t>{m.rows(), m.cols()}; };
-    f("token_emb.weight", emb, mat(emb), Init::normal1, 0);
-    for (int64_t h = 0; h < H; ++h)
-      if (hpred_w[size_t(h)].size()) {
-        const std::string p = "to_hierarchical_preds." + std::to_string(h);
-        f(p + ".weight", hpred_w[size_t(h)], mat(hpred_w[size_t(h)]), Init::kaiming, cfg.dim_of(h));
-        f(p + ".bias", hpred_b[size_t(h)], vec(hpred_b[size_t(h)]), Init::kaiming, cfg.dim_of(h));
-      }
-    for (int64_t h = 0; h < H; ++h) {
-      Compress& cp = compress[size_t(h)];
-      const std::string p = "compressors." + std::to_string(h);
-      const int64_t ch = cfg.compression(h);
-      if (ch == 1) {
-        if (cp.has_proj) f(p + ".compress_fn.weight", cp.proj, mat(cp.proj), Init::kaiming, D);
-      } else {
-        f(p + ".compress_fn.1.conv.weight", cp.conv_w, std::vector<int64_t>{4 * D, D, ch}, Init::kaiming, D * ch);
-        f(p + ".compress_fn.1.conv.bias", cp.conv_b, vec(cp.conv_b), Init::kaiming, D * ch);
-        f(p + ".compress_fn.3.weight", cp.pw_w, std::vector<int64_t>{cp.pw_w.rows(), 4 * D, 1}, Init::kaiming, 4 * D);
-        f(p + ".compress_fn.3.bias", cp.pw_b, vec(cp.pw_b), Init::kaiming, 4 * D);
-        if (cp.has_recon) f(p + ".to_recon.weight", cp.recon, mat(cp.recon), Init::kaiming, cfg.dim_of(h));
-      }
-    }
-    for (int64_t h = 0; h < H; ++h) {
-      const std::string p = "post_token_emb_norms." + std::to_string(h);
-      f(p + ".weight", post_w[size_t(h)], vec(post_w[size_t(h)]), Init::ones, 0);
-      f(p + ".bias", post_b[size_t(h)], vec(post_b[size_t(h)]), Init::zeros, 0);
-    }
-    for (int64_t l = 0; l < cfg.depth; ++l)
-      for (int64_t h = 0; h < H; ++h) {
-        Block& b = layers[size_t(l)][size_t(h)];
-        const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h);
-        if (b.has_attn && b.ttt()) {
-          f(p + ".attn.norm.weight", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
-          f(p + ".attn.norm.bias", b.attn.norm_b, vec(b.attn.norm_b), Init::zeros, 0);
-        } else if (b.has_attn) {
-          if (b.attn.local) {
-            f(p + ".attn.norm.weight", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
-            f(p + ".attn.norm.bias", b.attn.norm_b, vec(b.attn.norm_b), Init::zeros, 0);
-          } else {
-            f(p + ".attn.norm.gamma", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
-          }
-          f(p + ".attn.to_qkv.weight", b.attn.qkv, mat(b.attn.qkv), Init::kaiming, b.attn.qkv.cols());
-          f(p + ".attn.to_out.weight", b.attn.out, mat(b.attn.out), Init::kaiming, b.attn.out.cols());
-        }
-        f(p + ".ff.net.0.gamma", b.ff_gamma, vec(b.ff_gamma), Init::ones, 0);
-        f(p + ".ff.net.1.weight", b.ff_w1, mat(b.ff_w1), Init::kaiming, b.ff_w1.cols());
-        f(p + ".ff.net.3.weight", b.ff_w2, mat(b.ff_w2), Init::kaiming, b.ff_w2.cols());
-      }
-    for (size_t l = 0; l < merges.size(); ++l) {
-      Merge& m = merges[l];
-      const std::string p = "hierarchical_merges." + std::to_string(l) + ".net";
-      f(p + ".0.gamma", m.gamma, vec(m.gamma), Init::ones, 0);
-      f(p + ".1.weight", m.w1, mat(m.w1), Init::kaiming, m.w1.cols());
-      f(p + ".1.bias", m.b1, vec(m.b1), Init::kaiming, m.w1.cols());
-      f(p + ".3.weight", m.w2, mat(m.w2), Init::kaiming, m.w2.cols());
-      f(p + ".3.bias", m.b2, vec(m.b2), Init::kaiming, m.w2.cols());
-    }
-    for (int64_t h = 0; h < H; ++h) {
-      const std::string p = "norms." + std::to_string(h);
-      f(p + ".weight", norm_w[size_t(h)], vec(norm_w[size_t(h)]), Init::ones, 0);
-      f(p + ".bias", norm_b[size_t(h)], vec(norm_b[size_t(h)]), Init::zeros, 0);
-    }
-    f("to_logits.weight", to_logits, mat(to_logits), Init::kaiming, to_logits.cols());
+    visit_tensors(TensorVisitor(f));
   }
+  void visit_tensors(TensorVisitor f);
 
   /// f(name, matrix, shape) for the persistent buffers of the state_dict (rotary inv_freq, xPos scale).
   template <class F>
@@ -280,33 +222,24 @@ struct HierParams {
       }
   }
 
-  /// ParamRefs (checkpoint names and shapes) for the optimiser, checkpoint code and counts.
+  /// ParamRefs (checkpoint names and shapes) for the optimiser, checkpoint code and counts:
+  /// f(const ParamRef&) for each (the walk is `visit_param_refs`).
   template <class F>
   void visit_params(F&& f)
     requires std::is_same_v<T, float>
   {
-    visit([&](const std::string& name, M& m, const std::vector<int64_t>& shape, Init init, int64_t fan_in) {
-      ParamRef::Init ki = init == Init::normal1 ? ParamRef::Init::normal
-                          : init == Init::ones  ? ParamRef::Init::ones
-                          : init == Init::zeros ? ParamRef::Init::zeros
-                                                : ParamRef::Init::uniform_fan_in;
-      const bool no_decay = shape.size() == 1;  // norms and biases
-      f(make_param(name, shape, m.data(), ki, init == Init::normal1 ? 1.0 : double(fan_in), no_decay));
-    });
-    visit_ttt(f);
+    visit_param_refs(ParamVisitor<T>(f));
   }
+  void visit_param_refs(ParamVisitor<T> f)
+    requires std::is_same_v<T, float>;
 
-  /// f(BasicParamRef<T>) for the TTT mixers' parameters, named
+  /// f(const BasicParamRef<T>&) for the TTT mixers' parameters, named
   /// "layers.{l}.{h}.attn.ttt.<TTT layer name>".
   template <class F>
   void visit_ttt(F&& f) {
-    for (int64_t l = 0; l < cfg.depth; ++l)
-      for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
-        Block& b = layers[size_t(l)][size_t(h)];
-        const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h) + ".attn.ttt.";
-        b.with_ttt([&](auto& layer) { layer.visit_params(p, f); });
-      }
+    visit_ttt_refs(ParamVisitor<T>(f));
   }
+  void visit_ttt_refs(ParamVisitor<T> f);
 
   /// The TTT layer configuration of hierarchy h's mixer (ttt_layer_type: its learner's name, see
   /// `with_mixer_learner`; a ConfigError for a hierarchy without a TTT mixer).
@@ -361,8 +294,111 @@ struct HierParams {
   }
 };
 
+template <class T, class Learners>
+void HierParams<T, Learners>::visit_tensors(TensorVisitor f) {
+  const int64_t H = cfg.num_hierarchies(), D = cfg.token_dim();
+  auto vec = [](const M& m) { return std::vector<int64_t>{m.cols()}; };
+  auto mat = [](const M& m) { return std::vector<int64_t>{m.rows(), m.cols()}; };
+  f("token_emb.weight", emb, mat(emb), Init::normal1, 0);
+  for (int64_t h = 0; h < H; ++h)
+    if (hpred_w[size_t(h)].size()) {
+      const std::string p = "to_hierarchical_preds." + std::to_string(h);
+      f(p + ".weight", hpred_w[size_t(h)], mat(hpred_w[size_t(h)]), Init::kaiming, cfg.dim_of(h));
+      f(p + ".bias", hpred_b[size_t(h)], vec(hpred_b[size_t(h)]), Init::kaiming, cfg.dim_of(h));
+    }
+  for (int64_t h = 0; h < H; ++h) {
+    Compress& cp = compress[size_t(h)];
+    const std::string p = "compressors." + std::to_string(h);
+    const int64_t ch = cfg.compression(h);
+    if (ch == 1) {
+      if (cp.has_proj) f(p + ".compress_fn.weight", cp.proj, mat(cp.proj), Init::kaiming, D);
+    } else {
+      f(p + ".compress_fn.1.conv.weight", cp.conv_w, std::vector<int64_t>{4 * D, D, ch}, Init::kaiming, D * ch);
+      f(p + ".compress_fn.1.conv.bias", cp.conv_b, vec(cp.conv_b), Init::kaiming, D * ch);
+      f(p + ".compress_fn.3.weight", cp.pw_w, std::vector<int64_t>{cp.pw_w.rows(), 4 * D, 1}, Init::kaiming, 4 * D);
+      f(p + ".compress_fn.3.bias", cp.pw_b, vec(cp.pw_b), Init::kaiming, 4 * D);
+      if (cp.has_recon) f(p + ".to_recon.weight", cp.recon, mat(cp.recon), Init::kaiming, cfg.dim_of(h));
+    }
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    const std::string p = "post_token_emb_norms." + std::to_string(h);
+    f(p + ".weight", post_w[size_t(h)], vec(post_w[size_t(h)]), Init::ones, 0);
+    f(p + ".bias", post_b[size_t(h)], vec(post_b[size_t(h)]), Init::zeros, 0);
+  }
+  for (int64_t l = 0; l < cfg.depth; ++l)
+    for (int64_t h = 0; h < H; ++h) {
+      Block& b = layers[size_t(l)][size_t(h)];
+      const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h);
+      if (b.has_attn && b.ttt()) {
+        f(p + ".attn.norm.weight", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
+        f(p + ".attn.norm.bias", b.attn.norm_b, vec(b.attn.norm_b), Init::zeros, 0);
+      } else if (b.has_attn) {
+        if (b.attn.local) {
+          f(p + ".attn.norm.weight", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
+          f(p + ".attn.norm.bias", b.attn.norm_b, vec(b.attn.norm_b), Init::zeros, 0);
+        } else {
+          f(p + ".attn.norm.gamma", b.attn.norm_w, vec(b.attn.norm_w), Init::ones, 0);
+        }
+        f(p + ".attn.to_qkv.weight", b.attn.qkv, mat(b.attn.qkv), Init::kaiming, b.attn.qkv.cols());
+        f(p + ".attn.to_out.weight", b.attn.out, mat(b.attn.out), Init::kaiming, b.attn.out.cols());
+      }
+      f(p + ".ff.net.0.gamma", b.ff_gamma, vec(b.ff_gamma), Init::ones, 0);
+      f(p + ".ff.net.1.weight", b.ff_w1, mat(b.ff_w1), Init::kaiming, b.ff_w1.cols());
+      f(p + ".ff.net.3.weight", b.ff_w2, mat(b.ff_w2), Init::kaiming, b.ff_w2.cols());
+    }
+  for (size_t l = 0; l < merges.size(); ++l) {
+    Merge& m = merges[l];
+    const std::string p = "hierarchical_merges." + std::to_string(l) + ".net";
+    f(p + ".0.gamma", m.gamma, vec(m.gamma), Init::ones, 0);
+    f(p + ".1.weight", m.w1, mat(m.w1), Init::kaiming, m.w1.cols());
+    f(p + ".1.bias", m.b1, vec(m.b1), Init::kaiming, m.w1.cols());
+    f(p + ".3.weight", m.w2, mat(m.w2), Init::kaiming, m.w2.cols());
+    f(p + ".3.bias", m.b2, vec(m.b2), Init::kaiming, m.w2.cols());
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    const std::string p = "norms." + std::to_string(h);
+    f(p + ".weight", norm_w[size_t(h)], vec(norm_w[size_t(h)]), Init::ones, 0);
+    f(p + ".bias", norm_b[size_t(h)], vec(norm_b[size_t(h)]), Init::zeros, 0);
+  }
+  f("to_logits.weight", to_logits, mat(to_logits), Init::kaiming, to_logits.cols());
+}
+
+template <class T, class Learners>
+void HierParams<T, Learners>::visit_param_refs(ParamVisitor<T> f)
+  requires std::is_same_v<T, float>
+{
+  visit([&](const std::string& name, M& m, const std::vector<int64_t>& shape, Init init, int64_t fan_in) {
+    ParamRef::Init ki = init == Init::normal1 ? ParamRef::Init::normal
+                        : init == Init::ones  ? ParamRef::Init::ones
+                        : init == Init::zeros ? ParamRef::Init::zeros
+                                              : ParamRef::Init::uniform_fan_in;
+    const bool no_decay = shape.size() == 1;  // norms and biases
+    f(make_param(name, shape, m.data(), ki, init == Init::normal1 ? 1.0 : double(fan_in), no_decay));
+  });
+  visit_ttt(f);
+}
+
+template <class T, class Learners>
+void HierParams<T, Learners>::visit_ttt_refs(ParamVisitor<T> f) {
+  for (int64_t l = 0; l < cfg.depth; ++l)
+    for (int64_t h = 0; h < cfg.num_hierarchies(); ++h) {
+      Block& b = layers[size_t(l)][size_t(h)];
+      const std::string p = "layers." + std::to_string(l) + "." + std::to_string(h) + ".attn.ttt.";
+      b.with_ttt([&](auto& layer) { layer.visit_params(p, f); });
+    }
+}
+
 /// The model class (model.hpp): HierParams and the operations on them.
 template <class T, class Learners = inner::Builtin>
 class HierarchicalTransformerT;
 
 }  // namespace ttt::hier
+
+#if defined(TTT_PRECOMPILED)  // compiled once in ttt::precompiled (precompiled/instantiate_models.hpp)
+namespace ttt::hier {
+extern template struct HierParams<float>;
+#if !defined(TTT_PRECOMPILED_FLOAT_ONLY)  // double: tests (TTT_PRECOMPILED_DOUBLE)
+extern template struct HierParams<double>;
+#endif
+}  // namespace ttt::hier
+#endif
