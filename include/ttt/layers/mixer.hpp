@@ -14,7 +14,7 @@
 ///   struct State; struct Workspace;                // per sequence; reusable buffers
 ///   State new_state() const;
 ///   void forward(const MatT<Scalar>& X, State&, int64_t pos0, Workspace&, MatT<Scalar>& out) const;
-///   template <class F> void visit_params(const std::string& prefix, F&&);
+///   template <class F> void visit_params(const std::string& prefix, F&&);  // fn(BasicParamRef<Scalar>) per tensor
 ///   bool same_shape(const M&) const;
 ///   double flops_per_token() const;               // or a context-dependent count (attention)
 /// \endcode
