@@ -79,8 +79,9 @@ struct BasicParamRef {
 using ParamRef = BasicParamRef<float>;
 
 /// What a model's parameter walk calls for each tensor: any callable taking a BasicParamRef<S>
-/// (by value or `const&`; its data pointer is not const, so a `const&` may write the tensor). A model's visit_params(fn) wraps fn in one and calls its walk,
-/// a non-template member compiled once per model type (core/function_ref.hpp).
+/// by value or `const&` (its data pointer is not const, so a `const&` may write the tensor). A
+/// model's visit_params(fn) wraps fn in one and calls its walk, a non-template member compiled
+/// once per model type (core/function_ref.hpp).
 template <class S>
 using ParamVisitor = FunctionRef<void(const BasicParamRef<S>&)>;
 

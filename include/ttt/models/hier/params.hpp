@@ -375,7 +375,7 @@ void HierParams<T, Learners>::visit_param_refs(ParamVisitor<T> f)
     const bool no_decay = shape.size() == 1;  // norms and biases
     f(make_param(name, shape, m.data(), ki, init == Init::normal1 ? 1.0 : double(fan_in), no_decay));
   });
-  visit_ttt(f);
+  visit_ttt_refs(f);
 }
 
 template <class T, class Learners>
