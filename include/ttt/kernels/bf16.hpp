@@ -13,7 +13,7 @@
 /// | `Bf16Kernel` | n <= 24 (decode, small batches) | n > 24 (prefill) |
 /// |---|---|---|
 /// | `avx512` (runtime check: AVX-512 F+BW) | dot-product tiles streaming W once per 8 rows of X (kernels/bf16_avx512.hpp) | W packed to fp32 in 48-row panels, 8 x 48 FMA micro-tiles |
-/// | `portable` | the same dot-product tiles in xsimd (the build's instruction set) | W widened to fp32 block by block, Eigen's GEMM on each block |
+/// | `portable` | dot products in xsimd (the build's instruction set), one weight row at a time | W widened to fp32 block by block, Eigen's GEMM on each block |
 /// | `automatic` | `avx512` where the CPU has it, `portable` elsewhere | |
 ///
 /// Accuracy: every path multiplies the fp32 activations by the exact fp32 values of the bf16
@@ -249,52 +249,58 @@ inline float sum_lanes(const fbatch& v) {
 #endif
 }
 
-/// The xsimd twin of bf16_tile_avx512_nr (kernels/bf16_avx512.hpp): P = 2 x batch width values
-/// of a W row per load, widened by a shift (even values) and an AND (odd values); the rows at
-/// `next` prefetched meanwhile.
-template <int N, int R>
-inline void bf16_tile_portable_nr(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, const uint16_t* next,
-                                  float* out, int64_t ldo, bool accumulate) {
+/// Values ahead of the one being read that the portable tiles prefetch (1 KB of bf16): the
+/// hardware prefetchers alone left one core of the 2-core AMD EPYC (AVX2) at 12-14 GB/s on a cold
+/// matrix, against 18-19 for a plain read of it; with this and the four partial sums below, 17-18.
+constexpr int64_t kPortablePrefetch = 512;
+
+/// One weight row `w` against N rows of X (packed "split", see pack_split): P = 2 x batch width
+/// values per load, widened by a shift (even values) and an AND (odd values). W is read in its
+/// own order, row after row, each row once for the N rows, `ahead` values from w on prefetched
+/// 1 KB in advance. U partial sums per row of X, block u of every U blocks in sum u, added in
+/// order at the end (U = 4 for one row of X, 2 for two, 1 from three on: at least four
+/// independent FMA chains), so a row's sum order depends on N (not bit for bit the same alone
+/// and in a batch: within the fp32 summation bound of the plain twin either way).
+template <int N, int U>
+inline void bf16_row_portable(const float* xs, int64_t kp, const uint16_t* w, int64_t ahead, float* out,
+                              int64_t ldo, bool accumulate) {
   constexpr int64_t B = int64_t(fbatch::size), P = 2 * B;
   constexpr bool little = std::endian::native == std::endian::little;  // value 2i in the low half of lane i
-  fbatch acc[N][R];
+  fbatch acc[N][U];
   for (int r = 0; r < N; ++r)
-    for (int j = 0; j < R; ++j) acc[r][j] = fbatch(0.0f);
+    for (int u = 0; u < U; ++u) acc[r][u] = fbatch(0.0f);
   const u32batch high(0xFFFF0000u);
-  for (int64_t p = 0; p < kp; p += P) {
-    fbatch we[R], wo[R];
-    for (int j = 0; j < R; ++j) {
+  auto block = [&](int64_t p, int u) {
 #if defined(__GNUC__)
-      if (p % 32 == 0) __builtin_prefetch(next + j * ldw + p);  // one 64-byte line per 32 weights
+    if (p % 32 == 0 && p + kPortablePrefetch < ahead) __builtin_prefetch(w + p + kPortablePrefetch);  // one line per 32
 #endif
-      const u32batch v = bits_as_u32(u16batch::load_aligned(w + j * ldw + p));
-      const fbatch shifted = bits_as_float(v << 16), masked = bits_as_float(v & high);
-      we[j] = little ? shifted : masked;
-      wo[j] = little ? masked : shifted;
-    }
+    const u32batch v = bits_as_u32(u16batch::load_aligned(w + p));
+    const fbatch shifted = bits_as_float(v << 16), masked = bits_as_float(v & high);
+    const fbatch we = little ? shifted : masked, wo = little ? masked : shifted;
     for (int r = 0; r < N; ++r) {
       const fbatch xe = fbatch::load_aligned(xs + r * kp + p), xo = fbatch::load_aligned(xs + r * kp + p + B);
-      for (int j = 0; j < R; ++j) acc[r][j] = xsimd::fma(xo, wo[j], xsimd::fma(xe, we[j], acc[r][j]));
+      acc[r][u] = xsimd::fma(xo, wo, xsimd::fma(xe, we, acc[r][u]));
     }
+  };
+  int64_t p = 0;
+  for (; p + U * P <= kp; p += U * P)
+    for (int u = 0; u < U; ++u) block(p + u * P, u);
+  for (; p < kp; p += P) block(p, 0);
+  for (int r = 0; r < N; ++r) {
+    for (int u = 1; u < U; ++u) acc[r][0] += acc[r][u];
+    const float sum = sum_lanes(acc[r][0]);
+    float& o = out[r * ldo];
+    o = accumulate ? o + sum : sum;
   }
-  for (int r = 0; r < N; ++r)
-    for (int j = 0; j < R; ++j) {
-      const float sum = sum_lanes(acc[r][j]);
-      float& o = out[r * ldo + j];
-      o = accumulate ? o + sum : sum;
-    }
 }
 
+/// `rows` weight rows from w (`ahead` rows of W from w on, for the prefetch) against N rows of X.
 template <int N>
 void bf16_rows_portable(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows, int64_t ahead,
                         float* out, int64_t ldo, bool accumulate) {
-  constexpr int R = N <= 2 ? 4 : (N <= 4 ? 2 : 1);  // N x R accumulators within 16 registers (SSE, AVX2, NEON)
-  int64_t j = 0;
-  for (; j + R <= rows; j += R) {
-    const uint16_t* next = w + (j + 2 * R <= ahead ? j + R : j) * ldw;  // prefetched by the tile
-    bf16_tile_portable_nr<N, R>(xs, kp, w + j * ldw, ldw, next, out + j, ldo, accumulate);
-  }
-  for (; j < rows; ++j) bf16_tile_portable_nr<N, 1>(xs, kp, w + j * ldw, ldw, w + j * ldw, out + j, ldo, accumulate);
+  constexpr int U = N == 1 ? 4 : (N == 2 ? 2 : 1);
+  for (int64_t j = 0; j < rows; ++j)
+    bf16_row_portable<N, U>(xs, kp, w + j * ldw, (ahead - j) * ldw, out + j, ldo, accumulate);
 }
 
 // -- the three kinds of tile, as the driver below sees them --
