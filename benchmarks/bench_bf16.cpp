@@ -3,8 +3,9 @@
 //   F32/n/m/k            Eigen, the library's own form: mv(out).noalias() = cv(X) * cv(W).transpose()
 //   Bf16/n/m/k           bf16_matmul_nt(backend::cpu_default): Bf16Kernel::automatic (avx512 on an
 //                        AVX-512 CPU, whatever the build flags; portable elsewhere)
-//   Bf16Portable/n/m/k   Bf16Kernel::portable: xsimd tiles in the build's instruction set for n <= 8,
-//                        W widened to fp32 block by block + Eigen's GEMM above
+//   Bf16Portable/n/m/k   Bf16Kernel::portable: xsimd dot products in the build's instruction set for
+//                        n <= 24 (one weight row at a time, in W's order), W widened to fp32 block by
+//                        block + Eigen's GEMM above
 //   F32Cold, Bf16Cold    decode sizes (n = 1, 8) cycling over copies of W that add up to 1 GiB of
 //                        fp32 (512 MiB of bf16), so that every call reads its weights from DRAM, as a
 //                        decode step of a whole model does (438 MB of fp32 weights for the 125m shape)
