@@ -405,14 +405,22 @@ inline void bf16_gemm_avx512(const CMatRef& X, const Bf16Matrix& W, MatRef& out,
   run(0, panels);
 }
 
-/// out [+]= X W^T with W widened to fp32 in blocks of rows (~512 KB, L2) and Eigen's GEMM on each
-/// block, one block per thread at a time: the portable path for n > kDotMaxRows.
+/// Bytes of fp32 weights one block of bf16_widen_gemm widens at most (per thread).
+constexpr int64_t kWidenBlockBytes = int64_t(4) << 20;
+/// bf16_widen_gemm cuts W into a multiple of this many blocks: as many on each of 1, 2 or 4 threads.
+constexpr int64_t kWidenBlocksMultiple = 4;
+
+/// out [+]= X W^T with W widened to fp32 in blocks of rows (at most kWidenBlockBytes) and Eigen's
+/// GEMM on each block, one block per thread at a time: the portable path for n > kDotMaxRows.
+/// Each GEMM packs all of X again, so the blocks are as large as that bound allows, in a multiple
+/// of kWidenBlocksMultiple (2 threads used to get 2 and 3 blocks of a 768-row weight). The cut
+/// depends on W's shape only: Eigen's blocking of a product, and so its sums' order, depends on
+/// the block's width, and the result must not depend on the thread count.
 inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
   const int64_t m = W.rows(), k = W.cols();
-  const int threads = max_threads();
-  int64_t wb = std::max<int64_t>(16, 512 * 1024 / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
-  if (threads > 1) wb = std::min(wb, ceil_div(ceil_div(m, threads), 16) * 16);
-  const int64_t tasks = ceil_div(m, wb);
+  const int64_t cap = std::max<int64_t>(16, kWidenBlockBytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
+  const int64_t cut = kWidenBlocksMultiple * ceil_div(m, kWidenBlocksMultiple * cap);
+  const int64_t wb = std::min(cap, ceil_div(ceil_div(m, cut), 16) * 16), blocks = ceil_div(m, wb);
   auto run = [&](int64_t t0, int64_t t1) {
     thread_local Mat wf;
     for (int64_t t = t0; t < t1; ++t) {
@@ -426,16 +434,16 @@ inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, 
     }
   };
 #if defined(_OPENMP)
-  if (threads > 1 && tasks > 1 && double(X.rows()) * double(m) * double(k) >= kParallelWork) {
+  if (max_threads() > 1 && blocks > 1 && double(X.rows()) * double(m) * double(k) >= kParallelWork) {
 #pragma omp parallel
     {
-      const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
-      run(tasks * id / T, tasks * (id + 1) / T);  // Eigen's GEMM runs single-threaded inside a region
+      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+      run(blocks * id / nt, blocks * (id + 1) / nt);  // Eigen's GEMM runs single-threaded inside a region
     }
     return;
   }
 #endif
-  run(0, tasks);
+  run(0, blocks);
 }
 
 }  // namespace detail
