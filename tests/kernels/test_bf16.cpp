@@ -318,7 +318,8 @@ TEST_CASE("bf16: the result does not depend on the number of threads") {
         set_inner_threads(threads);
         kernels::bf16_matmul_nt(kern, X, W, more);
         set_inner_threads(before);
-        INFO(std::string(kernels::bf16_kernel_name(kern)) << " n " << n << " m " << m << " k " << k << " threads " << threads);
+        INFO(std::string(kernels::bf16_kernel_name(kern)) << " n " << n << " m " << m << " k " << k << " threads "
+                                                           << threads);
         CHECK(one == more);
       }
   }

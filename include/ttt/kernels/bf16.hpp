@@ -249,18 +249,20 @@ inline float sum_lanes(const fbatch& v) {
 #endif
 }
 
-/// Values ahead of the one being read that the portable tiles prefetch (1 KB of bf16): the
-/// hardware prefetchers alone left one core of the 2-core AMD EPYC (AVX2) at 12-14 GB/s on a cold
-/// matrix, against 18-19 for a plain read of it; with this and the four partial sums below, 17-18.
+/// How far ahead of the value being read the portable dot products prefetch (512 values, 1 KB of
+/// bf16): the hardware prefetchers alone left one core of the 2-core AMD EPYC (AVX2) at 13-14 GB/s
+/// on a cold matrix, against 18-19 for a plain read of it; with this and the four partial sums
+/// below, 17-18 (benchmarks/README.md, "bf16 decode without AVX-512").
 constexpr int64_t kPortablePrefetch = 512;
 
 /// One weight row `w` against N rows of X (packed "split", see pack_split): P = 2 x batch width
 /// values per load, widened by a shift (even values) and an AND (odd values). W is read in its
-/// own order, row after row, each row once for the N rows, `ahead` values from w on prefetched
-/// 1 KB in advance. U partial sums per row of X, block u of every U blocks in sum u, added in
-/// order at the end (U = 4 for one row of X, 2 for two, 1 from three on: at least four
-/// independent FMA chains), so a row's sum order depends on N (not bit for bit the same alone
-/// and in a batch: within the fp32 summation bound of the plain twin either way).
+/// own order, row after row, each row once for the N rows, prefetched kPortablePrefetch values
+/// ahead while inside W (`ahead`: the values of W from w on). U partial sums per row of X, block
+/// u of every U blocks in sum u, added in order at the end (U = 4 for one row of X, 2 for two, 1
+/// from three on: at least four independent FMA chains), so a row's sum order depends on N (not
+/// bit for bit the same alone and in a batch: within the fp32 summation bound of the plain twin
+/// either way).
 template <int N, int U>
 inline void bf16_row_portable(const float* xs, int64_t kp, const uint16_t* w, int64_t ahead, float* out,
                               int64_t ldo, bool accumulate) {
@@ -413,9 +415,9 @@ constexpr int64_t kWidenBlocksMultiple = 4;
 /// out [+]= X W^T with W widened to fp32 in blocks of rows (at most kWidenBlockBytes) and Eigen's
 /// GEMM on each block, one block per thread at a time: the portable path for n > kDotMaxRows.
 /// Each GEMM packs all of X again, so the blocks are as large as that bound allows, in a multiple
-/// of kWidenBlocksMultiple (2 threads used to get 2 and 3 blocks of a 768-row weight). The cut
-/// depends on W's shape only: Eigen's blocking of a product, and so its sums' order, depends on
-/// the block's width, and the result must not depend on the thread count.
+/// of kWidenBlocksMultiple, so that 2 or 4 threads get equal shares. The cut depends on W's shape
+/// only: Eigen's blocking of a product, and so its sums' order, depends on the block's width, and
+/// the result must not depend on the thread count.
 inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
   const int64_t m = W.rows(), k = W.cols();
   const int64_t cap = std::max<int64_t>(16, kWidenBlockBytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
