@@ -312,12 +312,14 @@ TEST_CASE("bf16: the result does not depend on the number of threads") {
     for (Bf16Kernel kern : runnable_kernels())
       for (int threads : {2, 3}) {
         Mat one(n, m), more(n, m);
-        const int before = max_threads();
-        set_inner_threads(1);
-        kernels::bf16_matmul_nt(kern, X, W, one);
-        set_inner_threads(threads);
-        kernels::bf16_matmul_nt(kern, X, W, more);
-        set_inner_threads(before);
+        {
+          const InnerThreads scope(1);
+          kernels::bf16_matmul_nt(kern, X, W, one);
+        }
+        {
+          const InnerThreads scope(threads);
+          kernels::bf16_matmul_nt(kern, X, W, more);
+        }
         INFO(std::string(kernels::bf16_kernel_name(kern)) << " n " << n << " m " << m << " k " << k << " threads "
                                                            << threads);
         CHECK(one == more);
