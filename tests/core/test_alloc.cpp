@@ -28,13 +28,20 @@ TEST_CASE_TEMPLATE("no allocation per token in decode", Lrn, inner::Linear, inne
   c.pre_conv = c.share_qk = c.use_gate = true;
   TTTModel<Lrn> m(c);
   th::randomize(m, 1);
-  auto st = m.new_state();
   Mat logits;
   const auto ids = th::random_ids(40, c.vocab_size, 2);
+  auto step = [&](auto& s, int t) { m.forward(s, std::span<const int64_t>(ids.data() + t, 1), &logits, Logits::last); };
+  // mini-batches of 8. st: a prompt of 5, then tokens to 16 (its workspace warm for every path a
+  // token takes: the dual form of one token while the prompt's gradient is in gacc, row decode
+  // from 8 on, a mini-batch's end). st2: a prompt of 13, then one token (the same, mid-mini-batch).
+  auto st = m.new_state(), st2 = m.new_state();
   m.forward(st, std::span<const int64_t>(ids.data(), 5), &logits, Logits::last);
-  for (int t = 5; t < 8; ++t) m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &logits, Logits::last);
+  for (int t = 5; t <= 16; ++t) step(st, t);
+  m.forward(st2, std::span<const int64_t>(ids.data(), 13), &logits, Logits::last);
+  step(st2, 13);
   const long before = g_allocs.load();
-  for (int t = 8; t < 40; ++t) m.forward(st, std::span<const int64_t>(ids.data() + t, 1), &logits, Logits::last);
+  for (int t = 14; t < 16; ++t) step(st2, t);
+  for (int t = 17; t < 40; ++t) step(st, t);
   CHECK(g_allocs.load() - before == 0);
 }
 

@@ -130,6 +130,50 @@ TEST_CASE_TEMPLATE("the plain GD step fused into the dual form == the step after
   }
 }
 
+/// Logits of `ids` fed in chunks of the given lengths (cycled), from a new state.
+template <class Model>
+MatT<typename Model::Scalar> chunked_logits(const Model& m, const std::vector<int64_t>& ids,
+                                            const std::vector<int64_t>& lens) {
+  const int64_t L = int64_t(ids.size());
+  auto st = m.new_state();
+  MatT<typename Model::Scalar> got(L, m.cfg.vocab_size), lg;
+  for (int64_t t = 0, i = 0; t < L; ++i) {
+    const int64_t n = std::min(L - t, lens[size_t(i) % lens.size()]);
+    m.forward(st, std::span<const int64_t>(ids.data() + t, size_t(n)), &lg, Logits::all);
+    got.middleRows(t, n) = lg;
+    t += n;
+  }
+  return got;
+}
+
+TEST_CASE("row decode (gradients kept as rows) == the dual form of one token, every option") {
+  // single tokens from every position, and longer chunks after them (the rows go into gacc)
+  const std::vector<std::vector<int64_t>> schedules{{1}, {3, 1, 1, 1, 1, 1}, {1, 1, 4}, {5, 1, 1, 2, 1}, {9, 1}};
+  uint64_t seed = 170;
+  for (const ModelConfig& c : option_sweep("mlp")) {
+    INFO(describe(c));
+    auto rows = make_model<inner::MLP>(c, seed);
+    auto plain = make_model<inner::MLP>(c, seed);
+    ++seed;
+    for (auto& b : plain.blocks) b.mixer.row_decode = false;
+    const auto ids = th::random_ids(3 * c.mini_batch_size + 5, c.vocab_size, seed);
+    for (const auto& lens : schedules) CHECK(th::rel_err(chunked_logits(rows, ids, lens), chunked_logits(plain, ids, lens)) < 1e-6);
+  }
+  SUBCASE("double: equal to the last bits") {
+    ModelConfig c = th::small_config("mlp");
+    c.pre_conv = c.share_qk = c.use_gate = true;
+    TTTModel<inner::MLP, double> rows(c);
+    th::randomize(rows, 11);
+    auto plain = rows;
+    for (auto& b : plain.blocks) b.mixer.row_decode = false;
+    const auto ids = th::random_ids(3 * c.mini_batch_size + 5, c.vocab_size, 12);
+    for (const auto& lens : schedules) {
+      const MatD a = chunked_logits(rows, ids, lens), b = chunked_logits(plain, ids, lens);
+      CHECK(th::rel_err(a.data(), b.data(), size_t(a.size())) < 1e-12);
+    }
+  }
+}
+
 TEST_CASE_TEMPLATE("prefill P tokens then decode one at a time == full forward, for every P", Lrn, inner::Linear,
                    inner::MLP) {
   uint64_t seed = 200;

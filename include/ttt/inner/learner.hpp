@@ -28,6 +28,10 @@
 ///     after its last read of theta0 when `segment.fresh`: under plain GD the layer then passes
 ///     gacc = theta0 and gscale = -eta for a whole mini-batch, and the step needs no pass of its
 ///     own (TTTLayer::fuse_gd_step = false is the plain twin);
+///   - with a dual form, `token_row_size(f)`, `template <class S> decode_token(theta0, rows, t, b,
+///     segment, Zq, ws)` and `template <class S> add_rows(rows, n, scale, target, f)`: plain-GD
+///     decode that keeps each token's gradient as a row instead of adding it to gacc
+///     (inner/mlp.hpp; TTTLayer::row_decode = false is the plain twin);
 ///   - a specialisation of `ttt::train::LearnerGrad` (inner/learner_grad.hpp) for training.
 #include <concepts>
 #include <cstdint>
@@ -141,6 +145,16 @@ concept HasDualForm =
       L::dual_form(th, g, s, Zq, ws);
     } || requires(S* th, S* g, Dims d, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
       L::dual_form(th, g, d, s, Zq, ws);
+    };
+
+/// A learner that decodes one token at a time with its gradients kept as rows (see the file comment).
+template <class L, class S = float>
+concept HasRowDecode =
+    HasDualForm<L, S> &&
+    requires(const S* th, S* rows, int64_t t, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
+      { L::token_row_size(t) } -> std::same_as<int64_t>;
+      L::decode_token(th, rows, t, t, s, Zq, ws);
+      L::add_rows(rows, t, S(1), rows, t);
     };
 
 /// A learner's dual form, whichever of the two signatures it has.

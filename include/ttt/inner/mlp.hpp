@@ -138,6 +138,80 @@ struct MLP {
     g.b2 += s.gscale * ws.G2.colwise().sum();
   }
 
+  /// Decode under plain GD, one token at a time (TTTLayer::row_decode): the mini-batch's
+  /// gradients are kept as rows, one per token, and the accumulated gradient gacc is never formed.
+  /// A token's row is [xk (f), lr G1 (4f), X2 (4f), lr G2 (f)]: layer 1's gradient is xk^T lr G1,
+  /// layer 2's X2^T lr G2. Per token that reads theta0 and the rows instead of reading and
+  /// writing gacc (f x 4f twice), and the mini-batch's step is one rank-b update (add_rows).
+  static int64_t token_row_size(int64_t f) { return 2 * f + 2 * expansion * f; }
+
+  /// The rows of n tokens as the four (n, .) views of `rows`.
+  template <class P>
+  struct Rows {
+    using S = std::remove_const_t<P>;
+    using Map = Eigen::Map<std::conditional_t<std::is_const_v<P>, const MatT<S>, MatT<S>>, 0, Eigen::OuterStride<>>;
+    Map K, G1, X2, G2;
+    Rows(P* rows, int64_t n, int64_t f)
+        : K(rows, n, f, Eigen::OuterStride<>(token_row_size(f))),
+          G1(rows + f, n, expansion * f, Eigen::OuterStride<>(token_row_size(f))),
+          X2(rows + (1 + expansion) * f, n, expansion * f, Eigen::OuterStride<>(token_row_size(f))),
+          G2(rows + (1 + 2 * expansion) * f, n, f, Eigen::OuterStride<>(token_row_size(f))) {}
+  };
+
+  /// One token at position t of its mini-batch of b (s: one row; s.fresh when t == 0): writes its
+  /// row t of `rows` (rows 0 .. t-1: the mini-batch's earlier tokens) and Zq (1, f), what dual_form
+  /// gives with gacc = the earlier rows' gradients (add_rows).
+  template <class S>
+  static void decode_token(const S* theta0, S* rows, int64_t t, int64_t b, const Segment<S>& s, RefT<S> Zq,
+                           Workspace<S>& ws) {
+    const int64_t f = s.XQ.cols(), h = expansion * f;
+    const View<const S> p(theta0, f);
+    Rows<S> r(rows, t + 1, f);
+    for (MatT<S>* m : {&ws.X2q, &ws.gprime}) ensure_size(*m, 1, h);
+    for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target}) ensure_size(*m, 1, f);
+    ensure_size(ws.A, 1, b);  // its first t + 1 entries: the query against rows 0 .. t (no allocation per t)
+    RefT<S> a = mv(ws.A.leftCols(t + 1));
+    stack_rows(s.XK, s.XQ, ws.XKQ);
+    ensure_size(ws.Z1, 2, h);
+    mv(ws.Z1).noalias() = cv(ws.XKQ) * cv(p.W1);  // row 0: the key's, row 1: the query's
+    ws.Z1.rowwise() += p.b1;
+    // the key's forward and inner-loss gradients at theta0, into row t
+    r.K.row(t) = s.XK;
+    blocks::gelu_into(ws.Z1.data(), &r.X2(t, 0), size_t(h));
+    mv(ws.Z2).noalias() = cv(r.X2.row(t)) * cv(p.W2);
+    ws.Z2 += p.b2;
+    ws.target = s.XV - s.XK;
+    blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
+    blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(h));
+    mv(r.G1.row(t)).noalias() = cv(ws.G2) * cv(p.W2).transpose();
+    r.G1.row(t).array() *= s.lr[0] * ws.gprime.array();
+    r.G2.row(t) = s.lr[0] * ws.G2;
+    // the query through theta_t = theta0 - eta_t (gradients of rows 0 .. t), layer by layer
+    const S eta = s.token_eta[0];
+    RefT<S> Z1q = mv(ws.Z1.bottomRows(1));
+    a.noalias() = s.XQ * cv(r.K).transpose();
+    a.array() = -eta * (a.array() + S(1));  // eta in the vector: a scaled operand makes Eigen copy it
+    Z1q.noalias() += cv(a) * cv(r.G1);
+    blocks::gelu_into(Z1q.data(), ws.X2q.data(), size_t(h));
+    a.noalias() = cv(ws.X2q) * cv(r.X2).transpose();
+    a.array() = -eta * (a.array() + S(1));
+    Zq.noalias() = cv(ws.X2q) * cv(p.W2);
+    Zq += p.b2;
+    Zq.noalias() += cv(a) * cv(r.G2);
+  }
+
+  /// target += scale * (the gradients of n tokens' rows), laid out as theta: gacc += them
+  /// (scale 1), or the mini-batch's step theta -= eta_b * them.
+  template <class S>
+  static void add_rows(const S* rows, int64_t n, S scale, S* target, int64_t f) {
+    const Rows<const S> r(rows, n, f);
+    View<S> g(target, f);
+    mv(g.W1).noalias() += scale * (cv(r.K).transpose() * cv(r.G1));
+    g.b1 += scale * r.G1.colwise().sum();
+    mv(g.W2).noalias() += scale * (cv(r.X2).transpose() * cv(r.G2));
+    g.b2 += scale * r.G2.colwise().sum();
+  }
+
   /// Per token and head, seven f x 4f products of the dual form at 8f^2 FLOPs each: Z1 and Z2 on the
   /// keys, G1 = G2 W2^T, Z1q and Zq on the queries, the gradient accumulations gW1 and gW2; plus the
   /// attention-like products (XQ XK^T and its use with G1: 2bf + 8bf on average over a full

@@ -61,6 +61,10 @@ class TTTLayer {
   /// Plain GD with a learner that has `fuses_gd_step`: a whole mini-batch's step is taken inside
   /// its dual form (no separate pass over gacc). false: the plain twin, step after the dual form.
   bool fuse_gd_step = true;
+  /// Plain GD with a learner that has row decode (inner::HasRowDecode): a token decoded alone keeps
+  /// its gradient as a row of State::rows, and gacc is not read or written until a longer chunk
+  /// comes. false: the plain twin, the dual form of one token.
+  bool row_decode = true;
   inner::Dims dims;          // f and the learner's hidden width (ttt_hidden_size)
   std::vector<inner::ParamSpec> specs;
   inner::UpdateRule rule;   // the inner optimizer and query order
@@ -94,6 +98,10 @@ class TTTLayer {
     aligned_vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
     aligned_vector<S> ostate; // [H, Q] the inner optimizer's state at the start of the mini-batch
     M qk_hist;                // [K-1, C] share_qk: the last K-1 outputs of q_proj
+    /// row_decode: [H, mb, the learner's token_row_size] the gradient rows of the current
+    /// mini-batch's first nrows[h] tokens, not yet in gacc (which then holds none of them)
+    aligned_vector<S> rows;
+    std::vector<int64_t> nrows;  // [H]
   };
 
   /// The projections of a chunk (kept by the training forward for its reverse pass).
@@ -193,6 +201,10 @@ class TTTLayer {
     s.gacc.assign(theta0.size(), S(0));
     s.ostate.assign(size_t(H * Q), S(0));
     if (share_qk) s.qk_hist = M::Zero(K - 1, C);
+    if constexpr (inner::HasRowDecode<L, S>) {
+      s.rows.assign(size_t(H * mb * L::token_row_size(dims)), S(0));
+      s.nrows.assign(size_t(H), 0);
+    }
     return s;
   }
 
@@ -218,7 +230,9 @@ class TTTLayer {
 
   /// Bytes of State for one sequence.
   int64_t state_bytes() const {
-    return int64_t(2 * H * P + H * Q + (share_qk ? (K - 1) * C : 0)) * int64_t(sizeof(S));
+    int64_t rows = 0;
+    if constexpr (inner::HasRowDecode<L, S>) rows = H * mb * L::token_row_size(dims);
+    return int64_t(2 * H * P + H * Q + (share_qk ? (K - 1) * C : 0) + rows) * int64_t(sizeof(S));
   }
 
   /// out = TTT(X) for the n tokens X: (n, C) (the normed block input) at positions pos0 ...
@@ -362,6 +376,11 @@ class TTTLayer {
   }
 
  private:
+  /// Whether the heads of n tokens run on the threads in parallel: when n times a head's inner
+  /// weights (P values, what a token's inner step reads) is worth a thread: TTT-Linear (f = 64)
+  /// from 4 tokens on, TTT-MLP from one (decode).
+  bool heads_in_parallel(int64_t n) const { return n * P >= 16384; }
+
   /// The learning-rate (and forgetting) gates of X's rows, the eta table, and the per-head buffers
   /// of n = X.rows() rows: what forward and forward_rows do between the projections and the heads.
   void gates_and_buffers(const M& X, Workspace& ws) const {
@@ -397,6 +416,25 @@ class TTTLayer {
                             p == 0,
                             decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
+      if constexpr (inner::HasRowDecode<L, S>) {
+        const int64_t R = L::token_row_size(dims);
+        S* rows = st.rows.data() + h * mb * R;
+        int64_t& nrows = st.nrows[size_t(h)];
+        if (row_decode && len == 1 && nrows == p && rule.is_plain_gd()) {  // gacc is zero: rows hold it all
+          L::decode_token(theta, rows, p, mb, seg, Zq, hw);
+          nrows = p + 1;
+          if (nrows == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
+            L::add_rows(rows, mb, -eta[mb - 1], theta, dims);
+            nrows = 0;
+          }
+          r0 += len;
+          continue;
+        }
+        if (nrows > 0) {  // the rows into gacc, for the paths that read it
+          L::add_rows(rows, nrows, S(1), gacc, dims);
+          nrows = 0;
+        }
+      }
       if (rule.is_plain_gd()) {
         bool fused = false;  // a whole mini-batch: its step W <- W - eta[b-1] * sum_s lr_s grad_s in the dual form
         if constexpr (inner::HasDualForm<L, S>) {
@@ -482,7 +520,7 @@ void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspac
   const int64_t n = X.rows();
   project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
   gates_and_buffers(X, ws);
-  parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
+  parallel_heads(H, heads_in_parallel(n), [&](int64_t h) {
     run_head(h, st, pos0, 0, n, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);
   });
@@ -498,7 +536,7 @@ void TTTLayer<L, S, Opts>::forward_rows(const M& X, std::span<State* const> stat
                      " states, " + std::to_string(pos.size()) + " positions (one of each per sequence)");
   project_rows(X, states, pos, ws.p);
   gates_and_buffers(X, ws);
-  parallel_heads(H, n * f * f >= 16384, [&](int64_t h) {
+  parallel_heads(H, heads_in_parallel(n), [&](int64_t h) {
     for (int64_t b = 0; b < n; ++b) run_head(h, *states[size_t(b)], pos[size_t(b)], b, 1, ws);
     head_output(h, ws.p.XQ, ws.Zq, ws.O);
   });
