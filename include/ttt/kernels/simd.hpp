@@ -86,15 +86,24 @@ inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
 }
 
 namespace detail {
-/// rows_wt for rows b0 .. b0+NB-1 and weight row j: NB accumulators over one pass of W's row.
+/// How far ahead in W rows_wt_tile prefetches (256 floats, 1 KB): without it one core of the
+/// 2-core AMD EPYC (AVX2) multiplied 8 rows by a cold W at 26-34 GFLOP/s, with it 36-40 (128
+/// floats: no gain; 512: about the same as 256; benchmarks/README.md, "Batched decode").
+inline constexpr std::size_t kRowsPrefetch = 256;
+
+/// rows_wt for rows b0 .. b0+NB-1 and weight row j: NB accumulators over one pass of W's row,
+/// prefetching kRowsPrefetch floats ahead while inside W (`ahead`: the floats of W from w on).
 template <std::size_t NB>
-inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* w, float* y,
-                         std::ptrdiff_t ldy, bool accumulate) {
+inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* w, std::size_t ahead,
+                         float* y, std::ptrdiff_t ldy, bool accumulate) {
   constexpr std::size_t W = fbatch::size;
   fbatch a[NB];
   for (std::size_t r = 0; r < NB; ++r) a[r] = fbatch(0.0f);
   std::size_t i = 0;
   for (; i + W <= k; i += W) {
+#if defined(__GNUC__)
+    if (i % 16 == 0 && i + kRowsPrefetch < ahead) __builtin_prefetch(w + i + kRowsPrefetch);  // one line per 16
+#endif
     const fbatch wv = fbatch::load_unaligned(w + i);
     for (std::size_t r = 0; r < NB; ++r) a[r] = xsimd::fma(fbatch::load_unaligned(X + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i)), wv, a[r]);
   }
@@ -154,18 +163,19 @@ inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size
 #endif
   for (std::ptrdiff_t j = 0; j < M; ++j) {
     const float* w = W + std::size_t(j) * k;
+    const std::size_t ahead = (m - std::size_t(j)) * k;
     for (std::size_t b0 = 0; b0 < n; b0 += 8) {
       const float* x = X + std::ptrdiff_t(b0) * ldx;
       float* y = Y + std::ptrdiff_t(b0) * ldy + j;
       switch (std::min<std::size_t>(8, n - b0)) {
-        case 8: detail::rows_wt_tile<8>(x, ldx, k, w, y, ldy, accumulate); break;
-        case 7: detail::rows_wt_tile<7>(x, ldx, k, w, y, ldy, accumulate); break;
-        case 6: detail::rows_wt_tile<6>(x, ldx, k, w, y, ldy, accumulate); break;
-        case 5: detail::rows_wt_tile<5>(x, ldx, k, w, y, ldy, accumulate); break;
-        case 4: detail::rows_wt_tile<4>(x, ldx, k, w, y, ldy, accumulate); break;
-        case 3: detail::rows_wt_tile<3>(x, ldx, k, w, y, ldy, accumulate); break;
-        case 2: detail::rows_wt_tile<2>(x, ldx, k, w, y, ldy, accumulate); break;
-        default: detail::rows_wt_tile<1>(x, ldx, k, w, y, ldy, accumulate); break;
+        case 8: detail::rows_wt_tile<8>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        case 7: detail::rows_wt_tile<7>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        case 6: detail::rows_wt_tile<6>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        case 5: detail::rows_wt_tile<5>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        case 4: detail::rows_wt_tile<4>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        case 3: detail::rows_wt_tile<3>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        case 2: detail::rows_wt_tile<2>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+        default: detail::rows_wt_tile<1>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
       }
     }
   }
