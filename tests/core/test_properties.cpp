@@ -147,7 +147,10 @@ MatT<typename Model::Scalar> chunked_logits(const Model& m, const std::vector<in
 }
 
 TEST_CASE("row decode (gradients kept as rows) == the dual form of one token, every option") {
-  // single tokens from every position, and longer chunks after them (the rows go into gacc)
+  // single tokens from every position, and longer chunks after them (the rows go into gacc). The
+  // small configs keep 6 rows (P = 552, a row 80 values): a mini-batch of 8 also moves its rows
+  // into gacc at its 7th token, one of 5 does not.
+  REQUIRE(make_model<inner::MLP>(th::small_config("mlp"), 1).blocks[0].mixer.row_capacity() == 6);
   const std::vector<std::vector<int64_t>> schedules{{1}, {3, 1, 1, 1, 1, 1}, {1, 1, 4}, {5, 1, 1, 2, 1}, {9, 1}};
   uint64_t seed = 170;
   for (const ModelConfig& c : option_sweep("mlp")) {

@@ -75,6 +75,7 @@ struct MLP {
   template <class S>
   struct Workspace {
     MatT<S> XKQ, Z1, X2, Z2, G1, G2, target, gprime, A, X2q, WG, WG2;
+    MatT<S> Arow;  // decode_token's (1, b): its own, so that it and dual_form never resize each other's
   };
 
   /// Dual form: the linear recipe twice (see inner/linear.hpp), the second time on the hidden
@@ -158,9 +159,9 @@ struct MLP {
           G2(rows + (1 + 2 * expansion) * f, n, f, Eigen::OuterStride<>(token_row_size(f))) {}
   };
 
-  /// One token at position t of its mini-batch of b (s: one row; s.fresh when t == 0): writes its
-  /// row t of `rows` (rows 0 .. t-1: the mini-batch's earlier tokens) and Zq (1, f), what dual_form
-  /// gives with gacc = the earlier rows' gradients (add_rows).
+  /// One token at position t of its mini-batch (s: one row; s.fresh when t == 0), `rows` with room
+  /// for b tokens (t < b): writes its row t (rows 0 .. t-1: the mini-batch's earlier tokens) and
+  /// Zq (1, f), what dual_form gives with gacc = the earlier rows' gradients (add_rows).
   template <class S>
   static void decode_token(const S* theta0, S* rows, int64_t t, int64_t b, const Segment<S>& s, RefT<S> Zq,
                            Workspace<S>& ws) {
@@ -169,8 +170,8 @@ struct MLP {
     Rows<S> r(rows, t + 1, f);
     for (MatT<S>* m : {&ws.X2q, &ws.gprime}) ensure_size(*m, 1, h);
     for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target}) ensure_size(*m, 1, f);
-    ensure_size(ws.A, 1, b);  // its first t + 1 entries: the query against rows 0 .. t (no allocation per t)
-    RefT<S> a = mv(ws.A.leftCols(t + 1));
+    ensure_size(ws.Arow, 1, b);  // its first t + 1 entries: the query against rows 0 .. t (no allocation per t)
+    RefT<S> a = mv(ws.Arow.leftCols(t + 1));
     stack_rows(s.XK, s.XQ, ws.XKQ);
     ensure_size(ws.Z1, 2, h);
     mv(ws.Z1).noalias() = cv(ws.XKQ) * cv(p.W1);  // row 0: the key's, row 1: the query's

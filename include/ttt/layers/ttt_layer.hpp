@@ -63,7 +63,7 @@ class TTTLayer {
   bool fuse_gd_step = true;
   /// Plain GD with a learner that has row decode (inner::HasRowDecode): a token decoded alone keeps
   /// its gradient as a row of State::rows, and gacc is not read or written until a longer chunk
-  /// comes. false: the plain twin, the dual form of one token.
+  /// comes or the rows outgrow row_capacity(). false: the plain twin, the dual form of one token.
   bool row_decode = true;
   inner::Dims dims;          // f and the learner's hidden width (ttt_hidden_size)
   std::vector<inner::ParamSpec> specs;
@@ -98,8 +98,8 @@ class TTTLayer {
     aligned_vector<S> gacc;   // [H, P] sum of lr[s] * grad_s over the mini-batch so far
     aligned_vector<S> ostate; // [H, Q] the inner optimizer's state at the start of the mini-batch
     M qk_hist;                // [K-1, C] share_qk: the last K-1 outputs of q_proj
-    /// row_decode: [H, mb, the learner's token_row_size] the gradient rows of the current
-    /// mini-batch's first nrows[h] tokens, not yet in gacc (which then holds none of them)
+    /// row_decode: [H, row_capacity(), the learner's token_row_size] the gradient rows of the
+    /// current mini-batch's first nrows[h] tokens, not yet in gacc (which then holds none of them)
     aligned_vector<S> rows;
     std::vector<int64_t> nrows;  // [H]
   };
@@ -202,7 +202,7 @@ class TTTLayer {
     s.ostate.assign(size_t(H * Q), S(0));
     if (share_qk) s.qk_hist = M::Zero(K - 1, C);
     if constexpr (inner::HasRowDecode<L, S>) {
-      s.rows.assign(size_t(H * mb * L::token_row_size(dims)), S(0));
+      s.rows.assign(size_t(H * row_capacity() * L::token_row_size(dims)), S(0));
       s.nrows.assign(size_t(H), 0);
     }
     return s;
@@ -231,7 +231,7 @@ class TTTLayer {
   /// Bytes of State for one sequence.
   int64_t state_bytes() const {
     int64_t rows = 0;
-    if constexpr (inner::HasRowDecode<L, S>) rows = H * mb * L::token_row_size(dims);
+    if constexpr (inner::HasRowDecode<L, S>) rows = H * row_capacity() * L::token_row_size(dims);
     return int64_t(2 * H * P + H * Q + (share_qk ? (K - 1) * C : 0) + rows) * int64_t(sizeof(S));
   }
 
@@ -375,6 +375,15 @@ class TTTLayer {
     return proj + double(H) * inner::flops_per_token<L>(dims, mb);
   }
 
+  /// Row decode: the most tokens of a mini-batch a head keeps as rows, as many as fit in its P
+  /// weights (more would read more per token than gacc does; TTT-MLP, f = 64: 51, so a mini-batch
+  /// of 16 decodes as rows throughout, one of 2,048 from its 52nd token on through gacc), at most
+  /// a mini-batch.
+  int64_t row_capacity() const {
+    if constexpr (inner::HasRowDecode<L, S>) return std::min(mb, std::max<int64_t>(1, P / L::token_row_size(dims)));
+    else return 0;
+  }
+
  private:
   /// Whether the heads of n tokens run on the threads in parallel: when n times a head's inner
   /// weights (P values, what a token's inner step reads) is worth a thread: TTT-Linear (f = 64)
@@ -417,11 +426,11 @@ class TTTLayer {
                             decay_gate ? ws.alpha.row(h).data() + r0 : nullptr};
       RefT<S> Zq(ws.Zq.block(r0, h * f, len, f));
       if constexpr (inner::HasRowDecode<L, S>) {
-        const int64_t R = L::token_row_size(dims);
-        S* rows = st.rows.data() + h * mb * R;
+        const int64_t R = L::token_row_size(dims), cap = row_capacity();
+        S* rows = st.rows.data() + h * cap * R;
         int64_t& nrows = st.nrows[size_t(h)];
-        if (row_decode && len == 1 && nrows == p && rule.is_plain_gd()) {  // gacc is zero: rows hold it all
-          L::decode_token(theta, rows, p, mb, seg, Zq, hw);
+        if (row_decode && len == 1 && nrows == p && p < cap && rule.is_plain_gd()) {  // gacc is zero: rows hold it all
+          L::decode_token(theta, rows, p, cap, seg, Zq, hw);
           nrows = p + 1;
           if (nrows == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
             L::add_rows(rows, mb, -eta[mb - 1], theta, dims);
@@ -430,7 +439,7 @@ class TTTLayer {
           r0 += len;
           continue;
         }
-        if (nrows > 0) {  // the rows into gacc, for the paths that read it
+        if (nrows > 0) {  // the rows into gacc, for the paths that read it (a longer chunk, a full row buffer)
           L::add_rows(rows, nrows, S(1), gacc, dims);
           nrows = 0;
         }
