@@ -140,7 +140,8 @@ struct MLP {
   }
 
   /// Decode under plain GD, one token at a time (TTTLayer::row_decode): the mini-batch's
-  /// gradients are kept as rows, one per token, and the accumulated gradient gacc is never formed.
+  /// gradients are kept as rows, one per token, instead of being summed into gacc (the layer
+  /// moves them into gacc with add_rows when a longer chunk comes or its row buffer is full).
   /// A token's row is [xk (f), lr G1 (4f), X2 (4f), lr G2 (f)]: layer 1's gradient is xk^T lr G1,
   /// layer 2's X2^T lr G2. Per token that reads theta0 and the rows instead of reading and
   /// writing gacc (f x 4f twice), and the mini-batch's step is one rank-b update (add_rows).
