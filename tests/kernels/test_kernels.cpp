@@ -240,3 +240,37 @@ TEST_CASE("rows_wt (a few rows times W^T): simd matches the scalar loop, strides
             for (size_t j = m; j < size_t(ldy); ++j) CHECK(Y1[b * size_t(ldy) + j] == Y0[b * size_t(ldy) + j]);
         }
 }
+
+TEST_CASE("rows_wt's tiles of 1, 2 and 3 weight rows give the same sums bit for bit, and one row alone the same") {
+  // The build picks one tile width (kernels::detail::kRowsTileW: 3 with AVX-512, else 1); every
+  // width runs here, whatever the build, against width 1 and against each row multiplied alone.
+  std::mt19937 rng(6);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (size_t n : {2, 5, 8, 11})
+    for (size_t k : {7, 16, 77})
+      for (size_t m : {1, 4, 8})
+        for (bool acc : {false, true}) {
+          CAPTURE(n);
+          CAPTURE(k);
+          CAPTURE(m);
+          CAPTURE(acc);
+          const std::ptrdiff_t ldx = std::ptrdiff_t(k + 1), ldy = std::ptrdiff_t(m + 3);
+          std::vector<float> X(n * size_t(ldx)), W(m * k), Y0(n * size_t(ldy));
+          for (auto* v : {&X, &W, &Y0})
+            for (float& x : *v) x = u(rng);
+          std::vector<float> Y1 = Y0, Y2 = Y0, Y3 = Y0, Yalone = Y0;
+          kernels::detail::rows_wt_blocks<1>(X.data(), ldx, n, k, W.data(), m, Y1.data(), ldy, acc);
+          kernels::detail::rows_wt_blocks<2>(X.data(), ldx, n, k, W.data(), m, Y2.data(), ldy, acc);
+          kernels::detail::rows_wt_blocks<3>(X.data(), ldx, n, k, W.data(), m, Y3.data(), ldy, acc);
+          for (size_t b = 0; b < n; ++b)  // decode's one-row path, row by row
+            kernels::rows_wt(backend::simd{}, X.data() + b * size_t(ldx), ldx, 1, k, W.data(), m,
+                             Yalone.data() + b * size_t(ldy), ldy, acc);
+          CHECK(Y2 == Y1);
+          CHECK(Y3 == Y1);
+          CHECK(Yalone == Y1);
+          kernels::rows_wt(backend::scalar{}, X.data(), ldx, n, k, W.data(), m, Y0.data(), ldy, acc);
+          float worst = 0.0f;
+          for (size_t i = 0; i < Y0.size(); ++i) worst = std::max(worst, std::fabs(Y0[i] - Y3[i]) / (1.0f + std::fabs(Y0[i])));
+          CHECK(worst <= 1e-5f);
+        }
+}

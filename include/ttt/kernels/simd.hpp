@@ -91,29 +91,87 @@ namespace detail {
 /// floats: no gain; 512: about the same as 256; benchmarks/README.md, "Batched decode").
 inline constexpr std::size_t kRowsPrefetch = 256;
 
-/// rows_wt for rows b0 .. b0+NB-1 and weight row j: NB accumulators over one pass of W's row,
-/// prefetching kRowsPrefetch floats ahead while inside W (`ahead`: the floats of W from w on).
-template <std::size_t NB>
+/// rows_wt for rows b0 .. b0+NB-1 and weight rows j .. j+NW-1: NW x NB accumulators over one
+/// pass of the NW weight rows, prefetching kRowsPrefetch floats ahead in each while inside W
+/// (`ahead`: the floats of W from w on). Each sum runs in the same order whatever NW and NB, so a
+/// row's result depends neither on the tile nor on how many rows come with it.
+template <std::size_t NW, std::size_t NB>
 inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* w, std::size_t ahead,
                          float* y, std::ptrdiff_t ldy, bool accumulate) {
   constexpr std::size_t W = fbatch::size;
-  fbatch a[NB];
-  for (std::size_t r = 0; r < NB; ++r) a[r] = fbatch(0.0f);
+  fbatch a[NW][NB];
+  for (std::size_t q = 0; q < NW; ++q)
+    for (std::size_t r = 0; r < NB; ++r) a[q][r] = fbatch(0.0f);
   std::size_t i = 0;
   for (; i + W <= k; i += W) {
 #if defined(__GNUC__)
-    if (i % 16 == 0 && i + kRowsPrefetch < ahead) __builtin_prefetch(w + i + kRowsPrefetch);  // one line per 16
+    if (i % 16 == 0)  // one line per 16 floats
+      for (std::size_t q = 0; q < NW; ++q)
+        if (q * k + i + kRowsPrefetch < ahead) __builtin_prefetch(w + q * k + i + kRowsPrefetch);
 #endif
-    const fbatch wv = fbatch::load_unaligned(w + i);
-    for (std::size_t r = 0; r < NB; ++r) a[r] = xsimd::fma(fbatch::load_unaligned(X + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i)), wv, a[r]);
+    fbatch wv[NW];
+    for (std::size_t q = 0; q < NW; ++q) wv[q] = fbatch::load_unaligned(w + q * k + i);
+    for (std::size_t r = 0; r < NB; ++r) {
+      const fbatch xv = fbatch::load_unaligned(X + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i));
+      for (std::size_t q = 0; q < NW; ++q) a[q][r] = xsimd::fma(xv, wv[q], a[q][r]);
+    }
   }
-  for (std::size_t r = 0; r < NB; ++r) {
-    float s = xsimd::hadd(a[r]);
-    for (std::size_t t = i; t < k; ++t) s += X[std::ptrdiff_t(r) * ldx + std::ptrdiff_t(t)] * w[t];
-    float& out = y[std::ptrdiff_t(r) * ldy];
-    out = accumulate ? out + s : s;
+  for (std::size_t q = 0; q < NW; ++q)
+    for (std::size_t r = 0; r < NB; ++r) {
+      float s = xsimd::hadd(a[q][r]);
+      for (std::size_t t = i; t < k; ++t) s += X[std::ptrdiff_t(r) * ldx + std::ptrdiff_t(t)] * w[q * k + t];
+      float& out = y[std::ptrdiff_t(r) * ldy + std::ptrdiff_t(q)];
+      out = accumulate ? out + s : s;
+    }
+}
+
+/// rows_wt_tile for nb (1..8) rows of X and NW weight rows from w.
+template <std::size_t NW>
+inline void rows_wt_rows(std::size_t nb, const float* x, std::ptrdiff_t ldx, std::size_t k, const float* w,
+                         std::size_t ahead, float* y, std::ptrdiff_t ldy, bool accumulate) {
+  switch (nb) {
+    case 8: rows_wt_tile<NW, 8>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    case 7: rows_wt_tile<NW, 7>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    case 6: rows_wt_tile<NW, 6>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    case 5: rows_wt_tile<NW, 5>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    case 4: rows_wt_tile<NW, 4>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    case 3: rows_wt_tile<NW, 3>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    case 2: rows_wt_tile<NW, 2>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
+    default: rows_wt_tile<NW, 1>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
   }
 }
+
+/// rows_wt for n >= 2 rows: tiles of NW weight rows (the last m % NW rows one at a time) by up to 8
+/// rows of X, the blocks of weight rows split over the OpenMP threads when there is enough work.
+/// Every NW gives the same sums bit for bit (tests/kernels/test_kernels.cpp).
+template <std::size_t NW>
+inline void rows_wt_blocks(const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
+                           std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {
+  const std::ptrdiff_t blocks = std::ptrdiff_t((m + NW - 1) / NW);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (m * k * n >= (std::size_t(1) << 17))
+#endif
+  for (std::ptrdiff_t b = 0; b < blocks; ++b) {
+    const std::size_t j0 = std::size_t(b) * NW, j1 = std::min(m, j0 + NW);
+    for (std::size_t b0 = 0; b0 < n; b0 += 8) {
+      const float* x = X + std::ptrdiff_t(b0) * ldx;
+      float* y = Y + std::ptrdiff_t(b0) * ldy;
+      const std::size_t nb = std::min<std::size_t>(8, n - b0);
+      if (j1 - j0 == NW) {
+        rows_wt_rows<NW>(nb, x, ldx, k, W + j0 * k, (m - j0) * k, y + std::ptrdiff_t(j0), ldy, accumulate);
+      } else {
+        for (std::size_t j = j0; j < j1; ++j)
+          rows_wt_rows<1>(nb, x, ldx, k, W + j * k, (m - j) * k, y + std::ptrdiff_t(j), ldy, accumulate);
+      }
+    }
+  }
+}
+
+/// Weight rows per tile of rows_wt at n >= 2: 3 with 512-bit batches (AVX-512's 32 registers hold
+/// the 3 x 8 accumulators; one core of the 2-core AMD EPYC (Zen 5) multiplied 8 rows by a cold W
+/// 1.2-1.3x faster than with 1: benchmarks/README.md, "Batched decode"), else 1 (with 16 registers
+/// the tiles spill).
+inline constexpr std::size_t kRowsTileW = fbatch::size >= 16 ? 3 : 1;
 
 /// One row x against weight rows w .. w + (NW-1) k: NW accumulators (independent FMA chains), each
 /// weight row's sum in the order rows_wt_tile gives it (so a row's result does not depend on n).
@@ -135,9 +193,9 @@ inline void row_wt_tile(const float* x, std::size_t k, const float* w, float* y,
 }
 }  // namespace detail
 
-/// rows_wt (kernels/scalar.hpp) reading W once: for each weight row, every row of X (kept in the
-/// caches) in tiles of up to 8 accumulators; one row of X (decode) takes 4 weight rows at a time.
-/// OpenMP over the weight rows when there is enough work.
+/// rows_wt (kernels/scalar.hpp) reading W once: for each tile of kRowsTileW weight rows, every row
+/// of X (kept in the caches) in tiles of up to 8 rows; one row of X (decode) takes 4 weight rows at
+/// a time. OpenMP over the weight rows when there is enough work.
 inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
                     std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {
   const std::ptrdiff_t M = std::ptrdiff_t(m);
@@ -158,27 +216,7 @@ inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size
     }
     return;
   }
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (m * k * n >= (std::size_t(1) << 17))
-#endif
-  for (std::ptrdiff_t j = 0; j < M; ++j) {
-    const float* w = W + std::size_t(j) * k;
-    const std::size_t ahead = (m - std::size_t(j)) * k;
-    for (std::size_t b0 = 0; b0 < n; b0 += 8) {
-      const float* x = X + std::ptrdiff_t(b0) * ldx;
-      float* y = Y + std::ptrdiff_t(b0) * ldy + j;
-      switch (std::min<std::size_t>(8, n - b0)) {
-        case 8: detail::rows_wt_tile<8>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        case 7: detail::rows_wt_tile<7>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        case 6: detail::rows_wt_tile<6>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        case 5: detail::rows_wt_tile<5>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        case 4: detail::rows_wt_tile<4>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        case 3: detail::rows_wt_tile<3>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        case 2: detail::rows_wt_tile<2>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-        default: detail::rows_wt_tile<1>(x, ldx, k, w, ahead, y, ldy, accumulate); break;
-      }
-    }
-  }
+  detail::rows_wt_blocks<detail::kRowsTileW>(X, ldx, n, k, W, m, Y, ldy, accumulate);
 }
 
 }  // namespace ttt::kernels
