@@ -6,6 +6,8 @@
 //   Bf16Portable/n/m/k   Bf16Kernel::portable: xsimd dot products in the build's instruction set for
 //                        n <= 24 (one weight row at a time, in W's order), W widened to fp32 block by
 //                        block + Eigen's GEMM above
+//   Bf16Act/n/m/k        Bf16Kernel::avx512_bf16 at prefill sizes (n = 64, 2048): the activations
+//                        rounded to bf16 too, vdpbf16ps (skipped on a CPU without AVX512_BF16)
 //   F32Cold, Bf16Cold    decode sizes (n = 1, 8) cycling over copies of W that add up to 1 GiB of
 //                        fp32 (512 MiB of bf16), so that every call reads its weights from DRAM, as a
 //                        decode step of a whole model does (438 MB of fp32 weights for the 125m shape)
@@ -19,6 +21,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ttt/kernels/bf16.hpp"
@@ -60,6 +63,10 @@ void BM_F32(benchmark::State& state) {
 }
 
 void BM_Bf16(benchmark::State& state, Bf16Kernel kernel) {
+  if (!ttt::kernels::bf16_kernel_available(kernel)) {
+    state.SkipWithError((std::string("this CPU cannot run the ") + ttt::kernels::bf16_kernel_name(kernel) + " kernel").c_str());
+    return;
+  }
   const int64_t n = state.range(0), m = state.range(1), k = state.range(2);
   const Mat X = random_mat(n, k, 1);
   const Bf16Matrix W(random_mat(m, k, 2, 0.02f));
@@ -114,6 +121,11 @@ void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {1, 8, 64, 2048})
     for (auto [m, k] : kShapes) b->Args({n, m, k});
 }
+void prefill_sizes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "m", "k"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+  for (int64_t n : {64, 2048})
+    for (auto [m, k] : kShapes) b->Args({n, m, k});
+}
 void decode_sizes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "m", "k"})->Unit(benchmark::kMicrosecond)->UseRealTime();
   for (int64_t n : {1, 8})
@@ -123,6 +135,7 @@ void decode_sizes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_F32)->Name("F32")->Apply(sizes);
 BENCHMARK_CAPTURE(BM_Bf16, automatic, Bf16Kernel::automatic)->Name("Bf16")->Apply(sizes);
 BENCHMARK_CAPTURE(BM_Bf16, portable, Bf16Kernel::portable)->Name("Bf16Portable")->Apply(sizes);
+BENCHMARK_CAPTURE(BM_Bf16, avx512_bf16, Bf16Kernel::avx512_bf16)->Name("Bf16Act")->Apply(prefill_sizes);
 BENCHMARK(BM_F32Cold)->Name("F32Cold")->Apply(decode_sizes);
 BENCHMARK(BM_Bf16Cold)->Name("Bf16Cold")->Apply(decode_sizes);
 

@@ -1,5 +1,7 @@
 // One TTT layer of the 125m shape (C = 768, H = 12, f = 64, mini-batch b = 16), Linear and MLP:
-//   BM_LayerPrefill<L>/n   n tokens from a fresh state per iteration (tokens/s, GFLOP/s)
+//   BM_LayerPrefill<L>/n   n tokens from a fresh state per iteration (tokens/s, GFLOP/s); bf16/: the
+//                          projections' weights in bf16 (set_weight_dtype); bf16act/: and their
+//                          activations (set_bf16_activations; skipped without AVX512_BF16)
 //   BM_LayerVsGemm<L>/n    the same prefill, then a square fp32 GEMM of the same FLOPs, alternating
 //                          in one run: the layer's rate as a fraction of the GEMM's (of_gemm)
 //   BM_LayerDecode<L>      one token per iteration with a warm state (time per token)
@@ -37,8 +39,9 @@ using ttt::Mat;
 constexpr const char* kOptimizers[] = {"gd", "momentum", "decay", "muon", "adam"};
 
 /// A layer of the 125m shape with the reference's random initialisation (std 0.02), under inner
-/// optimizer kOptimizers[Opt].
-template <class L, int Opt = 0>
+/// optimizer kOptimizers[Opt]; Bf16: its projections' weights in bf16 (set_weight_dtype: the same
+/// weights rounded).
+template <class L, int Opt = 0, bool Bf16 = false>
 const ttt::TTTLayer<L>& bench_layer() {
   static const ttt::TTTLayer<L> layer = [] {
     auto cfg = ttt::ModelConfig::preset_125m(std::string(L::name));
@@ -46,6 +49,7 @@ const ttt::TTTLayer<L>& bench_layer() {
     ttt::TTTLayer<L> l(cfg);
     std::mt19937_64 rng(1234);
     l.visit_params("", [&](const ttt::ParamRef& p) { ttt::init_param(p, rng); });
+    if (Bf16) l.set_weight_dtype(ttt::WeightDtype::bf16);
     return l;
   }();
   return layer;
@@ -67,9 +71,14 @@ void set_counters(benchmark::State& state, int64_t tokens, double flops_per_toke
 }
 
 // ---- layer: prefill ------------------------------------------------------------------------------
-template <class L, int Opt = 0>
+template <class L, int Opt = 0, bool Bf16 = false, bool Act = false>
 void BM_LayerPrefill(benchmark::State& state) {
-  const auto& layer = bench_layer<L, Opt>();
+  if (Act && !ttt::kernels::bf16_kernel_available(ttt::kernels::Bf16Kernel::avx512_bf16)) {
+    state.SkipWithError("this CPU has no AVX512_BF16");
+    return;
+  }
+  ttt::kernels::set_bf16_activations(Act);  // Act: the projections' activations rounded to bf16 too
+  const auto& layer = bench_layer<L, Opt, Bf16>();
   const int64_t n = state.range(0);
   const Mat X = random_rows(n, layer.C, 42);
   typename ttt::TTTLayer<L>::Workspace ws;  // reused: steady-state buffers, as in a server
@@ -87,6 +96,7 @@ void BM_LayerPrefill(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_counters(state, int64_t(state.iterations()) * n, layer.flops_per_token());
+  ttt::kernels::set_bf16_activations(false);
 }
 
 // ---- layer against a GEMM of the same FLOPs (issue 15, item 3) ----------------------------------
@@ -255,6 +265,15 @@ BENCHMARK(BM_LayerPrefill<MLP>)->Name("Layer/MLP/prefill")->Arg(512)->Arg(2048)-
 // the inner optimizers (primal form; gd above is the dual form) and the SwiGLU learner (gd: its dual form)
 BENCHMARK(BM_LayerVsGemm<Linear>)->Name("Layer/Linear/vs_gemm")->Arg(2048)->Unit(benchmark::kMillisecond)->UseManualTime();
 BENCHMARK(BM_LayerVsGemm<MLP>)->Name("Layer/MLP/vs_gemm")->Arg(2048)->Unit(benchmark::kMillisecond)->UseManualTime();
+// bf16 projections (issue 15, items 1 and 3: the layer with the bf16 path against the official one)
+BENCHMARK(BM_LayerPrefill<Linear, 0, true>)->Name("Layer/Linear/bf16/prefill")->Arg(2048)->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_LayerPrefill<MLP, 0, true>)->Name("Layer/MLP/bf16/prefill")->Arg(2048)->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_LayerPrefill<Linear, 0, true, true>)->Name("Layer/Linear/bf16act/prefill")->Arg(2048)
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerPrefill<MLP, 0, true, true>)->Name("Layer/MLP/bf16act/prefill")->Arg(2048)
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 1>)->Name("Layer/Linear/prefill/momentum")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 2>)->Name("Layer/Linear/prefill/decay")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerPrefill<Linear, 3>)->Name("Layer/Linear/prefill/muon")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -10,6 +10,8 @@
 //                         chunking); the 32k-token prompt against the 2k one
 //   Model/<L>/bf16/...    prefill, decode and decode_batch with the weights in bf16
 //                         (set_weight_dtype: half the weight bytes per token; the same FLOPs)
+//   Model/<L>/bf16act/prefill/n   bf16 weights and the large products' activations rounded to bf16
+//                         (set_bf16_activations: vdpbf16ps; skipped on a CPU without AVX512_BF16)
 // GFLOP/s come from TTTModel::flops_per_token() (model.hpp). That count includes the LM head
 // (2 C V) for every token; prefill with Logits::last runs the head once, so prefill counts
 // n * (flops_per_token - 2 C V) + 2 C V.
@@ -54,8 +56,14 @@ double head_flops(const ttt::TTTModel<L>& m) {
   return 2.0 * double(m.cfg.hidden_size) * double(m.cfg.vocab_size);
 }
 
-template <class L, bool Bf16 = false>
+/// Act: with the activations of the large products rounded to bf16 too (set_bf16_activations).
+template <class L, bool Bf16 = false, bool Act = false>
 void BM_ModelPrefill(benchmark::State& state) {
+  if (Act && !ttt::kernels::bf16_kernel_available(ttt::kernels::Bf16Kernel::avx512_bf16)) {
+    state.SkipWithError("this CPU has no AVX512_BF16");
+    return;
+  }
+  ttt::kernels::set_bf16_activations(Act);
   const auto& model = bench_model<L, Bf16>();
   const int64_t n = state.range(0);
   const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
@@ -79,6 +87,7 @@ void BM_ModelPrefill(benchmark::State& state) {
   state.SetItemsProcessed(int64_t(it) * n);
   const double flops = double(n) * (model.flops_per_token() - head_flops(model)) + head_flops(model);
   state.counters["GFLOP/s"] = benchmark::Counter(it * flops * 1e-9, benchmark::Counter::kIsRate);
+  ttt::kernels::set_bf16_activations(false);
 }
 
 template <class L, bool Bf16 = false>
@@ -178,6 +187,10 @@ BENCHMARK(BM_ModelDecodeBatch<MLP>)->Name("Model/MLP/decode_batch")->Unit(benchm
 BENCHMARK(BM_ModelPrefill<Linear, true>)->Name("Model/Linear/bf16/prefill")->Apply(prefill_args)->Arg(2048)
     ->Iterations(1);
 BENCHMARK(BM_ModelPrefill<MLP, true>)->Name("Model/MLP/bf16/prefill")->Apply(prefill_args)->Arg(2048)->Iterations(1);
+BENCHMARK(BM_ModelPrefill<Linear, true, true>)->Name("Model/Linear/bf16act/prefill")->Apply(prefill_args)->Arg(2048)
+    ->Iterations(1);
+BENCHMARK(BM_ModelPrefill<MLP, true, true>)->Name("Model/MLP/bf16act/prefill")->Apply(prefill_args)->Arg(2048)
+    ->Iterations(1);
 BENCHMARK(BM_ModelDecode<Linear, true>)->Name("Model/Linear/bf16/decode")->Unit(benchmark::kMillisecond)
     ->UseRealTime()->Iterations(48);
 BENCHMARK(BM_ModelDecode<MLP, true>)->Name("Model/MLP/bf16/decode")->Unit(benchmark::kMillisecond)->UseRealTime()

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <ttt/core/weight_dtype.hpp>
+#include <ttt/kernels/bf16.hpp>
 #include <ttt/inner/optimizers.hpp>
 #include <ttt/inner/registry.hpp>
 #include <ttt/io/file.hpp>
@@ -77,7 +78,7 @@ void add_update_flags(CLI::App* app, UpdateFlags& u) {
       ->check(CLI::Range(int64_t(0), int64_t(1) << 20))->capture_default_str();
 }
 
-void add_dtype_option(CLI::App* app, std::string& dtype) {
+void add_dtype_option(CLI::App* app, std::string& dtype, bool& bf16_activations) {
   app->add_option("--dtype", dtype,
                   "Precision of the weight matrices: fp32, or bf16 (half the bytes per decoded token; "
                   "fp32 activations and accumulation; TTT checkpoints only)")
@@ -92,12 +93,22 @@ void add_dtype_option(CLI::App* app, std::string& dtype) {
           },
           "fp32|bf16"))
       ->capture_default_str();
+  app->add_flag("--bf16-activations", bf16_activations,
+                "With --dtype bf16: the prompt's products (more than 24 rows) round their activations to bf16 "
+                "too and run on AVX512_BF16's vdpbf16ps (faster where it has twice the multiply-adds of an fp32 "
+                "FMA, such as AMD Zen 4/5; a second rounding error the size of the weights')");
 }
 
-void check_dtype(const std::string& dtype, const std::string& model) {
-  if (ttt::parse_weight_dtype(dtype, "--dtype") == ttt::WeightDtype::bf16 && is_hier_checkpoint(model))
+void setup_dtype(const std::string& dtype, bool bf16_activations, const std::string& model) {
+  const bool bf16 = ttt::parse_weight_dtype(dtype, "--dtype") == ttt::WeightDtype::bf16;
+  if (bf16 && is_hier_checkpoint(model))
     throw UsageError("--dtype bf16: " + model +
                      " is a hierarchical-transformer checkpoint, which has no bf16 path (TTT checkpoints have one)");
+  if (bf16_activations && !bf16) throw UsageError("--bf16-activations needs --dtype bf16 (got --dtype " + dtype + ")");
+  if (bf16_activations && !ttt::kernels::bf16_kernel_available(ttt::kernels::Bf16Kernel::avx512_bf16))
+    throw UsageError("--bf16-activations: this CPU has no AVX512_BF16 (vdpbf16ps); leave the option out to keep "
+                     "the activations in fp32");
+  ttt::kernels::set_bf16_activations(bf16_activations);
 }
 
 namespace {

@@ -63,11 +63,13 @@ inline const std::vector<std::string> kUpdateFlags = {"--inner-optimizer", "--in
 /// when it runs alone. Built without MPI and started as one of N > 1: UsageError.
 std::shared_ptr<ttt::train::Communicator> join_processes();
 
-/// --dtype fp32|bf16 (the weights' precision, core/weight_dtype.hpp) on a subcommand that runs a
-/// model; `check_dtype(dtype, model)` checks it against the checkpoint: bf16 with a hierarchical
-/// one is a UsageError (no bf16 path there).
-void add_dtype_option(CLI::App* app, std::string& dtype);
-void check_dtype(const std::string& dtype, const std::string& model);
+/// --dtype fp32|bf16 (the weights' precision, core/weight_dtype.hpp) and --bf16-activations (the
+/// large bf16 products round their activations too: kernels::set_bf16_activations) on a subcommand
+/// that runs a model. `setup_dtype` checks them against the checkpoint and this CPU (UsageError:
+/// bf16 with a hierarchical checkpoint, which has no bf16 path; --bf16-activations without --dtype
+/// bf16 or without AVX512_BF16) and then sets the activations' rounding.
+void add_dtype_option(CLI::App* app, std::string& dtype, bool& bf16_activations);
+void setup_dtype(const std::string& dtype, bool bf16_activations, const std::string& model);
 
 /// CLI11 validators: a finite number; a number > 0; a number >= 0 (CLI11's PositiveNumber and
 /// NonNegativeNumber name the largest double in their message; these say "must be > 0, got -1").

@@ -37,6 +37,7 @@ namespace {
 
 struct EvalArgs {
   std::string model, input, out, dtype = "fp32", device = "cpu";
+  bool bf16_activations = false;  // --bf16-activations
   int threads = 0;
   bool grads = false;
 };
@@ -314,7 +315,7 @@ void eval_ttt_cuda(const EvalArgs& a, ttt::io::SafeTensorsWriter& w) {
 }
 
 int run_eval(const EvalArgs& a) {
-  check_dtype(a.dtype, a.model);
+  setup_dtype(a.dtype, a.bf16_activations, a.model);
   if (a.grads && a.dtype == "bf16")
     throw UsageError("--grads needs the fp32 weights (--dtype bf16 is inference only)");
   const bool cuda = a.device == "cuda";
@@ -346,7 +347,7 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(CLI::Range(0, 4096));
   sub->add_flag("--grads", a->grads,
                 "Also write grad.{name}: the gradient of the loss (mean over the batch) for every parameter");
-  add_dtype_option(sub, a->dtype);
+  add_dtype_option(sub, a->dtype, a->bf16_activations);
   sub->add_option("--device", a->device,
                   "cpu, or cuda: a TTT-Linear / TTT-MLP checkpoint on the GPU (built with TTT_ENABLE_CUDA; fp32, "
                   "docs/cuda.md)")

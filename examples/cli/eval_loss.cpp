@@ -25,6 +25,7 @@ namespace {
 
 struct EvalLossArgs {
   std::string model, data, out, dtype = "fp32";
+  bool bf16_activations = false;  // --bf16-activations
   int64_t seq_len = 128, max_windows = 0;
   int threads = 0;
 };
@@ -62,7 +63,7 @@ void check_vocab(const EvalLossArgs& a, int64_t vocab) {
 
 int run_eval_loss(const EvalLossArgs& a) {
   ttt::set_inner_threads(a.threads);
-  check_dtype(a.dtype, a.model);
+  setup_dtype(a.dtype, a.bf16_activations, a.model);
   if (!is_hier_checkpoint(a.model)) {
     Model m = load_model(a.model);
     m.set_weight_dtype(ttt::parse_weight_dtype(a.dtype, "--dtype"));
@@ -90,7 +91,7 @@ Command add_eval_loss(CLI::App& app) {
   sub->add_option("--out", a->out, "CSV of position,loss (written atomically)");
   sub->add_option("--max-windows", a->max_windows, "Use at most N windows (0 = all)")->check(non_negative_number());
   sub->add_option("--threads", a->threads, "Threads of the per-head loops (0 = default)")->check(CLI::Range(0, 4096));
-  add_dtype_option(sub, a->dtype);
+  add_dtype_option(sub, a->dtype, a->bf16_activations);
   return {sub, [a] { return run_eval_loss(*a); }};
 }
 

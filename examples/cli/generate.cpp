@@ -42,6 +42,7 @@ struct GenerateArgs {
   int64_t num_samples = 1;              // sequences per prompt (seeds seed, seed + 1, ...)
   std::string tokenizer;  // tokenizer.json; empty: the byte tokenizer
   std::string dtype = "fp32";
+  bool bf16_activations = false;  // --bf16-activations
   int64_t max_new_tokens = 32;
   float temperature = 1.0f;
   int top_k = 0;
@@ -263,7 +264,7 @@ int run_generate(const GenerateArgs& a) {
   }
   for (const std::string& ids : a.prompt_ids) prompts.push_back({std::nullopt, parse_id_list(ids)});
   ttt::set_inner_threads(a.threads);
-  check_dtype(a.dtype, a.model);
+  setup_dtype(a.dtype, a.bf16_activations, a.model);
   if (is_hier_checkpoint(a.model)) generate_hier(a, opt, prompts, text);
   else generate_ttt(a, opt, prompts, text);
   return 0;
@@ -312,7 +313,7 @@ Command add_generate(CLI::App& app) {
                   "(the original's sampler; --greedy / --top-k / --top-p use the library's instead)")
       ->capture_default_str();
   sub->add_option("--threads", a->threads, "Threads of the per-head loops (0 = default)")->check(CLI::Range(0, 4096));
-  add_dtype_option(sub, a->dtype);
+  add_dtype_option(sub, a->dtype, a->bf16_activations);
   return {sub, [a, o_ids, o_text] {
             if (o_ids->count() == 0 && o_text->count() == 0) throw UsageError("give the prompt with --prompt-ids or --prompt");
             return run_generate(*a);

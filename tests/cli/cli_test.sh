@@ -381,6 +381,14 @@ case_init_generate() {
     [ "$(wc -w <out.txt)" = 12 ] || fail "$layer: --dtype bf16: expected 12 ids, got: $(cat out.txt)"
     grep -q "^weights: bf16 (" err.txt || fail "$layer: --dtype bf16 does not say so: $(cat err.txt)"
     run 2 "${g[@]}" --dtype fp16 && check_err "ttt generate: " "--dtype" "fp16" "fp32, bf16"
+    # --bf16-activations: with --dtype bf16 only, and only where the CPU has AVX512_BF16
+    run 2 "${g[@]}" --greedy --bf16-activations && check_err "ttt generate: " "--bf16-activations" "--dtype bf16"
+    if grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null; then
+      run 0 "${g[@]}" --greedy --dtype bf16 --bf16-activations || return
+      grep -q "^weights: bf16 (avx512-bf16 kernel)" err.txt || fail "$layer: --bf16-activations does not say so: $(cat err.txt)"
+    else
+      run 2 "${g[@]}" --greedy --dtype bf16 --bf16-activations && check_err "ttt generate: " "--bf16-activations" "AVX512_BF16"
+    fi
     run 2 generate --model "m_$layer" --prompt hi --prompt "" && check_err "ttt generate: " "--prompt: prompt 2 is empty"
   done
   run 0 init --out small --vocab 97 || return

@@ -90,12 +90,17 @@ TEST_CASE("parity with every ttt-lm-pytorch reference case") {
 }
 
 /// bf16 weights against the official fp32 logits of one case: the relative error of the logits
-/// (all positions, and decode after the prompt).
+/// (all positions, and decode after the prompt). `act`: the large products' activations rounded to
+/// bf16 too (kernels::set_bf16_activations; the cases' 40-48 tokens are past the dot-product rows).
 template <class Lrn>
-void check_case_bf16(const fs::path& dir) {
-  INFO("case " << dir.string());
+void check_case_bf16(const fs::path& dir, bool act) {
+  INFO("case " << dir.string() << (act ? ", bf16 activations" : ""));
   auto model = load_checkpoint<TTTModel<Lrn>>(dir);
   model.set_weight_dtype(WeightDtype::bf16);
+  kernels::set_bf16_activations(act);
+  struct Reset {
+    ~Reset() { kernels::set_bf16_activations(false); }
+  } reset;
   const auto ex = io::SafeTensors::load(dir / "expected.safetensors");
   const auto shape = ex.info("input_ids").shape;
   const int64_t B = shape[0], L = shape[1], V = model.cfg.vocab_size;
@@ -104,7 +109,8 @@ void check_case_bf16(const fs::path& dir) {
   for (int64_t b = 0; b < B; ++b) {
     const Mat out = model.forward(std::span<const int64_t>(ids.data() + b * L, size_t(L)));
     const double e = th::rel_err(out.data(), logits.data() + b * L * V, size_t(L * V));
-    MESSAGE(dir.filename().string() << " batch " << b << ": bf16 logits' relative error " << e);
+    MESSAGE(dir.filename().string() << " batch " << b << ": bf16 " << std::string(act ? "weights and activations" : "weights")
+                                    << ", logits' relative error " << e);
     // the tolerance stated in the README (bf16 keeps 8 significant bits: ~4e-3 per weight)
     CHECK(e < 1e-2);
     CHECK(e > 1e-6);  // the weights really were rounded
@@ -120,8 +126,11 @@ TEST_CASE("bf16 weights on every ttt-lm-pytorch reference case: logits within 1e
   for (const auto& entry : fs::directory_iterator(root)) {
     if (!fs::exists(entry.path() / "expected.safetensors")) continue;
     const ModelConfig cfg = load_checkpoint_config(entry.path());
-    if (cfg.ttt_layer_type == "linear") check_case_bf16<inner::Linear>(entry.path());
-    else if (cfg.ttt_layer_type == "mlp") check_case_bf16<inner::MLP>(entry.path());
+    for (bool act : {false, true}) {
+      if (act && !kernels::bf16_kernel_available(kernels::Bf16Kernel::avx512_bf16)) continue;  // no AVX512_BF16 here
+      if (cfg.ttt_layer_type == "linear") check_case_bf16<inner::Linear>(entry.path(), act);
+      else if (cfg.ttt_layer_type == "mlp") check_case_bf16<inner::MLP>(entry.path(), act);
+    }
   }
 }
 

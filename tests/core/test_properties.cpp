@@ -151,6 +151,11 @@ TEST_CASE("row decode (gradients kept as rows) == the dual form of one token, ev
   // small configs keep 6 rows (P = 552, a row 80 values): a mini-batch of 8 also moves its rows
   // into gacc at its 7th token, one of 5 does not.
   REQUIRE(make_model<inner::MLP>(th::small_config("mlp"), 1).blocks[0].mixer.row_capacity() == 6);
+  ModelConfig momentum = th::small_config("mlp");  // other inner optimizers keep no rows, and no State for them
+  momentum.ttt_inner_optimizer = "momentum";
+  const auto mm = make_model<inner::MLP>(momentum, 1);
+  CHECK(mm.blocks[0].mixer.row_capacity() == 0);
+  CHECK(mm.blocks[0].mixer.new_state().rows.empty());
   const std::vector<std::vector<int64_t>> schedules{{1}, {3, 1, 1, 1, 1, 1}, {1, 1, 4}, {5, 1, 1, 2, 1}, {9, 1}};
   uint64_t seed = 170;
   for (const ModelConfig& c : option_sweep("mlp")) {

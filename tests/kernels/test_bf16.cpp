@@ -210,7 +210,7 @@ TEST_CASE("bf16: Bf16Matrix layout") {
 
 std::vector<Bf16Kernel> runnable_kernels() {
   std::vector<Bf16Kernel> ks;
-  for (Bf16Kernel k : {Bf16Kernel::automatic, Bf16Kernel::portable, Bf16Kernel::avx512})
+  for (Bf16Kernel k : {Bf16Kernel::automatic, Bf16Kernel::portable, Bf16Kernel::avx512, Bf16Kernel::avx512_bf16})
     if (kernels::bf16_kernel_available(k)) ks.push_back(k);
   return ks;
 }
@@ -265,12 +265,16 @@ TEST_CASE("bf16: every kernel == the plain twin within the fp32 summation bound,
       if (m * k * n > 12'000'000) continue;
       const Mat X = uniform(n, k, uint64_t(n + 3 * k)), Wf = uniform(m, k, uint64_t(m + 5 * k), 0.05);
       const Bf16Matrix W(Wf);
-      Mat ref(n, m);
-      kernels::bf16_matmul_nt(backend::scalar{}, X, W, ref);
-      // |fast - twin| <= 2 gamma_k sum_p |x_p w_p|, gamma_k = k u / (1 - k u), u = 2^-24
-      const double u = std::ldexp(1.0, -24), gamma = double(k) * u / (1.0 - double(k) * u);
-      const Eigen::MatrixXd bound = 2 * gamma * exact_product(X, W.to_float(), /*abs=*/true);
       for (Bf16Kernel kern : runnable_kernels()) {
+        // avx512_bf16 rounds the activations of a large product to bf16: its twin is the twin of
+        // those rounded activations
+        const bool rounds = kern == Bf16Kernel::avx512_bf16 && n > kernels::detail::kDotMaxRows;
+        const Mat Xt = rounds ? Bf16Matrix(X).to_float() : X;
+        Mat ref(n, m);
+        kernels::bf16_matmul_nt(backend::scalar{}, Xt, W, ref);
+        // |fast - twin| <= 2 gamma_k sum_p |x_p w_p|, gamma_k = k u / (1 - k u), u = 2^-24
+        const double u = std::ldexp(1.0, -24), gamma = double(k) * u / (1.0 - double(k) * u);
+        const Eigen::MatrixXd bound = 2 * gamma * exact_product(Xt, W.to_float(), /*abs=*/true);
         Mat out(n, m);
         kernels::bf16_matmul_nt(kern, X, W, out);
         const double worst = ((out - ref).cast<double>().cwiseAbs().array() / (bound.array() + 1e-30)).maxCoeff();
@@ -375,3 +379,37 @@ TEST_CASE("bf16: the error of bf16 weights against fp32 weights") {
 }
 
 }  // namespace
+
+TEST_CASE("bf16 activations: the pairs round as to_bf16, and the opt-in is refused without AVX512_BF16") {
+  if (!kernels::bf16_kernel_available(Bf16Kernel::avx512_bf16)) {
+    CHECK_THROWS_AS(kernels::set_bf16_activations(true), Error);
+    CHECK_FALSE(kernels::bf16_activations());
+    MESSAGE("no AVX512_BF16 on this CPU: the vdpbf16ps kernel is not run here");
+    return;
+  }
+  // ties (even and odd last kept bit), values past the largest bf16, +-inf, NaNs, denormals, zeros
+  std::vector<float> x = {1.0f, std::bit_cast<float>(0x3F808000u), std::bit_cast<float>(0x3F818000u),
+                          std::bit_cast<float>(0x3F808001u), 3.4e38f, -3.4e38f, INFINITY, -INFINITY, NAN,
+                          std::bit_cast<float>(0xFF812345u), 1e-40f, -1e-41f, 0.0f, -0.0f, 0.1f, -7.3e-5f};
+  for (int i = 0; x.size() < 75; ++i) x.push_back(std::ldexp(float(i % 17) - 8.3f, i % 9 - 4));  // odd length
+  for (size_t k : {size_t(1), size_t(2), size_t(31), size_t(32), size_t(33), x.size()}) {
+    std::vector<uint32_t> pairs((k + 1) / 2 + 1, 0xDEADBEEFu);
+    kernels::detail::bf16_pairs_avx512(x.data(), int64_t(k), pairs.data());
+    INFO("k " << k);
+    for (size_t p = 0; p < k; ++p)
+      CHECK(uint16_t(pairs[p / 2] >> (p % 2 ? 16 : 0)) == kernels::to_bf16(x[p]));
+    if (k % 2) CHECK((pairs[k / 2] >> 16) == 0u);  // the pair past k is zero
+    CHECK(pairs[(k + 1) / 2] == 0xDEADBEEFu);       // nothing written past the last pair
+  }
+  // the opt-in makes `automatic` (and so the models' products) run avx512_bf16 for large products
+  const Mat X = uniform(64, 130, 3), Wf = uniform(97, 130, 4, 0.05);
+  const Bf16Matrix W(Wf);
+  Mat want(64, 97), got(64, 97), exact(64, 97);
+  kernels::bf16_matmul_nt(Bf16Kernel::avx512_bf16, X, W, want);
+  kernels::bf16_matmul_nt(Bf16Kernel::automatic, X, W, exact);
+  kernels::set_bf16_activations(true);
+  kernels::bf16_matmul_nt(Bf16Kernel::automatic, X, W, got);
+  kernels::set_bf16_activations(false);
+  CHECK(got == want);
+  CHECK(got != exact);  // the activations were rounded
+}

@@ -14,17 +14,20 @@
 /// |---|---|---|
 /// | `avx512` (runtime check: AVX-512 F+BW) | dot-product tiles streaming W once per 8 rows of X (kernels/bf16_avx512.hpp) | W packed to fp32 in 48-row panels, 8 x 48 FMA micro-tiles |
 /// | `portable` | dot products in xsimd (the build's instruction set), one weight row at a time | W widened to fp32 block by block, Eigen's GEMM on each block |
-/// | `automatic` | `avx512` where the CPU has it, `portable` elsewhere | |
+/// | `avx512_bf16` (runtime check: AVX512_BF16; opt-in, `set_bf16_activations`) | as `avx512` | X rounded to bf16 pairs, W's pairs gathered into 48-row panels, 8 x 48 `vdpbf16ps` micro-tiles |
+/// | `automatic` | `avx512` where the CPU has it, `portable` elsewhere; `avx512_bf16` after the opt-in | |
 ///
-/// Accuracy: every path multiplies the fp32 activations by the exact fp32 values of the bf16
+/// Accuracy: every exact path multiplies the fp32 activations by the exact fp32 values of the bf16
 /// weights and sums in fp32, as the twin does, in another order (|difference| <= 2 gamma_k
 /// sum_p |x_p w_p|, tested). What bf16 weights cost against the fp32 weights they were rounded
 /// from: bf16 keeps 8 significant bits, so a weight errs by up to 2^-8 of its binade (~1.6e-3 of
 /// itself rms), and so does an output: relative Frobenius error 1.65e-3 measured (Gaussian X and
-/// W, k = 768). No path rounds the activations: AVX512_BF16's `vdpbf16ps` (X rounded to bf16 too,
-/// a second rounding error of the same size) was tried and dropped: on the Sapphire-Rapids-class
-/// Xeon measured it retires one per 2 cycles, 32 multiply-adds, half the 2 x 16 of `vfmadd231ps`
-/// (38 vs 79 GMAC/s on one core), so it is slower as well as less accurate there.
+/// W, k = 768). `avx512_bf16` rounds the activations of a large product to bf16 too (as to_bf16;
+/// a second rounding error of the same size) and then computes what the twin computes on them
+/// (tested; bf16 denormals read as zero). It is not the default: on the Sapphire-Rapids-class Xeon
+/// measured `vdpbf16ps` retires one per 2 cycles, 32 multiply-adds, half the 2 x 16 of
+/// `vfmadd231ps` (38 vs 79 GMAC/s on one core), so it is slower as well as less accurate there;
+/// on the AMD EPYC (Zen 5) measured it has twice the multiply-adds (78-80 vs 36-41 GMAC/s).
 ///
 /// Decode is memory bound: a tile reads each weight row once for all n rows of X and widens 32 bf16
 /// weights with one shift and one AND. Prefill is compute bound: W is widened once per panel and
@@ -38,6 +41,7 @@
 /// \endcode
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -161,7 +165,7 @@ class Bf16Matrix {
 // ---- the product --------------------------------------------------------------------------------
 
 /// Which implementation of `bf16_matmul_nt` runs (table at the top of this file).
-enum class Bf16Kernel { automatic, portable, avx512 };
+enum class Bf16Kernel { automatic, portable, avx512, avx512_bf16 };
 
 /// Whether this CPU (and compiler) can run `k`.
 inline bool bf16_kernel_available(Bf16Kernel k) {
@@ -169,20 +173,47 @@ inline bool bf16_kernel_available(Bf16Kernel k) {
     case Bf16Kernel::automatic:
     case Bf16Kernel::portable: return true;
     case Bf16Kernel::avx512: return detail::cpu_has_avx512bw();
+    case Bf16Kernel::avx512_bf16: return detail::cpu_has_avx512bf16();
   }
   return false;
-}
-/// What `automatic` runs here.
-inline Bf16Kernel bf16_kernel_chosen() {
-  return detail::cpu_has_avx512bw() ? Bf16Kernel::avx512 : Bf16Kernel::portable;
 }
 inline const char* bf16_kernel_name(Bf16Kernel k) {
   switch (k) {
     case Bf16Kernel::automatic: return "automatic";
     case Bf16Kernel::portable: return "portable";
     case Bf16Kernel::avx512: return "avx512";
+    case Bf16Kernel::avx512_bf16: return "avx512-bf16";
   }
   return "?";
+}
+
+namespace detail {
+inline std::atomic<bool>& bf16_activations_flag() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+}  // namespace detail
+
+/// Whether `automatic` rounds the activations of large products (prefill: more than kDotMaxRows
+/// rows) to bf16 too, running `avx512_bf16`. Off by default: every product then multiplies the
+/// fp32 activations exactly. Process-wide, like the thread count.
+inline bool bf16_activations() { return detail::bf16_activations_flag().load(std::memory_order_relaxed); }
+
+/// Opt in to (or out of) bf16 activations in large bf16 products: faster where `vdpbf16ps` has
+/// twice the multiply-adds of an fp32 FMA (the AMD EPYC of benchmarks/README.md, "bf16
+/// activations"), slower where it has half (the Xeon measured), and a second rounding error the
+/// size of the weights'. Throws Error on a CPU without AVX512_BF16 (no silent fall-back to exact
+/// activations).
+inline void set_bf16_activations(bool on) {
+  if (on && !detail::cpu_has_avx512bf16())
+    throw Error("bf16 activations: this CPU has no AVX512_BF16 (vdpbf16ps); the products stay exact without the option");
+  detail::bf16_activations_flag().store(on, std::memory_order_relaxed);
+}
+
+/// What `automatic` runs here for large products.
+inline Bf16Kernel bf16_kernel_chosen() {
+  if (bf16_activations()) return Bf16Kernel::avx512_bf16;
+  return detail::cpu_has_avx512bw() ? Bf16Kernel::avx512 : Bf16Kernel::portable;
 }
 
 namespace detail {
@@ -365,31 +396,65 @@ void bf16_dot_product(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool a
   run(0, tasks);
 }
 
-/// out [+]= X W^T for large n on AVX-512: each thread takes a contiguous range of the 48-row
-/// panels of W; per 4 panels and per kc inputs it packs them (fp32, transposed: ~600 KB at
-/// k = 768, in L2) and runs the 8 x 48 micro-tiles over every row of X.
-inline void bf16_gemm_avx512(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+/// The AVX-512 GEMM's two kinds of panels. FmaPanels: fp32 activations, W widened to fp32
+/// [kc][48] panels, FMA micro-tiles. DpPanels: activations rounded to bf16 pairs, W's own pairs
+/// gathered into [kc/2][48] panels, `vdpbf16ps` micro-tiles.
+struct FmaPanels {
+  using XElem = float;
+  using PanelElem = float;
+  static int64_t x_offset(int64_t pc) { return pc; }
+  static int64_t panel_elems(int64_t kc2) { return kc2 * kBf16PanelRows; }
+  static void pack(const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc, float* bp) {
+    bf16_pack_panel(w, ldw, rows, kc, bp);
+  }
+  static void micro(int64_t n, const float* x, int64_t ldx, const float* bp, int64_t kc, float* out, int64_t ldo,
+                    int64_t cols, bool add) {
+    bf16_micro(n, x, ldx, bp, kc, out, ldo, cols, add);
+  }
+};
+struct DpPanels {
+  using XElem = uint32_t;
+  using PanelElem = uint32_t;
+  static int64_t x_offset(int64_t pc) { return pc / 2; }  // pc is a multiple of the (even) kc
+  static int64_t panel_elems(int64_t kc2) { return kc2 / 2 * kBf16PanelRows; }
+  static void pack(const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc, uint32_t* bp) {
+    bf16_pack_panel_pairs(w, ldw, rows, kc, bp);
+  }
+  static void micro(int64_t n, const uint32_t* x, int64_t ldx, const uint32_t* bp, int64_t kc, float* out, int64_t ldo,
+                    int64_t cols, bool add) {
+    bf16_dp_micro(n, x, ldx, bp, (kc + 1) / 2, out, ldo, cols, add);
+  }
+};
+
+/// out [+]= X W^T for large n on AVX-512, X given as n rows of G::XElem (row stride ldx): each
+/// thread takes a contiguous range of the 48-row panels of W; per 4 panels and per kc inputs it
+/// packs them (FmaPanels: fp32, ~600 KB at k = 768, in L2) and runs the 8 x 48 micro-tiles over
+/// every row of X.
+template <class G>
+void bf16_gemm_panels(const typename G::XElem* x, int64_t ldx, int64_t n, const Bf16Matrix& W, MatRef& out,
+                      bool accumulate) {
   constexpr int64_t NR = kBf16PanelRows, MR = kBf16MicroRows, kPanelsPerBlock = 4;
-  const int64_t n = X.rows(), m = W.rows(), k = W.cols();
+  const int64_t m = W.rows(), k = W.cols();
   const int64_t kc = k <= 1024 ? k : 512, kc2 = kc + (kc & 1);  // the packing writes input pairs
-  const int64_t panels = ceil_div(m, NR), ldx = X.outerStride(), ldo = out.outerStride();
+  const int64_t panels = ceil_div(m, NR), ldo = out.outerStride();
   auto run = [&](int64_t q0, int64_t q1) {
-    thread_local AlignedVector<float> bp;
-    if (bp.size() < static_cast<std::size_t>(kPanelsPerBlock * NR * kc2))
-      bp.resize(static_cast<std::size_t>(kPanelsPerBlock * NR * kc2));
+    thread_local AlignedVector<typename G::PanelElem> bp;
+    const int64_t per_panel = G::panel_elems(kc2);
+    if (bp.size() < static_cast<std::size_t>(kPanelsPerBlock * per_panel))
+      bp.resize(static_cast<std::size_t>(kPanelsPerBlock * per_panel));
     for (int64_t qb = q0; qb < q1; qb += kPanelsPerBlock) {
       const int64_t nq = std::min(kPanelsPerBlock, q1 - qb);
       for (int64_t pc = 0; pc < k; pc += kc) {
         const int64_t kb = std::min(kc, k - pc);
         for (int64_t q = 0; q < nq; ++q) {
           const int64_t j0 = (qb + q) * NR;
-          bf16_pack_panel(W.row(j0) + pc, W.stride(), std::min(NR, m - j0), kb, bp.data() + q * NR * kc2);
+          G::pack(W.row(j0) + pc, W.stride(), std::min(NR, m - j0), kb, bp.data() + q * per_panel);
         }
         for (int64_t i = 0; i < n; i += MR)
           for (int64_t q = 0; q < nq; ++q) {
             const int64_t j0 = (qb + q) * NR;
-            bf16_micro(std::min(MR, n - i), X.data() + i * ldx + pc, ldx, bp.data() + q * NR * kc2, kb,
-                       out.data() + i * ldo + j0, ldo, std::min(NR, m - j0), accumulate || pc > 0);
+            G::micro(std::min(MR, n - i), x + i * ldx + G::x_offset(pc), ldx, bp.data() + q * per_panel, kb,
+                     out.data() + i * ldo + j0, ldo, std::min(NR, m - j0), accumulate || pc > 0);
           }
       }
     }
@@ -405,6 +470,21 @@ inline void bf16_gemm_avx512(const CMatRef& X, const Bf16Matrix& W, MatRef& out,
   }
 #endif
   run(0, panels);
+}
+
+/// out [+]= X W^T for large n, fp32 activations (FMA on widened weights).
+inline void bf16_gemm_avx512(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+  bf16_gemm_panels<FmaPanels>(X.data(), X.outerStride(), X.rows(), W, out, accumulate);
+}
+
+/// out [+]= X W^T for large n with `vdpbf16ps`: X rounded to bf16 pairs first (by the calling
+/// thread, vectorised), then the panels.
+inline void bf16_gemm_avx512bf16(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+  const int64_t n = X.rows(), k = W.cols(), ldx = (k + 1) / 2;
+  thread_local AlignedVector<uint32_t> xb;
+  if (xb.size() < static_cast<std::size_t>(n * ldx)) xb.resize(static_cast<std::size_t>(n * ldx));
+  for (int64_t r = 0; r < n; ++r) bf16_pairs_avx512(X.row(r).data(), k, xb.data() + r * ldx);
+  bf16_gemm_panels<DpPanels>(xb.data(), ldx, n, W, out, accumulate);
 }
 
 /// Bytes of fp32 weights one block of bf16_widen_gemm widens at most (per thread).
@@ -464,7 +544,8 @@ inline void bf16_matmul_nt(backend::scalar, CMatRef X, const Bf16Matrix& W, MatR
 }
 
 /// out (n, m) = X (n, k) W^T, or out += X W^T with `accumulate`, W a [m, k] bf16 matrix, by the
-/// kernel asked for (`automatic`: the fastest exact one this CPU has). out must not overlap X.
+/// kernel asked for (`automatic`: the fastest exact one this CPU has, or `avx512_bf16` after
+/// set_bf16_activations(true)). out must not overlap X.
 /// Throws ShapeError on mismatched shapes, Error when `kernel` needs an instruction set this CPU
 /// lacks (bf16_kernel_available). Uses the calling thread's OpenMP threads for large products.
 inline void bf16_matmul_nt(Bf16Kernel kernel, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
@@ -479,6 +560,10 @@ inline void bf16_matmul_nt(Bf16Kernel kernel, CMatRef X, const Bf16Matrix& W, Ma
   }
   if (kernel == Bf16Kernel::automatic) kernel = bf16_kernel_chosen();
   const bool small = X.rows() <= detail::kDotMaxRows;
+  if (kernel == Bf16Kernel::avx512_bf16) {  // a few rows (decode) are memory bound: exact activations
+    if (small) return detail::bf16_dot_product<detail::Avx512Tiles>(X, W, out, accumulate);
+    return detail::bf16_gemm_avx512bf16(X, W, out, accumulate);
+  }
   if (kernel == Bf16Kernel::avx512) {
     if (small) return detail::bf16_dot_product<detail::Avx512Tiles>(X, W, out, accumulate);
     return detail::bf16_gemm_avx512(X, W, out, accumulate);

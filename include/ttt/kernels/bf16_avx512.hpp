@@ -17,6 +17,7 @@
 /// - `bf16_pack_panel` + `bf16_micro` (prefill): 48 rows of W gathered, widened and transposed into
 ///   an fp32 panel [k][48], then 8 x 48 outputs per micro-tile in 24 zmm accumulators, one
 ///   broadcast of x(r, p) and three panel loads per 24 FMAs (Eigen's AVX-512 GEMM shape, 48 x 8).
+#include <algorithm>
 #include <cstdint>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -219,6 +220,131 @@ inline void bf16_micro(int64_t n, const float* x, int64_t ldx, const float* bp, 
   }
 }
 
+// ---- AVX512_BF16 (`vdpbf16ps`) for large n, the activations rounded to bf16 too (opt-in) -------
+
+#define TTT_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma")))
+
+/// AVX512_BF16 (with F + BW), enabled by the OS.
+inline bool cpu_has_avx512bf16() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx512bw() && __builtin_cpu_supports("avx512bf16");
+  }();
+  return yes;
+}
+
+/// to_bf16 of 16 lanes (nearest, ties to even; NaN stays a quiet NaN), each result in its lane's
+/// high half.
+TTT_TARGET_AVX512BF16 inline __m512i bf16_round16(__m512i u) {
+  const __m512i r = _mm512_add_epi32(
+      u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+  const __mmask16 nan =
+      _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)), _mm512_set1_epi32(0x7F800000));
+  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+}
+
+/// x[0 .. k) -> k/2 (rounded up) bf16 pairs: input 2i in the low half of word i, 2i + 1 in the
+/// high half, a zero past k; each value rounded as to_bf16 does.
+TTT_TARGET_AVX512BF16 inline void bf16_pairs_avx512(const float* x, int64_t k, uint32_t* out) {
+  const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_idx = _mm512_add_epi32(even_idx, _mm512_set1_epi32(1));
+  const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
+  for (int64_t p = 0; p < k; p += 32) {  // 32 inputs: the even ones and the odd ones, rounded, interleaved by halves
+    const int64_t left = k - p;           // the last block reads zeros past k (masked loads)
+    const __mmask16 ma = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+    const __mmask16 mb = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1u);
+    const __m512i a = _mm512_maskz_loadu_epi32(ma, static_cast<const void*>(x + p)),
+                  b = _mm512_maskz_loadu_epi32(mb, static_cast<const void*>(x + p + 16));
+    const __m512i e = bf16_round16(_mm512_permutex2var_epi32(a, even_idx, b)),
+                  o = bf16_round16(_mm512_permutex2var_epi32(a, odd_idx, b));
+    const int64_t words = std::min<int64_t>(16, (left + 1) / 2);
+    const __mmask16 mw = words >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << words) - 1u);
+    _mm512_mask_storeu_epi32(static_cast<void*>(out + p / 2), mw,
+                             _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, high)));
+  }
+}
+
+/// Packs W rows [0, rows) (rows <= 48; the missing ones as zeros), inputs [0, kc) (kc even, or the
+/// pair past it in W's zero padding), of the matrix at w (row stride ldw) into bp as kc/2 rows of
+/// 48 input pairs, row q holding W(c, 2q) | W(c, 2q+1) << 16 for c < 48: the layout `vdpbf16ps`
+/// multiplies by a broadcast pair of x. The pairs are W's own 32-bit words, gathered.
+TTT_TARGET_AVX512BF16 inline void bf16_pack_panel_pairs(const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc,
+                                                        uint32_t* bp) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i half_stride = _mm512_set1_epi32(int32_t(ldw / 2));
+  __m512i idx[3];
+  __mmask16 valid[3];
+  for (int v = 0; v < 3; ++v) {
+    idx[v] = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * v)), half_stride);
+    const int64_t have = rows - 16 * v;
+    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
+  }
+  for (int64_t p = 0; p < kc; p += 2) {
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v)
+      _mm512_store_si512(static_cast<void*>(bp + p / 2 * 48 + 16 * v),
+                         _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid[v], idx[v], w + p, 4));
+  }
+}
+
+/// out(r, c) (=|+=) sum_p x(r, p) w(c, p) for MR rows r of bf16 pairs (xb, row stride ldxb words)
+/// and the columns c < 48 that `cols` allows, from a panel of bf16_pack_panel_pairs: 3 x MR
+/// accumulators, one `vdpbf16ps` per 16 outputs and input pair (odd product added first, then the
+/// even one, each rounded; bf16 denormals read as zero).
+template <int MR>
+TTT_TARGET_AVX512BF16 void bf16_dp_micro_tile(const uint32_t* xb, int64_t ldxb, const uint32_t* bp, int64_t pairs,
+                                              float* out, int64_t ldo, int64_t cols, bool add) {
+  __m512 acc[MR][3];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < pairs; ++q) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(static_cast<const void*>(bp + q * 48)),
+                   b1 = (__m512bh)_mm512_load_si512(static_cast<const void*>(bp + q * 48 + 16)),
+                   b2 = (__m512bh)_mm512_load_si512(static_cast<const void*>(bp + q * 48 + 32));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(int32_t(xb[r * ldxb + q]));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], a, b2);
+    }
+  }
+  __mmask16 valid[3];
+#pragma GCC unroll 3
+  for (int v = 0; v < 3; ++v) {
+    const int64_t have = cols - 16 * v;
+    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) {
+      float* o = out + r * ldo + 16 * v;
+      __m512 val = acc[r][v];
+      if (add) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(valid[v], o));
+      _mm512_mask_storeu_ps(o, valid[v], val);
+    }
+}
+
+/// The `vdpbf16ps` micro-tile for n (1..8) rows of X.
+inline void bf16_dp_micro(int64_t n, const uint32_t* xb, int64_t ldxb, const uint32_t* bp, int64_t pairs, float* out,
+                          int64_t ldo, int64_t cols, bool add) {
+  switch (n) {
+    case 1: return bf16_dp_micro_tile<1>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    case 2: return bf16_dp_micro_tile<2>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    case 3: return bf16_dp_micro_tile<3>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    case 4: return bf16_dp_micro_tile<4>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    case 5: return bf16_dp_micro_tile<5>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    case 6: return bf16_dp_micro_tile<6>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    case 7: return bf16_dp_micro_tile<7>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+    default: return bf16_dp_micro_tile<8>(xb, ldxb, bp, pairs, out, ldo, cols, add);
+  }
+}
+
+#undef TTT_TARGET_AVX512BF16
+
 #undef TTT_TARGET_AVX512
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -234,6 +360,10 @@ inline constexpr int64_t kBf16PanelRows = 48;
 inline constexpr int64_t kBf16MicroRows = 8;
 inline void bf16_pack_panel(const uint16_t*, int64_t, int64_t, int64_t, float*) {}
 inline void bf16_micro(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool) {}
+inline bool cpu_has_avx512bf16() { return false; }
+inline void bf16_pairs_avx512(const float*, int64_t, uint32_t*) {}
+inline void bf16_pack_panel_pairs(const uint16_t*, int64_t, int64_t, int64_t, uint32_t*) {}
+inline void bf16_dp_micro(int64_t, const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool) {}
 
 #endif
 

@@ -378,10 +378,14 @@ class TTTLayer {
   /// Row decode: the most tokens of a mini-batch a head keeps as rows, as many as fit in its P
   /// weights (more would read more per token than gacc does; TTT-MLP, f = 64: 51, so a mini-batch
   /// of 16 decodes as rows throughout, one of 2,048 from its 52nd token on through gacc), at most
-  /// a mini-batch.
+  /// a mini-batch; 0 (no rows, no State for them) under an inner optimizer other than plain GD.
   int64_t row_capacity() const {
-    if constexpr (inner::HasRowDecode<L, S>) return std::min(mb, std::max<int64_t>(1, P / L::token_row_size(dims)));
-    else return 0;
+    if constexpr (inner::HasRowDecode<L, S>) {
+      if (!rule.is_plain_gd()) return 0;
+      return std::min(mb, std::max<int64_t>(1, P / L::token_row_size(dims)));
+    } else {
+      return 0;
+    }
   }
 
  private:
@@ -429,7 +433,7 @@ class TTTLayer {
         const int64_t R = L::token_row_size(dims), cap = row_capacity();
         S* rows = st.rows.data() + h * cap * R;
         int64_t& nrows = st.nrows[size_t(h)];
-        if (row_decode && len == 1 && nrows == p && p < cap && rule.is_plain_gd()) {  // gacc is zero: rows hold it all
+        if (row_decode && len == 1 && nrows == p && p < cap) {  // gacc is zero: rows hold it all (cap > 0: plain GD)
           L::decode_token(theta, rows, p, cap, seg, Zq, hw);
           nrows = p + 1;
           if (nrows == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
