@@ -265,16 +265,24 @@ TEST_CASE("bf16: every kernel == the plain twin within the fp32 summation bound,
       if (m * k * n > 12'000'000) continue;
       const Mat X = uniform(n, k, uint64_t(n + 3 * k)), Wf = uniform(m, k, uint64_t(m + 5 * k), 0.05);
       const Bf16Matrix W(Wf);
+      // the twin and the bound: of X, and (avx512_bf16 rounds the activations of a large product
+      // to bf16) of X rounded; |fast - twin| <= 2 gamma_k sum_p |x_p w_p|, gamma_k = k u / (1 - k u)
+      const double u = std::ldexp(1.0, -24), gamma = double(k) * u / (1.0 - double(k) * u);
+      struct Twin {
+        Mat ref;
+        Eigen::MatrixXd bound;
+      };
+      auto twin = [&](const Mat& Xt) {
+        Twin t{Mat(n, m), 2 * gamma * exact_product(Xt, W.to_float(), /*abs=*/true)};
+        kernels::bf16_matmul_nt(backend::scalar{}, Xt, W, t.ref);
+        return t;
+      };
+      const Twin exact = twin(X);
       for (Bf16Kernel kern : runnable_kernels()) {
-        // avx512_bf16 rounds the activations of a large product to bf16: its twin is the twin of
-        // those rounded activations
         const bool rounds = kern == Bf16Kernel::avx512_bf16 && n > kernels::detail::kDotMaxRows;
-        const Mat Xt = rounds ? Bf16Matrix(X).to_float() : X;
-        Mat ref(n, m);
-        kernels::bf16_matmul_nt(backend::scalar{}, Xt, W, ref);
-        // |fast - twin| <= 2 gamma_k sum_p |x_p w_p|, gamma_k = k u / (1 - k u), u = 2^-24
-        const double u = std::ldexp(1.0, -24), gamma = double(k) * u / (1.0 - double(k) * u);
-        const Eigen::MatrixXd bound = 2 * gamma * exact_product(Xt, W.to_float(), /*abs=*/true);
+        const Twin rounded = rounds ? twin(Bf16Matrix(X).to_float()) : Twin{};
+        const Mat& ref = rounds ? rounded.ref : exact.ref;
+        const Eigen::MatrixXd& bound = rounds ? rounded.bound : exact.bound;
         Mat out(n, m);
         kernels::bf16_matmul_nt(kern, X, W, out);
         const double worst = ((out - ref).cast<double>().cwiseAbs().array() / (bound.array() + 1e-30)).maxCoeff();

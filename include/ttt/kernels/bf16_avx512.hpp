@@ -17,7 +17,9 @@
 /// - `bf16_pack_panel` + `bf16_micro` (prefill): 48 rows of W gathered, widened and transposed into
 ///   an fp32 panel [k][48], then 8 x 48 outputs per micro-tile in 24 zmm accumulators, one
 ///   broadcast of x(r, p) and three panel loads per 24 FMAs (Eigen's AVX-512 GEMM shape, 48 x 8).
-#include <algorithm>
+/// - `bf16_pairs_avx512` + `bf16_pack_panel_pairs` + `bf16_dp_micro` (prefill with bf16
+///   activations, AVX512_BF16, opt-in): X rounded to bf16 pairs, W's own 32-bit pairs gathered into
+///   [k/2][48] panels, 8 x 48 outputs per micro-tile from 24 `vdpbf16ps` per input pair.
 #include <cstdint>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -54,6 +56,11 @@ TTT_TARGET_AVX512 inline float bf16_sum16(__m512 a) {
   a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(1, 0, 3, 2)));
   a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));
   return _mm512_cvtss_f32(a);
+}
+
+/// The mask of the first `have` of 16 lanes (none when have <= 0, all from 16 on).
+inline __mmask16 first_lanes(int64_t have) {
+  return have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
 }
 
 /// N rows of split-packed X (stride kp) times R rows of W (stride ldw): N x R results to out
@@ -141,6 +148,36 @@ inline void bf16_tile_avx512(int64_t n, const float* xs, int64_t kp, const uint1
 inline constexpr int64_t kBf16PanelRows = 48;
 inline constexpr int64_t kBf16MicroRows = 8;
 
+/// The gather of a panel's 48 rows (rows of them real, row stride ldw, a multiple of 2): for the
+/// 16 rows of vector v, idx[v] holds each row's offset in 32-bit words and valid[v] the real ones.
+TTT_TARGET_AVX512 inline void bf16_panel_gather(int64_t ldw, int64_t rows, __m512i idx[3], __mmask16 valid[3]) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i half_stride = _mm512_set1_epi32(int32_t(ldw / 2));
+  for (int v = 0; v < 3; ++v) {
+    idx[v] = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * v)), half_stride);
+    valid[v] = first_lanes(rows - 16 * v);
+  }
+}
+
+/// Stores (or, with `add`, adds) the MR x 48 accumulators of a micro-tile to out (row stride ldo),
+/// the columns c < cols only.
+template <int MR>
+TTT_TARGET_AVX512 inline void bf16_store_tile(const __m512 (&acc)[MR][3], float* out, int64_t ldo, int64_t cols,
+                                              bool add) {
+  __mmask16 valid[3];
+#pragma GCC unroll 3
+  for (int v = 0; v < 3; ++v) valid[v] = first_lanes(cols - 16 * v);
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 3
+    for (int v = 0; v < 3; ++v) {
+      float* o = out + r * ldo + 16 * v;
+      __m512 val = acc[r][v];
+      if (add) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(valid[v], o));
+      _mm512_mask_storeu_ps(o, valid[v], val);
+    }
+}
+
 /// Packs W rows [0, rows) (rows <= 48; the missing ones as zeros), inputs [0, kc), of the matrix
 /// at w (row stride ldw, a multiple of 2; w 4-byte aligned) into bp as fp32 [kc rounded up to
 /// even][48]: row p of the panel is W(:, p), the column the micro-tile multiplies by x(r, p).
@@ -148,15 +185,9 @@ inline constexpr int64_t kBf16MicroRows = 8;
 /// two columns, as in the dot-product tiles.
 TTT_TARGET_AVX512 inline void bf16_pack_panel(const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc, float* bp) {
   const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i half_stride = _mm512_set1_epi32(int32_t(ldw / 2));
   __m512i idx[3];
   __mmask16 valid[3];
-  for (int v = 0; v < 3; ++v) {
-    idx[v] = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * v)), half_stride);
-    const int64_t have = rows - 16 * v;
-    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
-  }
+  bf16_panel_gather(ldw, rows, idx, valid);
   for (int64_t p = 0; p < kc; p += 2) {
 #pragma GCC unroll 3
     for (int v = 0; v < 3; ++v) {
@@ -188,21 +219,7 @@ TTT_TARGET_AVX512 void bf16_micro_tile(const float* x, int64_t ldx, const float*
       acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
     }
   }
-  __mmask16 valid[3];
-#pragma GCC unroll 3
-  for (int v = 0; v < 3; ++v) {
-    const int64_t have = cols - 16 * v;
-    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < 3; ++v) {
-      float* o = out + r * ldo + 16 * v;
-      __m512 val = acc[r][v];
-      if (add) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(valid[v], o));
-      _mm512_mask_storeu_ps(o, valid[v], val);
-    }
+  bf16_store_tile<MR>(acc, out, ldo, cols, add);
 }
 
 /// The micro-tile for n (1..8) rows of X.
@@ -251,15 +268,12 @@ TTT_TARGET_AVX512BF16 inline void bf16_pairs_avx512(const float* x, int64_t k, u
   const __m512i high = _mm512_set1_epi32(int32_t(0xFFFF0000u));
   for (int64_t p = 0; p < k; p += 32) {  // 32 inputs: the even ones and the odd ones, rounded, interleaved by halves
     const int64_t left = k - p;           // the last block reads zeros past k (masked loads)
-    const __mmask16 ma = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
-    const __mmask16 mb = left >= 32 ? __mmask16(0xFFFF) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1u);
+    const __mmask16 ma = first_lanes(left), mb = first_lanes(left - 16);
     const __m512i a = _mm512_maskz_loadu_epi32(ma, static_cast<const void*>(x + p)),
                   b = _mm512_maskz_loadu_epi32(mb, static_cast<const void*>(x + p + 16));
     const __m512i e = bf16_round16(_mm512_permutex2var_epi32(a, even_idx, b)),
                   o = bf16_round16(_mm512_permutex2var_epi32(a, odd_idx, b));
-    const int64_t words = std::min<int64_t>(16, (left + 1) / 2);
-    const __mmask16 mw = words >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << words) - 1u);
-    _mm512_mask_storeu_epi32(static_cast<void*>(out + p / 2), mw,
+    _mm512_mask_storeu_epi32(static_cast<void*>(out + p / 2), first_lanes((left + 1) / 2),
                              _mm512_or_si512(_mm512_srli_epi32(e, 16), _mm512_and_si512(o, high)));
   }
 }
@@ -270,15 +284,9 @@ TTT_TARGET_AVX512BF16 inline void bf16_pairs_avx512(const float* x, int64_t k, u
 /// multiplies by a broadcast pair of x. The pairs are W's own 32-bit words, gathered.
 TTT_TARGET_AVX512BF16 inline void bf16_pack_panel_pairs(const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc,
                                                         uint32_t* bp) {
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i half_stride = _mm512_set1_epi32(int32_t(ldw / 2));
   __m512i idx[3];
   __mmask16 valid[3];
-  for (int v = 0; v < 3; ++v) {
-    idx[v] = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(16 * v)), half_stride);
-    const int64_t have = rows - 16 * v;
-    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
-  }
+  bf16_panel_gather(ldw, rows, idx, valid);
   for (int64_t p = 0; p < kc; p += 2) {
 #pragma GCC unroll 3
     for (int v = 0; v < 3; ++v)
@@ -311,21 +319,7 @@ TTT_TARGET_AVX512BF16 void bf16_dp_micro_tile(const uint32_t* xb, int64_t ldxb, 
       acc[r][2] = _mm512_dpbf16_ps(acc[r][2], a, b2);
     }
   }
-  __mmask16 valid[3];
-#pragma GCC unroll 3
-  for (int v = 0; v < 3; ++v) {
-    const int64_t have = cols - 16 * v;
-    valid[v] = have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < 3; ++v) {
-      float* o = out + r * ldo + 16 * v;
-      __m512 val = acc[r][v];
-      if (add) val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(valid[v], o));
-      _mm512_mask_storeu_ps(o, valid[v], val);
-    }
+  bf16_store_tile<MR>(acc, out, ldo, cols, add);
 }
 
 /// The `vdpbf16ps` micro-tile for n (1..8) rows of X.
