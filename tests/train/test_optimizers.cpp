@@ -337,6 +337,34 @@ TEST_CASE("the copy task, muon after: every learner" * doctest::skip()) {
   CopyTask::check<inner::SwiGLU>("swiglu", {{"muon", "after"}});
 }
 
+TEST_CASE("swiglu: row decode (gradients kept as rows) == the dual form of one token, any chunking (double)") {
+  // f = 6, h = 10: P = 180 and rows of 42 values, so row_capacity() is 4; a mini-batch of 6 moves
+  // its rows into gacc at its 5th token, and a longer chunk after single tokens moves them too
+  auto cfg = combo_config("swiglu", {"gd", "after"}, 6);
+  TTTModel<inner::SwiGLU, double> rows(cfg);
+  th::randomize(rows, 12, 0.3);
+  auto plain = rows;
+  for (auto& b : plain.blocks) b.mixer.row_decode = false;
+  REQUIRE(rows.blocks[0].mixer.row_capacity() == 4);
+  const auto ids = th::random_ids(23, cfg.vocab_size, 13);
+  auto chunked = [&](const TTTModel<inner::SwiGLU, double>& m, const std::vector<int64_t>& lens) {
+    auto st = m.new_state();
+    MatD got(int64_t(ids.size()), cfg.vocab_size), lg;
+    for (size_t t = 0, i = 0; t < ids.size(); ++i) {
+      const size_t len = std::min<size_t>(ids.size() - t, size_t(lens[i % lens.size()]));
+      m.forward(st, std::span<const int64_t>(ids.data() + t, len), &lg, Logits::all);
+      got.middleRows(int64_t(t), int64_t(len)) = lg;
+      t += len;
+    }
+    return got;
+  };
+  for (const std::vector<int64_t>& lens : {std::vector<int64_t>{1}, {3, 1, 1, 1, 1, 1}, {1, 1, 4}, {5, 1, 1, 2, 1}, {8, 1}}) {
+    const MatD a = chunked(rows, lens), b = chunked(plain, lens);
+    INFO("chunks of " << lens[0] << ", " << lens[lens.size() > 1 ? 1 : 0] << ", ...");
+    CHECK((a - b).cwiseAbs().maxCoeff() < 1e-12 * std::max(1.0, b.cwiseAbs().maxCoeff()));
+  }
+}
+
 TEST_CASE("swiglu: its dual form == its primal form, from a mini-batch's start and mid-way (double)") {
   std::mt19937_64 rng(21);
   std::normal_distribution<double> N(0, 0.4);

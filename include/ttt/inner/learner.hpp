@@ -153,7 +153,7 @@ concept HasRowDecode =
     HasDualForm<L, S> &&
     requires(const S* th, S* rows, int64_t t, const Segment<S>& s, RefT<S> Zq, typename L::template Workspace<S>& ws) {
       { L::token_row_size(t) } -> std::same_as<int64_t>;
-      L::decode_token(th, rows, t, t, s, Zq, ws);
+      L::decode_token(th, rows, t, t, Dims(t), s, Zq, ws);
       L::add_rows(rows, t, S(1), rows, t);
     };
 

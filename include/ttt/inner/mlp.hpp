@@ -164,8 +164,8 @@ struct MLP {
   /// for b tokens (t < b): writes its row t (rows 0 .. t-1: the mini-batch's earlier tokens) and
   /// Zq (1, f), what dual_form gives with gacc = the earlier rows' gradients (add_rows).
   template <class S>
-  static void decode_token(const S* theta0, S* rows, int64_t t, int64_t b, const Segment<S>& s, RefT<S> Zq,
-                           Workspace<S>& ws) {
+  static void decode_token(const S* theta0, S* rows, int64_t t, int64_t b, Dims /*d: f is s's width*/,
+                           const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t f = s.XQ.cols(), h = expansion * f;
     const View<const S> p(theta0, f);
     Rows<S> r(rows, t + 1, f);

@@ -14,6 +14,7 @@
 /// training forward / reverse (tested against the derived one, inner/derived.hpp).
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../blocks/activations.hpp"
@@ -72,6 +73,7 @@ struct SwiGLU {
   template <class S>
   struct Workspace {
     MatT<S> XKQ, A, B, H, Z, G, target, dA, dB, K, Hq, WG, WG2;  // A, B: keys' rows, then queries'
+    MatT<S> Arow;  // decode_token's (1, b): its own, so that it and dual_form never resize each other's
   };
 
   /// Dual form (as TTT-MLP's, inner/mlp.hpp, with no biases and two first-layer maps): every key's
@@ -146,6 +148,86 @@ struct SwiGLU {
     g1.noalias() += s.gscale * (s.XK.transpose() * cv(ws.dA));
     g3.noalias() += s.gscale * (s.XK.transpose() * cv(ws.dB));
     g2.noalias() += s.gscale * (cv(ws.H).transpose() * cv(ws.G));
+  }
+
+  /// Decode under plain GD, one token at a time (TTTLayer::row_decode; as TTT-MLP's, inner/mlp.hpp):
+  /// a token's row is [xk (f), lr dA (h), lr dB (h), H (h), lr G (f)], its gradient
+  /// (xk^T lr dA, xk^T lr dB, H^T lr G). Per token that reads theta0 (3fh) and the rows instead of
+  /// reading and writing gacc (3fh more).
+  static int64_t token_row_size(Dims d) { return 2 * d.f + 3 * hidden(d); }
+
+  /// The rows of n tokens as the five (n, .) views of `rows`.
+  template <class P>
+  struct Rows {
+    using S = std::remove_const_t<P>;
+    using Map = Eigen::Map<std::conditional_t<std::is_const_v<P>, const MatT<S>, MatT<S>>, 0, Eigen::OuterStride<>>;
+    Map K, DA, DB, H, G;
+    Rows(P* rows, int64_t n, Dims d)
+        : K(rows, n, d.f, Eigen::OuterStride<>(token_row_size(d))),
+          DA(rows + d.f, n, hidden(d), Eigen::OuterStride<>(token_row_size(d))),
+          DB(rows + d.f + hidden(d), n, hidden(d), Eigen::OuterStride<>(token_row_size(d))),
+          H(rows + d.f + 2 * hidden(d), n, hidden(d), Eigen::OuterStride<>(token_row_size(d))),
+          G(rows + d.f + 3 * hidden(d), n, d.f, Eigen::OuterStride<>(token_row_size(d))) {}
+  };
+
+  /// One token at position t of its mini-batch (s: one row; s.fresh when t == 0), `rows` with room
+  /// for b tokens (t < b): writes its row t (rows 0 .. t-1: the mini-batch's earlier tokens) and
+  /// Zq (1, f), what dual_form gives with gacc = the earlier rows' gradients (add_rows). Its
+  /// buffers have dual_form's shapes at one token, but for its own Arow.
+  template <class S>
+  static void decode_token(const S* theta0, S* rows, int64_t t, int64_t b, Dims d, const Segment<S>& s, RefT<S> Zq,
+                           Workspace<S>& ws) {
+    const int64_t f = d.f, h = hidden(d);
+    const Eigen::Map<const MatT<S>> W1(theta0, f, h), W3(theta0 + f * h, f, h), W2(theta0 + 2 * f * h, h, f);
+    Rows<S> r(rows, t + 1, d);
+    for (MatT<S>* m : {&ws.A, &ws.B}) ensure_size(*m, 2, h);
+    for (MatT<S>* m : {&ws.Hq, &ws.WG}) ensure_size(*m, 1, h);
+    for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target}) ensure_size(*m, 1, f);
+    ensure_size(ws.Arow, 1, b);  // its first t + 1 entries: the query against rows 0 .. t
+    RefT<S> a = mv(ws.Arow.leftCols(t + 1));
+    stack_rows(s.XK, s.XQ, ws.XKQ);
+    mv(ws.A).noalias() = cv(ws.XKQ) * cv(W1);  // row 0: the key's, row 1: the query's
+    mv(ws.B).noalias() = cv(ws.XKQ) * cv(W3);
+    // the key's forward and inner-loss gradients at theta0, into row t
+    r.K.row(t) = s.XK;
+    for (int64_t i = 0; i < h; ++i) {
+      const S x = ws.A(0, i), sg = blocks::sigmoid(x);
+      r.H(t, i) = x * sg * ws.B(0, i);
+      r.DB(t, i) = x * sg;                                  // silu(a), times lr dH below
+      r.DA(t, i) = ws.B(0, i) * sg * (S(1) + x * (S(1) - sg));  // b silu'(a)
+    }
+    mv(ws.Z).noalias() = cv(r.H.row(t)) * cv(W2);
+    ws.target = s.XV - s.XK;
+    blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
+    mv(ws.WG).noalias() = cv(ws.G) * cv(W2).transpose();  // dH
+    ws.WG *= s.lr[0];
+    r.DA.row(t).array() *= ws.WG.array();
+    r.DB.row(t).array() *= ws.WG.array();
+    r.G.row(t) = s.lr[0] * ws.G;
+    // the query through theta_t = theta0 - eta_t (gradients of rows 0 .. t), layer by layer
+    const S eta = s.token_eta[0];
+    RefT<S> Aq = mv(ws.A.bottomRows(1)), Bq = mv(ws.B.bottomRows(1));
+    a.noalias() = s.XQ * cv(r.K).transpose();
+    a *= -eta;  // eta in the vector: a scaled operand makes Eigen copy it
+    Aq.noalias() += cv(a) * cv(r.DA);
+    Bq.noalias() += cv(a) * cv(r.DB);
+    for (int64_t i = 0; i < h; ++i) ws.Hq(0, i) = Aq(0, i) * blocks::sigmoid(Aq(0, i)) * Bq(0, i);
+    a.noalias() = cv(ws.Hq) * cv(r.H).transpose();
+    a *= -eta;
+    Zq.noalias() = cv(ws.Hq) * cv(W2);
+    Zq.noalias() += cv(a) * cv(r.G);
+  }
+
+  /// target += scale * (the gradients of n tokens' rows), laid out as theta: gacc += them
+  /// (scale 1), or the mini-batch's step theta -= eta_b * them.
+  template <class S>
+  static void add_rows(const S* rows, int64_t n, S scale, S* target, Dims d) {
+    const Rows<const S> r(rows, n, d);
+    const int64_t f = d.f, h = hidden(d);
+    Eigen::Map<MatT<S>> g1(target, f, h), g3(target + f * h, f, h), g2(target + 2 * f * h, h, f);
+    g1.noalias() += scale * (cv(r.K).transpose() * cv(r.DA));
+    g3.noalias() += scale * (cv(r.K).transpose() * cv(r.DB));
+    g2.noalias() += scale * (cv(r.H).transpose() * cv(r.G));
   }
 
   /// Per token and head, the dual form's ten f x h products at 2fh FLOPs each (A, B, Z, dH on the

@@ -434,7 +434,7 @@ class TTTLayer {
         S* rows = st.rows.data() + h * cap * R;
         int64_t& nrows = st.nrows[size_t(h)];
         if (row_decode && len == 1 && nrows == p && p < cap) {  // gacc is zero: rows hold it all (cap > 0: plain GD)
-          L::decode_token(theta, rows, p, cap, seg, Zq, hw);
+          L::decode_token(theta, rows, p, cap, dims, seg, Zq, hw);
           nrows = p + 1;
           if (nrows == mb) {  // mini-batch complete: W <- W - eta[b-1] * sum_s lr_s grad_s
             L::add_rows(rows, mb, -eta[mb - 1], theta, dims);
