@@ -9,6 +9,8 @@
 
 #include "test_helpers.hpp"
 
+#include <ttt/inner/swiglu.hpp>
+
 #include "count_allocs.hpp"
 
 void* operator new(std::size_t n) {
@@ -23,7 +25,7 @@ void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace ttt;
 
-TEST_CASE_TEMPLATE("no allocation per token in decode", Lrn, inner::Linear, inner::MLP) {
+TEST_CASE_TEMPLATE("no allocation per token in decode", Lrn, inner::Linear, inner::MLP, inner::SwiGLU) {
   ModelConfig c = th::small_config(std::string(Lrn::name));
   c.pre_conv = c.share_qk = c.use_gate = true;
   TTTModel<Lrn> m(c);
