@@ -96,7 +96,7 @@ void add_dtype_option(CLI::App* app, std::string& dtype, bool& bf16_activations)
   app->add_flag("--bf16-activations", bf16_activations,
                 "With --dtype bf16: the prompt's products (more than 24 rows) round their activations to bf16 "
                 "too and run on AVX512_BF16's vdpbf16ps (faster where it has twice the multiply-adds of an fp32 "
-                "FMA, such as AMD Zen 4/5; a second rounding error the size of the weights')");
+                "FMA, as on the AMD Zen 5 measured; a second rounding error the size of the weights')");
 }
 
 void setup_dtype(const std::string& dtype, bool bf16_activations, const std::string& model) {
