@@ -21,6 +21,7 @@
 ///   activations, AVX512_BF16, opt-in): X rounded to bf16 pairs, W's own 32-bit pairs gathered into
 ///   [k/2][48] panels, 8 x 48 outputs per micro-tile from 24 `vdpbf16ps` per input pair.
 #include <cstdint>
+#include <type_traits>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define TTT_BF16_X86_TILES 1
@@ -61,6 +62,22 @@ TTT_TARGET_AVX512 inline float bf16_sum16(__m512 a) {
 /// The mask of the first `have` of 16 lanes (none when have <= 0, all from 16 on).
 inline __mmask16 first_lanes(int64_t have) {
   return have >= 16 ? __mmask16(0xFFFF) : have <= 0 ? __mmask16(0) : __mmask16((1u << have) - 1u);
+}
+
+/// f(std::integral_constant<int, n>{}) for n rows of X (1..7; 8 for 8 and more): a row count to
+/// the tile compiled for it.
+template <class F>
+inline void with_rows8(int64_t n, F&& f) {
+  switch (n) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
 }
 
 /// N rows of split-packed X (stride kp) times R rows of W (stride ldw): N x R results to out
@@ -130,16 +147,7 @@ TTT_TARGET_AVX512 void bf16_rows_avx512(const float* xs, int64_t kp, const uint1
 /// them valid from w on, for the prefetches).
 inline void bf16_tile_avx512(int64_t n, const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows,
                              int64_t ahead, float* out, int64_t ldo, bool accumulate) {
-  switch (n) {
-    case 1: return bf16_rows_avx512<1>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    case 2: return bf16_rows_avx512<2>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    case 3: return bf16_rows_avx512<3>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    case 4: return bf16_rows_avx512<4>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    case 5: return bf16_rows_avx512<5>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    case 6: return bf16_rows_avx512<6>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    case 7: return bf16_rows_avx512<7>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    default: return bf16_rows_avx512<8>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-  }
+  with_rows8(n, [&](auto N) { bf16_rows_avx512<decltype(N)::value>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate); });
 }
 
 // ---- the GEMM for large n: W packed (widened, transposed) into panels of 48 rows --------------
@@ -225,16 +233,7 @@ TTT_TARGET_AVX512 void bf16_micro_tile(const float* x, int64_t ldx, const float*
 /// The micro-tile for n (1..8) rows of X.
 inline void bf16_micro(int64_t n, const float* x, int64_t ldx, const float* bp, int64_t kc, float* out, int64_t ldo,
                        int64_t cols, bool add) {
-  switch (n) {
-    case 1: return bf16_micro_tile<1>(x, ldx, bp, kc, out, ldo, cols, add);
-    case 2: return bf16_micro_tile<2>(x, ldx, bp, kc, out, ldo, cols, add);
-    case 3: return bf16_micro_tile<3>(x, ldx, bp, kc, out, ldo, cols, add);
-    case 4: return bf16_micro_tile<4>(x, ldx, bp, kc, out, ldo, cols, add);
-    case 5: return bf16_micro_tile<5>(x, ldx, bp, kc, out, ldo, cols, add);
-    case 6: return bf16_micro_tile<6>(x, ldx, bp, kc, out, ldo, cols, add);
-    case 7: return bf16_micro_tile<7>(x, ldx, bp, kc, out, ldo, cols, add);
-    default: return bf16_micro_tile<8>(x, ldx, bp, kc, out, ldo, cols, add);
-  }
+  with_rows8(n, [&](auto MR) { bf16_micro_tile<decltype(MR)::value>(x, ldx, bp, kc, out, ldo, cols, add); });
 }
 
 // ---- AVX512_BF16 (`vdpbf16ps`) for large n, the activations rounded to bf16 too (opt-in) -------
@@ -325,16 +324,7 @@ TTT_TARGET_AVX512BF16 void bf16_dp_micro_tile(const uint32_t* xb, int64_t ldxb, 
 /// The `vdpbf16ps` micro-tile for n (1..8) rows of X.
 inline void bf16_dp_micro(int64_t n, const uint32_t* xb, int64_t ldxb, const uint32_t* bp, int64_t pairs, float* out,
                           int64_t ldo, int64_t cols, bool add) {
-  switch (n) {
-    case 1: return bf16_dp_micro_tile<1>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    case 2: return bf16_dp_micro_tile<2>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    case 3: return bf16_dp_micro_tile<3>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    case 4: return bf16_dp_micro_tile<4>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    case 5: return bf16_dp_micro_tile<5>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    case 6: return bf16_dp_micro_tile<6>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    case 7: return bf16_dp_micro_tile<7>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-    default: return bf16_dp_micro_tile<8>(xb, ldxb, bp, pairs, out, ldo, cols, add);
-  }
+  with_rows8(n, [&](auto MR) { bf16_dp_micro_tile<decltype(MR)::value>(xb, ldxb, bp, pairs, out, ldo, cols, add); });
 }
 
 #undef TTT_TARGET_AVX512BF16
