@@ -11,6 +11,8 @@
 //   F32Cold, Bf16Cold    decode sizes (n = 1, 8) cycling over copies of W that add up to 1 GiB of
 //                        fp32 (512 MiB of bf16), so that every call reads its weights from DRAM, as a
 //                        decode step of a whole model does (438 MB of fp32 weights for the 125m shape)
+//   F32Rows, F32RowsCold decode sizes, fp32 weights through blocks::linear as batched decode calls it
+//                        (few_rows: kernels::rows_wt, W read once for all n rows), warm and cold
 // n = 1, 8 (decode), 64, 2048 (prefill) at (m, k) = (768, 768) (a 125m projection), (2048, 768)
 // (its SwiGLU gate / up) and (32000, 768) (the LM head). Outside the Cold rows the weights stay in
 // the caches between calls where they fit (768 x 768 bf16: 1.2 MB, in L2).
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "ttt/blocks/linear.hpp"
 #include "ttt/kernels/bf16.hpp"
 
 namespace {
@@ -98,6 +101,22 @@ void BM_F32Cold(benchmark::State& state) {
   counters(state, n, m, k, 4.0 * double(m) * double(k));
 }
 
+/// blocks::linear as batched decode runs it: one W (warm) or the next of the copies (cold) per call.
+void BM_F32Rows(benchmark::State& state, bool cold) {
+  const int64_t n = state.range(0), m = state.range(1), k = state.range(2);
+  const Mat X = random_mat(n, k, 1), W = random_mat(m, k, 2, 0.02f);
+  const std::vector<Mat> Ws(size_t(cold ? cold_copies(m, k) : 1), W);
+  Mat out(n, m);
+  size_t i = 0;
+  for (auto _ : state) {
+    ttt::blocks::linear<float>(ttt::cv(X), ttt::cv(Ws[i]), ttt::mv(out), false, /*few_rows=*/true);
+    i = (i + 1) % Ws.size();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  counters(state, n, m, k, 4.0 * double(m) * double(k));
+}
+
 void BM_Bf16Cold(benchmark::State& state) {
   const int64_t n = state.range(0), m = state.range(1), k = state.range(2);
   const Mat X = random_mat(n, k, 1);
@@ -138,6 +157,8 @@ BENCHMARK_CAPTURE(BM_Bf16, portable, Bf16Kernel::portable)->Name("Bf16Portable")
 BENCHMARK_CAPTURE(BM_Bf16, avx512_bf16, Bf16Kernel::avx512_bf16)->Name("Bf16Act")->Apply(prefill_sizes);
 BENCHMARK(BM_F32Cold)->Name("F32Cold")->Apply(decode_sizes);
 BENCHMARK(BM_Bf16Cold)->Name("Bf16Cold")->Apply(decode_sizes);
+BENCHMARK_CAPTURE(BM_F32Rows, warm, false)->Name("F32Rows")->Apply(decode_sizes);
+BENCHMARK_CAPTURE(BM_F32Rows, cold, true)->Name("F32RowsCold")->Apply(decode_sizes);
 
 }  // namespace
 

@@ -173,9 +173,11 @@ struct MLP {
     for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target}) ensure_size(*m, 1, f);
     ensure_size(ws.Arow, 1, b);  // its first t + 1 entries: the query against rows 0 .. t (no allocation per t)
     RefT<S> a = mv(ws.Arow.leftCols(t + 1));
-    stack_rows(s.XK, s.XQ, ws.XKQ);
+    // row 0: the key's, row 1: the query's; two matrix-vector products reading W1 in place (as
+    // one 2-row product Eigen's GEMM would copy W1 into its packed layout first, for every token)
     ensure_size(ws.Z1, 2, h);
-    mv(ws.Z1).noalias() = cv(ws.XKQ) * cv(p.W1);  // row 0: the key's, row 1: the query's
+    ws.Z1.row(0).noalias() = s.XK * cv(p.W1);
+    ws.Z1.row(1).noalias() = s.XQ * cv(p.W1);
     ws.Z1.rowwise() += p.b1;
     // the key's forward and inner-loss gradients at theta0, into row t
     r.K.row(t) = s.XK;

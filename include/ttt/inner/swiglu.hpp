@@ -185,9 +185,12 @@ struct SwiGLU {
     for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target}) ensure_size(*m, 1, f);
     ensure_size(ws.Arow, 1, b);  // its first t + 1 entries: the query against rows 0 .. t
     RefT<S> a = mv(ws.Arow.leftCols(t + 1));
-    stack_rows(s.XK, s.XQ, ws.XKQ);
-    mv(ws.A).noalias() = cv(ws.XKQ) * cv(W1);  // row 0: the key's, row 1: the query's
-    mv(ws.B).noalias() = cv(ws.XKQ) * cv(W3);
+    // row 0: the key's, row 1: the query's; matrix-vector products reading W1 and W3 in place
+    // (see MLP::decode_token)
+    ws.A.row(0).noalias() = s.XK * cv(W1);
+    ws.A.row(1).noalias() = s.XQ * cv(W1);
+    ws.B.row(0).noalias() = s.XK * cv(W3);
+    ws.B.row(1).noalias() = s.XQ * cv(W3);
     // the key's forward and inner-loss gradients at theta0, into row t
     r.K.row(t) = s.XK;
     for (int64_t i = 0; i < h; ++i) {

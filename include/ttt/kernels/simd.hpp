@@ -86,33 +86,47 @@ inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
 }
 
 namespace detail {
-/// How far ahead in W rows_wt_tile prefetches (256 floats, 1 KB): without it one core of the
-/// 2-core AMD EPYC (AVX2) multiplied 8 rows by a cold W at 26-34 GFLOP/s, with it 36-40 (128
-/// floats: no gain; 512: about the same as 256; benchmarks/README.md, "Batched decode").
-inline constexpr std::size_t kRowsPrefetch = 256;
+/// Keeps `v` in a register. In rows_wt_tile GCC otherwise folds the load of an X row into each of
+/// the NW FMAs that use it: NW loads of the same X values per step instead of one, and the load
+/// ports, not the FMAs, set the pace (one core of the 2-core AMD EPYC (Zen 5): 8 rows by 3-row
+/// tiles of a W in L2 at 150-190 GFLOP/s with the folded loads, 205-220 without;
+/// benchmarks/README.md, "Batched decode").
+inline void in_register([[maybe_unused]] fbatch& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(v.data));
+#endif
+}
 
 /// rows_wt for rows b0 .. b0+NB-1 and weight rows j .. j+NW-1: NW x NB accumulators over one
-/// pass of the NW weight rows, prefetching kRowsPrefetch floats ahead in each while inside W
-/// (`ahead`: the floats of W from w on). Each sum runs in the same order whatever NW and NB, so a
-/// row's result depends neither on the tile nor on how many rows come with it.
+/// pass of the NW weight rows. The tile's weight rows and the next tile's are contiguous: while
+/// this tile runs, each of its steps prefetches lines of the next one, the whole of it by the
+/// tile's end (`ahead`: the floats of W from w on; 0: no prefetch). That lead of one tile (not of
+/// a fixed distance inside each row) keeps DRAM busy while the FMAs run: 8 rows by a cold W,
+/// 1.4-1.6x faster together with in_register (benchmarks/README.md, "Batched decode"). Each sum
+/// runs in the same order whatever NW and NB, so a row's result depends neither on the tile nor on
+/// how many rows come with it.
 template <std::size_t NW, std::size_t NB>
 inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* w, std::size_t ahead,
                          float* y, std::ptrdiff_t ldy, bool accumulate) {
-  constexpr std::size_t W = fbatch::size;
+  constexpr std::size_t W = fbatch::size, kLine = 64 / sizeof(float);
   fbatch a[NW][NB];
   for (std::size_t q = 0; q < NW; ++q)
     for (std::size_t r = 0; r < NB; ++r) a[q][r] = fbatch(0.0f);
+  [[maybe_unused]] const float* next = w + NW * k;
   std::size_t i = 0;
   for (; i + W <= k; i += W) {
 #if defined(__GNUC__)
-    if (i % 16 == 0)  // one line per 16 floats
-      for (std::size_t q = 0; q < NW; ++q)
-        if (q * k + i + kRowsPrefetch < ahead) __builtin_prefetch(w + q * k + i + kRowsPrefetch);
+    if (i % kLine == 0)  // NW lines of the next tile per kLine floats of a row: all NW k floats of it
+      for (std::size_t q = 0; q < NW; ++q) {
+        const std::size_t off = (i / kLine * NW + q) * kLine;
+        if (NW * k + off < ahead) __builtin_prefetch(next + off);
+      }
 #endif
     fbatch wv[NW];
     for (std::size_t q = 0; q < NW; ++q) wv[q] = fbatch::load_unaligned(w + q * k + i);
     for (std::size_t r = 0; r < NB; ++r) {
-      const fbatch xv = fbatch::load_unaligned(X + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i));
+      fbatch xv = fbatch::load_unaligned(X + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i));
+      in_register(xv);
       for (std::size_t q = 0; q < NW; ++q) a[q][r] = xsimd::fma(xv, wv[q], a[q][r]);
     }
   }
@@ -157,11 +171,12 @@ inline void rows_wt_blocks(const float* X, std::ptrdiff_t ldx, std::size_t n, st
       const float* x = X + std::ptrdiff_t(b0) * ldx;
       float* y = Y + std::ptrdiff_t(b0) * ldy;
       const std::size_t nb = std::min<std::size_t>(8, n - b0);
+      const bool first = b0 == 0;  // the later passes find the next tile already fetched
       if (j1 - j0 == NW) {
-        rows_wt_rows<NW>(nb, x, ldx, k, W + j0 * k, (m - j0) * k, y + std::ptrdiff_t(j0), ldy, accumulate);
+        rows_wt_rows<NW>(nb, x, ldx, k, W + j0 * k, first ? (m - j0) * k : 0, y + std::ptrdiff_t(j0), ldy, accumulate);
       } else {
         for (std::size_t j = j0; j < j1; ++j)
-          rows_wt_rows<1>(nb, x, ldx, k, W + j * k, (m - j) * k, y + std::ptrdiff_t(j), ldy, accumulate);
+          rows_wt_rows<1>(nb, x, ldx, k, W + j * k, first ? (m - j) * k : 0, y + std::ptrdiff_t(j), ldy, accumulate);
       }
     }
   }
