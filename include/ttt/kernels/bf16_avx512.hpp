@@ -83,7 +83,11 @@ inline void with_rows8(int64_t n, F&& f) {
 /// N rows of split-packed X (stride kp) times R rows of W (stride ldw): N x R results to out
 /// (row stride ldo), prefetching the R rows at `next` meanwhile. S = 2 keeps the even and odd
 /// halves in separate sums (twice the independent FMA chains, for small N x R where the FMA
-/// latency would limit).
+/// latency would limit). From N = 2 on, a row's two X vectors are loaded once per step and kept
+/// in registers: GCC otherwise folds the loads into each of the R FMAs that use them, and at
+/// N = 8 the loads set the pace (8 rows by a cold W 1.8x faster without them on the AMD EPYC
+/// (Zen 5); one row, bound by DRAM, read W 5-14% slower with them: benchmarks/README.md,
+/// "Batched decode").
 template <int N, int R, int S>
 TTT_TARGET_AVX512 inline void bf16_tile_avx512_nr(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw,
                                                  const uint16_t* next, float* out, int64_t ldo, bool accumulate) {
@@ -106,7 +110,8 @@ TTT_TARGET_AVX512 inline void bf16_tile_avx512_nr(const float* xs, int64_t kp, c
     }
 #pragma GCC unroll 8
     for (int r = 0; r < N; ++r) {
-      const __m512 xe = _mm512_load_ps(xs + r * kp + p), xo = _mm512_load_ps(xs + r * kp + p + 16);
+      __m512 xe = _mm512_load_ps(xs + r * kp + p), xo = _mm512_load_ps(xs + r * kp + p + 16);
+      if constexpr (N >= 2) __asm__("" : "+v"(xe), "+v"(xo));  // in registers (see above)
 #pragma GCC unroll 4
       for (int j = 0; j < R; ++j) {
         acc[r][j][0] = _mm512_fmadd_ps(xe, we[j], acc[r][j][0]);
