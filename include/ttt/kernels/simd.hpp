@@ -87,9 +87,9 @@ inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
 
 namespace detail {
 /// Keeps `v` in a register. In rows_wt_tile GCC otherwise folds the load of an X row into each of
-/// the NW FMAs that use it: NW loads of the same X values per step instead of one, and the load
-/// ports, not the FMAs, set the pace (one core of the 2-core AMD EPYC (Zen 5): 8 rows by 3-row
-/// tiles of a W in L2 at 150-190 GFLOP/s with the folded loads, 205-220 without;
+/// the NW FMAs that use it: NW loads of the same X values per step instead of one, and the loads,
+/// not the FMAs, set the pace (one core of the AMD EPYC (Zen 5), a small program: 8 rows by
+/// 3-row tiles of a W in L2 at 160-190 GFLOP/s with the folded loads, 205-220 without;
 /// benchmarks/README.md, "Batched decode").
 inline void in_register([[maybe_unused]] fbatch& v) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -101,8 +101,9 @@ inline void in_register([[maybe_unused]] fbatch& v) {
 /// pass of the NW weight rows. The tile's weight rows and the next tile's are contiguous: while
 /// this tile runs, each of its steps prefetches lines of the next one, the whole of it by the
 /// tile's end (`ahead`: the floats of W from w on; 0: no prefetch). That lead of one tile (not of
-/// a fixed distance inside each row) keeps DRAM busy while the FMAs run: 8 rows by a cold W,
-/// 1.4-1.6x faster together with in_register (benchmarks/README.md, "Batched decode"). Each sum
+/// a fixed distance inside each row) keeps DRAM busy while the FMAs run: with in_register, 8 rows
+/// by a cold W at 26 GB/s instead of 16 on one core of the Zen 5 (`F32RowsCold` in bench_bf16;
+/// benchmarks/README.md, "Batched decode"). Each sum
 /// runs in the same order whatever NW and NB, so a row's result depends neither on the tile nor on
 /// how many rows come with it.
 template <std::size_t NW, std::size_t NB>
