@@ -39,6 +39,22 @@ void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false, bool few
   else y.noalias() = x * W.transpose();
 }
 
+/// y = x W for a few rows x (an inner learner's mini-batch: its keys, queries or hidden rows) and a
+/// matrix W (k, m), row-major: float rows (up to kFewRowsMax) through kernels::rows_w, which reads
+/// W in place where Eigen's GEMM would copy it into its packed layout for every product; other
+/// scalars (double: the checks' twins) and more rows through Eigen.
+template <class S>
+void rows_times(CRefT<S> x, CRefT<S> W, RefT<S> y) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (x.rows() <= kFewRowsMax) {
+      kernels::rows_w(backend::cpu_default{}, x.data(), x.outerStride(), size_t(x.rows()), size_t(x.cols()), W.data(),
+                      W.outerStride(), size_t(W.cols()), y.data(), y.outerStride());
+      return;
+    }
+  }
+  y.noalias() = x * W;
+}
+
 /// Round the float weight `w` to bf16 values in place and return its bf16 copy: afterwards the
 /// fp32 products (paths without a bf16 kernel) and the bf16 ones read the same weights.
 inline kernels::Bf16Matrix round_to_bf16(Mat& w) {

@@ -73,7 +73,7 @@ inline void ensure_size(RowT<S>& v, Eigen::Index n) {
 }
 
 /// out = [A; B], the rows of A above those of B (sized as ensure_size does): one product
-/// [A; B] W packs W once for both (the keys' and the queries' first layer in a dual form).
+/// [A; B] W reads W once for both (the keys' and the queries' first layer in a dual form).
 template <class S>
 inline void stack_rows(CRefT<S> A, CRefT<S> B, MatT<S>& out) {
   ensure_size(out, A.rows() + B.rows(), A.cols());

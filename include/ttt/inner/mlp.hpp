@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "../blocks/activations.hpp"
+#include "../blocks/linear.hpp"
 #include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
 #include "learner_grad.hpp"
@@ -80,7 +81,8 @@ struct MLP {
 
   /// Dual form: the linear recipe twice (see inner/linear.hpp), the second time on the hidden
   /// activations X2 = gelu(Z1) (keys) and X2q = gelu(Z1q) (queries). The keys' and the queries'
-  /// first-layer products are one product of the stacked rows [XK; XQ] (W1 packed once).
+  /// first-layer products are one product of the stacked rows [XK; XQ] (W1 read once for both);
+  /// the products with W1 and W2 go through blocks::rows_times (float: W read in place).
   template <class S>
   static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols(), h = expansion * f;
@@ -91,12 +93,12 @@ struct MLP {
     ensure_size(ws.A, n, n);
     ensure_size(ws.Z1, 2 * n, h);
     stack_rows(s.XK, s.XQ, ws.XKQ);
-    mv(ws.Z1).noalias() = cv(ws.XKQ) * cv(p.W1);  // rows 0..n-1: XK W1 (keys), n..2n-1: XQ W1 (queries)
+    blocks::rows_times<S>(cv(ws.XKQ), cv(p.W1), mv(ws.Z1));  // rows 0..n-1: XK W1 (keys), n..2n-1: XQ W1 (queries)
     ws.Z1.rowwise() += p.b1;
     RefT<S> Z1k = mv(ws.Z1.topRows(n)), Z1q = mv(ws.Z1.bottomRows(n));
     // keys: forward and the inner-loss gradients at theta0
     blocks::gelu_into(Z1k.data(), ws.X2.data(), size_t(n * h));
-    mv(ws.Z2).noalias() = cv(ws.X2) * cv(p.W2);
+    blocks::rows_times<S>(cv(ws.X2), cv(p.W2), mv(ws.Z2));
     ws.Z2.rowwise() += p.b2;
     ws.target = s.XV - s.XK;
     blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
@@ -120,7 +122,7 @@ struct MLP {
     // layer 2
     mv(ws.A).noalias() = cv(ws.X2q) * cv(ws.X2).transpose();
     mask(ws.A);
-    Zq.noalias() = cv(ws.X2q) * cv(p.W2);
+    blocks::rows_times<S>(cv(ws.X2q), cv(p.W2), Zq);
     Zq.rowwise() += p.b2;
     Zq.noalias() -= cv(ws.A) * cv(ws.G2);
     if (!s.fresh) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../blocks/activations.hpp"
+#include "../blocks/linear.hpp"
 #include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
 #include "learner_grad.hpp"
@@ -93,10 +94,10 @@ struct SwiGLU {
     for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.K, n, n);
     // the keys' and the queries' first-layer products, each one product of the stacked rows
-    // [XK; XQ] (W1 and W3 packed once)
+    // [XK; XQ] (one pass over W1 and one over W3 for both)
     stack_rows(s.XK, s.XQ, ws.XKQ);
-    mv(ws.A).noalias() = cv(ws.XKQ) * cv(W1);
-    mv(ws.B).noalias() = cv(ws.XKQ) * cv(W3);
+    blocks::rows_times<S>(cv(ws.XKQ), cv(W1), mv(ws.A));
+    blocks::rows_times<S>(cv(ws.XKQ), cv(W3), mv(ws.B));
     RefT<S> Aq = mv(ws.A.bottomRows(n)), Bq = mv(ws.B.bottomRows(n));
     // keys: forward and the inner-loss gradient at theta0
     for (int64_t i = 0; i < n * h; ++i) {
@@ -105,7 +106,7 @@ struct SwiGLU {
       ws.dB.data()[i] = a * sg;                        // silu(a), times dH below
       ws.dA.data()[i] = ws.B.data()[i] * sg * (S(1) + a * (S(1) - sg));  // b silu'(a)
     }
-    ws.Z.noalias() = cv(ws.H) * W2;
+    blocks::rows_times<S>(cv(ws.H), cv(W2), mv(ws.Z));
     ws.target = s.XV - s.XK;
     blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
     ws.WG.noalias() = cv(ws.G) * W2.transpose();  // dH
@@ -133,7 +134,7 @@ struct SwiGLU {
     // the output layer
     ws.K.noalias() = cv(ws.Hq) * cv(ws.H).transpose();
     mask(ws.K);
-    Zq.noalias() = cv(ws.Hq) * W2;
+    blocks::rows_times<S>(cv(ws.Hq), cv(W2), Zq);
     Zq.noalias() -= cv(ws.K) * cv(ws.G);
     if (!s.fresh) {
       ws.WG2.noalias() = cv(ws.Hq) * g2;

@@ -76,4 +76,18 @@ inline void rows_wt(backend::scalar, const float* X, std::ptrdiff_t ldx, std::si
     }
 }
 
+/// Y[b, j] = sum_i X[b, i] W[i, j], b < n, j < m, i < k: a few rows of X times a matrix W (k, m)
+/// read in place; X, W and Y row-major with row strides ldx, ldw and ldy. The inner learners'
+/// products of a mini-batch's rows with their fast weights (blocks::rows_times).
+inline void rows_w(backend::scalar, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
+                   std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy) {
+  for (std::size_t b = 0; b < n; ++b)
+    for (std::size_t j = 0; j < m; ++j) {
+      float s = 0.0f;
+      for (std::size_t i = 0; i < k; ++i)
+        s += X[std::ptrdiff_t(b) * ldx + std::ptrdiff_t(i)] * W[std::ptrdiff_t(i) * ldw + std::ptrdiff_t(j)];
+      Y[std::ptrdiff_t(b) * ldy + std::ptrdiff_t(j)] = s;
+    }
+}
+
 }  // namespace ttt::kernels

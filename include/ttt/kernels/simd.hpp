@@ -235,4 +235,62 @@ inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size
   detail::rows_wt_blocks<detail::kRowsTileW>(X, ldx, n, k, W, m, Y, ldy, accumulate);
 }
 
+namespace detail {
+/// rows_w for R rows of X and V batches of columns: R x V accumulators; per step i, V loads of
+/// W's row i (kept in registers) and R broadcasts of X, R x V FMAs.
+template <std::size_t R, std::size_t V>
+inline void rows_w_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* W, std::ptrdiff_t ldw, float* Y,
+                        std::ptrdiff_t ldy) {
+  constexpr std::size_t B = fbatch::size;
+  fbatch a[R][V];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) a[r][v] = fbatch(0.0f);
+  for (std::size_t i = 0; i < k; ++i) {
+    fbatch w[V];
+    for (std::size_t v = 0; v < V; ++v) {
+      w[v] = fbatch::load_unaligned(W + std::ptrdiff_t(i) * ldw + std::ptrdiff_t(v * B));
+      in_register(w[v]);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      const fbatch x(X[std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i)]);
+      for (std::size_t v = 0; v < V; ++v) a[r][v] = xsimd::fma(x, w[v], a[r][v]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) a[r][v].store_unaligned(Y + std::ptrdiff_t(r) * ldy + std::ptrdiff_t(v * B));
+}
+
+/// rows_w_tile over all the rows for V batches of columns from W and Y on: tiles of kRowsWRows
+/// rows, the rest 4, 2, 1 at a time.
+template <std::size_t V>
+inline void rows_w_columns(const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
+                           std::ptrdiff_t ldw, float* Y, std::ptrdiff_t ldy) {
+  // 6 x 4 accumulators with AVX-512's 32 registers, 2 x 4 with 16
+  constexpr std::size_t kR = fbatch::size >= 16 ? 6 : 2;
+  std::size_t b = 0;
+  for (; b + kR <= n; b += kR) rows_w_tile<kR, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy);
+  if constexpr (kR > 4)
+    if (b + 4 <= n) rows_w_tile<4, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy), b += 4;
+  if constexpr (kR > 2)
+    if (b + 2 <= n) rows_w_tile<2, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy), b += 2;
+  for (; b < n; ++b) rows_w_tile<1, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy);
+}
+}  // namespace detail
+
+/// rows_w (kernels/scalar.hpp) with W read in place: for each block of 4 batches of columns, the
+/// rows of X in register tiles, W's rows of that block (k x 4 batches) staying in L1 across them.
+/// Eigen's GEMM would copy W into its packed layout first, for every product: the inner learners'
+/// mini-batch products (16-32 rows times a 64 x 256 or 256 x 64 fast weight) run 1.3-1.8x faster
+/// this way on one core of the AMD EPYC (Zen 5) (benchmarks/README.md, "The layer against the GEMM
+/// rate"). Each sum runs over i in order, as the twin's, with FMAs.
+inline void rows_w(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
+                   std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy) {
+  constexpr std::size_t B = detail::fbatch::size;
+  std::size_t j = 0;
+  for (; j + 4 * B <= m; j += 4 * B) detail::rows_w_columns<4>(X, ldx, n, k, W + j, ldw, Y + j, ldy);
+  for (; j + B <= m; j += B) detail::rows_w_columns<1>(X, ldx, n, k, W + j, ldw, Y + j, ldy);
+  if (j < m)  // the last m % B columns
+    rows_w(backend::scalar{}, X, ldx, n, k, W + j, ldw, m - j, Y + std::ptrdiff_t(j), ldy);
+}
+
 }  // namespace ttt::kernels
