@@ -4,6 +4,7 @@
 /// inference dual form and, below it, its training forward / reverse (`train::LearnerGrad`).
 #include <algorithm>
 
+#include "../blocks/linear.hpp"
 #include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
 #include "learner_grad.hpp"
@@ -57,14 +58,14 @@ struct Linear {
     ensure_size(ws.target, n, f);
     ensure_size(ws.A, n, n);
     ensure_size(ws.WG, n, f);
-    mv(ws.Z).noalias() = s.XK * W;  // (n, f)
+    blocks::rows_times<S>(s.XK, W, mv(ws.Z));  // (n, f); float: W read in place (blocks::rows_times)
     ws.Z.rowwise() += b;
     ws.target = s.XV - s.XK;
     blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
     mv(ws.A).noalias() = s.XQ * s.XK.transpose();  // (n, n)
     for (int64_t t = 0; t < n; ++t)
       for (int64_t j = 0; j < n; ++j) ws.A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (ws.A(t, j) + S(1)) : S(0);
-    Zq.noalias() = s.XQ * W;
+    blocks::rows_times<S>(s.XQ, W, Zq);
     Zq.rowwise() += b;
     Zq.noalias() -= cv(ws.A) * cv(ws.G);
     if (!s.fresh) {
