@@ -103,9 +103,8 @@ inline void in_register([[maybe_unused]] fbatch& v) {
 /// tile's end (`ahead`: the floats of W from w on; 0: no prefetch). That lead of one tile (not of
 /// a fixed distance inside each row) keeps DRAM busy while the FMAs run: with in_register, 8 rows
 /// by a cold W at 26 GB/s instead of 16 on one core of the Zen 5 (`F32RowsCold` in bench_bf16;
-/// benchmarks/README.md, "Batched decode"). Each sum
-/// runs in the same order whatever NW and NB, so a row's result depends neither on the tile nor on
-/// how many rows come with it.
+/// benchmarks/README.md, "Batched decode"). Each sum runs in the same order whatever NW and NB, so
+/// a row's result depends neither on the tile nor on how many rows come with it.
 template <std::size_t NW, std::size_t NB>
 inline void rows_wt_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* w, std::size_t ahead,
                          float* y, std::ptrdiff_t ldy, bool accumulate) {
@@ -260,8 +259,8 @@ inline void rows_w_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const
     for (std::size_t v = 0; v < V; ++v) a[r][v].store_unaligned(Y + std::ptrdiff_t(r) * ldy + std::ptrdiff_t(v * B));
 }
 
-/// rows_w_tile over all the rows for V batches of columns from W and Y on: tiles of kRowsWRows
-/// rows, the rest 4, 2, 1 at a time.
+/// rows_w_tile over all the rows for V batches of columns from W and Y on: tiles of kR rows, the
+/// rest 4, 2, 1 at a time.
 template <std::size_t V>
 inline void rows_w_columns(const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
                            std::ptrdiff_t ldw, float* Y, std::ptrdiff_t ldy) {
