@@ -53,18 +53,6 @@ void counters(benchmark::State& state, int64_t n, int64_t m, int64_t k, double w
   state.counters["GB/s"] = benchmark::Counter(it * weight_bytes * 1e-9, benchmark::Counter::kIsRate);
 }
 
-void BM_F32(benchmark::State& state) {
-  const int64_t n = state.range(0), m = state.range(1), k = state.range(2);
-  const Mat X = random_mat(n, k, 1), W = random_mat(m, k, 2, 0.02f);
-  Mat out(n, m);
-  for (auto _ : state) {
-    ttt::mv(out).noalias() = ttt::cv(X) * ttt::cv(W).transpose();
-    benchmark::DoNotOptimize(out.data());
-    benchmark::ClobberMemory();
-  }
-  counters(state, n, m, k, 4.0 * double(m) * double(k));
-}
-
 void BM_Bf16(benchmark::State& state, Bf16Kernel kernel) {
   if (!ttt::kernels::bf16_kernel_available(kernel)) {
     state.SkipWithError((std::string("this CPU cannot run the ") + ttt::kernels::bf16_kernel_name(kernel) + " kernel").c_str());
@@ -86,30 +74,17 @@ void BM_Bf16(benchmark::State& state, Bf16Kernel kernel) {
 /// Copies of W adding up to 1 GiB of fp32: more than the last-level cache of the machines measured.
 int64_t cold_copies(int64_t m, int64_t k) { return (int64_t(1) << 30) / (4 * m * k) + 1; }
 
-void BM_F32Cold(benchmark::State& state) {
-  const int64_t n = state.range(0), m = state.range(1), k = state.range(2);
-  const Mat X = random_mat(n, k, 1), W = random_mat(m, k, 2, 0.02f);
-  const std::vector<Mat> Ws(size_t(cold_copies(m, k)), W);
-  Mat out(n, m);
-  size_t i = 0;
-  for (auto _ : state) {
-    ttt::mv(out).noalias() = ttt::cv(X) * ttt::cv(Ws[i]).transpose();
-    i = (i + 1) % Ws.size();
-    benchmark::DoNotOptimize(out.data());
-    benchmark::ClobberMemory();
-  }
-  counters(state, n, m, k, 4.0 * double(m) * double(k));
-}
-
-/// blocks::linear as batched decode runs it: one W (warm) or the next of the copies (cold) per call.
-void BM_F32Rows(benchmark::State& state, bool cold) {
+/// fp32 W: Eigen's product (the library's own form) or, with `few_rows`, blocks::linear as batched
+/// decode runs it; one W every call (warm) or the next of the copies (cold).
+void BM_F32(benchmark::State& state, bool cold, bool few_rows) {
   const int64_t n = state.range(0), m = state.range(1), k = state.range(2);
   const Mat X = random_mat(n, k, 1), W = random_mat(m, k, 2, 0.02f);
   const std::vector<Mat> Ws(size_t(cold ? cold_copies(m, k) : 1), W);
   Mat out(n, m);
   size_t i = 0;
   for (auto _ : state) {
-    ttt::blocks::linear<float>(ttt::cv(X), ttt::cv(Ws[i]), ttt::mv(out), false, /*few_rows=*/true);
+    if (few_rows) ttt::blocks::linear<float>(ttt::cv(X), ttt::cv(Ws[i]), ttt::mv(out), false, /*few_rows=*/true);
+    else ttt::mv(out).noalias() = ttt::cv(X) * ttt::cv(Ws[i]).transpose();
     i = (i + 1) % Ws.size();
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
@@ -151,14 +126,14 @@ void decode_sizes(benchmark::internal::Benchmark* b) {
     for (auto [m, k] : kShapes) b->Args({n, m, k});
 }
 
-BENCHMARK(BM_F32)->Name("F32")->Apply(sizes);
+BENCHMARK_CAPTURE(BM_F32, eigen, false, false)->Name("F32")->Apply(sizes);
 BENCHMARK_CAPTURE(BM_Bf16, automatic, Bf16Kernel::automatic)->Name("Bf16")->Apply(sizes);
 BENCHMARK_CAPTURE(BM_Bf16, portable, Bf16Kernel::portable)->Name("Bf16Portable")->Apply(sizes);
 BENCHMARK_CAPTURE(BM_Bf16, avx512_bf16, Bf16Kernel::avx512_bf16)->Name("Bf16Act")->Apply(prefill_sizes);
-BENCHMARK(BM_F32Cold)->Name("F32Cold")->Apply(decode_sizes);
+BENCHMARK_CAPTURE(BM_F32, eigen_cold, true, false)->Name("F32Cold")->Apply(decode_sizes);
 BENCHMARK(BM_Bf16Cold)->Name("Bf16Cold")->Apply(decode_sizes);
-BENCHMARK_CAPTURE(BM_F32Rows, warm, false)->Name("F32Rows")->Apply(decode_sizes);
-BENCHMARK_CAPTURE(BM_F32Rows, cold, true)->Name("F32RowsCold")->Apply(decode_sizes);
+BENCHMARK_CAPTURE(BM_F32, rows, false, true)->Name("F32Rows")->Apply(decode_sizes);
+BENCHMARK_CAPTURE(BM_F32, rows_cold, true, true)->Name("F32RowsCold")->Apply(decode_sizes);
 
 }  // namespace
 
