@@ -54,7 +54,7 @@ using rows_wt_fn = void (*)(backend::simd, const float*, std::ptrdiff_t, size_t,
                             std::ptrdiff_t, bool);
 [[maybe_unused]] constexpr rows_wt_fn simd_rows_wt = &kernels::rows_wt;
 using rows_w_fn = void (*)(backend::simd, const float*, std::ptrdiff_t, size_t, size_t, const float*, std::ptrdiff_t,
-                           size_t, float*, std::ptrdiff_t);
+                           size_t, float*, std::ptrdiff_t, bool, std::ptrdiff_t);
 [[maybe_unused]] constexpr rows_w_fn simd_rows_w = &kernels::rows_w;
 
 // ---- inputs -------------------------------------------------------------------------------------
@@ -244,30 +244,51 @@ TEST_CASE("rows_wt (a few rows times W^T): simd matches the scalar loop, strides
         }
 }
 
-TEST_CASE("rows_w (a few rows times W, read in place): simd matches the scalar loop, strides and remainders") {
+TEST_CASE("rows_w (a few rows times W, read in place): simd matches the scalar loop, strides, remainders, "
+          "accumulate and X read transposed") {
   // rows 1..33 cover every row tile (6, 4, 2, 1 with AVX-512; 2, 1 elsewhere), columns the blocks
-  // of 4 batches, single batches and the scalar columns past the last batch
+  // of 4 batches, single batches and the scalar columns past the last batch; X row-major (incx 1)
+  // or transposed (X[b, i] at X[i * ldx' + b]: a fast weight's gradient X^T W), Y overwritten or
+  // added to
   std::mt19937 rng(8);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (size_t n : {1, 2, 3, 4, 5, 6, 7, 11, 16, 32, 33})
-    for (size_t k : {1, 5, 16, 64, 256})
-      for (size_t m : {1, 7, 16, 37, 64, 80, 256}) {
-        CAPTURE(n);
-        CAPTURE(k);
-        CAPTURE(m);
-        const std::ptrdiff_t ldx = std::ptrdiff_t(k + 3), ldw = std::ptrdiff_t(m + 5), ldy = std::ptrdiff_t(m + 2);
-        std::vector<float> X(n * size_t(ldx)), W(k * size_t(ldw)), Y0(n * size_t(ldy)), Y1;
-        for (auto* v : {&X, &W, &Y0})
-          for (float& x : *v) x = u(rng);
-        Y1 = Y0;
-        kernels::rows_w(backend::scalar{}, X.data(), ldx, n, k, W.data(), ldw, m, Y0.data(), ldy);
-        kernels::rows_w(backend::simd{}, X.data(), ldx, n, k, W.data(), ldw, m, Y1.data(), ldy);
-        float worst = 0.0f;
-        for (size_t i = 0; i < Y0.size(); ++i) worst = std::max(worst, std::fabs(Y0[i] - Y1[i]) / (1.0f + std::fabs(Y0[i])));
-        CHECK(worst <= 1e-4f);  // sums of up to 256 products in [-1, 1], with and without FMA
-        for (size_t b = 0; b < n; ++b)  // the cells between rows are untouched (they were equal before)
-          for (size_t j = m; j < size_t(ldy); ++j) CHECK(Y1[b * size_t(ldy) + j] == Y0[b * size_t(ldy) + j]);
-      }
+  for (bool transposed : {false, true})
+    for (bool accumulate : {false, true})
+      for (size_t n : {1, 2, 3, 4, 5, 6, 7, 11, 16, 32, 33})
+        for (size_t k : {1, 5, 16, 64, 256})
+          for (size_t m : {1, 7, 16, 37, 64, 80, 256}) {
+            CAPTURE(transposed);
+            CAPTURE(accumulate);
+            CAPTURE(n);
+            CAPTURE(k);
+            CAPTURE(m);
+            // X: (n, k) with row stride k + 3, or its transpose stored (k, n) with row stride n + 3
+            const std::ptrdiff_t stride = std::ptrdiff_t(transposed ? n + 3 : k + 3);
+            const std::ptrdiff_t ldx = transposed ? 1 : stride, incx = transposed ? stride : 1;
+            const std::ptrdiff_t ldw = std::ptrdiff_t(m + 5), ldy = std::ptrdiff_t(m + 2);
+            std::vector<float> X((transposed ? k : n) * size_t(stride)), W(k * size_t(ldw)), Y0(n * size_t(ldy)), Y1;
+            for (auto* v : {&X, &W, &Y0})
+              for (float& x : *v) x = u(rng);
+            Y1 = Y0;
+            const std::vector<float> before = Y0;
+            kernels::rows_w(backend::scalar{}, X.data(), ldx, n, k, W.data(), ldw, m, Y0.data(), ldy, accumulate, incx);
+            kernels::rows_w(backend::simd{}, X.data(), ldx, n, k, W.data(), ldw, m, Y1.data(), ldy, accumulate, incx);
+            float worst = 0.0f;
+            for (size_t i = 0; i < Y0.size(); ++i)
+              worst = std::max(worst, std::fabs(Y0[i] - Y1[i]) / (1.0f + std::fabs(Y0[i])));
+            CHECK(worst <= 1e-4f);  // sums of up to 256 products in [-1, 1], with and without FMA
+            // the twin itself against a double sum of the definition, for one cell per row
+            for (size_t b = 0; b < n; ++b) {
+              const size_t j = (b * 7) % m;
+              double ref = accumulate ? double(before[b * size_t(ldy) + j]) : 0.0;
+              for (size_t i = 0; i < k; ++i)
+                ref += double(X[size_t(std::ptrdiff_t(b) * ldx + std::ptrdiff_t(i) * incx)]) *
+                       double(W[i * size_t(ldw) + j]);
+              CHECK(std::fabs(double(Y0[b * size_t(ldy) + j]) - ref) <= 1e-4 * (1.0 + std::fabs(ref)));
+            }
+            for (size_t b = 0; b < n; ++b)  // the cells between rows are untouched (they were equal before)
+              for (size_t j = m; j < size_t(ldy); ++j) CHECK(Y1[b * size_t(ldy) + j] == Y0[b * size_t(ldy) + j]);
+          }
 }
 
 TEST_CASE("rows_wt's tiles of 1, 2 and 3 weight rows give the same sums bit for bit, and one row alone the same") {

@@ -39,20 +39,37 @@ void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false, bool few
   else y.noalias() = x * W.transpose();
 }
 
-/// y = x W for a few rows x (an inner learner's mini-batch: its keys, queries or hidden rows) and a
-/// matrix W (k, m), row-major: float rows (up to kFewRowsMax) through kernels::rows_w, which reads
-/// W in place where Eigen's GEMM would copy it into its packed layout for every product; other
-/// scalars (double: the checks' twins) and more rows through Eigen.
+/// y = x W (or y += x W) for a few rows x (an inner learner's mini-batch: its keys, queries or
+/// hidden rows) and a matrix W (k, m), row-major: float rows (up to kFewRowsMax) through
+/// kernels::rows_w, which reads W in place where Eigen's GEMM would copy it into its packed layout
+/// for every product; other scalars (double: the checks' twins) and more rows through Eigen.
 template <class S>
-void rows_times(CRefT<S> x, CRefT<S> W, RefT<S> y) {
+void rows_times(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false) {
   if constexpr (std::is_same_v<S, float>) {
     if (x.rows() <= kFewRowsMax) {
       kernels::rows_w(backend::cpu_default{}, x.data(), x.outerStride(), size_t(x.rows()), size_t(x.cols()), W.data(),
-                      W.outerStride(), size_t(W.cols()), y.data(), y.outerStride());
+                      W.outerStride(), size_t(W.cols()), y.data(), y.outerStride(), accumulate);
       return;
     }
   }
-  y.noalias() = x * W;
+  if (accumulate) y.noalias() += x * W;
+  else y.noalias() = x * W;
+}
+
+/// y = x^T W (or y += x^T W) for x (k, n) and W (k, m) with few rows k (a mini-batch): a fast
+/// weight's gradient, the mini-batch's inputs against its per-token output gradients. As
+/// rows_times, float through kernels::rows_w (x read transposed in place), else Eigen.
+template <class S>
+void xt_times(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (x.rows() <= kFewRowsMax) {
+      kernels::rows_w(backend::cpu_default{}, x.data(), 1, size_t(x.cols()), size_t(x.rows()), W.data(),
+                      W.outerStride(), size_t(W.cols()), y.data(), y.outerStride(), accumulate, x.outerStride());
+      return;
+    }
+  }
+  if (accumulate) y.noalias() += x.transpose() * W;
+  else y.noalias() = x.transpose() * W;
 }
 
 /// Round the float weight `w` to bf16 values in place and return its bf16 copy: afterwards the

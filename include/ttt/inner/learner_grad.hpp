@@ -49,6 +49,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../blocks/linear.hpp"
 #include "learner.hpp"
 
 namespace ttt::train {
@@ -184,9 +185,9 @@ template <class S, class M>
 void end_state(const Segment<S>& s, CRefT<S> Xk, CRefT<S> G, S* We, S* be, M&& Gl) {
   const Eigen::Index n = Xk.rows(), in = Xk.cols(), out = G.cols();
   const S e = s.token_eta[n - 1];
-  for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (e * s.lr[j]);
-  Eigen::Map<MatT<S>>(We, in, out).noalias() -= Xk.transpose() * Gl;
-  Eigen::Map<RowT<S>>(be, out) -= Gl.colwise().sum();
+  for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (-e * s.lr[j]);  // -e diag(lr) G
+  blocks::xt_times<S>(Xk, cv(Gl), mv(Eigen::Map<MatT<S>>(We, in, out)), /*accumulate=*/true);
+  Eigen::Map<RowT<S>>(be, out) += Gl.colwise().sum();
 }
 
 /// p + k, or null for a null p (the offset of a parameter inside an optional query shift).
@@ -211,7 +212,7 @@ struct QueryShift {
 template <class S, class M>
 void query_base(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShift<S>& a, M&& Out) {
   const Eigen::Index n = Xq.rows(), in = W.rows(), out = W.cols();
-  Out.noalias() = Xq * W;
+  blocks::rows_times<S>(Xq, W, Out);
   if (a.b) Out.rowwise() += Eigen::Map<const RowT<S>>(a.b, out);
   if (s.query_keep)
     for (Eigen::Index t = 0; t < n; ++t) Out.row(t) *= s.query_keep[t];
@@ -228,17 +229,17 @@ void query_base_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShi
   Eigen::Map<MatT<S>> dW(dW_, in, out);
   if (s.query_keep) {
     auto dZc = ws(slot, n, out), base = ws(slot + 1, n, out);
-    base.noalias() = Xq * W;
+    blocks::rows_times<S>(Xq, W, base);
     if (a.b) base.rowwise() += Eigen::Map<const RowT<S>>(a.b, out);
     for (Eigen::Index t = 0; t < n; ++t) {
       o.d_query_keep[t] += dOut.row(t).dot(base.row(t));
       dZc.row(t) = s.query_keep[t] * dOut.row(t);
     }
-    dW.noalias() += Xq.transpose() * dZc;
+    blocks::xt_times<S>(Xq, cv(dZc), dW, /*accumulate=*/true);
     if (db_) Eigen::Map<RowT<S>>(db_, out) += dZc.colwise().sum();
     dXq.noalias() += dZc * W.transpose();
   } else {
-    dW.noalias() += Xq.transpose() * dOut;
+    blocks::xt_times<S>(Xq, dOut, dW, /*accumulate=*/true);
     if (db_) Eigen::Map<RowT<S>>(db_, out) += dOut.colwise().sum();
     dXq.noalias() += dOut * W.transpose();
   }
@@ -283,7 +284,7 @@ void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, 
   // end state
   const S e = s.token_eta[n - 1];
   auto Kd = ws(slot + 2, n, out);  // Xk dW_end + db_end
-  Kd.noalias() = Xk * dWe;
+  blocks::rows_times<S>(Xk, dWe, Kd);
   Kd.rowwise() += dbe;
   auto GdWt = ws(slot + 3, n, in);  // G dW_end^T
   GdWt.noalias() = G * dWe.transpose();

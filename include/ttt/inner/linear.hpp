@@ -69,14 +69,14 @@ struct Linear {
     Zq.rowwise() += b;
     Zq.noalias() -= cv(ws.A) * cv(ws.G);
     if (!s.fresh) {
-      mv(ws.WG).noalias() = s.XQ * cv(gW);
+      blocks::rows_times<S>(s.XQ, cv(gW), mv(ws.WG));
       ws.WG.rowwise() += gb;
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
     // gacc += gscale XK^T diag(lr) G (after the last read of theta0: see fuses_gd_step)
-    for (int64_t t = 0; t < n; ++t) ws.G.row(t) *= s.lr[t];
-    gW.noalias() += s.gscale * (s.XK.transpose() * cv(ws.G));
-    gb += s.gscale * ws.G.colwise().sum();
+    for (int64_t t = 0; t < n; ++t) ws.G.row(t) *= s.gscale * s.lr[t];
+    blocks::xt_times<S>(s.XK, cv(ws.G), gW, /*accumulate=*/true);
+    gb += ws.G.colwise().sum();
   }
 
   /// Per token and head, mini-batch b: Z (2f^2), XQ W (2f^2), XQ XK^T and M G (2bf each on

@@ -114,7 +114,7 @@ struct MLP {
     mask(ws.A);
     Z1q.noalias() -= cv(ws.A) * cv(ws.G1);
     if (!s.fresh) {
-      mv(ws.WG).noalias() = s.XQ * cv(g.W1);
+      blocks::rows_times<S>(s.XQ, cv(g.W1), mv(ws.WG));
       ws.WG.rowwise() += g.b1;
       for (int64_t t = 0; t < n; ++t) Z1q.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
@@ -126,19 +126,19 @@ struct MLP {
     Zq.rowwise() += p.b2;
     Zq.noalias() -= cv(ws.A) * cv(ws.G2);
     if (!s.fresh) {
-      mv(ws.WG2).noalias() = cv(ws.X2q) * cv(g.W2);
+      blocks::rows_times<S>(cv(ws.X2q), cv(g.W2), mv(ws.WG2));
       ws.WG2.rowwise() += g.b2;
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG2.row(t);
     }
-    // accumulate lr-weighted gradients
+    // accumulate the gscale- and lr-weighted gradients (float: the keys read transposed in place)
     for (int64_t t = 0; t < n; ++t) {
-      ws.G1.row(t) *= s.lr[t];
-      ws.G2.row(t) *= s.lr[t];
+      ws.G1.row(t) *= s.gscale * s.lr[t];
+      ws.G2.row(t) *= s.gscale * s.lr[t];
     }
-    mv(g.W1).noalias() += s.gscale * (s.XK.transpose() * cv(ws.G1));
-    g.b1 += s.gscale * ws.G1.colwise().sum();
-    mv(g.W2).noalias() += s.gscale * (cv(ws.X2).transpose() * cv(ws.G2));
-    g.b2 += s.gscale * ws.G2.colwise().sum();
+    blocks::xt_times<S>(s.XK, cv(ws.G1), mv(g.W1), /*accumulate=*/true);
+    g.b1 += ws.G1.colwise().sum();
+    blocks::xt_times<S>(cv(ws.X2), cv(ws.G2), mv(g.W2), /*accumulate=*/true);
+    g.b2 += ws.G2.colwise().sum();
   }
 
   /// Decode under plain GD, one token at a time (TTTLayer::row_decode): the mini-batch's
@@ -300,10 +300,10 @@ struct LearnerGrad<inner::MLP> {
     auto Z1 = ws(kZ1, n, h), X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
     auto gp = ws(kGp, n, h), M = ws(kM, n, h), G1 = ws(kG1, n, h), E = ws(kE, n, n), K1 = ws(kK1, n, n);
     auto K2 = ws(kK2, n, n), A = ws(kA, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
-    Z1.noalias() = s.XK * W1;  // (n, 4f)
+    blocks::rows_times<S>(s.XK, W1, Z1);  // (n, 4f)
     Z1.rowwise() += b1;
     keys_hidden(ws, n, h);  // X2, gp
-    Z2.noalias() = X2 * W2;  // (n, f)
+    blocks::rows_times<S>(X2, W2, Z2);  // (n, f)
     Z2.rowwise() += b2;
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Z2, T, s.ln_w, s.ln_b, G2);
@@ -365,8 +365,8 @@ struct LearnerGrad<inner::MLP> {
     // G1 = (G2 W2^T) o gelu_bwd(Z1)
     auto dM = ws(kdM, n, h);
     dM = dG1.cwiseProduct(gp);
-    dG2.noalias() += dM * W2;
-    Eigen::Map<MatT<S>>(dW2, h, f).noalias() += dM.transpose() * G2;
+    blocks::rows_times<S>(dM, W2, dG2, /*accumulate=*/true);
+    blocks::xt_times<S>(dM, G2, mv(Eigen::Map<MatT<S>>(dW2, h, f)), /*accumulate=*/true);
     auto dZ1 = ws(kdZ1, n, h);
     blocks::gelu_bwd_ref_grad_into(Z1.data(), dZ1.data(), size_t(n * h));
     dZ1.array() *= dG1.array() * M.array();
@@ -376,12 +376,12 @@ struct LearnerGrad<inner::MLP> {
     o.dXV += dT;
     o.dXK -= dT;
     // Z2 = X2 W2 + b2, X2 = gelu(Z1), Z1 = XK W1 + b1
-    Eigen::Map<MatT<S>>(dW2, h, f).noalias() += X2.transpose() * dZ2;
+    blocks::xt_times<S>(X2, dZ2, mv(Eigen::Map<MatT<S>>(dW2, h, f)), /*accumulate=*/true);
     Eigen::Map<RowT<S>>(db2, f) += dZ2.colwise().sum();
     dX2.noalias() += dZ2 * W2.transpose();
     blocks::gelu_grad_into(Z1.data(), gp.data(), size_t(n * h));  // gp is dead by now
     dZ1.array() += dX2.array() * gp.array();
-    Eigen::Map<MatT<S>>(dW1, f, h).noalias() += s.XK.transpose() * dZ1;
+    blocks::xt_times<S>(s.XK, dZ1, mv(Eigen::Map<MatT<S>>(dW1, f, h)), /*accumulate=*/true);
     Eigen::Map<RowT<S>>(db1, h) += dZ1.colwise().sum();
     o.dXK.noalias() += dZ1 * W1.transpose();
   }

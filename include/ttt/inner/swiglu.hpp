@@ -122,9 +122,9 @@ struct SwiGLU {
     Aq.noalias() -= cv(ws.K) * cv(ws.dA);
     Bq.noalias() -= cv(ws.K) * cv(ws.dB);
     if (!s.fresh) {
-      ws.WG.noalias() = s.XQ * g1;
+      blocks::rows_times<S>(s.XQ, cv(g1), mv(ws.WG));
       for (int64_t t = 0; t < n; ++t) Aq.row(t) -= s.token_eta[t] * ws.WG.row(t);
-      ws.WG.noalias() = s.XQ * g3;
+      blocks::rows_times<S>(s.XQ, cv(g3), mv(ws.WG));
       for (int64_t t = 0; t < n; ++t) Bq.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
     for (int64_t i = 0; i < n * h; ++i) {
@@ -137,18 +137,19 @@ struct SwiGLU {
     blocks::rows_times<S>(cv(ws.Hq), cv(W2), Zq);
     Zq.noalias() -= cv(ws.K) * cv(ws.G);
     if (!s.fresh) {
-      ws.WG2.noalias() = cv(ws.Hq) * g2;
+      blocks::rows_times<S>(cv(ws.Hq), cv(g2), mv(ws.WG2));
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG2.row(t);
     }
     // accumulate the lr-weighted gradients
     for (int64_t t = 0; t < n; ++t) {
-      ws.dA.row(t) *= s.lr[t];
-      ws.dB.row(t) *= s.lr[t];
-      ws.G.row(t) *= s.lr[t];
+      const S c = s.gscale * s.lr[t];
+      ws.dA.row(t) *= c;
+      ws.dB.row(t) *= c;
+      ws.G.row(t) *= c;
     }
-    g1.noalias() += s.gscale * (s.XK.transpose() * cv(ws.dA));
-    g3.noalias() += s.gscale * (s.XK.transpose() * cv(ws.dB));
-    g2.noalias() += s.gscale * (cv(ws.H).transpose() * cv(ws.G));
+    blocks::xt_times<S>(s.XK, cv(ws.dA), mv(g1), /*accumulate=*/true);
+    blocks::xt_times<S>(s.XK, cv(ws.dB), mv(g3), /*accumulate=*/true);
+    blocks::xt_times<S>(cv(ws.H), cv(ws.G), mv(g2), /*accumulate=*/true);
   }
 
   /// Decode under plain GD, one token at a time (TTTLayer::row_decode; as TTT-MLP's, inner/mlp.hpp):

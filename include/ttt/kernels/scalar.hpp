@@ -76,17 +76,22 @@ inline void rows_wt(backend::scalar, const float* X, std::ptrdiff_t ldx, std::si
     }
 }
 
-/// Y[b, j] = sum_i X[b, i] W[i, j], b < n, j < m, i < k: a few rows of X times a matrix W (k, m)
-/// read in place; X, W and Y row-major with row strides ldx, ldw and ldy. The inner learners'
-/// products of a mini-batch's rows with their fast weights (blocks::rows_times).
+/// Y[b, j] = sum_i X[b, i] W[i, j] (or += with `accumulate`), b < n, j < m, i < k: a few rows of X
+/// times a matrix W (k, m) read in place; W and Y row-major with row strides ldw and ldy, X[b, i]
+/// at X[b ldx + i incx] (row-major: incx = 1; incx = the row stride and ldx = 1 for the transpose
+/// of a row-major (k, n) matrix: Y = X^T W, a fast weight's gradient from a mini-batch's rows). The
+/// inner learners' products of a mini-batch's rows with their fast weights (blocks::rows_times,
+/// blocks::xt_times).
 inline void rows_w(backend::scalar, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
-                   std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy) {
+                   std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate = false,
+                   std::ptrdiff_t incx = 1) {
   for (std::size_t b = 0; b < n; ++b)
     for (std::size_t j = 0; j < m; ++j) {
-      float s = 0.0f;
+      float& y = Y[std::ptrdiff_t(b) * ldy + std::ptrdiff_t(j)];
+      float s = accumulate ? y : 0.0f;
       for (std::size_t i = 0; i < k; ++i)
-        s += X[std::ptrdiff_t(b) * ldx + std::ptrdiff_t(i)] * W[std::ptrdiff_t(i) * ldw + std::ptrdiff_t(j)];
-      Y[std::ptrdiff_t(b) * ldy + std::ptrdiff_t(j)] = s;
+        s += X[std::ptrdiff_t(b) * ldx + std::ptrdiff_t(i) * incx] * W[std::ptrdiff_t(i) * ldw + std::ptrdiff_t(j)];
+      y = s;
     }
 }
 

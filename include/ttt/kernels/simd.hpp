@@ -235,15 +235,17 @@ inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size
 }
 
 namespace detail {
-/// rows_w for R rows of X and V batches of columns: R x V accumulators; per step i, V loads of
-/// W's row i (kept in registers) and R broadcasts of X, R x V FMAs.
+/// rows_w for R rows of X and V batches of columns: R x V accumulators (Y's values with
+/// `accumulate`, else 0); per step i, V loads of W's row i (kept in registers) and R broadcasts of
+/// X (X[r, i] at X[r ldx + i incx]), R x V FMAs.
 template <std::size_t R, std::size_t V>
-inline void rows_w_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const float* W, std::ptrdiff_t ldw, float* Y,
-                        std::ptrdiff_t ldy) {
+inline void rows_w_tile(const float* X, std::ptrdiff_t ldx, std::ptrdiff_t incx, std::size_t k, const float* W,
+                        std::ptrdiff_t ldw, float* Y, std::ptrdiff_t ldy, bool accumulate) {
   constexpr std::size_t B = fbatch::size;
   fbatch a[R][V];
   for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t v = 0; v < V; ++v) a[r][v] = fbatch(0.0f);
+    for (std::size_t v = 0; v < V; ++v)
+      a[r][v] = accumulate ? fbatch::load_unaligned(Y + std::ptrdiff_t(r) * ldy + std::ptrdiff_t(v * B)) : fbatch(0.0f);
   for (std::size_t i = 0; i < k; ++i) {
     fbatch w[V];
     for (std::size_t v = 0; v < V; ++v) {
@@ -251,7 +253,7 @@ inline void rows_w_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const
       in_register(w[v]);
     }
     for (std::size_t r = 0; r < R; ++r) {
-      const fbatch x(X[std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i)]);
+      const fbatch x(X[std::ptrdiff_t(r) * ldx + std::ptrdiff_t(i) * incx]);
       for (std::size_t v = 0; v < V; ++v) a[r][v] = xsimd::fma(x, w[v], a[r][v]);
     }
   }
@@ -262,17 +264,20 @@ inline void rows_w_tile(const float* X, std::ptrdiff_t ldx, std::size_t k, const
 /// rows_w_tile over all the rows for V batches of columns from W and Y on: tiles of kR rows, the
 /// rest 4, 2, 1 at a time.
 template <std::size_t V>
-inline void rows_w_columns(const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
-                           std::ptrdiff_t ldw, float* Y, std::ptrdiff_t ldy) {
+inline void rows_w_columns(const float* X, std::ptrdiff_t ldx, std::ptrdiff_t incx, std::size_t n, std::size_t k,
+                           const float* W, std::ptrdiff_t ldw, float* Y, std::ptrdiff_t ldy, bool accumulate) {
   // 6 x 4 accumulators with AVX-512's 32 registers, 2 x 4 with 16
   constexpr std::size_t kR = fbatch::size >= 16 ? 6 : 2;
+  const auto tile = [&]<std::size_t R>(std::size_t b) {
+    rows_w_tile<R, V>(X + std::ptrdiff_t(b) * ldx, ldx, incx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy, accumulate);
+  };
   std::size_t b = 0;
-  for (; b + kR <= n; b += kR) rows_w_tile<kR, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy);
+  for (; b + kR <= n; b += kR) tile.template operator()<kR>(b);
   if constexpr (kR > 4)
-    if (b + 4 <= n) rows_w_tile<4, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy), b += 4;
+    if (b + 4 <= n) tile.template operator()<4>(b), b += 4;
   if constexpr (kR > 2)
-    if (b + 2 <= n) rows_w_tile<2, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy), b += 2;
-  for (; b < n; ++b) rows_w_tile<1, V>(X + std::ptrdiff_t(b) * ldx, ldx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy);
+    if (b + 2 <= n) tile.template operator()<2>(b), b += 2;
+  for (; b < n; ++b) tile.template operator()<1>(b);
 }
 }  // namespace detail
 
@@ -283,13 +288,14 @@ inline void rows_w_columns(const float* X, std::ptrdiff_t ldx, std::size_t n, st
 /// this way on one core of the AMD EPYC (Zen 5) (benchmarks/README.md, "The layer against the GEMM
 /// rate"). Each sum runs over i in order, as the twin's, with FMAs.
 inline void rows_w(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
-                   std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy) {
+                   std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate = false,
+                   std::ptrdiff_t incx = 1) {
   constexpr std::size_t B = detail::fbatch::size;
   std::size_t j = 0;
-  for (; j + 4 * B <= m; j += 4 * B) detail::rows_w_columns<4>(X, ldx, n, k, W + j, ldw, Y + j, ldy);
-  for (; j + B <= m; j += B) detail::rows_w_columns<1>(X, ldx, n, k, W + j, ldw, Y + j, ldy);
+  for (; j + 4 * B <= m; j += 4 * B) detail::rows_w_columns<4>(X, ldx, incx, n, k, W + j, ldw, Y + j, ldy, accumulate);
+  for (; j + B <= m; j += B) detail::rows_w_columns<1>(X, ldx, incx, n, k, W + j, ldw, Y + j, ldy, accumulate);
   if (j < m)  // the last m % B columns
-    rows_w(backend::scalar{}, X, ldx, n, k, W + j, ldw, m - j, Y + std::ptrdiff_t(j), ldy);
+    rows_w(backend::scalar{}, X, ldx, n, k, W + j, ldw, m - j, Y + std::ptrdiff_t(j), ldy, accumulate, incx);
 }
 
 }  // namespace ttt::kernels
