@@ -268,16 +268,17 @@ inline void rows_w_columns(const float* X, std::ptrdiff_t ldx, std::ptrdiff_t in
                            const float* W, std::ptrdiff_t ldw, float* Y, std::ptrdiff_t ldy, bool accumulate) {
   // 6 x 4 accumulators with AVX-512's 32 registers, 2 x 4 with 16
   constexpr std::size_t kR = fbatch::size >= 16 ? 6 : 2;
-  const auto tile = [&]<std::size_t R>(std::size_t b) {
-    rows_w_tile<R, V>(X + std::ptrdiff_t(b) * ldx, ldx, incx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy, accumulate);
-  };
   std::size_t b = 0;
-  for (; b + kR <= n; b += kR) tile.template operator()<kR>(b);
+  for (; b + kR <= n; b += kR)
+    rows_w_tile<kR, V>(X + std::ptrdiff_t(b) * ldx, ldx, incx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy, accumulate);
   if constexpr (kR > 4)
-    if (b + 4 <= n) tile.template operator()<4>(b), b += 4;
+    if (b + 4 <= n)
+      rows_w_tile<4, V>(X + std::ptrdiff_t(b) * ldx, ldx, incx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy, accumulate), b += 4;
   if constexpr (kR > 2)
-    if (b + 2 <= n) tile.template operator()<2>(b), b += 2;
-  for (; b < n; ++b) tile.template operator()<1>(b);
+    if (b + 2 <= n)
+      rows_w_tile<2, V>(X + std::ptrdiff_t(b) * ldx, ldx, incx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy, accumulate), b += 2;
+  for (; b < n; ++b)
+    rows_w_tile<1, V>(X + std::ptrdiff_t(b) * ldx, ldx, incx, k, W, ldw, Y + std::ptrdiff_t(b) * ldy, ldy, accumulate);
 }
 }  // namespace detail
 
