@@ -180,14 +180,14 @@ void eta_matrix_bwd(const Segment<S>& s, CRefT<S> dE, SegmentGrad<S>& o) {
 }
 
 /// W_end = W - e Xk^T diag(lr) G, b_end = b - e lr^T G, e = token_eta[n-1]; We/be hold W/b on
-/// entry. Gl: an (n, out) scratch.
+/// entry (be null: a map without bias). Gl: an (n, out) scratch.
 template <class S, class M>
 void end_state(const Segment<S>& s, CRefT<S> Xk, CRefT<S> G, S* We, S* be, M&& Gl) {
   const Eigen::Index n = Xk.rows(), in = Xk.cols(), out = G.cols();
   const S e = s.token_eta[n - 1];
   for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (-e * s.lr[j]);  // -e diag(lr) G
   blocks::xt_times<S>(Xk, cv(Gl), mv(Eigen::Map<MatT<S>>(We, in, out)), /*accumulate=*/true);
-  Eigen::Map<RowT<S>>(be, out) += Gl.colwise().sum();
+  if (be) Eigen::Map<RowT<S>>(be, out) += Gl.colwise().sum();
 }
 
 /// p + k, or null for a null p (the offset of a parameter inside an optional query shift).

@@ -362,25 +362,15 @@ struct LearnerGrad<inner::SwiGLU> {
     Zq.noalias() -= EK * G;
   }
 
-  /// W_end -= e Xk^T diag(lr) G  (We holds W on entry), e = eta_{n-1}.
-  template <class S, class X, class Gm>
-  static void end_map(const Segment<S>& s, const X& Xk, const Gm& G, S* We, Scratch<S>& ws) {
-    const Eigen::Index n = Xk.rows(), in = Xk.cols(), out = G.cols();
-    const S e = s.token_eta[n - 1];
-    auto Gl = ws(kGl, n, out);
-    for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = G.row(j) * (e * s.lr[j]);
-    Eigen::Map<MatT<S>>(We, in, out).noalias() -= Xk.transpose() * Gl;
-  }
-
   template <class S>
   static void forward(const S* th, inner::Dims d, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
     const Eigen::Index n = s.XQ.rows();
     run_forward(th, d, s, ws, Zq);
     std::copy(th, th + 3 * f * h, th_end);
-    end_map<S>(s, s.XK, ws(kGA, n, h), th_end, ws);
-    end_map<S>(s, s.XK, ws(kGB, n, h), th_end + f * h, ws);
-    end_map<S>(s, ws(kH, n, h), ws(kG, n, f), th_end + 2 * f * h, ws);
+    detail::end_state<S>(s, s.XK, ws(kGA, n, h), th_end, nullptr, ws(kGl, n, h));
+    detail::end_state<S>(s, s.XK, ws(kGB, n, h), th_end + f * h, nullptr, ws(kGl, n, h));
+    detail::end_state<S>(s, ws(kH, n, h), ws(kG, n, f), th_end + 2 * f * h, nullptr, ws(kGl, n, f));
   }
 
   template <class S>
