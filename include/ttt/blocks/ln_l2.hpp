@@ -7,7 +7,10 @@
 ///   G  = (D gx - sum(gx) - xh sum(gx xh)) / (D s)      = d/dz 0.5 ||gamma LN(z) + beta - target||^2
 #include <cmath>
 #include <concepts>
+#include <type_traits>
 
+#include "../core/tensor.hpp"
+#include "../kernels/simd.hpp"
 #include "eigen_out.hpp"
 #include "layer_norm.hpp"
 
@@ -63,6 +66,19 @@ void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& targe
       const S s1 = gr.sum(), s2 = (gr * xhat).sum();
       gr = (S(d) * gr - s1 - xhat * s2) * (S(1) / (S(d) * stdv));
     }
+  }
+}
+
+/// G = ln_l2_grad(Z, A - B): the target of the dual forms, XV - XK, read and not stored. Float
+/// rows through kernels::ln_l2_grad_rows, other scalars through ln_l2_grad.
+template <class S>
+void ln_l2_grad_diff(CRefT<S> z, CRefT<S> a, CRefT<S> b, const S* gamma, const S* beta, RefT<S> g) {
+  if constexpr (std::is_same_v<S, float>) {
+    kernels::ln_l2_grad_rows(backend::cpu_default{}, size_t(z.rows()), size_t(z.cols()), z.data(), z.outerStride(),
+                             a.data(), a.outerStride(), b.data(), b.outerStride(), gamma, beta, g.data(),
+                             g.outerStride());
+  } else {
+    ln_l2_grad(z, a - b, gamma, beta, g);
   }
 }
 

@@ -3,9 +3,13 @@
 /// TTT-Linear: the inner learner is f(x) = x W1 + b1 per head (W1: [f, f], b1: [1, f]). Its
 /// inference dual form and, below it, its training forward / reverse (`train::LearnerGrad`).
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
+#include "../blocks/causal.hpp"
 #include "../blocks/linear.hpp"
 #include "../blocks/ln_l2.hpp"
+#include "../kernels/linear_dual.hpp"
 #include "learner.hpp"
 #include "learner_grad.hpp"
 
@@ -39,35 +43,46 @@ struct Linear {
 
   template <class S>
   struct Workspace {
-    MatT<S> Z, G, target, A, WG;
+    MatT<S> Z, G, A, WG;
+    std::vector<S> fused;  // kernels::linear_dual's
   };
 
   /// The dual form (paper Sec. 2.5), extended to start mid-mini-batch with a carried gradient:
   ///   Zq[t] = XQ[t] (W0 - eta_t gW) + b0 - eta_t gb - sum_{s<=t} eta_t lr_s (XQ[t].XK[s] + 1) G[s]
   /// then gW += XK^T diag(lr) G, gb += lr^T G.  With gW = gb = 0 this is the reference's
   /// Z1_bar = XQ W1 - (eta * tril(XQ XK^T)) G + b1 - tril(eta) G.
+  /// Float rows go through the fused kernel (kernels/linear_dual.hpp: the head's mini-batch in one
+  /// pass, the masked half of the b x b products skipped), other scalars through the Eigen form
+  /// below, which the kernel's plain twin is tested against.
   template <class S>
   static void dual_form(const S* theta0, S* gacc, const Segment<S>& s, RefT<S> Zq, Workspace<S>& ws) {
     const int64_t n = s.XQ.rows(), f = s.XQ.cols();
+    if constexpr (std::is_same_v<S, float>) {
+      if (kernels::linear_dual_fits(size_t(f))) {
+        ws.fused.resize(kernels::linear_dual_workspace(size_t(n), size_t(f)));
+        const kernels::DualSegment<float> k{size_t(n),        size_t(f),    s.XQ.data(),       s.XK.data(),
+                                            s.XV.data(),      s.XQ.outerStride(), s.XK.outerStride(), s.XV.outerStride(),
+                                            s.token_eta,      s.lr,         s.ln_w,            s.ln_b,
+                                            s.fresh,          s.gscale};
+        kernels::linear_dual(backend::cpu_default{}, k, theta0, gacc, Zq.data(), Zq.outerStride(), ws.fused.data());
+        return;
+      }
+    }
     const CRefT<S> W = cv(Eigen::Map<const MatT<S>>(theta0, f, f));
     Eigen::Map<const RowT<S>> b(theta0 + f * f, f);
     RefT<S> gW = mv(Eigen::Map<MatT<S>>(gacc, f, f));
     Eigen::Map<RowT<S>> gb(gacc + f * f, f);
     ensure_size(ws.Z, n, f);
     ensure_size(ws.G, n, f);
-    ensure_size(ws.target, n, f);
     ensure_size(ws.A, n, n);
     ensure_size(ws.WG, n, f);
     blocks::rows_times<S>(s.XK, W, mv(ws.Z));  // (n, f); float: W read in place (blocks::rows_times)
     ws.Z.rowwise() += b;
-    ws.target = s.XV - s.XK;
-    blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
-    mv(ws.A).noalias() = s.XQ * s.XK.transpose();  // (n, n)
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t j = 0; j < n; ++j) ws.A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (ws.A(t, j) + S(1)) : S(0);
+    blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
+    blocks::causal_scores<S>(s.XQ, s.XK, s.token_eta, s.lr, S(1), mv(ws.A));  // (n, n)
     blocks::rows_times<S>(s.XQ, W, Zq);
     Zq.rowwise() += b;
-    Zq.noalias() -= cv(ws.A) * cv(ws.G);
+    blocks::causal_apply<S>(cv(ws.A), cv(ws.G), Zq);
     if (!s.fresh) {
       blocks::rows_times<S>(s.XQ, cv(gW), mv(ws.WG));
       ws.WG.rowwise() += gb;

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "../blocks/activations.hpp"
+#include "../blocks/causal.hpp"
 #include "../blocks/linear.hpp"
 #include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
@@ -75,7 +76,7 @@ struct MLP {
 
   template <class S>
   struct Workspace {
-    MatT<S> XKQ, Z1, X2, Z2, G1, G2, target, gprime, A, X2q, WG, WG2;
+    MatT<S> XKQ, Z1, X2, Z2, G1, G2, gprime, A, X2q, WG, WG2;
     MatT<S> Arow;  // decode_token's (1, b): its own, so that it and dual_form never resize each other's
   };
 
@@ -89,7 +90,7 @@ struct MLP {
     const View<const S> p(theta0, f);
     View<S> g(gacc, f);
     for (MatT<S>* m : {&ws.X2, &ws.G1, &ws.gprime, &ws.X2q, &ws.WG}) ensure_size(*m, n, h);
-    for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
+    for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.A, n, n);
     ensure_size(ws.Z1, 2 * n, h);
     stack_rows(s.XK, s.XQ, ws.XKQ);
@@ -100,19 +101,13 @@ struct MLP {
     blocks::gelu_into(Z1k.data(), ws.X2.data(), size_t(n * h));
     blocks::rows_times<S>(cv(ws.X2), cv(p.W2), mv(ws.Z2));
     ws.Z2.rowwise() += p.b2;
-    ws.target = s.XV - s.XK;
-    blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
+    blocks::ln_l2_grad_diff<S>(cv(ws.Z2), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G2));
     blocks::gelu_bwd_ref_into(Z1k.data(), ws.gprime.data(), size_t(n * h));
     mv(ws.G1).noalias() = cv(ws.G2) * cv(p.W2).transpose();
     ws.G1.array() *= ws.gprime.array();
-    auto mask = [&](MatT<S>& A) {
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
-    };
     // layer 1 on the queries
-    mv(ws.A).noalias() = s.XQ * s.XK.transpose();
-    mask(ws.A);
-    Z1q.noalias() -= cv(ws.A) * cv(ws.G1);
+    blocks::causal_scores<S>(s.XQ, s.XK, s.token_eta, s.lr, S(1), mv(ws.A));
+    blocks::causal_apply<S>(cv(ws.A), cv(ws.G1), Z1q);
     if (!s.fresh) {
       blocks::rows_times<S>(s.XQ, cv(g.W1), mv(ws.WG));
       ws.WG.rowwise() += g.b1;
@@ -120,11 +115,10 @@ struct MLP {
     }
     blocks::gelu_into(Z1q.data(), ws.X2q.data(), size_t(n * h));
     // layer 2
-    mv(ws.A).noalias() = cv(ws.X2q) * cv(ws.X2).transpose();
-    mask(ws.A);
+    blocks::causal_scores<S>(cv(ws.X2q), cv(ws.X2), s.token_eta, s.lr, S(1), mv(ws.A));
     blocks::rows_times<S>(cv(ws.X2q), cv(p.W2), Zq);
     Zq.rowwise() += p.b2;
-    Zq.noalias() -= cv(ws.A) * cv(ws.G2);
+    blocks::causal_apply<S>(cv(ws.A), cv(ws.G2), Zq);
     if (!s.fresh) {
       blocks::rows_times<S>(cv(ws.X2q), cv(g.W2), mv(ws.WG2));
       ws.WG2.rowwise() += g.b2;
@@ -172,7 +166,7 @@ struct MLP {
     const View<const S> p(theta0, f);
     Rows<S> r(rows, t + 1, f);
     for (MatT<S>* m : {&ws.X2q, &ws.gprime}) ensure_size(*m, 1, h);
-    for (MatT<S>* m : {&ws.Z2, &ws.G2, &ws.target}) ensure_size(*m, 1, f);
+    for (MatT<S>* m : {&ws.Z2, &ws.G2}) ensure_size(*m, 1, f);
     ensure_size(ws.Arow, 1, b);  // its first t + 1 entries: the query against rows 0 .. t (no allocation per t)
     RefT<S> a = mv(ws.Arow.leftCols(t + 1));
     // row 0: the key's, row 1: the query's; two matrix-vector products reading W1 in place (as
@@ -186,8 +180,7 @@ struct MLP {
     blocks::gelu_into(ws.Z1.data(), &r.X2(t, 0), size_t(h));
     mv(ws.Z2).noalias() = cv(r.X2.row(t)) * cv(p.W2);
     ws.Z2 += p.b2;
-    ws.target = s.XV - s.XK;
-    blocks::ln_l2_grad(ws.Z2, ws.target, s.ln_w, s.ln_b, ws.G2);
+    blocks::ln_l2_grad_diff<S>(cv(ws.Z2), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G2));
     blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(h));
     mv(r.G1.row(t)).noalias() = cv(ws.G2) * cv(p.W2).transpose();
     r.G1.row(t).array() *= s.lr[0] * ws.gprime.array();

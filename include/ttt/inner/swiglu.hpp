@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../blocks/activations.hpp"
+#include "../blocks/causal.hpp"
 #include "../blocks/linear.hpp"
 #include "../blocks/ln_l2.hpp"
 #include "learner.hpp"
@@ -73,7 +74,7 @@ struct SwiGLU {
 
   template <class S>
   struct Workspace {
-    MatT<S> XKQ, A, B, H, Z, G, target, dA, dB, K, Hq, WG, WG2;  // A, B: keys' rows, then queries'
+    MatT<S> XKQ, A, B, H, Z, G, dA, dB, K, Hq, WG, WG2;  // A, B: keys' rows, then queries'
     MatT<S> Arow;  // decode_token's (1, b): its own, so that it and dual_form never resize each other's
   };
 
@@ -91,7 +92,7 @@ struct SwiGLU {
     Eigen::Map<MatT<S>> g1(gacc, f, h), g3(gacc + f * h, f, h), g2(gacc + 2 * f * h, h, f);
     for (MatT<S>* m : {&ws.H, &ws.dA, &ws.dB, &ws.Hq, &ws.WG}) ensure_size(*m, n, h);
     for (MatT<S>* m : {&ws.A, &ws.B}) ensure_size(*m, 2 * n, h);
-    for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target, &ws.WG2}) ensure_size(*m, n, f);
+    for (MatT<S>* m : {&ws.Z, &ws.G, &ws.WG2}) ensure_size(*m, n, f);
     ensure_size(ws.K, n, n);
     // the keys' and the queries' first-layer products, each one product of the stacked rows
     // [XK; XQ] (one pass over W1 and one over W3 for both)
@@ -107,20 +108,14 @@ struct SwiGLU {
       ws.dA.data()[i] = ws.B.data()[i] * sg * (S(1) + a * (S(1) - sg));  // b silu'(a)
     }
     blocks::rows_times<S>(cv(ws.H), cv(W2), mv(ws.Z));
-    ws.target = s.XV - s.XK;
-    blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
+    blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
     ws.WG.noalias() = cv(ws.G) * W2.transpose();  // dH
     ws.dA.array() *= ws.WG.array();
     ws.dB.array() *= ws.WG.array();
-    auto mask = [&](MatT<S>& K) {
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t j = 0; j < n; ++j) K(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * K(t, j) : S(0);
-    };
     // the queries' hidden layer
-    ws.K.noalias() = s.XQ * s.XK.transpose();
-    mask(ws.K);
-    Aq.noalias() -= cv(ws.K) * cv(ws.dA);
-    Bq.noalias() -= cv(ws.K) * cv(ws.dB);
+    blocks::causal_scores<S>(s.XQ, s.XK, s.token_eta, s.lr, S(0), mv(ws.K));
+    blocks::causal_apply<S>(cv(ws.K), cv(ws.dA), Aq);
+    blocks::causal_apply<S>(cv(ws.K), cv(ws.dB), Bq);
     if (!s.fresh) {
       blocks::rows_times<S>(s.XQ, cv(g1), mv(ws.WG));
       for (int64_t t = 0; t < n; ++t) Aq.row(t) -= s.token_eta[t] * ws.WG.row(t);
@@ -132,10 +127,9 @@ struct SwiGLU {
       ws.Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
     }
     // the output layer
-    ws.K.noalias() = cv(ws.Hq) * cv(ws.H).transpose();
-    mask(ws.K);
+    blocks::causal_scores<S>(cv(ws.Hq), cv(ws.H), s.token_eta, s.lr, S(0), mv(ws.K));
     blocks::rows_times<S>(cv(ws.Hq), cv(W2), Zq);
-    Zq.noalias() -= cv(ws.K) * cv(ws.G);
+    blocks::causal_apply<S>(cv(ws.K), cv(ws.G), Zq);
     if (!s.fresh) {
       blocks::rows_times<S>(cv(ws.Hq), cv(g2), mv(ws.WG2));
       for (int64_t t = 0; t < n; ++t) Zq.row(t) -= s.token_eta[t] * ws.WG2.row(t);
@@ -184,7 +178,7 @@ struct SwiGLU {
     Rows<S> r(rows, t + 1, d);
     for (MatT<S>* m : {&ws.A, &ws.B}) ensure_size(*m, 2, h);
     for (MatT<S>* m : {&ws.Hq, &ws.WG}) ensure_size(*m, 1, h);
-    for (MatT<S>* m : {&ws.Z, &ws.G, &ws.target}) ensure_size(*m, 1, f);
+    for (MatT<S>* m : {&ws.Z, &ws.G}) ensure_size(*m, 1, f);
     ensure_size(ws.Arow, 1, b);  // its first t + 1 entries: the query against rows 0 .. t
     RefT<S> a = mv(ws.Arow.leftCols(t + 1));
     // row 0: the key's, row 1: the query's; matrix-vector products reading W1 and W3 in place
@@ -202,8 +196,7 @@ struct SwiGLU {
       r.DA(t, i) = ws.B(0, i) * sg * (S(1) + x * (S(1) - sg));  // b silu'(a)
     }
     mv(ws.Z).noalias() = cv(r.H.row(t)) * cv(W2);
-    ws.target = s.XV - s.XK;
-    blocks::ln_l2_grad(ws.Z, ws.target, s.ln_w, s.ln_b, ws.G);
+    blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
     mv(ws.WG).noalias() = cv(ws.G) * cv(W2).transpose();  // dH
     ws.WG *= s.lr[0];
     r.DA.row(t).array() *= ws.WG.array();

@@ -95,4 +95,59 @@ inline void rows_w(backend::scalar, const float* X, std::ptrdiff_t ldx, std::siz
     }
 }
 
+/// g = d/dz 0.5 ||gamma LN(z) + beta - (a - b)||^2 for n rows of d values (blocks/ln_l2.hpp's
+/// formula), row r of z at z + r ldz (likewise a, b, g); b may be null (target a); g must not
+/// alias z. Plain loops, any scalar.
+template <class T>
+void ln_l2_grad_rows(backend::scalar, std::size_t n, std::size_t d, const T* z, std::ptrdiff_t ldz, const T* a,
+                     std::ptrdiff_t lda, const T* b, std::ptrdiff_t ldb, const T* gamma, const T* beta, T* g,
+                     std::ptrdiff_t ldg, double eps = 1e-6) {
+  for (std::size_t r = 0; r < n; ++r, z += ldz, a += lda, g += ldg) {
+    T mu = 0;
+    for (std::size_t c = 0; c < d; ++c) mu += z[c];
+    mu /= T(d);
+    T var = 0;
+    for (std::size_t c = 0; c < d; ++c) var += (z[c] - mu) * (z[c] - mu);
+    using std::sqrt;  // or the scalar's own, by argument-dependent lookup
+    const T stdv = sqrt(var / T(d) + T(eps));
+    T s1 = 0, s2 = 0;
+    for (std::size_t c = 0; c < d; ++c) {
+      const T xhat = (z[c] - mu) / stdv, target = b ? a[c] - b[std::ptrdiff_t(r) * ldb + std::ptrdiff_t(c)] : a[c];
+      const T gx = (gamma[c] * xhat + beta[c] - target) * gamma[c];
+      g[c] = gx;
+      s1 += gx;
+      s2 += gx * xhat;
+    }
+    const T scale = T(1) / (T(d) * stdv);
+    for (std::size_t c = 0; c < d; ++c) g[c] = (T(d) * g[c] - s1 - (z[c] - mu) / stdv * s2) * scale;
+  }
+}
+
+/// The dual forms' causal scores: A[t, j] = eta[t] lr[j] (Q[t] . K[j] + bias) for j <= t < n
+/// (rows of k values; Q, K, A row-major with row strides ldq, ldk, lda). A's entries above the
+/// diagonal are neither read nor written by causal_scores / causal_apply.
+template <class T>
+void causal_scores(backend::scalar, std::size_t n, std::size_t k, const T* Q, std::ptrdiff_t ldq, const T* K,
+                   std::ptrdiff_t ldk, const T* eta, const T* lr, T bias, T* A, std::ptrdiff_t lda) {
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t j = 0; j <= t; ++j) {
+      T dot = 0;
+      for (std::size_t i = 0; i < k; ++i) dot += Q[std::ptrdiff_t(t) * ldq + std::ptrdiff_t(i)] * K[std::ptrdiff_t(j) * ldk + std::ptrdiff_t(i)];
+      A[std::ptrdiff_t(t) * lda + std::ptrdiff_t(j)] = eta[t] * lr[j] * (dot + bias);
+    }
+}
+
+/// Y[t] -= sum_{j <= t} A[t, j] G[j] for t < n (rows of m values): the causal scores' product,
+/// the masked half skipped.
+template <class T>
+void causal_apply(backend::scalar, std::size_t n, std::size_t m, const T* A, std::ptrdiff_t lda, const T* G,
+                  std::ptrdiff_t ldg, T* Y, std::ptrdiff_t ldy) {
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t c = 0; c < m; ++c) {
+      T v = Y[std::ptrdiff_t(t) * ldy + std::ptrdiff_t(c)];
+      for (std::size_t j = 0; j <= t; ++j) v -= A[std::ptrdiff_t(t) * lda + std::ptrdiff_t(j)] * G[std::ptrdiff_t(j) * ldg + std::ptrdiff_t(c)];
+      Y[std::ptrdiff_t(t) * ldy + std::ptrdiff_t(c)] = v;
+    }
+}
+
 }  // namespace ttt::kernels

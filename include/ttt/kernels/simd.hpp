@@ -299,4 +299,158 @@ inline void rows_w(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_
     rows_w(backend::scalar{}, X, ldx, n, k, W + j, ldw, m - j, Y + std::ptrdiff_t(j), ldy, accumulate, incx);
 }
 
+namespace detail {
+/// ln_l2_grad_rows for R rows at once (d a multiple of the batch size): four passes over the rows,
+/// the R rows' independent sums interleaved (one row alone is a chain of dependent reductions).
+template <std::size_t R>
+inline void ln_l2_rows_tile(std::size_t d, const float* z, std::ptrdiff_t ldz, const float* a, std::ptrdiff_t lda,
+                            const float* b, std::ptrdiff_t ldb, const float* gamma, const float* beta, float* g,
+                            std::ptrdiff_t ldg, float eps) {
+  constexpr std::size_t B = fbatch::size;
+  auto zr = [&](std::size_t r, std::size_t c) { return fbatch::load_unaligned(z + std::ptrdiff_t(r) * ldz + std::ptrdiff_t(c)); };
+  fbatch s[R], v[R], s1[R], s2[R], mu[R], inv[R];
+  for (std::size_t r = 0; r < R; ++r) s[r] = v[r] = s1[r] = s2[r] = fbatch(0.0f);
+  for (std::size_t c = 0; c < d; c += B)
+    for (std::size_t r = 0; r < R; ++r) s[r] += zr(r, c);
+  for (std::size_t r = 0; r < R; ++r) mu[r] = fbatch(xsimd::hadd(s[r]) / float(d));
+  for (std::size_t c = 0; c < d; c += B)
+    for (std::size_t r = 0; r < R; ++r) {
+      const fbatch x = zr(r, c) - mu[r];
+      v[r] = xsimd::fma(x, x, v[r]);
+    }
+  float stdv[R];
+  for (std::size_t r = 0; r < R; ++r) {
+    stdv[r] = std::sqrt(xsimd::hadd(v[r]) / float(d) + eps);
+    inv[r] = fbatch(1.0f / stdv[r]);
+  }
+  for (std::size_t c = 0; c < d; c += B) {
+    const fbatch gm = fbatch::load_unaligned(gamma + c), bt = fbatch::load_unaligned(beta + c);
+    for (std::size_t r = 0; r < R; ++r) {
+      const fbatch xhat = (zr(r, c) - mu[r]) * inv[r];
+      fbatch target = fbatch::load_unaligned(a + std::ptrdiff_t(r) * lda + std::ptrdiff_t(c));
+      if (b) target -= fbatch::load_unaligned(b + std::ptrdiff_t(r) * ldb + std::ptrdiff_t(c));
+      const fbatch gx = (xsimd::fma(gm, xhat, bt) - target) * gm;
+      gx.store_unaligned(g + std::ptrdiff_t(r) * ldg + std::ptrdiff_t(c));
+      s1[r] += gx;
+      s2[r] = xsimd::fma(gx, xhat, s2[r]);
+    }
+  }
+  const fbatch vd = fbatch(float(d));
+  fbatch scale[R];
+  for (std::size_t r = 0; r < R; ++r) {
+    s1[r] = fbatch(xsimd::hadd(s1[r]));
+    s2[r] = fbatch(xsimd::hadd(s2[r]));
+    scale[r] = fbatch(1.0f / (float(d) * stdv[r]));
+  }
+  for (std::size_t c = 0; c < d; c += B)
+    for (std::size_t r = 0; r < R; ++r) {
+      float* gr = g + std::ptrdiff_t(r) * ldg + std::ptrdiff_t(c);
+      const fbatch xhat = (zr(r, c) - mu[r]) * inv[r];
+      ((vd * fbatch::load_unaligned(gr) - s1[r] - xhat * s2[r]) * scale[r]).store_unaligned(gr);
+    }
+}
+}  // namespace detail
+
+/// ln_l2_grad_rows (kernels/scalar.hpp), four rows at a time; d not a multiple of the batch size:
+/// the twin. xhat as (z - mean) times 1 / std, not divided by std.
+inline void ln_l2_grad_rows(backend::simd, std::size_t n, std::size_t d, const float* z, std::ptrdiff_t ldz,
+                            const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, const float* gamma,
+                            const float* beta, float* g, std::ptrdiff_t ldg, double eps = 1e-6) {
+  if (d % detail::fbatch::size != 0)
+    return ln_l2_grad_rows(backend::scalar{}, n, d, z, ldz, a, lda, b, ldb, gamma, beta, g, ldg, eps);
+  auto at = [](auto* p, std::ptrdiff_t ld, std::size_t r) { return p ? p + std::ptrdiff_t(r) * ld : p; };
+  std::size_t r = 0;
+  for (; r + 4 <= n; r += 4)
+    detail::ln_l2_rows_tile<4>(d, at(z, ldz, r), ldz, at(a, lda, r), lda, at(b, ldb, r), ldb, gamma, beta,
+                               at(g, ldg, r), ldg, float(eps));
+  for (; r < n; ++r)
+    detail::ln_l2_rows_tile<1>(d, at(z, ldz, r), ldz, at(a, lda, r), lda, at(b, ldb, r), ldb, gamma, beta,
+                               at(g, ldg, r), ldg, float(eps));
+}
+
+namespace detail {
+/// causal_apply for rows t0 .. t0+R-1 and V batches of columns from c on: R x V accumulators, one
+/// load of each G row's batches per R rows.
+template <std::size_t R, std::size_t V>
+inline void causal_apply_tile(std::size_t t0, const float* A, std::ptrdiff_t lda, const float* G, std::ptrdiff_t ldg,
+                              float* Y, std::ptrdiff_t ldy) {
+  constexpr std::size_t B = fbatch::size;
+  fbatch y[R][V];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) y[r][v] = fbatch::load_unaligned(Y + std::ptrdiff_t(t0 + r) * ldy + std::ptrdiff_t(v * B));
+  for (std::size_t j = 0; j < t0 + R; ++j) {
+    fbatch g[V];
+    for (std::size_t v = 0; v < V; ++v) g[v] = fbatch::load_unaligned(G + std::ptrdiff_t(j) * ldg + std::ptrdiff_t(v * B));
+    for (std::size_t r = 0; r < R; ++r)
+      if (j <= t0 + r) {
+        const fbatch a(A[std::ptrdiff_t(t0 + r) * lda + std::ptrdiff_t(j)]);
+        for (std::size_t v = 0; v < V; ++v) y[r][v] = xsimd::fnma(a, g[v], y[r][v]);
+      }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t v = 0; v < V; ++v) y[r][v].store_unaligned(Y + std::ptrdiff_t(t0 + r) * ldy + std::ptrdiff_t(v * B));
+}
+
+template <std::size_t V>
+inline void causal_apply_columns(std::size_t n, const float* A, std::ptrdiff_t lda, const float* G, std::ptrdiff_t ldg,
+                                 float* Y, std::ptrdiff_t ldy) {
+  std::size_t t = 0;
+  for (; t + 2 <= n; t += 2) causal_apply_tile<2, V>(t, A, lda, G, ldg, Y, ldy);
+  if (t < n) causal_apply_tile<1, V>(t, A, lda, G, ldg, Y, ldy);
+}
+
+/// out[j] = q . k_j for the m rows k_j = k + j ldk (d a multiple of the batch size): four rows
+/// per pass over q.
+inline void dots(const float* q, const float* k, std::ptrdiff_t ldk, std::size_t m, std::size_t d, float* out) {
+  constexpr std::size_t B = fbatch::size;
+  std::size_t j = 0;
+  for (; j + 4 <= m; j += 4) {
+    const float* k0 = k + std::ptrdiff_t(j) * ldk;
+    fbatch a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
+    for (std::size_t c = 0; c < d; c += B) {
+      const fbatch qv = fbatch::load_unaligned(q + c);
+      a0 = xsimd::fma(qv, fbatch::load_unaligned(k0 + c), a0);
+      a1 = xsimd::fma(qv, fbatch::load_unaligned(k0 + ldk + c), a1);
+      a2 = xsimd::fma(qv, fbatch::load_unaligned(k0 + 2 * ldk + c), a2);
+      a3 = xsimd::fma(qv, fbatch::load_unaligned(k0 + 3 * ldk + c), a3);
+    }
+    out[j] = xsimd::hadd(a0);
+    out[j + 1] = xsimd::hadd(a1);
+    out[j + 2] = xsimd::hadd(a2);
+    out[j + 3] = xsimd::hadd(a3);
+  }
+  for (; j < m; ++j) {
+    const float* kj = k + std::ptrdiff_t(j) * ldk;
+    fbatch a0(0.0f);
+    for (std::size_t c = 0; c < d; c += B) a0 = xsimd::fma(fbatch::load_unaligned(q + c), fbatch::load_unaligned(kj + c), a0);
+    out[j] = xsimd::hadd(a0);
+  }
+}
+}  // namespace detail
+
+/// causal_scores (kernels/scalar.hpp): the dot products of the unmasked half only, four keys per
+/// pass over a query row; k not a multiple of the batch size: the twin.
+inline void causal_scores(backend::simd, std::size_t n, std::size_t k, const float* Q, std::ptrdiff_t ldq,
+                          const float* K, std::ptrdiff_t ldk, const float* eta, const float* lr, float bias, float* A,
+                          std::ptrdiff_t lda) {
+  if (k % detail::fbatch::size != 0)
+    return causal_scores(backend::scalar{}, n, k, Q, ldq, K, ldk, eta, lr, bias, A, lda);
+  for (std::size_t t = 0; t < n; ++t) {
+    float* a = A + std::ptrdiff_t(t) * lda;
+    detail::dots(Q + std::ptrdiff_t(t) * ldq, K, ldk, t + 1, k, a);
+    for (std::size_t j = 0; j <= t; ++j) a[j] = eta[t] * lr[j] * (a[j] + bias);
+  }
+}
+
+/// causal_apply (kernels/scalar.hpp): pairs of rows by four batches of columns in registers, the
+/// masked half skipped; the last m % B columns through the twin.
+inline void causal_apply(backend::simd, std::size_t n, std::size_t m, const float* A, std::ptrdiff_t lda, const float* G,
+                         std::ptrdiff_t ldg, float* Y, std::ptrdiff_t ldy) {
+  constexpr std::size_t B = detail::fbatch::size;
+  std::size_t c = 0;
+  for (; c + 4 * B <= m; c += 4 * B) detail::causal_apply_columns<4>(n, A, lda, G + c, ldg, Y + c, ldy);
+  for (; c + B <= m; c += B) detail::causal_apply_columns<1>(n, A, lda, G + c, ldg, Y + c, ldy);
+  if (c < m) causal_apply(backend::scalar{}, n, m - c, A, lda, G + c, ldg, Y + c, ldy);
+}
+
 }  // namespace ttt::kernels

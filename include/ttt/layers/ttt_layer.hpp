@@ -332,12 +332,13 @@ class TTTLayer {
     for (int64_t t = 0; t < mb; ++t) eta[size_t(t)] = std::max(S(1) / S(t + 1) + token_idx[t], S(0));
   }
 
-  /// Head h's columns of O = XQ + LN(Zq) (the inner loss's LayerNorm of this head).
-  void head_output(int64_t h, const M& XQ, const M& Zq, M& O) const {
-    const int64_t n = Zq.rows();
-    auto Oh = O.block(0, h * f, n, f);
-    blocks::layer_norm(Zq.block(0, h * f, n, f), ln_w.row(h).data(), ln_b.row(h).data(), 1e-6, Oh);
-    Oh += XQ.block(0, h * f, n, f);
+  /// Head h's columns of O = XQ + LN(Zq) (the inner loss's LayerNorm of this head), rows r0 ..
+  /// r0+n-1 (n < 0: all of them).
+  void head_output(int64_t h, const M& XQ, const M& Zq, M& O, int64_t r0 = 0, int64_t n = -1) const {
+    if (n < 0) n = Zq.rows() - r0;
+    auto Oh = O.block(r0, h * f, n, f);
+    blocks::layer_norm(Zq.block(r0, h * f, n, f), ln_w.row(h).data(), ln_b.row(h).data(), 1e-6, Oh);
+    Oh += XQ.block(r0, h * f, n, f);
   }
 
   /// out = o_proj(Y), Y = post_norm(O) [* gelu(g_proj X)]. Yn: the post-norm output; with use_gate
@@ -408,7 +409,8 @@ class TTTLayer {
   }
 
   /// Head h of rows row0 .. row0+n-1 of the workspace's projections: n tokens of the sequence of
-  /// `st` from position pos0.
+  /// `st` from position pos0, their outputs O = XQ + LN(Zq) segment by segment (a mini-batch's
+  /// Zq still in L1 when its LayerNorm reads it).
   void run_head(int64_t h, State& st, int64_t pos0, int64_t row0, int64_t n, Workspace& ws) const {
     S* theta = st.theta.data() + h * P;
     S* gacc = st.gacc.data() + h * P;
@@ -440,6 +442,7 @@ class TTTLayer {
             L::add_rows(rows, mb, -eta[mb - 1], theta, dims);
             nrows = 0;
           }
+          head_output(h, ws.p.XQ, ws.Zq, ws.O, r0, len);
           r0 += len;
           continue;
         }
@@ -477,6 +480,7 @@ class TTTLayer {
           std::fill(gacc, gacc + P, S(0));
         }
       }
+      head_output(h, ws.p.XQ, ws.Zq, ws.O, r0, len);
       r0 += len;
     }
   }
@@ -533,10 +537,7 @@ void TTTLayer<L, S, Opts>::forward(const M& X, State& st, int64_t pos0, Workspac
   const int64_t n = X.rows();
   project(X, share_qk ? &st.qk_hist : nullptr, pos0, ws.p);
   gates_and_buffers(X, ws);
-  parallel_heads(H, heads_in_parallel(n), [&](int64_t h) {
-    run_head(h, st, pos0, 0, n, ws);
-    head_output(h, ws.p.XQ, ws.Zq, ws.O);
-  });
+  parallel_heads(H, heads_in_parallel(n), [&](int64_t h) { run_head(h, st, pos0, 0, n, ws); });
   output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out);
 }
 
@@ -551,7 +552,6 @@ void TTTLayer<L, S, Opts>::forward_rows(const M& X, std::span<State* const> stat
   gates_and_buffers(X, ws);
   parallel_heads(H, heads_in_parallel(n), [&](int64_t h) {
     for (int64_t b = 0; b < n; ++b) run_head(h, *states[size_t(b)], pos[size_t(b)], b, 1, ws);
-    head_output(h, ws.p.XQ, ws.Zq, ws.O);
   });
   output(X, ws.O, ws.Y, ws.G, nullptr, ws.Y, out, /*batched=*/true);
 }
