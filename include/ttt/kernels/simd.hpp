@@ -1,9 +1,11 @@
 #pragma once
 /// \file kernels/simd.hpp
-/// xsimd overloads (`backend::simd`) of the element-wise kernels of the hot paths (TTT-MLP's GELU,
-/// SwiGLU); the remainder past the last full batch uses the scalar element functions. A kernel
-/// missing here falls back to its kernels/scalar.hpp loop through the backend tag chain. Each one
-/// is tested against its scalar twin in tests/kernels/test_kernels.cpp.
+/// xsimd overloads (`backend::simd`) of the kernels of the hot paths: the element-wise ones
+/// (TTT-MLP's GELU, SwiGLU), the few-rows products (rows_wt, rows_w), and the dual forms' row
+/// kernels (the LN-L2 gradient, the causal scores and their product); the remainder past the last
+/// full batch uses the scalar element functions or the twin. A kernel missing here falls back to
+/// its kernels/scalar.hpp loop through the backend tag chain. Each one is tested against its
+/// scalar twin in tests/kernels/test_kernels.cpp (the dual forms' in test_linear_dual.cpp).
 #include <algorithm>
 #include <cstddef>
 
