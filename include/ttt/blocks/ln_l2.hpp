@@ -44,8 +44,18 @@ void ln_l2_grad_plain(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>&
   }
 }
 
+namespace detail {
+/// Whether X's rows are float rows in memory (row-major with direct access: a Matrix, Map, Ref or
+/// block of one; the inner stride is checked at run time).
+template <class X>
+inline constexpr bool kFloatRows = std::is_same_v<typename X::Scalar, float> && bool(X::Flags & Eigen::DirectAccessBit) &&
+                                   bool(X::Flags & Eigen::RowMajorBit);
+}  // namespace detail
+
 /// G = ln_l2_grad(Z, target).                         Z, target, G: (n, f); gamma, beta: (f)
-/// Float and double: each row through Eigen's vectorised expressions and reductions.
+/// Float rows in memory through kernels::ln_l2_grad_rows (four rows' reductions interleaved);
+/// other float and double expressions row by row through Eigen's vectorised expressions and
+/// reductions.
 template <class Z, class T, class G>
 void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& target, const typename Z::Scalar* gamma,
                 const typename Z::Scalar* beta, const Eigen::MatrixBase<G>& G_, double eps = 1e-6) {
@@ -55,6 +65,16 @@ void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& targe
   } else {
     const Eigen::Index d = z.cols();
     auto& g = detail::out(G_, z.rows(), d);
+    if constexpr (detail::kFloatRows<Z> && detail::kFloatRows<T> && detail::kFloatRows<G>) {
+      const auto &zd = z.derived(), &td = target.derived();
+      auto& gd = g.derived();
+      if (zd.innerStride() == 1 && td.innerStride() == 1 && gd.innerStride() == 1 && gd.data() != zd.data()) {
+        kernels::ln_l2_grad_rows(backend::cpu_default{}, size_t(z.rows()), size_t(d), zd.data(), zd.outerStride(),
+                                 td.data(), td.outerStride(), nullptr, 0, gamma, beta, gd.data(), gd.outerStride(),
+                                 eps);
+        return;
+      }
+    }
     using RowA = Eigen::Array<S, 1, Eigen::Dynamic>;
     const Eigen::Map<const RowA> gm(gamma, d), bt(beta, d);
     for (Eigen::Index r = 0; r < z.rows(); ++r) {

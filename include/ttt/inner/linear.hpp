@@ -140,11 +140,9 @@ struct LearnerGrad<inner::Linear> {
     inner_grad(th, f, s, ws);
     auto G = ws(kG, n, f);
     auto A = ws(kK, n, n);  // (E o K)
-    A.noalias() = s.XQ * s.XK.transpose();
-    for (Eigen::Index t = 0; t < n; ++t)
-      for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? s.token_eta[t] * s.lr[j] * (A(t, j) + S(1)) : S(0);
+    blocks::causal_scores<S>(s.XQ, s.XK, s.token_eta, s.lr, S(1), A);
     detail::query_base<S>(s, s.XQ, W, shift(th, f, s), Zq);
-    Zq.noalias() -= A * G;
+    blocks::causal_apply<S>(A, G, Zq);
     std::copy(th, th + f * f + f, th_end);
     detail::end_state<S>(s, s.XK, G, th_end, th_end + f * f, ws(kT, n, f));
   }

@@ -306,13 +306,13 @@ struct LearnerGrad<inner::MLP> {
     detail::kernel<S>(s.XQ, s.XK, K1);
     A = E.cwiseProduct(K1);
     detail::query_base<S>(s, s.XQ, W1, shift1(th, f, s), Z1q);
-    Z1q.noalias() -= A * G1;
+    blocks::causal_apply<S>(A, G1, Z1q);
     queries_hidden(ws, n, h);  // X2q
     detail::kernel<S>(X2q, X2, K2);
     if (!output) return;
     A = E.cwiseProduct(K2);
     detail::query_base<S>(s, X2q, W2, shift2(th, f, s), Zq);
-    Zq.noalias() -= A * G2;
+    blocks::causal_apply<S>(A, G2, Zq);
   }
 
   template <class S>

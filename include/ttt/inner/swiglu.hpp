@@ -343,16 +343,16 @@ struct LearnerGrad<inner::SwiGLU> {
     K1.noalias() = s.XQ * s.XK.transpose();
     EK = E.cwiseProduct(K1);
     detail::query_base<S>(s, s.XQ, W1, shift(d, s, 0), Aq);
-    Aq.noalias() -= EK * GA;
+    blocks::causal_apply<S>(EK, GA, Aq);
     detail::query_base<S>(s, s.XQ, W3, shift(d, s, f * h), Bq);
-    Bq.noalias() -= EK * GB;
+    blocks::causal_apply<S>(EK, GB, Bq);
     queries_hidden<S>(Aq, Bq, Hq);
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
     K2.noalias() = Hq * H.transpose();
     if (!output) return;
     EK = E.cwiseProduct(K2);
     detail::query_base<S>(s, Hq, W2, shift(d, s, 2 * f * h), Zq);
-    Zq.noalias() -= EK * G;
+    blocks::causal_apply<S>(EK, G, Zq);
   }
 
   template <class S>
