@@ -60,10 +60,20 @@ struct Linear {
     if constexpr (std::is_same_v<S, float>) {
       if (kernels::linear_dual_fits(size_t(f))) {
         ws.fused.resize(kernels::linear_dual_workspace(size_t(n), size_t(f)));
-        const kernels::DualSegment<float> k{size_t(n),        size_t(f),    s.XQ.data(),       s.XK.data(),
-                                            s.XV.data(),      s.XQ.outerStride(), s.XK.outerStride(), s.XV.outerStride(),
-                                            s.token_eta,      s.lr,         s.ln_w,            s.ln_b,
-                                            s.fresh,          s.gscale};
+        const kernels::DualSegment<float> k{.n = size_t(n),
+                                            .f = size_t(f),
+                                            .XQ = s.XQ.data(),
+                                            .XK = s.XK.data(),
+                                            .XV = s.XV.data(),
+                                            .ldq = s.XQ.outerStride(),
+                                            .ldk = s.XK.outerStride(),
+                                            .ldv = s.XV.outerStride(),
+                                            .token_eta = s.token_eta,
+                                            .lr = s.lr,
+                                            .ln_w = s.ln_w,
+                                            .ln_b = s.ln_b,
+                                            .fresh = s.fresh,
+                                            .gscale = s.gscale};
         kernels::linear_dual(backend::cpu_default{}, k, theta0, gacc, Zq.data(), Zq.outerStride(), ws.fused.data());
         return;
       }

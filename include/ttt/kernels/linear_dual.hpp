@@ -3,7 +3,7 @@
 /// TTT-Linear's dual form over one head's segment (n <= mini-batch rows), fused: the plain twin
 /// (`backend::scalar`, any scalar: the specification, tested against inner::Linear::dual_form's
 /// Eigen form in double) and its xsimd specialisation (`backend::simd`, float), tested against the
-/// twin (tests/kernels/test_linear_dual.cpp). With the state theta0 = (W [f, f], b [f]) at the
+/// twin (tests/kernels/test_dual_kernels.cpp). With the state theta0 = (W [f, f], b [f]) at the
 /// mini-batch's start and the gradient gacc = (gW, gb) carried from its earlier rows:
 ///
 ///   Z = XK W + b,   G = ln_l2_grad(Z, XV - XK)                          (row by row)
@@ -113,7 +113,8 @@ inline void linear_dual(backend::simd, const DualSegment<float>& s, const float*
       const detail::fbatch e(s.token_eta[t]);
       float* zq = Zq + std::ptrdiff_t(t) * ldz;
       for (std::size_t c = 0; c < f; c += detail::fbatch::size)
-        xsimd::fnma(e, detail::fbatch::load_unaligned(WG + t * f + c), detail::fbatch::load_unaligned(zq + c)).store_unaligned(zq + c);
+        xsimd::fnma(e, detail::fbatch::load_unaligned(WG + t * f + c), detail::fbatch::load_unaligned(zq + c))
+            .store_unaligned(zq + c);
     }
   }
   causal_apply(backend::simd{}, n, f, A, std::ptrdiff_t(n), G, F, Zq, ldz);

@@ -132,7 +132,8 @@ void causal_scores(backend::scalar, std::size_t n, std::size_t k, const T* Q, st
   for (std::size_t t = 0; t < n; ++t)
     for (std::size_t j = 0; j <= t; ++j) {
       T dot = 0;
-      for (std::size_t i = 0; i < k; ++i) dot += Q[std::ptrdiff_t(t) * ldq + std::ptrdiff_t(i)] * K[std::ptrdiff_t(j) * ldk + std::ptrdiff_t(i)];
+      for (std::size_t i = 0; i < k; ++i)
+        dot += Q[std::ptrdiff_t(t) * ldq + std::ptrdiff_t(i)] * K[std::ptrdiff_t(j) * ldk + std::ptrdiff_t(i)];
       A[std::ptrdiff_t(t) * lda + std::ptrdiff_t(j)] = eta[t] * lr[j] * (dot + bias);
     }
 }
@@ -145,7 +146,8 @@ void causal_apply(backend::scalar, std::size_t n, std::size_t m, const T* A, std
   for (std::size_t t = 0; t < n; ++t)
     for (std::size_t c = 0; c < m; ++c) {
       T v = Y[std::ptrdiff_t(t) * ldy + std::ptrdiff_t(c)];
-      for (std::size_t j = 0; j <= t; ++j) v -= A[std::ptrdiff_t(t) * lda + std::ptrdiff_t(j)] * G[std::ptrdiff_t(j) * ldg + std::ptrdiff_t(c)];
+      for (std::size_t j = 0; j <= t; ++j)
+        v -= A[std::ptrdiff_t(t) * lda + std::ptrdiff_t(j)] * G[std::ptrdiff_t(j) * ldg + std::ptrdiff_t(c)];
       Y[std::ptrdiff_t(t) * ldy + std::ptrdiff_t(c)] = v;
     }
 }

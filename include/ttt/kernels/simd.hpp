@@ -5,7 +5,7 @@
 /// kernels (the LN-L2 gradient, the causal scores and their product); the remainder past the last
 /// full batch uses the scalar element functions or the twin. A kernel missing here falls back to
 /// its kernels/scalar.hpp loop through the backend tag chain. Each one is tested against its
-/// scalar twin in tests/kernels/test_kernels.cpp (the dual forms' in test_linear_dual.cpp).
+/// scalar twin in tests/kernels/test_kernels.cpp (the dual forms' in test_dual_kernels.cpp).
 #include <algorithm>
 #include <cstddef>
 
@@ -309,7 +309,9 @@ inline void ln_l2_rows_tile(std::size_t d, const float* z, std::ptrdiff_t ldz, c
                             const float* b, std::ptrdiff_t ldb, const float* gamma, const float* beta, float* g,
                             std::ptrdiff_t ldg, float eps) {
   constexpr std::size_t B = fbatch::size;
-  auto zr = [&](std::size_t r, std::size_t c) { return fbatch::load_unaligned(z + std::ptrdiff_t(r) * ldz + std::ptrdiff_t(c)); };
+  auto zr = [&](std::size_t r, std::size_t c) {
+    return fbatch::load_unaligned(z + std::ptrdiff_t(r) * ldz + std::ptrdiff_t(c));
+  };
   fbatch s[R], v[R], s1[R], s2[R], mu[R], inv[R];
   for (std::size_t r = 0; r < R; ++r) s[r] = v[r] = s1[r] = s2[r] = fbatch(0.0f);
   for (std::size_t c = 0; c < d; c += B)
@@ -377,12 +379,14 @@ template <std::size_t R, std::size_t V>
 inline void causal_apply_tile(std::size_t t0, const float* A, std::ptrdiff_t lda, const float* G, std::ptrdiff_t ldg,
                               float* Y, std::ptrdiff_t ldy) {
   constexpr std::size_t B = fbatch::size;
+  auto y_at = [&](std::size_t r, std::size_t v) { return Y + std::ptrdiff_t(t0 + r) * ldy + std::ptrdiff_t(v * B); };
   fbatch y[R][V];
   for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t v = 0; v < V; ++v) y[r][v] = fbatch::load_unaligned(Y + std::ptrdiff_t(t0 + r) * ldy + std::ptrdiff_t(v * B));
+    for (std::size_t v = 0; v < V; ++v) y[r][v] = fbatch::load_unaligned(y_at(r, v));
   for (std::size_t j = 0; j < t0 + R; ++j) {
     fbatch g[V];
-    for (std::size_t v = 0; v < V; ++v) g[v] = fbatch::load_unaligned(G + std::ptrdiff_t(j) * ldg + std::ptrdiff_t(v * B));
+    for (std::size_t v = 0; v < V; ++v)
+      g[v] = fbatch::load_unaligned(G + std::ptrdiff_t(j) * ldg + std::ptrdiff_t(v * B));
     for (std::size_t r = 0; r < R; ++r)
       if (j <= t0 + r) {
         const fbatch a(A[std::ptrdiff_t(t0 + r) * lda + std::ptrdiff_t(j)]);
@@ -390,7 +394,7 @@ inline void causal_apply_tile(std::size_t t0, const float* A, std::ptrdiff_t lda
       }
   }
   for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t v = 0; v < V; ++v) y[r][v].store_unaligned(Y + std::ptrdiff_t(t0 + r) * ldy + std::ptrdiff_t(v * B));
+    for (std::size_t v = 0; v < V; ++v) y[r][v].store_unaligned(y_at(r, v));
 }
 
 template <std::size_t V>
@@ -424,7 +428,8 @@ inline void dots(const float* q, const float* k, std::ptrdiff_t ldk, std::size_t
   for (; j < m; ++j) {
     const float* kj = k + std::ptrdiff_t(j) * ldk;
     fbatch a0(0.0f);
-    for (std::size_t c = 0; c < d; c += B) a0 = xsimd::fma(fbatch::load_unaligned(q + c), fbatch::load_unaligned(kj + c), a0);
+    for (std::size_t c = 0; c < d; c += B)
+      a0 = xsimd::fma(fbatch::load_unaligned(q + c), fbatch::load_unaligned(kj + c), a0);
     out[j] = xsimd::hadd(a0);
   }
 }
@@ -446,8 +451,8 @@ inline void causal_scores(backend::simd, std::size_t n, std::size_t k, const flo
 
 /// causal_apply (kernels/scalar.hpp): pairs of rows by four batches of columns in registers, the
 /// masked half skipped; the last m % B columns through the twin.
-inline void causal_apply(backend::simd, std::size_t n, std::size_t m, const float* A, std::ptrdiff_t lda, const float* G,
-                         std::ptrdiff_t ldg, float* Y, std::ptrdiff_t ldy) {
+inline void causal_apply(backend::simd, std::size_t n, std::size_t m, const float* A, std::ptrdiff_t lda,
+                         const float* G, std::ptrdiff_t ldg, float* Y, std::ptrdiff_t ldy) {
   constexpr std::size_t B = detail::fbatch::size;
   std::size_t c = 0;
   for (; c + 4 * B <= m; c += 4 * B) detail::causal_apply_columns<4>(n, A, lda, G + c, ldg, Y + c, ldy);
