@@ -17,6 +17,8 @@
 #include <ttt/kernels/linear_dual.hpp>
 #include <vector>
 
+#include "randn.hpp"
+
 using namespace ttt;
 
 namespace {
@@ -34,13 +36,7 @@ using apply_fn = void (*)(backend::simd, size_t, size_t, const float*, std::ptrd
                           float*, std::ptrdiff_t);
 [[maybe_unused]] constexpr apply_fn simd_causal_apply = &kernels::causal_apply;
 
-template <class T>
-std::vector<T> randn(size_t n, std::mt19937_64& rng, double scale = 1.0) {
-  std::normal_distribution<double> N(0.0, scale);
-  std::vector<T> v(n);
-  for (auto& x : v) x = T(N(rng));
-  return v;
-}
+using test::randn;
 
 double max_rel(const double* a, const double* b, size_t n) {
   double num = 0, den = 1;

@@ -18,17 +18,13 @@
 #include <ttt/kernels/tile/mlp.hpp>
 #include <vector>
 
+#include "randn.hpp"
+
 using namespace ttt;
 
 namespace {
 
-template <class S>
-std::vector<S> randn(size_t n, std::mt19937_64& rng, double scale = 1.0) {
-  std::normal_distribution<double> N(0.0, scale);
-  std::vector<S> v(n);
-  for (auto& x : v) x = S(N(rng));
-  return v;
-}
+using test::randn;
 
 template <class S>
 double rel_err(const std::vector<S>& a, const std::vector<S>& b) {
