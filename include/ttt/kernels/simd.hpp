@@ -373,8 +373,9 @@ inline void ln_l2_grad_rows(backend::simd, std::size_t n, std::size_t d, const f
 }
 
 namespace detail {
-/// causal_apply for rows t0 .. t0+R-1 and V batches of columns from c on: R x V accumulators, one
-/// load of each G row's batches per R rows.
+/// causal_apply for rows t0 .. t0+R-1 and the first V batches of columns of G and Y (the caller
+/// offsets both to the column block): R x V accumulators, one load of each G row's batches per R
+/// rows.
 template <std::size_t R, std::size_t V>
 inline void causal_apply_tile(std::size_t t0, const float* A, std::ptrdiff_t lda, const float* G, std::ptrdiff_t ldg,
                               float* Y, std::ptrdiff_t ldy) {
