@@ -26,6 +26,7 @@
 
 #include <ttt/core/config.hpp>
 #include <ttt/core/error.hpp>
+#include <ttt/kernels/simd_table.hpp>
 
 #include "common.hpp"
 
@@ -34,8 +35,11 @@ using namespace ttt_cli;
 int main(int argc, char** argv) {
   CLI::App app{"ttt: Test-Time Training (TTT) language models: inspect, evaluate, generate, initialise, train, tokenize.", "ttt"};
   app.require_subcommand(1, 1);
+  std::string simd;  // the xsimd kernels' instruction sets this program holds and this CPU runs
+  for (const std::string& name : ttt::kernels::simd_names()) simd += (simd.empty() ? "" : ", ") + name;
   app.set_version_flag("--version", "ttt " + std::to_string(TTT_VERSION_MAJOR) + "." +
-                                        std::to_string(TTT_VERSION_MINOR) + "." + std::to_string(TTT_VERSION_PATCH));
+                                        std::to_string(TTT_VERSION_MINOR) + "." + std::to_string(TTT_VERSION_PATCH) +
+                                        " (SIMD kernels, best first: " + simd + "; TTT_SIMD=<name> picks one)");
   app.footer("Exit status: 0 ok, 1 error (bad file, bad tensor, ...), 2 bad command line.");
 
   const std::vector<Command> commands = {add_info(app),  add_eval(app),  add_generate(app),     add_init(app),
@@ -68,6 +72,7 @@ int main(int argc, char** argv) {
   }
 
   try {
+    ttt::kernels::simd_kernels();  // a bad TTT_SIMD fails here, before any work
     for (const Command& c : commands)
       if (c.app->parsed()) return c.run();
     throw UsageError("no subcommand (info, eval, generate, init, train, eval-loss, tokenize)");

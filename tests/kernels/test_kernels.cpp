@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstddef>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -292,8 +293,10 @@ TEST_CASE("rows_w (a few rows times W, read in place): simd matches the scalar l
 }
 
 TEST_CASE("rows_wt's tiles of 1, 2 and 3 weight rows give the same sums bit for bit, and one row alone the same") {
-  // The build picks one tile width (kernels::detail::kRowsTileW: 3 with AVX-512, else 1); every
-  // width runs here, whatever the build, against width 1 and against each row multiplied alone.
+  // An instruction set picks one tile width (kernels::isa::kRowsTileW: 3 with AVX-512, else 1);
+  // every width runs here, for this build's instruction set, against width 1 and against each row
+  // multiplied alone.
+  using A = xsimd::default_arch;
   std::mt19937 rng(6);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (size_t n : {2, 5, 8, 11})
@@ -309,12 +312,12 @@ TEST_CASE("rows_wt's tiles of 1, 2 and 3 weight rows give the same sums bit for 
           for (auto* v : {&X, &W, &Y0})
             for (float& x : *v) x = u(rng);
           std::vector<float> Y1 = Y0, Y2 = Y0, Y3 = Y0, Yalone = Y0;
-          kernels::detail::rows_wt_blocks<1>(X.data(), ldx, n, k, W.data(), m, Y1.data(), ldy, acc);
-          kernels::detail::rows_wt_blocks<2>(X.data(), ldx, n, k, W.data(), m, Y2.data(), ldy, acc);
-          kernels::detail::rows_wt_blocks<3>(X.data(), ldx, n, k, W.data(), m, Y3.data(), ldy, acc);
+          kernels::isa::rows_wt_blocks<A, 1>(X.data(), ldx, n, k, W.data(), m, Y1.data(), ldy, acc);
+          kernels::isa::rows_wt_blocks<A, 2>(X.data(), ldx, n, k, W.data(), m, Y2.data(), ldy, acc);
+          kernels::isa::rows_wt_blocks<A, 3>(X.data(), ldx, n, k, W.data(), m, Y3.data(), ldy, acc);
           for (size_t b = 0; b < n; ++b)  // decode's one-row path, row by row
-            kernels::rows_wt(backend::simd{}, X.data() + b * size_t(ldx), ldx, 1, k, W.data(), m,
-                             Yalone.data() + b * size_t(ldy), ldy, acc);
+            kernels::isa::rows_wt<A>(X.data() + b * size_t(ldx), ldx, 1, k, W.data(), m, Yalone.data() + b * size_t(ldy),
+                                     ldy, acc);
           CHECK(Y2 == Y1);
           CHECK(Y3 == Y1);
           CHECK(Yalone == Y1);
@@ -323,4 +326,39 @@ TEST_CASE("rows_wt's tiles of 1, 2 and 3 weight rows give the same sums bit for 
           for (size_t i = 0; i < Y0.size(); ++i) worst = std::max(worst, std::fabs(Y0[i] - Y3[i]) / (1.0f + std::fabs(Y0[i])));
           CHECK(worst <= 1e-5f);
         }
+}
+
+TEST_CASE("runtime dispatch: the tables this program runs, a choice by name, a clear error for a missing one") {
+  const std::vector<std::string> names = kernels::simd_names();
+  REQUIRE(!names.empty());
+  MESSAGE("SIMD kernels: " << std::string(kernels::simd_kernels().name) << " (runnable here:" << [&] {
+    std::string all;
+    for (const auto& n : names) all += " " + n;
+    return all;
+  }() << ")");
+  // the build's own instruction set is always among them; the list is best first
+  CHECK(std::find(names.begin(), names.end(), std::string(xsimd::default_arch::name())) != names.end());
+  const std::string active = kernels::simd_kernels().name;
+  for (const std::string& n : names) {
+    kernels::use_simd(n);
+    CHECK(kernels::simd_kernels().name == n);
+    CHECK(kernels::simd_kernels().width * sizeof(float) * 8 >= 128);
+  }
+  kernels::use_simd("best");
+  CHECK(kernels::simd_kernels().name == names.front());
+#if defined(TTT_SIMD_DISPATCH)
+  // ttt::precompiled's tables, where the CPU runs them (the OS saving the registers included)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  CHECK(avx2 == (std::find(names.begin(), names.end(), "fma3+avx2") != names.end() ||
+                 xsimd::default_arch::version() >= xsimd::fma3<xsimd::avx2>::version()));
+#endif
+  try {
+    kernels::use_simd("neon64");
+    FAIL("use_simd accepted an instruction set this program does not hold");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find("'neon64'") != std::string::npos);
+    CHECK(std::string(e.what()).find(names.front()) != std::string::npos);
+  }
+  kernels::use_simd(active);  // TTT_SIMD's choice for the tests that follow
 }

@@ -2,9 +2,10 @@
 /// \file kernels/linear_dual.hpp
 /// TTT-Linear's dual form over one head's segment (n <= mini-batch rows), fused: the plain twin
 /// (`backend::scalar`, any scalar: the specification, tested against inner::Linear::dual_form's
-/// Eigen form in double) and its xsimd specialisation (`backend::simd`, float), tested against the
-/// twin (tests/kernels/test_dual_kernels.cpp). With the state theta0 = (W [f, f], b [f]) at the
-/// mini-batch's start and the gradient gacc = (gW, gb) carried from its earlier rows:
+/// Eigen form in double) and its xsimd specialisation (`backend::simd`, float; its body is
+/// isa::linear_dual in kernels/simd_arch.hpp, run through the active table of kernels/simd_table.hpp),
+/// tested against the twin (tests/kernels/test_dual_kernels.cpp). With the state theta0 = (W [f, f],
+/// b [f]) at the mini-batch's start and the gradient gacc = (gW, gb) carried from its earlier rows:
 ///
 ///   Z = XK W + b,   G = ln_l2_grad(Z, XV - XK)                          (row by row)
 ///   A[t, j] = eta_t lr_j (XQ[t].XK[j] + 1),  j <= t
@@ -21,25 +22,12 @@
 /// One head and mini-batch of the 125m shape (f = 64, b = 16), one core of the AMD EPYC (Zen 5):
 /// 3.1 us against 3.8 for the Eigen form's float path before it (benchmarks/README.md, "The
 /// dual forms' kernels").
-#include <algorithm>
-#include <cmath>
 #include <cstddef>
 
+#include "dual_segment.hpp"
 #include "simd.hpp"
 
 namespace ttt::kernels {
-
-/// One segment's rows and per-row parameters: XQ, XK, XV row-major [n, f] with row strides
-/// ldq, ldk, ldv; token_eta, lr: n values; ln_w, ln_b: f values.
-template <class T>
-struct DualSegment {
-  std::size_t n, f;
-  const T *XQ, *XK, *XV;
-  std::ptrdiff_t ldq, ldk, ldv;
-  const T *token_eta, *lr, *ln_w, *ln_b;
-  bool fresh;  ///< the segment starts a mini-batch: gacc is zero and not read
-  T gscale;
-};
 
 /// Values of workspace linear_dual needs: G (n f), A (n n), and XQ gW + gb (n f) when !fresh.
 inline std::size_t linear_dual_workspace(std::size_t n, std::size_t f) { return 2 * n * f + n * n; }
@@ -88,48 +76,15 @@ void linear_dual(backend::scalar, const DualSegment<T>& s, const T* theta0, T* g
   }
 }
 
-/// Whether the specialisation takes rows of width f (whole SIMD batches).
-inline bool linear_dual_fits(std::size_t f) { return f > 0 && f % detail::fbatch::size == 0; }
+/// Whether the specialisation takes rows of width f (whole SIMD batches of the active table).
+inline bool linear_dual_fits(std::size_t f) { return f > 0 && f % simd_kernels().width == 0; }
 
-/// The dual form above for float rows of width f with linear_dual_fits(f) (else the plain twin).
+/// The dual form above for float rows of width f with linear_dual_fits(f) (isa::linear_dual), else
+/// the plain twin.
 inline void linear_dual(backend::simd, const DualSegment<float>& s, const float* theta0, float* gacc, float* Zq,
                         std::ptrdiff_t ldz, float* ws) {
-  const std::size_t n = s.n, f = s.f;
-  if (!linear_dual_fits(f)) return linear_dual(backend::scalar{}, s, theta0, gacc, Zq, ldz, ws);
-  const float *W = theta0, *b = theta0 + f * f;
-  float *gW = gacc, *gb = gacc + f * f;
-  float *G = ws, *A = G + n * f, *WG = A + n * n;
-  const std::ptrdiff_t F = std::ptrdiff_t(f);
-  for (std::size_t t = 0; t < n; ++t) std::copy(b, b + f, Zq + std::ptrdiff_t(t) * ldz);  // Z = b + XK W, in Zq
-  rows_w(backend::simd{}, s.XK, s.ldk, n, f, W, F, f, Zq, ldz, /*accumulate=*/true);
-  ln_l2_grad_rows(backend::simd{}, n, f, Zq, ldz, s.XV, s.ldv, s.XK, s.ldk, s.ln_w, s.ln_b, G, F);
-  causal_scores(backend::simd{}, n, f, s.XQ, s.ldq, s.XK, s.ldk, s.token_eta, s.lr, 1.0f, A, std::ptrdiff_t(n));
-  for (std::size_t t = 0; t < n; ++t) std::copy(b, b + f, Zq + std::ptrdiff_t(t) * ldz);
-  rows_w(backend::simd{}, s.XQ, s.ldq, n, f, W, F, f, Zq, ldz, /*accumulate=*/true);
-  if (!s.fresh) {  // Zq[t] -= eta_t (XQ[t] gW + gb)
-    for (std::size_t t = 0; t < n; ++t) std::copy(gb, gb + f, WG + t * f);
-    rows_w(backend::simd{}, s.XQ, s.ldq, n, f, gW, F, f, WG, F, /*accumulate=*/true);
-    for (std::size_t t = 0; t < n; ++t) {
-      const detail::fbatch e(s.token_eta[t]);
-      float* zq = Zq + std::ptrdiff_t(t) * ldz;
-      for (std::size_t c = 0; c < f; c += detail::fbatch::size)
-        xsimd::fnma(e, detail::fbatch::load_unaligned(WG + t * f + c), detail::fbatch::load_unaligned(zq + c))
-            .store_unaligned(zq + c);
-    }
-  }
-  causal_apply(backend::simd{}, n, f, A, std::ptrdiff_t(n), G, F, Zq, ldz);
-  // theta0 is read no more: gacc may be it. gW += XK^T (gscale diag(lr) G), gb += its column sums.
-  for (std::size_t t = 0; t < n; ++t) {
-    const detail::fbatch w(s.gscale * s.lr[t]);
-    for (std::size_t c = 0; c < f; c += detail::fbatch::size)
-      (w * detail::fbatch::load_unaligned(G + t * f + c)).store_unaligned(G + t * f + c);
-  }
-  rows_w(backend::simd{}, s.XK, 1, f, n, G, F, f, gW, F, /*accumulate=*/true, s.ldk);
-  for (std::size_t c = 0; c < f; c += detail::fbatch::size) {
-    detail::fbatch acc = detail::fbatch::load_unaligned(gb + c);
-    for (std::size_t t = 0; t < n; ++t) acc += detail::fbatch::load_unaligned(G + t * f + c);
-    acc.store_unaligned(gb + c);
-  }
+  if (!linear_dual_fits(s.f)) return linear_dual(backend::scalar{}, s, theta0, gacc, Zq, ldz, ws);
+  simd_kernels().linear_dual(s, theta0, gacc, Zq, ldz, ws);
 }
 
 }  // namespace ttt::kernels
