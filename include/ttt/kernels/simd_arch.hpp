@@ -10,10 +10,11 @@
 /// Runtime dispatch (kernels/simd_table.hpp) compiles this header a second and third time, in
 /// ttt::precompiled's translation units built with -mavx2 -mfma and with -mavx512*: so that no
 /// function emitted there can stand in for one of the baseline build's (the linker keeps one copy
-/// of each inline function), every function here is a template on A, calls only functions that
-/// are, and uses no other library's inline functions (no std::min, std::copy, std::sqrt: the
-/// tests check the objects' symbols, tests/kernels/check_isa_objects.py). Header of kernels/ only:
-/// xsimd and the C headers.
+/// of each inline function), every function here is a template on A and calls only functions that
+/// are, or ones the compiler expands in place at -O3 (std::sqrt(float), memcpy; those units are
+/// compiled at -O3 in every build type); no std::min, std::copy. The tests check the objects'
+/// symbols (tests/kernels/check_isa_objects.py).
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -325,11 +326,11 @@ inline void ln_l2_rows_tile(std::size_t d, const float* z, std::ptrdiff_t ldz, c
       const Bt x = zr(r, c) - mu[r];
       v[r] = xsimd::fma(x, x, v[r]);
     }
-  const Bt vd = Bt(float(d)), one(1.0f);
+  const Bt vd = Bt(float(d));
   for (std::size_t r = 0; r < R; ++r) {
-    const Bt stdv = xsimd::sqrt(Bt(xsimd::hadd(v[r]) / float(d) + eps));
-    inv[r] = one / stdv;
-    scale[r] = one / (vd * stdv);
+    const float stdv = std::sqrt(xsimd::hadd(v[r]) / float(d) + eps);  // inlined (sqrtss) at -O3
+    inv[r] = Bt(1.0f / stdv);
+    scale[r] = Bt(1.0f / (float(d) * stdv));
   }
   for (std::size_t c = 0; c < d; c += B) {
     const Bt gm = Bt::load_unaligned(gamma + c), bt = Bt::load_unaligned(beta + c);
