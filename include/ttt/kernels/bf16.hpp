@@ -13,7 +13,7 @@
 /// | `Bf16Kernel` | n <= 24 (decode, small batches) | n > 24 (prefill) |
 /// |---|---|---|
 /// | `avx512` (runtime check: AVX-512 F+BW) | dot-product tiles streaming W once per 8 rows of X (kernels/bf16_avx512.hpp) | W packed to fp32 in 48-row panels, 8 x 48 FMA micro-tiles |
-/// | `portable` | dot products in xsimd (the build's instruction set), one weight row at a time | W widened to fp32 block by block, Eigen's GEMM on each block |
+/// | `portable` | dot products in xsimd (the instruction set chosen at run time, kernels/simd_table.hpp), one weight row at a time | W widened to fp32 block by block, Eigen's GEMM on each block |
 /// | `avx512_bf16` (runtime check: AVX512_BF16; opt-in, `set_bf16_activations`) | as `avx512` | X rounded to bf16 pairs, W's pairs gathered into 48-row panels, 8 x 48 `vdpbf16ps` micro-tiles |
 /// | `automatic` | `avx512` where the CPU has it, `portable` elsewhere; `avx512_bf16` after the opt-in | |
 ///
@@ -49,13 +49,13 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-#include <xsimd/xsimd.hpp>
 
 #include "../core/error.hpp"
 #include "../core/parallel.hpp"
 #include "../core/tensor.hpp"
 #include "backend.hpp"
 #include "bf16_avx512.hpp"
+#include "simd_table.hpp"
 
 namespace ttt::kernels {
 
@@ -252,107 +252,17 @@ inline void pack_split(const float* x, int64_t k, int64_t kp, int64_t P, float* 
     }
 }
 
-// -- portable tiles (xsimd, the build's instruction set) --
-
-using fbatch = xsimd::batch<float>;
-using u16batch = xsimd::batch<uint16_t>;
-using u32batch = xsimd::batch<uint32_t>;
-
-inline fbatch bits_as_float(const u32batch& v) {
-#if XSIMD_VERSION_MAJOR >= 10
-  return xsimd::bitwise_cast<float>(v);
-#else
-  return xsimd::bitwise_cast<fbatch>(v);
-#endif
-}
-inline u32batch bits_as_u32(const u16batch& v) {
-#if XSIMD_VERSION_MAJOR >= 10
-  return xsimd::bitwise_cast<uint32_t>(v);
-#else
-  return xsimd::bitwise_cast<u32batch>(v);
-#endif
-}
-inline float sum_lanes(const fbatch& v) {
-#if XSIMD_VERSION_MAJOR >= 9
-  return xsimd::reduce_add(v);
-#else
-  return xsimd::hadd(v);
-#endif
-}
-
-/// How far ahead of the value being read the portable dot products prefetch (512 values, 1 KB of
-/// bf16): the hardware prefetchers alone left one core of the 2-core AMD EPYC (AVX2) at 13-14 GB/s
-/// on a cold matrix, against 18-19 for a plain read of it; with this and the four partial sums
-/// below, 17-18 (benchmarks/README.md, "bf16 decode without AVX-512").
-constexpr int64_t kPortablePrefetch = 512;
-
-/// One weight row `w` against N rows of X (packed "split", see pack_split): P = 2 x batch width
-/// values per load, widened by a shift (even values) and an AND (odd values). W is read in its
-/// own order, row after row, each row once for the N rows, prefetched kPortablePrefetch values
-/// ahead while inside W (`ahead`: the values of W from w on). U partial sums per row of X, block
-/// u of every U blocks in sum u, added in order at the end (U = 4 for one row of X, 2 for two, 1
-/// from three on: at least four independent FMA chains), so a row's sum order depends on N (not
-/// bit for bit the same alone and in a batch: within the fp32 summation bound of the plain twin
-/// either way).
-template <int N, int U>
-inline void bf16_row_portable(const float* xs, int64_t kp, const uint16_t* w, int64_t ahead, float* out,
-                              int64_t ldo, bool accumulate) {
-  constexpr int64_t B = int64_t(fbatch::size), P = 2 * B;
-  constexpr bool little = std::endian::native == std::endian::little;  // value 2i in the low half of lane i
-  fbatch acc[N][U];
-  for (int r = 0; r < N; ++r)
-    for (int u = 0; u < U; ++u) acc[r][u] = fbatch(0.0f);
-  const u32batch high(0xFFFF0000u);
-  auto block = [&](int64_t p, int u) {
-#if defined(__GNUC__)
-    if (p % 32 == 0 && p + kPortablePrefetch < ahead) __builtin_prefetch(w + p + kPortablePrefetch);  // one line per 32
-#endif
-    const u32batch v = bits_as_u32(u16batch::load_aligned(w + p));
-    const fbatch shifted = bits_as_float(v << 16), masked = bits_as_float(v & high);
-    const fbatch we = little ? shifted : masked, wo = little ? masked : shifted;
-    for (int r = 0; r < N; ++r) {
-      const fbatch xe = fbatch::load_aligned(xs + r * kp + p), xo = fbatch::load_aligned(xs + r * kp + p + B);
-      acc[r][u] = xsimd::fma(xo, wo, xsimd::fma(xe, we, acc[r][u]));
-    }
-  };
-  int64_t p = 0;
-  for (; p + U * P <= kp; p += U * P)
-    for (int u = 0; u < U; ++u) block(p + u * P, u);
-  for (; p < kp; p += P) block(p, 0);
-  for (int r = 0; r < N; ++r) {
-    for (int u = 1; u < U; ++u) acc[r][0] += acc[r][u];
-    const float sum = sum_lanes(acc[r][0]);
-    float& o = out[r * ldo];
-    o = accumulate ? o + sum : sum;
-  }
-}
-
-/// `rows` weight rows from w (`ahead` rows of W from w on, for the prefetch) against N rows of X.
-template <int N>
-void bf16_rows_portable(const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows, int64_t ahead,
-                        float* out, int64_t ldo, bool accumulate) {
-  constexpr int U = N == 1 ? 4 : (N == 2 ? 2 : 1);
-  for (int64_t j = 0; j < rows; ++j)
-    bf16_row_portable<N, U>(xs, kp, w + j * ldw, (ahead - j) * ldw, out + j, ldo, accumulate);
-}
-
 // -- the three kinds of tile, as the driver below sees them --
 
 struct PortableTiles {
   using XElem = float;
-  static void pack(const float* x, int64_t k, int64_t kp, float* xs) { pack_split(x, k, kp, 2 * int64_t(fbatch::size), xs); }
+  // the xsimd tiles of the active table (kernels/simd_table.hpp: isa::bf16_rows), P = 2 x its width
+  static void pack(const float* x, int64_t k, int64_t kp, float* xs) {
+    pack_split(x, k, kp, 2 * int64_t(simd_kernels().width), xs);
+  }
   static void tile(int64_t n, const float* xs, int64_t kp, const uint16_t* w, int64_t ldw, int64_t rows, int64_t ahead,
                    float* out, int64_t ldo, bool accumulate) {
-    switch (n) {
-      case 1: return bf16_rows_portable<1>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      case 2: return bf16_rows_portable<2>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      case 3: return bf16_rows_portable<3>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      case 4: return bf16_rows_portable<4>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      case 5: return bf16_rows_portable<5>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      case 6: return bf16_rows_portable<6>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      case 7: return bf16_rows_portable<7>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-      default: return bf16_rows_portable<8>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
-    }
+    simd_kernels().bf16_rows(n, xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
   }
 };
 struct Avx512Tiles {

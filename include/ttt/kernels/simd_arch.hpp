@@ -3,7 +3,7 @@
 /// The xsimd kernels of the hot paths, each a template on xsimd's instruction set `A`
 /// (`xsimd::batch<float, A>`): the element-wise ones (TTT-MLP's GELU, SwiGLU), the few-rows
 /// products (rows_wt, rows_w), the dual forms' row kernels (the LN-L2 gradient, the causal scores
-/// and their product) and TTT-Linear's fused dual form. They do the whole-batch part of the work;
+/// and their product), TTT-Linear's fused dual form and the bf16-weight dot products. They do the whole-batch part of the work;
 /// the remainders (a width that is not whole batches, the last n % batch values) are the entry
 /// points' (kernels/simd.hpp), which send them to the plain twins of kernels/scalar.hpp.
 ///
@@ -14,8 +14,10 @@
 /// are, or ones the compiler expands in place at -O3 (std::sqrt(float), memcpy; those units are
 /// compiled at -O3 in every build type); no std::min, std::copy. The tests check the objects'
 /// symbols (tests/kernels/check_isa_objects.py).
+#include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 
@@ -502,6 +504,108 @@ void linear_dual(const DualSegment<float>& s, const float* theta0, float* gacc, 
     Bt acc = Bt::load_unaligned(gb + c);
     for (std::size_t t = 0; t < n; ++t) acc += Bt::load_unaligned(G + t * f + c);
     acc.store_unaligned(gb + c);
+  }
+}
+
+// -- bf16 weights (kernels/bf16.hpp's `portable` dot-product tiles) --
+
+/// How far ahead of the value being read the bf16 dot products prefetch (512 values, 1 KB of
+/// bf16): the hardware prefetchers alone left one core of the 2-core AMD EPYC (AVX2) at 13-14 GB/s
+/// on a cold matrix, against 18-19 for a plain read of it; with this and the four partial sums
+/// below, 17-18 (benchmarks/README.md, "bf16 decode without AVX-512").
+constexpr std::int64_t kBf16Prefetch = 512;
+
+template <class A>
+inline fb<A> bits_as_float(const xsimd::batch<std::uint32_t, A>& v) {
+#if XSIMD_VERSION_MAJOR >= 10
+  return xsimd::bitwise_cast<float>(v);
+#else
+  return xsimd::bitwise_cast<fb<A>>(v);
+#endif
+}
+template <class A>
+inline xsimd::batch<std::uint32_t, A> bits_as_u32(const xsimd::batch<std::uint16_t, A>& v) {
+#if XSIMD_VERSION_MAJOR >= 10
+  return xsimd::bitwise_cast<std::uint32_t>(v);
+#else
+  return xsimd::bitwise_cast<xsimd::batch<std::uint32_t, A>>(v);
+#endif
+}
+template <class A>
+inline float sum_lanes(const fb<A>& v) {
+#if XSIMD_VERSION_MAJOR >= 9
+  return xsimd::reduce_add(v);
+#else
+  return xsimd::hadd(v);
+#endif
+}
+
+/// One bf16 weight row `w` against N rows of X (packed "split", kernels/bf16.hpp's pack_split):
+/// P = 2 x batch width values per load, widened by a shift (even values) and an AND (odd values).
+/// W is read in its own order, row after row, each row once for the N rows, prefetched
+/// kBf16Prefetch values ahead while inside W (`ahead`: the values of W from w on). U partial sums
+/// per row of X, block u of every U blocks in sum u, added in order at the end (U = 4 for one row
+/// of X, 2 for two, 1 from three on: at least four independent FMA chains), so a row's sum order
+/// depends on N (not bit for bit the same alone and in a batch: within the fp32 summation bound of
+/// the plain twin either way). W and X 2 x width-aligned (Bf16Matrix's 64-byte rows).
+template <class A, int N, int U>
+inline void bf16_row(const float* xs, std::int64_t kp, const std::uint16_t* w, std::int64_t ahead, float* out,
+                     std::int64_t ldo, bool accumulate) {
+  using Bt = fb<A>;
+  using U16 = xsimd::batch<std::uint16_t, A>;
+  using U32 = xsimd::batch<std::uint32_t, A>;
+  constexpr std::int64_t B = std::int64_t(Bt::size), P = 2 * B;
+  constexpr bool little = std::endian::native == std::endian::little;  // value 2i in the low half of lane i
+  Bt acc[N][U];
+  for (int r = 0; r < N; ++r)
+    for (int u = 0; u < U; ++u) acc[r][u] = Bt(0.0f);
+  const U32 high(0xFFFF0000u);
+  auto block = [&](std::int64_t p, int u) {
+#if defined(__GNUC__)
+    if (p % 32 == 0 && p + kBf16Prefetch < ahead) __builtin_prefetch(w + p + kBf16Prefetch);  // one line per 32
+#endif
+    const U32 v = bits_as_u32<A>(U16::load_aligned(w + p));
+    const Bt shifted = bits_as_float<A>(v << 16), masked = bits_as_float<A>(v & high);
+    const Bt we = little ? shifted : masked, wo = little ? masked : shifted;
+    for (int r = 0; r < N; ++r) {
+      const Bt xe = Bt::load_aligned(xs + r * kp + p), xo = Bt::load_aligned(xs + r * kp + p + B);
+      acc[r][u] = xsimd::fma(xo, wo, xsimd::fma(xe, we, acc[r][u]));
+    }
+  };
+  std::int64_t p = 0;
+  for (; p + U * P <= kp; p += U * P)
+    for (int u = 0; u < U; ++u) block(p + u * P, u);
+  for (; p < kp; p += P) block(p, 0);
+  for (int r = 0; r < N; ++r) {
+    for (int u = 1; u < U; ++u) acc[r][0] += acc[r][u];
+    const float sum = sum_lanes<A>(acc[r][0]);
+    float& o = out[r * ldo];
+    o = accumulate ? o + sum : sum;
+  }
+}
+
+/// `rows` bf16 weight rows from w (`ahead` rows of W from w on, for the prefetch) against N rows of X.
+template <class A, int N>
+inline void bf16_rows_n(const float* xs, std::int64_t kp, const std::uint16_t* w, std::int64_t ldw,
+                        std::int64_t rows, std::int64_t ahead, float* out, std::int64_t ldo, bool accumulate) {
+  constexpr int U = N == 1 ? 4 : (N == 2 ? 2 : 1);
+  for (std::int64_t j = 0; j < rows; ++j)
+    bf16_row<A, N, U>(xs, kp, w + j * ldw, (ahead - j) * ldw, out + j, ldo, accumulate);
+}
+
+/// out[r ldo + j] (+)= X row r . W row j for n (1..8; 8 for more) rows of X and `rows` rows of W.
+template <class A>
+void bf16_rows(std::int64_t n, const float* xs, std::int64_t kp, const std::uint16_t* w, std::int64_t ldw,
+               std::int64_t rows, std::int64_t ahead, float* out, std::int64_t ldo, bool accumulate) {
+  switch (n) {
+    case 1: return bf16_rows_n<A, 1>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 2: return bf16_rows_n<A, 2>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 3: return bf16_rows_n<A, 3>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 4: return bf16_rows_n<A, 4>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 5: return bf16_rows_n<A, 5>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 6: return bf16_rows_n<A, 6>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    case 7: return bf16_rows_n<A, 7>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
+    default: return bf16_rows_n<A, 8>(xs, kp, w, ldw, rows, ahead, out, ldo, accumulate);
   }
 }
 

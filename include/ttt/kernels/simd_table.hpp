@@ -16,6 +16,7 @@
 ///   comparisons and tests): `sse2`, `fma3+avx2`, `avx512bw`, ... (`simd_names()` lists them).
 ///   A name this program or CPU lacks is an error that lists the ones it has.
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -50,6 +51,8 @@ struct SimdKernels {
   void (*causal_apply)(std::size_t, std::size_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t, float*,
                        std::ptrdiff_t);
   void (*linear_dual)(const DualSegment<float>&, const float*, float*, float*, std::ptrdiff_t, float*);
+  void (*bf16_rows)(std::int64_t, const float*, std::int64_t, const std::uint16_t*, std::int64_t, std::int64_t,
+                    std::int64_t, float*, std::int64_t, bool);
 };
 
 template <class A>
@@ -66,7 +69,8 @@ inline constexpr SimdKernels simd_table{A::name(),
                                         &isa::ln_l2_grad_rows<A>,
                                         &isa::causal_scores<A>,
                                         &isa::causal_apply<A>,
-                                        &isa::linear_dual<A>};
+                                        &isa::linear_dual<A>,
+                                        &isa::bf16_rows<A>};
 
 namespace detail {
 #if defined(TTT_SIMD_DISPATCH)
