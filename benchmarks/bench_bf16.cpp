@@ -3,9 +3,10 @@
 //   F32/n/m/k            Eigen, the library's own form: mv(out).noalias() = cv(X) * cv(W).transpose()
 //   Bf16/n/m/k           bf16_matmul_nt(backend::cpu_default): Bf16Kernel::automatic (avx512 on an
 //                        AVX-512 CPU, whatever the build flags; portable elsewhere)
-//   Bf16Portable/n/m/k   Bf16Kernel::portable: xsimd dot products in the build's instruction set for
-//                        n <= 24 (one weight row at a time, in W's order), W widened to fp32 block by
-//                        block + Eigen's GEMM above
+//   Bf16Portable/n/m/k   Bf16Kernel::portable: xsimd dot products in the instruction set chosen at run
+//                        time (kernels/simd_table.hpp; TTT_SIMD=sse2|fma3+avx2|avx512bw) for n <= 24
+//                        (one weight row at a time, in W's order), W widened to fp32 block by block
+//                        + Eigen's GEMM above
 //   Bf16Act/n/m/k        Bf16Kernel::avx512_bf16 at prefill sizes (n = 64, 2048): the activations
 //                        rounded to bf16 too, vdpbf16ps (skipped on a CPU without AVX512_BF16)
 //   F32Cold, Bf16Cold    decode sizes (n = 1, 8) cycling over copies of W that add up to 1 GiB of

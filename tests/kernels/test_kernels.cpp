@@ -347,7 +347,7 @@ TEST_CASE("runtime dispatch: the tables this program runs, a choice by name, a c
   kernels::use_simd("best");
   CHECK(kernels::simd_kernels().name == names.front());
 #if defined(TTT_SIMD_DISPATCH)
-  // ttt::precompiled's tables, where the CPU runs them (the OS saving the registers included)
+  // ttt::simd_dispatch's tables, where the CPU runs them (the OS saving the registers included)
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   CHECK(avx2 == (std::find(names.begin(), names.end(), "fma3+avx2") != names.end() ||

@@ -8,7 +8,7 @@
 /// points' (kernels/simd.hpp), which send them to the plain twins of kernels/scalar.hpp.
 ///
 /// Runtime dispatch (kernels/simd_table.hpp) compiles this header a second and third time, in
-/// ttt::precompiled's translation units built with -mavx2 -mfma and with -mavx512*: so that no
+/// ttt::simd_dispatch's translation units built with -mavx2 -mfma and with -mavx512*: so that no
 /// function emitted there can stand in for one of the baseline build's (the linker keeps one copy
 /// of each inline function), every function here is a template on A and calls only functions that
 /// are, or ones the compiler expands in place at -O3 (std::sqrt(float), memcpy; those units are

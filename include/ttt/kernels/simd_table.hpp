@@ -6,9 +6,9 @@
 ///
 /// - Every program holds the table of its own build's instruction set (`xsimd::default_arch`:
 ///   SSE2 on x86-64 without -march).
-/// - A program that links ttt::precompiled on x86-64 (GCC or Clang; CMake option
-///   TTT_SIMD_DISPATCH, ON by default) also holds the tables for AVX2 + FMA and for AVX-512
-///   (F/CD/DQ/BW), compiled in translation units of their own with those flags
+/// - A program that links ttt::simd_dispatch (ttt::precompiled does) on x86-64 (GCC or Clang;
+///   CMake option TTT_SIMD_DISPATCH, ON by default) also holds the tables for AVX2 + FMA and for
+///   AVX-512 (F/CD/DQ/BW), compiled in translation units of their own with those flags
 ///   (include/ttt/precompiled/isa/); the CPU is asked at the first call (`__builtin_cpu_supports`,
 ///   which also checks that the OS saves the registers). So a portable build runs the
 ///   kernels at the width of the CPU it runs on, while its Eigen products stay at the build's.
@@ -74,7 +74,7 @@ inline constexpr SimdKernels simd_table{A::name(),
 
 namespace detail {
 #if defined(TTT_SIMD_DISPATCH)
-// Defined in ttt::precompiled (include/ttt/precompiled/isa/*.cpp), each in a translation unit
+// Defined in ttt::simd_dispatch (include/ttt/precompiled/isa/*.cpp), each in a translation unit
 // compiled for its instruction set.
 const SimdKernels& simd_table_fma3_avx2();
 const SimdKernels& simd_table_avx512bw();
