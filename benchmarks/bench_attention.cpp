@@ -22,6 +22,7 @@
 
 #include "ttt/blocks/attention.hpp"
 #include "ttt/models/transformer.hpp"
+#include "simd_context.hpp"
 
 namespace {
 

@@ -29,6 +29,7 @@
 
 #include "ttt/blocks/linear.hpp"
 #include "ttt/kernels/bf16.hpp"
+#include "simd_context.hpp"
 
 namespace {
 

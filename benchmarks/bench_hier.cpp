@@ -30,6 +30,7 @@
 
 #include "ttt/models/hier/decode.hpp"
 #include "ttt/models/hier/model.hpp"
+#include "simd_context.hpp"
 
 namespace {
 

@@ -30,6 +30,7 @@
 #include "ttt/layers/ttt_layer.hpp"
 #include "ttt/core/model_config.hpp"
 #include "ttt/core/params.hpp"
+#include "simd_context.hpp"
 
 namespace {
 

@@ -27,6 +27,7 @@
 #include "ttt/inner/mlp.hpp"
 #include "ttt/models/ttt_model.hpp"
 #include "ttt/core/model_config.hpp"
+#include "simd_context.hpp"
 
 namespace {
 

@@ -58,6 +58,7 @@
 #include "ttt/models/ttt_model.hpp"
 #include "ttt/core/model_config.hpp"
 #include "ttt/train/model_grad.hpp"
+#include "simd_context.hpp"
 
 namespace {
 
