@@ -16,31 +16,34 @@
 namespace ttt::kernels {
 
 namespace detail {
-/// y[i] = f(x[i]): the table's kernel for the whole batches, the element function for the rest.
-inline void simd_map(void (*batches)(const float*, float*, std::size_t), float (*tail)(float), const float* x,
-                     float* y, std::size_t n) {
-  const std::size_t head = n - n % simd_kernels().width;
-  batches(x, y, head);
+/// y[i] = f(x[i]): the active table's kernel `batches` for the whole batches, the element
+/// function for the rest.
+inline void simd_map(void (*SimdKernels::*batches)(const float*, float*, std::size_t), float (*tail)(float),
+                     const float* x, float* y, std::size_t n) {
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  (t.*batches)(x, y, head);
   for (std::size_t i = head; i < n; ++i) y[i] = tail(x[i]);
 }
 }  // namespace detail
 
 inline void gelu_tanh(backend::simd, const float* x, float* y, std::size_t n) {
-  detail::simd_map(simd_kernels().gelu_tanh, gelu_tanh_scalar, x, y, n);
+  detail::simd_map(&SimdKernels::gelu_tanh, gelu_tanh_scalar, x, y, n);
 }
 inline void gelu_tanh_grad(backend::simd, const float* x, float* y, std::size_t n) {
-  detail::simd_map(simd_kernels().gelu_tanh_grad, gelu_tanh_grad_scalar, x, y, n);
+  detail::simd_map(&SimdKernels::gelu_tanh_grad, gelu_tanh_grad_scalar, x, y, n);
 }
 inline void gelu_tanh_dx(backend::simd, const float* x, float* y, std::size_t n) {
-  detail::simd_map(simd_kernels().gelu_tanh_dx, gelu_tanh_dx_scalar, x, y, n);
+  detail::simd_map(&SimdKernels::gelu_tanh_dx, gelu_tanh_dx_scalar, x, y, n);
 }
 inline void gelu_tanh_grad_dx(backend::simd, const float* x, float* y, std::size_t n) {
-  detail::simd_map(simd_kernels().gelu_tanh_grad_dx, gelu_tanh_grad_dx_scalar, x, y, n);
+  detail::simd_map(&SimdKernels::gelu_tanh_grad_dx, gelu_tanh_grad_dx_scalar, x, y, n);
 }
 
 inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
-  const std::size_t head = n - n % simd_kernels().width;
-  simd_kernels().silu_mul(g, u, head);
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  t.silu_mul(g, u, head);
   silu_mul(backend::scalar{}, g + head, u + head, n - head);
 }
 
@@ -55,8 +58,9 @@ inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size
 inline void rows_w(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
                    std::ptrdiff_t ldw, std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate = false,
                    std::ptrdiff_t incx = 1) {
-  const std::size_t j = m - m % simd_kernels().width;
-  simd_kernels().rows_w(X, ldx, n, k, W, ldw, j, Y, ldy, accumulate, incx);
+  const SimdKernels& t = simd_kernels();
+  const std::size_t j = m - m % t.width;
+  t.rows_w(X, ldx, n, k, W, ldw, j, Y, ldy, accumulate, incx);
   if (j < m) rows_w(backend::scalar{}, X, ldx, n, k, W + j, ldw, m - j, Y + std::ptrdiff_t(j), ldy, accumulate, incx);
 }
 
@@ -65,9 +69,10 @@ inline void rows_w(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_
 inline void ln_l2_grad_rows(backend::simd, std::size_t n, std::size_t d, const float* z, std::ptrdiff_t ldz,
                             const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, const float* gamma,
                             const float* beta, float* g, std::ptrdiff_t ldg, double eps = 1e-6) {
-  if (d % simd_kernels().width != 0)
+  const SimdKernels& t = simd_kernels();
+  if (d % t.width != 0)
     return ln_l2_grad_rows(backend::scalar{}, n, d, z, ldz, a, lda, b, ldb, gamma, beta, g, ldg, eps);
-  simd_kernels().ln_l2_grad_rows(n, d, z, ldz, a, lda, b, ldb, gamma, beta, g, ldg, float(eps));
+  t.ln_l2_grad_rows(n, d, z, ldz, a, lda, b, ldb, gamma, beta, g, ldg, float(eps));
 }
 
 /// causal_scores (kernels/scalar.hpp): the unmasked half only (isa::causal_scores); k not a
@@ -75,17 +80,18 @@ inline void ln_l2_grad_rows(backend::simd, std::size_t n, std::size_t d, const f
 inline void causal_scores(backend::simd, std::size_t n, std::size_t k, const float* Q, std::ptrdiff_t ldq,
                           const float* K, std::ptrdiff_t ldk, const float* eta, const float* lr, float bias, float* A,
                           std::ptrdiff_t lda) {
-  if (k % simd_kernels().width != 0)
-    return causal_scores(backend::scalar{}, n, k, Q, ldq, K, ldk, eta, lr, bias, A, lda);
-  simd_kernels().causal_scores(n, k, Q, ldq, K, ldk, eta, lr, bias, A, lda);
+  const SimdKernels& t = simd_kernels();
+  if (k % t.width != 0) return causal_scores(backend::scalar{}, n, k, Q, ldq, K, ldk, eta, lr, bias, A, lda);
+  t.causal_scores(n, k, Q, ldq, K, ldk, eta, lr, bias, A, lda);
 }
 
 /// causal_apply (kernels/scalar.hpp): the masked half skipped (isa::causal_apply); the last
 /// m % batch columns through the twin.
 inline void causal_apply(backend::simd, std::size_t n, std::size_t m, const float* A, std::ptrdiff_t lda,
                          const float* G, std::ptrdiff_t ldg, float* Y, std::ptrdiff_t ldy) {
-  const std::size_t c = m - m % simd_kernels().width;
-  simd_kernels().causal_apply(n, c, A, lda, G, ldg, Y, ldy);
+  const SimdKernels& t = simd_kernels();
+  const std::size_t c = m - m % t.width;
+  t.causal_apply(n, c, A, lda, G, ldg, Y, ldy);
   if (c < m) causal_apply(backend::scalar{}, n, m - c, A, lda, G + c, ldg, Y + c, ldy);
 }
 
