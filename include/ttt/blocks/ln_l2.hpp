@@ -102,55 +102,45 @@ void ln_l2_grad_diff(CRefT<S> z, CRefT<S> a, CRefT<S> b, const S* gamma, const S
   }
 }
 
-/// Given dG, add to dZ, dT (the target's cotangent), dgamma, dbeta (either may be null).
+/// Given dG, add to dZ, dT (the target's cotangent), dgamma, dbeta (either may be null). Row by
+/// row through Eigen's vectorised expressions and reductions over row buffers (xh, gx, u = dG / (D s),
+/// d gx, d xh): one division per row, not per element.
 template <class Z, class T, class DG, class DZ, class DT>
 void ln_l2_grad_bwd(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& tg, const typename Z::Scalar* g,
                     const typename Z::Scalar* b, const Eigen::MatrixBase<DG>& dG, const Eigen::MatrixBase<DZ>& dZ_,
                     const Eigen::MatrixBase<DT>& dT_, typename Z::Scalar* dg, typename Z::Scalar* db,
                     double eps = 1e-6) {
   using S = typename Z::Scalar;
+  using RowA = Eigen::Array<S, 1, Eigen::Dynamic>;
   auto& dZ = detail::inout(dZ_);
   auto& dT = detail::inout(dT_);
   const Eigen::Index d = z.cols();
   const S D = S(d);
+  const Eigen::Map<const RowA> gm(g, d), bt(b, d);
+  RowA buf(5 * d);
+  auto xh = buf.segment(0, d), gx = buf.segment(d, d), u = buf.segment(2 * d, d), dgx = buf.segment(3 * d, d),
+       dxh = buf.segment(4 * d, d);
   for (Eigen::Index t = 0; t < z.rows(); ++t) {
     const auto moments = row_moments(z, t);
-    const S mu = moments.first, var = moments.second;
-    const S s = std::sqrt(var + S(eps)), inv = S(1) / s;
-    auto xh = [&](Eigen::Index c) { return (z(t, c) - mu) * inv; };
-    auto gx = [&](Eigen::Index c) { return (g[c] * xh(c) + b[c] - tg(t, c)) * g[c]; };
-    S s1 = 0, s2 = 0;
-    for (Eigen::Index c = 0; c < d; ++c) {
-      const S v = gx(c);
-      s1 += v;
-      s2 += v * xh(c);
-    }
+    const S s = std::sqrt(moments.second + S(eps)), inv = S(1) / s, Ds = D * s;
+    xh = (z.row(t).array() - moments.first) * inv;
+    gx = (gm * xh + bt - tg.row(t).array()) * gm;
+    const S s1 = gx.sum(), s2 = (gx * xh).sum();
     // G_c = (D gx_c - s1 - xh_c s2) / (D s); u = dG / (D s)
-    const S Ds = D * s;
-    S U = 0, ds2 = 0, ds = 0;
-    for (Eigen::Index c = 0; c < d; ++c) {
-      const S u = dG(t, c) / Ds, x = xh(c);
-      U += u;
-      ds2 -= u * x;
-      ds -= (D * gx(c) - s1 - x * s2) / Ds * dG(t, c) * inv;  // G is proportional to 1/s at fixed xh, gx
-    }
+    u = dG.row(t).array() * (S(1) / Ds);
+    const S U = u.sum(), ds2 = -(u * xh).sum();
+    S ds = -((D * gx - s1 - xh * s2) * u).sum() * inv;  // G is proportional to 1/s at fixed xh, gx
     // dxh_c = -u_c s2 + ds2 gx_c + dgx_c g_c^2, dgx_c = D u_c - U + ds2 xh_c
-    auto dgx = [&](Eigen::Index c) { return D * (dG(t, c) / Ds) - U + ds2 * xh(c); };
-    auto dxh = [&](Eigen::Index c) { return -(dG(t, c) / Ds) * s2 + ds2 * gx(c) + dgx(c) * g[c] * g[c]; };
-    S sum_dxh = 0, sum_xh = 0;
-    for (Eigen::Index c = 0; c < d; ++c) {
-      const S x = xh(c), e = dgx(c), h = dxh(c);
-      if (dg) dg[c] += e * (S(2) * g[c] * x + b[c] - tg(t, c));
-      if (db) db[c] += e * g[c];
-      dT(t, c) -= e * g[c];
-      ds -= h * x * inv;  // xh = xc / s
-      sum_dxh += h;
-      sum_xh += x;
-    }
+    dgx = D * u - U + ds2 * xh;
+    dxh = ds2 * gx - s2 * u + dgx * gm * gm;
+    if (dg) Eigen::Map<RowA>(dg, d) += dgx * (S(2) * gm * xh + bt - tg.row(t).array());
+    if (db) Eigen::Map<RowA>(db, d) += dgx * gm;
+    dT.row(t).array() -= dgx * gm;
+    ds -= (dxh * xh).sum() * inv;  // xh = xc / s
     const S dvar = ds / (S(2) * s);
     // dxc = dxh / s + dvar 2 xh s / D (xc = xh s); dZ = dxc - mean(dxc)
-    const S mean_dxc = (sum_dxh * inv + dvar * S(2) * s / D * sum_xh) / D;
-    for (Eigen::Index c = 0; c < d; ++c) dZ(t, c) += dxh(c) * inv + dvar * S(2) * xh(c) * s / D - mean_dxc;
+    const S mean_dxc = (dxh.sum() * inv + dvar * S(2) * s / D * xh.sum()) / D;
+    dZ.row(t).array() += dxh * inv + (dvar * S(2) * s / D) * xh - mean_dxc;
   }
 }
 
