@@ -51,6 +51,9 @@ using inplace_fn = void (*)(backend::simd, float*, const float*, size_t);
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh_dx = &kernels::gelu_tanh_dx;
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh_grad_dx = &kernels::gelu_tanh_grad_dx;
 [[maybe_unused]] constexpr inplace_fn simd_silu_mul = &kernels::silu_mul;
+using pair_fn = void (*)(backend::simd, const float*, float*, float*, size_t);
+[[maybe_unused]] constexpr pair_fn simd_gelu_tanh_pair = &kernels::gelu_tanh_pair;
+[[maybe_unused]] constexpr pair_fn simd_gelu_tanh_grad_pair = &kernels::gelu_tanh_grad_pair;
 using rows_wt_fn = void (*)(backend::simd, const float*, std::ptrdiff_t, size_t, size_t, const float*, size_t, float*,
                             std::ptrdiff_t, bool);
 [[maybe_unused]] constexpr rows_wt_fn simd_rows_wt = &kernels::rows_wt;
@@ -184,6 +187,53 @@ TEST_CASE("gelu_tanh_dx, gelu_tanh_grad_dx (the backwards): simd matches scalar"
     check_map("gelu_tanh_dx", gelu_tanh_dx, inputs(n));
     check_map("gelu_tanh_grad_dx", gelu_tanh_grad_dx, inputs(n), kTolGradDx);
   }
+}
+
+/// A pair kernel k(tag, x, y, dy, n) against its two single kernels (f: y, df: dy): under simd
+/// bit for bit (TTT-MLP's reverse takes from it values the forward computed with the singles),
+/// and the scalar loops the same.
+template <class Pair, class F, class DF>
+void check_pair(const char* what, Pair pair, F f, DF df, const std::vector<float>& x) {
+  const size_t n = x.size();
+  for (auto tag : {0, 1}) {
+    std::vector<float> y1(n), dy1(n);
+    if (tag == 0) f(backend::scalar{}, x.data(), y1.data(), n), df(backend::scalar{}, x.data(), dy1.data(), n);
+    else f(backend::simd{}, x.data(), y1.data(), n), df(backend::simd{}, x.data(), dy1.data(), n);
+    for (size_t shift : {size_t(0), size_t(1)}) {
+      Guarded in(x, shift), y(std::vector<float>(n, 0.0f), shift), dy(std::vector<float>(n, 0.0f), 1 - shift);
+      if (tag == 0) pair(backend::scalar{}, in.data(), y.data(), dy.data(), n);
+      else pair(backend::simd{}, in.data(), y.data(), dy.data(), n);
+      INFO(what << (tag == 0 ? " scalar" : " simd") << ", n = " << n << ", shift " << shift);
+      CHECK(std::equal(y1.begin(), y1.end(), y.data()));
+      CHECK(std::equal(dy1.begin(), dy1.end(), dy.data()));
+      CHECK(y.guards_intact());
+      CHECK(dy.guards_intact());
+      CHECK(std::equal(x.begin(), x.end(), in.data()));
+    }
+  }
+}
+
+TEST_CASE("gelu_tanh_pair, gelu_tanh_grad_pair: the two single kernels' values from one tanh, bit for bit") {
+  const auto pair = [](auto tag, const float* x, float* y, float* dy, size_t n) {
+    kernels::gelu_tanh_pair(tag, x, y, dy, n);
+  };
+  const auto grad_pair = [](auto tag, const float* x, float* y, float* dy, size_t n) {
+    kernels::gelu_tanh_grad_pair(tag, x, y, dy, n);
+  };
+  std::vector<float> sweep(20001);
+  for (size_t i = 0; i < sweep.size(); ++i) sweep[i] = float(-20.0 + 40.0 * double(i) / double(sweep.size() - 1));
+  for (size_t n : kSizes) {
+    check_pair("gelu_tanh_pair", pair, gelu_tanh, gelu_tanh_dx, inputs(n));
+    check_pair("gelu_tanh_grad_pair", grad_pair, gelu_tanh_grad, gelu_tanh_grad_dx, inputs(n));
+  }
+  check_pair("gelu_tanh_pair", pair, gelu_tanh, gelu_tanh_dx, sweep);
+  check_pair("gelu_tanh_grad_pair", grad_pair, gelu_tanh_grad, gelu_tanh_grad_dx, sweep);
+  // in place: y over x
+  std::vector<float> x = inputs(65), y = x, dy(x.size()), y1(x.size()), dy1(x.size());
+  kernels::gelu_tanh_pair(backend::simd{}, x.data(), y1.data(), dy1.data(), x.size());
+  kernels::gelu_tanh_pair(backend::simd{}, y.data(), y.data(), dy.data(), y.size());
+  CHECK(y == y1);
+  CHECK(dy == dy1);
 }
 
 TEST_CASE("the scalar backwards are the derivatives of their forwards (central differences in double)") {

@@ -160,6 +160,28 @@ void gelu_bwd_ref_grad_into(const S* x, S* y, std::size_t n) {
                    [](const S& v) { return gelu_bwd_ref_grad(v); });
 }
 
+/// y = gelu(x) and dy = gelu_grad(x) in one pass: for float one tanh per element for both (the
+/// values gelu_into and gelu_grad_into give, bit for bit).
+template <class S>
+void gelu_and_grad_into(const S* x, S* y, S* dy, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_pair(backend::cpu_default{}, x, y, dy, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) {
+      const S v = x[i];
+      y[i] = gelu(v), dy[i] = gelu_grad(v);
+    }
+}
+/// y = gelu_bwd_ref(x) and dy = gelu_bwd_ref_grad(x) in one pass (as gelu_and_grad_into).
+template <class S>
+void gelu_bwd_ref_and_grad_into(const S* x, S* y, S* dy, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_grad_pair(backend::cpu_default{}, x, y, dy, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) {
+      const S v = x[i];
+      y[i] = gelu_bwd_ref(v), dy[i] = gelu_bwd_ref_grad(v);
+    }
+}
+
 // ---- the SwiGLU activation ----------------------------------------------------------------------
 
 /// The activation of the SwiGLU MLP, by its Hugging Face name.

@@ -82,26 +82,20 @@ void layer_norm_bwd(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gam
                     const Eigen::MatrixBase<DY>& dy, const Eigen::MatrixBase<DX>& dx_, typename X::Scalar* dgamma,
                     typename X::Scalar* dbeta) {
   using S = typename X::Scalar;
+  using RowA = Eigen::Array<S, 1, Eigen::Dynamic>;
   auto& dx = detail::inout(dx_);
   const Eigen::Index d = x.cols();
+  const Eigen::Map<const RowA> gm(gamma, d);
+  RowA xh(d), dxh(d);  // one row's normalised input and d/d xh
   for (Eigen::Index t = 0; t < x.rows(); ++t) {
     const auto moments = row_moments(x, t);
-    const S mu = moments.first, var = moments.second;
-    const S inv = S(1) / std::sqrt(var + S(eps));
-    S m1 = 0, m2 = 0;
-    for (Eigen::Index c = 0; c < d; ++c) {
-      const S xh = (x(t, c) - mu) * inv, dxh = dy(t, c) * gamma[c];
-      if (dgamma) dgamma[c] += dy(t, c) * xh;
-      if (dbeta) dbeta[c] += dy(t, c);
-      m1 += dxh;
-      m2 += dxh * xh;
-    }
-    m1 /= S(d);
-    m2 /= S(d);
-    for (Eigen::Index c = 0; c < d; ++c) {
-      const S xh = (x(t, c) - mu) * inv;
-      dx(t, c) += inv * (dy(t, c) * gamma[c] - m1 - xh * m2);
-    }
+    const S inv = S(1) / std::sqrt(moments.second + S(eps));
+    xh = (x.row(t).array() - moments.first) * inv;
+    dxh = dy.row(t).array() * gm;
+    if (dgamma) Eigen::Map<RowA>(dgamma, d) += dy.row(t).array() * xh;
+    if (dbeta) Eigen::Map<RowA>(dbeta, d) += dy.row(t).array();
+    const S m1 = dxh.sum() / S(d), m2 = (dxh * xh).sum() / S(d);
+    dx.row(t).array() += inv * (dxh - m1 - xh * m2);
   }
 }
 

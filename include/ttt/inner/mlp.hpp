@@ -231,7 +231,7 @@ struct LearnerGrad<inner::MLP> {
   // slots [0, kX2): the products' outputs, kept per mini-batch at scan_checkpoint_group 0;
   // from kX2 on: elementwise functions of them (`elementwise`) and the backward's own
   enum Slot : size_t { kZ1, kZ2, kG2, kM, kE, kK1, kK2, kZ1q, kX2, kT, kGp, kG1, kA, kX2q, kZq,
-                       kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kBwd };
+                       kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kGd, kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
   static constexpr size_t kept_slots = kX2;  // run_forward's products (Scratch: kept forwards)
 
@@ -269,14 +269,29 @@ struct LearnerGrad<inner::MLP> {
 
   /// The intermediates that are elementwise functions of the kept ones (Z1, M, Z1q): X2, gp,
   /// T = XV - XK, G1 = M o gp, X2q; the backward of a kept forward recomputes them (cheap next to
-  /// the products, and 4 (n x 4f) buffers less kept).
+  /// the products, and 4 (n x 4f) buffers less kept), and with them, from the same tanh, the
+  /// derivatives the reverse needs (`derivatives`): X2, gp and X2q are keys_hidden's and
+  /// queries_hidden's values bit for bit (the pair kernels compute the same expressions).
   template <class S>
   static void elementwise(const Segment<S>& s, Scratch<S>& ws, int64_t f, Eigen::Index n) {
     const int64_t h = inner::MLP::expansion * f;
-    keys_hidden(ws, n, h);
+    const size_t m = size_t(n * h);
+    const S* Z1 = ws(kZ1, n, h).data();
+    blocks::gelu_and_grad_into(Z1, ws(kX2, n, h).data(), ws(kGd, n, h).data(), m);
+    blocks::gelu_bwd_ref_and_grad_into(Z1, ws(kGp, n, h).data(), ws(kdZ1, n, h).data(), m);
     ws(kT, n, f) = s.XV - s.XK;
     ws(kG1, n, h) = ws(kM, n, h).cwiseProduct(ws(kGp, n, h));
-    queries_hidden(ws, n, h);
+    blocks::gelu_and_grad_into(ws(kZ1q, n, h).data(), ws(kX2q, n, h).data(), ws(kdZ1q, n, h).data(), m);
+  }
+  /// The derivatives of the GELUs the reverse needs, after a recomputed forward: gelu'(Z1) (Gd),
+  /// gelu_bwd'(Z1) (into dZ1) and gelu'(Z1q) (into dZ1q).
+  template <class S>
+  static void derivatives(Scratch<S>& ws, Eigen::Index n, int64_t h) {
+    const size_t m = size_t(n * h);
+    const S* Z1 = ws(kZ1, n, h).data();
+    blocks::gelu_grad_into(Z1, ws(kGd, n, h).data(), m);
+    blocks::gelu_bwd_ref_grad_into(Z1, ws(kdZ1, n, h).data(), m);
+    blocks::gelu_grad_into(ws(kZ1q, n, h).data(), ws(kdZ1q, n, h).data(), m);
   }
 
   /// The forward of one mini-batch, every intermediate kept in its slot; Zq written unless
@@ -332,24 +347,27 @@ struct LearnerGrad<inner::MLP> {
                        SegmentGrad<S>& o, Scratch<S>& ws) {
     const int64_t h = inner::MLP::expansion * f;
     const Eigen::Index n = s.XQ.rows();
-    if (ws.forward_kept()) elementwise(s, ws, f, n);
-    else run_forward(th, f, s, ws, ws(kZq, n, f), false);
+    if (ws.forward_kept()) {
+      elementwise(s, ws, f, n);
+    } else {
+      run_forward(th, f, s, ws, ws(kZq, n, f), false);
+      derivatives(ws, n, h);
+    }
     Eigen::Map<const MatT<S>> W1(th, f, h);
     Eigen::Map<const MatT<S>> W2(th + f * h + h, h, f);
     S* dW1 = dth0;
     S* db1 = dth0 + f * h;
     S* dW2 = dth0 + f * h + h;
     S* db2 = dth0 + 2 * f * h + h;
-    auto Z1 = ws(kZ1, n, h), X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
+    auto X2 = ws(kX2, n, h), Z2 = ws(kZ2, n, f), T = ws(kT, n, f), G2 = ws(kG2, n, f);
     auto gp = ws(kGp, n, h), M = ws(kM, n, h), G1 = ws(kG1, n, h), E = ws(kE, n, n), K1 = ws(kK1, n, n);
-    auto K2 = ws(kK2, n, n), Z1q = ws(kZ1q, n, h), X2q = ws(kX2q, n, h);
+    auto K2 = ws(kK2, n, n), X2q = ws(kX2q, n, h);
     auto dE = ws.zero(kdE, n, n), dG2 = ws.zero(kdG2, n, f), dG1 = ws.zero(kdG1, n, h);
     auto dX2q = ws.zero(kdX2q, n, h), dX2 = ws.zero(kdX2, n, h);
     // layer 2 on the queries (and W2_end, b2_end)
     detail::dual_linear_bwd<S>(s, X2q, X2, G2, E, K2, W2, dth_end + f * h + h, dth_end + 2 * f * h + h, dZq, dW2, db2,
                                dX2q, dX2, dG2, dE, o, ws, kBwd, shift2(th, f, s, &o));
-    auto dZ1q = ws(kdZ1q, n, h);
-    blocks::gelu_grad_into(Z1q.data(), dZ1q.data(), size_t(n * h));
+    auto dZ1q = ws(kdZ1q, n, h);  // holds gelu'(Z1q)
     dZ1q.array() *= dX2q.array();
     // layer 1 on the queries (and W1_end, b1_end)
     detail::dual_linear_bwd<S>(s, s.XQ, s.XK, G1, E, K1, W1, dth_end, dth_end + f * h, dZ1q, dW1, db1, o.dXQ, o.dXK,
@@ -360,8 +378,7 @@ struct LearnerGrad<inner::MLP> {
     dM = dG1.cwiseProduct(gp);
     blocks::rows_times<S>(dM, W2, dG2, /*accumulate=*/true);
     blocks::xt_times<S>(dM, G2, mv(Eigen::Map<MatT<S>>(dW2, h, f)), /*accumulate=*/true);
-    auto dZ1 = ws(kdZ1, n, h);
-    blocks::gelu_bwd_ref_grad_into(Z1.data(), dZ1.data(), size_t(n * h));
+    auto dZ1 = ws(kdZ1, n, h);  // holds gelu_bwd'(Z1)
     dZ1.array() *= dG1.array() * M.array();
     // G2 = ln_l2_grad(Z2, XV - XK)
     auto dZ2 = ws.zero(kdZ2, n, f), dT = ws.zero(kdT, n, f);
@@ -372,8 +389,7 @@ struct LearnerGrad<inner::MLP> {
     blocks::xt_times<S>(X2, dZ2, mv(Eigen::Map<MatT<S>>(dW2, h, f)), /*accumulate=*/true);
     Eigen::Map<RowT<S>>(db2, f) += dZ2.colwise().sum();
     dX2.noalias() += dZ2 * W2.transpose();
-    blocks::gelu_grad_into(Z1.data(), gp.data(), size_t(n * h));  // gp is dead by now
-    dZ1.array() += dX2.array() * gp.array();
+    dZ1.array() += dX2.array() * ws(kGd, n, h).array();  // gelu'(Z1)
     blocks::xt_times<S>(s.XK, dZ1, mv(Eigen::Map<MatT<S>>(dW1, f, h)), /*accumulate=*/true);
     Eigen::Map<RowT<S>>(db1, h) += dZ1.colwise().sum();
     o.dXK.noalias() += dZ1 * W1.transpose();

@@ -57,6 +57,20 @@ inline void gelu_tanh_dx(backend::scalar, const float* x, float* y, std::size_t 
 inline void gelu_tanh_grad_dx(backend::scalar, const float* x, float* y, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) y[i] = gelu_tanh_grad_dx_scalar(x[i]);
 }
+/// y[i] = gelu_tanh(x[i]), dy[i] = gelu_tanh_dx(x[i]) (the SIMD kernel shares one tanh between them)
+inline void gelu_tanh_pair(backend::scalar, const float* x, float* y, float* dy, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    y[i] = gelu_tanh_scalar(v), dy[i] = gelu_tanh_dx_scalar(v);
+  }
+}
+/// y[i] = gelu_tanh_grad(x[i]), dy[i] = gelu_tanh_grad_dx(x[i])
+inline void gelu_tanh_grad_pair(backend::scalar, const float* x, float* y, float* dy, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    y[i] = gelu_tanh_grad_scalar(v), dy[i] = gelu_tanh_grad_dx_scalar(v);
+  }
+}
 /// g[i] = silu(g[i]) * u[i]  (SwiGLU's inner product)
 inline void silu_mul(backend::scalar, float* g, const float* u, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) g[i] = silu_scalar(g[i]) * u[i];

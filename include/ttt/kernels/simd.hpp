@@ -25,6 +25,19 @@ inline void simd_map(void (*SimdKernels::*batches)(const float*, float*, std::si
   (t.*batches)(x, y, head);
   for (std::size_t i = head; i < n; ++i) y[i] = tail(x[i]);
 }
+/// y[i] = f(x[i]), dy[i] = df(x[i]): the active table's pair kernel for the whole batches, the
+/// element functions for the rest.
+inline void simd_map_pair(void (*SimdKernels::*batches)(const float*, float*, float*, std::size_t),
+                          float (*tail)(float), float (*dtail)(float), const float* x, float* y, float* dy,
+                          std::size_t n) {
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  (t.*batches)(x, y, dy, head);
+  for (std::size_t i = head; i < n; ++i) {
+    const float v = x[i];
+    y[i] = tail(v), dy[i] = dtail(v);
+  }
+}
 }  // namespace detail
 
 inline void gelu_tanh(backend::simd, const float* x, float* y, std::size_t n) {
@@ -38,6 +51,14 @@ inline void gelu_tanh_dx(backend::simd, const float* x, float* y, std::size_t n)
 }
 inline void gelu_tanh_grad_dx(backend::simd, const float* x, float* y, std::size_t n) {
   detail::simd_map(&SimdKernels::gelu_tanh_grad_dx, gelu_tanh_grad_dx_scalar, x, y, n);
+}
+
+inline void gelu_tanh_pair(backend::simd, const float* x, float* y, float* dy, std::size_t n) {
+  detail::simd_map_pair(&SimdKernels::gelu_tanh_pair, gelu_tanh_scalar, gelu_tanh_dx_scalar, x, y, dy, n);
+}
+inline void gelu_tanh_grad_pair(backend::simd, const float* x, float* y, float* dy, std::size_t n) {
+  detail::simd_map_pair(&SimdKernels::gelu_tanh_grad_pair, gelu_tanh_grad_scalar, gelu_tanh_grad_dx_scalar, x, y, dy,
+                        n);
 }
 
 inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {

@@ -78,6 +78,38 @@ void gelu_tanh_grad_dx(const float* x, float* y, std::size_t n) {
   });
 }
 
+/// gelu_tanh and gelu_tanh_dx of the same x from one tanh: y and dy are those two kernels' values,
+/// bit for bit (the same expressions; tests/kernels/test_kernels.cpp checks it under every table).
+/// TTT-MLP's reverse needs both of the hidden units (and of the queries').
+template <class A>
+void gelu_tanh_pair(const float* x, float* y, float* dy, std::size_t n) {
+  using B = fb<A>;
+  constexpr std::size_t W = B::size;
+  const B k(0.7978845608028654f), c(0.044715f), c3(3.0f * 0.044715f), half(0.5f), one(1.0f);
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const B v = B::load_unaligned(x + i);
+    const B t = xsimd::tanh(k * (v + c * v * v * v));
+    (half * v * (one + t)).store_unaligned(y + i);
+    (half * (one + t) + half * v * (one - t * t) * k * (one + c3 * v * v)).store_unaligned(dy + i);
+  }
+}
+
+/// gelu_tanh_grad and gelu_tanh_grad_dx of the same x from one tanh (their values, bit for bit).
+template <class A>
+void gelu_tanh_grad_pair(const float* x, float* y, float* dy, std::size_t n) {
+  using B = fb<A>;
+  constexpr std::size_t W = B::size;
+  const B k(0.79788456f), c(0.044715f), c2(0.1070322243f), c13(3.0f * 0.79788456f * 0.044715f), half(0.5f),
+      one(1.0f);
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const B v = B::load_unaligned(x + i);
+    const B t = xsimd::tanh(k * v * (one + c * v * v));
+    (half * v * ((one - t * t) * (k + c2 * v * v)) + half * (one + t)).store_unaligned(y + i);
+    const B s = one - t * t, dt = s * (k + c13 * v * v), p = k + c2 * v * v;
+    (half * s * p - v * t * dt * p + v * s * c2 * v + half * dt).store_unaligned(dy + i);
+  }
+}
+
 template <class A>
 void silu_mul(float* g, const float* u, std::size_t n) {
   using B = fb<A>;
