@@ -51,6 +51,8 @@ using inplace_fn = void (*)(backend::simd, float*, const float*, size_t);
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh_dx = &kernels::gelu_tanh_dx;
 [[maybe_unused]] constexpr map_fn simd_gelu_tanh_grad_dx = &kernels::gelu_tanh_grad_dx;
 [[maybe_unused]] constexpr inplace_fn simd_silu_mul = &kernels::silu_mul;
+using gate_fn = void (*)(backend::simd, const float*, const float*, float*, float*, size_t);
+[[maybe_unused]] constexpr gate_fn simd_silu_gate = &kernels::silu_gate;
 using pair_fn = void (*)(backend::simd, const float*, float*, float*, size_t);
 [[maybe_unused]] constexpr pair_fn simd_gelu_tanh_pair = &kernels::gelu_tanh_pair;
 [[maybe_unused]] constexpr pair_fn simd_gelu_tanh_grad_pair = &kernels::gelu_tanh_grad_pair;
@@ -256,6 +258,35 @@ TEST_CASE("the scalar backwards are the derivatives of their forwards (central d
 
 TEST_CASE("silu_mul: simd matches scalar") {
   for (size_t n : kSizes) check_silu_mul(inputs(n), factors(n));
+}
+
+TEST_CASE("silu_gate: simd matches scalar (sigmoid kept or not, h over b)") {
+  for (size_t n : kSizes) {
+    const std::vector<float> a = inputs(n), b = factors(n);
+    std::vector<float> sg(n), h(n);
+    kernels::silu_gate(backend::scalar{}, a.data(), b.data(), sg.data(), h.data(), n);
+    for (size_t shift : {size_t(0), size_t(1)}) {
+      Guarded aa(a, shift), bb(b, 1 - shift), gs(std::vector<float>(n, 0.0f), shift), gh(std::vector<float>(n, 0.0f), 1 - shift);
+      kernels::silu_gate(backend::simd{}, aa.data(), bb.data(), gs.data(), gh.data(), n);
+      check_close("silu_gate sigmoid", a, sg.data(), gs.data());
+      check_close("silu_gate h", a, h.data(), gh.data());
+      CHECK(gs.guards_intact());
+      CHECK(gh.guards_intact());
+      CHECK(std::equal(a.begin(), a.end(), aa.data()));
+      CHECK(std::equal(b.begin(), b.end(), bb.data()));
+      Guarded h2(std::vector<float>(n, 0.0f), shift);
+      kernels::silu_gate(backend::simd{}, aa.data(), bb.data(), nullptr, h2.data(), n);  // no sigmoid out
+      CHECK(std::equal(gh.data(), gh.data() + n, h2.data()));
+      CHECK(h2.guards_intact());
+      kernels::silu_gate(backend::simd{}, aa.data(), bb.data(), nullptr, bb.data(), n);  // in place over b
+      CHECK(std::equal(gh.data(), gh.data() + n, bb.data()));
+    }
+    for (size_t i = 0; i < n; ++i) {  // the twin is its definition
+      CAPTURE(a[i]);
+      CHECK(sg[i] == kernels::sigmoid_scalar(a[i]));
+      CHECK(h[i] == a[i] * kernels::sigmoid_scalar(a[i]) * b[i]);
+    }
+  }
 }
 
 TEST_CASE("dense sweep over [-20, 20]") {

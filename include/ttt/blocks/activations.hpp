@@ -182,6 +182,21 @@ void gelu_bwd_ref_and_grad_into(const S* x, S* y, S* dy, std::size_t n) {
     }
 }
 
+/// sg = sigmoid(a) (skipped when sg is null), h = silu(a) b = a sg b, on buffers of n elements:
+/// SwiGLU fast weights' hidden units (float: kernels::silu_gate).
+template <class S>
+void silu_gate_into(const S* a, const S* b, S* sg, S* h, std::size_t n) {
+  if constexpr (std::is_same_v<S, float>) {
+    kernels::silu_gate(backend::cpu_default{}, a, b, sg, h, n);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      const S x = a[i], s = sigmoid(x), y = x * s * b[i];
+      if (sg) sg[i] = s;
+      h[i] = y;
+    }
+  }
+}
+
 // ---- the SwiGLU activation ----------------------------------------------------------------------
 
 /// The activation of the SwiGLU MLP, by its Hugging Face name.

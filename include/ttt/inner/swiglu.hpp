@@ -101,11 +101,11 @@ struct SwiGLU {
     blocks::rows_times<S>(cv(ws.XKQ), cv(W3), mv(ws.B));
     RefT<S> Aq = mv(ws.A.bottomRows(n)), Bq = mv(ws.B.bottomRows(n));
     // keys: forward and the inner-loss gradient at theta0
+    blocks::silu_gate_into(ws.A.data(), ws.B.data(), ws.dB.data(), ws.H.data(), size_t(n * h));  // dB: sigmoid(a)
     for (int64_t i = 0; i < n * h; ++i) {
-      const S a = ws.A.data()[i], sg = blocks::sigmoid(a);
-      ws.H.data()[i] = a * sg * ws.B.data()[i];
-      ws.dB.data()[i] = a * sg;                        // silu(a), times dH below
+      const S a = ws.A.data()[i], sg = ws.dB.data()[i];
       ws.dA.data()[i] = ws.B.data()[i] * sg * (S(1) + a * (S(1) - sg));  // b silu'(a)
+      ws.dB.data()[i] = a * sg;                                          // silu(a), times dH below
     }
     blocks::rows_times<S>(cv(ws.H), cv(W2), mv(ws.Z));
     blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
@@ -122,10 +122,7 @@ struct SwiGLU {
       blocks::rows_times<S>(s.XQ, cv(g3), mv(ws.WG));
       for (int64_t t = 0; t < n; ++t) Bq.row(t) -= s.token_eta[t] * ws.WG.row(t);
     }
-    for (int64_t i = 0; i < n * h; ++i) {
-      const S a = Aq.data()[i];
-      ws.Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
-    }
+    blocks::silu_gate_into<S>(Aq.data(), Bq.data(), nullptr, ws.Hq.data(), size_t(n * h));
     // the output layer
     blocks::causal_scores<S>(cv(ws.Hq), cv(ws.H), s.token_eta, s.lr, S(0), mv(ws.K));
     blocks::rows_times<S>(cv(ws.Hq), cv(W2), Zq);
@@ -189,11 +186,11 @@ struct SwiGLU {
     ws.B.row(1).noalias() = s.XQ * cv(W3);
     // the key's forward and inner-loss gradients at theta0, into row t
     r.K.row(t) = s.XK;
+    blocks::silu_gate_into(&ws.A(0, 0), &ws.B(0, 0), &r.DB(t, 0), &r.H(t, 0), size_t(h));  // DB: sigmoid(a)
     for (int64_t i = 0; i < h; ++i) {
-      const S x = ws.A(0, i), sg = blocks::sigmoid(x);
-      r.H(t, i) = x * sg * ws.B(0, i);
-      r.DB(t, i) = x * sg;                                  // silu(a), times lr dH below
+      const S x = ws.A(0, i), sg = r.DB(t, i);
       r.DA(t, i) = ws.B(0, i) * sg * (S(1) + x * (S(1) - sg));  // b silu'(a)
+      r.DB(t, i) = x * sg;                                      // silu(a), times lr dH below
     }
     mv(ws.Z).noalias() = cv(r.H.row(t)) * cv(W2);
     blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
@@ -209,7 +206,7 @@ struct SwiGLU {
     a *= -eta;  // eta in the vector: a scaled operand makes Eigen copy it
     Aq.noalias() += cv(a) * cv(r.DA);
     Bq.noalias() += cv(a) * cv(r.DB);
-    for (int64_t i = 0; i < h; ++i) ws.Hq(0, i) = Aq(0, i) * blocks::sigmoid(Aq(0, i)) * Bq(0, i);
+    blocks::silu_gate_into<S>(Aq.data(), Bq.data(), nullptr, ws.Hq.data(), size_t(h));
     a.noalias() = cv(ws.Hq) * cv(r.H).transpose();
     a *= -eta;
     Zq.noalias() = cv(ws.Hq) * cv(W2);
@@ -259,7 +256,7 @@ template <>
 struct LearnerGrad<inner::SwiGLU> {
   // slots [0, kSg): the products' outputs (and G, E), kept per mini-batch at scan_checkpoint_group
   // 0; from kSg on: elementwise functions of them (`elementwise`) and the backward's own
-  enum Slot : size_t { kA, kB, kZ, kG, kM, kE, kK1, kK2, kAq, kBq, kSg, kH, kT, kGA, kGB, kHq, kEK, kZq,
+  enum Slot : size_t { kA, kB, kZ, kG, kM, kE, kK1, kK2, kAq, kBq, kSg, kH, kT, kGA, kGB, kHq, kSgq, kEK, kZq,
                        kGl, kdE, kdG, kdGA, kdGB, kdHq, kdH, kdAq, kdBq, kdM, kdA, kdB, kdZ, kdT, kZero, kJunk,
                        kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
@@ -270,11 +267,7 @@ struct LearnerGrad<inner::SwiGLU> {
   /// Sg = sigmoid(A), H = silu(A) o B.
   template <class S, class Mat>
   static void keys_hidden(const Mat& A, const Mat& B, Mat& Sg, Mat& H) {
-    for (Eigen::Index i = 0; i < A.size(); ++i) {
-      const S a = A.data()[i], sg = blocks::sigmoid(a);
-      Sg.data()[i] = sg;
-      H.data()[i] = a * sg * B.data()[i];
-    }
+    blocks::silu_gate_into<S>(A.data(), B.data(), Sg.data(), H.data(), size_t(A.size()));
   }
   /// GA = M o B o silu'(A), GB = M o silu(A).
   template <class S, class Mat>
@@ -285,28 +278,25 @@ struct LearnerGrad<inner::SwiGLU> {
       GB.data()[i] = m * a * sg;
     }
   }
-  /// Hq = silu(Aq) o Bq.
+  /// Sgq = sigmoid(Aq) (for the reverse), Hq = silu(Aq) o Bq.
   template <class S, class Mat>
-  static void queries_hidden(const Mat& Aq, const Mat& Bq, Mat& Hq) {
-    for (Eigen::Index i = 0; i < Aq.size(); ++i) {
-      const S a = Aq.data()[i];
-      Hq.data()[i] = a * blocks::sigmoid(a) * Bq.data()[i];
-    }
+  static void queries_hidden(const Mat& Aq, const Mat& Bq, Mat& Sgq, Mat& Hq) {
+    blocks::silu_gate_into<S>(Aq.data(), Bq.data(), Sgq.data(), Hq.data(), size_t(Aq.size()));
   }
 
   /// The intermediates that are elementwise functions of the kept ones (A, B, M, Aq, Bq): Sg, H,
-  /// T = XV - XK, GA, GB, Hq; the backward of a kept forward recomputes them (cheap next to the
+  /// T = XV - XK, GA, GB, Sgq, Hq; the backward of a kept forward recomputes them (cheap next to the
   /// products, and 5 (n x hidden) buffers less kept per mini-batch).
   template <class S>
   static void elementwise(inner::Dims d, const Segment<S>& s, Scratch<S>& ws, Eigen::Index n) {
     const int64_t f = d.f, h = inner::SwiGLU::hidden(d);
     auto A = ws(kA, n, h), B = ws(kB, n, h), M = ws(kM, n, h), Aq = ws(kAq, n, h), Bq = ws(kBq, n, h);
     auto Sg = ws(kSg, n, h), H = ws(kH, n, h), T = ws(kT, n, f), GA = ws(kGA, n, h), GB = ws(kGB, n, h);
-    auto Hq = ws(kHq, n, h);
+    auto Sgq = ws(kSgq, n, h), Hq = ws(kHq, n, h);
     keys_hidden<S>(A, B, Sg, H);
     T = s.XV - s.XK;
     hidden_grads<S>(A, B, Sg, M, GA, GB);
-    queries_hidden<S>(Aq, Bq, Hq);
+    queries_hidden<S>(Aq, Bq, Sgq, Hq);
   }
 
   /// The queries' affine base of the map at offset k of theta (Segment::query_shift; no biases),
@@ -327,12 +317,13 @@ struct LearnerGrad<inner::SwiGLU> {
     auto A = ws(kA, n, h), B = ws(kB, n, h), Sg = ws(kSg, n, h), H = ws(kH, n, h), Zk = ws(kZ, n, f);
     auto T = ws(kT, n, f), G = ws(kG, n, f), M = ws(kM, n, h), GA = ws(kGA, n, h), GB = ws(kGB, n, h);
     auto E = ws(kE, n, n), K1 = ws(kK1, n, n), K2 = ws(kK2, n, n), EK = ws(kEK, n, n);
-    auto Aq = ws(kAq, n, h), Bq = ws(kBq, n, h), Hq = ws(kHq, n, h);
+    auto Aq = ws(kAq, n, h), Bq = ws(kBq, n, h), Sgq = ws(kSgq, n, h), Hq = ws(kHq, n, h);
     // keys: A = XK W1, B = XK W3, Sg = sigmoid(A), H = silu(A) B, Z = H W2, G = ln_l2_grad(Z, XV - XK)
-    A.noalias() = s.XK * W1;
-    B.noalias() = s.XK * W3;
+    // (float: the products with W read in place, blocks::rows_times)
+    blocks::rows_times<S>(s.XK, W1, A);
+    blocks::rows_times<S>(s.XK, W3, B);
     keys_hidden<S>(A, B, Sg, H);
-    Zk.noalias() = H * W2;
+    blocks::rows_times<S>(H, W2, Zk);
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Zk, T, s.ln_w, s.ln_b, G);
     // M = G W2^T, GA = M B silu'(A), GB = M silu(A)
@@ -346,7 +337,7 @@ struct LearnerGrad<inner::SwiGLU> {
     blocks::causal_apply<S>(EK, GA, Aq);
     detail::query_base<S>(s, s.XQ, W3, shift(d, s, f * h), Bq);
     blocks::causal_apply<S>(EK, GB, Bq);
-    queries_hidden<S>(Aq, Bq, Hq);
+    queries_hidden<S>(Aq, Bq, Sgq, Hq);
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
     K2.noalias() = Hq * H.transpose();
     if (!output) return;
@@ -381,7 +372,7 @@ struct LearnerGrad<inner::SwiGLU> {
     auto A = ws(kA, n, h), B = ws(kB, n, h), Sg = ws(kSg, n, h), H = ws(kH, n, h), Zk = ws(kZ, n, f);
     auto T = ws(kT, n, f), G = ws(kG, n, f), M = ws(kM, n, h), GA = ws(kGA, n, h), GB = ws(kGB, n, h);
     auto E = ws(kE, n, n), K1 = ws(kK1, n, n), K2 = ws(kK2, n, n);
-    auto Aq = ws(kAq, n, h), Bq = ws(kBq, n, h), Hq = ws(kHq, n, h);
+    auto Aq = ws(kAq, n, h), Bq = ws(kBq, n, h), Sgq = ws(kSgq, n, h), Hq = ws(kHq, n, h);
     auto dE = ws.zero(kdE, n, n), dG = ws.zero(kdG, n, f), dGA = ws.zero(kdGA, n, h), dGB = ws.zero(kdGB, n, h);
     auto dHq = ws.zero(kdHq, n, h), dH = ws.zero(kdH, n, h);
     // no biases: a zero bias cotangent in, the bias cotangent out discarded
@@ -393,7 +384,7 @@ struct LearnerGrad<inner::SwiGLU> {
     // Hq = silu(Aq) Bq:  dAq = dHq Bq silu'(Aq),  dBq = dHq silu(Aq)
     auto dAq = ws(kdAq, n, h), dBq = ws(kdBq, n, h);
     for (Eigen::Index i = 0; i < n * h; ++i) {
-      const S a = Aq.data()[i], sg = blocks::sigmoid(a), g = dHq.data()[i];
+      const S a = Aq.data()[i], sg = Sgq.data()[i], g = dHq.data()[i];
       dAq.data()[i] = g * Bq.data()[i] * sg * (S(1) + a * (S(1) - sg));
       dBq.data()[i] = g * a * sg;
     }
@@ -416,15 +407,15 @@ struct LearnerGrad<inner::SwiGLU> {
       dA.data()[i] = ga * m * b * spp + gb * m * sp;
     }
     // M = G W2^T
-    dG.noalias() += dM * W2;
-    dW2.noalias() += dM.transpose() * G;
+    blocks::rows_times<S>(dM, W2, dG, /*accumulate=*/true);
+    blocks::xt_times<S>(dM, G, mv(dW2), /*accumulate=*/true);
     // G = ln_l2_grad(Z, T), T = XV - XK
     auto dZ = ws.zero(kdZ, n, f), dT = ws.zero(kdT, n, f);
     blocks::ln_l2_grad_bwd(Zk, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
     o.dXV += dT;
     o.dXK -= dT;
     // Z = H W2
-    dW2.noalias() += H.transpose() * dZ;
+    blocks::xt_times<S>(H, dZ, mv(dW2), /*accumulate=*/true);
     dH.noalias() += dZ * W2.transpose();
     // H = silu(A) B:  dA += dH B silu'(A),  dB += dH silu(A)
     for (Eigen::Index i = 0; i < n * h; ++i) {
@@ -433,8 +424,8 @@ struct LearnerGrad<inner::SwiGLU> {
       dB.data()[i] += g * a * sg;
     }
     // A = XK W1, B = XK W3
-    dW1.noalias() += s.XK.transpose() * dA;
-    dW3.noalias() += s.XK.transpose() * dB;
+    blocks::xt_times<S>(s.XK, dA, mv(dW1), /*accumulate=*/true);
+    blocks::xt_times<S>(s.XK, dB, mv(dW3), /*accumulate=*/true);
     o.dXK.noalias() += dA * W1.transpose();
     o.dXK.noalias() += dB * W3.transpose();
   }

@@ -76,6 +76,15 @@ inline void silu_mul(backend::scalar, float* g, const float* u, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) g[i] = silu_scalar(g[i]) * u[i];
 }
 
+/// sg[i] = sigmoid(a[i]) (not written when sg is null), h[i] = a[i] sg[i] b[i]; h may be a or b
+inline void silu_gate(backend::scalar, const float* a, const float* b, float* sg, float* h, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float x = a[i], s = sigmoid_scalar(x), y = x * s * b[i];
+    if (sg) sg[i] = s;
+    h[i] = y;
+  }
+}
+
 /// Y[b, j] = sum_i X[b, i] W[j, i] (or += with `accumulate`), b < n, j < m, i < k: a few rows
 /// times the transpose of a torch Linear weight W (m, k), row-major; X and Y row-major with row
 /// strides ldx and ldy. The few-rows product of batched decode (blocks/linear.hpp).

@@ -68,6 +68,13 @@ inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
   silu_mul(backend::scalar{}, g + head, u + head, n - head);
 }
 
+inline void silu_gate(backend::simd, const float* a, const float* b, float* sg, float* h, std::size_t n) {
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  t.silu_gate(a, b, sg, h, head);
+  silu_gate(backend::scalar{}, a + head, b + head, sg ? sg + head : nullptr, h + head, n - head);
+}
+
 /// rows_wt (kernels/scalar.hpp) reading W once (isa::rows_wt).
 inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
                     std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {

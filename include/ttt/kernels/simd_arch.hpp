@@ -121,6 +121,21 @@ void silu_mul(float* g, const float* u, std::size_t n) {
   }
 }
 
+/// sg = sigmoid(a) (skipped when sg is null), h = a sg b: SwiGLU fast weights' hidden units (their
+/// sigmoid kept for the derivatives).
+template <class A>
+void silu_gate(const float* a, const float* b, float* sg, float* h, std::size_t n) {
+  using B = fb<A>;
+  constexpr std::size_t W = B::size;
+  const B one(1.0f);
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const B x = B::load_unaligned(a + i), s = one / (one + xsimd::exp(-x));
+    const B y = x * s * B::load_unaligned(b + i);
+    if (sg) s.store_unaligned(sg + i);
+    y.store_unaligned(h + i);
+  }
+}
+
 /// Keeps `v` in a register. In rows_wt_tile GCC otherwise folds the load of an X row into each of
 /// the NW FMAs that use it: NW loads of the same X values per step instead of one, and the loads,
 /// not the FMAs, set the pace (one core of the AMD EPYC (Zen 5), a small program: 8 rows by
