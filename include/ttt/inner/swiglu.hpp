@@ -45,7 +45,7 @@ struct SwiGLU {
     const Eigen::Map<const MatT<S>> W1(theta, f, h), W3(theta + f * h, f, h), W2(theta + 2 * f * h, h, f);
     MatT<S> A = X * W1;
     const MatT<S> B = X * W3;
-    for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = A.data()[i] * blocks::sigmoid(A.data()[i]) * B.data()[i];
+    blocks::silu_gate_into<S>(A.data(), B.data(), nullptr, A.data(), size_t(A.size()));  // silu(A) B, in place
     Z.noalias() = A * W2;
   }
 
@@ -59,11 +59,11 @@ struct SwiGLU {
     const MatT<S> A = X * W1, B = X * W3;
     MatT<S> Gt(A.rows(), h), dA(A.rows(), h), dB(A.rows(), h);
     const MatT<S> dG = dZ * W2.transpose();
+    blocks::silu_gate_into<S>(A.data(), B.data(), dB.data(), Gt.data(), size_t(A.size()));  // dB: sigmoid(a)
     for (Eigen::Index i = 0; i < A.size(); ++i) {
-      const S a = A.data()[i], b = B.data()[i], s = blocks::sigmoid(a), si = a * s;
-      Gt.data()[i] = si * b;
+      const S a = A.data()[i], b = B.data()[i], s = dB.data()[i];
       dA.data()[i] = dG.data()[i] * b * s * (S(1) + a * (S(1) - s));
-      dB.data()[i] = dG.data()[i] * si;
+      dB.data()[i] = dG.data()[i] * (a * s);
     }
     for (Eigen::Index r = 0; r < X.rows(); ++r) {
       g2.noalias() += (w[r] * Gt.row(r)).transpose() * dZ.row(r);
