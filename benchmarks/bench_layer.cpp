@@ -7,7 +7,8 @@
 //   BM_LayerDecode<L>      one token per iteration with a warm state (time per token)
 //   BM_Learner*            one head, one mini-batch of 16 tokens: dual form vs primal form (inner
 //                          gradient by hand or derived); BM_LearnerTrain: the training forward +
-//                          reverse, hand-written vs derived
+//                          reverse, hand-written vs derived; train_kept: the forward's products kept
+//                          for the reverse (scan_checkpoint_group 0, the default)
 // GFLOP/s use TTTLayer::flops_per_token() (layer.hpp) and the learners' flops_per_token
 // (inner/linear.hpp, inner/mlp.hpp). Quick smoke run (seconds):
 //   bench_layer --benchmark_filter='/512$|Decode|Learner' --benchmark_min_time=0.01
@@ -229,8 +230,11 @@ void BM_Learner(benchmark::State& state) {
 // One head, one mini-batch of 16 tokens (f = 64) through the training path: forward and reverse
 // (random cotangents), the learner's hand-written LearnerGrad (Derived = false) or the one derived
 // from its map on the ad::Real tape (inner/derived.hpp; the correctness twin). FLOPs: not counted
-// for the derived path (the tape's work is not the model's); tokens/s only.
-template <class L, bool Derived>
+// for the derived path (the tape's work is not the model's); tokens/s only. Kept = true: the
+// forward leaves its products in a store of the mini-batch's own and the reverse reads them there
+// instead of recomputing them (what the layer does at scan_checkpoint_group 0, the default;
+// inner/learner_grad.hpp's Scratch); false: the reverse recomputes them (group >= 1).
+template <class L, bool Derived, bool Kept = false>
 void BM_LearnerTrain(benchmark::State& state) {
   const EigenSerial serial;
   using G = std::conditional_t<Derived, ttt::train::DerivedGrad<L>, ttt::train::LearnerGrad<L>>;
@@ -241,14 +245,19 @@ void BM_LearnerTrain(benchmark::State& state) {
   std::vector<float> the(theta.size()), dthe(theta.size(), 0.01f), dth(theta.size());
   Mat Zq(b, f), dZq = Mat::Constant(b, f, 0.01f), dXQ(b, f), dXK(b, f), dXV(b, f);
   std::vector<float> dte(b), dlr(b), dlw(f), dlb(f);
-  ttt::train::Scratch<float> ws;
+  ttt::train::Scratch<float> ws, store;
+  constexpr size_t kept = Kept ? ttt::train::kept_slots<G>() : 0;
+  static_assert(!Kept || kept > 0, "Kept: the learner's LearnerGrad keeps no slots");
   for (auto _ : state) {
+    if (Kept) ws.keep(&store, kept, false);
     G::template forward<float>(theta.data(), f, seg, ttt::MatRef(Zq), the.data(), ws);
+    if (Kept) ws.release(), ws.keep(&store, kept, true);
     dXQ.setZero(), dXK.setZero(), dXV.setZero();
     std::fill(dth.begin(), dth.end(), 0.0f);
     ttt::train::SegmentGrad<float> o{ttt::MatRef(dXQ), ttt::MatRef(dXK), ttt::MatRef(dXV), dte.data(), dlr.data(),
                                      dlw.data(), dlb.data()};
     G::template backward<float>(theta.data(), f, seg, ttt::CMatRef(dZq), dthe.data(), dth.data(), o, ws);
+    if (Kept) ws.release();
     benchmark::DoNotOptimize(dth.data());
     benchmark::ClobberMemory();
   }
@@ -287,6 +296,8 @@ BENCHMARK(BM_LayerDecode<SwiGLU>)->Name("Layer/SwiGLU/decode")->Unit(benchmark::
 BENCHMARK(BM_Learner<SwiGLU, true>)->Name("Learner/SwiGLU/dual_form")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Learner<SwiGLU, false>)->Name("Learner/SwiGLU/primal")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LearnerTrain<SwiGLU, false>)->Name("Learner/SwiGLU/train")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<SwiGLU, false, true>)->Name("Learner/SwiGLU/train_kept")->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_LearnerTrain<SwiGLU, true>)->Name("Learner/SwiGLU/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<Linear>)->Name("Layer/Linear/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LayerDecode<MLP>)->Name("Layer/MLP/decode")->Unit(benchmark::kMicrosecond)->UseRealTime();
@@ -302,6 +313,8 @@ BENCHMARK(BM_Learner<ttt::inner::ApplyOnly<MLP>, false>)->Name("Learner/MLP/prim
 BENCHMARK(BM_LearnerTrain<Linear, false>)->Name("Learner/Linear/train")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_LearnerTrain<Linear, true>)->Name("Learner/Linear/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LearnerTrain<MLP, false>)->Name("Learner/MLP/train")->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LearnerTrain<MLP, false, true>)->Name("Learner/MLP/train_kept")->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_LearnerTrain<MLP, true>)->Name("Learner/MLP/train_derived")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
