@@ -36,77 +36,88 @@ inline void map_batches(const float* x, float* y, std::size_t n, Op op) {
   for (std::size_t i = 0; i + W <= n; i += W) op(fb<A>::load_unaligned(x + i)).store_unaligned(y + i);
 }
 
+// The GELU family in parts: the tanh of each form and the values made from it. The single
+// kernels and the pair kernels below are built from the same parts, so a pair's two values are the
+// singles' bit for bit (tests/kernels/test_kernels.cpp checks it under every table).
+/// tanh(k (v + c v^3)): torch's gelu(approximate="tanh") and its derivative.
+template <class A>
+inline fb<A> gelu_t(fb<A> v) {
+  const fb<A> k(0.7978845608028654f), c(0.044715f);
+  return xsimd::tanh(k * (v + c * v * v * v));
+}
+/// gelu_tanh from gelu_t.
+template <class A>
+inline fb<A> gelu_of(fb<A> v, fb<A> t) {
+  const fb<A> half(0.5f), one(1.0f);
+  return half * v * (one + t);
+}
+/// gelu_tanh_dx (its derivative) from gelu_t.
+template <class A>
+inline fb<A> gelu_dx_of(fb<A> v, fb<A> t) {
+  const fb<A> k(0.7978845608028654f), c3(3.0f * 0.044715f), half(0.5f), one(1.0f);
+  return half * (one + t) + half * v * (one - t * t) * k * (one + c3 * v * v);
+}
+/// tanh(c1 v (1 + c v^2)) with the constants of the reference's `gelu_bwd`.
+template <class A>
+inline fb<A> gelu_bwd_t(fb<A> v) {
+  const fb<A> c1(0.79788456f), c(0.044715f), one(1.0f);
+  return xsimd::tanh(c1 * v * (one + c * v * v));
+}
+/// gelu_tanh_grad (the reference's `gelu_bwd`) from gelu_bwd_t.
+template <class A>
+inline fb<A> gelu_bwd_of(fb<A> v, fb<A> t) {
+  const fb<A> c1(0.79788456f), c2(0.1070322243f), half(0.5f), one(1.0f);
+  return half * v * ((one - t * t) * (c1 + c2 * v * v)) + half * (one + t);
+}
+/// gelu_tanh_grad_dx (the derivative of `gelu_bwd`) from gelu_bwd_t.
+template <class A>
+inline fb<A> gelu_bwd_dx_of(fb<A> v, fb<A> t) {
+  const fb<A> c1(0.79788456f), c2(0.1070322243f), c13(3.0f * 0.79788456f * 0.044715f), half(0.5f), one(1.0f);
+  const fb<A> s = one - t * t, dt = s * (c1 + c13 * v * v), p = c1 + c2 * v * v;
+  return half * s * p - v * t * dt * p + v * s * c2 * v + half * dt;
+}
+
 /// The kernels below take the first n - n % batch values of their rows (the entry points finish).
 template <class A>
 void gelu_tanh(const float* x, float* y, std::size_t n) {
-  using B = fb<A>;
-  map_batches<A>(x, y, n, [](B v) {
-    const B k(0.7978845608028654f), c(0.044715f), half(0.5f), one(1.0f);
-    return half * v * (one + xsimd::tanh(k * (v + c * v * v * v)));
-  });
+  map_batches<A>(x, y, n, [](fb<A> v) { return gelu_of<A>(v, gelu_t<A>(v)); });
 }
 
 template <class A>
 void gelu_tanh_grad(const float* x, float* y, std::size_t n) {
-  using B = fb<A>;
-  map_batches<A>(x, y, n, [](B v) {
-    const B k(0.79788456f), c(0.044715f), c2(0.1070322243f), half(0.5f), one(1.0f);
-    const B t = xsimd::tanh(k * v * (one + c * v * v));
-    return half * v * ((one - t * t) * (k + c2 * v * v)) + half * (one + t);
-  });
+  map_batches<A>(x, y, n, [](fb<A> v) { return gelu_bwd_of<A>(v, gelu_bwd_t<A>(v)); });
 }
 
 template <class A>
 void gelu_tanh_dx(const float* x, float* y, std::size_t n) {
-  using B = fb<A>;
-  map_batches<A>(x, y, n, [](B v) {
-    const B k(0.7978845608028654f), c(0.044715f), c3(3.0f * 0.044715f), half(0.5f), one(1.0f);
-    const B t = xsimd::tanh(k * (v + c * v * v * v));
-    return half * (one + t) + half * v * (one - t * t) * k * (one + c3 * v * v);
-  });
+  map_batches<A>(x, y, n, [](fb<A> v) { return gelu_dx_of<A>(v, gelu_t<A>(v)); });
 }
 
 template <class A>
 void gelu_tanh_grad_dx(const float* x, float* y, std::size_t n) {
-  using B = fb<A>;
-  map_batches<A>(x, y, n, [](B v) {
-    const B c1(0.79788456f), c2(0.1070322243f), c(0.044715f), c13(3.0f * 0.79788456f * 0.044715f), half(0.5f),
-        one(1.0f);
-    const B t = xsimd::tanh(c1 * v * (one + c * v * v)), s = one - t * t;
-    const B dt = s * (c1 + c13 * v * v), p = c1 + c2 * v * v;
-    return half * s * p - v * t * dt * p + v * s * c2 * v + half * dt;
-  });
+  map_batches<A>(x, y, n, [](fb<A> v) { return gelu_bwd_dx_of<A>(v, gelu_bwd_t<A>(v)); });
 }
 
-/// gelu_tanh and gelu_tanh_dx of the same x from one tanh: y and dy are those two kernels' values,
-/// bit for bit (the same expressions; tests/kernels/test_kernels.cpp checks it under every table).
-/// TTT-MLP's reverse needs both of the hidden units (and of the queries').
+/// gelu_tanh and gelu_tanh_dx of the same x from one tanh (TTT-MLP's reverse needs both, of the
+/// hidden units and of the queries').
 template <class A>
 void gelu_tanh_pair(const float* x, float* y, float* dy, std::size_t n) {
-  using B = fb<A>;
-  constexpr std::size_t W = B::size;
-  const B k(0.7978845608028654f), c(0.044715f), c3(3.0f * 0.044715f), half(0.5f), one(1.0f);
+  constexpr std::size_t W = fb<A>::size;
   for (std::size_t i = 0; i + W <= n; i += W) {
-    const B v = B::load_unaligned(x + i);
-    const B t = xsimd::tanh(k * (v + c * v * v * v));
-    (half * v * (one + t)).store_unaligned(y + i);
-    (half * (one + t) + half * v * (one - t * t) * k * (one + c3 * v * v)).store_unaligned(dy + i);
+    const fb<A> v = fb<A>::load_unaligned(x + i), t = gelu_t<A>(v);
+    gelu_of<A>(v, t).store_unaligned(y + i);
+    gelu_dx_of<A>(v, t).store_unaligned(dy + i);
   }
 }
 
-/// gelu_tanh_grad and gelu_tanh_grad_dx of the same x from one tanh (their values, bit for bit).
+/// gelu_tanh_grad and gelu_tanh_grad_dx of the same x from one tanh.
 template <class A>
 void gelu_tanh_grad_pair(const float* x, float* y, float* dy, std::size_t n) {
-  using B = fb<A>;
-  constexpr std::size_t W = B::size;
-  const B k(0.79788456f), c(0.044715f), c2(0.1070322243f), c13(3.0f * 0.79788456f * 0.044715f), half(0.5f),
-      one(1.0f);
+  constexpr std::size_t W = fb<A>::size;
   for (std::size_t i = 0; i + W <= n; i += W) {
-    const B v = B::load_unaligned(x + i);
-    const B t = xsimd::tanh(k * v * (one + c * v * v));
-    (half * v * ((one - t * t) * (k + c2 * v * v)) + half * (one + t)).store_unaligned(y + i);
-    const B s = one - t * t, dt = s * (k + c13 * v * v), p = k + c2 * v * v;
-    (half * s * p - v * t * dt * p + v * s * c2 * v + half * dt).store_unaligned(dy + i);
+    const fb<A> v = fb<A>::load_unaligned(x + i), t = gelu_bwd_t<A>(v);
+    gelu_bwd_of<A>(v, t).store_unaligned(y + i);
+    gelu_bwd_dx_of<A>(v, t).store_unaligned(dy + i);
   }
 }
 
