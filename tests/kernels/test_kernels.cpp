@@ -266,7 +266,8 @@ TEST_CASE("silu_gate: simd matches scalar (sigmoid kept or not, h over b)") {
     std::vector<float> sg(n), h(n);
     kernels::silu_gate(backend::scalar{}, a.data(), b.data(), sg.data(), h.data(), n);
     for (size_t shift : {size_t(0), size_t(1)}) {
-      Guarded aa(a, shift), bb(b, 1 - shift), gs(std::vector<float>(n, 0.0f), shift), gh(std::vector<float>(n, 0.0f), 1 - shift);
+      Guarded aa(a, shift), bb(b, 1 - shift);
+      Guarded gs(std::vector<float>(n, 0.0f), shift), gh(std::vector<float>(n, 0.0f), 1 - shift);
       kernels::silu_gate(backend::simd{}, aa.data(), bb.data(), gs.data(), gh.data(), n);
       check_close("silu_gate sigmoid", a, sg.data(), gs.data());
       check_close("silu_gate h", a, h.data(), gh.data());
