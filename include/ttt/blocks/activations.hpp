@@ -160,26 +160,32 @@ void gelu_bwd_ref_grad_into(const S* x, S* y, std::size_t n) {
                    [](const S& v) { return gelu_bwd_ref_grad(v); });
 }
 
+namespace detail {
+/// y[i] = f(x[i]), dy[i] = df(x[i]) on buffers of n elements: for float the SIMD pair kernel
+/// `simd` (called on the default CPU backend), otherwise the scalar forms in a loop.
+template <class S, class Simd, class F, class DF>
+void map_pair_into(const S* x, S* y, S* dy, std::size_t n, Simd simd, F f, DF df) {
+  if constexpr (std::is_same_v<S, float>) simd(backend::cpu_default{}, x, y, dy, n);
+  else
+    for (std::size_t i = 0; i < n; ++i) {
+      const S v = x[i];
+      y[i] = f(v), dy[i] = df(v);
+    }
+}
+}  // namespace detail
+
 /// y = gelu(x) and dy = gelu_grad(x) in one pass: for float one tanh per element for both (the
 /// values gelu_into and gelu_grad_into give, bit for bit).
 template <class S>
 void gelu_and_grad_into(const S* x, S* y, S* dy, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_pair(backend::cpu_default{}, x, y, dy, n);
-  else
-    for (std::size_t i = 0; i < n; ++i) {
-      const S v = x[i];
-      y[i] = gelu(v), dy[i] = gelu_grad(v);
-    }
+  detail::map_pair_into(x, y, dy, n, [](auto... a) { kernels::gelu_tanh_pair(a...); },
+                        [](const S& v) { return gelu(v); }, [](const S& v) { return gelu_grad(v); });
 }
 /// y = gelu_bwd_ref(x) and dy = gelu_bwd_ref_grad(x) in one pass (as gelu_and_grad_into).
 template <class S>
 void gelu_bwd_ref_and_grad_into(const S* x, S* y, S* dy, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) kernels::gelu_tanh_grad_pair(backend::cpu_default{}, x, y, dy, n);
-  else
-    for (std::size_t i = 0; i < n; ++i) {
-      const S v = x[i];
-      y[i] = gelu_bwd_ref(v), dy[i] = gelu_bwd_ref_grad(v);
-    }
+  detail::map_pair_into(x, y, dy, n, [](auto... a) { kernels::gelu_tanh_grad_pair(a...); },
+                        [](const S& v) { return gelu_bwd_ref(v); }, [](const S& v) { return gelu_bwd_ref_grad(v); });
 }
 
 /// sg = sigmoid(a) (skipped when sg is null), h = silu(a) b = a sg b, on buffers of n elements:

@@ -98,27 +98,28 @@ void gelu_tanh_grad_dx(const float* x, float* y, std::size_t n) {
   map_batches<A>(x, y, n, [](fb<A> v) { return gelu_bwd_dx_of<A>(v, gelu_bwd_t<A>(v)); });
 }
 
+/// y = yf(v, t) and dy = dyf(v, t) with t = tf(v), over whole batches: a pair kernel.
+template <class A, class T, class Y, class DY>
+inline void map_pair_batches(const float* x, float* y, float* dy, std::size_t n, T tf, Y yf, DY dyf) {
+  constexpr std::size_t W = fb<A>::size;
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const fb<A> v = fb<A>::load_unaligned(x + i), t = tf(v);
+    yf(v, t).store_unaligned(y + i);
+    dyf(v, t).store_unaligned(dy + i);
+  }
+}
+
 /// gelu_tanh and gelu_tanh_dx of the same x from one tanh (TTT-MLP's reverse needs both, of the
 /// hidden units and of the queries').
 template <class A>
 void gelu_tanh_pair(const float* x, float* y, float* dy, std::size_t n) {
-  constexpr std::size_t W = fb<A>::size;
-  for (std::size_t i = 0; i + W <= n; i += W) {
-    const fb<A> v = fb<A>::load_unaligned(x + i), t = gelu_t<A>(v);
-    gelu_of<A>(v, t).store_unaligned(y + i);
-    gelu_dx_of<A>(v, t).store_unaligned(dy + i);
-  }
+  map_pair_batches<A>(x, y, dy, n, gelu_t<A>, gelu_of<A>, gelu_dx_of<A>);
 }
 
 /// gelu_tanh_grad and gelu_tanh_grad_dx of the same x from one tanh.
 template <class A>
 void gelu_tanh_grad_pair(const float* x, float* y, float* dy, std::size_t n) {
-  constexpr std::size_t W = fb<A>::size;
-  for (std::size_t i = 0; i + W <= n; i += W) {
-    const fb<A> v = fb<A>::load_unaligned(x + i), t = gelu_bwd_t<A>(v);
-    gelu_bwd_of<A>(v, t).store_unaligned(y + i);
-    gelu_bwd_dx_of<A>(v, t).store_unaligned(dy + i);
-  }
+  map_pair_batches<A>(x, y, dy, n, gelu_bwd_t<A>, gelu_bwd_of<A>, gelu_bwd_dx_of<A>);
 }
 
 template <class A>
