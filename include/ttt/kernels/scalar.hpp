@@ -71,6 +71,11 @@ inline void gelu_tanh_grad_pair(backend::scalar, const float* x, float* y, float
     y[i] = gelu_tanh_grad_scalar(v), dy[i] = gelu_tanh_grad_dx_scalar(v);
   }
 }
+/// g[i] = silu(g[i]) * u[i]  (SwiGLU's inner product)
+inline void silu_mul(backend::scalar, float* g, const float* u, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) g[i] = silu_scalar(g[i]) * u[i];
+}
+
 /// sg[i] = sigmoid(a[i]) (not written when sg is null), h[i] = a[i] sg[i] b[i]; h may be a or b
 inline void silu_gate(backend::scalar, const float* a, const float* b, float* sg, float* h, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
@@ -78,10 +83,6 @@ inline void silu_gate(backend::scalar, const float* a, const float* b, float* sg
     if (sg) sg[i] = s;
     h[i] = y;
   }
-}
-/// g[i] = silu(g[i]) * u[i]  (SwiGLU's inner product): silu_gate written over g
-inline void silu_mul(backend::scalar tag, float* g, const float* u, std::size_t n) {
-  silu_gate(tag, g, u, nullptr, g, n);
 }
 
 /// Y[b, j] = sum_i X[b, i] W[j, i] (or += with `accumulate`), b < n, j < m, i < k: a few rows

@@ -61,15 +61,18 @@ inline void gelu_tanh_grad_pair(backend::simd, const float* x, float* y, float* 
                         n);
 }
 
+inline void silu_mul(backend::simd, float* g, const float* u, std::size_t n) {
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  t.silu_mul(g, u, head);
+  silu_mul(backend::scalar{}, g + head, u + head, n - head);
+}
+
 inline void silu_gate(backend::simd, const float* a, const float* b, float* sg, float* h, std::size_t n) {
   const SimdKernels& t = simd_kernels();
   const std::size_t head = n - n % t.width;
   t.silu_gate(a, b, sg, h, head);
   silu_gate(backend::scalar{}, a + head, b + head, sg ? sg + head : nullptr, h + head, n - head);
-}
-/// silu_mul (kernels/scalar.hpp): silu_gate written over g.
-inline void silu_mul(backend::simd tag, float* g, const float* u, std::size_t n) {
-  silu_gate(tag, g, u, nullptr, g, n);
 }
 
 /// rows_wt (kernels/scalar.hpp) reading W once (isa::rows_wt).

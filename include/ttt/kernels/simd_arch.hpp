@@ -122,6 +122,17 @@ void gelu_tanh_grad_pair(const float* x, float* y, float* dy, std::size_t n) {
   map_pair_batches<A>(x, y, dy, n, gelu_bwd_t<A>, gelu_bwd_of<A>, gelu_bwd_dx_of<A>);
 }
 
+template <class A>
+void silu_mul(float* g, const float* u, std::size_t n) {
+  using B = fb<A>;
+  constexpr std::size_t W = B::size;
+  const B one(1.0f);
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const B v = B::load_unaligned(g + i);
+    (v / (one + xsimd::exp(-v)) * B::load_unaligned(u + i)).store_unaligned(g + i);
+  }
+}
+
 /// sg = sigmoid(a) (skipped when sg is null), h = a sg b: SwiGLU fast weights' hidden units (their
 /// sigmoid kept for the derivatives).
 template <class A>

@@ -41,6 +41,7 @@ struct SimdKernels {
   void (*gelu_tanh_grad_dx)(const float*, float*, std::size_t);
   void (*gelu_tanh_pair)(const float*, float*, float*, std::size_t);
   void (*gelu_tanh_grad_pair)(const float*, float*, float*, std::size_t);
+  void (*silu_mul)(float*, const float*, std::size_t);
   void (*silu_gate)(const float*, const float*, float*, float*, std::size_t);
   void (*rows_wt)(const float*, std::ptrdiff_t, std::size_t, std::size_t, const float*, std::size_t, float*,
                   std::ptrdiff_t, bool);
@@ -67,6 +68,7 @@ inline constexpr SimdKernels simd_table{A::name(),
                                         &isa::gelu_tanh_grad_dx<A>,
                                         &isa::gelu_tanh_pair<A>,
                                         &isa::gelu_tanh_grad_pair<A>,
+                                        &isa::silu_mul<A>,
                                         &isa::silu_gate<A>,
                                         &isa::rows_wt<A>,
                                         &isa::rows_w<A>,
