@@ -278,10 +278,10 @@ struct LearnerGrad<inner::SwiGLU> {
       GB.data()[i] = m * a * sg;
     }
   }
-  /// Sgq = sigmoid(Aq) (for the reverse), Hq = silu(Aq) o Bq.
+  /// Sgq = sigmoid(Aq) (for the reverse; not written when null), Hq = silu(Aq) o Bq.
   template <class S, class Mat>
-  static void queries_hidden(const Mat& Aq, const Mat& Bq, Mat& Sgq, Mat& Hq) {
-    blocks::silu_gate_into<S>(Aq.data(), Bq.data(), Sgq.data(), Hq.data(), size_t(Aq.size()));
+  static void queries_hidden(const Mat& Aq, const Mat& Bq, S* Sgq, Mat& Hq) {
+    blocks::silu_gate_into<S>(Aq.data(), Bq.data(), Sgq, Hq.data(), size_t(Aq.size()));
   }
 
   /// The intermediates that are elementwise functions of the kept ones (A, B, M, Aq, Bq): Sg, H,
@@ -296,7 +296,7 @@ struct LearnerGrad<inner::SwiGLU> {
     keys_hidden<S>(A, B, Sg, H);
     T = s.XV - s.XK;
     hidden_grads<S>(A, B, Sg, M, GA, GB);
-    queries_hidden<S>(Aq, Bq, Sgq, Hq);
+    queries_hidden<S>(Aq, Bq, Sgq.data(), Hq);
   }
 
   /// The queries' affine base of the map at offset k of theta (Segment::query_shift; no biases),
@@ -337,7 +337,7 @@ struct LearnerGrad<inner::SwiGLU> {
     blocks::causal_apply<S>(EK, GA, Aq);
     detail::query_base<S>(s, s.XQ, W3, shift(d, s, f * h), Bq);
     blocks::causal_apply<S>(EK, GB, Bq);
-    queries_hidden<S>(Aq, Bq, Sgq, Hq);
+    queries_hidden<S>(Aq, Bq, output ? nullptr : Sgq.data(), Hq);  // Sgq: the reverse's, not the forward's
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
     K2.noalias() = Hq * H.transpose();
     if (!output) return;
