@@ -32,7 +32,7 @@ Var<T> attention_naive(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t wind
   Matrix<T> y(n, D);
   for (int64_t h = 0; h < heads; ++h) {
     Matrix<T>& p = (*P)[size_t(h)];
-    p.noalias() = q.value().middleCols(h * dh, dh) * k.value().middleCols(h * dh, dh).transpose();
+    blocks::matmul(p, q.value().middleCols(h * dh, dh), k.value().middleCols(h * dh, dh).transpose());
     p *= scale;
     for (Eigen::Index i = 0; i < n; ++i) {
       const Eigen::Index lo = window < 0 ? 0 : std::max<Eigen::Index>(0, i - window);
@@ -49,7 +49,7 @@ Var<T> attention_naive(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t wind
       }
       p.row(i) /= s;
     }
-    y.middleCols(h * dh, dh).noalias() = p * v.value().middleCols(h * dh, dh);
+    blocks::matmul(y.middleCols(h * dh, dh), p, v.value().middleCols(h * dh, dh));
   }
   const bool rg = q.requires_grad() || k.requires_grad() || v.requires_grad();
   return q.tape->record(std::move(y), rg, [q, k, v, heads, dh, scale, P](const Matrix<T>& dy, Tape<T>& t) {
@@ -58,15 +58,15 @@ Var<T> attention_naive(Var<T> q, Var<T> k, Var<T> v, int64_t heads, int64_t wind
     for (int64_t h = 0; h < heads; ++h) {
       const Matrix<T>& p = (*P)[size_t(h)];
       const auto dOh = dy.middleCols(h * dh, dh);
-      dv.middleCols(h * dh, dh).noalias() = p.transpose() * dOh;
+      blocks::matmul(dv.middleCols(h * dh, dh), p.transpose(), dOh);
       Matrix<T> dp = dOh * v.value().middleCols(h * dh, dh).transpose();  // (n, n)
       for (Eigen::Index i = 0; i < n; ++i) {
         const T rs = dp.row(i).dot(p.row(i));
         dp.row(i) = p.row(i).cwiseProduct((dp.row(i).array() - rs).matrix());
       }
       dp *= scale;
-      dq.middleCols(h * dh, dh).noalias() = dp * k.value().middleCols(h * dh, dh);
-      dk.middleCols(h * dh, dh).noalias() = dp.transpose() * q.value().middleCols(h * dh, dh);
+      blocks::matmul(dq.middleCols(h * dh, dh), dp, k.value().middleCols(h * dh, dh));
+      blocks::matmul(dk.middleCols(h * dh, dh), dp.transpose(), q.value().middleCols(h * dh, dh));
     }
     t.accumulate(q, dq);
     t.accumulate(k, dk);

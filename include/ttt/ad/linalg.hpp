@@ -21,7 +21,7 @@ template <class T>
 Var<T> linear(Var<T> x, Var<T> W) {
   detail::check<T>(x.cols() == W.cols(), "linear", "x " + detail::shp(x) + " and W " + detail::shp(W) + " (W is [out, in])");
   Matrix<T> y;
-  y.noalias() = x.value() * W.value().transpose();
+  blocks::matmul(y, x.value(), W.value().transpose());
   return x.tape->record(std::move(y), x.requires_grad() || W.requires_grad(), [x, W](const Matrix<T>& dy, Tape<T>& t) {
     t.accumulate_product(x, dy, W.value());
     t.accumulate_product(W, dy.transpose(), x.value());

@@ -155,19 +155,19 @@ Var<T> causal_conv1d(Var<T> x, Var<T> W, Var<T> b, int64_t k, int64_t stride) {
     return Xc;
   };
   Matrix<T> y = b.value().replicate(m, 1);
-  y.noalias() += unfold(x.value()) * W.value().transpose();
+  blocks::matmul(y, unfold(x.value()), W.value().transpose(), true);
   const bool rg = x.requires_grad() || W.requires_grad() || b.requires_grad();
   return x.tape->record(std::move(y), rg, [x, W, b, k, stride, unfold](const Matrix<T>& dy, Tape<T>& t) {
     const Eigen::Index n = x.rows(), in = x.cols();
     if (t.requires_grad(b)) t.accumulate(b, dy.colwise().sum());
     if (t.requires_grad(W)) {
       Matrix<T> dW;
-      dW.noalias() = dy.transpose() * unfold(x.value());  // (out, in * k)
+      blocks::matmul(dW, dy.transpose(), unfold(x.value()));  // (out, in * k)
       t.accumulate(W, dW);
     }
     if (t.requires_grad(x)) {
       Matrix<T> dXc;
-      dXc.noalias() = dy * W.value();  // (m, in * k)
+      blocks::matmul(dXc, dy, W.value());  // (m, in * k)
       Matrix<T>& gx = t.grad_buffer(x);
       // rows of x receive from several output rows: split the columns instead (the same sums in
       // the same order whatever the cut)

@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "../blocks/matmul.hpp"
 #include "../core/error.hpp"
 
 namespace ttt::ad {
@@ -174,10 +175,7 @@ class Tape {
   void accumulate_product(Var<T> v, const A& a, const B& b) {
     Node& n = nodes_[size_t(v.id)];
     if (!n.requires_grad) return;
-    if (n.grad.size() == 0)
-      n.grad.noalias() = a * b;
-    else
-      n.grad.noalias() += a * b;
+    blocks::matmul(n.grad, a, b, /*accumulate=*/n.grad.size() != 0);
   }
   /// v's gradient buffer, zero-filled on first use (for ops that scatter into parts of it).
   M& grad_buffer(Var<T> v) {

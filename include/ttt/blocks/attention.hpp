@@ -27,6 +27,7 @@
 #include "../core/parallel.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "matmul.hpp"
 
 namespace ttt::attn {
 
@@ -72,7 +73,7 @@ void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T 
   for (int64_t j0 = jlo; j0 <= jhi; j0 += kBlockK) {
     const int64_t j1 = std::min(jhi + 1, j0 + kBlockK), bk = j1 - j0;
     S.resize(bq, bk);
-    S.noalias() = Q.middleRows(i0, bq) * K.middleRows(j0, bk).transpose();  // (bq, bk)
+    blocks::matmul(S, Q.middleRows(i0, bq), K.middleRows(j0, bk).transpose());  // (bq, bk)
     S *= scale;
     // mask only the tiles that cross a row's range
     const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
@@ -94,7 +95,7 @@ void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T 
       mx[i0 + r] = mnew;
       if (corr != T(1)) O.row(i0 + r) *= corr;
     }
-    O.middleRows(i0, bq).noalias() += S * V.middleRows(j0, bk);  // (bq, d)
+    blocks::matmul(O.middleRows(i0, bq), S, V.middleRows(j0, bk), true);  // (bq, d)
   }
 }
 
@@ -195,8 +196,8 @@ void backward_tiles(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, con
       const int64_t j1 = std::min(last.hi + 1, j0 + kBlockK), bk = j1 - j0;
       P.resize(bq, bk);
       dP.resize(bq, bk);
-      P.noalias() = Q.middleRows(i0, bq) * K.middleRows(j0, bk).transpose();
-      dP.noalias() = dO.middleRows(i0, bq) * V.middleRows(j0, bk).transpose();  // (bq, bk)
+      blocks::matmul(P, Q.middleRows(i0, bq), K.middleRows(j0, bk).transpose());
+      blocks::matmul(dP, dO.middleRows(i0, bq), V.middleRows(j0, bk).transpose());  // (bq, bk)
       const bool full = j0 >= last.lo && j1 - 1 <= first.hi;
       for (int64_t r = 0; r < bq; ++r) {
         const T l = lse[i0 + r];
@@ -212,9 +213,9 @@ void backward_tiles(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, con
         p = (p.array() * scale - l).exp().matrix();  // vectorised exp
         dP.row(r) = (P.row(r).array() * (dP.row(r).array() - D[r]) * scale).matrix();  // dS, scale folded in
       }
-      dV.middleRows(j0, bk).noalias() += P.transpose() * dO.middleRows(i0, bq);
-      dQ.middleRows(i0, bq).noalias() += dP * K.middleRows(j0, bk);
-      dK.middleRows(j0, bk).noalias() += dP.transpose() * Q.middleRows(i0, bq);
+      blocks::matmul(dV.middleRows(j0, bk), P.transpose(), dO.middleRows(i0, bq), true);
+      blocks::matmul(dQ.middleRows(i0, bq), dP, K.middleRows(j0, bk), true);
+      blocks::matmul(dK.middleRows(j0, bk), dP.transpose(), Q.middleRows(i0, bq), true);
     }
   }
 }

@@ -1,7 +1,8 @@
 #pragma once
 /// \file blocks/linear.hpp
 /// y = x W^T (or y += x W^T): torch's Linear without bias, W in its [out, in] layout, x (n, in)
-/// and y (n, out) row-major views. Many rows (prefill, training) go to Eigen's GEMM; one float row
+/// and y (n, out) row-major views. Many rows (prefill, training) go to Eigen's GEMM through
+/// blocks::matmul (compiled for the CPU's instruction set where the program has it); one float row
 /// (decode) and 2 to 64 rows in float (batched decode: one token of each of n sequences) go to
 /// kernels::rows_wt, which reads W once for all the rows, where Eigen's
 /// GEMM would pack (copy) W first and run its kernel on a thin panel: 2-4x faster at n = 8
@@ -13,6 +14,7 @@
 #include "../core/tensor.hpp"
 #include "../kernels/bf16.hpp"
 #include "../kernels/simd.hpp"
+#include "matmul.hpp"
 
 namespace ttt::blocks {
 
@@ -35,8 +37,7 @@ void linear(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false, bool few
       return;
     }
   }
-  if (accumulate) y.noalias() += x * W.transpose();
-  else y.noalias() = x * W.transpose();
+  matmul(y, x, W.transpose(), accumulate);
 }
 
 /// y = x W (or y += x W) for a few rows x (an inner learner's mini-batch: its keys, queries or
@@ -52,8 +53,7 @@ void rows_times(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false) {
       return;
     }
   }
-  if (accumulate) y.noalias() += x * W;
-  else y.noalias() = x * W;
+  matmul(y, x, W, accumulate);
 }
 
 /// y = x^T W (or y += x^T W) for x (k, n) and W (k, m) with few rows k (a mini-batch): a fast
@@ -68,8 +68,7 @@ void xt_times(CRefT<S> x, CRefT<S> W, RefT<S> y, bool accumulate = false) {
       return;
     }
   }
-  if (accumulate) y.noalias() += x.transpose() * W;
-  else y.noalias() = x.transpose() * W;
+  matmul(y, x.transpose(), W, accumulate);
 }
 
 /// Round the float weight `w` to bf16 values in place and return its bf16 copy: afterwards the

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/tensor.hpp"
+#include "matmul.hpp"
 
 namespace ttt::blocks {
 
@@ -50,24 +51,24 @@ void newton_schulz_vjp(const MatT<S>& G, int64_t steps, const MatT<S>& dU, S dno
   Xs[0] = raw * inv;
   MatT<S> A, B, dB, dA;
   for (int64_t k = 0; k < steps; ++k) {
-    A.noalias() = Xs[size_t(k)] * Xs[size_t(k)].transpose();
+    matmul(A, Xs[size_t(k)], Xs[size_t(k)].transpose());
     B = b * A;
-    B.noalias() += c * (A * A);
+    matmul(B, A, A, true, c);
     Xs[size_t(k + 1)] = a * Xs[size_t(k)];
-    Xs[size_t(k + 1)].noalias() += B * Xs[size_t(k)];
+    matmul(Xs[size_t(k + 1)], B, Xs[size_t(k)], true);
   }
   MatT<S> dX = tall ? MatT<S>(dU.transpose()) : dU, dXk;
   for (int64_t k = steps; k-- > 0;) {
     const MatT<S>& X = Xs[size_t(k)];
-    A.noalias() = X * X.transpose();
+    matmul(A, X, X.transpose());
     B = b * A;
-    B.noalias() += c * (A * A);
-    dB.noalias() = dX * X.transpose();
+    matmul(B, A, A, true, c);
+    matmul(dB, dX, X.transpose());
     dA = b * dB;
-    dA.noalias() += c * (dB * A);
-    dA.noalias() += c * (A * dB);
+    matmul(dA, dB, A, true, c);
+    matmul(dA, A, dB, true, c);
     dXk = a * dX;
-    dXk.noalias() += B * dX;
+    matmul(dXk, B, dX, true);
     dXk.noalias() += (dA + dA.transpose()) * X;
     dX.swap(dXk);
   }

@@ -93,9 +93,9 @@ struct SwiGLU {
   void backward(const Eigen::MatrixBase<X>& x, Act act, const Tape& tp, const MatT<S>& dh, MatT<S>& dx, SwiGLU& g,
                 Grad& b) const {
     const int64_t n = x.rows(), I = gate.rows();
-    g.down.noalias() += dh.transpose() * tp.a;
+    matmul(g.down, dh.transpose(), tp.a, true);
     ensure_size(b.da, n, I);
-    b.da.noalias() = dh * down;
+    matmul(b.da, dh, down);
     ensure_size(b.dpre, n, I);
     ensure_size(b.dup, n, I);
     parallel_ranges(n, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(I, 1)), [&](int64_t r0, int64_t r1) {
@@ -111,11 +111,11 @@ struct SwiGLU {
         dup = da.cwiseProduct(pre.unaryExpr([act](S v) { return blocks::act(act, v); }));
       }
     });
-    g.gate.noalias() += b.dpre.transpose() * x;
-    g.up.noalias() += b.dup.transpose() * x;
+    matmul(g.gate, b.dpre.transpose(), x, true);
+    matmul(g.up, b.dup.transpose(), x, true);
     ensure_size(dx, n, gate.cols());
-    dx.noalias() = b.dpre * gate;
-    dx.noalias() += b.dup * up;
+    matmul(dx, b.dpre, gate);
+    matmul(dx, b.dup, up, true);
   }
 
   /// FLOPs per token of the forward.

@@ -165,7 +165,7 @@ void eta_matrix(const Segment<S>& s, M&& E) {
 /// K = Xq Xk^T + 1 (the dual form's kernel, bias included).
 template <class S, class M>
 void kernel(CRefT<S> Xq, CRefT<S> Xk, M&& K) {
-  K.noalias() = Xq * Xk.transpose();
+  blocks::matmul(K, Xq, Xk.transpose());
   K.array() += S(1);
 }
 /// Cotangents of E (n, n) to token_eta and lr.
@@ -216,7 +216,7 @@ void query_base(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShift<S
   if (a.b) Out.rowwise() += Eigen::Map<const RowT<S>>(a.b, out);
   if (s.query_keep)
     for (Eigen::Index t = 0; t < n; ++t) Out.row(t) *= s.query_keep[t];
-  if (a.DW) Out.noalias() += Xq * Eigen::Map<const MatT<S>>(a.DW, in, out);
+  if (a.DW) blocks::matmul(Out, Xq, Eigen::Map<const MatT<S>>(a.DW, in, out), true);
   if (a.Db) Out.rowwise() += Eigen::Map<const RowT<S>>(a.Db, out);
 }
 
@@ -237,15 +237,15 @@ void query_base_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShi
     }
     blocks::xt_times<S>(Xq, cv(dZc), dW, /*accumulate=*/true);
     if (db_) Eigen::Map<RowT<S>>(db_, out) += dZc.colwise().sum();
-    dXq.noalias() += dZc * W.transpose();
+    blocks::matmul(dXq, dZc, W.transpose(), true);
   } else {
     blocks::xt_times<S>(Xq, dOut, dW, /*accumulate=*/true);
     if (db_) Eigen::Map<RowT<S>>(db_, out) += dOut.colwise().sum();
-    dXq.noalias() += dOut * W.transpose();
+    blocks::matmul(dXq, dOut, W.transpose(), true);
   }
   if (a.DW) {
-    Eigen::Map<MatT<S>>(a.dDW, in, out).noalias() += Xq.transpose() * dOut;
-    dXq.noalias() += dOut * Eigen::Map<const MatT<S>>(a.DW, in, out).transpose();
+    blocks::matmul(Eigen::Map<MatT<S>>(a.dDW, in, out), Xq.transpose(), dOut, true);
+    blocks::matmul(dXq, dOut, Eigen::Map<const MatT<S>>(a.DW, in, out).transpose(), true);
   }
   if (a.Db) Eigen::Map<RowT<S>>(a.dDb, out) += dOut.colwise().sum();
 }
@@ -268,26 +268,26 @@ void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, 
   dW += dWe;
   db += dbe;
   auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T) (negated below: -(product) would allocate a temporary)
-  dA.noalias() = dZq * G.transpose();
+  blocks::matmul(dA, dZq, G.transpose());
   auto A = ws(slot + 1, n, n);
   for (Eigen::Index t = 0; t < n; ++t)
     for (Eigen::Index j = 0; j < n; ++j) {
       dA(t, j) = j > t ? S(0) : -dA(t, j);
       A(t, j) = E(t, j) * K(t, j);
     }
-  dG.noalias() -= A.transpose() * dZq;
+  blocks::matmul(dG, A.transpose(), dZq, true, S(-1));
   dE += dA.cwiseProduct(K);
   auto dS = ws(slot + 1, n, n);  // reuses A's buffer: A is no longer needed
   dS = dA.cwiseProduct(E);
-  dXq.noalias() += dS * Xk;
-  dXk.noalias() += dS.transpose() * Xq;
+  blocks::matmul(dXq, dS, Xk, true);
+  blocks::matmul(dXk, dS.transpose(), Xq, true);
   // end state
   const S e = s.token_eta[n - 1];
   auto Kd = ws(slot + 2, n, out);  // Xk dW_end + db_end
   blocks::rows_times<S>(Xk, dWe, Kd);
   Kd.rowwise() += dbe;
   auto GdWt = ws(slot + 3, n, in);  // G dW_end^T
-  GdWt.noalias() = G * dWe.transpose();
+  blocks::matmul(GdWt, G, dWe.transpose());
   for (Eigen::Index j = 0; j < n; ++j) {
     const S lj = s.lr[j];
     dG.row(j) -= (e * lj) * Kd.row(j);

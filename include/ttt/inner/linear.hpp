@@ -27,7 +27,7 @@ struct Linear {
   static void apply(const S* theta, int64_t f, CRefT<S> X, RefT<S> Z) {
     Eigen::Map<const MatT<S>> W(theta, f, f);
     Eigen::Map<const RowT<S>> b(theta + f * f, f);
-    Z.noalias() = X * W;
+    blocks::matmul(Z, X, W);
     Z.rowwise() += b;
   }
 
@@ -130,7 +130,7 @@ struct LearnerGrad<inner::Linear> {
     Eigen::Map<const MatT<S>> W(th, f, f);
     Eigen::Map<const RowT<S>> b(th + f * f, f);
     auto Z = ws(kZ, n, f), T = ws(kT, n, f), G = ws(kG, n, f);
-    Z.noalias() = s.XK * W;
+    blocks::matmul(Z, s.XK, W);
     Z.rowwise() += b;
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Z, T, s.ln_w, s.ln_b, G);
@@ -175,9 +175,9 @@ struct LearnerGrad<inner::Linear> {
     blocks::ln_l2_grad_bwd(Z, T, s.ln_w, s.ln_b, dG, dZ, dT, o.d_ln_w, o.d_ln_b);
     o.dXV += dT;
     o.dXK -= dT;
-    Eigen::Map<MatT<S>>(dth0, f, f).noalias() += s.XK.transpose() * dZ;
+    blocks::matmul(Eigen::Map<MatT<S>>(dth0, f, f), s.XK.transpose(), dZ, true);
     Eigen::Map<RowT<S>>(dth0 + f * f, f) += dZ.colwise().sum();
-    o.dXK.noalias() += dZ * W.transpose();
+    blocks::matmul(o.dXK, dZ, W.transpose(), true);
   }
 };
 

@@ -64,7 +64,7 @@ struct LinearAttention {
     Eigen::Map<const MatT<S>> W(theta0, f, f);
     Eigen::Map<MatT<S>> gW(gacc, f, f);
     ensure_size(ws.G, n, f);
-    ws.G.noalias() = s.XK * W;  // (n, f): d/dz 0.5 ||z - v||^2 at z = k W0
+    blocks::matmul(ws.G, s.XK, W);  // (n, f): d/dz 0.5 ||z - v||^2 at z = k W0
     ws.G -= s.XV;
     bool fresh = s.fresh;
     for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
@@ -73,18 +73,18 @@ struct LinearAttention {
       auto Z = Zq.middleRows(r0, b);
       auto G = ws.G.middleRows(r0, b);
       ensure_size(ws.A, b, b);
-      ws.A.noalias() = Xq * Xk.transpose();  // (b, b)
+      blocks::matmul(ws.A, Xq, Xk.transpose());  // (b, b)
       for (int64_t t = 0; t < b; ++t)
         for (int64_t j = 0; j < b; ++j) ws.A(t, j) = j <= t ? s.token_eta[r0 + t] * s.lr[r0 + j] * ws.A(t, j) : S(0);
-      Z.noalias() = Xq * W;
-      Z.noalias() -= ws.A * G;
+      blocks::matmul(Z, Xq, W);
+      blocks::matmul(Z, ws.A, G, true, S(-1));
       if (!fresh) {
         ensure_size(ws.WG, b, f);
-        ws.WG.noalias() = Xq * gW;
+        blocks::matmul(ws.WG, Xq, gW);
         for (int64_t t = 0; t < b; ++t) Z.row(t) -= s.token_eta[r0 + t] * ws.WG.row(t);
       }
       for (int64_t t = 0; t < b; ++t) G.row(t) *= s.lr[r0 + t];  // gacc += XK^T diag(lr) G
-      gW.noalias() += Xk.transpose() * G;
+      blocks::matmul(gW, Xk.transpose(), G, true);
       fresh = false;
     }
   }
@@ -133,14 +133,14 @@ struct LearnerGrad<inner::LinearAttention> {
     const Eigen::Index n = s.XQ.rows(), blocks = (n + kBlock - 1) / kBlock;
     Eigen::Map<const MatT<S>> W(th, f, f);
     auto G = ws(kG, n, f), Gl = ws(kGl, n, f), P = ws(kS, (blocks + 1) * f, f);
-    G.noalias() = s.XK * W;
+    blocks::matmul(G, s.XK, W);
     G -= s.XV;
     for (Eigen::Index j = 0; j < n; ++j) Gl.row(j) = s.lr[j] * G.row(j);
     P.topRows(f).setZero();
     for (Eigen::Index c = 0; c < blocks; ++c) {
       const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
       P.middleRows((c + 1) * f, f) = P.middleRows(c * f, f);
-      P.middleRows((c + 1) * f, f).noalias() += s.XK.middleRows(r0, b).transpose() * Gl.middleRows(r0, b);
+      blocks::matmul(P.middleRows((c + 1) * f, f), s.XK.middleRows(r0, b).transpose(), Gl.middleRows(r0, b), true);
     }
   }
 
@@ -155,11 +155,11 @@ struct LearnerGrad<inner::LinearAttention> {
       const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
       const auto Xq = s.XQ.middleRows(r0, b), Xk = s.XK.middleRows(r0, b);
       auto A = ws(kK, b, b), QS = ws(kQS, b, f);
-      A.noalias() = Xq * Xk.transpose();
+      blocks::matmul(A, Xq, Xk.transpose());
       for (Eigen::Index t = 0; t < b; ++t)
         for (Eigen::Index j = 0; j < b; ++j) A(t, j) = j <= t ? s.lr[r0 + j] * A(t, j) : S(0);
-      QS.noalias() = Xq * P.middleRows(c * f, f);  // XQ[t] S_c + sum_{j <= t} lr_j (XQ[t] . XK[j]) G[j]
-      QS.noalias() += A * G.middleRows(r0, b);
+      blocks::matmul(QS, Xq, P.middleRows(c * f, f));  // XQ[t] S_c + sum_{j <= t} lr_j (XQ[t] . XK[j]) G[j]
+      blocks::matmul(QS, A, G.middleRows(r0, b), true);
       for (Eigen::Index t = 0; t < b; ++t) Zq.row(r0 + t) -= s.token_eta[r0 + t] * QS.row(t);
     }
     Eigen::Map<MatT<S>> We(th_end, f, f);
@@ -192,8 +192,8 @@ struct LearnerGrad<inner::LinearAttention> {
       auto dXKc = o.dXK.middleRows(r0, b);
       // keys of this block through the later queries and the end state (R)
       auto KR = ws(kKR, b, f), GR = ws(kGR, b, f);
-      KR.noalias() = Xk * R.transpose();
-      GR.noalias() = Gc * R;
+      blocks::matmul(KR, Xk, R.transpose());
+      blocks::matmul(GR, Gc, R);
       for (Eigen::Index j = 0; j < b; ++j) {
         const S lj = s.lr[r0 + j];
         o.d_lr[r0 + j] -= KR.row(j).dot(Gc.row(j));
@@ -202,16 +202,16 @@ struct LearnerGrad<inner::LinearAttention> {
       }
       // queries of this block through the earlier blocks' state S_c
       auto QS = ws(kQS, b, f), US = ws(kUS, b, f);
-      QS.noalias() = Xq * Sc;
-      US.noalias() = U * Sc.transpose();
+      blocks::matmul(QS, Xq, Sc);
+      blocks::matmul(US, U, Sc.transpose());
       for (Eigen::Index t = 0; t < b; ++t) {
         o.d_token_eta[r0 + t] -= U.row(t).dot(QS.row(t));
         dXQc.row(t) -= s.token_eta[r0 + t] * US.row(t);
       }
       // within the block: Zq -= (E o K) G, K = Xq Xk^T
       auto K = ws(kK, b, b), dS = ws(kdS, b, b);
-      K.noalias() = Xq * Xk.transpose();
-      dS.noalias() = U * Gc.transpose();
+      blocks::matmul(K, Xq, Xk.transpose());
+      blocks::matmul(dS, U, Gc.transpose());
       for (Eigen::Index t = 0; t < b; ++t) {
         const S et = s.token_eta[r0 + t];
         for (Eigen::Index j = 0; j < b; ++j) {
@@ -227,17 +227,17 @@ struct LearnerGrad<inner::LinearAttention> {
           dS(t, j) = dst * et * lj;  // dS now holds d(Xq Xk^T)
         }
       }
-      dGc.noalias() -= K.transpose() * U;
-      dXQc.noalias() += dS * Xk;
-      dXKc.noalias() += dS.transpose() * Xq;
+      blocks::matmul(dGc, K.transpose(), U, true, S(-1));
+      blocks::matmul(dXQc, dS, Xk, true);
+      blocks::matmul(dXKc, dS.transpose(), Xq, true);
       // this block's queries join R for the blocks before it
       auto Ue = ws(kUS, b, f);  // US is no longer needed
       for (Eigen::Index t = 0; t < b; ++t) Ue.row(t) = s.token_eta[r0 + t] * U.row(t);
-      R.noalias() += Ue.transpose() * Xq;
+      blocks::matmul(R, Ue.transpose(), Xq, true);
     }
     // G = XK W - XV
-    o.dXK.noalias() += dG * W.transpose();
-    dW.noalias() += s.XK.transpose() * dG;
+    blocks::matmul(o.dXK, dG, W.transpose(), true);
+    blocks::matmul(dW, s.XK.transpose(), dG, true);
     o.dXV -= dG;
   }
 };

@@ -50,7 +50,7 @@ struct MLP {
     MatT<S> H = X * p.W1;  // (n, 4f)
     H.rowwise() += p.b1;
     blocks::gelu_into(H.data(), H.data(), size_t(H.size()));
-    Z.noalias() = H * p.W2;
+    blocks::matmul(Z, H, p.W2);
     Z.rowwise() += p.b2;
   }
 
@@ -103,7 +103,7 @@ struct MLP {
     ws.Z2.rowwise() += p.b2;
     blocks::ln_l2_grad_diff<S>(cv(ws.Z2), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G2));
     blocks::gelu_bwd_ref_into(Z1k.data(), ws.gprime.data(), size_t(n * h));
-    mv(ws.G1).noalias() = cv(ws.G2) * cv(p.W2).transpose();
+    blocks::matmul(mv(ws.G1), cv(ws.G2), cv(p.W2).transpose());
     ws.G1.array() *= ws.gprime.array();
     // layer 1 on the queries
     blocks::causal_scores<S>(s.XQ, s.XK, s.token_eta, s.lr, S(1), mv(ws.A));
@@ -178,7 +178,7 @@ struct MLP {
     // the key's forward and inner-loss gradients at theta0, into row t
     r.K.row(t) = s.XK;
     blocks::gelu_into(ws.Z1.data(), &r.X2(t, 0), size_t(h));
-    mv(ws.Z2).noalias() = cv(r.X2.row(t)) * cv(p.W2);
+    blocks::matmul(mv(ws.Z2), cv(r.X2.row(t)), cv(p.W2));
     ws.Z2 += p.b2;
     blocks::ln_l2_grad_diff<S>(cv(ws.Z2), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G2));
     blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(h));
@@ -188,15 +188,15 @@ struct MLP {
     // the query through theta_t = theta0 - eta_t (gradients of rows 0 .. t), layer by layer
     const S eta = s.token_eta[0];
     RefT<S> Z1q = mv(ws.Z1.bottomRows(1));
-    a.noalias() = s.XQ * cv(r.K).transpose();
+    blocks::matmul(a, s.XQ, cv(r.K).transpose());
     a.array() = -eta * (a.array() + S(1));  // eta in the vector: a scaled operand makes Eigen copy it
-    Z1q.noalias() += cv(a) * cv(r.G1);
+    blocks::matmul(Z1q, cv(a), cv(r.G1), true);
     blocks::gelu_into(Z1q.data(), ws.X2q.data(), size_t(h));
-    a.noalias() = cv(ws.X2q) * cv(r.X2).transpose();
+    blocks::matmul(a, cv(ws.X2q), cv(r.X2).transpose());
     a.array() = -eta * (a.array() + S(1));
-    Zq.noalias() = cv(ws.X2q) * cv(p.W2);
+    blocks::matmul(Zq, cv(ws.X2q), cv(p.W2));
     Zq += p.b2;
-    Zq.noalias() += cv(a) * cv(r.G2);
+    blocks::matmul(Zq, cv(a), cv(r.G2), true);
   }
 
   /// target += scale * (the gradients of n tokens' rows), laid out as theta: gacc += them
@@ -315,7 +315,7 @@ struct LearnerGrad<inner::MLP> {
     Z2.rowwise() += b2;
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Z2, T, s.ln_w, s.ln_b, G2);
-    M.noalias() = G2 * W2.transpose();
+    blocks::matmul(M, G2, W2.transpose());
     G1 = M.cwiseProduct(gp);
     detail::eta_matrix(s, E);
     detail::kernel<S>(s.XQ, s.XK, K1);
@@ -388,11 +388,11 @@ struct LearnerGrad<inner::MLP> {
     // Z2 = X2 W2 + b2, X2 = gelu(Z1), Z1 = XK W1 + b1
     blocks::xt_times<S>(X2, dZ2, mv(Eigen::Map<MatT<S>>(dW2, h, f)), /*accumulate=*/true);
     Eigen::Map<RowT<S>>(db2, f) += dZ2.colwise().sum();
-    dX2.noalias() += dZ2 * W2.transpose();
+    blocks::matmul(dX2, dZ2, W2.transpose(), true);
     dZ1.array() += dX2.array() * ws(kGd, n, h).array();  // gelu'(Z1)
     blocks::xt_times<S>(s.XK, dZ1, mv(Eigen::Map<MatT<S>>(dW1, f, h)), /*accumulate=*/true);
     Eigen::Map<RowT<S>>(db1, h) += dZ1.colwise().sum();
-    o.dXK.noalias() += dZ1 * W1.transpose();
+    blocks::matmul(o.dXK, dZ1, W1.transpose(), true);
   }
 };
 

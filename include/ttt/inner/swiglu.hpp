@@ -46,7 +46,7 @@ struct SwiGLU {
     MatT<S> A = X * W1;
     const MatT<S> B = X * W3;
     blocks::silu_gate_into<S>(A.data(), B.data(), nullptr, A.data(), size_t(A.size()));  // silu(A) B, in place
-    Z.noalias() = A * W2;
+    blocks::matmul(Z, A, W2);
   }
 
   /// grad += sum_r w[r] d<dZ[r], f(X[r])>/dtheta:  with a = x W1, b = x W3, s = sigmoid(a),
@@ -109,7 +109,7 @@ struct SwiGLU {
     }
     blocks::rows_times<S>(cv(ws.H), cv(W2), mv(ws.Z));
     blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
-    ws.WG.noalias() = cv(ws.G) * W2.transpose();  // dH
+    blocks::matmul(ws.WG, cv(ws.G), W2.transpose());  // dH
     ws.dA.array() *= ws.WG.array();
     ws.dB.array() *= ws.WG.array();
     // the queries' hidden layer
@@ -192,9 +192,9 @@ struct SwiGLU {
       r.DA(t, i) = ws.B(0, i) * sg * (S(1) + x * (S(1) - sg));  // b silu'(a)
       r.DB(t, i) = x * sg;                                      // silu(a), times lr dH below
     }
-    mv(ws.Z).noalias() = cv(r.H.row(t)) * cv(W2);
+    blocks::matmul(mv(ws.Z), cv(r.H.row(t)), cv(W2));
     blocks::ln_l2_grad_diff<S>(cv(ws.Z), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G));
-    mv(ws.WG).noalias() = cv(ws.G) * cv(W2).transpose();  // dH
+    blocks::matmul(mv(ws.WG), cv(ws.G), cv(W2).transpose());  // dH
     ws.WG *= s.lr[0];
     r.DA.row(t).array() *= ws.WG.array();
     r.DB.row(t).array() *= ws.WG.array();
@@ -202,15 +202,15 @@ struct SwiGLU {
     // the query through theta_t = theta0 - eta_t (gradients of rows 0 .. t), layer by layer
     const S eta = s.token_eta[0];
     RefT<S> Aq = mv(ws.A.bottomRows(1)), Bq = mv(ws.B.bottomRows(1));
-    a.noalias() = s.XQ * cv(r.K).transpose();
+    blocks::matmul(a, s.XQ, cv(r.K).transpose());
     a *= -eta;  // eta in the vector: a scaled operand makes Eigen copy it
-    Aq.noalias() += cv(a) * cv(r.DA);
-    Bq.noalias() += cv(a) * cv(r.DB);
+    blocks::matmul(Aq, cv(a), cv(r.DA), true);
+    blocks::matmul(Bq, cv(a), cv(r.DB), true);
     blocks::silu_gate_into<S>(Aq.data(), Bq.data(), nullptr, ws.Hq.data(), size_t(h));
-    a.noalias() = cv(ws.Hq) * cv(r.H).transpose();
+    blocks::matmul(a, cv(ws.Hq), cv(r.H).transpose());
     a *= -eta;
-    Zq.noalias() = cv(ws.Hq) * cv(W2);
-    Zq.noalias() += cv(a) * cv(r.G);
+    blocks::matmul(Zq, cv(ws.Hq), cv(W2));
+    blocks::matmul(Zq, cv(a), cv(r.G), true);
   }
 
   /// target += scale * (the gradients of n tokens' rows), laid out as theta: gacc += them
@@ -327,11 +327,11 @@ struct LearnerGrad<inner::SwiGLU> {
     T = s.XV - s.XK;
     blocks::ln_l2_grad(Zk, T, s.ln_w, s.ln_b, G);
     // M = G W2^T, GA = M B silu'(A), GB = M silu(A)
-    M.noalias() = G * W2.transpose();
+    blocks::matmul(M, G, W2.transpose());
     hidden_grads<S>(A, B, Sg, M, GA, GB);
     // the queries' hidden layer: Aq = XQ W1 - (E o K1) GA, Bq = XQ W3 - (E o K1) GB, Hq = silu(Aq) Bq
     detail::eta_matrix(s, E);
-    K1.noalias() = s.XQ * s.XK.transpose();
+    blocks::matmul(K1, s.XQ, s.XK.transpose());
     EK = E.cwiseProduct(K1);
     detail::query_base<S>(s, s.XQ, W1, shift(d, s, 0), Aq);
     blocks::causal_apply<S>(EK, GA, Aq);
@@ -339,7 +339,7 @@ struct LearnerGrad<inner::SwiGLU> {
     blocks::causal_apply<S>(EK, GB, Bq);
     queries_hidden<S>(Aq, Bq, output ? nullptr : Sgq.data(), Hq);  // Sgq: the reverse's, not the forward's
     // the output layer: Zq = Hq W2 - (E o K2) G, K2 = Hq H^T
-    K2.noalias() = Hq * H.transpose();
+    blocks::matmul(K2, Hq, H.transpose());
     if (!output) return;
     EK = E.cwiseProduct(K2);
     detail::query_base<S>(s, Hq, W2, shift(d, s, 2 * f * h), Zq);
@@ -416,7 +416,7 @@ struct LearnerGrad<inner::SwiGLU> {
     o.dXK -= dT;
     // Z = H W2
     blocks::xt_times<S>(H, dZ, mv(dW2), /*accumulate=*/true);
-    dH.noalias() += dZ * W2.transpose();
+    blocks::matmul(dH, dZ, W2.transpose(), true);
     // H = silu(A) B:  dA += dH B silu'(A),  dB += dH silu(A)
     for (Eigen::Index i = 0; i < n * h; ++i) {
       const S a = A.data()[i], sg = Sg.data()[i], g = dH.data()[i];
@@ -426,8 +426,8 @@ struct LearnerGrad<inner::SwiGLU> {
     // A = XK W1, B = XK W3
     blocks::xt_times<S>(s.XK, dA, mv(dW1), /*accumulate=*/true);
     blocks::xt_times<S>(s.XK, dB, mv(dW3), /*accumulate=*/true);
-    o.dXK.noalias() += dA * W1.transpose();
-    o.dXK.noalias() += dB * W3.transpose();
+    blocks::matmul(o.dXK, dA, W1.transpose(), true);
+    blocks::matmul(o.dXK, dB, W3.transpose(), true);
   }
 };
 

@@ -11,7 +11,12 @@
 ///   AVX-512 (F/CD/DQ/BW), compiled in translation units of their own with those flags
 ///   (include/ttt/precompiled/isa/); the CPU is asked at the first call (`__builtin_cpu_supports`,
 ///   which also checks that the OS saves the registers). So a portable build runs the
-///   kernels at the width of the CPU it runs on, while its Eigen products stay at the build's.
+///   kernels at the width of the CPU it runs on.
+/// - The AVX2 and AVX-512 tables also carry `gemm`: Eigen's float GEMM compiled for their
+///   instruction set (include/ttt/precompiled/isa/eigen_gemm.hpp, Eigen in a namespace of its own
+///   there), which kernels::gemm (kernels/gemm.hpp) calls; the build's own table has none, and
+///   kernels::gemm then runs the build's Eigen. So a portable build's large products run at the
+///   CPU's width too.
 /// - `TTT_SIMD=<name>` in the environment, or `use_simd(name)`, picks a table by name (for
 ///   comparisons and tests): `sse2`, `fma3+avx2`, `avx512bw`, ... (`simd_names()` lists them).
 ///   A name this program or CPU lacks is an error that lists the ones it has.
@@ -29,6 +34,13 @@
 #include "simd_arch.hpp"
 
 namespace ttt::kernels {
+
+/// C (m x n, row-major, leading dimension ldc) = alpha op(A) op(B), or += when `accumulate`; op(A) is
+/// (m x k): A row-major (m x k, lda) or, `ta`, its transpose stored row-major (k x m, lda); the
+/// same for B (k x n) with `tb`. `threads`: the caller's Eigen::nbThreads().
+using GemmFn = void (*)(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const float* a,
+                        std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
+                        bool accumulate, float alpha, int threads);
 
 /// One instruction set's kernels (kernels/simd_arch.hpp's instances for `A`).
 struct SimdKernels {
@@ -56,6 +68,9 @@ struct SimdKernels {
   void (*linear_dual)(const DualSegment<float>&, const float*, float*, float*, std::ptrdiff_t, float*);
   void (*bf16_rows)(std::int64_t, const float*, std::int64_t, const std::uint16_t*, std::int64_t, std::int64_t,
                     std::int64_t, float*, std::int64_t, bool);
+  /// Eigen's GEMM for this instruction set (kernels/gemm.hpp has the arguments), or null: the
+  /// build's own Eigen (the build's table, and a build without ttt::simd_dispatch).
+  GemmFn gemm;
 };
 
 template <class A>
@@ -76,7 +91,8 @@ inline constexpr SimdKernels simd_table{A::name(),
                                         &isa::causal_scores<A>,
                                         &isa::causal_apply<A>,
                                         &isa::linear_dual<A>,
-                                        &isa::bf16_rows<A>};
+                                        &isa::bf16_rows<A>,
+                                        nullptr};
 
 namespace detail {
 #if defined(TTT_SIMD_DISPATCH)
@@ -85,6 +101,12 @@ namespace detail {
 const SimdKernels& simd_table_fma3_avx2();
 const SimdKernels& simd_table_avx512bw();
 #endif
+// Eigen's float GEMM compiled for AVX2 + FMA and for AVX-512 (ttt::simd_dispatch,
+// include/ttt/precompiled/isa/eigen_gemm_*.cpp), which those tables carry.
+void gemm_fma3_avx2(bool, bool, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, const float*, std::ptrdiff_t,
+                    const float*, std::ptrdiff_t, float*, std::ptrdiff_t, bool, float, int);
+void gemm_avx512bw(bool, bool, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, const float*, std::ptrdiff_t,
+                   const float*, std::ptrdiff_t, float*, std::ptrdiff_t, bool, float, int);
 
 /// The tables this program holds that this CPU runs, best first, one per name.
 inline std::vector<const SimdKernels*> runnable_simd_tables() {

@@ -100,9 +100,9 @@ class AttentionLayer {
     ensure_size(XQ, n, C);
     ensure_size(XK, n, C);
     ensure_size(XV, n, C);
-    mv(XQ).noalias() = cv(X) * cv(q).transpose();
-    mv(XK).noalias() = cv(X) * cv(k).transpose();
-    mv(XV).noalias() = cv(X) * cv(v).transpose();
+    blocks::matmul(mv(XQ), cv(X), cv(q).transpose());
+    blocks::matmul(mv(XK), cv(X), cv(k).transpose());
+    blocks::matmul(mv(XV), cv(X), cv(v).transpose());
     blocks::rope(XQ, f, rope, rows);
     blocks::rope(XK, f, rope, rows);
   }
@@ -121,7 +121,7 @@ void AttentionLayer<S>::forward(const M& X, State& st, int64_t pos0, Workspace& 
   ensure_size(ws.A, n, C);
   attn::attend<S>(st.cache, ws.XQ, ws.XK, ws.XV, H, scale(), ws.A);
   ensure_size(out, n, C);
-  mv(out).noalias() = cv(ws.A) * cv(o).transpose();
+  blocks::matmul(mv(out), cv(ws.A), cv(o).transpose());
 }
 
 template <class S>
@@ -169,15 +169,15 @@ void MixerGrad<AttentionLayer<S>>::forward(const Layer& w, CRefT<S> X, M& out, T
                              w.scale(), w.window, 0, 0, tp.A.middleCols(h * f, f), tp.lse.data() + h * n);
   });
   ensure_size(out, n, w.C);
-  out.noalias() = tp.A * w.o.transpose();
+  blocks::matmul(out, tp.A, w.o.transpose());
 }
 
 template <class S>
 void MixerGrad<AttentionLayer<S>>::backward(const Layer& w, Layer& g, CRefT<S> dout, RefT<S> dX, const Tape& tp, Buffers& b) {
   const int64_t n = tp.X.rows(), f = w.f, H = w.H, C = w.C;
-  g.o.noalias() += dout.transpose() * tp.A;
+  blocks::matmul(g.o, dout.transpose(), tp.A, true);
   ensure_size(b.dA, n, C);
-  b.dA.noalias() = dout * w.o;
+  blocks::matmul(b.dA, dout, w.o);
   b.dXQ.setZero(n, C);
   b.dXK.setZero(n, C);
   b.dXV.setZero(n, C);
@@ -189,12 +189,12 @@ void MixerGrad<AttentionLayer<S>>::backward(const Layer& w, Layer& g, CRefT<S> d
   });
   blocks::rope(b.dXQ, f, tp.rope, tp.rows.data(), /*inverse=*/true);
   blocks::rope(b.dXK, f, tp.rope, tp.rows.data(), /*inverse=*/true);
-  g.q.noalias() += b.dXQ.transpose() * tp.X;
-  g.k.noalias() += b.dXK.transpose() * tp.X;
-  g.v.noalias() += b.dXV.transpose() * tp.X;
-  dX.noalias() += b.dXQ * w.q;
-  dX.noalias() += b.dXK * w.k;
-  dX.noalias() += b.dXV * w.v;
+  blocks::matmul(g.q, b.dXQ.transpose(), tp.X, true);
+  blocks::matmul(g.k, b.dXK.transpose(), tp.X, true);
+  blocks::matmul(g.v, b.dXV.transpose(), tp.X, true);
+  blocks::matmul(dX, b.dXQ, w.q, true);
+  blocks::matmul(dX, b.dXK, w.k, true);
+  blocks::matmul(dX, b.dXV, w.v, true);
 }
 
 }  // namespace ttt

@@ -308,7 +308,7 @@ class TTTLayer {
     const int64_t n = X.rows();
     ensure_size(sig, H, n);
     ensure_size(LRt, H, n);
-    mv(sig).noalias() = cv(lr_w) * cv(X).transpose();
+    blocks::matmul(mv(sig), cv(lr_w), cv(X).transpose());
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < n; ++t) {
         sig(h, t) = blocks::sigmoid(sig(h, t) + lr_b[h]);
@@ -321,7 +321,7 @@ class TTTLayer {
   void forget_gate(const M& X, M& alpha) const {
     const int64_t n = X.rows();
     ensure_size(alpha, H, n);
-    mv(alpha).noalias() = cv(decay_w) * cv(X).transpose();
+    blocks::matmul(mv(alpha), cv(decay_w), cv(X).transpose());
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < n; ++t) alpha(h, t) = blocks::sigmoid(alpha(h, t) + decay_b[h]);
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../blocks/layer_norm.hpp"
+#include "../blocks/matmul.hpp"
 #include "../core/error.hpp"
 #include "../inner/token_step_grad.hpp"
 #include "../inner/update_grad.hpp"
@@ -258,17 +259,17 @@ void MixerGrad<TTTLayer<L, S, Opts>>::backward(const Layer& w, Layer& g, CRefT<S
   const int64_t n = tp.n, C = w.C, H = w.H, f = w.f;
   const M& X = tp.X;
   const M& Y = w.use_gate ? tp.Y : tp.Yn;
-  g.o.noalias() += dout.transpose() * Y;
+  blocks::matmul(g.o, dout.transpose(), Y, true);
   ensure_size(b.dY, n, C);
-  b.dY.noalias() = dout * w.o;
+  blocks::matmul(b.dY, dout, w.o);
   const M* dYn = &b.dY;
   if (w.use_gate) {
     ensure_size(b.dYn, n, C);
     b.dYn = b.dY.cwiseProduct(tp.G);
     dYn = &b.dYn;
     b.dY = b.dY.cwiseProduct(tp.Yn).cwiseProduct(blocks::gelu_grad(tp.gpre));  // now d gpre
-    g.g.noalias() += b.dY.transpose() * X;
-    dX.noalias() += b.dY * w.g;
+    blocks::matmul(g.g, b.dY.transpose(), X, true);
+    blocks::matmul(dX, b.dY, w.g, true);
   }
   ensure_size(b.dO, n, C);
   b.dO.setZero();
@@ -291,14 +292,14 @@ void MixerGrad<TTTLayer<L, S, Opts>>::backward(const Layer& w, Layer& g, CRefT<S
   // LRt = base_lr / f * sigmoid(lr_w X^T + lr_b)                                        (H, n)
   ensure_size(b.da, H, n);
   b.da = b.dLRt.cwiseProduct(tp.sig.cwiseProduct((S(1) - tp.sig.array()).matrix())) * (S(w.base_lr) / S(f));
-  g.lr_w.noalias() += b.da * X;
+  blocks::matmul(g.lr_w, b.da, X, true);
   g.lr_b += b.da.rowwise().sum().transpose();
-  dX.noalias() += b.da.transpose() * w.lr_w;
+  blocks::matmul(dX, b.da.transpose(), w.lr_w, true);
   if (w.decay_gate) {  // alpha = sigmoid(decay_w X^T + decay_b)                            (H, n)
     b.da = b.dAlpha.cwiseProduct(tp.alpha.cwiseProduct((S(1) - tp.alpha.array()).matrix()));
-    g.decay_w.noalias() += b.da * X;
+    blocks::matmul(g.decay_w, b.da, X, true);
     g.decay_b += b.da.rowwise().sum().transpose();
-    dX.noalias() += b.da.transpose() * w.decay_w;
+    blocks::matmul(dX, b.da.transpose(), w.decay_w, true);
   }
   blocks::rope(b.dXQ, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
   blocks::rope(b.dXK, f, w.rope, tp.p.pos.data(), /*inverse=*/true);
@@ -308,16 +309,16 @@ void MixerGrad<TTTLayer<L, S, Opts>>::backward(const Layer& w, Layer& g, CRefT<S
     blocks::causal_conv_bwd(tp.p.ext, w.conv_q, b.dXQ, b.dext, g.conv_q, g.conv_q_b);
     blocks::causal_conv_bwd(tp.p.ext, w.conv_k, b.dXK, b.dext, g.conv_k, g.conv_k_b);
     const auto dxq = b.dext.bottomRows(n);
-    g.q.noalias() += dxq.transpose() * X;
-    dX.noalias() += dxq * w.q;
+    blocks::matmul(g.q, dxq.transpose(), X, true);
+    blocks::matmul(dX, dxq, w.q, true);
   } else {
-    g.q.noalias() += b.dXQ.transpose() * X;
-    g.k.noalias() += b.dXK.transpose() * X;
-    dX.noalias() += b.dXQ * w.q;
-    dX.noalias() += b.dXK * w.k;
+    blocks::matmul(g.q, b.dXQ.transpose(), X, true);
+    blocks::matmul(g.k, b.dXK.transpose(), X, true);
+    blocks::matmul(dX, b.dXQ, w.q, true);
+    blocks::matmul(dX, b.dXK, w.k, true);
   }
-  g.v.noalias() += b.dXV.transpose() * X;
-  dX.noalias() += b.dXV * w.v;
+  blocks::matmul(g.v, b.dXV.transpose(), X, true);
+  blocks::matmul(dX, b.dXV, w.v, true);
 }
 
 namespace train {

@@ -28,6 +28,7 @@
 
 #include "../blocks/causal_conv.hpp"
 #include "../blocks/cross_entropy.hpp"
+#include "../blocks/matmul.hpp"
 #include "../blocks/rms_norm.hpp"
 #include "../blocks/swiglu.hpp"
 #include "../core/error.hpp"
@@ -158,13 +159,13 @@ class ModelGrad {
     blocks::rms_norm(h_, m.norm, eps, hn_);
     const M& head = m.head();
     ensure_size(dlogits_, n - 1, m.cfg.vocab_size);
-    dlogits_.noalias() = hn_.topRows(n - 1) * head.transpose();  // logits, then their gradient
+    blocks::matmul(dlogits_, hn_.topRows(n - 1), head.transpose());  // logits, then their gradient
     const double loss = blocks::cross_entropy_grad(dlogits_, targets, scale);
     // reverse
     M& dhead = m.cfg.tie_word_embeddings ? g_->embed : g_->lm_head;
-    dhead.noalias() += dlogits_.transpose() * hn_.topRows(n - 1);
+    blocks::matmul(dhead, dlogits_.transpose(), hn_.topRows(n - 1), true);
     ensure_size(dhn_, n, C);
-    dhn_.topRows(n - 1).noalias() = dlogits_ * head;
+    blocks::matmul(dhn_.topRows(n - 1), dlogits_, head);
     dhn_.row(n - 1).setZero();
     dh_.setZero(n, C);
     blocks::rms_norm_bwd(h_, m.norm, eps, dhn_, dh_, g_->norm);

@@ -17,5 +17,12 @@
 #endif
 
 namespace ttt::kernels::detail {
-const SimdKernels& simd_table_avx512bw() { return simd_table<xsimd::avx512bw>; }
+const SimdKernels& simd_table_avx512bw() {
+  static const SimdKernels table = [] {  // the table with this unit's GEMM (eigen_gemm_avx512bw.cpp)
+    SimdKernels t = simd_table<xsimd::avx512bw>;
+    t.gemm = &gemm_avx512bw;
+    return t;
+  }();
+  return table;
+}
 }  // namespace ttt::kernels::detail

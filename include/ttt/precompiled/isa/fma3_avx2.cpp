@@ -9,5 +9,12 @@
 #endif
 
 namespace ttt::kernels::detail {
-const SimdKernels& simd_table_fma3_avx2() { return simd_table<xsimd::fma3<xsimd::avx2>>; }
+const SimdKernels& simd_table_fma3_avx2() {
+  static const SimdKernels table = [] {  // the table with this unit's GEMM (eigen_gemm_fma3_avx2.cpp)
+    SimdKernels t = simd_table<xsimd::fma3<xsimd::avx2>>;
+    t.gemm = &gemm_fma3_avx2;
+    return t;
+  }();
+  return table;
+}
 }  // namespace ttt::kernels::detail

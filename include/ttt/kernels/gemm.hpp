@@ -1,0 +1,62 @@
+#pragma once
+/// \file kernels/gemm.hpp
+/// The large float products: C = op(A) op(B) (or C += ...) on row-major strided matrices, the
+/// arguments of kernels/simd_table.hpp's `GemmFn`.
+///
+/// - `backend::scalar`: Eigen's GEMM as this translation unit compiles it (a portable build's is
+///   SSE2's; a `-march=native` build's the CPU's).
+/// - `backend::simd`: the active table's `gemm`, Eigen's GEMM compiled for AVX2 + FMA or AVX-512
+///   (include/ttt/precompiled/isa/eigen_gemm.hpp) in a program that links ttt::simd_dispatch;
+///   the scalar overload when the table has none (the build's own table, `TTT_SIMD=sse2`) or when
+///   Eigen's products go to a BLAS (`TTT_WITH_BLAS`, which picks its kernels at run time itself).
+///
+/// Both are Eigen's algorithm (same blocking, same order of the sums within a kernel), with the
+/// instruction set's kernels (FMA contracts a * b + c: the results differ in the last bits).
+/// tests/kernels/test_gemm.cpp checks each table against a plain loop in double.
+#include <cstddef>
+
+#include "../core/tensor.hpp"
+#include "backend.hpp"
+#include "simd_table.hpp"
+
+namespace ttt::kernels {
+
+/// C (m x n, ldc) = alpha op(A) op(B), or += when `accumulate`: op(A) (m x k) is A (m x k, lda) or, `ta`,
+/// the transpose of A (k x m, lda); op(B) (k x n) is B (k x n, ldb) or, `tb`, the transpose of B
+/// (n x k, ldb). All row-major with unit inner stride. `threads`: Eigen's OpenMP split.
+inline void gemm(backend::scalar, bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k,
+                 const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
+                 bool accumulate, float alpha = 1.0f) {
+  using In = Eigen::Map<const Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using Out = Eigen::Map<Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
+  Out C(c, m, n, Eigen::OuterStride<>(ldc));
+  const In A(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
+  const In B(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
+  const auto run = [&](const auto& opa, const auto& opb) {
+    if (alpha == 1.0f) {
+      if (accumulate) C.noalias() += opa * opb;
+      else C.noalias() = opa * opb;
+    } else {
+      if (accumulate) C.noalias() += alpha * (opa * opb);
+      else C.noalias() = alpha * (opa * opb);
+    }
+  };
+  if (!ta && !tb) run(A, B);
+  else if (!ta) run(A, B.transpose());
+  else if (!tb) run(A.transpose(), B);
+  else run(A.transpose(), B.transpose());
+}
+
+inline void gemm(backend::simd, bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k,
+                 const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
+                 bool accumulate, float alpha = 1.0f) {
+#if !defined(TTT_WITH_BLAS)
+  if (const GemmFn f = simd_kernels().gemm) {
+    f(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, alpha, Eigen::nbThreads());
+    return;
+  }
+#endif
+  gemm(backend::scalar{}, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, alpha);
+}
+
+}  // namespace ttt::kernels

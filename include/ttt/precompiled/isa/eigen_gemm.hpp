@@ -1,0 +1,52 @@
+#pragma once
+// Eigen's float GEMM for one instruction set (kernels/simd_table.hpp's `gemm`), included by
+// eigen_gemm_<isa>.cpp after it names the namespace Eigen lives in there:
+//
+//   #define Eigen ttt_eigen_<isa>   // every Eigen symbol of the unit then has the ISA in its name
+//   #define TTT_GEMM_NAME gemm_<isa>
+//
+// Eigen chooses its kernels (SSE2, AVX2 + FMA, AVX-512) from the compiler's flags, so a portable
+// build's Eigen is SSE2's. Compiled again here with an instruction set's flags, its templates must
+// not meet the baseline's (same names, other code: the linker would keep one copy for the whole
+// program); in a namespace of their own they are other templates
+// (tests/kernels/check_isa_objects.py checks that nothing else is defined). The unit includes
+// nothing of the library: <Eigen/Core> has include guards, and the library's headers would bring
+// the baseline's Eigen in first.
+// Included without TTT_GEMM_NAME (tests/headers compiles every header alone), it defines nothing.
+#include <cstddef>
+
+#include <Eigen/Core>
+
+#if defined(TTT_GEMM_NAME)
+
+namespace ttt::kernels::detail {
+
+void TTT_GEMM_NAME(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const float* a,
+                   std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
+                   bool accumulate, float alpha, int threads) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using In = Eigen::Map<const RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using Out = Eigen::Map<RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
+  // the caller's thread count for Eigen's own OpenMP split (this copy of Eigen has its own);
+  // written only when it changes
+  if (threads != Eigen::nbThreads()) Eigen::setNbThreads(threads);
+  Out C(c, m, n, Eigen::OuterStride<>(ldc));
+  const auto run = [&](const auto& A, const auto& B) {
+    if (alpha == 1.0f) {
+      if (accumulate) C.noalias() += A * B;
+      else C.noalias() = A * B;
+    } else {
+      if (accumulate) C.noalias() += alpha * (A * B);
+      else C.noalias() = alpha * (A * B);
+    }
+  };
+  const In A(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
+  const In B(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
+  if (!ta && !tb) run(A, B);
+  else if (!ta) run(A, B.transpose());
+  else if (!tb) run(A.transpose(), B);
+  else run(A.transpose(), B.transpose());
+}
+
+}  // namespace ttt::kernels::detail
+#endif  // TTT_GEMM_NAME
