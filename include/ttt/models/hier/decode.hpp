@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../blocks/matmul.hpp"
 #include "../../core/error.hpp"
 #include "model.hpp"
 
@@ -241,7 +242,8 @@ class Decoder {
       auto first = [&](int64_t r) { return keep > 0 ? std::max<int64_t>(0, n0 + r - (keep - 1)) : int64_t(0); };
       const int64_t lo = first(r0);
       for (int64_t hd = 0; hd < heads; ++hd) {
-        sc.noalias() = q.middleRows(r0, rb).middleCols(hd * dh, dh) * K.middleRows(lo, hi - lo).middleCols(hd * dh, dh).transpose();
+        blocks::matmul(sc, q.middleRows(r0, rb).middleCols(hd * dh, dh),
+                       K.middleRows(lo, hi - lo).middleCols(hd * dh, dh).transpose());
         // the masked softmax, row by row: row r sees columns [a0, a1) (scale > 0: max of the
         // scaled = scaled max); the columns it does not see are zeros
         for (int64_t r = 0; r < rb; ++r) {
@@ -253,8 +255,8 @@ class Decoder {
           row.head(a0).setZero();
           row.tail(row.size() - a1).setZero();
         }
-        o.middleRows(r0, rb).middleCols(hd * dh, dh).noalias() =
-            sc * Vs.middleRows(lo, hi - lo).middleCols(hd * dh, dh);
+        blocks::matmul(o.middleRows(r0, rb).middleCols(hd * dh, dh), sc,
+                       Vs.middleRows(lo, hi - lo).middleCols(hd * dh, dh));
       }
     }
     for (int64_t r = 0; r < m; ++r) append_kv(ph, k.row(r), Vs.row(n0 + r), keep);
