@@ -16,6 +16,9 @@
 #include <cstddef>
 
 #include <Eigen/Core>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #if defined(TTT_GEMM_NAME)
 
@@ -27,9 +30,15 @@ void TTT_GEMM_NAME(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::pt
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using In = Eigen::Map<const RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
   using Out = Eigen::Map<RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
-  // the caller's thread count for Eigen's own OpenMP split (this copy of Eigen has its own);
-  // written only when it changes
-  if (threads != Eigen::nbThreads()) Eigen::setNbThreads(threads);
+  // the caller's thread count for Eigen's own OpenMP split (this copy of Eigen has its own),
+  // written only when it changes and never inside a parallel region (the heads' loops call from
+  // several threads at once; Eigen runs a product serially there anyway)
+#if defined(_OPENMP)
+  const bool parallel = omp_in_parallel();
+#else
+  const bool parallel = false;
+#endif
+  if (!parallel && threads != Eigen::nbThreads()) Eigen::setNbThreads(threads);
   Out C(c, m, n, Eigen::OuterStride<>(ldc));
   const auto run = [&](const auto& A, const auto& B) {
     if (alpha == 1.0f) {
