@@ -47,15 +47,25 @@ inline void gemm(backend::scalar, bool ta, bool tb, std::ptrdiff_t m, std::ptrdi
   else run(A.transpose(), B.transpose());
 }
 
+/// The active table's GEMM (Eigen compiled for its instruction set), or null: the build's own
+/// table, a program without ttt::simd_dispatch, or Eigen's products going to a BLAS
+/// (`TTT_WITH_BLAS`). blocks::matmul asks this first and otherwise runs the product as written at
+/// its call site (no Map-based product instantiated there: cheaper to compile).
+inline GemmFn dispatched_gemm() {
+#if defined(TTT_WITH_BLAS)
+  return nullptr;
+#else
+  return simd_kernels().gemm;
+#endif
+}
+
 inline void gemm(backend::simd, bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k,
                  const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
                  bool accumulate, float alpha = 1.0f) {
-#if !defined(TTT_WITH_BLAS)
-  if (const GemmFn f = simd_kernels().gemm) {
+  if (const GemmFn f = dispatched_gemm()) {
     f(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, alpha, Eigen::nbThreads());
     return;
   }
-#endif
   gemm(backend::scalar{}, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, alpha);
 }
 
