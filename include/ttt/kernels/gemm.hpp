@@ -17,6 +17,7 @@
 
 #include "../core/tensor.hpp"
 #include "backend.hpp"
+#include "gemm_maps.hpp"
 #include "simd_table.hpp"
 
 namespace ttt::kernels {
@@ -32,19 +33,7 @@ inline void gemm(backend::scalar, bool ta, bool tb, std::ptrdiff_t m, std::ptrdi
   Out C(c, m, n, Eigen::OuterStride<>(ldc));
   const In A(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
   const In B(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
-  const auto run = [&](const auto& opa, const auto& opb) {
-    if (alpha == 1.0f) {
-      if (accumulate) C.noalias() += opa * opb;
-      else C.noalias() = opa * opb;
-    } else {
-      if (accumulate) C.noalias() += alpha * (opa * opb);
-      else C.noalias() = alpha * (opa * opb);
-    }
-  };
-  if (!ta && !tb) run(A, B);
-  else if (!ta) run(A, B.transpose());
-  else if (!tb) run(A.transpose(), B);
-  else run(A.transpose(), B.transpose());
+  detail::gemm_maps(ta, tb, A, B, C, accumulate, alpha);
 }
 
 /// The active table's GEMM (Eigen compiled for its instruction set), or null: the build's own

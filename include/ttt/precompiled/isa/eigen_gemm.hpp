@@ -10,12 +10,14 @@
 // not meet the baseline's (same names, other code: the linker would keep one copy for the whole
 // program); in a namespace of their own they are other templates
 // (tests/kernels/check_isa_objects.py checks that nothing else is defined). The unit includes
-// nothing of the library: <Eigen/Core> has include guards, and the library's headers would bring
-// the baseline's Eigen in first.
+// nothing else of the library but kernels/gemm_maps.hpp (no includes of its own): <Eigen/Core>
+// has include guards, and the library's headers would bring the baseline's Eigen in first.
 // Included without TTT_GEMM_NAME (tests/headers compiles every header alone), it defines nothing.
 #include <cstddef>
 
 #include <Eigen/Core>
+
+#include "../../kernels/gemm_maps.hpp"  // includes nothing: its instances here are this Eigen's
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -40,21 +42,9 @@ void TTT_GEMM_NAME(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::pt
 #endif
   if (!parallel && threads != Eigen::nbThreads()) Eigen::setNbThreads(threads);
   Out C(c, m, n, Eigen::OuterStride<>(ldc));
-  const auto run = [&](const auto& A, const auto& B) {
-    if (alpha == 1.0f) {
-      if (accumulate) C.noalias() += A * B;
-      else C.noalias() = A * B;
-    } else {
-      if (accumulate) C.noalias() += alpha * (A * B);
-      else C.noalias() = alpha * (A * B);
-    }
-  };
   const In A(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
   const In B(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
-  if (!ta && !tb) run(A, B);
-  else if (!ta) run(A, B.transpose());
-  else if (!tb) run(A.transpose(), B);
-  else run(A.transpose(), B.transpose());
+  gemm_maps(ta, tb, A, B, C, accumulate, alpha);
 }
 
 }  // namespace ttt::kernels::detail
