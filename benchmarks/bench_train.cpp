@@ -138,6 +138,13 @@ int peak_rss_child(int64_t n, int64_t G) {
   return 0;
 }
 
+/// Minor page faults of this process so far (first touches of fresh memory: zeroed pages).
+long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
 /// Peak RSS growth (MiB) of one call, from a fresh child process.
 double peak_mib(const char* layer, int64_t n, int64_t G) {
   const std::string cmd = "/proc/" + std::to_string(getpid()) + "/exe --peak-rss " + layer + " " + std::to_string(n) +
@@ -155,12 +162,14 @@ void BM_Forward(benchmark::State& state) {
   const auto& model = bench_model<L>();
   const int64_t n = state.range(0);
   const auto ids = random_tokens(n, model.cfg.vocab_size, 11);
+  const long faults0 = minor_faults();
   for (auto _ : state) {
     const Mat lg = model.forward(std::span<const int64_t>(ids));
     benchmark::DoNotOptimize(lg.data());
     benchmark::ClobberMemory();
   }
   const double it = double(state.iterations());
+  state.counters["faults"] = double(minor_faults() - faults0) / it;
   state.SetItemsProcessed(int64_t(it) * n);
   state.counters["GFLOP/s"] =
       benchmark::Counter(it * double(n) * model.flops_per_token() * 1e-9, benchmark::Counter::kIsRate);
@@ -175,11 +184,13 @@ void BM_Step(benchmark::State& state) {
   ttt::TTTModel<L> grad(model.cfg);
   ttt::train::ModelGrad<ttt::TTTModel<L>> run({.scan_checkpoint_group = G});
   run(model, {ids}, grad);  // untimed: sizes the buffers
+  const long faults0 = minor_faults();
   for (auto _ : state) {
     benchmark::DoNotOptimize(run(model, {ids}, grad));
     benchmark::ClobberMemory();
   }
   const double it = double(state.iterations());
+  state.counters["faults"] = double(minor_faults() - faults0) / it;
   state.SetItemsProcessed(int64_t(it) * n);
   const double fwd = double(n) * model.flops_per_token(), inner = double(n) * inner_flops_per_token(model);
   // G = 0 keeps the inner forward of a learner that declares kept slots (inner/learner_grad.hpp)

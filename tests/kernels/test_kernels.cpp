@@ -53,6 +53,8 @@ using inplace_fn = void (*)(backend::simd, float*, const float*, size_t);
 [[maybe_unused]] constexpr inplace_fn simd_silu_mul = &kernels::silu_mul;
 using gate_fn = void (*)(backend::simd, const float*, const float*, float*, float*, size_t);
 [[maybe_unused]] constexpr gate_fn simd_silu_gate = &kernels::silu_gate;
+using gate_bwd_fn = void (*)(backend::simd, const float*, const float*, const float*, float*, float*, size_t);
+[[maybe_unused]] constexpr gate_bwd_fn simd_silu_mul_bwd = &kernels::silu_mul_bwd;
 using pair_fn = void (*)(backend::simd, const float*, float*, float*, size_t);
 [[maybe_unused]] constexpr pair_fn simd_gelu_tanh_pair = &kernels::gelu_tanh_pair;
 [[maybe_unused]] constexpr pair_fn simd_gelu_tanh_grad_pair = &kernels::gelu_tanh_grad_pair;
@@ -286,6 +288,34 @@ TEST_CASE("silu_gate: simd matches scalar (sigmoid kept or not, h over b)") {
       CAPTURE(a[i]);
       CHECK(sg[i] == kernels::sigmoid_scalar(a[i]));
       CHECK(h[i] == a[i] * kernels::sigmoid_scalar(a[i]) * b[i]);
+    }
+  }
+}
+
+TEST_CASE("silu_mul_bwd: simd matches scalar, and the scalar is silu_mul's derivative") {
+  for (size_t n : kSizes) {
+    const std::vector<float> g = inputs(n), u = factors(n), da = factors(n + 3);
+    std::vector<float> dg(n), du(n);
+    kernels::silu_mul_bwd(backend::scalar{}, g.data(), u.data(), da.data(), dg.data(), du.data(), n);
+    for (size_t shift : {size_t(0), size_t(1)}) {
+      Guarded gg(g, shift), uu(u, 1 - shift), dd(da, shift);
+      Guarded og(std::vector<float>(n, 0.0f), 1 - shift), ou(std::vector<float>(n, 0.0f), shift);
+      kernels::silu_mul_bwd(backend::simd{}, gg.data(), uu.data(), dd.data(), og.data(), ou.data(), n);
+      check_close("silu_mul_bwd dg", g, dg.data(), og.data());
+      check_close("silu_mul_bwd du", g, du.data(), ou.data());
+      CHECK(og.guards_intact());
+      CHECK(ou.guards_intact());
+      CHECK(std::equal(g.begin(), g.end(), gg.data()));
+      CHECK(std::equal(u.begin(), u.end(), uu.data()));
+      CHECK(std::equal(da.begin(), da.end(), dd.data()));
+    }
+    for (size_t i = 0; i < n; ++i) {  // central differences in double of da silu(g) u
+      const double x = g[i], h = 1e-5, sd = 1.0 / (1.0 + std::exp(-x));
+      auto f = [&](double v) { return double(da[i]) * v / (1.0 + std::exp(-v)) * double(u[i]); };
+      const double want_g = (f(x + h) - f(x - h)) / (2 * h), want_u = double(da[i]) * x * sd;
+      CAPTURE(x);
+      CHECK(std::fabs(dg[i] - want_g) <= 1e-5 * (1 + std::fabs(want_g)));
+      CHECK(std::fabs(du[i] - want_u) <= 1e-5 * (1 + std::fabs(want_u)));
     }
   }
 }

@@ -3,12 +3,13 @@
 /// LayerNorm over each row (biased variance, as torch): y = gamma (x - mean) / sqrt(var + eps) +
 /// beta, and its vector-Jacobian product. Moments in two passes (no temporaries). For float and
 /// double the row sums and the forward's row go through Eigen's vectorised reductions and
-/// expressions; the plain loops (`*_plain`, any scalar: ad::Real takes them) are their twins
-/// (tests/kernels/test_norms.cpp).
+/// expressions, float rows' reverse through kernels::layer_norm_bwd_rows; the plain loops
+/// (`*_plain`, any scalar: ad::Real takes them) are their twins (tests/kernels/test_norms.cpp).
 #include <cmath>
 #include <concepts>
 #include <utility>
 
+#include "../kernels/simd.hpp"
 #include "eigen_out.hpp"
 
 namespace ttt::blocks {
@@ -76,7 +77,9 @@ void layer_norm(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, 
   }
 }
 
-/// dx += ..., dgamma += ..., dbeta += ... of <dy, layer_norm(x; gamma, beta)>; dgamma / dbeta may be null.
+/// dx += ..., dgamma += ..., dbeta += ... of <dy, layer_norm(x; gamma, beta)>; dgamma / dbeta may be
+/// null. Float rows in memory through kernels::layer_norm_bwd_rows (the instruction set chosen at
+/// run time); otherwise row by row through Eigen's expressions and reductions.
 template <class X, class DY, class DX>
 void layer_norm_bwd(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gamma, double eps,
                     const Eigen::MatrixBase<DY>& dy, const Eigen::MatrixBase<DX>& dx_, typename X::Scalar* dgamma,
@@ -85,6 +88,16 @@ void layer_norm_bwd(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gam
   using RowA = Eigen::Array<S, 1, Eigen::Dynamic>;
   auto& dx = detail::inout(dx_);
   const Eigen::Index d = x.cols();
+  if constexpr (detail::kFloatRows<X> && detail::kFloatRows<DY> && detail::kFloatRows<DX>) {
+    const auto &xd = x.derived(), &dyd = dy.derived();
+    auto& dxd = dx.derived();
+    if (xd.innerStride() == 1 && dyd.innerStride() == 1 && dxd.innerStride() == 1) {
+      kernels::layer_norm_bwd_rows(backend::cpu_default{}, size_t(x.rows()), size_t(d), xd.data(), xd.outerStride(),
+                                   dyd.data(), dyd.outerStride(), gamma, eps, dxd.data(), dxd.outerStride(), dgamma,
+                                   dbeta);
+      return;
+    }
+  }
   const Eigen::Map<const RowA> gm(gamma, d);
   RowA xh(d), dxh(d);  // one row's normalised input and d/d xh
   for (Eigen::Index t = 0; t < x.rows(); ++t) {

@@ -44,14 +44,6 @@ void ln_l2_grad_plain(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>&
   }
 }
 
-namespace detail {
-/// Whether X's rows are float rows in memory (row-major with direct access: a Matrix, Map, Ref or
-/// block of one; the inner stride is checked at run time).
-template <class X>
-inline constexpr bool kFloatRows = std::is_same_v<typename X::Scalar, float> && bool(X::Flags & Eigen::DirectAccessBit) &&
-                                   bool(X::Flags & Eigen::RowMajorBit);
-}  // namespace detail
-
 /// G = ln_l2_grad(Z, target).                         Z, target, G: (n, f); gamma, beta: (f)
 /// Float rows in memory through kernels::ln_l2_grad_rows (four rows' reductions interleaved);
 /// other float and double expressions row by row through Eigen's vectorised expressions and

@@ -98,18 +98,9 @@ struct SwiGLU {
     matmul(b.da, dh, down);
     ensure_size(b.dpre, n, I);
     ensure_size(b.dup, n, I);
-    parallel_ranges(n, std::max<int64_t>(2, (int64_t(1) << 15) / std::max<int64_t>(I, 1)), [&](int64_t r0, int64_t r1) {
-      const auto da = b.da.middleRows(r0, r1 - r0);
-      const auto up = tp.up.middleRows(r0, r1 - r0), pre = tp.pre.middleRows(r0, r1 - r0);
-      auto dpre = b.dpre.middleRows(r0, r1 - r0), dup = b.dup.middleRows(r0, r1 - r0);
-      if (act == Act::silu) {  // one exp per element: s = sigmoid(pre) first (in dup's rows)
-        dup = (S(1) + (-pre.array()).exp()).inverse().matrix();
-        dpre = (da.array() * up.array() * dup.array() * (S(1) + pre.array() * (S(1) - dup.array()))).matrix();
-        dup = (da.array() * pre.array() * dup.array()).matrix();
-      } else {
-        dpre = da.cwiseProduct(up).cwiseProduct(pre.unaryExpr([act](S v) { return act_grad(act, v); }));
-        dup = da.cwiseProduct(pre.unaryExpr([act](S v) { return blocks::act(act, v); }));
-      }
+    parallel_ranges(int64_t(b.da.size()), int64_t(1) << 15, [&](int64_t i0, int64_t i1) {
+      act_mul_bwd(act, tp.pre.data() + i0, tp.up.data() + i0, b.da.data() + i0, b.dpre.data() + i0, b.dup.data() + i0,
+                  size_t(i1 - i0));
     });
     matmul(g.gate, b.dpre.transpose(), x, true);
     matmul(g.up, b.dup.transpose(), x, true);

@@ -85,6 +85,18 @@ inline void silu_gate(backend::scalar, const float* a, const float* b, float* sg
   }
 }
 
+/// SwiGLU's reverse under silu, a = silu(g) u: with s = sigmoid(g[i]), dg[i] = da[i] s u[i] (1 + g[i] (1 - s))
+/// and du[i] = da[i] s g[i] (g: the gate's pre-activation, da: a's cotangent); dg and du must not
+/// alias the inputs.
+inline void silu_mul_bwd(backend::scalar, const float* g, const float* u, const float* da, float* dg, float* du,
+                         std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float x = g[i], s = sigmoid_scalar(x), ds = da[i] * s;
+    dg[i] = ds * u[i] * (1.0f + x * (1.0f - s));
+    du[i] = ds * x;
+  }
+}
+
 /// Y[b, j] = sum_i X[b, i] W[j, i] (or += with `accumulate`), b < n, j < m, i < k: a few rows
 /// times the transpose of a torch Linear weight W (m, k), row-major; X and Y row-major with row
 /// strides ldx and ldy. The few-rows product of batched decode (blocks/linear.hpp).
@@ -143,6 +155,57 @@ void ln_l2_grad_rows(backend::scalar, std::size_t n, std::size_t d, const T* z, 
     }
     const T scale = T(1) / (T(d) * stdv);
     for (std::size_t c = 0; c < d; ++c) g[c] = (T(d) * g[c] - s1 - (z[c] - mu) / stdv * s2) * scale;
+  }
+}
+
+/// LayerNorm's reverse (blocks/layer_norm.hpp's formula) for n rows of d values, row r of x at
+/// x + r ldx (likewise dy, dx): with xh = (x - mean) inv, inv = 1 / sqrt(var + eps), dxh = dy gamma,
+///   dx += inv (dxh - mean(dxh) - xh mean(dxh xh)),  dgamma += dy xh,  dbeta += dy
+/// (dgamma, dbeta may be null; dx must not alias x or dy). Plain loops, any scalar.
+template <class T>
+void layer_norm_bwd_rows(backend::scalar, std::size_t n, std::size_t d, const T* x, std::ptrdiff_t ldx, const T* dy,
+                         std::ptrdiff_t ldy, const T* gamma, double eps, T* dx, std::ptrdiff_t lddx, T* dgamma,
+                         T* dbeta) {
+  for (std::size_t r = 0; r < n; ++r, x += ldx, dy += ldy, dx += lddx) {
+    T mu = 0;
+    for (std::size_t c = 0; c < d; ++c) mu += x[c];
+    mu /= T(d);
+    T var = 0;
+    for (std::size_t c = 0; c < d; ++c) var += (x[c] - mu) * (x[c] - mu);
+    using std::sqrt;
+    const T inv = T(1) / sqrt(var / T(d) + T(eps));
+    T m1 = 0, m2 = 0;
+    for (std::size_t c = 0; c < d; ++c) {
+      const T g = dy[c] * gamma[c];
+      m1 += g;
+      m2 += g * ((x[c] - mu) * inv);
+    }
+    m1 /= T(d), m2 /= T(d);
+    for (std::size_t c = 0; c < d; ++c) {
+      const T xh = (x[c] - mu) * inv;
+      dx[c] += inv * (dy[c] * gamma[c] - m1 - xh * m2);
+      if (dgamma) dgamma[c] += dy[c] * xh;
+      if (dbeta) dbeta[c] += dy[c];
+    }
+  }
+}
+
+/// RMSNorm's reverse (blocks/rms_norm.hpp's formula) for n rows of d values: with
+/// r = 1 / sqrt(mean(x^2) + eps) and q = r^3 <dy o w, x> / d,
+///   dx += r dy w - q x,  dw += r dy x
+/// (row strides ldx, ldy, lddx; dx must not alias x or dy). Plain loops, any scalar.
+template <class T>
+void rms_norm_bwd_rows(backend::scalar, std::size_t n, std::size_t d, const T* x, std::ptrdiff_t ldx, const T* dy,
+                       std::ptrdiff_t ldy, const T* w, double eps, T* dx, std::ptrdiff_t lddx, T* dw) {
+  for (std::size_t t = 0; t < n; ++t, x += ldx, dy += ldy, dx += lddx) {
+    T ss = 0, dot = 0;
+    for (std::size_t c = 0; c < d; ++c) ss += x[c] * x[c], dot += dy[c] * w[c] * x[c];
+    using std::sqrt;
+    const T r = T(1) / sqrt(ss / T(d) + T(eps)), q = r * (r * dot * r) / T(d);
+    for (std::size_t c = 0; c < d; ++c) {
+      dw[c] += dy[c] * x[c] * r;
+      dx[c] += r * (dy[c] * w[c]) - x[c] * q;
+    }
   }
 }
 

@@ -1,13 +1,14 @@
 #pragma once
 /// \file kernels/simd.hpp
 /// The xsimd overloads (`backend::simd`) of the kernels of the hot paths: the element-wise ones
-/// (TTT-MLP's GELU, SwiGLU), the few-rows products (rows_wt, rows_w), and the dual forms' row
-/// kernels (the LN-L2 gradient, the causal scores and their product). Each runs the whole-batch
+/// (TTT-MLP's GELU, SwiGLU and its reverse), the norms' reverses (LayerNorm, RMSNorm), the
+/// few-rows products (rows_wt, rows_w), and the dual forms' row kernels (the LN-L2 gradient, the
+/// causal scores and their product). Each runs the whole-batch
 /// part through the active table of kernels/simd_table.hpp (the instruction set chosen at run
 /// time: kernels/simd_arch.hpp's instances) and the rest through its kernels/scalar.hpp twin; a
 /// kernel missing here falls back to the twin through the backend tag chain. Each one is tested
 /// against its twin under every table the test machine runs (tests/kernels/test_kernels.cpp, the
-/// dual forms' in test_dual_kernels.cpp).
+/// dual forms' in test_dual_kernels.cpp, the norms' in test_norms.cpp).
 #include <cstddef>
 
 #include "scalar.hpp"
@@ -75,6 +76,14 @@ inline void silu_gate(backend::simd, const float* a, const float* b, float* sg, 
   silu_gate(backend::scalar{}, a + head, b + head, sg ? sg + head : nullptr, h + head, n - head);
 }
 
+inline void silu_mul_bwd(backend::simd, const float* g, const float* u, const float* da, float* dg, float* du,
+                         std::size_t n) {
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  t.silu_mul_bwd(g, u, da, dg, du, head);
+  silu_mul_bwd(backend::scalar{}, g + head, u + head, da + head, dg + head, du + head, n - head);
+}
+
 /// rows_wt (kernels/scalar.hpp) reading W once (isa::rows_wt).
 inline void rows_wt(backend::simd, const float* X, std::ptrdiff_t ldx, std::size_t n, std::size_t k, const float* W,
                     std::size_t m, float* Y, std::ptrdiff_t ldy, bool accumulate) {
@@ -101,6 +110,27 @@ inline void ln_l2_grad_rows(backend::simd, std::size_t n, std::size_t d, const f
   if (d % t.width != 0)
     return ln_l2_grad_rows(backend::scalar{}, n, d, z, ldz, a, lda, b, ldb, gamma, beta, g, ldg, eps);
   t.ln_l2_grad_rows(n, d, z, ldz, a, lda, b, ldb, gamma, beta, g, ldg, float(eps));
+}
+
+/// layer_norm_bwd_rows (kernels/scalar.hpp), four rows at a time (isa::layer_norm_bwd_rows); d
+/// not a multiple of the batch size: the twin.
+inline void layer_norm_bwd_rows(backend::simd, std::size_t n, std::size_t d, const float* x, std::ptrdiff_t ldx,
+                                const float* dy, std::ptrdiff_t ldy, const float* gamma, double eps, float* dx,
+                                std::ptrdiff_t lddx, float* dgamma, float* dbeta) {
+  const SimdKernels& t = simd_kernels();
+  if (d % t.width != 0)
+    return layer_norm_bwd_rows(backend::scalar{}, n, d, x, ldx, dy, ldy, gamma, eps, dx, lddx, dgamma, dbeta);
+  t.layer_norm_bwd_rows(n, d, x, ldx, dy, ldy, gamma, float(eps), dx, lddx, dgamma, dbeta);
+}
+
+/// rms_norm_bwd_rows (kernels/scalar.hpp) (isa::rms_norm_bwd_rows); d not a multiple of the batch
+/// size: the twin.
+inline void rms_norm_bwd_rows(backend::simd, std::size_t n, std::size_t d, const float* x, std::ptrdiff_t ldx,
+                              const float* dy, std::ptrdiff_t ldy, const float* w, double eps, float* dx,
+                              std::ptrdiff_t lddx, float* dw) {
+  const SimdKernels& t = simd_kernels();
+  if (d % t.width != 0) return rms_norm_bwd_rows(backend::scalar{}, n, d, x, ldx, dy, ldy, w, eps, dx, lddx, dw);
+  t.rms_norm_bwd_rows(n, d, x, ldx, dy, ldy, w, float(eps), dx, lddx, dw);
 }
 
 /// causal_scores (kernels/scalar.hpp): the unmasked half only (isa::causal_scores); k not a

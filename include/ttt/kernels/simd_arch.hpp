@@ -148,6 +148,19 @@ void silu_gate(const float* a, const float* b, float* sg, float* h, std::size_t 
   }
 }
 
+/// silu_mul_bwd (kernels/scalar.hpp): SwiGLU's reverse under silu, one exp per element.
+template <class A>
+void silu_mul_bwd(const float* g, const float* u, const float* da, float* dg, float* du, std::size_t n) {
+  using B = fb<A>;
+  constexpr std::size_t W = B::size;
+  const B one(1.0f);
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const B x = B::load_unaligned(g + i), s = one / (one + xsimd::exp(-x)), ds = B::load_unaligned(da + i) * s;
+    (ds * B::load_unaligned(u + i) * (one + x * (one - s))).store_unaligned(dg + i);
+    (ds * x).store_unaligned(du + i);
+  }
+}
+
 /// Keeps `v` in a register. In rows_wt_tile GCC otherwise folds the load of an X row into each of
 /// the NW FMAs that use it: NW loads of the same X values per step instead of one, and the loads,
 /// not the FMAs, set the pace (one core of the AMD EPYC (Zen 5), a small program: 8 rows by
@@ -430,6 +443,97 @@ void ln_l2_grad_rows(std::size_t n, std::size_t d, const float* z, std::ptrdiff_
   for (; r < n; ++r)
     ln_l2_rows_tile<A, 1>(d, at(z, ldz, r), ldz, at(a, lda, r), lda, at(b, ldb, r), ldb, gamma, beta, at(g, ldg, r),
                           ldg, eps);
+}
+
+/// layer_norm_bwd_rows (kernels/scalar.hpp) for R rows at once (d a multiple of the batch size):
+/// the R rows' sums interleaved, then one pass that writes dx and adds the R rows to dgamma and
+/// dbeta in row order.
+template <class A, std::size_t R>
+inline void layer_norm_bwd_tile(std::size_t d, const float* x, std::ptrdiff_t ldx, const float* dy, std::ptrdiff_t ldy,
+                                const float* gamma, float eps, float* dx, std::ptrdiff_t lddx, float* dgamma,
+                                float* dbeta) {
+  using Bt = fb<A>;
+  constexpr std::size_t B = Bt::size;
+  auto xr = [&](std::size_t r, std::size_t c) {
+    return Bt::load_unaligned(x + std::ptrdiff_t(r) * ldx + std::ptrdiff_t(c));
+  };
+  auto dyr = [&](std::size_t r, std::size_t c) {
+    return Bt::load_unaligned(dy + std::ptrdiff_t(r) * ldy + std::ptrdiff_t(c));
+  };
+  Bt s[R], v[R], m1[R], m2[R], mu[R], inv[R];
+  for (std::size_t r = 0; r < R; ++r) s[r] = v[r] = m1[r] = m2[r] = Bt(0.0f);
+  for (std::size_t c = 0; c < d; c += B)
+    for (std::size_t r = 0; r < R; ++r) s[r] += xr(r, c);
+  for (std::size_t r = 0; r < R; ++r) mu[r] = Bt(xsimd::hadd(s[r]) / float(d));
+  for (std::size_t c = 0; c < d; c += B)
+    for (std::size_t r = 0; r < R; ++r) {
+      const Bt xc = xr(r, c) - mu[r];
+      v[r] = xsimd::fma(xc, xc, v[r]);
+    }
+  for (std::size_t r = 0; r < R; ++r) inv[r] = Bt(1.0f / std::sqrt(xsimd::hadd(v[r]) / float(d) + eps));
+  for (std::size_t c = 0; c < d; c += B) {
+    const Bt gm = Bt::load_unaligned(gamma + c);
+    for (std::size_t r = 0; r < R; ++r) {
+      const Bt g = dyr(r, c) * gm;
+      m1[r] += g;
+      m2[r] = xsimd::fma(g, (xr(r, c) - mu[r]) * inv[r], m2[r]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r) {
+    m1[r] = Bt(xsimd::hadd(m1[r]) / float(d));
+    m2[r] = Bt(xsimd::hadd(m2[r]) / float(d));
+  }
+  for (std::size_t c = 0; c < d; c += B) {
+    const Bt gm = Bt::load_unaligned(gamma + c);
+    Bt dg = dgamma ? Bt::load_unaligned(dgamma + c) : Bt(0.0f), db = dbeta ? Bt::load_unaligned(dbeta + c) : Bt(0.0f);
+    for (std::size_t r = 0; r < R; ++r) {
+      const Bt xh = (xr(r, c) - mu[r]) * inv[r], g = dyr(r, c);
+      float* out = dx + std::ptrdiff_t(r) * lddx + std::ptrdiff_t(c);
+      (Bt::load_unaligned(out) + inv[r] * (g * gm - m1[r] - xh * m2[r])).store_unaligned(out);
+      dg = xsimd::fma(g, xh, dg);
+      db += g;
+    }
+    if (dgamma) dg.store_unaligned(dgamma + c);
+    if (dbeta) db.store_unaligned(dbeta + c);
+  }
+}
+
+/// layer_norm_bwd_rows (kernels/scalar.hpp) for d a multiple of the batch size, four rows at a time.
+template <class A>
+void layer_norm_bwd_rows(std::size_t n, std::size_t d, const float* x, std::ptrdiff_t ldx, const float* dy,
+                         std::ptrdiff_t ldy, const float* gamma, float eps, float* dx, std::ptrdiff_t lddx,
+                         float* dgamma, float* dbeta) {
+  std::size_t r = 0;
+  auto at = [&](auto* p, std::ptrdiff_t ld) { return p + std::ptrdiff_t(r) * ld; };
+  for (; r + 4 <= n; r += 4)
+    layer_norm_bwd_tile<A, 4>(d, at(x, ldx), ldx, at(dy, ldy), ldy, gamma, eps, at(dx, lddx), lddx, dgamma, dbeta);
+  for (; r < n; ++r)
+    layer_norm_bwd_tile<A, 1>(d, at(x, ldx), ldx, at(dy, ldy), ldy, gamma, eps, at(dx, lddx), lddx, dgamma, dbeta);
+}
+
+/// rms_norm_bwd_rows (kernels/scalar.hpp) for d a multiple of the batch size, row by row.
+template <class A>
+void rms_norm_bwd_rows(std::size_t n, std::size_t d, const float* x, std::ptrdiff_t ldx, const float* dy,
+                       std::ptrdiff_t ldy, const float* w, float eps, float* dx, std::ptrdiff_t lddx, float* dw) {
+  using Bt = fb<A>;
+  constexpr std::size_t B = Bt::size;
+  for (std::size_t t = 0; t < n; ++t, x += ldx, dy += ldy, dx += lddx) {
+    Bt ss(0.0f), dot(0.0f);
+    for (std::size_t c = 0; c < d; c += B) {
+      const Bt xv = Bt::load_unaligned(x + c);
+      ss = xsimd::fma(xv, xv, ss);
+      dot = xsimd::fma(Bt::load_unaligned(dy + c) * Bt::load_unaligned(w + c), xv, dot);
+    }
+    const float r = 1.0f / std::sqrt(xsimd::hadd(ss) / float(d) + eps);
+    const float q = r * (r * xsimd::hadd(dot) * r) / float(d);
+    const Bt rv(r), qv(q);
+    for (std::size_t c = 0; c < d; c += B) {
+      const Bt xv = Bt::load_unaligned(x + c), g = Bt::load_unaligned(dy + c);
+      xsimd::fma(g * xv, rv, Bt::load_unaligned(dw + c)).store_unaligned(dw + c);
+      xsimd::fnma(xv, qv, xsimd::fma(rv, g * Bt::load_unaligned(w + c), Bt::load_unaligned(dx + c)))
+          .store_unaligned(dx + c);
+    }
+  }
 }
 
 /// causal_apply for rows t0 .. t0+R-1 and the first V batches of columns of G and Y (the caller

@@ -55,12 +55,17 @@ struct SimdKernels {
   void (*gelu_tanh_grad_pair)(const float*, float*, float*, std::size_t);
   void (*silu_mul)(float*, const float*, std::size_t);
   void (*silu_gate)(const float*, const float*, float*, float*, std::size_t);
+  void (*silu_mul_bwd)(const float*, const float*, const float*, float*, float*, std::size_t);
   void (*rows_wt)(const float*, std::ptrdiff_t, std::size_t, std::size_t, const float*, std::size_t, float*,
                   std::ptrdiff_t, bool);
   void (*rows_w)(const float*, std::ptrdiff_t, std::size_t, std::size_t, const float*, std::ptrdiff_t, std::size_t,
                  float*, std::ptrdiff_t, bool, std::ptrdiff_t);
   void (*ln_l2_grad_rows)(std::size_t, std::size_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t,
                           const float*, std::ptrdiff_t, const float*, const float*, float*, std::ptrdiff_t, float);
+  void (*layer_norm_bwd_rows)(std::size_t, std::size_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t,
+                              const float*, float, float*, std::ptrdiff_t, float*, float*);
+  void (*rms_norm_bwd_rows)(std::size_t, std::size_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t,
+                            const float*, float, float*, std::ptrdiff_t, float*);
   void (*causal_scores)(std::size_t, std::size_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t,
                         const float*, const float*, float, float*, std::ptrdiff_t);
   void (*causal_apply)(std::size_t, std::size_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t, float*,
@@ -85,9 +90,12 @@ inline constexpr SimdKernels simd_table{A::name(),
                                         &isa::gelu_tanh_grad_pair<A>,
                                         &isa::silu_mul<A>,
                                         &isa::silu_gate<A>,
+                                        &isa::silu_mul_bwd<A>,
                                         &isa::rows_wt<A>,
                                         &isa::rows_w<A>,
                                         &isa::ln_l2_grad_rows<A>,
+                                        &isa::layer_norm_bwd_rows<A>,
+                                        &isa::rms_norm_bwd_rows<A>,
                                         &isa::causal_scores<A>,
                                         &isa::causal_apply<A>,
                                         &isa::linear_dual<A>,
