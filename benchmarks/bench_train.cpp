@@ -13,7 +13,9 @@
 // growth of one call measured in a fresh child process (this program re-executed with
 // --peak-rss ..., getrusage(RUSAGE_SELF).ru_maxrss minus the RSS before the call), so the
 // numbers of one benchmark don't depend on what ran before; tape_MiB: the bytes of activations
-// and inner-state checkpoints the backward keeps (ModelGrad::tape_bytes).
+// and inner-state checkpoints the backward keeps (ModelGrad::tape_bytes); faults: minor page
+// faults per call (getrusage's ru_minflt over the timed calls: first touches of fresh memory, 0
+// once the buffers are sized).
 //
 // FLOP counts (napkin math, per sequence of n tokens):
 //   forward = n * TTTModel::flops_per_token()  (projections, SwiGLU, inner loop, LM head)

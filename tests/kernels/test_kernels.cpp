@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -316,6 +317,31 @@ TEST_CASE("silu_mul_bwd: simd matches scalar, and the scalar is silu_mul's deriv
       CAPTURE(x);
       CHECK(std::fabs(dg[i] - want_g) <= 1e-5 * (1 + std::fabs(want_g)));
       CHECK(std::fabs(du[i] - want_u) <= 1e-5 * (1 + std::fabs(want_u)));
+    }
+  }
+}
+
+TEST_CASE("exp_affine_sum (attention's probabilities): simd matches scalar, -inf gives 0, the sum of the values") {
+  for (size_t n : kSizes) {
+    std::vector<float> x = inputs(n);
+    for (size_t i = 3; i < n; i += 11) x[i] = -std::numeric_limits<float>::infinity();  // masked scores
+    for (const float a : {1.0f, 0.125f}) {
+      std::vector<float> want = x;
+      const float sw = kernels::exp_affine_sum(backend::scalar{}, want.data(), n, a, 2.5f);
+      for (size_t shift : {size_t(0), size_t(1)}) {
+        Guarded got(x, shift);
+        const float sg = kernels::exp_affine_sum(backend::simd{}, got.data(), n, a, 2.5f);
+        check_close("exp_affine_sum", x, want.data(), got.data());
+        CHECK(got.guards_intact());
+        double sum = 0;
+        for (size_t i = 0; i < n; ++i) sum += got.data()[i];
+        CHECK(std::fabs(sg - sum) <= 1e-5 * (1 + sum));
+        CHECK(std::fabs(sg - sw) <= 1e-5 * (1 + std::fabs(sw)));
+      }
+      for (size_t i = 0; i < n; ++i) {
+        CAPTURE(x[i]);
+        CHECK(want[i] == std::exp(a * x[i] - 2.5f));  // the twin is its definition; exp(-inf) = 0
+      }
     }
   }
 }

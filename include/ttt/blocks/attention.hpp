@@ -27,6 +27,7 @@
 #include "../core/parallel.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../kernels/simd.hpp"
 #include "matmul.hpp"
 
 namespace ttt::attn {
@@ -56,6 +57,18 @@ inline Range visible(int64_t i, int64_t m, int64_t window, int64_t q0, int64_t k
   const int64_t hi = std::min(m - 1, p - k0);
   const int64_t lo = window < 0 ? 0 : std::max<int64_t>(0, p - window - k0);
   return {lo, hi};
+}
+
+/// p = exp(a p - b) over a score row, returning its sum: float through kernels::exp_affine_sum (the
+/// instruction set chosen at run time), double through Eigen's vectorised exp.
+template <class R, class T>
+T exp_affine_sum(R&& p, T a, T b) {
+  if constexpr (std::is_same_v<T, float>) {
+    return kernels::exp_affine_sum(backend::cpu_default{}, p.data(), size_t(p.size()), a, b);
+  } else {
+    p = (p.array() * a - b).exp().matrix();
+    return p.sum();
+  }
 }
 
 /// The online-softmax pass over keys [0, m) for query rows [i0, i1): O rows hold the unnormalised
@@ -90,8 +103,7 @@ void accumulate_rows(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T 
         continue;
       }
       const T corr = std::exp(mx[i0 + r] - mnew);  // exp(-inf) = 0 on the first visible tile
-      S.row(r) = (S.row(r).array() - mnew).exp().matrix();  // vectorised exp (Eigen's pexp)
-      sm[i0 + r] = sm[i0 + r] * corr + S.row(r).sum();
+      sm[i0 + r] = sm[i0 + r] * corr + exp_affine_sum(S.row(r), T(1), mnew);
       mx[i0 + r] = mnew;
       if (corr != T(1)) O.row(i0 + r) *= corr;
     }
@@ -209,8 +221,7 @@ void backward_tiles(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, con
         if (l == kNegInfT<T>) c1 = c0;  // the row saw no key
         P.row(r).head(c0).setZero();
         P.row(r).tail(bk - c1).setZero();
-        auto p = P.row(r).segment(c0, c1 - c0);
-        p = (p.array() * scale - l).exp().matrix();  // vectorised exp
+        exp_affine_sum(P.row(r).segment(c0, c1 - c0), scale, l);
         dP.row(r) = (P.row(r).array() * (dP.row(r).array() - D[r]) * scale).matrix();  // dS, scale folded in
       }
       blocks::matmul(dV.middleRows(j0, bk), P.transpose(), dO.middleRows(i0, bq), true);

@@ -97,6 +97,14 @@ inline void silu_mul_bwd(backend::scalar, const float* g, const float* u, const 
   }
 }
 
+/// x[i] = exp(a x[i] - b) over n values, returning their sum: a row of attention's probabilities
+/// from its scores (blocks/attention.hpp; x[i] = -inf, a masked score, gives 0).
+inline float exp_affine_sum(backend::scalar, float* x, std::size_t n, float a, float b) {
+  float s = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) s += (x[i] = std::exp(a * x[i] - b));
+  return s;
+}
+
 /// Y[b, j] = sum_i X[b, i] W[j, i] (or += with `accumulate`), b < n, j < m, i < k: a few rows
 /// times the transpose of a torch Linear weight W (m, k), row-major; X and Y row-major with row
 /// strides ldx and ldy. The few-rows product of batched decode (blocks/linear.hpp).

@@ -1,11 +1,11 @@
 #pragma once
 /// \file kernels/simd.hpp
 /// The xsimd overloads (`backend::simd`) of the kernels of the hot paths: the element-wise ones
-/// (TTT-MLP's GELU, SwiGLU and its reverse), the norms' reverses (LayerNorm, RMSNorm), the
-/// few-rows products (rows_wt, rows_w), and the dual forms' row kernels (the LN-L2 gradient, the
-/// causal scores and their product). Each runs the whole-batch
-/// part through the active table of kernels/simd_table.hpp (the instruction set chosen at run
-/// time: kernels/simd_arch.hpp's instances) and the rest through its kernels/scalar.hpp twin; a
+/// (TTT-MLP's GELU, SwiGLU and its reverse, attention's exponentials), the norms' reverses
+/// (LayerNorm, RMSNorm), the few-rows products (rows_wt, rows_w), and the dual forms' row kernels
+/// (the LN-L2 gradient, the causal scores and their product). Each runs the whole-batch part
+/// through the active table of kernels/simd_table.hpp (the instruction set chosen at run time:
+/// kernels/simd_arch.hpp's instances) and the rest through its kernels/scalar.hpp twin; a
 /// kernel missing here falls back to the twin through the backend tag chain. Each one is tested
 /// against its twin under every table the test machine runs (tests/kernels/test_kernels.cpp, the
 /// dual forms' in test_dual_kernels.cpp, the norms' in test_norms.cpp).
@@ -82,6 +82,12 @@ inline void silu_mul_bwd(backend::simd, const float* g, const float* u, const fl
   const std::size_t head = n - n % t.width;
   t.silu_mul_bwd(g, u, da, dg, du, head);
   silu_mul_bwd(backend::scalar{}, g + head, u + head, da + head, dg + head, du + head, n - head);
+}
+
+inline float exp_affine_sum(backend::simd, float* x, std::size_t n, float a, float b) {
+  const SimdKernels& t = simd_kernels();
+  const std::size_t head = n - n % t.width;
+  return t.exp_affine_sum(x, head, a, b) + exp_affine_sum(backend::scalar{}, x + head, n - head, a, b);
 }
 
 /// rows_wt (kernels/scalar.hpp) reading W once (isa::rows_wt).

@@ -161,6 +161,21 @@ void silu_mul_bwd(const float* g, const float* u, const float* da, float* dg, fl
   }
 }
 
+/// exp_affine_sum (kernels/scalar.hpp) over whole batches; the sum of the batches' values.
+template <class A>
+float exp_affine_sum(float* x, std::size_t n, float a, float b) {
+  using B = fb<A>;
+  constexpr std::size_t W = B::size;
+  const B av(a), bv(b);
+  B s(0.0f);
+  for (std::size_t i = 0; i + W <= n; i += W) {
+    const B e = xsimd::exp(xsimd::fms(av, B::load_unaligned(x + i), bv));
+    e.store_unaligned(x + i);
+    s += e;
+  }
+  return xsimd::hadd(s);
+}
+
 /// Keeps `v` in a register. In rows_wt_tile GCC otherwise folds the load of an X row into each of
 /// the NW FMAs that use it: NW loads of the same X values per step instead of one, and the loads,
 /// not the FMAs, set the pace (one core of the AMD EPYC (Zen 5), a small program: 8 rows by

@@ -56,6 +56,7 @@ struct SimdKernels {
   void (*silu_mul)(float*, const float*, std::size_t);
   void (*silu_gate)(const float*, const float*, float*, float*, std::size_t);
   void (*silu_mul_bwd)(const float*, const float*, const float*, float*, float*, std::size_t);
+  float (*exp_affine_sum)(float*, std::size_t, float, float);
   void (*rows_wt)(const float*, std::ptrdiff_t, std::size_t, std::size_t, const float*, std::size_t, float*,
                   std::ptrdiff_t, bool);
   void (*rows_w)(const float*, std::ptrdiff_t, std::size_t, std::size_t, const float*, std::ptrdiff_t, std::size_t,
@@ -91,6 +92,7 @@ inline constexpr SimdKernels simd_table{A::name(),
                                         &isa::silu_mul<A>,
                                         &isa::silu_gate<A>,
                                         &isa::silu_mul_bwd<A>,
+                                        &isa::exp_affine_sum<A>,
                                         &isa::rows_wt<A>,
                                         &isa::rows_w<A>,
                                         &isa::ln_l2_grad_rows<A>,
