@@ -28,12 +28,10 @@ namespace ttt::kernels {
 inline void gemm(backend::scalar, bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k,
                  const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
                  bool accumulate, float alpha = 1.0f) {
-  using In = Eigen::Map<const Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
-  using Out = Eigen::Map<Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
-  Out C(c, m, n, Eigen::OuterStride<>(ldc));
-  const In A(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
-  const In B(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
-  detail::gemm_maps(ta, tb, A, B, C, accumulate, alpha);
+  using Stride = Eigen::OuterStride<>;
+  using In = Eigen::Map<const Mat, Eigen::Unaligned, Stride>;
+  using Out = Eigen::Map<Mat, Eigen::Unaligned, Stride>;
+  detail::gemm_maps<In, Out, Stride>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, alpha);
 }
 
 /// The active table's GEMM (Eigen compiled for its instruction set), or null: the build's own

@@ -10,14 +10,14 @@
 // not meet the baseline's (same names, other code: the linker would keep one copy for the whole
 // program); in a namespace of their own they are other templates
 // (tests/kernels/check_isa_objects.py checks that nothing else is defined). The unit includes
-// nothing else of the library but kernels/gemm_maps.hpp (no includes of its own): <Eigen/Core>
+// nothing else of the library but kernels/gemm_maps.hpp (no library include of its own): <Eigen/Core>
 // has include guards, and the library's headers would bring the baseline's Eigen in first.
 // Included without TTT_GEMM_NAME (tests/headers compiles every header alone), it defines nothing.
 #include <cstddef>
 
 #include <Eigen/Core>
 
-#include "../../kernels/gemm_maps.hpp"  // includes nothing: its instances here are this Eigen's
+#include "../../kernels/gemm_maps.hpp"  // no Eigen of its own: its instances here are this Eigen's
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -30,8 +30,9 @@ void TTT_GEMM_NAME(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::pt
                    std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
                    bool accumulate, float alpha, int threads) {
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using In = Eigen::Map<const RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
-  using Out = Eigen::Map<RowMajor, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using Stride = Eigen::OuterStride<>;
+  using In = Eigen::Map<const RowMajor, Eigen::Unaligned, Stride>;
+  using Out = Eigen::Map<RowMajor, Eigen::Unaligned, Stride>;
   // the caller's thread count for Eigen's own OpenMP split (this copy of Eigen has its own),
   // written only when it changes and never inside a parallel region (the heads' loops call from
   // several threads at once; Eigen runs a product serially there anyway)
@@ -41,10 +42,7 @@ void TTT_GEMM_NAME(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::pt
   const bool parallel = false;
 #endif
   if (!parallel && threads != Eigen::nbThreads()) Eigen::setNbThreads(threads);
-  Out C(c, m, n, Eigen::OuterStride<>(ldc));
-  const In A(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
-  const In B(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
-  gemm_maps(ta, tb, A, B, C, accumulate, alpha);
+  gemm_maps<In, Out, Stride>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, accumulate, alpha);
 }
 
 }  // namespace ttt::kernels::detail
