@@ -262,19 +262,13 @@ void act_mul(Act a, S* g, const S* u, std::size_t n) {
 }
 
 /// The reverse of act_mul, a = act(g) u, over n values: dg = da u act'(g), du = da act(g)
-/// (outputs apart from the inputs); silu in float runs kernels::silu_mul_bwd (one exp per element).
+/// (outputs apart from the inputs); silu runs kernels::silu_mul_bwd (one exp per element; float
+/// through the SIMD tables, other scalars through its plain twin).
 template <class S>
 void act_mul_bwd(Act a, const S* g, const S* u, const S* da, S* dg, S* du, std::size_t n) {
-  if constexpr (std::is_same_v<S, float>) {
-    if (a == Act::silu) return kernels::silu_mul_bwd(backend::cpu_default{}, g, u, da, dg, du, n);
-  }
-  if (a == Act::silu) {  // one exp per element: s = sigmoid(g)
-    for (std::size_t i = 0; i < n; ++i) {
-      const S x = g[i], s = sigmoid(x), ds = da[i] * s;
-      dg[i] = ds * u[i] * (S(1) + x * (S(1) - s));
-      du[i] = ds * x;
-    }
-    return;
+  if (a == Act::silu) {
+    if constexpr (std::is_same_v<S, float>) return kernels::silu_mul_bwd(backend::cpu_default{}, g, u, da, dg, du, n);
+    else return kernels::silu_mul_bwd(backend::scalar{}, g, u, da, dg, du, n);
   }
   for (std::size_t i = 0; i < n; ++i) {
     const S x = g[i];

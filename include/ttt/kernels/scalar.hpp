@@ -87,12 +87,13 @@ inline void silu_gate(backend::scalar, const float* a, const float* b, float* sg
 
 /// SwiGLU's reverse under silu, a = silu(g) u: with s = sigmoid(g[i]), dg[i] = da[i] s u[i] (1 + g[i] (1 - s))
 /// and du[i] = da[i] s g[i] (g: the gate's pre-activation, da: a's cotangent); dg and du must not
-/// alias the inputs.
-inline void silu_mul_bwd(backend::scalar, const float* g, const float* u, const float* da, float* dg, float* du,
-                         std::size_t n) {
+/// alias the inputs. Any scalar (float: sigmoid_scalar's expression).
+template <class T>
+void silu_mul_bwd(backend::scalar, const T* g, const T* u, const T* da, T* dg, T* du, std::size_t n) {
+  using std::exp;
   for (std::size_t i = 0; i < n; ++i) {
-    const float x = g[i], s = sigmoid_scalar(x), ds = da[i] * s;
-    dg[i] = ds * u[i] * (1.0f + x * (1.0f - s));
+    const T x = g[i], s = T(1) / (T(1) + exp(-x)), ds = da[i] * s;
+    dg[i] = ds * u[i] * (T(1) + x * (T(1) - s));
     du[i] = ds * x;
   }
 }
