@@ -22,6 +22,7 @@
 
 #include "ttt/blocks/attention.hpp"
 #include "ttt/models/transformer.hpp"
+#include "random_mat.hpp"
 #include "simd_context.hpp"
 
 namespace {
@@ -30,13 +31,7 @@ using ttt::Mat;
 
 constexpr int64_t kHeads = 4, kDim = 64, kWindow = 512;
 
-Mat random_mat(int64_t r, int64_t c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  Mat m(r, c);
-  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = nd(rng);
-  return m;
-}
+using ttt_bench::random_mat;
 
 std::vector<int64_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);

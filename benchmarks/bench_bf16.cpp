@@ -23,12 +23,12 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "ttt/blocks/linear.hpp"
 #include "ttt/kernels/bf16.hpp"
+#include "random_mat.hpp"
 #include "simd_context.hpp"
 
 namespace {
@@ -40,13 +40,7 @@ using ttt::kernels::Bf16Matrix;
 /// multiply-adds x 2 of out = X W^T
 double flops(int64_t n, int64_t m, int64_t k) { return 2.0 * double(n) * double(m) * double(k); }
 
-Mat random_mat(int64_t r, int64_t c, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, scale);
-  Mat m(r, c);
-  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = nd(rng);
-  return m;
-}
+using ttt_bench::random_mat;
 
 void counters(benchmark::State& state, int64_t n, int64_t m, int64_t k, double weight_bytes) {
   const double it = double(state.iterations());

@@ -18,24 +18,18 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "ttt/kernels/gemm.hpp"
+#include "random_mat.hpp"
 #include "simd_context.hpp"
 
 namespace {
 
 using ttt::Mat;
 
-Mat random_mat(int64_t r, int64_t c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  Mat m(r, c);
-  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = d(rng);
-  return m;
-}
+using ttt_bench::random_mat;
 
 struct Shape {
   const char* name;
