@@ -1,6 +1,7 @@
 // A user learner brings its own backward: a bias-free TTT-Linear (f(x) = x W) with a
 // LearnerGrad specialisation written here, checked with train/gradcheck.hpp and used by
-// loss_and_grad. A broken variant shows that the checks catch a wrong backward.
+// loss_and_grad. Broken variants show that the checks catch a wrong backward and a wrong claim
+// that the backward runs in place (state_grad_in_place).
 #include <doctest/doctest.h>
 
 #include <ttt/train/model_grad.hpp>
@@ -30,6 +31,9 @@ struct BiasFreeLinear {
 template <int Broken>
 struct ttt::train::LearnerGrad<test_custom_learner_grad::BiasFreeLinear<Broken>> {
   enum : size_t { kZ, kT, kG, kE, kS, kA, kdA, kdG, kdS, kKd, kdZ, kdT };
+  // Broken 2 claims a backward that takes one buffer as dth_end and dth0, but it adds into dW
+  // before it reads dW_end (Kd below)
+  static constexpr bool state_grad_in_place = Broken == 2;
   template <class S>
   static void forward(const S* th, int64_t f, const Segment<S>& s, RefT<S> Zq, S* th_end, Scratch<S>& ws) {
     const Eigen::Index n = s.XQ.rows();
@@ -107,6 +111,10 @@ TEST_CASE("a user learner's backward: checked by gradcheck, used by loss_and_gra
   CHECK(rf.max_err < 1e-5);
   CHECK(rb.max_err < 1e-6);
   CHECK(train::check_learner_backward<BiasFreeLinear<1>>(8, 6, 1).max_err > 1e-5);
+  const auto ri = train::check_learner_backward<BiasFreeLinear<2>>(8, 6, 1);
+  INFO("a wrong state_grad_in_place: " << ri.max_err << " at " << ri.worst);
+  CHECK(ri.max_err > 1e-2);
+  CHECK(ri.worst.find("(in place)") != std::string::npos);
 
   ModelConfig cfg = ModelConfig::sized(std::string(Good::name), 31, 16, 2, 2, 24, 4);
   TTTModel<Good> model(cfg);

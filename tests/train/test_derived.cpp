@@ -76,7 +76,8 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
   };
   // kept: the forward's intermediates kept in a store of their own (train::Scratch), as a
   // group-0 tape does, and the backward reads them instead of recomputing
-  auto run = [&](auto grad_tag, bool kept = false) {
+  // in_place: dth0 in dth_end's buffer (LearnerGrad's state_grad_in_place)
+  auto run = [&](auto grad_tag, bool kept = false, bool in_place = false) {
     using G = typename decltype(grad_tag)::type;
     Out o;
     o.Zq = MatD(n, f);
@@ -93,13 +94,15 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
       ws.keep(&store, train::kept_slots<G>(), true);
     }
     o.dXQ = o.dXK = o.dXV = MatD::Zero(n, f);
-    o.dth.assign(size_t(P), 0.0);
+    if (in_place) o.dth = dthe;
+    else o.dth.assign(size_t(P), 0.0);
     o.dte.assign(size_t(n), 0.0);
     o.dlr.assign(size_t(n), 0.0);
     o.dlw.assign(size_t(f), 0.0);
     o.dlb.assign(size_t(f), 0.0);
     train::SegmentGradD sg{o.dXQ, o.dXK, o.dXV, o.dte.data(), o.dlr.data(), o.dlw.data(), o.dlb.data()};
-    G::template backward<double>(th.data(), d, rs.view(), dZq, dthe.data(), o.dth.data(), sg, ws);
+    G::template backward<double>(th.data(), d, rs.view(), dZq, in_place ? o.dth.data() : dthe.data(), o.dth.data(),
+                                 sg, ws);
     return o;
   };
   const Out want = run(std::type_identity<train::LearnerGrad<L>>{});
@@ -111,6 +114,13 @@ void derived_learner_grad_matches(inner::Dims d, int64_t n) {
     CHECK(k.dth == want.dth);
     CHECK((k.dXQ == want.dXQ && k.dXK == want.dXK && k.dXV == want.dXV));
     CHECK((k.dte == want.dte && k.dlr == want.dlr && k.dlw == want.dlw && k.dlb == want.dlb));
+  }
+  if constexpr (train::state_grad_in_place<train::LearnerGrad<L>>()) {
+    // the other cotangents bit for bit (the same arithmetic); theta0's up to the order of its adds
+    const Out i = run(std::type_identity<train::LearnerGrad<L>>{}, false, true);
+    CHECK(max_rel(i.dth, want.dth) < 1e-14);
+    CHECK((i.dXQ == want.dXQ && i.dXK == want.dXK && i.dXV == want.dXV));
+    CHECK((i.dte == want.dte && i.dlr == want.dlr && i.dlw == want.dlw && i.dlb == want.dlb));
   }
   CHECK(max_rel(got.Zq, want.Zq) < tol<L>(1e-12));
   CHECK(max_rel(got.the, want.the) < tol<L>(1e-12));

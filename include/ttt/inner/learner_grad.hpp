@@ -35,6 +35,11 @@
 ///   // recomputes them only `if (!ws.forward_kept())`; at scan_checkpoint_group 0 the layer keeps
 ///   // them per mini-batch (Scratch), so the reverse pass skips the recomputation.
 ///   static constexpr size_t kept_slots = 5;
+///   // Optional: backward also accepts dtheta0 == dtheta_end, one buffer that holds dtheta_end on
+///   // entry and dtheta0 on return (dtheta_end's pass-through is then already in place: no add,
+///   // and the caller neither zero-fills nor swaps a second buffer between mini-batches). It must
+///   // read dtheta_end's values before it adds into the buffer (`dual_linear_bwd` does).
+///   static constexpr bool state_grad_in_place = true;
 /// };
 /// \endcode
 ///
@@ -124,6 +129,13 @@ template <class G>
 constexpr size_t kept_slots() {
   if constexpr (requires { G::kept_slots; }) return size_t(G::kept_slots);
   else return 0;
+}
+
+/// The learner's LearnerGrad accepts one buffer as dtheta_end and dtheta0 (see the file comment).
+template <class G>
+constexpr bool state_grad_in_place() {
+  if constexpr (requires { G::state_grad_in_place; }) return bool(G::state_grad_in_place);
+  else return false;
 }
 
 template <class L>
@@ -254,7 +266,9 @@ void query_base_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> W, const QueryShi
 ///   Zq = query_base(Xq; W, b, shift) - (E o K) G,  K = Xq Xk^T + 1,
 ///   W_end = W - e Xk^T diag(lr) G,  b_end = b - e lr^T G,  e = token_eta[n-1]:
 /// given dZq, dW_end, db_end, ADD to dW, db, dXq, dXk, dG, dE, d_lr, d_token_eta[n-1] (and the
-/// query base's cotangents, `a`). Uses scratch slots slot .. slot+5.
+/// query base's cotangents, `a`). dW may be dW_end's buffer (db db_end's), which then holds its
+/// pass-through already (LearnerGrad's state_grad_in_place): dW_end is read before dW is written.
+/// Uses scratch slots slot .. slot+5.
 template <class S>
 void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, CRefT<S> E, CRefT<S> K, CRefT<S> W,
                      const S* dWe_, const S* dbe_, CRefT<S> dZq, S* dW_, S* db_, RefT<S> dXq, RefT<S> dXk, RefT<S> dG,
@@ -264,9 +278,15 @@ void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, 
   Eigen::Map<const RowT<S>> dbe(dbe_, out);
   Eigen::Map<MatT<S>> dW(dW_, in, out);
   Eigen::Map<RowT<S>> db(db_, out);
+  // the end state's reads of dW_end first: dW may be its buffer
+  auto Kd = ws(slot + 2, n, out);  // Xk dW_end + db_end
+  blocks::rows_times<S>(Xk, dWe, Kd);
+  Kd.rowwise() += dbe;
+  auto GdWt = ws(slot + 3, n, in);  // G dW_end^T
+  blocks::matmul(GdWt, G, dWe.transpose());
   query_base_bwd<S>(s, Xq, W, a, dZq, dW_, db_, dXq, o, ws, slot + 4);
-  dW += dWe;
-  db += dbe;
+  if (dW_ != dWe_) dW += dWe;
+  if (db_ != dbe_) db += dbe;
   auto dA = ws(slot, n, n);  // dA = -tril(dZq G^T) (negated below: -(product) would allocate a temporary)
   blocks::matmul(dA, dZq, G.transpose());
   auto A = ws(slot + 1, n, n);
@@ -283,11 +303,6 @@ void dual_linear_bwd(const Segment<S>& s, CRefT<S> Xq, CRefT<S> Xk, CRefT<S> G, 
   blocks::matmul(dXk, dS.transpose(), Xq, true);
   // end state
   const S e = s.token_eta[n - 1];
-  auto Kd = ws(slot + 2, n, out);  // Xk dW_end + db_end
-  blocks::rows_times<S>(Xk, dWe, Kd);
-  Kd.rowwise() += dbe;
-  auto GdWt = ws(slot + 3, n, in);  // G dW_end^T
-  blocks::matmul(GdWt, G, dWe.transpose());
   for (Eigen::Index j = 0; j < n; ++j) {
     const S lj = s.lr[j];
     dG.row(j) -= (e * lj) * Kd.row(j);

@@ -122,6 +122,7 @@ template <>
 struct LearnerGrad<inner::Linear> {
   enum Slot : size_t { kZ, kT, kG, kE, kK, kdG, kdE, kdZ, kdT, kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
+  static constexpr bool state_grad_in_place = true;  // backward's dth0 may be dth_end's buffer
 
   /// Z = XK W + b, T = XV - XK, G = ln_l2_grad(Z, T) into their slots.
   template <class S>

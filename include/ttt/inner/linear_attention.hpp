@@ -118,6 +118,7 @@ template <>
 struct LearnerGrad<inner::LinearAttention> {
   enum Slot : size_t { kG, kGl, kS, kR, kK, kdS, kQS, kUS, kKR, kGR, kdG, kBase };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
+  static constexpr bool state_grad_in_place = true;  // backward's dth0 may be dth_end's buffer
   static constexpr int64_t kBlock = inner::LinearAttention::kBlock;
 
   /// The queries' affine base (Segment::query_shift; no bias), and its cotangent when `o` is given.
@@ -174,13 +175,14 @@ struct LearnerGrad<inner::LinearAttention> {
     Eigen::Map<MatT<S>> dW(dth0, f, f);
     prefix(th, f, s, ws);
     auto G = ws(kG, n, f), P = ws(kS, (blocks + 1) * f, f);
-    // Zq's base, and W_end = W - e S_end: dW, and e's cotangent
-    detail::query_base_bwd<S>(s, s.XQ, W, shift(s, &o), dZq, dth0, nullptr, o.dXQ, o, ws, kBase);
-    dW += dWe;
+    // W_end = W - e S_end: e's cotangent and R read dW_end first (dW may be its buffer:
+    // state_grad_in_place), then Zq's base and the pass-through add into dW
     const S e = s.token_eta[n - 1];
     o.d_token_eta[n - 1] -= dWe.cwiseProduct(P.bottomRows(f)).sum();
     auto dG = ws.zero(kdG, n, f), R = ws(kR, f, f);
     R = e * dWe.transpose();
+    detail::query_base_bwd<S>(s, s.XQ, W, shift(s, &o), dZq, dth0, nullptr, o.dXQ, o, ws, kBase);
+    if (dth0 != dth_end) dW += dWe;
     for (Eigen::Index c = blocks - 1; c >= 0; --c) {
       const Eigen::Index r0 = c * kBlock, b = std::min<Eigen::Index>(kBlock, n - r0);
       const auto Xq = s.XQ.middleRows(r0, b), Xk = s.XK.middleRows(r0, b);

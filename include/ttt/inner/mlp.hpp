@@ -234,6 +234,7 @@ struct LearnerGrad<inner::MLP> {
                        kdE, kdG2, kdG1, kdX2q, kdX2, kdZ1q, kdM, kdZ1, kdZ2, kdT, kGd, kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
   static constexpr size_t kept_slots = kX2;  // run_forward's products (Scratch: kept forwards)
+  static constexpr bool state_grad_in_place = true;  // backward's dth0 may be dth_end's buffer
 
   /// The queries' affine base of layer 1 and layer 2 (Segment::query_shift), and their
   /// cotangents when `o` is given.

@@ -261,6 +261,7 @@ struct LearnerGrad<inner::SwiGLU> {
                        kBwd };
   static constexpr bool query_base = true;  // reads Segment::query_keep / query_shift
   static constexpr size_t kept_slots = kSg;  // run_forward's products (Scratch: kept forwards)
+  static constexpr bool state_grad_in_place = true;  // backward's dth0 may be dth_end's buffer
 
   // The elementwise steps of the forward, shared by run_forward and elementwise (so the values a
   // kept forward's backward recomputes are the forward's, bit for bit).

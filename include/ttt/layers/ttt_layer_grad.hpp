@@ -111,6 +111,11 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
   /// Whether the tape keeps every mini-batch's forward intermediates: group 0 (everything kept, as
   /// the reference without scan checkpointing), plain gd, a learner that declares kept slots.
   static bool keeps(const Tape& tp) { return kKept > 0 && tp.group == 0 && tp.plain_gd; }
+  /// Whether the reverse chains the state's cotangent through one buffer (plain gd, and a learner
+  /// whose backward takes dtheta0 == dtheta_end): no zero-fill, copy or add per mini-batch.
+  static bool in_place(const Layer& w) {
+    return train::state_grad_in_place<train::LearnerGrad<L>>() && w.rule.is_plain_gd();
+  }
 
   /// One mini-batch forward from state (P + Q values) to next: the learner's LearnerGrad for
   /// plain gd; for a learner with a hand-written LearnerGrad under the order `before` or an
@@ -208,7 +213,7 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
       }
       for (int64_t si = s1; si-- > s0;) {
         const int64_t r0 = si * mb, len = std::min(mb, n - r0);
-        std::fill(hb.dprev.begin(), hb.dprev.begin() + P, S(0));
+        if (!in_place(w)) std::fill(hb.dprev.begin(), hb.dprev.begin() + P, S(0));
         train::SegmentGrad<S> o{RefT<S>(b.dXQ.block(r0, h * f, len, f)),
                                 RefT<S>(b.dXK.block(r0, h * f, len, f)),
                                 RefT<S>(b.dXV.block(r0, h * f, len, f)),
@@ -219,9 +224,9 @@ struct MixerGrad<TTTLayer<L, S, Opts>> {
                                 w.decay_gate ? b.dAlpha.row(h).data() + r0 : nullptr};
         if (keeps(tp)) hb.scratch.keep(&tp.kept[size_t(h)][size_t(si)], kKept, true);
         segment_backward(w, states + (si - s0) * P, segment(w, tp, h, r0, len), CRefT<S>(dZq.middleRows(r0, len)),
-                         hb.dtheta.data(), hb.dprev.data(), o, hb);
+                         hb.dtheta.data(), in_place(w) ? hb.dtheta.data() : hb.dprev.data(), o, hb);
         hb.scratch.release();
-        std::swap(hb.dtheta, hb.dprev);
+        if (!in_place(w)) std::swap(hb.dtheta, hb.dprev);
       }
     }
     for (int64_t i = 0; i < w.P; ++i) g.theta0[size_t(h * w.P + i)] += hb.dtheta[size_t(i)];

@@ -5,7 +5,9 @@
 ///     float path computes (the learner's dual form if it has one, else the generic primal form);
 ///   - `check_learner_backward<L>`: its backward is the exact VJP of its forward, against central
 ///     finite differences in double, for every input (theta0, XQ, XK, XV, token_eta, lr, ln_w,
-///     ln_b) with random cotangents of Zq and of the end state.
+///     ln_b) with random cotangents of Zq and of the end state; for a learner that declares
+///     `state_grad_in_place`, also that its backward with dtheta0 in dtheta_end's buffer gives the
+///     same cotangents (up to rounding).
 /// Both return the worst error found and where (the caller picks the tolerance: ~1e-5 for the
 /// forward, float against double; ~1e-6 for the backward).
 #include <algorithm>
@@ -106,12 +108,41 @@ GradCheckResult check_learner_backward(int64_t f, int64_t n, uint64_t seed = 0, 
     for (int64_t i = 0; i < P; ++i) s += the[size_t(i)] * dthe[size_t(i)];
     return s;
   };
-  MatD dXQ = MatD::Zero(n, f), dXK = MatD::Zero(n, f), dXV = MatD::Zero(n, f);
-  std::vector<double> dte(static_cast<size_t>(n), 0.0), dlr(static_cast<size_t>(n), 0.0),
-      dlw(static_cast<size_t>(f), 0.0), dlb(static_cast<size_t>(f), 0.0), dth(static_cast<size_t>(P), 0.0);
-  SegmentGradD o{dXQ, dXK, dXV, dte.data(), dlr.data(), dlw.data(), dlb.data()};
-  LearnerGrad<L>::template backward<double>(th.data(), f, rs.view(), dZq, dthe.data(), dth.data(), o, scratch);
+  struct Cotangents {
+    MatD dXQ, dXK, dXV;
+    std::vector<double> dth, dte, dlr, dlw, dlb;
+  };
+  // in_place: dtheta0 in dtheta_end's buffer (LearnerGrad's state_grad_in_place)
+  auto backward = [&](bool in_place) {
+    Cotangents c{MatD::Zero(n, f), MatD::Zero(n, f), MatD::Zero(n, f), in_place ? dthe : std::vector<double>(size_t(P)),
+                 std::vector<double>(size_t(n)), std::vector<double>(size_t(n)), std::vector<double>(size_t(f)),
+                 std::vector<double>(size_t(f))};
+    SegmentGradD o{c.dXQ, c.dXK, c.dXV, c.dte.data(), c.dlr.data(), c.dlw.data(), c.dlb.data()};
+    LearnerGrad<L>::template backward<double>(th.data(), f, rs.view(), dZq, in_place ? c.dth.data() : dthe.data(),
+                                              c.dth.data(), o, scratch);
+    return c;
+  };
+  const Cotangents c = backward(false);
+  const MatD &dXQ = c.dXQ, &dXK = c.dXK, &dXV = c.dXV;
+  const std::vector<double>&dth = c.dth, &dte = c.dte, &dlr = c.dlr, &dlw = c.dlw, &dlb = c.dlb;
   GradCheckResult r;
+  if constexpr (state_grad_in_place<LearnerGrad<L>>()) {  // one buffer: the same cotangents up to rounding
+    const Cotangents a = backward(true);
+    auto same = [&](const std::string& name, const double* x, const double* want, size_t cnt) {
+      for (size_t i = 0; i < cnt; ++i) {
+        const double e = std::abs(x[i] - want[i]) / std::max(std::abs(want[i]), 1e-2);
+        if (e > r.max_err) r.max_err = e, r.worst = name + "[" + std::to_string(i) + "] (in place)";
+      }
+    };
+    same("theta0", a.dth.data(), dth.data(), dth.size());
+    same("XQ", a.dXQ.data(), dXQ.data(), size_t(dXQ.size()));
+    same("XK", a.dXK.data(), dXK.data(), size_t(dXK.size()));
+    same("XV", a.dXV.data(), dXV.data(), size_t(dXV.size()));
+    same("token_eta", a.dte.data(), dte.data(), size_t(n));
+    same("lr", a.dlr.data(), dlr.data(), size_t(n));
+    same("ln_w", a.dlw.data(), dlw.data(), size_t(f));
+    same("ln_b", a.dlb.data(), dlb.data(), size_t(f));
+  }
   auto check = [&](const std::string& name, double* x, size_t cnt, const double* analytic) {
     for (size_t i = 0; i < cnt; ++i) {
       const double x0 = x[i];
