@@ -13,7 +13,7 @@
 /// | `Bf16Kernel` | n <= 24 (decode, small batches) | n > 24 (prefill) |
 /// |---|---|---|
 /// | `avx512` (runtime check: AVX-512 F+BW) | dot-product tiles streaming W once per 8 rows of X (kernels/bf16_avx512.hpp) | W packed to fp32 in 48-row panels, 8 x 48 FMA micro-tiles |
-/// | `portable` | dot products in xsimd (the instruction set chosen at run time, kernels/simd_table.hpp), one weight row at a time | W widened to fp32 block by block, Eigen's GEMM on each block |
+/// | `portable` | dot products in xsimd (the instruction set chosen at run time, kernels/simd_table.hpp), one weight row at a time | W widened to fp32 block by block, the run-time table's GEMM on each block (kernels/gemm.hpp) |
 /// | `avx512_bf16` (runtime check: AVX512_BF16; opt-in, `set_bf16_activations`) | as `avx512` | X rounded to bf16 pairs, W's pairs gathered into 48-row panels, 8 x 48 `vdpbf16ps` micro-tiles |
 /// | `automatic` | `avx512` where the CPU has it, `portable` elsewhere; `avx512_bf16` after the opt-in | |
 ///
@@ -55,6 +55,7 @@
 #include "../core/tensor.hpp"
 #include "backend.hpp"
 #include "bf16_avx512.hpp"
+#include "gemm.hpp"
 #include "simd_table.hpp"
 
 namespace ttt::kernels {
@@ -403,7 +404,9 @@ constexpr int64_t kWidenBlockBytes = int64_t(4) << 20;
 constexpr int64_t kWidenBlocksMultiple = 4;
 
 /// out [+]= X W^T with W widened to fp32 in blocks of rows (at most kWidenBlockBytes) and Eigen's
-/// GEMM on each block, one block per thread at a time: the portable path for n > kDotMaxRows.
+/// GEMM on each block, one block per thread at a time: the portable path for n > kDotMaxRows. The
+/// GEMM is the active table's (kernels/gemm.hpp's `dispatched_gemm`: AVX2 + FMA on a CPU without
+/// AVX-512, whatever the build's flags) where there is one, else the product compiled here.
 /// Each GEMM packs all of X again, so the blocks are as large as that bound allows, in a multiple
 /// of kWidenBlocksMultiple, so that 2 or 4 threads get equal shares. The cut depends on W's shape
 /// only: Eigen's blocking of a product, and so its sums' order, depends on the block's width, and
@@ -413,13 +416,17 @@ inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, 
   const int64_t cap = std::max<int64_t>(16, kWidenBlockBytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
   const int64_t cut = kWidenBlocksMultiple * ceil_div(m, kWidenBlocksMultiple * cap);
   const int64_t wb = std::min(cap, ceil_div(ceil_div(m, cut), 16) * 16), blocks = ceil_div(m, wb);
+  const GemmFn g = dispatched_gemm();
   auto run = [&](int64_t t0, int64_t t1) {
     thread_local Mat wf;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j0 = t * wb, nw = std::min(wb, m - j0);
       ensure_size(wf, wb, k);
       for (int64_t j = 0; j < nw; ++j) from_bf16(W.row(j0 + j), wf.row(j).data(), static_cast<std::size_t>(k));
-      if (accumulate)
+      if (g)
+        g(false, true, X.rows(), nw, k, X.data(), X.outerStride(), wf.data(), wf.outerStride(), out.data() + j0,
+          out.outerStride(), accumulate, 1.0f, Eigen::nbThreads());
+      else if (accumulate)
         mv(out.middleCols(j0, nw)).noalias() += cv(X) * cv(wf.topRows(nw)).transpose();
       else
         mv(out.middleCols(j0, nw)).noalias() = cv(X) * cv(wf.topRows(nw)).transpose();
