@@ -23,13 +23,13 @@
 #include <vector>
 
 #include "ttt/inner/learner.hpp"
-#include "ttt/kernels/gemm.hpp"
 #include "ttt/inner/linear.hpp"
 #include "ttt/inner/mlp.hpp"
 #include "ttt/inner/swiglu.hpp"
 #include "ttt/inner/derived.hpp"
 #include "ttt/inner/primal.hpp"
 #include "ttt/layers/ttt_layer.hpp"
+#include "ttt/kernels/gemm.hpp"
 #include "ttt/core/model_config.hpp"
 #include "ttt/core/params.hpp"
 #include "simd_context.hpp"
@@ -107,9 +107,10 @@ void BM_LayerPrefill(benchmark::State& state) {
 /// (row-major, C = A B with sides s = cbrt(FLOPs / 2)) of the same FLOPs, in the same process and
 /// thread setting: `kernels::gemm(backend::simd)`, the GEMM the layer's large products run on
 /// (the run-time table's, AVX2 or AVX-512, in a portable build too; until 2026-12-07 evening it was
-/// Eigen's product as this program compiles it, SSE2 in a portable build). Reported time: the layer's. Counters: layer_GFLOPs and
-/// gemm_GFLOPs (each from its own summed time), of_gemm = gemm time / layer time (the layer's
-/// rate as a fraction of the GEMM rate; 1.0 = the layer's FLOPs run at GEMM speed).
+/// Eigen's product as this program compiles it, SSE2 in a portable build). Reported time: the
+/// layer's. Counters: layer_GFLOPs and gemm_GFLOPs (each from its own summed time), of_gemm =
+/// gemm time / layer time (the layer's rate as a fraction of the GEMM rate; 1.0 = the layer's
+/// FLOPs run at GEMM speed).
 template <class L>
 void BM_LayerVsGemm(benchmark::State& state) {
   const auto& layer = bench_layer<L>();
