@@ -13,11 +13,13 @@
 #include <cstddef>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <Eigen/Core>
 #include <xsimd/xsimd.hpp>
 
+#include <ttt/ad/real.hpp>
 #include <ttt/blocks/matmul.hpp>
 #include <ttt/kernels/gemm.hpp>
 
@@ -126,6 +128,99 @@ TEST_CASE("blocks::matmul: views and transposes go through kernels::gemm, others
   MatT<double> yd;
   blocks::matmul(yd, Xd, Wd.transpose());
   CHECK((yd - Xd * Wd.transpose()).cwiseAbs().maxCoeff() == 0.0);
+}
+
+// blocks::matmul hands Eigen's product (double here) operands as pointer + leading dimension:
+// every memory layout of C, A and B must come out as the product written out.
+TEST_CASE("blocks::matmul in double: every layout of C, A and B against a plain loop") {
+  using MatD = MatT<double>;
+  using ColD = Eigen::MatrixXd;
+  std::mt19937 g(3);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  const auto fill = [&](auto& m) {
+    for (Index i = 0; i < m.rows(); ++i)
+      for (Index j = 0; j < m.cols(); ++j) m(i, j) = u(g);
+  };
+  // the exact C0 + alpha A B (accumulate) or alpha A B
+  const auto exact = [](const ColD& a, const ColD& b, const ColD& c0, bool acc, double alpha) {
+    ColD r = acc ? c0 : ColD::Zero(a.rows(), b.cols());
+    for (Index i = 0; i < a.rows(); ++i)
+      for (Index j = 0; j < b.cols(); ++j) {
+        double s = 0;
+        for (Index k = 0; k < a.cols(); ++k) s += a(i, k) * b(k, j);
+        r(i, j) += alpha * s;
+      }
+    return r;
+  };
+  for (const auto& [m, n, k] : {std::tuple<Index, Index, Index>{5, 7, 3}, {1, 9, 4}, {6, 1, 8}, {1, 1, 5}, {4, 6, 0},
+                                {40, 33, 25}}) {
+    MatD Ar(m, k), Br(k, n), Bt(n, k), C0r(m, n);
+    ColD Ac(m, k), big(3 * m + 2, 2 * k + 3);
+    fill(Ar), fill(Br), fill(Bt), fill(C0r), fill(Ac), fill(big);
+    // A with strides 2 in both directions (no unit stride: copied), a row-major block, a transpose
+    Eigen::Map<const ColD, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>> Astr(
+        big.data(), m, k, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(2 * big.rows(), 2));
+    for (const bool acc : {false, true})
+      for (const double alpha : {1.0, -1.0, 0.5}) {
+        INFO(m << "x" << n << "x" << k << " acc " << acc << " alpha " << alpha);
+        const auto check = [&](const auto& c, const ColD& a, const ColD& b) {
+          CHECK((ColD(c) - exact(a, b, ColD(C0r), acc, alpha)).cwiseAbs().maxCoeff() <= 1e-12);
+        };
+        MatD C = C0r;  // row-major C, row-major operands
+        blocks::matmul(C, Ar, Br, acc, alpha);
+        check(C, Ar, Br);
+        ColD Cc = C0r;  // column-major C (C^T = B^T A^T), a column-major A, a transposed B
+        blocks::matmul(Cc, Ac, Bt.transpose(), acc, alpha);
+        check(Cc, Ac, Bt.transpose());
+        C = C0r;  // A with no unit stride, B an expression
+        blocks::matmul(C, Astr, Br * 2.0, acc, alpha);
+        check(C, ColD(Astr), Br * 2.0);
+        MatD wide = MatD::Zero(m + 1, 2 * n);  // C a block with a stride, written into in place
+        wide.block(1, 1, m, n) = C0r;
+        blocks::matmul(wide.block(1, 1, m, n), Ar, Br, acc, alpha);
+        check(wide.block(1, 1, m, n), Ar, Br);
+        CHECK(wide.row(0).isZero());
+        CHECK(wide.col(0).isZero());
+        if (n == 1) {  // C a column of a row-major matrix (a stride between its entries)
+          MatD cols = MatD::Zero(m, 3);
+          cols.col(1) = C0r;
+          blocks::matmul(cols.col(1), Ar, Br, acc, alpha);
+          check(cols.col(1), Ar, Br);
+          CHECK(cols.col(0).isZero());
+        }
+        if (m == 1) {  // A a row of a column-major matrix
+          C = C0r;
+          blocks::matmul(C, Ac.row(0), Br, acc, alpha);
+          check(C, Ac.row(0), Br);
+        }
+        if (!acc && alpha == 1.0) {  // the two-argument overload, into a Matrix it resizes
+          MatD r;
+          blocks::matmul(r, Ar, Br);
+          check(r, Ar, Br);
+        }
+      }
+  }
+}
+
+// ad::Real: a scale that is a differentiable 1 still carries its gradient through the product.
+TEST_CASE("blocks::matmul in ad::Real: alpha = 1 on the tape keeps its gradient") {
+  using R = ad::Real<double>;
+  ad::RealTape<double> tape;
+  ad::RealTape<double>::Scope scope(tape);
+  MatT<R> A(2, 3), B(3, 2), C(2, 2);
+  for (Index i = 0; i < A.size(); ++i) A.data()[i] = R(0.25 * double(i + 1));
+  for (Index i = 0; i < B.size(); ++i) B.data()[i] = R(1.0 - 0.5 * double(i));
+  const R alpha = tape.leaf(1.0);
+  blocks::matmul(C, A, B, false, alpha);
+  R sum = 0.0;
+  for (Index i = 0; i < C.size(); ++i) sum = sum + C.data()[i];
+  const double d = tape.gradient({sum}, {1.0}, {alpha})[0].v;
+  double expect = 0;
+  for (Index i = 0; i < 2; ++i)
+    for (Index j = 0; j < 2; ++j)
+      for (Index k = 0; k < 3; ++k) expect += A(i, k).v * B(k, j).v;
+  CHECK(std::fabs(sum.v - expect) <= 1e-12);
+  CHECK(std::fabs(d - expect) <= 1e-12);
 }
 
 TEST_CASE("kernels::gemm and blocks::matmul with a scale alpha (C -= A B, C += c A B)") {

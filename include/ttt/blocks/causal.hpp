@@ -11,6 +11,7 @@
 
 #include "../core/tensor.hpp"
 #include "../kernels/simd.hpp"
+#include "matmul.hpp"
 
 namespace ttt::blocks {
 
@@ -22,7 +23,7 @@ void causal_scores(CRefT<S> Q, CRefT<S> K, const S* eta, const S* lr, S bias, Re
     kernels::causal_scores(backend::cpu_default{}, size_t(n), size_t(Q.cols()), Q.data(), Q.outerStride(), K.data(),
                            K.outerStride(), eta, lr, bias, A.data(), A.outerStride());
   } else {
-    A.noalias() = Q * K.transpose();
+    matmul(A, Q, K.transpose());
     for (Eigen::Index t = 0; t < n; ++t)
       for (Eigen::Index j = 0; j < n; ++j) A(t, j) = j <= t ? eta[t] * lr[j] * (A(t, j) + bias) : S(0);
   }
@@ -35,7 +36,7 @@ void causal_apply(CRefT<S> A, CRefT<S> G, RefT<S> Y) {
     kernels::causal_apply(backend::cpu_default{}, size_t(Y.rows()), size_t(Y.cols()), A.data(), A.outerStride(),
                           G.data(), G.outerStride(), Y.data(), Y.outerStride());
   } else {
-    Y.noalias() -= A * G;
+    matmul(Y, A, G, true, S(-1));
   }
 }
 

@@ -89,7 +89,8 @@ void layer_norm_bwd(const Eigen::MatrixBase<X>& x, const typename X::Scalar* gam
   auto& dx = detail::inout(dx_);
   const Eigen::Index d = x.cols();
   if constexpr (detail::kFloatRows<X> && detail::kFloatRows<DY> && detail::kFloatRows<DX>) {
-    const auto &xd = x.derived(), &dyd = dy.derived();
+    const auto& xd = x.derived();  // one declarator each: the types differ (C++ wants one `auto`)
+    const auto& dyd = dy.derived();
     auto& dxd = dx.derived();
     if (xd.innerStride() == 1 && dyd.innerStride() == 1 && dxd.innerStride() == 1) {
       kernels::layer_norm_bwd_rows(backend::cpu_default{}, size_t(x.rows()), size_t(d), xd.data(), xd.outerStride(),

@@ -58,7 +58,8 @@ void ln_l2_grad(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<T>& targe
     const Eigen::Index d = z.cols();
     auto& g = detail::out(G_, z.rows(), d);
     if constexpr (detail::kFloatRows<Z> && detail::kFloatRows<T> && detail::kFloatRows<G>) {
-      const auto &zd = z.derived(), &td = target.derived();
+      const auto& zd = z.derived();  // one declarator each: the types may differ (C++ wants one `auto`)
+      const auto& td = target.derived();
       auto& gd = g.derived();
       if (zd.innerStride() == 1 && td.innerStride() == 1 && gd.innerStride() == 1 && gd.data() != zd.data()) {
         kernels::ln_l2_grad_rows(backend::cpu_default{}, size_t(z.rows()), size_t(d), zd.data(), zd.outerStride(),

@@ -25,10 +25,13 @@ MatT<S> newton_schulz(const MatT<S>& G, int64_t steps, S* norm = nullptr) {
   if (norm) *norm = nrm;
   const S inv = S(1) / (nrm + S(1e-7));
   X *= inv;
+  MatT<S> A, B, BX;
   for (int64_t k = 0; k < steps; ++k) {
-    const MatT<S> A = X * X.transpose();
-    const MatT<S> B = b * A + c * (A * A);
-    X = (a * X + B * X).eval();
+    matmul(A, X, X.transpose());
+    matmul(B, A, A);
+    B = b * A + c * B;
+    matmul(BX, B, X);
+    X = a * X + BX;
   }
   if (tall) return X.transpose();
   return X;
@@ -69,7 +72,7 @@ void newton_schulz_vjp(const MatT<S>& G, int64_t steps, const MatT<S>& dU, S dno
     matmul(dA, A, dB, true, c);
     dXk = a * dX;
     matmul(dXk, B, dX, true);
-    dXk.noalias() += (dA + dA.transpose()) * X;
+    matmul(dXk, dA + dA.transpose(), X, true);
     dX.swap(dXk);
   }
   // X0 = raw / (nrm + 1e-7), nrm = sqrt(sq)

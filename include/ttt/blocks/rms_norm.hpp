@@ -28,8 +28,11 @@ void rms_norm_bwd(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<W>& w, 
   auto& dw = detail::inout(dw_);
   if constexpr (detail::kFloatRows<X> && detail::kFloatRows<W> && detail::kFloatRows<DY> && detail::kFloatRows<DX> &&
                 detail::kFloatRows<DW>) {
-    const auto &xd = x.derived(), &wd = w.derived(), &dyd = dy.derived();
-    auto &dxd = dx.derived(), &dwd = dw.derived();
+    const auto& xd = x.derived();  // one declarator each: the types differ (C++ wants one `auto`)
+    const auto& wd = w.derived();
+    const auto& dyd = dy.derived();
+    auto& dxd = dx.derived();
+    auto& dwd = dw.derived();
     if (xd.innerStride() == 1 && wd.innerStride() == 1 && dyd.innerStride() == 1 && dxd.innerStride() == 1 &&
         dwd.innerStride() == 1 && wd.size() == x.cols() && dwd.size() == x.cols()) {
       kernels::rms_norm_bwd_rows(backend::cpu_default{}, size_t(x.rows()), size_t(x.cols()), xd.data(),

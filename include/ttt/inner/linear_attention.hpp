@@ -40,7 +40,7 @@ struct LinearAttention {
 
   template <class S>
   static void apply(const S* theta, int64_t f, CRefT<S> X, RefT<S> Z) {
-    Z.noalias() = X * Eigen::Map<const MatT<S>>(theta, f, f);
+    blocks::matmul(Z, X, Eigen::Map<const MatT<S>>(theta, f, f));
   }
 
   /// grad += sum_r w[r] X[r]^T dZ[r]

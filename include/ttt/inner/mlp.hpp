@@ -172,8 +172,8 @@ struct MLP {
     // row 0: the key's, row 1: the query's; two matrix-vector products reading W1 in place (as
     // one 2-row product Eigen's GEMM would copy W1 into its packed layout first, for every token)
     ensure_size(ws.Z1, 2, h);
-    ws.Z1.row(0).noalias() = s.XK * cv(p.W1);
-    ws.Z1.row(1).noalias() = s.XQ * cv(p.W1);
+    blocks::matmul(ws.Z1.row(0), s.XK, cv(p.W1));
+    blocks::matmul(ws.Z1.row(1), s.XQ, cv(p.W1));
     ws.Z1.rowwise() += p.b1;
     // the key's forward and inner-loss gradients at theta0, into row t
     r.K.row(t) = s.XK;
@@ -182,7 +182,7 @@ struct MLP {
     ws.Z2 += p.b2;
     blocks::ln_l2_grad_diff<S>(cv(ws.Z2), s.XV, s.XK, s.ln_w, s.ln_b, mv(ws.G2));
     blocks::gelu_bwd_ref_into(ws.Z1.data(), ws.gprime.data(), size_t(h));
-    mv(r.G1.row(t)).noalias() = cv(ws.G2) * cv(p.W2).transpose();
+    blocks::matmul(mv(r.G1.row(t)), cv(ws.G2), cv(p.W2).transpose());
     r.G1.row(t).array() *= s.lr[0] * ws.gprime.array();
     r.G2.row(t) = s.lr[0] * ws.G2;
     // the query through theta_t = theta0 - eta_t (gradients of rows 0 .. t), layer by layer
@@ -205,9 +205,9 @@ struct MLP {
   static void add_rows(const S* rows, int64_t n, S scale, S* target, int64_t f) {
     const Rows<const S> r(rows, n, f);
     View<S> g(target, f);
-    mv(g.W1).noalias() += scale * (cv(r.K).transpose() * cv(r.G1));
+    blocks::matmul(mv(g.W1), cv(r.K).transpose(), cv(r.G1), true, scale);
     g.b1 += scale * r.G1.colwise().sum();
-    mv(g.W2).noalias() += scale * (cv(r.X2).transpose() * cv(r.G2));
+    blocks::matmul(mv(g.W2), cv(r.X2).transpose(), cv(r.G2), true, scale);
     g.b2 += scale * r.G2.colwise().sum();
   }
 

@@ -180,10 +180,10 @@ struct SwiGLU {
     RefT<S> a = mv(ws.Arow.leftCols(t + 1));
     // row 0: the key's, row 1: the query's; matrix-vector products reading W1 and W3 in place
     // (see MLP::decode_token)
-    ws.A.row(0).noalias() = s.XK * cv(W1);
-    ws.A.row(1).noalias() = s.XQ * cv(W1);
-    ws.B.row(0).noalias() = s.XK * cv(W3);
-    ws.B.row(1).noalias() = s.XQ * cv(W3);
+    blocks::matmul(ws.A.row(0), s.XK, cv(W1));
+    blocks::matmul(ws.A.row(1), s.XQ, cv(W1));
+    blocks::matmul(ws.B.row(0), s.XK, cv(W3));
+    blocks::matmul(ws.B.row(1), s.XQ, cv(W3));
     // the key's forward and inner-loss gradients at theta0, into row t
     r.K.row(t) = s.XK;
     blocks::silu_gate_into(&ws.A(0, 0), &ws.B(0, 0), &r.DB(t, 0), &r.H(t, 0), size_t(h));  // DB: sigmoid(a)
@@ -220,9 +220,9 @@ struct SwiGLU {
     const Rows<const S> r(rows, n, d);
     const int64_t f = d.f, h = hidden(d);
     Eigen::Map<MatT<S>> g1(target, f, h), g3(target + f * h, f, h), g2(target + 2 * f * h, h, f);
-    g1.noalias() += scale * (cv(r.K).transpose() * cv(r.DA));
-    g3.noalias() += scale * (cv(r.K).transpose() * cv(r.DB));
-    g2.noalias() += scale * (cv(r.H).transpose() * cv(r.G));
+    blocks::matmul(g1, cv(r.K).transpose(), cv(r.DA), true, scale);
+    blocks::matmul(g3, cv(r.K).transpose(), cv(r.DB), true, scale);
+    blocks::matmul(g2, cv(r.H).transpose(), cv(r.G), true, scale);
   }
 
   /// Per token and head, the dual form's ten f x h products at 2fh FLOPs each (A, B, Z, dH on the

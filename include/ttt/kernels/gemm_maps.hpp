@@ -9,18 +9,27 @@
 
 namespace ttt::kernels::detail {
 
+/// Whether C (+)= alpha A B may leave alpha out: alpha is 1, and a constant where the scalar is
+/// recorded for differentiation (ad::Real: a 1 that depends on a parameter still carries its
+/// gradient through the product).
+template <class S>
+bool unit_scale(const S& alpha) {
+  if constexpr (requires { alpha.constant(); }) return alpha.constant() && alpha == S(1);
+  else return alpha == S(1);
+}
+
 /// kernels::gemm's arguments (kernels/gemm.hpp) on the maps In (const, row-major) and Out with
 /// outer strides of type Stride: C (m x n, ldc) (+)= alpha op(A) op(B), op(A) A (m x k, lda) or, `ta`,
-/// the transpose of A (k x m); op(B) likewise with `tb`.
-template <class In, class Out, class Stride>
-void gemm_maps(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const float* a,
-               std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc, bool accumulate,
-               float alpha) {
+/// the transpose of A (k x m); op(B) likewise with `tb`. S: float here and in the ISA units;
+/// blocks::matmul's plain twin runs it for every scalar (double, ad::Real).
+template <class In, class Out, class Stride, class S>
+void gemm_maps(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const S* a, std::ptrdiff_t lda,
+               const S* b, std::ptrdiff_t ldb, S* c, std::ptrdiff_t ldc, bool accumulate, S alpha) {
   Out C(c, m, n, Stride(ldc));
   const In A(a, ta ? k : m, ta ? m : k, Stride(lda));
   const In B(b, tb ? n : k, tb ? k : n, Stride(ldb));
   const auto run = [&](const auto& opa, const auto& opb) {
-    if (alpha == 1.0f) {
+    if (unit_scale(alpha)) {
       if (accumulate) C.noalias() += opa * opb;
       else C.noalias() = opa * opb;
     } else {
