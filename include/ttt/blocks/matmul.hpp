@@ -62,13 +62,23 @@ bool strided_operand(const D& d, GemmOperand<typename D::Scalar>& o) {
   return false;
 }
 
+/// Whether D's memory has a unit stride in one direction whatever its shape (a Matrix, Map, Ref,
+/// their blocks and transposes): strided_operand takes it, no copy is compiled for it.
+template <class D>
+inline constexpr bool unit_stride = bool(Eigen::internal::traits<D>::Flags & Eigen::DirectAccessBit) &&
+                                    Eigen::internal::inner_stride_at_compile_time<D>::ret == 1;
+
 /// `d` as a GemmOperand, evaluated into `tmp` when it is an expression or has no unit stride.
 template <class D>
 GemmOperand<typename D::Scalar> gemm_operand(const D& d, MatT<typename D::Scalar>& tmp) {
   GemmOperand<typename D::Scalar> o;
-  if (strided_operand(d, o)) return o;
-  tmp = d;
-  return {tmp.data(), tmp.cols(), false};
+  if constexpr (unit_stride<D>) {
+    strided_operand(d, o);
+  } else if (!strided_operand(d, o)) {
+    tmp = d;
+    o = {tmp.data(), tmp.cols(), false};
+  }
+  return o;
 }
 
 /// c (m x n, ldc, row-major) (+)= alpha op(a) op(b): the active table's GEMM for float where the
@@ -102,18 +112,20 @@ void matmul_strided(DC& C, const DA& A, const DB& B, bool accumulate, S alpha) {
   eigen_assert(C.rows() == m && C.cols() == n && "blocks::matmul: C has the wrong shape");
   MatT<S> ta, tb;
   const GemmOperand<S> a = gemm_operand(A, ta), b = gemm_operand(B, tb);
+  GemmOperand<S> c;
   if constexpr (bool(Eigen::internal::traits<CT>::Flags & Eigen::DirectAccessBit)) {
-    GemmOperand<S> c;
-    if (strided_operand(C, c)) {
+    if (strided_operand(C, c)) {  // always, for a unit_stride C
       if (!c.t) gemm_rows(a, b, m, n, k, C.data(), c.ld, accumulate, alpha);
       else gemm_rows<S>({b.data, b.ld, !b.t}, {a.data, a.ld, !a.t}, n, m, k, C.data(), c.ld, accumulate, alpha);
       return;
     }
   }
-  MatT<S> tc(m, n);
-  gemm_rows(a, b, m, n, k, tc.data(), n, false, alpha);
-  if (accumulate) C += tc;
-  else C = tc;
+  if constexpr (!unit_stride<CT>) {
+    MatT<S> tc(m, n);
+    gemm_rows(a, b, m, n, k, tc.data(), n, false, alpha);
+    if (accumulate) C += tc;
+    else C = tc;
+  }
 }
 }  // namespace detail
 

@@ -406,12 +406,13 @@ constexpr int64_t kWidenBlocksMultiple = 4;
 /// out [+]= X W^T with W widened to fp32 in blocks of rows (at most kWidenBlockBytes) and Eigen's
 /// GEMM on each block, one block per thread at a time: the portable path for n > kDotMaxRows. The
 /// GEMM is the active table's (kernels/gemm.hpp's `dispatched_gemm`: AVX2 + FMA on a CPU without
-/// AVX-512, whatever the build's flags) where there is one, else the product compiled here.
+/// AVX-512, whatever the build's flags) where there is one, else kernels::gemm's plain twin.
 /// Each GEMM packs all of X again, so the blocks are as large as that bound allows, in a multiple
 /// of kWidenBlocksMultiple, so that 2 or 4 threads get equal shares. The cut depends on W's shape
 /// only: Eigen's blocking of a product, and so its sums' order, depends on the block's width, and
 /// the result must not depend on the thread count.
-inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
+template <class = void>  // compiled where it is called (its GEMM twin is kernels::gemm's template)
+void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool accumulate) {
   const int64_t m = W.rows(), k = W.cols();
   const int64_t cap = std::max<int64_t>(16, kWidenBlockBytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
   const int64_t cut = kWidenBlocksMultiple * ceil_div(m, kWidenBlocksMultiple * cap);
@@ -426,10 +427,9 @@ inline void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, 
       if (g)
         g(false, true, X.rows(), nw, k, X.data(), X.outerStride(), wf.data(), wf.outerStride(), out.data() + j0,
           out.outerStride(), accumulate, 1.0f, Eigen::nbThreads());
-      else if (accumulate)
-        mv(out.middleCols(j0, nw)).noalias() += cv(X) * cv(wf.topRows(nw)).transpose();
       else
-        mv(out.middleCols(j0, nw)).noalias() = cv(X) * cv(wf.topRows(nw)).transpose();
+        gemm(backend::scalar{}, false, true, X.rows(), nw, k, X.data(), X.outerStride(), wf.data(), wf.outerStride(),
+             out.data() + j0, out.outerStride(), accumulate);
     }
   };
 #if defined(_OPENMP)
@@ -465,7 +465,10 @@ inline void bf16_matmul_nt(backend::scalar, CMatRef X, const Bf16Matrix& W, MatR
 /// set_bf16_activations(true)). out must not overlap X.
 /// Throws ShapeError on mismatched shapes, Error when `kernel` needs an instruction set this CPU
 /// lacks (bf16_kernel_available). Uses the calling thread's OpenMP threads for large products.
-inline void bf16_matmul_nt(Bf16Kernel kernel, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
+/// (A template so that it is compiled where it is called: its portable path's GEMM twin is
+/// kernels::gemm's, a template; the backend-tag entry below likewise.)
+template <class = void>
+void bf16_matmul_nt(Bf16Kernel kernel, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
   detail::check_shapes("bf16_matmul_nt", X, W, out);
   if (!bf16_kernel_available(kernel))
     throw Error(std::string("bf16_matmul_nt: kernel '") + bf16_kernel_name(kernel) +
@@ -490,7 +493,8 @@ inline void bf16_matmul_nt(Bf16Kernel kernel, CMatRef X, const Bf16Matrix& W, Ma
 }
 
 /// The backend-tag entry (kernels/backend.hpp): `automatic`.
-inline void bf16_matmul_nt(backend::simd, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
+template <class = void>
+void bf16_matmul_nt(backend::simd, CMatRef X, const Bf16Matrix& W, MatRef out, bool accumulate = false) {
   bf16_matmul_nt(Bf16Kernel::automatic, X, W, out, accumulate);
 }
 
