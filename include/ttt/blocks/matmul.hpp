@@ -6,7 +6,7 @@
 /// instruction set, where the program has one (kernels/gemm.hpp: a portable build's products at
 /// AVX2 or AVX-512 width); everything else (double, ad::Real, tiny products, a program without
 /// ttt::simd_dispatch, the build's own table) is its plain twin, Eigen's product on row-major maps
-/// (kernels/gemm_maps.hpp, the body of kernels::gemm's scalar overload).
+/// (kernels/gemm_maps.hpp's gemm_maps_unscaled: alpha applied after an unscaled product).
 ///
 /// Both take the operands as (pointer, leading dimension, transposed?): a strided operand as it
 /// lies in memory, an expression (or a view with no unit stride) evaluated into a temporary first,
@@ -82,7 +82,7 @@ GemmOperand<typename D::Scalar> gemm_operand(const D& d, MatT<typename D::Scalar
 }
 
 /// c (m x n, ldc, row-major) (+)= alpha op(a) op(b): the active table's GEMM for float where the
-/// program has one and the product is not tiny, else Eigen's product on maps of S.
+/// program has one and the product is not tiny, else Eigen's unscaled product on maps of S.
 template <class S>
 void gemm_rows(const GemmOperand<S>& a, const GemmOperand<S>& b, Eigen::Index m, Eigen::Index n, Eigen::Index k, S* c,
                Eigen::Index ldc, bool accumulate, S alpha) {
@@ -97,7 +97,8 @@ void gemm_rows(const GemmOperand<S>& a, const GemmOperand<S>& b, Eigen::Index m,
   using Stride = Eigen::OuterStride<>;
   using In = Eigen::Map<const MatT<S>, Eigen::Unaligned, Stride>;
   using Out = Eigen::Map<MatT<S>, Eigen::Unaligned, Stride>;
-  kernels::detail::gemm_maps<In, Out, Stride>(a.t, b.t, m, n, k, a.data, a.ld, b.data, b.ld, c, ldc, accumulate, alpha);
+  kernels::detail::gemm_maps_unscaled<In, Out, Stride>(a.t, b.t, m, n, k, a.data, a.ld, b.data, b.ld, c, ldc,
+                                                       accumulate, alpha);
 }
 
 /// C (+)= alpha A B with C, A and B as their memory lies (kernels::gemm's form, C^T = B^T A^T for

@@ -44,11 +44,10 @@ template <class S>
 using aligned_vector = std::vector<S, Eigen::aligned_allocator<S>>;
 
 /// A read-only view (Eigen::Ref) of a matrix, a block of one or a Map, of scalar S; `mv` the same,
-/// writable. The library multiplies views: `C.noalias() = cv(A) * cv(B).transpose()` with C a
-/// view too, so each shape of product (A B, A B^T, A^T B) and of assignment is compiled once,
-/// whatever the operands are (a plain matrix, a head's columns, a parameter in a flat array),
-/// which keeps the compile time of a program down. Only plain storage is passed (a transposed or
-/// computed expression would be copied into a temporary).
+/// writable: one type for a function's argument whatever the caller holds (a plain matrix, a head's
+/// columns, a parameter in a flat array), so the function is compiled once. Only plain storage is
+/// passed (a transposed or computed expression would be copied into a temporary). Products go
+/// through blocks::matmul, which compiles Eigen's product once per scalar type whatever the views.
 template <class X>
 CRefT<typename X::Scalar> cv(const Eigen::MatrixBase<X>& x) {
   return CRefT<typename X::Scalar>(x.derived());

@@ -6,6 +6,7 @@
 /// namespace of its own). It includes no Eigen nor library header: the ISA units include it after
 /// their renamed <Eigen/Core>, and its instances differ by the maps' types (no two Eigens share one).
 #include <cstddef>
+#include <vector>
 
 namespace ttt::kernels::detail {
 
@@ -35,6 +36,40 @@ void gemm_maps(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdif
     } else {
       if (accumulate) C.noalias() += alpha * (opa * opb);
       else C.noalias() = alpha * (opa * opb);
+    }
+  };
+  if (!ta && !tb) run(A, B);
+  else if (!ta) run(A, B.transpose());
+  else if (!tb) run(A.transpose(), B);
+  else run(A.transpose(), B.transpose());
+}
+
+/// gemm_maps with products that are never scaled (C = op(A) op(B), C += ..., C -= ...), any other
+/// alpha applied to C, or to a temporary added into C, after. Eigen compiles a scaled product
+/// alpha (A B) as a product of its own, (alpha A) B, and with it the matrix-vector products it
+/// falls back to at run time: this compiles a quarter of gemm_maps' products. blocks::matmul's
+/// plain twin, for every scalar; the ISA units keep gemm_maps (alpha inside the GEMM kernel).
+template <class In, class Out, class Stride, class S>
+void gemm_maps_unscaled(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const S* a,
+                        std::ptrdiff_t lda, const S* b, std::ptrdiff_t ldb, S* c, std::ptrdiff_t ldc, bool accumulate,
+                        S alpha) {
+  Out C(c, m, n, Stride(ldc));
+  const In A(a, ta ? k : m, ta ? m : k, Stride(lda));
+  const In B(b, tb ? n : k, tb ? k : n, Stride(ldb));
+  const bool unit = unit_scale(alpha), minus = !unit && unit_scale(S(0) - alpha);
+  const auto run = [&](const auto& opa, const auto& opb) {
+    if (!accumulate) {
+      C.noalias() = opa * opb;
+      if (!unit) C *= alpha;
+    } else if (unit) {
+      C.noalias() += opa * opb;
+    } else if (minus) {
+      C.noalias() -= opa * opb;
+    } else {
+      std::vector<S> buf(static_cast<std::size_t>(m * n));
+      Out T(buf.data(), m, n, Stride(n));
+      T.noalias() = opa * opb;
+      C += alpha * T;
     }
   };
   if (!ta && !tb) run(A, B);
