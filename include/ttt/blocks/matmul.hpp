@@ -113,8 +113,8 @@ void matmul_strided(DC& C, const DA& A, const DB& B, bool accumulate, S alpha) {
   eigen_assert(C.rows() == m && C.cols() == n && "blocks::matmul: C has the wrong shape");
   MatT<S> ta, tb;
   const GemmOperand<S> a = gemm_operand(A, ta), b = gemm_operand(B, tb);
-  GemmOperand<S> c;
   if constexpr (bool(Eigen::internal::traits<CT>::Flags & Eigen::DirectAccessBit)) {
+    GemmOperand<S> c;
     if (strided_operand(C, c)) {  // always, for a unit_stride C
       if (!c.t) gemm_rows(a, b, m, n, k, C.data(), c.ld, accumulate, alpha);
       else gemm_rows<S>({b.data, b.ld, !b.t}, {a.data, a.ld, !a.t}, n, m, k, C.data(), c.ld, accumulate, alpha);

@@ -405,7 +405,7 @@ constexpr int64_t kWidenBlocksMultiple = 4;
 
 /// out [+]= X W^T with W widened to fp32 in blocks of rows (at most kWidenBlockBytes) and Eigen's
 /// GEMM on each block, one block per thread at a time: the portable path for n > kDotMaxRows. The
-/// GEMM is the active table's (kernels/gemm.hpp's `dispatched_gemm`: AVX2 + FMA on a CPU without
+/// GEMM is kernels::gemm(backend::simd): the active table's (AVX2 + FMA on a CPU without
 /// AVX-512, whatever the build's flags) where there is one, else kernels::gemm's plain twin.
 /// Each GEMM packs all of X again, so the blocks are as large as that bound allows, in a multiple
 /// of kWidenBlocksMultiple, so that 2 or 4 threads get equal shares. The cut depends on W's shape
@@ -417,19 +417,14 @@ void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool ac
   const int64_t cap = std::max<int64_t>(16, kWidenBlockBytes / (4 * std::max<int64_t>(k, 1)) / 16 * 16);
   const int64_t cut = kWidenBlocksMultiple * ceil_div(m, kWidenBlocksMultiple * cap);
   const int64_t wb = std::min(cap, ceil_div(ceil_div(m, cut), 16) * 16), blocks = ceil_div(m, wb);
-  const GemmFn g = dispatched_gemm();
   auto run = [&](int64_t t0, int64_t t1) {
     thread_local Mat wf;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j0 = t * wb, nw = std::min(wb, m - j0);
       ensure_size(wf, wb, k);
       for (int64_t j = 0; j < nw; ++j) from_bf16(W.row(j0 + j), wf.row(j).data(), static_cast<std::size_t>(k));
-      if (g)
-        g(false, true, X.rows(), nw, k, X.data(), X.outerStride(), wf.data(), wf.outerStride(), out.data() + j0,
-          out.outerStride(), accumulate, 1.0f, Eigen::nbThreads());
-      else
-        gemm(backend::scalar{}, false, true, X.rows(), nw, k, X.data(), X.outerStride(), wf.data(), wf.outerStride(),
-             out.data() + j0, out.outerStride(), accumulate);
+      gemm(backend::simd{}, false, true, X.rows(), nw, k, X.data(), X.outerStride(), wf.data(), wf.outerStride(),
+           out.data() + j0, out.outerStride(), accumulate);
     }
   };
 #if defined(_OPENMP)

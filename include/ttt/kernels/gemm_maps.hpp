@@ -19,17 +19,28 @@ bool unit_scale(const S& alpha) {
   else return alpha == S(1);
 }
 
+/// run(op(A), op(B)) on the const maps In of A (m x k, lda; `ta`: its transpose, k x m) and B
+/// (k x n, ldb; `tb`: its transpose), with outer strides of type Stride: the four transpositions,
+/// each its own instance of run.
+template <class In, class Stride, class S, class Run>
+void with_ops(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const S* a, std::ptrdiff_t lda,
+              const S* b, std::ptrdiff_t ldb, const Run& run) {
+  const In A(a, ta ? k : m, ta ? m : k, Stride(lda));
+  const In B(b, tb ? n : k, tb ? k : n, Stride(ldb));
+  if (!ta && !tb) run(A, B);
+  else if (!ta) run(A, B.transpose());
+  else if (!tb) run(A.transpose(), B);
+  else run(A.transpose(), B.transpose());
+}
+
 /// kernels::gemm's arguments (kernels/gemm.hpp) on the maps In (const, row-major) and Out with
 /// outer strides of type Stride: C (m x n, ldc) (+)= alpha op(A) op(B), op(A) A (m x k, lda) or, `ta`,
-/// the transpose of A (k x m); op(B) likewise with `tb`. S: float here and in the ISA units;
-/// blocks::matmul's plain twin runs it for every scalar (double, ad::Real).
+/// the transpose of A (k x m); op(B) likewise with `tb`. Float, here and in the ISA units.
 template <class In, class Out, class Stride, class S>
 void gemm_maps(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdiff_t k, const S* a, std::ptrdiff_t lda,
                const S* b, std::ptrdiff_t ldb, S* c, std::ptrdiff_t ldc, bool accumulate, S alpha) {
   Out C(c, m, n, Stride(ldc));
-  const In A(a, ta ? k : m, ta ? m : k, Stride(lda));
-  const In B(b, tb ? n : k, tb ? k : n, Stride(ldb));
-  const auto run = [&](const auto& opa, const auto& opb) {
+  with_ops<In, Stride>(ta, tb, m, n, k, a, lda, b, ldb, [&](const auto& opa, const auto& opb) {
     if (unit_scale(alpha)) {
       if (accumulate) C.noalias() += opa * opb;
       else C.noalias() = opa * opb;
@@ -37,11 +48,7 @@ void gemm_maps(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, std::ptrdif
       if (accumulate) C.noalias() += alpha * (opa * opb);
       else C.noalias() = alpha * (opa * opb);
     }
-  };
-  if (!ta && !tb) run(A, B);
-  else if (!ta) run(A, B.transpose());
-  else if (!tb) run(A.transpose(), B);
-  else run(A.transpose(), B.transpose());
+  });
 }
 
 /// gemm_maps with products that are never scaled (C = op(A) op(B), C += ..., C -= ...), any other
@@ -54,10 +61,8 @@ void gemm_maps_unscaled(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, st
                         std::ptrdiff_t lda, const S* b, std::ptrdiff_t ldb, S* c, std::ptrdiff_t ldc, bool accumulate,
                         S alpha) {
   Out C(c, m, n, Stride(ldc));
-  const In A(a, ta ? k : m, ta ? m : k, Stride(lda));
-  const In B(b, tb ? n : k, tb ? k : n, Stride(ldb));
   const bool unit = unit_scale(alpha), minus = !unit && unit_scale(S(0) - alpha);
-  const auto run = [&](const auto& opa, const auto& opb) {
+  with_ops<In, Stride>(ta, tb, m, n, k, a, lda, b, ldb, [&](const auto& opa, const auto& opb) {
     if (!accumulate) {
       C.noalias() = opa * opb;
       if (!unit) C *= alpha;
@@ -71,11 +76,7 @@ void gemm_maps_unscaled(bool ta, bool tb, std::ptrdiff_t m, std::ptrdiff_t n, st
       T.noalias() = opa * opb;
       C += alpha * T;
     }
-  };
-  if (!ta && !tb) run(A, B);
-  else if (!ta) run(A, B.transpose());
-  else if (!tb) run(A.transpose(), B);
-  else run(A.transpose(), B.transpose());
+  });
 }
 
 }  // namespace ttt::kernels::detail
