@@ -166,8 +166,10 @@ void forward(const CRefT<T>& Q, const CRefT<T>& K, const CRefT<T>& V, T scale, i
   // directly: Eigen parallelises no product below 50k multiply-adds
   if (!omp_in_parallel() && double(std::min(n, kBlockQ)) * double(K.rows()) * double(Q.cols()) > 5e4) {
     const int nt = int(std::min<int64_t>(tiles, omp_get_max_threads()));
+    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (int64_t t = 0; t < tiles; ++t) tile(t * kBlockQ);
+    for (int64_t t = 0; t < tiles; ++t) errors.run([&] { tile(t * kBlockQ); });
+    errors.rethrow();
     return;
   }
 #endif

@@ -117,12 +117,10 @@ void attend(KVCacheT<T>& c, CRefT<std::type_identity_t<T>> Q, CRefT<std::type_id
   const int64_t d = W / heads, q0 = c.len;
   if (c.window < 0) {
     c.append(Kn, Vn);  // keys [0, len + n) are contiguous: one call per head
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (heads > 1 && double(n) * double(c.len) * double(d) >= 1e6)
-#endif
-    for (int64_t h = 0; h < heads; ++h)
+    parallel_heads(heads, double(n) * double(c.len) * double(d) >= 1e6, [&](int64_t h) {
       detail::forward<T>(Q.middleCols(h * d, d), c.K.topRows(c.len).middleCols(h * d, d),
                          c.V.topRows(c.len).middleCols(h * d, d), scale, -1, q0, 0, O.middleCols(h * d, d), nullptr);
+    });
     return;
   }
   // ring: the held rows are two position-ordered runs: [head, rows) then [0, head)
@@ -132,10 +130,7 @@ void attend(KVCacheT<T>& c, CRefT<std::type_identity_t<T>> Q, CRefT<std::type_id
   ensure_size(c.acc, n, W);
   c.mx.resize(size_t(n * heads));
   c.sm.resize(size_t(n * heads));
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (heads > 1 && double(n) * double(held + n) * double(d) >= 1e6)
-#endif
-  for (int64_t h = 0; h < heads; ++h) {
+  parallel_heads(heads, double(n) * double(held + n) * double(d) >= 1e6, [&](int64_t h) {
     RefT<T> A(c.acc.middleCols(h * d, d));
     T* mx = c.mx.data() + h * n;
     T* sm = c.sm.data() + h * n;
@@ -149,7 +144,7 @@ void attend(KVCacheT<T>& c, CRefT<std::type_identity_t<T>> Q, CRefT<std::type_id
                  k_first + runA, A, mx, sm);
     accumulate<T>(Qh, Kn.middleCols(h * d, d), Vn.middleCols(h * d, d), scale, c.window, q0, q0, A, mx, sm);
     finish<T>(A, mx, sm, nullptr);
-  }
+  });
   O = c.acc;
   c.append(Kn, Vn);
 }

@@ -7,6 +7,8 @@
 ///    tiles of attention) inside one task;
 ///  - `parallel_ranges(n, min_n, fn)`: elementwise work (activations, optimizer updates) cut into
 ///    one range per OpenMP thread.
+/// An exception may not leave an OpenMP region (the program would end in std::terminate), so the
+/// OpenMP forms run their tasks through `RegionErrors` and throw the first one after the region.
 /// A worker of `parallel_for` gives its own OpenMP loops `inner_threads` threads, so that
 /// workers x inner threads stays within the machine (a new std::thread would otherwise start
 /// from OpenMP's default, one thread per core).
@@ -14,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -22,6 +25,33 @@
 #endif
 
 namespace ttt {
+
+/// Carries an exception out of an OpenMP region: each task runs as `errors.run(fn)` inside the
+/// region, `errors.rethrow()` after it. The first exception is kept; once one is thrown the
+/// remaining tasks are skipped. A bad TTT_SIMD, for one, is found by the first kernel call, which
+/// may be inside a region (kernels/simd_table.hpp).
+class RegionErrors {
+ public:
+  template <class F>
+  void run(F&& fn) noexcept {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      fn();
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+      failed_.store(true, std::memory_order_relaxed);
+    }
+  }
+  void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
+};
 
 /// Threads the OpenMP loops of the calling thread may use (1 without OpenMP).
 inline int max_threads() {
@@ -97,14 +127,16 @@ void parallel_for(int64_t tasks, int workers, F&& fn, int inner_threads = 0) {
 
 /// fn(begin, end) over [0, n) cut into one contiguous range per OpenMP thread when n >= min_n, as
 /// fn(0, n) otherwise (or inside a parallel region). For elementwise work, whose result does not
-/// depend on the cut.
+/// depend on the cut. An exception from fn is thrown after the region.
 template <class F>
 void parallel_ranges(int64_t n, int64_t min_n, F&& fn) {
 #if defined(_OPENMP)
   const int64_t T = n >= min_n && !omp_in_parallel() ? std::min<int64_t>(max_threads(), n) : 1;
   if (T > 1) {
+    RegionErrors errors;
 #pragma omp parallel for schedule(static) num_threads(int(T))
-    for (int64_t t = 0; t < T; ++t) fn(n * t / T, n * (t + 1) / T);
+    for (int64_t t = 0; t < T; ++t) errors.run([&] { fn(n * t / T, n * (t + 1) / T); });
+    errors.rethrow();
     return;
   }
 #else
@@ -114,16 +146,22 @@ void parallel_ranges(int64_t n, int64_t min_n, F&& fn) {
 }
 
 /// fn(i) for i in [0, n) as an OpenMP loop (static schedule) when `worth_it` and n > 1, in order
-/// on the calling thread otherwise. fn must not throw (an exception cannot leave an OpenMP loop).
+/// on the calling thread otherwise. An exception from fn is thrown after the loop (the other
+/// threads skip their remaining heads).
 template <class F>
 void parallel_heads(int64_t n, bool worth_it, F&& fn) {
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (worth_it && n > 1)
-  for (int64_t i = 0; i < n; ++i) fn(i);
+  if (worth_it && n > 1) {
+    RegionErrors errors;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) errors.run([&] { fn(i); });
+    errors.rethrow();
+    return;
+  }
 #else
   (void)worth_it;
-  for (int64_t i = 0; i < n; ++i) fn(i);
 #endif
+  for (int64_t i = 0; i < n; ++i) fn(i);
 }
 
 }  // namespace ttt

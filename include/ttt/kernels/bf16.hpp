@@ -296,11 +296,13 @@ void bf16_dot_product(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool a
   };
 #if defined(_OPENMP)
   if (max_threads() > 1 && tasks > 1 && double(m) * double(kp) * double(n + 16) >= kParallelWork) {
+    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
 #pragma omp parallel
     {
       const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
-      run(tasks * id / T, tasks * (id + 1) / T);
+      errors.run([&] { run(tasks * id / T, tasks * (id + 1) / T); });
     }
+    errors.rethrow();
     return;
   }
 #endif
@@ -372,11 +374,13 @@ void bf16_gemm_panels(const typename G::XElem* x, int64_t ldx, int64_t n, const 
   };
 #if defined(_OPENMP)
   if (max_threads() > 1 && panels > 1 && double(n) * double(m) * double(k) >= kParallelWork) {
+    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
 #pragma omp parallel
     {
       const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
-      run(panels * id / T, panels * (id + 1) / T);
+      errors.run([&] { run(panels * id / T, panels * (id + 1) / T); });
     }
+    errors.rethrow();
     return;
   }
 #endif
@@ -429,11 +433,14 @@ void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool ac
   };
 #if defined(_OPENMP)
   if (max_threads() > 1 && blocks > 1 && double(X.rows()) * double(m) * double(k) >= kParallelWork) {
+    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
 #pragma omp parallel
     {
       const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-      run(blocks * id / nt, blocks * (id + 1) / nt);  // Eigen's GEMM runs single-threaded inside a region
+      // Eigen's GEMM runs single-threaded inside a region
+      errors.run([&] { run(blocks * id / nt, blocks * (id + 1) / nt); });
     }
+    errors.rethrow();
     return;
   }
 #endif
