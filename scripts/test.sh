@@ -23,6 +23,16 @@ cuda=()
 nvcc=$(command -v nvcc || true)
 [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
 [ -n "$nvcc" ] && cuda=(-DTTT_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc")
+# Without a GPU the CUDA programs are compiled (their tests skip) for one architecture, not the
+# default two: the device code has no per-architecture paths, and nvcc's time per unit drops by a
+# third (test_scan.cu: 41 -> 26 s). Set on every configure, so that a GPU later gets both again.
+if [ -n "$nvcc" ]; then
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    cuda+=(-DCMAKE_CUDA_ARCHITECTURES="80;90")
+  else
+    cuda+=(-DCMAKE_CUDA_ARCHITECTURES=90)
+  fi
+fi
 # Ninja where it is (scripts/setup.sh installs it) and the build folder is new: it keeps both cores
 # busy to the end of the build (a folder made with another generator keeps it)
 gen=()
