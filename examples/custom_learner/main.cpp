@@ -3,6 +3,7 @@
 // a full forward; then train it for a few steps (exact gradients, derived from the learner's map)
 // and check that the loss falls.
 #include <cstdio>
+#include <exception>
 #include <vector>
 
 #include <ttt/ttt.hpp>
@@ -47,4 +48,11 @@ int run() {
   return worst < 1e-4 && last < 0.7 * first ? 0 : 1;
 }
 
-int main() { return run<BiasFreeLinear>() | run<ReluMLP>() | run<ttt::inner::Linear>(); }
+int main() {
+  try {
+    return run<BiasFreeLinear>() | run<ReluMLP>() | run<ttt::inner::Linear>();
+  } catch (const std::exception& e) {  // a bad configuration or TTT_SIMD: the library's message
+    std::fprintf(stderr, "custom_learner: %s\n", e.what());
+    return 1;
+  }
+}
