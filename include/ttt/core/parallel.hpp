@@ -5,8 +5,8 @@
 ///    gradient) on a few std::threads, exceptions carried back to the caller;
 ///  - `parallel_heads(n, worth_it, fn)`: the OpenMP loop over the heads of a layer (or the query
 ///    tiles of attention) inside one task;
-///  - `parallel_ranges(n, min_n, fn)`: elementwise work (activations, optimizer updates) cut into
-///    one range per OpenMP thread.
+///  - `parallel_ranges(n, min_n, fn)`: elementwise work (activations, optimizer updates) or
+///    independent tasks (the bf16 products' blocks) cut into one range per OpenMP thread.
 /// An exception may not leave an OpenMP region (the program would end in std::terminate), so the
 /// OpenMP forms run their tasks through `RegionErrors` and throw the first one after the region.
 /// A worker of `parallel_for` gives its own OpenMP loops `inner_threads` threads, so that
@@ -126,8 +126,8 @@ void parallel_for(int64_t tasks, int workers, F&& fn, int inner_threads = 0) {
 }
 
 /// fn(begin, end) over [0, n) cut into one contiguous range per OpenMP thread when n >= min_n, as
-/// fn(0, n) otherwise (or inside a parallel region). For elementwise work, whose result does not
-/// depend on the cut. An exception from fn is thrown after the region.
+/// fn(0, n) otherwise (or inside a parallel region). For work whose result does not depend on the
+/// cut (elementwise work, independent tasks). An exception from fn is thrown after the region.
 template <class F>
 void parallel_ranges(int64_t n, int64_t min_n, F&& fn) {
 #if defined(_OPENMP)

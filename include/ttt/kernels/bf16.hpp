@@ -294,19 +294,9 @@ void bf16_dot_product(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool a
                     out.data() + g * ldo + j0, ldo, accumulate);
     }
   };
-#if defined(_OPENMP)
-  if (max_threads() > 1 && tasks > 1 && double(m) * double(kp) * double(n + 16) >= kParallelWork) {
-    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
-#pragma omp parallel
-    {
-      const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
-      errors.run([&] { run(tasks * id / T, tasks * (id + 1) / T); });
-    }
-    errors.rethrow();
-    return;
-  }
-#endif
-  run(0, tasks);
+  // one contiguous range of tasks per thread (core/parallel.hpp) when the product is large enough
+  if (double(m) * double(kp) * double(n + 16) >= kParallelWork) parallel_ranges(tasks, 2, run);
+  else run(0, tasks);
 }
 
 /// The AVX-512 GEMM's two kinds of panels. FmaPanels: fp32 activations, W widened to fp32
@@ -372,19 +362,9 @@ void bf16_gemm_panels(const typename G::XElem* x, int64_t ldx, int64_t n, const 
       }
     }
   };
-#if defined(_OPENMP)
-  if (max_threads() > 1 && panels > 1 && double(n) * double(m) * double(k) >= kParallelWork) {
-    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
-#pragma omp parallel
-    {
-      const int64_t T = omp_get_num_threads(), id = omp_get_thread_num();
-      errors.run([&] { run(panels * id / T, panels * (id + 1) / T); });
-    }
-    errors.rethrow();
-    return;
-  }
-#endif
-  run(0, panels);
+  // one contiguous range of panels per thread (core/parallel.hpp) when the product is large enough
+  if (double(n) * double(m) * double(k) >= kParallelWork) parallel_ranges(panels, 2, run);
+  else run(0, panels);
 }
 
 /// out [+]= X W^T for large n, fp32 activations (FMA on widened weights).
@@ -431,20 +411,10 @@ void bf16_widen_gemm(const CMatRef& X, const Bf16Matrix& W, MatRef& out, bool ac
            out.data() + j0, out.outerStride(), accumulate);
     }
   };
-#if defined(_OPENMP)
-  if (max_threads() > 1 && blocks > 1 && double(X.rows()) * double(m) * double(k) >= kParallelWork) {
-    RegionErrors errors;  // no exception may leave the region (core/parallel.hpp)
-#pragma omp parallel
-    {
-      const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-      // Eigen's GEMM runs single-threaded inside a region
-      errors.run([&] { run(blocks * id / nt, blocks * (id + 1) / nt); });
-    }
-    errors.rethrow();
-    return;
-  }
-#endif
-  run(0, blocks);
+  // one contiguous range of blocks per thread (core/parallel.hpp) when the product is large enough
+  // (Eigen's GEMM runs single-threaded inside the region)
+  if (double(X.rows()) * double(m) * double(k) >= kParallelWork) parallel_ranges(blocks, 2, run);
+  else run(0, blocks);
 }
 
 }  // namespace detail
